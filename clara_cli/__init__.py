@@ -1,0 +1,1 @@
+"""clara_cli: the `clara` command line, a thin Click layer over clara_core."""

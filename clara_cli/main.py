@@ -1,0 +1,88 @@
+"""The `clara` command group: lazy sub-commands, the global --json flag, and the ONE place
+where clara_core's errors become a one-line message and an exit code.
+
+Exit codes: 0 ok · 1 leaks found, or an operator command failed · 2 usage or invalid input
+· 3 not found · 4 busy · 5 timeout · 6 incomplete data · 7 out of space
+· 8 permission denied · 9 corrupt segment · 10 already exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from clara_core import __version__
+from clara_core.errors import ClaraError
+
+# name -> "module:attribute". A command's module is imported only when that command runs
+# (or when help or completion lists it), so `clara publish` never pays for numpy or rich.
+COMMANDS = {
+    "completion": "clara_cli.commands.completion:completion",
+    "create": "clara_cli.commands.create:create",
+    "destroy": "clara_cli.commands.destroy:destroy",
+    "dump": "clara_cli.commands.dump:dump",
+    "free": "clara_cli.commands.free:free",
+    "leak-check": "clara_cli.commands.leaks:leak_check",
+    "map": "clara_cli.commands.map:map_command",
+    "publish": "clara_cli.commands.publish:publish",
+    "run": "clara_cli.commands.pipeline:run",
+    "validate": "clara_cli.commands.pipeline:validate",
+}
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0 ok              1 leaks found / operator failed   2 usage or invalid input
+  3 not found       4 busy                            5 timeout
+  6 incomplete      7 out of space                    8 permission denied
+  9 corrupt        10 already exists
+"""
+
+
+class ClaraGroup(click.Group):
+    """A group whose commands load lazily and whose errors exit with documented codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in sorted(COMMANDS) if self.get_command(ctx, name) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None  # not built yet
+            raise
+        return getattr(module, attribute)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ClaraError as exc:
+            click.echo(f"clara: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("clara: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=ClaraGroup, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="clara")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.pass_context
+def cli(ctx: click.Context, as_json: bool) -> None:
+    """clara: typed POSIX shared memory for multi-process pipelines."""
+    ctx.ensure_object(dict)["json"] = as_json
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="clara")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

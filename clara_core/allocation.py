@@ -1,0 +1,391 @@
+"""Allocation: one counted reference to a typed block of shared memory.
+
+Life-cycle (Clara's, without its manual bookkeeping)::
+
+    ctx.create(...)  -> private: only this process sees it; gone when released
+    .publish(name)   -> every process of the context can ctx.get(name) a new reference
+    .map('r'|'w')    -> many readers or one writer, across all processes
+    .release()       -> drop this reference (also on close(), `with` and garbage collection)
+    .free()          -> no new get() anywhere; references and maps already held stay
+                        valid, and the kernel frees the memory when the last one is gone
+
+Each reference is its own open file, with a shared lock on REFERENCE_BYTE: the kernel
+counts references for us, and a crashed process can never keep a count too high.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from typing import TYPE_CHECKING
+
+from . import header as hdr
+from . import locks, processes, segment
+from .dtypes import ElementType, element_type, nbytes_of, static_shape
+from .errors import (
+    AlreadyExists,
+    Busy,
+    Incomplete,
+    InvalidArgument,
+    ReadOnly,
+    Timeout,
+)
+from .header import DATA_OFFSET, DataState, Header, Layout
+from .mapping import Mapping, MapState
+from .names import HANDLE, PUBLISHED, allocation_file, shm_dir, validate_name
+
+if TYPE_CHECKING:
+    import numpy
+
+    from .context import Context
+
+PRIVATE = "private"  # anonymous, known to this process only
+HANDLED = "handle"  # private, but reachable by handle from other processes
+SHARED = "published"
+
+
+class Allocation:
+    """A reference to a typed block of shared memory in a context."""
+
+    def __init__(
+        self,
+        context: Context,
+        fd: int,
+        writable: bool,
+        header: Header,
+        stat: os.stat_result,
+        visibility: str,
+        key: str | None = None,
+    ) -> None:
+        assert header.layout is not None
+        self.context = context
+        self._fd = fd
+        self._writable = writable
+        self._visibility = visibility
+        self._key = key  # published name or handle
+        self._layout: Layout = header.layout
+        self._file_size = stat.st_size
+        self._file_id = (stat.st_dev, stat.st_ino)
+        self._maps: list[MapState] = []
+        self._read_only = False
+        self._finalizer = weakref.finalize(self, _close_reference, fd, self._maps)
+
+    # -- what it is ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The published name, or None while private."""
+        return self._key if self._visibility == SHARED else None
+
+    @property
+    def handle(self) -> str | None:
+        """The handle given by make_handle(), while still private."""
+        return self._key if self._visibility == HANDLED else None
+
+    @property
+    def is_published(self) -> bool:
+        """Whether other processes can get() this allocation by name."""
+        return self._visibility == SHARED
+
+    @property
+    def element_type(self) -> ElementType:
+        """Element type (as last seen: a map always uses the current one)."""
+        return self._layout.etype
+
+    @property
+    def dtype(self) -> numpy.dtype:
+        """Element type as a numpy dtype."""
+        return self._layout.etype.numpy
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the data."""
+        return self._layout.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the typed data in bytes."""
+        return self._layout.nbytes
+
+    @property
+    def capacity(self) -> int:
+        """Bytes reserved for data (at least nbytes)."""
+        return self._layout.capacity
+
+    @property
+    def released(self) -> bool:
+        """Whether this reference has been released or freed."""
+        return not self._finalizer.alive
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this reference may only be mapped for reading."""
+        return self._read_only or not self._writable
+
+    @property
+    def state(self) -> str:
+        """'empty', 'writing', 'complete', or 'incomplete' (its writer died mid-write)."""
+        self._check_open()
+        data = hdr.read_data_state(self._pread(0, hdr.DATA_END))
+        if data.state in (hdr.COMPLETE, hdr.EMPTY):
+            return hdr.DATA_STATES[data.state]
+        writing = any(m.writable for m in self._maps) or locks.held_by_others(
+            self._fd, locks.MAP_BYTE, exclusive_only=True
+        )
+        return "writing" if writing else "incomplete"
+
+    def describe(self) -> str:
+        """How messages name this allocation."""
+        where = f"in context '{self.context.name}'"
+        if self._visibility == SHARED:
+            return f"allocation '{self._key}' {where}"
+        if self._visibility == HANDLED:
+            return f"private allocation {self._key} {where}"
+        return f"private allocation {where}"
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else f"{len(self._maps)} map(s)"
+        return (
+            f"<Allocation {self.describe()} {self.element_type.name}{list(self.shape)} "
+            f"{self.nbytes} bytes, {state}>"
+        )
+
+    # -- life-cycle ---------------------------------------------------------------------
+
+    def publish(self, name: str) -> None:
+        """Make this private allocation visible to the whole context under `name`."""
+        validate_name(name, "allocation name")
+        self._check_open()
+        if self._visibility == SHARED:
+            raise InvalidArgument(f"{self.describe()} is already published")
+        self._require_writable_fd("publish")
+        self.context._check_alive()
+        file_name = allocation_file(self.context.name, PUBLISHED, name)
+        what = f"allocation '{name}' in context '{self.context.name}'"
+        with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
+            self._write(hdr.pack_name(name), hdr.NAME_AT)
+            self._write(hdr.pack_lifecycle(hdr.PUBLISHED), hdr.LIFECYCLE_AT)
+            try:
+                segment.link(self._fd, file_name, what)
+            except AlreadyExists:
+                self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
+                self._write(hdr.pack_name(""), hdr.NAME_AT)
+                raise AlreadyExists(
+                    f"{what} already exists; choose another name or free it first"
+                ) from None
+        if self._visibility == HANDLED:
+            segment.unlink(allocation_file(self.context.name, HANDLE, self._key or ""))
+        self._visibility, self._key = SHARED, name
+
+    def make_handle(self, holder_pid: int | None = None) -> str:
+        """Give this private allocation a handle other processes can open or publish.
+
+        The allocation then outlives this process until it is published and freed, or
+        until `clara leak-check` finds its holder (`holder_pid`, default this process)
+        dead. Returns the handle.
+        """
+        self._check_open()
+        if self._visibility == SHARED:
+            raise InvalidArgument(f"{self.describe()} is published: use its name, not a handle")
+        if self._visibility == HANDLED:
+            return self._key or ""
+        self._require_writable_fd("hand over")
+        pid, start = processes.identity(holder_pid)
+        origin = segment.read_header(self._fd, self.describe())[0].origin
+        updated = hdr.Origin(origin.created_ns, origin.creator_pid, origin.creator_start, pid, start)
+        self._write(updated.pack(), hdr.ORIGIN_AT)
+        handle = os.urandom(6).hex()
+        segment.link(
+            self._fd, allocation_file(self.context.name, HANDLE, handle), self.describe()
+        )
+        self._visibility, self._key = HANDLED, handle
+        return handle
+
+    def set_type_and_dimensions(self, dtype: object, shape: object) -> None:
+        """Change element type and shape (Clara's call); the bytes must fit the capacity."""
+        self._check_open()
+        etype, dims = element_type(dtype), static_shape(shape)
+        nbytes = nbytes_of(etype, dims)
+        if nbytes > self._layout.capacity:
+            raise InvalidArgument(
+                f"{etype.name}{list(dims)} needs {nbytes} bytes, but {self.describe()} holds "
+                f"{self._layout.capacity}"
+            )
+        self._require_writable_fd("retype")
+        if self._maps or not locks.try_lock(self._fd, locks.MAP_BYTE, exclusive=True):
+            raise Busy(f"{self.describe()} is mapped by {self._holders()}; unmap it first")
+        try:
+            layout = Layout(etype, dims, nbytes, self._layout.capacity)
+            self._write(layout.pack(), hdr.LAYOUT_AT)
+            self._layout = layout
+        finally:
+            locks.unlock(self._fd, locks.MAP_BYTE)
+
+    def release(self) -> None:
+        """Drop this reference (unmapping it first); a private allocation is then gone."""
+        self._finalizer()
+
+    close = release
+
+    def free(self) -> None:
+        """Forbid new get()s job-wide and drop this reference.
+
+        References and maps that others already hold stay valid; the memory is freed by
+        the kernel when the last of them is gone.
+        """
+        self._check_open()
+        if self._visibility != PRIVATE:
+            self._require_writable_fd("free")
+            self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
+            kind = PUBLISHED if self._visibility == SHARED else HANDLE
+            segment.unlink(allocation_file(self.context.name, kind, self._key or ""))
+        self.release()
+
+    def __enter__(self) -> Allocation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- maps ---------------------------------------------------------------------------
+
+    def map(
+        self,
+        mode: str = "r",
+        timeout: float | None = None,
+        allow_incomplete: bool = False,
+    ) -> Mapping:
+        """Map for reading ('r') or writing ('w'); many readers or one writer at a time.
+
+        A conflicting map fails at once with Busy (naming the holder) unless `timeout`
+        gives seconds to wait (math.inf: as long as it takes); then Timeout. Reading data
+        whose writer died mid-write raises Incomplete unless `allow_incomplete`.
+        Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
+        """
+        writable = _parse_mode(mode)
+        self._check_open()
+        if writable and self.read_only:
+            raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
+        if self._maps and (writable or self._maps[0].writable):
+            raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
+        if not self._maps:
+            self._take_map_lock(writable, timeout)
+        try:
+            return self._map_locked(writable, allow_incomplete)
+        except BaseException:
+            if not self._maps:
+                locks.unlock(self._fd, locks.MAP_BYTE)
+            raise
+
+    def unmap(self) -> None:
+        """Unmap every map this reference holds (write maps are marked complete)."""
+        for state in list(self._maps):
+            self._unmap(state, complete=True)
+
+    def _take_map_lock(self, writable: bool, timeout: float | None) -> None:
+        if timeout is not None and (timeout < 0 or timeout != timeout):
+            raise InvalidArgument(f"invalid timeout {timeout}: use seconds >= 0")
+        wait = None if timeout == math.inf else (timeout or 0.0)
+        if locks.lock(self._fd, locks.MAP_BYTE, writable, wait):
+            return
+        holders = self._holders()
+        if not timeout:
+            raise Busy(
+                f"{self.describe()} is mapped by {holders}; try again later, or wait with a "
+                "timeout"
+            )
+        raise Timeout(f"{self.describe()} stayed mapped by {holders} for {timeout:g} s")
+
+    def _map_locked(self, writable: bool, allow_incomplete: bool) -> Mapping:
+        memory = segment.map_segment(
+            self._fd, DATA_OFFSET + self._layout.capacity, writable, self.describe()
+        )
+        try:
+            layout = hdr.parse_layout(memory, self._file_size, self.describe())
+            data = hdr.read_data_state(memory)
+            if writable:
+                pid, start = processes.identity()
+                hdr.write_data_state(memory, DataState(hdr.WRITING, pid, start, data.generation))
+            elif data.state == hdr.WRITING and not allow_incomplete:
+                raise Incomplete(
+                    f"{self.describe()} is incomplete: its writer (pid {data.writer_pid}) died "
+                    "or failed mid-write; write it again, or read anyway with allow_incomplete"
+                )
+        except BaseException:
+            segment.unmap_segment(memory, writable)
+            raise
+        self._layout = layout
+        state = MapState(memory, writable)
+        self._maps.append(state)
+        return Mapping(self, state, layout)
+
+    def _unmap(self, state: MapState, complete: bool) -> None:
+        if state not in self._maps:
+            return
+        _finish_map(state, complete)
+        self._maps.remove(state)
+        if not self._maps:
+            locks.unlock(self._fd, locks.MAP_BYTE)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _holders(self) -> str:
+        found = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])
+        return ", ".join(str(m) for m in found) or "another process"
+
+    def _path(self) -> str:
+        if self._visibility == PRIVATE:
+            return f"/proc/{os.getpid()}/fd/{self._fd}"
+        kind = PUBLISHED if self._visibility == SHARED else HANDLE
+        return segment.path_of(allocation_file(self.context.name, kind, self._key or ""))
+
+    def _check_open(self) -> None:
+        if self.released:
+            raise InvalidArgument("this allocation reference was released; get() a new one")
+
+    def _require_writable_fd(self, action: str) -> None:
+        if not self._writable:
+            raise ReadOnly(f"cannot {action} {self.describe()}: this user may only read it")
+
+    def _pread(self, offset: int, size: int) -> bytes:
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise segment.translate(exc, self.describe()) from exc
+
+    def _write(self, data: bytes, offset: int) -> None:
+        segment.write_at(self._fd, data, offset, self.describe())
+
+
+def _parse_mode(mode: str) -> bool:
+    value = str(mode).lower()
+    if value in ("r", "read"):
+        return False
+    if value in ("w", "write"):
+        return True
+    raise InvalidArgument(f"invalid map mode {mode!r}: use 'r' (read) or 'w' (write)")
+
+
+def _finish_map(state: MapState, complete: bool) -> None:
+    """Mark a write map's data complete (or leave it incomplete), then unmap."""
+    if state.writable:
+        data = hdr.read_data_state(state.memory)
+        if complete:
+            data = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
+            hdr.write_data_state(state.memory, data)
+    segment.unmap_segment(state.memory, state.writable)
+
+
+def _close_reference(fd: int, maps: list[MapState]) -> None:
+    """Undo a reference: finish its maps, drop its locks, close its file."""
+    try:
+        for state in maps:
+            _finish_map(state, complete=True)
+        maps.clear()
+        # Explicit unlocks: a view cut off from the memory may keep a duplicate of this
+        # descriptor open, and OFD locks last until the last duplicate is closed.
+        locks.unlock(fd, locks.MAP_BYTE)
+        locks.unlock(fd, locks.REFERENCE_BYTE)
+    finally:
+        os.close(fd)

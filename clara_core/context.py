@@ -1,0 +1,361 @@
+"""Context: the named, live registry of one pipeline run's shared memory.
+
+The registry is the shared-memory directory itself: publishing is an atomic link(2) of
+the allocation's segment under ``<ns>.<context>.a.<name>``, and get() is one open(2). No
+table can be torn by a crash, no lock is needed to look a name up, and lookups stay O(1)
+however many allocations a context holds. The context's own small segment records who
+made it, the process it is bound to (if any), the mode of its segments and its capacity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import header as hdr
+from . import locks, processes, segment
+from .allocation import HANDLED, PRIVATE, SHARED, Allocation
+from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
+from .errors import AlreadyExists, Corrupt, InvalidArgument, NotFound, OutOfSpace
+from .header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
+from .names import (
+    HANDLE,
+    PUBLISHED,
+    allocation_file,
+    context_file,
+    member_prefix,
+    namespace,
+    parse_file_name,
+    same_name,
+    validate_name,
+)
+
+PAGE = 4096
+_QUOTA_BYTE = 2  # on the context's segment: serialises capacity checks
+_HANDLE = re.compile(r"[0-9a-f]{12}")
+
+
+class _ClassOrInstance:
+    """`Context.create(name)` makes a context; `ctx.create(size)` an allocation in it."""
+
+    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
+        self.on_class = on_class
+        self.on_instance = on_instance
+        self.__doc__ = f"{on_class.__doc__}\n\nOn an instance: {on_instance.__doc__}"
+
+    def __get__(self, instance: object, owner: type) -> Callable[..., Any]:
+        if instance is None:
+            return self.on_class.__get__(None, owner)
+        return self.on_instance.__get__(instance, owner)
+
+
+class Context:
+    """A named registry of shared allocations that every process of a pipeline can open."""
+
+    def __init__(self, fd: int, writable: bool, header: Header, stat: os.stat_result) -> None:
+        self.name = header.name
+        self._fd = fd
+        self._writable = writable
+        self._file_id = (stat.st_dev, stat.st_ino)
+        self.owner_pid: int | None = header.origin.owner_pid or None
+        self._owner_start = header.origin.owner_start
+        self.creator_pid = header.origin.creator_pid
+        self.created = header.origin.created_ns / 1e9
+        self.mode = header.settings.mode
+        self.capacity: int | None = header.settings.capacity or None
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    # -- contexts -----------------------------------------------------------------------
+
+    def _create_context(
+        cls,
+        name: str,
+        capacity: int | str | None = None,
+        mode: int = 0o600,
+        owner_pid: int | None = None,
+    ) -> Context:
+        """Create a context; `owner_pid` binds it to a process (its death makes it a leak).
+
+        `capacity` caps the bytes published in it (None: only /dev/shm's size); `mode` is
+        the permission of every segment of the context (default owner only).
+        """
+        validate_name(name, "context name")
+        mode = _check_mode(mode)
+        quota = 0 if capacity is None else parse_size(capacity)
+        owner = (0, 0)
+        if owner_pid is not None:
+            owner = processes.identity(_check_pid(owner_pid))
+            if not owner[1]:
+                raise InvalidArgument(f"owner pid {owner_pid} is not a running process")
+        what = f"context '{name}'"
+        fd = segment.create_anonymous(PAGE, mode, what)
+        header = Header(
+            kind=hdr.KIND_CONTEXT,
+            lifecycle=hdr.PUBLISHED,
+            data=DataState(hdr.EMPTY),
+            layout=None,
+            origin=Origin(time.time_ns(), *processes.identity(), *owner),
+            settings=Settings(mode, quota, 0),
+            context=name,
+            name=name,
+        )
+        try:
+            segment.write_at(fd, header.pack(), 0, what)
+            segment.link(fd, context_file(name), what)
+            return cls(fd, True, header, os.fstat(fd))
+        except AlreadyExists:
+            os.close(fd)
+            raise AlreadyExists(f"{what} already exists; open it, or destroy it first") from None
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def open(cls, name: str) -> Context:
+        """Open an existing context; NotFound if there is none of that name."""
+        validate_name(name, "context name")
+        what = f"context '{name}'"
+        try:
+            fd, writable = segment.open_named(context_file(name), what)
+        except NotFound:
+            raise NotFound(f"{what} does not exist; create it first") from None
+        try:
+            header, stat = segment.read_header(fd, what)
+            if header.kind != hdr.KIND_CONTEXT or not same_name(header.name, name):
+                raise Corrupt(f"{what} is corrupt (its segment names another object)")
+            return cls(fd, writable, header, stat)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def exists(cls, name: str) -> bool:
+        """Whether a context of that name exists."""
+        return segment.stat_named(context_file(validate_name(name, "context name"))) is not None
+
+    def _destroy_context(cls, name: str) -> int:
+        """Destroy a context and free everything in it; returns how many segments went.
+
+        Processes that still hold references or maps keep them; the memory goes when they
+        let go. New get()s fail at once.
+        """
+        validate_name(name, "context name")
+        what = f"context '{name}'"
+        members = segment.list_names(member_prefix(name))
+        if not segment.unlink(context_file(name), what) and not members:
+            raise NotFound(f"{what} does not exist")
+        return sum(segment.unlink(member, what) for member in members)
+
+    def _destroy_self(self) -> int:
+        """Destroy this context (see Context.destroy) and close it."""
+        try:
+            return Context.destroy(self.name)
+        finally:
+            self.close()
+
+    destroy = _ClassOrInstance(classmethod(_destroy_context), _destroy_self)
+
+    @classmethod
+    def list(cls) -> list[str]:
+        """Names of the contexts of this namespace that this user can open."""
+        ns = namespace()
+        found = []
+        for file_name in segment.list_names(ns + "."):
+            parsed = parse_file_name(file_name, ns)
+            if parsed is None or parsed[1] is not None:
+                continue
+            try:
+                fd, _ = segment.open_named(file_name, file_name)
+            except Exception:  # gone meanwhile, or another user's
+                continue
+            try:
+                header, _ = segment.read_header(fd, file_name)
+                if header.kind == hdr.KIND_CONTEXT:
+                    found.append(header.name)
+            except Exception:  # corrupt: leak-check reports it
+                pass
+            finally:
+                os.close(fd)
+        return sorted(found, key=str.lower)
+
+    @property
+    def owner_alive(self) -> bool | None:
+        """Whether the owner process still runs (None for a context without owner)."""
+        if self.owner_pid is None:
+            return None
+        return processes.is_alive(self.owner_pid, self._owner_start)
+
+    def close(self) -> None:
+        """Close this handle on the context (the context itself stays)."""
+        self._finalizer()
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        owner = f" owner={self.owner_pid}" if self.owner_pid else ""
+        return f"<Context {self.name!r}{owner} mode={self.mode:o}>"
+
+    # -- allocations --------------------------------------------------------------------
+
+    def _create_allocation(
+        self,
+        size: int | str | None = None,
+        *,
+        dtype: object = None,
+        shape: object = None,
+    ) -> Allocation:
+        """A new private allocation: `create(size)` bytes, or `create(dtype=, shape=)`.
+
+        Its memory is reserved now (OutOfSpace if it does not fit), and it vanishes
+        if this process ends before publishing or handing it over.
+        """
+        layout = _layout(size, dtype, shape)
+        what = f"new allocation in context '{self.name}'"
+        fd = segment.create_anonymous(DATA_OFFSET + layout.capacity, self.mode, what)
+        try:
+            header = Header(
+                kind=hdr.KIND_ALLOCATION,
+                lifecycle=hdr.PRIVATE,
+                data=DataState(hdr.EMPTY),
+                layout=layout,
+                origin=Origin(time.time_ns(), *processes.identity()),
+                settings=Settings(0, 0, 0),
+                context=self.name,
+                name="",
+            )
+            segment.write_at(fd, header.pack(), 0, what)
+            locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
+            return Allocation(self, fd, True, header, os.fstat(fd), PRIVATE)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
+
+    def get(self, name: str) -> Allocation:
+        """A new reference to the allocation published under `name`."""
+        validate_name(name, "allocation name")
+        what = f"allocation '{name}' in context '{self.name}'"
+        try:
+            return self._reference(allocation_file(self.name, PUBLISHED, name), what, SHARED)
+        except NotFound:
+            self._check_alive()
+            raise NotFound(f"{what} does not exist; publish it first or check the name") from None
+
+    def open_handle(self, handle: str) -> Allocation:
+        """A new reference to a private allocation handed over with make_handle()."""
+        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+            raise InvalidArgument(f"invalid handle {handle!r}: a handle is 12 hex digits")
+        what = f"private allocation {handle} in context '{self.name}'"
+        try:
+            return self._reference(allocation_file(self.name, HANDLE, handle), what, HANDLED)
+        except NotFound:
+            self._check_alive()
+            raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
+
+    def _reference(self, file_name: str, what: str, visibility: str) -> Allocation:
+        fd, writable = segment.open_named(file_name, what)
+        try:
+            # Blocks only while a reclaimer checks that nobody uses the segment.
+            locks.lock(fd, locks.REFERENCE_BYTE, exclusive=False, timeout=None)
+            header, stat = segment.read_header(fd, what)
+            expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
+            if header.kind != hdr.KIND_ALLOCATION:
+                raise Corrupt(f"{what} is corrupt (it is not an allocation)")
+            if stat.st_nlink == 0 or header.lifecycle != expected:
+                raise NotFound(f"{what} was freed")
+            key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
+            return Allocation(self, fd, writable, header, stat, visibility, key)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def names(self) -> list[str]:
+        """Names of the allocations published in this context, as published."""
+        found = []
+        prefix = member_prefix(self.name) + PUBLISHED + "."
+        for file_name in segment.list_names(prefix):
+            try:
+                fd, _ = segment.open_named(file_name, file_name)
+            except NotFound:
+                continue
+            try:
+                found.append(segment.read_header(fd, file_name)[0].name)
+            except Corrupt:
+                pass
+            finally:
+                os.close(fd)
+        return sorted(found, key=str.lower)
+
+    def _check_alive(self) -> None:
+        """NotFound if this context was destroyed since it was opened."""
+        stat = segment.stat_named(context_file(self.name))
+        if stat is None or (stat.st_dev, stat.st_ino) != self._file_id:
+            raise NotFound(f"context '{self.name}' was destroyed")
+
+    @contextlib.contextmanager
+    def _publishing(self, nbytes: int, what: str) -> Iterator[None]:
+        """Hold the capacity check for one publish (a no-op without capacity)."""
+        if self.capacity is None:
+            yield
+            return
+        locks.lock(self._fd, _QUOTA_BYTE, exclusive=self._writable, timeout=None)
+        try:
+            published = segment.list_names(member_prefix(self.name) + PUBLISHED + ".")
+            used = segment.total_size(published)
+            if used + nbytes > self.capacity:
+                raise OutOfSpace(
+                    f"{what} does not fit: context '{self.name}' holds {used} of its "
+                    f"{self.capacity} bytes; free something first"
+                )
+            yield
+        finally:
+            locks.unlock(self._fd, _QUOTA_BYTE)
+
+
+def _layout(size: int | str | None, dtype: object, shape: object) -> Layout:
+    etype = UINT8 if dtype is None else element_type(dtype)
+    if shape is not None:
+        if size is not None:
+            raise InvalidArgument("give either a size or a shape, not both")
+        dims = static_shape(shape)
+        nbytes = nbytes_of(etype, dims)
+    elif size is not None:
+        nbytes = parse_size(size)
+        if nbytes % etype.itemsize:
+            raise InvalidArgument(
+                f"{nbytes} bytes is not a whole number of {etype.name} ({etype.itemsize} bytes)"
+            )
+        dims = (nbytes // etype.itemsize,)
+    else:
+        raise InvalidArgument("give a size in bytes, or an element type and a shape")
+    return Layout(etype, dims, nbytes, math.ceil(nbytes / PAGE) * PAGE)
+
+
+def _check_mode(mode: object) -> int:
+    if isinstance(mode, str):
+        try:
+            mode = int(mode, 8)
+        except ValueError:
+            mode = -1
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+        raise InvalidArgument(f"invalid mode {mode!r}: use octal permission bits such as 600")
+    if mode & 0o600 != 0o600:
+        raise InvalidArgument(f"invalid mode {mode:o}: the owner needs read and write (6xx)")
+    return mode
+
+
+def _check_pid(pid: object) -> int:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise InvalidArgument(f"invalid pid {pid!r}: use a positive process id")
+    return pid

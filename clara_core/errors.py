@@ -1,0 +1,104 @@
+"""The one exception hierarchy of clara_core.
+
+    ClaraError                      exit code 1, root of everything clara_core raises
+    ├── InvalidArgument (ValueError)        2  bad name, element type, shape, size, file
+    ├── NotFound (FileNotFoundError)        3  no such context, allocation or handle
+    ├── Busy (BlockingIOError)              4  mapped by another process right now
+    ├── Timeout (TimeoutError)              5  waited `timeout` seconds for a map
+    ├── Incomplete                          6  its writer died or failed mid-write
+    ├── OutOfSpace (OSError)                7  /dev/shm or the context's capacity is full
+    ├── PermissionDenied (PermissionError)  8  mode bits, another user, or a read-only input
+    │   └── ReadOnly                        8  a write map of something only readable
+    ├── Corrupt                             9  a damaged or foreign segment
+    └── AlreadyExists (FileExistsError)    10  the name is taken
+
+Each class also inherits the builtin exception a plain Python caller would expect, and
+carries the exit code that the `clara` command line turns it into.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Busy",
+    "ClaraError",
+    "Corrupt",
+    "Incomplete",
+    "InvalidArgument",
+    "NotFound",
+    "OutOfSpace",
+    "PermissionDenied",
+    "ReadOnly",
+    "Timeout",
+]
+
+
+class ClaraError(Exception):
+    """Root of every error clara_core raises; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(ClaraError, ValueError):
+    """A name, element type, shape, size or input file that cannot be used."""
+
+    exit_code = 2
+
+
+class NotFound(ClaraError, FileNotFoundError):
+    """No context, allocation or handle of that name exists (any more)."""
+
+    exit_code = 3
+
+
+class Busy(ClaraError, BlockingIOError):
+    """The allocation is mapped by someone else in a conflicting mode."""
+
+    exit_code = 4
+
+
+class Timeout(ClaraError, TimeoutError):
+    """A map waited its whole `timeout` for a conflicting holder to go."""
+
+    exit_code = 5
+
+
+class Incomplete(ClaraError):
+    """The last writer died or failed while mapped for writing: the data may be torn."""
+
+    exit_code = 6
+
+
+class OutOfSpace(ClaraError, OSError):
+    """Not enough room in the shared-memory file system or in the context's capacity."""
+
+    exit_code = 7
+
+
+class PermissionDenied(ClaraError, PermissionError):
+    """The operating system or the object's access mode forbids the operation."""
+
+    exit_code = 8
+
+
+class ReadOnly(PermissionDenied):
+    """A write map was asked of something that may only be read."""
+
+
+class Corrupt(ClaraError):
+    """A segment whose header is damaged, truncated, or not one of ours."""
+
+    exit_code = 9
+
+
+class AlreadyExists(ClaraError, FileExistsError):
+    """The context or allocation name is already taken."""
+
+    exit_code = 10

@@ -1,0 +1,242 @@
+"""The self-describing header at the start of every segment, and its strict validation.
+
+Page 0 of every segment is a header; an allocation's data starts at DATA_OFFSET (4096),
+so external tools can open it with e.g. ``numpy.memmap(path, dtype, 'r', DATA_OFFSET, shape)``.
+The header is made of blocks at fixed offsets, each changed by one role only, so that no
+writer ever rewrites a field another role owns:
+
+    offset  block        written by                     fields
+         0  identity     creation                       magic, format version, kind
+        16  lifecycle    publish / free / pool          private, published, freed, pooled
+        24  data state   the write-map holder           empty/writing/complete, writer, generation
+        64  layout       creation, set_type, recycling  element type, ndim, shape, nbytes,
+                                                        capacity, data offset
+       160  origin       creation, make_handle          created (ns), creator, owner/holder
+       208  settings     context creation               mode, capacity (bytes), pool cap
+       256  context      creation                       the context's name
+       512  name         creation (context), publish    the object's own name
+
+Anything that does not validate (a flipped byte, a truncated file, a foreign file) is
+reported as Corrupt, never trusted: every size used to map memory is checked against the
+file's real size first.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+from .dtypes import BY_CODE, MAX_DIMS, ElementType
+from .errors import Corrupt
+from .names import validate_name
+
+MAGIC = b"CLARAFIO"
+FORMAT_VERSION = 1
+HEADER_SIZE = 768
+DATA_OFFSET = 4096
+
+KIND_CONTEXT = 1
+KIND_ALLOCATION = 2
+
+PRIVATE, PUBLISHED, FREED, POOLED = 0, 1, 2, 3
+LIFECYCLES = ("private", "published", "freed", "pooled")
+
+EMPTY, WRITING, COMPLETE = 0, 1, 2
+DATA_STATES = ("empty", "writing", "complete")
+
+_IDENTITY = struct.Struct("<8sHB")  # at 0
+_LIFECYCLE = struct.Struct("<B")  # at 16
+_DATA = struct.Struct("<B3xiQQ")  # at 24: state, writer pid, writer start, generation
+_LAYOUT = struct.Struct(f"<BB6x{MAX_DIMS}qQQQ")  # at 64: dtype, ndim, shape, nbytes, cap, off
+_ORIGIN = struct.Struct("<QiQiQ")  # at 160: created ns, creator pid+start, owner pid+start
+_SETTINGS = struct.Struct("<IQQ")  # at 208: mode, capacity, pool cap
+_NAME = struct.Struct("<B255s")  # at 256 (context) and 512 (own name)
+
+IDENTITY_AT, LIFECYCLE_AT, DATA_AT, LAYOUT_AT = 0, 16, 24, 64
+DATA_END = DATA_AT + _DATA.size
+ORIGIN_AT, SETTINGS_AT, CONTEXT_AT, NAME_AT = 160, 208, 256, 512
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Element type and shape of an allocation, and where its bytes live."""
+
+    etype: ElementType
+    shape: tuple[int, ...]
+    nbytes: int
+    capacity: int  # bytes reserved for data; >= nbytes (a recycled segment may be larger)
+
+    def pack(self) -> bytes:
+        padded = self.shape + (0,) * (MAX_DIMS - len(self.shape))
+        return _LAYOUT.pack(
+            self.etype.code, len(self.shape), *padded, self.nbytes, self.capacity, DATA_OFFSET
+        )
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who made a segment and when, and the process it is bound to (0 if none)."""
+
+    created_ns: int
+    creator_pid: int
+    creator_start: int
+    owner_pid: int = 0
+    owner_start: int = 0
+
+    def pack(self) -> bytes:
+        return _ORIGIN.pack(
+            self.created_ns, self.creator_pid, self.creator_start, self.owner_pid, self.owner_start
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A context's settings: mode of its segments, capacity and pool cap (0: none)."""
+
+    mode: int
+    capacity: int
+    pool_cap: int
+
+    def pack(self) -> bytes:
+        return _SETTINGS.pack(self.mode, self.capacity, self.pool_cap)
+
+
+@dataclass(frozen=True)
+class DataState:
+    """Whether the data is complete, and who wrote it last."""
+
+    state: int
+    writer_pid: int = 0
+    writer_start: int = 0
+    generation: int = 0
+
+    def pack(self) -> bytes:
+        return _DATA.pack(self.state, self.writer_pid, self.writer_start, self.generation)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed, validated segment header."""
+
+    kind: int
+    lifecycle: int
+    data: DataState
+    layout: Layout | None  # None for contexts
+    origin: Origin
+    settings: Settings  # meaningful for contexts only
+    context: str
+    name: str
+
+    def pack(self) -> bytes:
+        """The whole header as bytes (for a new segment)."""
+        out = bytearray(HEADER_SIZE)
+        _IDENTITY.pack_into(out, IDENTITY_AT, MAGIC, FORMAT_VERSION, self.kind)
+        _LIFECYCLE.pack_into(out, LIFECYCLE_AT, self.lifecycle)
+        out[DATA_AT : DATA_AT + _DATA.size] = self.data.pack()
+        if self.layout is not None:
+            out[LAYOUT_AT : LAYOUT_AT + _LAYOUT.size] = self.layout.pack()
+        out[ORIGIN_AT : ORIGIN_AT + _ORIGIN.size] = self.origin.pack()
+        out[SETTINGS_AT : SETTINGS_AT + _SETTINGS.size] = self.settings.pack()
+        out[CONTEXT_AT : CONTEXT_AT + _NAME.size] = pack_name(self.context)
+        out[NAME_AT : NAME_AT + _NAME.size] = pack_name(self.name)
+        return bytes(out)
+
+
+def pack_name(name: str) -> bytes:
+    """A name block (length byte + up to 255 ASCII bytes)."""
+    raw = name.encode("ascii")
+    return _NAME.pack(len(raw), raw)
+
+
+def pack_lifecycle(lifecycle: int) -> bytes:
+    """The lifecycle block."""
+    return _LIFECYCLE.pack(lifecycle)
+
+
+def read_data_state(buffer) -> DataState:
+    """The data-state block of a mapped segment (readers check it under their lock)."""
+    state, pid, start, generation = _DATA.unpack_from(buffer, DATA_AT)
+    if state >= len(DATA_STATES):
+        raise Corrupt(f"data state {state} is not one of {DATA_STATES}")
+    return DataState(state, pid, start, generation)
+
+
+def write_data_state(buffer, data: DataState) -> None:
+    """Store the data-state block into a writable mapping."""
+    _DATA.pack_into(buffer, DATA_AT, data.state, data.writer_pid, data.writer_start, data.generation)
+
+
+def _complaint(where: str):
+    def corrupt(why: str) -> Corrupt:
+        return Corrupt(f"{where} is corrupt ({why}); remove it with `clara leak-check --fix`")
+
+    return corrupt
+
+
+def parse(raw: bytes, file_size: int, where: str) -> Header:
+    """Validate and parse a header read from a file of `file_size` bytes.
+
+    `where` names the segment in error messages. Raises Corrupt on anything inconsistent.
+    """
+    corrupt = _complaint(where)
+
+    if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
+        raise corrupt(f"only {file_size} bytes, too short for a header")
+    magic, version, kind = _IDENTITY.unpack_from(raw, IDENTITY_AT)
+    if magic != MAGIC:
+        raise corrupt("no clara header")
+    if version != FORMAT_VERSION:
+        raise corrupt(f"format version {version}, this clara reads {FORMAT_VERSION}")
+    if kind not in (KIND_CONTEXT, KIND_ALLOCATION):
+        raise corrupt(f"unknown kind {kind}")
+    (lifecycle,) = _LIFECYCLE.unpack_from(raw, LIFECYCLE_AT)
+    if lifecycle >= len(LIFECYCLES):
+        raise corrupt(f"unknown lifecycle {lifecycle}")
+    try:
+        data = read_data_state(raw)
+    except Corrupt as exc:
+        raise corrupt(str(exc)) from None
+    layout = _parse_layout(raw, file_size, corrupt) if kind == KIND_ALLOCATION else None
+    origin = Origin(*_ORIGIN.unpack_from(raw, ORIGIN_AT))
+    settings = Settings(*_SETTINGS.unpack_from(raw, SETTINGS_AT))
+    if settings.mode > 0o777:
+        raise corrupt(f"mode {settings.mode:o} is not a permission mode")
+    context = _parse_name(raw, CONTEXT_AT, corrupt, "context name")
+    name = _parse_name(raw, NAME_AT, corrupt, "name")
+    if not context or (kind == KIND_CONTEXT and not name):
+        raise corrupt("a name is missing")
+    return Header(kind, lifecycle, data, layout, origin, settings, context, name)
+
+
+def parse_layout(raw, file_size: int, where: str) -> Layout:
+    """Validate and parse just the layout block (e.g. of a fresh map, under its lock)."""
+    return _parse_layout(raw, file_size, _complaint(where))
+
+
+def _parse_layout(raw, file_size: int, corrupt) -> Layout:
+    code, ndim, *rest = _LAYOUT.unpack_from(raw, LAYOUT_AT)
+    dims, (nbytes, capacity, offset) = rest[:MAX_DIMS], rest[MAX_DIMS:]
+    etype = BY_CODE.get(code)
+    if etype is None:
+        raise corrupt(f"unknown element type code {code}")
+    if not 1 <= ndim <= MAX_DIMS:
+        raise corrupt(f"{ndim} dimensions")
+    shape = tuple(dims[:ndim])
+    if any(d < 1 for d in shape) or any(dims[ndim:]):
+        raise corrupt(f"shape {list(dims)}")
+    if math.prod(shape) * etype.itemsize != nbytes:
+        raise corrupt(f"shape {list(shape)} of {etype.name} does not make {nbytes} bytes")
+    if offset != DATA_OFFSET or not nbytes <= capacity <= file_size - DATA_OFFSET:
+        raise corrupt(f"{nbytes} bytes of data do not fit in a file of {file_size} bytes")
+    return Layout(etype, shape, nbytes, capacity)
+
+
+def _parse_name(raw: bytes, at: int, corrupt, what: str) -> str:
+    length, body = _NAME.unpack_from(raw, at)
+    if length == 0:
+        return ""
+    try:
+        return validate_name(body[:length].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise corrupt(f"unreadable {what}") from None

@@ -1,0 +1,208 @@
+"""Plain data about the segments of a namespace, read from the segments alone.
+
+Nothing here trusts bookkeeping: sizes come from stat, metadata from each segment's
+header, who maps what from /proc/*/maps, and whether anyone holds a reference or a map
+from the kernel's locks. `clara dump` and `clara leak-check` are both built on `survey()`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import header as hdr
+from . import locks, segment
+from .errors import ClaraError, NotFound
+from .header import Header
+from .names import (
+    HANDLE,
+    POOLED,
+    PUBLISHED,
+    context_file,
+    member_prefix,
+    namespace,
+    parse_file_name,
+    shm_dir,
+    validate_name,
+)
+from .processes import FileId, Mapper, mappers
+
+KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
+
+
+@dataclass
+class SegmentInfo:
+    """One named segment of the namespace, as found on disk and in the kernel."""
+
+    file_name: str
+    kind: str  # context, published, handle or pooled
+    context_token: str
+    size: int
+    uid: int
+    file_id: FileId
+    modified: float
+    header: Header | None = None
+    problem: str | None = None  # why the header could not be read (corrupt, permission)
+    referenced: bool = False  # another open file holds a reference to it
+    write_locked: bool = False  # mapped for writing by a live holder
+    read_locked: bool = False  # mapped for reading by a live holder
+    mapped_by: list[Mapper] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the segment."""
+        return segment.path_of(self.file_name)
+
+    @property
+    def context(self) -> str:
+        """The context's name (from the header when readable)."""
+        return self.header.context if self.header else self.context_token
+
+    @property
+    def name(self) -> str:
+        """The allocation's name, handle or pool id ('' for a context segment)."""
+        if self.kind == "published" and self.header:
+            return self.header.name
+        return "" if self.kind == "context" else self.file_name.rsplit(".", 1)[1]
+
+    @property
+    def created(self) -> float:
+        """Creation time (seconds since the epoch)."""
+        return self.header.origin.created_ns / 1e9 if self.header else self.modified
+
+    @property
+    def age(self) -> float:
+        """Seconds since creation."""
+        return max(0.0, time.time() - self.created)
+
+    @property
+    def in_use(self) -> bool:
+        """Whether any live process references or maps it."""
+        return self.referenced or self.write_locked or self.read_locked or bool(self.mapped_by)
+
+    @property
+    def state(self) -> str:
+        """Data state: empty, writing, complete or incomplete ('' for contexts)."""
+        if self.header is None or self.header.layout is None:
+            return ""
+        data_state = self.header.data.state
+        if data_state == hdr.WRITING and not self.write_locked:
+            return "incomplete"
+        return hdr.DATA_STATES[data_state]
+
+    @property
+    def map_mode(self) -> str:
+        """'write', 'read' or '' (not mapped)."""
+        if self.write_locked or any(m.writable for m in self.mapped_by):
+            return "write"
+        return "read" if self.read_locked or self.mapped_by else ""
+
+
+def survey(prefix: str | None = None) -> list[SegmentInfo]:
+    """Every named segment whose file name starts with `prefix` (default: the namespace)."""
+    ns = namespace()
+    prefix = prefix or ns + "."
+    found: list[SegmentInfo] = []
+    for file_name in segment.list_names(prefix):
+        parsed = parse_file_name(file_name, ns)
+        if parsed is None:
+            continue
+        info = _inspect(file_name, *parsed[:2])
+        if info is not None:
+            found.append(info)
+    held = mappers({info.file_id for info in found}, shm_dir())
+    for info in found:
+        info.mapped_by = held.get(info.file_id, [])
+    return found
+
+
+def _inspect(file_name: str, context_token: str, kind: str | None) -> SegmentInfo | None:
+    stat = segment.stat_named(file_name)
+    if stat is None:
+        return None  # removed meanwhile
+    info = SegmentInfo(
+        file_name=file_name,
+        kind=KIND_NAMES[kind],
+        context_token=context_token,
+        size=stat.st_size,
+        uid=stat.st_uid,
+        file_id=(stat.st_dev, stat.st_ino),
+        modified=stat.st_mtime,
+    )
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(file_name, flags, dir_fd=segment.directory_fd())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        info.problem = str(segment.translate(exc, file_name))
+        return info
+    try:
+        info.referenced = locks.held_by_others(fd, locks.REFERENCE_BYTE)
+        info.write_locked = locks.held_by_others(fd, locks.MAP_BYTE, exclusive_only=True)
+        info.read_locked = not info.write_locked and locks.held_by_others(fd, locks.MAP_BYTE)
+        info.header, stat = segment.read_header(fd, f"segment {file_name}")
+        info.file_id, info.size = (stat.st_dev, stat.st_ino), stat.st_size
+        expected = hdr.KIND_CONTEXT if kind is None else hdr.KIND_ALLOCATION
+        if info.header.kind != expected:
+            raise ClaraError(f"segment {file_name} is corrupt (wrong kind for its name)")
+    except ClaraError as exc:
+        info.header, info.problem = None, str(exc)
+    finally:
+        os.close(fd)
+    return info
+
+
+@dataclass(frozen=True)
+class ContextSummary:
+    """A context and the totals of its allocations."""
+
+    name: str
+    segment: SegmentInfo
+    allocations: int
+    nbytes: int
+    owner_pid: int | None
+    owner_alive: bool | None
+
+
+def contexts() -> list[ContextSummary]:
+    """Every readable context of the namespace, with counts and sizes."""
+    from .processes import is_alive
+
+    infos = survey()
+    members: dict[str, list[SegmentInfo]] = {}
+    for info in infos:
+        if info.kind != "context":
+            members.setdefault(info.context_token, []).append(info)
+    out = []
+    for info in infos:
+        if info.kind != "context" or info.header is None:
+            continue
+        origin = info.header.origin
+        own = members.get(info.context_token, [])
+        published = [m for m in own if m.kind == "published"]
+        out.append(
+            ContextSummary(
+                name=info.header.name,
+                segment=info,
+                allocations=len(published),
+                nbytes=sum(m.size for m in own),
+                owner_pid=origin.owner_pid or None,
+                owner_alive=is_alive(origin.owner_pid, origin.owner_start)
+                if origin.owner_pid
+                else None,
+            )
+        )
+    return sorted(out, key=lambda c: c.name.lower())
+
+
+def context_members(name: str) -> tuple[SegmentInfo, list[SegmentInfo]]:
+    """A context's own segment and its allocations (published, handles, pooled)."""
+    validate_name(name, "context name")
+    own = survey(context_file(name))
+    meta = [info for info in own if info.file_name == context_file(name)]
+    if not meta:
+        raise NotFound(f"context '{name}' does not exist")
+    members = [info for info in own if info.file_name.startswith(member_prefix(name))]
+    return meta[0], members

@@ -1,0 +1,237 @@
+"""Leak detection and safe reclaiming, from the segments and the kernel alone.
+
+Every named segment of the namespace gets one status:
+
+    live        published in an existing context, held by a live process, or mapped
+    idle        a context without owner: kept until destroyed, never called a leak
+    pooled      a freed segment kept for recycling: reclaimable, not a leak
+    orphaned    unreachable forever: its context is gone, or the holder of its handle
+                died before publishing it, and nobody maps it                  (leak)
+    owner-dead  in (or is) a context whose owner process has exited           (leak)
+    corrupt     in our namespace but with a damaged header                      (leak)
+    foreign     another user's segment: reported, never touched
+
+An allocation whose writer died mid-write is also flagged *incomplete*; that alone is not
+a leak. Registry entries cannot dangle: the registry is the directory, so an entry and
+its segment are the same file.
+
+`reclaim()` removes only what is provably unused: it takes the exclusive reference lock
+(no process holds a reference), re-reads /proc/*/maps (no process maps it), checks the
+owner uid, and never removes a context while any of its allocations is in use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import locks, processes, segment
+from .inspect import SegmentInfo, survey
+from .names import shm_dir
+
+LIVE, IDLE, POOLED = "live", "idle", "pooled"
+ORPHANED, OWNER_DEAD, CORRUPT, FOREIGN = "orphaned", "owner-dead", "corrupt", "foreign"
+LEAK_STATUSES = (ORPHANED, OWNER_DEAD, CORRUPT)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A segment, its status and the reason for it."""
+
+    segment: SegmentInfo
+    status: str
+    reason: str
+
+    @property
+    def is_leak(self) -> bool:
+        """Whether this segment is leaked memory."""
+        return self.status in LEAK_STATUSES
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether its writer died mid-write."""
+        return self.segment.state == "incomplete"
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    """The outcome of a leak scan."""
+
+    findings: list[Finding]
+
+    @property
+    def leaks(self) -> list[Finding]:
+        """The findings that are leaks."""
+        return [f for f in self.findings if f.is_leak]
+
+    @property
+    def leaked_bytes(self) -> int:
+        """Bytes held by leaked segments."""
+        return sum(f.segment.size for f in self.leaks)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing leaks."""
+        return not self.leaks
+
+
+@dataclass(frozen=True)
+class ReclaimReport:
+    """What reclaim() removed, what it had to keep and why, and a fresh scan after it."""
+
+    removed: list[Finding]
+    kept: list[tuple[Finding, str]]
+    after: LeakReport
+
+    @property
+    def freed_bytes(self) -> int:
+        """Bytes of the removed segments."""
+        return sum(f.segment.size for f in self.removed)
+
+
+def check() -> LeakReport:
+    """Scan the namespace and classify every segment."""
+    infos = survey()
+    contexts = {i.context_token: _context_finding(i) for i in infos if i.kind == "context"}
+    findings = []
+    for info in infos:
+        if info.kind == "context":
+            findings.append(contexts[info.context_token])
+        else:
+            findings.append(_member_finding(info, contexts.get(info.context_token)))
+    return LeakReport(findings)
+
+
+def _context_finding(info: SegmentInfo) -> Finding:
+    special = _unreadable(info)
+    if special:
+        return special
+    assert info.header is not None
+    origin = info.header.origin
+    if not origin.owner_pid:
+        return Finding(info, IDLE, "no owner process: kept until destroyed")
+    if processes.is_alive(origin.owner_pid, origin.owner_start):
+        return Finding(info, LIVE, f"owner pid {origin.owner_pid} is running")
+    return Finding(info, OWNER_DEAD, f"owner pid {origin.owner_pid} has exited")
+
+
+def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
+    special = _unreadable(info)
+    if special:
+        return special
+    assert info.header is not None
+    users = _users(info)
+    if info.kind == "handle":
+        origin = info.header.origin
+        if processes.is_alive(origin.owner_pid, origin.owner_start):
+            return Finding(info, LIVE, f"handle held by pid {origin.owner_pid}")
+        if users:
+            return Finding(info, LIVE, f"unpublished, but in use by {users}")
+        return Finding(
+            info, ORPHANED, f"its holder pid {origin.owner_pid} exited without publishing it"
+        )
+    if context is None or context.status in (CORRUPT, FOREIGN):
+        if users:
+            return Finding(info, LIVE, f"its context is gone, but it is in use by {users}")
+        return Finding(info, ORPHANED, f"its context '{info.context}' no longer exists")
+    if context.status == OWNER_DEAD:
+        reason = f"the owner of context '{info.context}' has exited"
+        return Finding(info, OWNER_DEAD, reason + (f"; still in use by {users}" if users else ""))
+    if info.kind == "pooled":
+        return Finding(info, POOLED, "freed, kept for recycling")
+    return Finding(info, LIVE, f"published in context '{info.context}'")
+
+
+def _unreadable(info: SegmentInfo) -> Finding | None:
+    if info.uid != os.geteuid():
+        return Finding(info, FOREIGN, f"belongs to uid {info.uid}")
+    if info.header is None:
+        return Finding(info, CORRUPT, info.problem or "unreadable header")
+    return None
+
+
+def _users(info: SegmentInfo) -> str:
+    if info.mapped_by:
+        return ", ".join(str(m) for m in info.mapped_by)
+    return "a live process" if info.in_use else ""
+
+
+def reclaim(older_than: float | None = None) -> ReclaimReport:
+    """Remove leaked segments that nobody uses; idle contexts too if older than `older_than` s.
+
+    Pooled segments of a context go with it.
+    """
+    report = check()
+    by_context: dict[str, list[Finding]] = {}
+    for finding in report.findings:
+        by_context.setdefault(finding.segment.context_token, []).append(finding)
+    groups: list[list[Finding]] = []
+    kept: list[tuple[Finding, str]] = []
+    grouped: set[str] = set()
+    for finding in report.findings:
+        info = finding.segment
+        if info.kind != "context" or not _context_goes(finding, older_than):
+            continue
+        members = by_context[info.context_token]
+        grouped.add(info.context_token)
+        busy = [m for m in members if m.segment.in_use]
+        if busy:
+            why = f"context '{info.context}' is still in use ({_users(busy[0].segment)})"
+            kept.extend((m, why) for m in members if m.is_leak or m is finding)
+        else:
+            groups.append([finding] + [m for m in members if m is not finding])
+    for finding in report.leaks:
+        info = finding.segment
+        if info.kind == "context" or info.context_token in grouped:
+            continue
+        if info.in_use:
+            kept.append((finding, f"in use by {_users(info)}"))
+        else:
+            groups.append([finding])
+    removed = []
+    for group in groups:
+        done, why = _remove_group(group)
+        removed.extend(done)
+        if why:
+            kept.extend((f, why) for f in group)
+    return ReclaimReport(removed, kept, check())
+
+
+def _context_goes(finding: Finding, older_than: float | None) -> bool:
+    if finding.status in (OWNER_DEAD, CORRUPT):
+        return True
+    if finding.status == IDLE and older_than is not None:
+        return finding.segment.age >= older_than
+    return False
+
+
+def _remove_group(group: list[Finding]) -> tuple[list[Finding], str]:
+    """Remove every segment of `group` (context first), or none if one is in use."""
+    fds: list[int] = []
+    try:
+        for finding in group:
+            info = finding.segment
+            try:
+                fd = os.open(
+                    info.file_name,
+                    os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=segment.directory_fd(),
+                )
+            except FileNotFoundError:
+                continue
+            fds.append(fd)
+            stat = os.fstat(fd)
+            if (stat.st_dev, stat.st_ino) != info.file_id or stat.st_uid != os.geteuid():
+                return [], f"{info.file_name} changed while being checked"
+            if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
+                return [], f"{info.file_name} is referenced by a live process"
+        still_mapped = processes.mappers({f.segment.file_id for f in group}, shm_dir())
+        if still_mapped:
+            holders = ", ".join(str(m) for ms in still_mapped.values() for m in ms)
+            return [], f"mapped by {holders}"
+        for finding in group:
+            segment.unlink(finding.segment.file_name)
+        return group, ""
+    finally:
+        for fd in fds:
+            os.close(fd)

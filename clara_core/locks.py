@@ -1,0 +1,79 @@
+"""Crash-safe locks: Linux open-file-description (OFD) byte-range locks on a segment's fd.
+
+The kernel drops these locks when the last descriptor of the open file goes, which
+includes every kind of process death, so a `kill -9` can never leave a lock taken. Unlike
+classic POSIX record locks they belong to one open() (not to the whole process), so two
+references in one process exclude each other exactly as two processes do, and unlike
+flock() several independent locks can live on one descriptor:
+
+    REFERENCE_BYTE  shared by every open reference; exclusive only for whoever wants
+                    proof that nobody references the segment (reclaim, recycling)
+    MAP_BYTE        shared while mapped for reading, exclusive while mapped for writing
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import struct
+import time
+
+REFERENCE_BYTE = 0
+MAP_BYTE = 1
+
+# struct flock: l_type, l_whence, l_start, l_len, l_pid (must be 0 for OFD locks), padding.
+_FLOCK = struct.Struct("hhqqi4x")
+_BUSY = (errno.EAGAIN, errno.EACCES)
+
+
+def _request(kind: int, byte: int) -> bytes:
+    return _FLOCK.pack(kind, 0, byte, 1, 0)
+
+
+def try_lock(fd: int, byte: int, exclusive: bool) -> bool:
+    """Take the lock at once if nobody holds it in a conflicting mode; False if busy."""
+    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _request(kind, byte))
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return False
+        raise
+    return True
+
+
+def lock(fd: int, byte: int, exclusive: bool, timeout: float | None) -> bool:
+    """Take the lock, waiting up to `timeout` seconds (None: as long as it takes).
+
+    Returns False if the lock was still busy when the time ran out. An endless wait
+    sleeps in the kernel and wakes the moment the holder lets go; a bounded wait polls
+    with a growing pause (50 us up to 5 ms), since the kernel offers no timed wait.
+    """
+    if try_lock(fd, byte, exclusive):
+        return True
+    if timeout is None:
+        kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _request(kind, byte))
+        return True
+    deadline = time.monotonic() + timeout
+    pause = 50e-6
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 5e-3)
+        if try_lock(fd, byte, exclusive):
+            return True
+
+
+def unlock(fd: int, byte: int) -> None:
+    """Drop this descriptor's lock on `byte` (a no-op if it holds none)."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _request(fcntl.F_UNLCK, byte))
+
+
+def held_by_others(fd: int, byte: int, exclusive_only: bool = False) -> bool:
+    """Whether any other open file holds a lock on `byte` (only write locks if asked)."""
+    probe = fcntl.F_RDLCK if exclusive_only else fcntl.F_WRLCK
+    answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _request(probe, byte))
+    return _FLOCK.unpack(answer)[0] != fcntl.F_UNLCK

@@ -1,0 +1,130 @@
+"""A live map of an allocation: the lock, the mmap, and zero-copy views of the data."""
+
+from __future__ import annotations
+
+import mmap
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .dtypes import ElementType
+from .header import DATA_OFFSET, Layout
+
+if TYPE_CHECKING:
+    import numpy
+
+    from .allocation import Allocation
+
+
+class MapState:
+    """What a reference must undo for one map: the mmap and whether it is for writing."""
+
+    __slots__ = ("memory", "writable")
+
+    def __init__(self, memory: mmap.mmap, writable: bool) -> None:
+        self.memory = memory
+        self.writable = writable
+
+
+class Mapping:
+    """An allocation mapped for reading (``'r'``) or writing (``'w'``).
+
+    ``with alloc.map('r') as array:`` yields a numpy view and unmaps at the end of the
+    block. A write map whose block raises leaves the data marked *incomplete*, exactly as
+    a writer that dies does. Views still alive after the unmap are cut off from the shared
+    memory (they read zeros), so copy what you want to keep.
+    """
+
+    def __init__(self, allocation: Allocation, state: MapState, layout: Layout) -> None:
+        self.allocation = allocation  # keeps the reference open while any view lives
+        self._state = state
+        self.layout = layout
+        self._array: weakref.ref[Any] | None = None
+
+    @property
+    def mode(self) -> str:
+        """'w' for a write map, 'r' for a read map."""
+        return "w" if self._state.writable else "r"
+
+    @property
+    def mapped(self) -> bool:
+        """Whether this map is still in place."""
+        return self._state in self.allocation._maps
+
+    @property
+    def etype(self) -> ElementType:
+        """Element type of the data."""
+        return self.layout.etype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the data."""
+        return self.layout.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the data in bytes."""
+        return self.layout.nbytes
+
+    @property
+    def offset(self) -> int:
+        """Offset of the data in the segment file (for numpy.memmap and friends)."""
+        return DATA_OFFSET
+
+    @property
+    def path(self) -> str:
+        """A path at which other programs can open the segment while this map is held."""
+        return self.allocation._path()
+
+    @property
+    def buffer(self) -> memoryview:
+        """The data as a flat byte memoryview (no numpy needed); valid while mapped."""
+        self._check_mapped()
+        return memoryview(self._state.memory)[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
+
+    @property
+    def array(self) -> numpy.ndarray:
+        """A zero-copy numpy view of the data, read-only for a read map."""
+        self._check_mapped()
+        array = self._array() if self._array is not None else None
+        if array is None:
+            array = _keeping_alive(self, self._state.memory, self.layout)
+            self._array = weakref.ref(array)
+        return array
+
+    def unmap(self, complete: bool = True) -> None:
+        """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""
+        self.allocation._unmap(self._state, complete)
+
+    def __enter__(self) -> numpy.ndarray:
+        return self.array
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.mapped:
+            self.unmap(complete=exc_type is None)
+
+    def _check_mapped(self) -> None:
+        if not self.mapped:
+            from .errors import InvalidArgument
+
+            raise InvalidArgument(f"{self.allocation.describe()} is no longer mapped; map it again")
+
+    def __repr__(self) -> str:
+        state = "mapped" if self.mapped else "unmapped"
+        return f"<Mapping {self.mode} {self.allocation.describe()} {state}>"
+
+
+class _Keeper:
+    """Owner of a view's memory as numpy sees it: keeps the Mapping (and lock) alive."""
+
+    def __init__(self, interface: dict, raw: Any, mapping: Mapping) -> None:
+        self.__array_interface__ = interface
+        self._keep = (raw, mapping)
+
+
+def _keeping_alive(mapping: Mapping, memory: mmap.mmap, layout: Layout) -> numpy.ndarray:
+    """A numpy view whose base holds `mapping`, so the map lasts as long as the view."""
+    import numpy
+
+    count = layout.nbytes // layout.etype.itemsize
+    raw = numpy.frombuffer(memory, layout.etype.numpy, count, DATA_OFFSET).reshape(layout.shape)
+    return numpy.asarray(_Keeper(raw.__array_interface__, raw, mapping))

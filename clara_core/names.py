@@ -1,0 +1,106 @@
+"""Clara's name rule, and how user names become file names in the shared-memory directory.
+
+User names are 1-255 characters of ``[A-Za-z0-9_-]``, compared case-insensitively. File
+names must be short and unique, so each part is lower-cased and, when too long, cut and
+suffixed with ``~`` plus a hash (``~`` never occurs in a valid name, so a hashed name cannot
+collide with a plain one). The full user name is kept in the segment header.
+
+Layout of the files of one namespace (default ``clara``, or ``$CLARA_NAMESPACE``)::
+
+    <ns>.<context>                 the context's own segment (its header: owner, mode, ...)
+    <ns>.<context>.a.<name>        an allocation published under <name>
+    <ns>.<context>.h.<handle>      a private allocation given a handle (`make_handle`)
+    <ns>.<context>.p.<id>          a freed segment kept in the context's recycling pool
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import InvalidArgument
+
+NAME_MAX_CHARS = 255
+DEFAULT_NAMESPACE = "clara"
+DEFAULT_SHM_DIR = "/dev/shm"
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CONTEXT_TOKEN_CHARS = 80
+_NAME_TOKEN_CHARS = 100
+
+PUBLISHED = "a"
+HANDLE = "h"
+POOLED = "p"
+KINDS = (PUBLISHED, HANDLE, POOLED)
+
+
+def validate_name(name: object, what: str = "name") -> str:
+    """Return `name` if it follows Clara's name rule, else raise InvalidArgument."""
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return name
+    shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+    raise InvalidArgument(
+        f"invalid {what} {shown}: use 1-{NAME_MAX_CHARS} characters of A-Z, a-z, 0-9, '_' and '-'"
+    )
+
+
+def same_name(a: str, b: str) -> bool:
+    """Whether two valid names denote the same object (names are case-insensitive)."""
+    return a.lower() == b.lower()
+
+
+def namespace() -> str:
+    """The namespace every file name starts with: `$CLARA_NAMESPACE`, or 'clara'."""
+    value = os.environ.get("CLARA_NAMESPACE") or DEFAULT_NAMESPACE
+    if not _NAMESPACE.fullmatch(value):
+        raise InvalidArgument(
+            f"invalid CLARA_NAMESPACE {value!r}: use 1-64 characters of A-Z, a-z, 0-9, '_' and '-'"
+        )
+    return value
+
+
+def shm_dir() -> str:
+    """The shared-memory directory: `$CLARA_SHM_DIR`, or /dev/shm."""
+    return os.environ.get("CLARA_SHM_DIR") or DEFAULT_SHM_DIR
+
+
+def _token(name: str, limit: int) -> str:
+    key = name.lower()
+    if len(key) <= limit:
+        return key
+    import hashlib  # only for very long names
+
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{key[: limit - 17]}~{digest}"
+
+
+def context_file(context: str) -> str:
+    """File name of a context's own segment."""
+    return f"{namespace()}.{_token(context, _CONTEXT_TOKEN_CHARS)}"
+
+
+def member_prefix(context: str) -> str:
+    """Prefix shared by the file names of every allocation of a context."""
+    return context_file(context) + "."
+
+
+def allocation_file(context: str, kind: str, name: str) -> str:
+    """File name of an allocation of `kind` (published, handle or pooled) in a context."""
+    return f"{member_prefix(context)}{kind}.{_token(name, _NAME_TOKEN_CHARS)}"
+
+
+def parse_file_name(file_name: str, ns: str) -> tuple[str, str | None, str | None] | None:
+    """Split a file name of namespace `ns` into (context token, kind, member token).
+
+    Returns None for names outside the namespace; kind and member are None for a
+    context's own segment.
+    """
+    if not file_name.startswith(ns + "."):
+        return None
+    parts = file_name[len(ns) + 1 :].split(".", 2)
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None, None
+    if len(parts) == 3 and parts[0] and parts[1] in KINDS and parts[2]:
+        return parts[0], parts[1], parts[2]
+    return None

@@ -1,0 +1,110 @@
+"""Process identity and who maps what, read from /proc.
+
+A pid alone does not name a process: pids are reused. A process is (pid, start time), the
+start time being field 22 of /proc/<pid>/stat (clock ticks since boot), so a recorded creator
+whose pid now belongs to someone else is correctly seen as dead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+_self_identity: tuple[int, int] | None = None
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None if there is no such process."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot, or None if there is no such process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def identity(pid: int | None = None) -> tuple[int, int]:
+    """(pid, start time) of `pid`, by default this process; start 0 if it is not running."""
+    global _self_identity
+    if pid is None:
+        pid = os.getpid()
+        if _self_identity is None or _self_identity[0] != pid:  # recomputed after fork
+            _self_identity = (pid, start_time(pid) or 0)
+        return _self_identity
+    return pid, start_time(pid) or 0
+
+
+def is_alive(pid: int, start: int) -> bool:
+    """Whether the process (pid, start) still runs; start 0 means 'whoever has that pid'."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):  # a zombie has already died
+        return False
+    return start == 0 or int(fields[19]) == start
+
+
+def command_name(pid: int) -> str:
+    """The short command name of a process, or '?' if it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+@dataclass(frozen=True)
+class Mapper:
+    """A live process that maps a segment, and whether its mapping is writable."""
+
+    pid: int
+    writable: bool
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} ({command_name(self.pid)}, {'write' if self.writable else 'read'})"
+
+
+FileId = tuple[int, int]  # (st_dev, st_ino)
+
+
+def mappers(files: set[FileId], directory: str) -> dict[FileId, list[Mapper]]:
+    """For each file of `files` that some process maps, the processes mapping it.
+
+    Reads every /proc/<pid>/maps this user may read. Only lines naming `directory` are
+    parsed; a file is matched by device and inode, so renamed or deleted files still count.
+    """
+    wanted = {(os.major(dev), os.minor(dev), ino): (dev, ino) for dev, ino in files}
+    needle = os.fsencode(directory.rstrip("/") + "/")
+    found: dict[FileId, dict[int, bool]] = {}
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if needle not in text:
+            continue
+        for line in text.splitlines():
+            if needle not in line:
+                continue
+            fields = line.split(maxsplit=5)
+            major, minor = fields[3].split(b":")
+            key = wanted.get((int(major, 16), int(minor, 16), int(fields[4])))
+            if key is not None:
+                holders = found.setdefault(key, {})
+                holders[pid] = holders.get(pid, False) or fields[1][1:2] == b"w"
+    return {
+        key: [Mapper(pid, writable) for pid, writable in sorted(holders.items())]
+        for key, holders in found.items()
+    }
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]

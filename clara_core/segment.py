@@ -1,0 +1,228 @@
+"""Every operating-system call on shared memory goes through here.
+
+A segment is a file in the shared-memory directory (/dev/shm: what shm_open(3) opens on
+Linux), used through its file descriptor:
+
+- a new segment starts *anonymous* (``O_TMPFILE``): it has no name, so if its creator dies
+  before naming it the kernel frees it; nothing can be orphaned;
+- naming it (publishing) is ``linkat(2)``, which is atomic and fails if the name is taken:
+  the directory itself is the registry, so a crash can never leave a half-made entry;
+- ``posix_fallocate`` reserves the memory up front, so a full file system is a clean
+  OutOfSpace at creation, never a SIGBUS in the middle of a write;
+- unlinking a name stops new opens, while descriptors and maps already held stay valid:
+  the kernel frees the memory when the last of them is gone.
+
+OSErrors are translated here into clara_core's errors, naming the object (`what`).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+
+from .errors import (
+    AlreadyExists,
+    ClaraError,
+    NotFound,
+    OutOfSpace,
+    PermissionDenied,
+)
+from .header import HEADER_SIZE, Header, parse
+from .names import shm_dir
+
+_directory_fds: dict[str, int] = {}
+
+
+def directory_fd() -> int:
+    """An open descriptor of the shared-memory directory (opened once per directory)."""
+    path = shm_dir()
+    fd = _directory_fds.get(path)
+    if fd is None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise translate(exc, f"shared-memory directory {path}") from exc
+        _directory_fds[path] = fd
+    return fd
+
+
+def path_of(file_name: str) -> str:
+    """Absolute path of a named segment."""
+    return os.path.join(shm_dir(), file_name)
+
+
+def translate(exc: OSError, what: str) -> ClaraError:
+    """The clara_core error for an OSError met while working on `what`."""
+    code = exc.errno
+    if code == errno.ENOENT:
+        return NotFound(f"{what} does not exist")
+    if code == errno.EEXIST:
+        return AlreadyExists(f"{what} already exists; choose another name or free it first")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(f"{what}: permission denied (it belongs to another user or mode)")
+    if code in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM, errno.EDQUOT):
+        return OutOfSpace(
+            f"{what}: not enough shared memory ({os.strerror(code)}); free some, or check "
+            f"`df -h {shm_dir()}`"
+        )
+    if code in (errno.EMFILE, errno.ENFILE):
+        return ClaraError(f"{what}: too many open files; release allocations you no longer use")
+    return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
+
+
+def create_anonymous(size: int, mode: int, what: str) -> int:
+    """A new unnamed segment of `size` bytes with its memory reserved; returns its fd."""
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    try:
+        os.fchmod(fd, mode)  # exact mode, whatever the umask
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        os.close(fd)  # an anonymous file vanishes with its last descriptor
+        raise translate(exc, f"{what} of {size} bytes") from exc
+    return fd
+
+
+def open_named(file_name: str, what: str) -> tuple[int, bool]:
+    """Open a named segment; returns (fd, writable). Falls back to read-only access."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    dir_fd = directory_fd()
+    try:
+        return os.open(file_name, flags | os.O_RDWR, dir_fd=dir_fd), True
+    except PermissionError:
+        pass
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    try:
+        return os.open(file_name, flags | os.O_RDONLY, dir_fd=dir_fd), False
+    except OSError as exc:
+        raise translate(exc, what) from exc
+
+
+def read_header(fd: int, what: str) -> tuple[Header, os.stat_result]:
+    """Read and validate the header of an open segment, with the segment's stat."""
+    try:
+        stat = os.fstat(fd)
+        raw = os.pread(fd, HEADER_SIZE, 0)
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    return parse(raw, stat.st_size, what), stat
+
+
+def write_at(fd: int, data: bytes, offset: int, what: str) -> None:
+    """Write header bytes at `offset` of an open segment."""
+    try:
+        os.pwrite(fd, data, offset)
+    except OSError as exc:
+        raise translate(exc, what) from exc
+
+
+def link(fd: int, file_name: str, what: str) -> None:
+    """Give the segment open at `fd` the name `file_name`; AlreadyExists if taken."""
+    try:
+        os.link(
+            f"/proc/self/fd/{fd}",
+            file_name,
+            src_dir_fd=directory_fd(),  # any dir fd makes Python use linkat(AT_SYMLINK_FOLLOW)
+            dst_dir_fd=directory_fd(),
+            follow_symlinks=True,
+        )
+    except OSError as exc:
+        raise translate(exc, what) from exc
+
+
+def unlink(file_name: str, what: str = "") -> bool:
+    """Remove a name; False if it was already gone."""
+    try:
+        os.unlink(file_name, dir_fd=directory_fd())
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise translate(exc, what or f"segment {file_name}") from exc
+    return True
+
+
+def rename(old: str, new: str, what: str) -> None:
+    """Atomically rename a segment (the new name must not be in use)."""
+    try:
+        os.rename(old, new, src_dir_fd=directory_fd(), dst_dir_fd=directory_fd())
+    except OSError as exc:
+        raise translate(exc, what) from exc
+
+
+def stat_named(file_name: str) -> os.stat_result | None:
+    """stat of a named segment, or None if there is none."""
+    try:
+        return os.stat(file_name, dir_fd=directory_fd(), follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def list_names(prefix: str) -> list[str]:
+    """Names in the shared-memory directory that start with `prefix`, sorted."""
+    try:
+        entries = os.listdir(directory_fd())
+    except OSError as exc:
+        raise translate(exc, f"shared-memory directory {shm_dir()}") from exc
+    return sorted(name for name in entries if name.startswith(prefix))
+
+
+def total_size(file_names: list[str]) -> int:
+    """Sum of the sizes of the named segments that still exist."""
+    sizes = (stat_named(name) for name in file_names)
+    return sum(stat.st_size for stat in sizes if stat is not None)
+
+
+def map_segment(fd: int, length: int, writable: bool, what: str) -> mmap.mmap:
+    """Map the first `length` bytes of a segment, read-only unless `writable`."""
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    try:
+        return mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot)
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    except ValueError as exc:  # the file is shorter than its header claims
+        raise ClaraError(f"{what}: cannot map {length} bytes ({exc})") from exc
+
+
+def unmap_segment(mapping: mmap.mmap, writable: bool) -> None:
+    """Unmap; if views of it are still alive, cut them off from the shared memory.
+
+    Python refuses to unmap memory that numpy arrays or memoryviews still use. Those views
+    are then moved onto private zero-filled memory (same address, same size, same
+    protection), so they stay safe to touch but can never again read or write the segment:
+    once unmapped, a reader's view cannot see a later writer, nor a writer's view corrupt
+    a later reader.
+    """
+    try:
+        mapping.close()
+    except BufferError:
+        _replace_with_private_memory(mapping, writable)
+
+
+def _replace_with_private_memory(mapping: mmap.mmap, writable: bool) -> None:
+    import ctypes
+
+    import numpy
+
+    address = numpy.frombuffer(mapping, numpy.uint8, count=1).__array_interface__["data"][0]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
+    result = libc.mmap(address, len(mapping), prot, flags, -1, 0)
+    if result != address:
+        raise OSError(ctypes.get_errno(), "cannot detach views from shared memory")
+
+
+_MAP_FIXED = 0x10  # Linux, every architecture

@@ -1,0 +1,54 @@
+"""Test isolation: every test runs in a namespace of its own, which must be empty afterwards.
+
+The session namespace (``claratest-<random>``) is exported in CLARA_NAMESPACE before any
+test runs, so every subprocess (python helpers, `clara` commands, pipeline operators)
+inherits it; each test then gets ``<session>-<n>``. A test that leaves a segment of its
+namespace in the shared-memory directory fails, and its leftovers are removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+
+import pytest
+
+from clara_core.names import shm_dir
+
+SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
+os.environ["CLARA_NAMESPACE"] = SESSION_NAMESPACE
+os.environ.pop("CLARA_CONTEXT", None)
+os.environ.pop("CLARA_OPERATOR", None)
+_numbers = itertools.count(1)
+
+
+def leftovers(namespace: str) -> list[str]:
+    """Files of `namespace` (exactly, not longer namespaces) in the shared-memory directory."""
+    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace + "."))
+
+
+@pytest.fixture(autouse=True)
+def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh CLARA_NAMESPACE for this test; fails the test if it is not empty at the end."""
+    name = f"{SESSION_NAMESPACE}-{next(_numbers)}"
+    monkeypatch.setenv("CLARA_NAMESPACE", name)
+    yield name
+    left = leftovers(name)
+    for file_name in left:
+        os.unlink(os.path.join(shm_dir(), file_name))
+    assert not left, f"test left shared memory behind: {left}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The whole run must leave nothing of its namespace behind either."""
+    left = [f for f in os.listdir(shm_dir()) if f.startswith(SESSION_NAMESPACE)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"clara: namespace {SESSION_NAMESPACE}: {len(left)} segment(s) left in {shm_dir()}"
+        )
+    if left:
+        for file_name in left:
+            os.unlink(os.path.join(shm_dir(), file_name))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
