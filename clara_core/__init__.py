@@ -1,11 +1,11 @@
 """clara_core: fast, safe, typed POSIX shared memory for multi-process pipelines.
 
-    from clara_core import Context
-    ctx = Context.create("job", owner_pid=os.getpid())
-    vol = ctx.create(dtype="float32", shape=(64, 256, 256))
-    with vol.map("w") as array:
-        array[...] = 1.0
-    vol.publish("volume")            # another process: Context.open("job").get("volume")
+from clara_core import Context
+ctx = Context.create("job", owner_pid=os.getpid())
+vol = ctx.create(dtype="float32", shape=(64, 256, 256))
+with vol.map("w") as array:
+    array[...] = 1.0
+vol.publish("volume")            # another process: Context.open("job").get("volume")
 """
 
 from .allocation import Allocation
@@ -29,8 +29,8 @@ from .mapping import Mapping
 __version__ = "0.1.0"
 
 __all__ = [
-    "AlreadyExists",
     "Allocation",
+    "AlreadyExists",
     "Busy",
     "ClaraError",
     "Context",

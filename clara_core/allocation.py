@@ -193,12 +193,12 @@ class Allocation:
         self._require_writable_fd("hand over")
         pid, start = processes.identity(holder_pid)
         origin = segment.read_header(self._fd, self.describe())[0].origin
-        updated = hdr.Origin(origin.created_ns, origin.creator_pid, origin.creator_start, pid, start)
+        updated = hdr.Origin(
+            origin.created_ns, origin.creator_pid, origin.creator_start, pid, start
+        )
         self._write(updated.pack(), hdr.ORIGIN_AT)
         handle = os.urandom(6).hex()
-        segment.link(
-            self._fd, allocation_file(self.context.name, HANDLE, handle), self.describe()
-        )
+        segment.link(self._fd, allocation_file(self.context.name, HANDLE, handle), self.describe())
         self._visibility, self._key = HANDLED, handle
         return handle
 
@@ -292,8 +292,7 @@ class Allocation:
         holders = self._holders()
         if not timeout:
             raise Busy(
-                f"{self.describe()} is mapped by {holders}; try again later, or wait with a "
-                "timeout"
+                f"{self.describe()} is mapped by {holders}; try again later, or wait with a timeout"
             )
         raise Timeout(f"{self.describe()} stayed mapped by {holders} for {timeout:g} s")
 

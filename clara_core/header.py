@@ -164,7 +164,9 @@ def read_data_state(buffer) -> DataState:
 
 def write_data_state(buffer, data: DataState) -> None:
     """Store the data-state block into a writable mapping."""
-    _DATA.pack_into(buffer, DATA_AT, data.state, data.writer_pid, data.writer_start, data.generation)
+    _DATA.pack_into(
+        buffer, DATA_AT, data.state, data.writer_pid, data.writer_start, data.generation
+    )
 
 
 def _complaint(where: str):

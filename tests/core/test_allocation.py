@@ -1,0 +1,396 @@
+"""Allocations: life-cycle, typed maps, reader/writer exclusion across real processes."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+
+import numpy as np
+import pytest
+
+from clara_core import (
+    AlreadyExists,
+    Busy,
+    Context,
+    Incomplete,
+    InvalidArgument,
+    NotFound,
+    Timeout,
+    names,
+)
+from clara_core.names import shm_dir
+from tests.helpers import Child, run_python
+
+
+@pytest.fixture
+def ctx():
+    context = Context.create("job")
+    yield context
+    Context.destroy("job")
+
+
+def shm_files(namespace):
+    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace + "."))
+
+
+def test_create_by_size_or_by_type_and_shape(ctx):
+    raw = ctx.create(1000)
+    assert (raw.element_type.name, raw.shape, raw.nbytes) == ("uint8", (1000,), 1000)
+    typed = ctx.create(dtype="f32", shape=(2, 3, 4))
+    assert (typed.dtype, typed.shape, typed.nbytes) == (np.dtype("float32"), (2, 3, 4), 96)
+    sized = ctx.create("4K", dtype="u16")
+    assert sized.shape == (2048,)
+    for bad in [dict(size=3, dtype="u16"), dict(size=4, shape=(4,)), dict(), dict(shape=(0,))]:
+        with pytest.raises(InvalidArgument):
+            ctx.create(**bad)
+
+
+def test_publish_in_one_process_read_in_another(ctx):
+    vol = ctx.create(dtype="f64", shape=(50, 40))
+    with vol.map("w") as array:
+        array[...] = np.arange(2000).reshape(50, 40) * 0.5
+    vol.publish("Volume")
+    vol.release()
+    result = run_python(
+        """
+        import numpy as np
+        from clara_core import Context
+        alloc = Context.open("job").get("VOLUME")
+        with alloc.map("r") as array:
+            print(array.dtype, array.shape, float(array.sum()), alloc.name)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "float64",
+        "(50,",
+        "40)",
+        str(float(np.arange(2000).sum() * 0.5)),
+        "Volume",
+    ]
+
+
+def test_second_publish_of_a_taken_name_is_refused_and_changes_nothing(ctx, namespace):
+    first = ctx.create(8)
+    first.publish("x")
+    second = ctx.create(8)
+    with pytest.raises(AlreadyExists, match="allocation 'X' in context 'job' already exists"):
+        second.publish("X")
+    assert not second.is_published
+    second.publish("y")  # still private and usable
+    assert ctx.names() == ["x", "y"]
+    with pytest.raises(InvalidArgument, match="already published"):
+        first.publish("z")
+    with pytest.raises(InvalidArgument, match="invalid allocation name"):
+        ctx.create(8).publish("no/slash")
+
+
+def test_get_of_a_missing_name_is_not_found(ctx):
+    with pytest.raises(NotFound, match="allocation 'ghost' in context 'job' does not exist"):
+        ctx.get("ghost")
+
+
+def test_read_map_refuses_writes(ctx):
+    alloc = ctx.create(dtype="i32", shape=(4,))
+    with alloc.map("r") as array:
+        assert not array.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1
+        with pytest.raises(ValueError):
+            array.flags.writeable = True
+    mapping = alloc.map("r")
+    assert mapping.buffer.readonly  # the pages are mapped PROT_READ
+    with pytest.raises(TypeError):
+        mapping.buffer[0:1] = b"\x01"
+    mapping.unmap()
+    alloc.release()
+
+
+def test_two_writers_second_gets_busy_naming_the_holder(ctx):
+    alloc = ctx.create(64)
+    alloc.publish("data")
+    child = Child(
+        """
+        import time
+        from clara_core import Context
+        m = Context.open("job").get("data").map("w")
+        print("mapped", flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        child.expect("mapped")
+        with pytest.raises(Busy, match=rf"mapped by pid {child.pid} \(python[0-9.]*, write\)"):
+            alloc.map("w")
+        with pytest.raises(Busy):
+            ctx.get("data").map("r")  # no dirty read either
+    finally:
+        child.kill()
+    alloc.release()
+
+
+def test_readers_share_and_exclude_a_writer(ctx):
+    alloc = ctx.create(64)
+    alloc.publish("data")
+    other = ctx.get("data")
+    with alloc.map("r"), other.map("r"), pytest.raises(Busy):  # many readers, no writer
+        ctx.get("data").map("w", timeout=0)
+    with ctx.get("data").map("w"):
+        pass  # free again
+    other.release()
+    alloc.release()
+
+
+def test_a_waiting_map_gets_the_lock_when_the_writer_lets_go(ctx):
+    alloc = ctx.create(dtype="u32", shape=(1000,))
+    alloc.publish("data")
+    child = Child(
+        """
+        import time
+        from clara_core import Context
+        a = Context.open("job").get("data")
+        with a.map("w") as array:
+            print("mapped", flush=True)
+            time.sleep(0.3)
+            array[:] = 7
+        print("done", flush=True)
+        time.sleep(30)
+        """
+    )
+    try:
+        child.expect("mapped")
+        with alloc.map("r", timeout=30) as array:  # waits for the writer, never a dirty read
+            assert array.tolist() == [7] * 1000
+    finally:
+        child.kill()
+    alloc.release()
+
+
+def test_timeout_when_the_holder_never_lets_go(ctx):
+    alloc = ctx.create(8)
+    alloc.publish("data")
+    holder = ctx.get("data")
+    with holder.map("w"):
+        with pytest.raises(Timeout, match=r"stayed mapped by pid .* for 0\.2 s"):
+            alloc.map("r", timeout=0.2)
+        for bad in (-1, math.nan):
+            with pytest.raises(InvalidArgument, match="timeout"):
+                alloc.map("r", timeout=bad)
+    with alloc.map("r", timeout=math.inf):
+        pass
+    holder.release()
+    alloc.release()
+
+
+def test_map_modes(ctx):
+    alloc = ctx.create(8)
+    with pytest.raises(InvalidArgument, match="map mode"):
+        alloc.map("rw")
+    # a reference may hold several read maps, but no write map beside them
+    with alloc.map("read"), alloc.map("r"), pytest.raises(Busy, match="by this reference"):
+        alloc.map("write")
+    alloc.release()
+
+
+def test_a_failed_write_block_leaves_the_data_incomplete(ctx):
+    alloc = ctx.create(dtype="f32", shape=(10,))
+    alloc.publish("data")
+    assert alloc.state == "empty"
+    with pytest.raises(RuntimeError), alloc.map("w") as array:
+        array[:5] = 1
+        raise RuntimeError("operator bug")
+    assert alloc.state == "incomplete"
+    reader = ctx.get("data")
+    with pytest.raises(Incomplete, match="allocation 'data' in context 'job' is incomplete"):
+        reader.map("r")
+    with reader.map("r", allow_incomplete=True) as array:
+        assert array[:5].tolist() == [1] * 5
+    with alloc.map("w") as array:
+        array[:] = 2
+    assert alloc.state == "complete"
+    with reader.map("r") as array:
+        assert array.tolist() == [2] * 10
+    reader.release()
+    alloc.release()
+
+
+def test_views_outliving_their_map_are_cut_off_from_shared_memory(ctx):
+    alloc = ctx.create(dtype="i64", shape=(4,))
+    alloc.publish("data")
+    with alloc.map("w") as written:
+        written[:] = 5
+    written[:] = 9  # goes nowhere
+    with alloc.map("r") as stale:
+        assert stale.tolist() == [5] * 4
+    assert stale.tolist() == [0] * 4
+    with ctx.get("data").map("r") as fresh:
+        assert fresh.tolist() == [5] * 4
+    alloc.release()
+
+
+def test_a_view_keeps_its_map_and_reference_alive(ctx):
+    alloc = ctx.create(dtype="u8", shape=(3,))
+    with alloc.map("w") as array:
+        array[:] = 3
+    alloc.publish("data")
+    alloc.release()
+    view = ctx.get("data").map("r").array[1:]  # nobody else holds the reference
+    gc.collect()
+    assert view.tolist() == [3, 3]
+    with pytest.raises(Busy):
+        ctx.get("data").map("w")
+    del view
+    gc.collect()
+    with ctx.get("data").map("w"):
+        pass
+
+
+def test_a_private_allocation_released_by_its_creator_is_gone(ctx, namespace):
+    alloc = ctx.create("1M")
+    path = alloc.map("r").path  # /proc/<pid>/fd/N while anonymous
+    assert os.path.exists(path)
+    alloc.release()
+    assert not os.path.exists(path)
+    assert alloc.released
+    with pytest.raises(InvalidArgument, match="released"):
+        alloc.map("r")
+    assert shm_files(namespace) == [names.context_file("job")]
+
+
+def test_a_private_allocation_vanishes_with_its_crashed_creator(ctx, namespace):
+    child = Child(
+        """
+        import time
+        from clara_core import Context
+        a = Context.open("job").create("8M")
+        print("made", flush=True)
+        time.sleep(60)
+        """
+    )
+    child.expect("made")
+    child.kill()
+    assert shm_files(namespace) == [names.context_file("job")]
+
+
+def test_free_forbids_new_gets_while_held_references_stay_valid(ctx, namespace):
+    alloc = ctx.create(dtype="i16", shape=(100,))
+    with alloc.map("w") as array:
+        array[:] = np.arange(100)
+    alloc.publish("data")
+    child = Child(
+        """
+        import time
+        from clara_core import Context
+        ref = Context.open("job").get("data")
+        print("got", flush=True)
+        time.sleep(0.5)
+        with ref.map("r") as array:
+            print("sum", int(array.sum()), flush=True)
+        ref.release()
+        """
+    )
+    child.expect("got")
+    alloc.free()
+    assert alloc.released
+    with pytest.raises(NotFound):
+        ctx.get("data")
+    assert shm_files(namespace) == [names.context_file("job")]
+    assert child.expect("sum") == f"sum {sum(range(100))}"
+    assert child.finish()[0] == 0
+
+
+def test_set_type_and_dimensions(ctx):
+    alloc = ctx.create(4096)
+    alloc.set_type_and_dimensions("f32", (32, 32))
+    assert (alloc.element_type.name, alloc.shape) == ("float32", (32, 32))
+    with pytest.raises(InvalidArgument, match="needs 8192 bytes"):
+        alloc.set_type_and_dimensions("f64", (32, 32))
+    alloc.publish("data")
+    other = ctx.get("data")
+    assert other.shape == (32, 32)
+    with other.map("r"), pytest.raises(Busy):
+        alloc.set_type_and_dimensions("u8", (10,))
+    alloc.set_type_and_dimensions("u8", (10,))
+    with other.map("r") as array:  # a map always uses the current layout
+        assert array.shape == (10,)
+    other.release()
+    alloc.release()
+
+
+def test_handles_hand_a_private_allocation_to_another_process(ctx, namespace):
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    with alloc.map("w") as array:
+        array[:] = [1, 2, 3, 4]
+    handle = alloc.make_handle()
+    assert alloc.make_handle() == handle
+    alloc.release()  # a handle outlives its creator's reference
+    result = run_python(
+        f"""
+        from clara_core import Context
+        a = Context.open("job").open_handle("{handle}")
+        a.publish("shared")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    with ctx.get("shared").map("r") as array:
+        assert array.tolist() == [1, 2, 3, 4]
+    assert shm_files(namespace) == sorted(
+        [names.context_file("job"), names.allocation_file("job", "a", "shared")]
+    )
+    with pytest.raises(NotFound):
+        ctx.open_handle(handle)
+    with pytest.raises(InvalidArgument, match="handle"):
+        ctx.open_handle("../x")
+
+
+def test_garbage_collection_releases_a_reference(ctx):
+    alloc = ctx.create(8)
+    alloc.publish("data")
+    ctx.get("data").map("w")  # mapping dropped at once
+    gc.collect()
+    with alloc.map("w"):
+        pass
+    alloc.release()
+
+
+def test_context_manager_releases(ctx):
+    with ctx.create(8) as alloc:
+        alloc.publish("data")
+    assert alloc.released
+    with ctx.get("data") as again:
+        assert again.nbytes == 8
+
+
+def test_many_references_in_one_process_exclude_each_other(ctx):
+    alloc = ctx.create(8)
+    alloc.publish("data")
+    refs = [ctx.get("data") for _ in range(50)]
+    with refs[0].map("w"):
+        for ref in refs[1:]:
+            with pytest.raises(Busy):
+                ref.map("r")
+    for ref in refs:
+        ref.release()
+    alloc.release()
+
+
+def test_waiting_writer_sees_a_crashed_reader_go(ctx):
+    alloc = ctx.create(8)
+    alloc.publish("data")
+    child = Child(
+        """
+        import time
+        from clara_core import Context
+        m = Context.open("job").get("data").map("r")
+        print("mapped", flush=True)
+        time.sleep(60)
+        """
+    )
+    child.expect("mapped")
+    os.kill(child.pid, 9)
+    with alloc.map("w", timeout=30):  # the kernel dropped the dead reader's lock
+        pass
+    child.process.wait()
+    child.close()
+    alloc.release()

@@ -1,0 +1,125 @@
+"""Contexts: create, open, list, destroy; modes, owners, capacity."""
+
+import os
+import stat
+
+import pytest
+
+from clara_core import AlreadyExists, Context, InvalidArgument, NotFound, OutOfSpace, names
+from clara_core.names import shm_dir
+from tests.helpers import run_python
+
+
+def shm_files(namespace):
+    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace + "."))
+
+
+def test_create_open_list_destroy(namespace):
+    with Context.create("Job-1") as ctx:
+        assert ctx.name == "Job-1"
+        assert Context.list() == ["Job-1"]
+        assert Context.exists("JOB-1")
+        again = Context.open("job-1")  # case-insensitive
+        assert again.name == "Job-1"
+        again.close()
+    assert Context.destroy("job-1") == 0
+    assert not Context.exists("Job-1")
+    assert shm_files(namespace) == []
+
+
+def test_a_second_create_of_the_same_name_fails_cleanly(namespace):
+    ctx = Context.create("job")
+    try:
+        with pytest.raises(AlreadyExists, match="context 'JOB' already exists"):
+            Context.create("JOB")
+        assert shm_files(namespace) == [names.context_file("job")]
+    finally:
+        ctx.destroy()
+
+
+def test_missing_context_is_not_found():
+    with pytest.raises(NotFound, match="context 'nope' does not exist"):
+        Context.open("nope")
+    with pytest.raises(NotFound):
+        Context.destroy("nope")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"mode": 0o1777}, {"mode": 0o400}, {"mode": "abc"}, {"capacity": "-1"}, {"owner_pid": 0}],
+)
+def test_bad_settings_are_refused_before_anything_exists(namespace, kwargs):
+    with pytest.raises(InvalidArgument):
+        Context.create("job", **kwargs)
+    assert shm_files(namespace) == []
+
+
+def test_owner_must_be_running(namespace):
+    dead = run_python("import os; print(os.getpid())").stdout.strip()
+    with pytest.raises(InvalidArgument, match="not a running process"):
+        Context.create("job", owner_pid=int(dead))
+    assert shm_files(namespace) == []
+
+
+def test_segments_are_owner_only_by_default_and_follow_the_context_mode(namespace):
+    private = Context.create("private")
+    shared = Context.create("shared", mode=0o640)
+    try:
+        a = private.create(10)
+        a.publish("a")
+        b = shared.create(10)
+        b.publish("b")
+        modes = {
+            f: stat.S_IMODE(os.stat(os.path.join(shm_dir(), f)).st_mode)
+            for f in shm_files(namespace)
+        }
+        assert modes == {
+            names.context_file("private"): 0o600,
+            names.allocation_file("private", "a", "a"): 0o600,
+            names.context_file("shared"): 0o640,
+            names.allocation_file("shared", "a", "b"): 0o640,
+        }
+        a.release()
+        b.release()
+    finally:
+        private.destroy()
+        shared.destroy()
+
+
+def test_destroy_frees_everything_but_holders_keep_their_data(namespace):
+    ctx = Context.create("job")
+    for i in range(3):
+        a = ctx.create(dtype="i32", shape=(10,))
+        with a.map("w") as array:
+            array[:] = i
+        a.publish(f"a{i}")
+        a.release()
+    held = ctx.get("a2")
+    mapping = held.map("r")
+    assert Context.destroy("job") == 3
+    assert shm_files(namespace) == []
+    assert mapping.array.tolist() == [2] * 10  # still valid: the kernel frees it later
+    with pytest.raises(NotFound, match="destroyed"):
+        ctx.get("a1")
+    fresh = ctx.create(8)
+    with pytest.raises(NotFound, match="destroyed"):
+        fresh.publish("late")
+    held.release()
+
+
+def test_capacity_limits_published_bytes(namespace):
+    ctx = Context.create("job", capacity="16K")
+    try:
+        first = ctx.create(4096)
+        first.publish("first")  # 4 KiB header page + 4 KiB data
+        second = ctx.create(4096)
+        second.publish("second")
+        third = ctx.create(1)
+        with pytest.raises(OutOfSpace, match="holds 16384 of its 16384 bytes"):
+            third.publish("third")
+        assert ctx.names() == ["first", "second"]
+        first.free()
+        third.publish("third")
+        assert ctx.names() == ["second", "third"]
+    finally:
+        ctx.destroy()
