@@ -33,7 +33,7 @@ from .errors import (
 )
 from .header import DATA_OFFSET, DataState, Header, Layout
 from .mapping import Mapping, MapState
-from .names import HANDLE, PUBLISHED, allocation_file, shm_dir, validate_name
+from .names import HANDLE, PUBLISHED, shm_dir, validate_name
 
 if TYPE_CHECKING:
     import numpy
@@ -62,14 +62,14 @@ class Allocation:
         self.context = context
         self._fd = fd
         self._writable = writable
-        self._visibility = visibility
-        self._key = key  # published name or handle
+        self._set_visibility(visibility, key)
         self._layout: Layout = header.layout
         self._file_size = stat.st_size
         self._file_id = (stat.st_dev, stat.st_ino)
-        self._maps: list[MapState] = []
+        self._reference = _Reference(fd)
+        self._maps = self._reference.maps
         self._read_only = False
-        self._finalizer = weakref.finalize(self, _close_reference, fd, self._maps)
+        self._finalizer = weakref.finalize(self, self._reference.close)
 
     # -- what it is ---------------------------------------------------------------------
 
@@ -137,12 +137,18 @@ class Allocation:
 
     def describe(self) -> str:
         """How messages name this allocation."""
+        return self._description
+
+    def _set_visibility(self, visibility: str, key: str | None) -> None:
+        self._visibility = visibility
+        self._key = key  # published name or handle
         where = f"in context '{self.context.name}'"
-        if self._visibility == SHARED:
-            return f"allocation '{self._key}' {where}"
-        if self._visibility == HANDLED:
-            return f"private allocation {self._key} {where}"
-        return f"private allocation {where}"
+        if visibility == SHARED:
+            self._description = f"allocation '{key}' {where}"
+        elif visibility == HANDLED:
+            self._description = f"private allocation {key} {where}"
+        else:
+            self._description = f"private allocation {where}"
 
     def __repr__(self) -> str:
         state = "released" if self.released else f"{len(self._maps)} map(s)"
@@ -161,7 +167,7 @@ class Allocation:
             raise InvalidArgument(f"{self.describe()} is already published")
         self._require_writable_fd("publish")
         self.context._check_alive()
-        file_name = allocation_file(self.context.name, PUBLISHED, name)
+        file_name = self.context._member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self.context.name}'"
         with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
             self._write(hdr.pack_name(name), hdr.NAME_AT)
@@ -175,8 +181,8 @@ class Allocation:
                     f"{what} already exists; choose another name or free it first"
                 ) from None
         if self._visibility == HANDLED:
-            segment.unlink(allocation_file(self.context.name, HANDLE, self._key or ""))
-        self._visibility, self._key = SHARED, name
+            segment.unlink(self.context._member_file(HANDLE, self._key or ""))
+        self._set_visibility(SHARED, name)
 
     def make_handle(self, holder_pid: int | None = None) -> str:
         """Give this private allocation a handle other processes can open or publish.
@@ -198,8 +204,8 @@ class Allocation:
         )
         self._write(updated.pack(), hdr.ORIGIN_AT)
         handle = os.urandom(6).hex()
-        segment.link(self._fd, allocation_file(self.context.name, HANDLE, handle), self.describe())
-        self._visibility, self._key = HANDLED, handle
+        segment.link(self._fd, self.context._member_file(HANDLE, handle), self.describe())
+        self._set_visibility(HANDLED, handle)
         return handle
 
     def set_type_and_dimensions(self, dtype: object, shape: object) -> None:
@@ -239,7 +245,7 @@ class Allocation:
             self._require_writable_fd("free")
             self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
             kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            segment.unlink(allocation_file(self.context.name, kind, self._key or ""))
+            segment.unlink(self.context._member_file(kind, self._key or ""))
         self.release()
 
     def __enter__(self) -> Allocation:
@@ -320,12 +326,8 @@ class Allocation:
         return Mapping(self, state, layout)
 
     def _unmap(self, state: MapState, complete: bool) -> None:
-        if state not in self._maps:
-            return
-        _finish_map(state, complete)
-        self._maps.remove(state)
-        if not self._maps:
-            locks.unlock(self._fd, locks.MAP_BYTE)
+        if state in self._maps:
+            self._reference.unmap(state, complete)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -337,7 +339,7 @@ class Allocation:
         if self._visibility == PRIVATE:
             return f"/proc/{os.getpid()}/fd/{self._fd}"
         kind = PUBLISHED if self._visibility == SHARED else HANDLE
-        return segment.path_of(allocation_file(self.context.name, kind, self._key or ""))
+        return segment.path_of(self.context._member_file(kind, self._key or ""))
 
     def _check_open(self) -> None:
         if self.released:
@@ -366,25 +368,35 @@ def _parse_mode(mode: str) -> bool:
     raise InvalidArgument(f"invalid map mode {mode!r}: use 'r' (read) or 'w' (write)")
 
 
-def _finish_map(state: MapState, complete: bool) -> None:
-    """Mark a write map's data complete (or leave it incomplete), then unmap."""
-    if state.writable:
-        data = hdr.read_data_state(state.memory)
-        if complete:
-            data = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
-            hdr.write_data_state(state.memory, data)
-    segment.unmap_segment(state.memory, state.writable)
+class _Reference:
+    """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
+    __slots__ = ("cut_off", "fd", "maps")
 
-def _close_reference(fd: int, maps: list[MapState]) -> None:
-    """Undo a reference: finish its maps, drop its locks, close its file."""
-    try:
-        for state in maps:
-            _finish_map(state, complete=True)
-        maps.clear()
-        # Explicit unlocks: a view cut off from the memory may keep a duplicate of this
-        # descriptor open, and OFD locks last until the last duplicate is closed.
-        locks.unlock(fd, locks.MAP_BYTE)
-        locks.unlock(fd, locks.REFERENCE_BYTE)
-    finally:
-        os.close(fd)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.maps: list[MapState] = []
+        self.cut_off = False  # a view outlived its map (see segment.unmap_segment)
+
+    def unmap(self, state: MapState, complete: bool) -> None:
+        """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
+        if state.writable and complete:
+            data = hdr.read_data_state(state.memory)
+            done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
+            hdr.write_data_state(state.memory, done)
+        self.maps.remove(state)
+        self.cut_off |= segment.unmap_segment(state.memory, state.writable)
+        if not self.maps:
+            locks.unlock(self.fd, locks.MAP_BYTE)
+
+    def close(self) -> None:
+        """Finish every map, then close the file (which drops the reference lock)."""
+        try:
+            for state in list(self.maps):
+                self.unmap(state, complete=True)
+            if self.cut_off:
+                # A view cut off from the memory keeps a duplicate of this descriptor inside
+                # its mmap object, and OFD locks live until the last duplicate is closed.
+                locks.unlock(self.fd, locks.REFERENCE_BYTE)
+        finally:
+            os.close(self.fd)

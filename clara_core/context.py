@@ -27,8 +27,8 @@ from .header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
 from .names import (
     HANDLE,
     PUBLISHED,
-    allocation_file,
     context_file,
+    member_file,
     member_prefix,
     namespace,
     parse_file_name,
@@ -60,6 +60,7 @@ class Context:
 
     def __init__(self, fd: int, writable: bool, header: Header, stat: os.stat_result) -> None:
         self.name = header.name
+        self.file_name = context_file(header.name)  # fixed: the namespace it was opened in
         self._fd = fd
         self._writable = writable
         self._file_id = (stat.st_dev, stat.st_ino)
@@ -247,7 +248,7 @@ class Context:
         validate_name(name, "allocation name")
         what = f"allocation '{name}' in context '{self.name}'"
         try:
-            return self._reference(allocation_file(self.name, PUBLISHED, name), what, SHARED)
+            return self._reference(self._member_file(PUBLISHED, name), what, SHARED)
         except NotFound:
             self._check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
@@ -258,7 +259,7 @@ class Context:
             raise InvalidArgument(f"invalid handle {handle!r}: a handle is 12 hex digits")
         what = f"private allocation {handle} in context '{self.name}'"
         try:
-            return self._reference(allocation_file(self.name, HANDLE, handle), what, HANDLED)
+            return self._reference(self._member_file(HANDLE, handle), what, HANDLED)
         except NotFound:
             self._check_alive()
             raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
@@ -283,7 +284,7 @@ class Context:
     def names(self) -> list[str]:
         """Names of the allocations published in this context, as published."""
         found = []
-        prefix = member_prefix(self.name) + PUBLISHED + "."
+        prefix = f"{self.file_name}.{PUBLISHED}."
         for file_name in segment.list_names(prefix):
             try:
                 fd, _ = segment.open_named(file_name, file_name)
@@ -297,9 +298,12 @@ class Context:
                 os.close(fd)
         return sorted(found, key=str.lower)
 
+    def _member_file(self, kind: str, name: str) -> str:
+        return member_file(self.file_name, kind, name)
+
     def _check_alive(self) -> None:
         """NotFound if this context was destroyed since it was opened."""
-        stat = segment.stat_named(context_file(self.name))
+        stat = segment.stat_named(self.file_name)
         if stat is None or (stat.st_dev, stat.st_ino) != self._file_id:
             raise NotFound(f"context '{self.name}' was destroyed")
 
@@ -311,7 +315,7 @@ class Context:
             return
         locks.lock(self._fd, _QUOTA_BYTE, exclusive=self._writable, timeout=None)
         try:
-            published = segment.list_names(member_prefix(self.name) + PUBLISHED + ".")
+            published = segment.list_names(f"{self.file_name}.{PUBLISHED}.")
             used = segment.total_size(published)
             if used + nbytes > self.capacity:
                 raise OutOfSpace(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .dtypes import BY_CODE, MAX_DIMS, ElementType
 from .errors import Corrupt
@@ -52,14 +52,15 @@ _LAYOUT = struct.Struct(f"<BB6x{MAX_DIMS}qQQQ")  # at 64: dtype, ndim, shape, nb
 _ORIGIN = struct.Struct("<QiQiQ")  # at 160: created ns, creator pid+start, owner pid+start
 _SETTINGS = struct.Struct("<IQQ")  # at 208: mode, capacity, pool cap
 _NAME = struct.Struct("<B255s")  # at 256 (context) and 512 (own name)
+_WHOLE = struct.Struct("<8sHB5x B7x B3xiQQ16x BB6x8qQQQ QiQiQ16x IQQ28x B255s B255s")
+assert _WHOLE.size == HEADER_SIZE
 
 IDENTITY_AT, LIFECYCLE_AT, DATA_AT, LAYOUT_AT = 0, 16, 24, 64
 DATA_END = DATA_AT + _DATA.size
 ORIGIN_AT, SETTINGS_AT, CONTEXT_AT, NAME_AT = 160, 208, 256, 512
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """Element type and shape of an allocation, and where its bytes live."""
 
     etype: ElementType
@@ -74,8 +75,7 @@ class Layout:
         )
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     """Who made a segment and when, and the process it is bound to (0 if none)."""
 
     created_ns: int
@@ -90,8 +90,7 @@ class Origin:
         )
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """A context's settings: mode of its segments, capacity and pool cap (0: none)."""
 
     mode: int
@@ -102,8 +101,7 @@ class Settings:
         return _SETTINGS.pack(self.mode, self.capacity, self.pool_cap)
 
 
-@dataclass(frozen=True)
-class DataState:
+class DataState(NamedTuple):
     """Whether the data is complete, and who wrote it last."""
 
     state: int
@@ -115,8 +113,7 @@ class DataState:
         return _DATA.pack(self.state, self.writer_pid, self.writer_start, self.generation)
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     """A parsed, validated segment header."""
 
     kind: int
@@ -182,30 +179,28 @@ def parse(raw: bytes, file_size: int, where: str) -> Header:
     `where` names the segment in error messages. Raises Corrupt on anything inconsistent.
     """
     corrupt = _complaint(where)
-
     if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
         raise corrupt(f"only {file_size} bytes, too short for a header")
-    magic, version, kind = _IDENTITY.unpack_from(raw, IDENTITY_AT)
+    fields = _WHOLE.unpack_from(raw)
+    magic, version, kind, lifecycle, state = fields[:5]
     if magic != MAGIC:
         raise corrupt("no clara header")
     if version != FORMAT_VERSION:
         raise corrupt(f"format version {version}, this clara reads {FORMAT_VERSION}")
     if kind not in (KIND_CONTEXT, KIND_ALLOCATION):
         raise corrupt(f"unknown kind {kind}")
-    (lifecycle,) = _LIFECYCLE.unpack_from(raw, LIFECYCLE_AT)
     if lifecycle >= len(LIFECYCLES):
         raise corrupt(f"unknown lifecycle {lifecycle}")
-    try:
-        data = read_data_state(raw)
-    except Corrupt as exc:
-        raise corrupt(str(exc)) from None
-    layout = _parse_layout(raw, file_size, corrupt) if kind == KIND_ALLOCATION else None
-    origin = Origin(*_ORIGIN.unpack_from(raw, ORIGIN_AT))
-    settings = Settings(*_SETTINGS.unpack_from(raw, SETTINGS_AT))
+    if state >= len(DATA_STATES):
+        raise corrupt(f"data state {state} is not one of {DATA_STATES}")
+    data = DataState(*fields[4:8])
+    layout = _layout_of(fields[8:21], file_size, corrupt) if kind == KIND_ALLOCATION else None
+    origin = Origin(*fields[21:26])
+    settings = Settings(*fields[26:29])
     if settings.mode > 0o777:
         raise corrupt(f"mode {settings.mode:o} is not a permission mode")
-    context = _parse_name(raw, CONTEXT_AT, corrupt, "context name")
-    name = _parse_name(raw, NAME_AT, corrupt, "name")
+    context = _name_of(fields[29], fields[30], corrupt, "context name")
+    name = _name_of(fields[31], fields[32], corrupt, "name")
     if not context or (kind == KIND_CONTEXT and not name):
         raise corrupt("a name is missing")
     return Header(kind, lifecycle, data, layout, origin, settings, context, name)
@@ -217,8 +212,12 @@ def parse_layout(raw, file_size: int, where: str) -> Layout:
 
 
 def _parse_layout(raw, file_size: int, corrupt) -> Layout:
-    code, ndim, *rest = _LAYOUT.unpack_from(raw, LAYOUT_AT)
-    dims, (nbytes, capacity, offset) = rest[:MAX_DIMS], rest[MAX_DIMS:]
+    return _layout_of(_LAYOUT.unpack_from(raw, LAYOUT_AT), file_size, corrupt)
+
+
+def _layout_of(fields: tuple, file_size: int, corrupt) -> Layout:
+    code, ndim = fields[0], fields[1]
+    dims, nbytes, capacity, offset = fields[2 : 2 + MAX_DIMS], *fields[2 + MAX_DIMS :]
     etype = BY_CODE.get(code)
     if etype is None:
         raise corrupt(f"unknown element type code {code}")
@@ -234,8 +233,7 @@ def _parse_layout(raw, file_size: int, corrupt) -> Layout:
     return Layout(etype, shape, nbytes, capacity)
 
 
-def _parse_name(raw: bytes, at: int, corrupt, what: str) -> str:
-    length, body = _NAME.unpack_from(raw, at)
+def _name_of(length: int, body: bytes, corrupt, what: str) -> str:
     if length == 0:
         return ""
     try:

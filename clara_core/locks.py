@@ -27,7 +27,14 @@ _BUSY = (errno.EAGAIN, errno.EACCES)
 
 
 def _request(kind: int, byte: int) -> bytes:
-    return _FLOCK.pack(kind, 0, byte, 1, 0)
+    return _REQUESTS[kind, byte]
+
+
+_REQUESTS = {
+    (kind, byte): _FLOCK.pack(kind, 0, byte, 1, 0)
+    for kind in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK)
+    for byte in range(4)
+}
 
 
 def try_lock(fd: int, byte: int, exclusive: bool) -> bool:

@@ -87,7 +87,12 @@ def member_prefix(context: str) -> str:
 
 def allocation_file(context: str, kind: str, name: str) -> str:
     """File name of an allocation of `kind` (published, handle or pooled) in a context."""
-    return f"{member_prefix(context)}{kind}.{_token(name, _NAME_TOKEN_CHARS)}"
+    return member_file(context_file(context), kind, name)
+
+
+def member_file(context_file_name: str, kind: str, name: str) -> str:
+    """File name of an allocation, given its context's file name."""
+    return f"{context_file_name}.{kind}.{_token(name, _NAME_TOKEN_CHARS)}"
 
 
 def parse_file_name(file_name: str, ns: str) -> tuple[str, str | None, str | None] | None:

@@ -187,19 +187,21 @@ def map_segment(fd: int, length: int, writable: bool, what: str) -> mmap.mmap:
         raise ClaraError(f"{what}: cannot map {length} bytes ({exc})") from exc
 
 
-def unmap_segment(mapping: mmap.mmap, writable: bool) -> None:
+def unmap_segment(mapping: mmap.mmap, writable: bool) -> bool:
     """Unmap; if views of it are still alive, cut them off from the shared memory.
 
     Python refuses to unmap memory that numpy arrays or memoryviews still use. Those views
     are then moved onto private zero-filled memory (same address, same size, same
     protection), so they stay safe to touch but can never again read or write the segment:
     once unmapped, a reader's view cannot see a later writer, nor a writer's view corrupt
-    a later reader.
+    a later reader. Returns True if views had to be cut off.
     """
     try:
         mapping.close()
     except BufferError:
         _replace_with_private_memory(mapping, writable)
+        return True
+    return False
 
 
 def _replace_with_private_memory(mapping: mmap.mmap, writable: bool) -> None:
