@@ -4,12 +4,17 @@ where clara_core's errors become a one-line message and an exit code.
 Exit codes: 0 ok · 1 leaks found, or an operator command failed · 2 usage or invalid input
 · 3 not found · 4 busy · 5 timeout · 6 incomplete data · 7 out of space
 · 8 permission denied · 9 corrupt segment · 10 already exists.
+`clara map NAME -- CMD` exits with CMD's status (126/127: CMD cannot be run, like env(1)).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
@@ -37,7 +42,11 @@ Exit codes:
   3 not found       4 busy                            5 timeout
   6 incomplete      7 out of space                    8 permission denied
   9 corrupt        10 already exists
+`clara map NAME -- CMD` exits with CMD's status.
 """
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our stdout went away
 
 
 class ClaraGroup(click.Group):
@@ -59,15 +68,67 @@ class ClaraGroup(click.Group):
             raise
         return getattr(module, attribute)
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: click.Context) -> None:
         try:
-            return super().invoke(ctx)
+            super().invoke(ctx)
         except ClaraError as exc:
             click.echo(f"clara: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("clara: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
+        # The group returns nothing, so that main() can tell an exit code from a result.
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; in standalone mode every outcome is one exit code.
+
+        Usage errors are one line on stderr (not click's usage block), like ClaraErrors.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            _exit(2)
+        except click.ClickException as exc:
+            click.echo(f"clara: error: {_one_line(exc)}", err=True)
+            _exit(exc.exit_code)
+        except (click.Abort, EOFError, KeyboardInterrupt):
+            click.echo("clara: interrupted", err=True)
+            _exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            _quiet_broken_pipe()
+            _exit(EXIT_BROKEN_PIPE)
+        _exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(exc: click.ClickException) -> str:
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
+def _quiet_broken_pipe() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _exit(code: int) -> NoReturn:
+    sys.exit(code)
 
 
 @click.group(cls=ClaraGroup, epilog=EXIT_CODES_HELP)

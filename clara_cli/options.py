@@ -8,6 +8,8 @@ from typing import TypeVar
 
 import click
 
+from .complete import complete_contexts
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -35,6 +37,7 @@ def context_option(func: F) -> F:
         "context_name",
         default=lambda: os.environ.get("CLARA_CONTEXT"),
         metavar="NAME",
+        shell_complete=complete_contexts,
         help="Context name (default: $CLARA_CONTEXT).",
     )(func)
 
@@ -43,3 +46,10 @@ def wants_json() -> bool:
     """Whether the user asked for JSON output."""
     ctx = click.get_current_context(silent=True)
     return bool(ctx and (ctx.find_root().obj or {}).get("json"))
+
+
+def require_context(context_name: str | None) -> str:
+    """The context name given with --context or $CLARA_CONTEXT; a usage error if neither."""
+    if not context_name:
+        raise click.UsageError("no context: give --context NAME or set CLARA_CONTEXT")
+    return context_name

@@ -1,0 +1,1 @@
+"""One module per verb group of the `clara` command line."""

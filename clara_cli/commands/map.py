@@ -1,0 +1,235 @@
+"""`clara map NAME (--read | --write)`: copy data out or in, or run a command on the map."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import click
+
+from ..complete import complete_allocations
+from ..options import context_option, json_option, require_context, wants_json
+from ..render import emit
+
+if TYPE_CHECKING:
+    from clara_core import Allocation, Mapping
+
+    from ..formats import Incoming
+
+
+@click.command("map")
+@click.argument("name", shell_complete=complete_allocations)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS...]]")
+@click.option("--read", "read", is_flag=True, help="Map for reading (many readers at once).")
+@click.option("--write", "write", is_flag=True, help="Map for writing (one writer, no readers).")
+@context_option
+@click.option(
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Wait this long for a conflicting map to go (inf: as long as it takes); "
+    "default: fail at once (busy).",
+)
+@click.option("--allow-incomplete", is_flag=True, help="Read data whose writer failed.")
+@click.option("--in", "in_path", metavar="FILE|-", help="Copy FILE (- : stdin) in (--write).")
+@click.option("--out", "out_path", metavar="FILE|-", help="Copy the data to FILE (- : stdout).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["raw", "npy", "txt"]),
+    default="raw",
+    show_default=True,
+    help="raw bytes, .npy (carries dtype and shape), or numpy's text form (1-D, 2-D).",
+)
+@json_option
+def map_command(
+    name: str,
+    command: tuple[str, ...],
+    read: bool,
+    write: bool,
+    context_name: str | None,
+    timeout: float | None,
+    allow_incomplete: bool,
+    in_path: str | None,
+    out_path: str | None,
+    fmt: str,
+) -> None:
+    """Map the allocation NAME and copy data in (--in) or out (--out), or run CMD on it.
+
+    \b
+    CMD runs while the map is held, with in its environment:
+      CLARA_MAP_PATH    a file to open the data at (e.g. with numpy.memmap)
+      CLARA_MAP_OFFSET  where the data starts in that file, in bytes
+      CLARA_MAP_NBYTES  size of the data in bytes
+      CLARA_MAP_DTYPE   element type (numpy's name, e.g. float32)
+      CLARA_MAP_SHAPE   dimensions, comma-separated
+      CLARA_MAP_MODE    r or w
+    clara exits with CMD's status; if CMD fails or is killed while writing, the data
+    is marked incomplete (readers then get exit code 6).
+    """
+    mode = _mode(read, write)
+    _check_usage(mode, command, in_path, out_path, fmt)
+    if in_path is not None:
+        _copy_in(name, context_name, in_path, fmt, timeout)
+    elif out_path is not None:
+        _copy_out(name, context_name, out_path, fmt, timeout, allow_incomplete)
+    else:
+        _run(name, context_name, mode, command, timeout, allow_incomplete)
+
+
+def _mode(read: bool, write: bool) -> str:
+    if read == write:
+        raise click.UsageError("give exactly one of --read and --write")
+    return "r" if read else "w"
+
+
+def _check_usage(
+    mode: str, command: tuple[str, ...], in_path: str | None, out_path: str | None, fmt: str
+) -> None:
+    given = [what for what, v in (("--in", in_path), ("--out", out_path), ("CMD", command)) if v]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --in FILE, --out FILE and -- CMD")
+    if in_path is not None and mode != "w":
+        raise click.UsageError("--in copies data in: it needs --write")
+    if out_path is not None and mode != "r":
+        raise click.UsageError("--out copies data out: it needs --read")
+    if command and fmt != "raw":
+        raise click.UsageError("--format applies to --in and --out, not to -- CMD")
+    if out_path == "-" and wants_json():
+        raise click.UsageError("--out - writes the data to stdout: it cannot go with --json")
+
+
+def resolve(context_name: str | None, name: str, mode: str, shape: tuple | None) -> Allocation:
+    """The allocation NAME: a declared variable inside a pipeline operator, else published."""
+    if os.environ.get("CLARA_OPERATOR"):
+        from clara_core.variables import open_declared
+
+        return open_declared(name, mode, shape=shape)
+    from clara_core import Context
+
+    with Context.open(require_context(context_name)) as context:
+        return context.get(name)
+
+
+def _summary(allocation: Allocation, mode: str, **extra: object) -> dict:
+    return {
+        "context": allocation.context.name,
+        "name": allocation.name,
+        "mode": "write" if mode == "w" else "read",
+        "dtype": allocation.element_type.name,
+        "shape": list(allocation.shape),
+        "nbytes": allocation.nbytes,
+        **extra,
+    }
+
+
+def _copy_in(
+    name: str, context_name: str | None, path: str, fmt: str, timeout: float | None
+) -> None:
+    from .. import formats, transfer
+
+    with transfer.open_input(path) as stream:
+        incoming = formats.read_head(stream, path, fmt)
+        with resolve(context_name, name, "w", incoming.shape) as allocation:
+            what = allocation.describe()
+            formats.check(incoming, allocation.element_type, allocation.shape, what)
+            mapping = allocation.map("w", timeout=timeout)
+            complete = False
+            try:
+                # The layout may have changed since get(): check again under the lock.
+                formats.check(incoming, mapping.etype, mapping.shape, what)
+                _fill(mapping, incoming, what)
+                complete = True
+            finally:
+                mapping.unmap(complete=complete)
+            data = _summary(allocation, "w", format=fmt, file=path)
+    emit(data, lambda: None)
+
+
+def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
+    from clara_core.errors import InvalidArgument
+
+    from .. import formats, transfer
+
+    if incoming.array is not None or incoming.fortran:
+        formats.fill_loaded(incoming, mapping.array)
+        return
+    try:
+        with transfer.Progress(f"writing {mapping.allocation.name}", mapping.nbytes) as advance:
+            transfer.fill(mapping.buffer, incoming.stream, incoming.path, advance)
+    except transfer.ShortInput as short:
+        raise InvalidArgument(
+            f"{incoming.where} ended after {short.got} of {short.wanted} bytes; "
+            f"{what} is left incomplete"
+        ) from None
+    except transfer.LongInput:
+        raise InvalidArgument(
+            f"{incoming.where} holds more than the {mapping.nbytes} bytes of {what}; "
+            "it is left incomplete"
+        ) from None
+
+
+def _copy_out(
+    name: str,
+    context_name: str | None,
+    path: str,
+    fmt: str,
+    timeout: float | None,
+    allow_incomplete: bool,
+) -> None:
+    from .. import formats, transfer
+
+    with resolve(context_name, name, "r", None) as allocation:
+        if fmt == "txt":
+            formats.text_check(allocation.shape)
+        mapping = allocation.map("r", timeout=timeout, allow_incomplete=allow_incomplete)
+        try:
+            if fmt == "txt":
+                formats.text_check(mapping.shape)
+            with transfer.open_output(path) as stream:
+                if fmt == "txt":
+                    formats.write_text(stream, path, mapping.array, lambda _n: None)
+                else:
+                    if fmt == "npy":
+                        formats.write_npy_header(stream, path, mapping.etype, mapping.shape)
+                    label = f"reading {allocation.name}"
+                    with transfer.Progress(label, mapping.nbytes) as advance:
+                        transfer.drain(mapping.buffer, stream, path, advance)
+        finally:
+            mapping.unmap()
+        data = _summary(allocation, "r", format=fmt, file=path)
+    emit(data, lambda: None)
+
+
+def _run(
+    name: str,
+    context_name: str | None,
+    mode: str,
+    command: tuple[str, ...],
+    timeout: float | None,
+    allow_incomplete: bool,
+) -> None:
+    from .. import child
+
+    executable = child.resolve(command)
+    with resolve(context_name, name, mode, None) as allocation:
+        mapping = allocation.map(mode, timeout=timeout, allow_incomplete=allow_incomplete)
+        status = 1
+        try:
+            env = dict(os.environ)
+            env.update(
+                CLARA_CONTEXT=allocation.context.name,
+                CLARA_MAP_PATH=mapping.path,
+                CLARA_MAP_OFFSET=str(mapping.offset),
+                CLARA_MAP_NBYTES=str(mapping.nbytes),
+                CLARA_MAP_DTYPE=mapping.etype.name,
+                CLARA_MAP_SHAPE=",".join(str(d) for d in mapping.shape),
+                CLARA_MAP_MODE=mode,
+            )
+            status = child.run(command, executable, env)
+        finally:
+            mapping.unmap(complete=status == 0)
+        data = _summary(allocation, mode, command=list(command), exit_code=status)
+    emit(data, lambda: None)
+    if status:
+        click.get_current_context().exit(status)

@@ -1,0 +1,67 @@
+"""Shell completion of context, allocation and handle names from the live registry.
+
+Completion must never fail loudly: whatever goes wrong (no context yet, a bad namespace),
+it offers nothing. clara_core is imported inside the callbacks, which run only while the
+shell asks for completions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+from click.shell_completion import CompletionItem
+
+
+def _matching(names: list[str], incomplete: str) -> list[CompletionItem]:
+    prefix = incomplete.lower()
+    return [CompletionItem(name) for name in names if name.lower().startswith(prefix)]
+
+
+def _context_of(ctx: click.Context) -> str | None:
+    """The context the command line names so far (--context, CTX argument or $CLARA_CONTEXT)."""
+    return ctx.params.get("context_name") or os.environ.get("CLARA_CONTEXT")
+
+
+def complete_contexts(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Names of the live contexts."""
+    try:
+        from clara_core import Context
+
+        return _matching(Context.list(), incomplete)
+    except Exception:
+        return []
+
+
+def complete_allocations(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Names published in the context named so far on the command line."""
+    context_name = _context_of(ctx)
+    if not context_name:
+        return []
+    try:
+        from clara_core import Context
+
+        with Context.open(context_name) as context:
+            return _matching(context.names(), incomplete)
+    except Exception:
+        return []
+
+
+def complete_handles(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Handles of the private allocations of the context named so far."""
+    context_name = _context_of(ctx)
+    if not context_name:
+        return []
+    try:
+        from clara_core.inspect import context_members
+
+        members = context_members(context_name)[1]
+        return _matching([m.name for m in members if m.kind == "handle"], incomplete)
+    except Exception:
+        return []

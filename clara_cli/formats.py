@@ -1,0 +1,163 @@
+"""The data formats of `clara map --in/--out`: raw bytes, .npy and numpy's text form.
+
+Raw needs no numpy. For npy only the header goes through numpy: the data itself is
+streamed like raw bytes. Everything about the input is checked against the allocation
+before the allocation is mapped, so bad input never touches it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from clara_core.dtypes import ElementType
+from clara_core.errors import InvalidArgument
+
+from .transfer import Advance, drain, file_error, regular_size
+
+FORMATS = ("raw", "npy", "txt")
+TEXT_FORMATS = {"i": "%d", "u": "%d", "b": "%d"}
+FLOAT_DIGITS = {2: 5, 4: 9, 8: 17}  # significant digits that round-trip each float size
+
+
+@dataclass
+class Incoming:
+    """An input read up to its data: what it claims to hold, and the rest of the stream."""
+
+    stream: BinaryIO
+    path: str
+    format: str
+    nbytes: int | None = None  # bytes of data left to read (None: a pipe, unknown)
+    dtype: Any = None  # numpy dtype from an npy header
+    shape: tuple[int, ...] | None = None  # from an npy header
+    fortran: bool = False  # npy data in Fortran order (copied through numpy)
+    array: Any = None  # txt: the parsed values
+
+    @property
+    def where(self) -> str:
+        """How messages name the input."""
+        return "standard input" if self.path == "-" else self.path
+
+
+def read_head(stream: BinaryIO, path: str, fmt: str) -> Incoming:
+    """Read what comes before the data: nothing for raw and txt, the header of an npy."""
+    incoming = Incoming(stream, path, fmt)
+    if fmt == "npy":
+        _read_npy_header(incoming)
+    elif fmt == "raw":
+        incoming.nbytes = regular_size(stream)
+    return incoming
+
+
+def _read_npy_header(incoming: Incoming) -> None:
+    import numpy
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(incoming.stream)
+        reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = reader(incoming.stream)
+    except OSError as exc:
+        raise file_error(exc, incoming.path, "read") from exc
+    except ValueError as exc:
+        raise InvalidArgument(f"{incoming.where} is not a valid .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise InvalidArgument(f"{incoming.where} holds Python objects, not numbers")
+    incoming.dtype, incoming.shape = dtype, tuple(shape)
+    incoming.fortran = fortran and len(shape) > 1
+    incoming.nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    left = regular_size(incoming.stream)
+    if left is not None and left != incoming.nbytes:
+        raise InvalidArgument(
+            f"{incoming.where} is truncated or padded: its header promises {incoming.nbytes} "
+            f"bytes of data, it holds {left}"
+        )
+
+
+def check(incoming: Incoming, etype: ElementType, shape: tuple[int, ...], what: str) -> None:
+    """Refuse input whose size, element type or shape differs from the allocation's."""
+    nbytes = etype.itemsize
+    for dim in shape:
+        nbytes *= dim
+    described = f"{what} ({etype.name}[{','.join(map(str, shape))}], {nbytes} bytes)"
+    if incoming.format == "raw":
+        if incoming.nbytes is not None and incoming.nbytes != nbytes:
+            raise InvalidArgument(
+                f"{incoming.where} holds {incoming.nbytes} bytes, not the {nbytes} of {described}"
+            )
+        return
+    if incoming.format == "txt":
+        _load_text(incoming, etype, shape)
+        got_dtype, got_shape = etype.numpy, incoming.array.shape
+    else:
+        got_dtype, got_shape = incoming.dtype, incoming.shape
+    if got_dtype != etype.numpy:
+        raise InvalidArgument(f"{incoming.where} holds {got_dtype.str} values, not {described}")
+    if tuple(got_shape) != tuple(shape):
+        raise InvalidArgument(
+            f"{incoming.where} has shape {','.join(map(str, got_shape))}, not that of {described}"
+        )
+
+
+def _load_text(incoming: Incoming, etype: ElementType, shape: tuple[int, ...]) -> None:
+    if incoming.array is not None:
+        return
+    if len(shape) > 2:
+        raise InvalidArgument("--format txt holds 1-D or 2-D data; use npy or raw for more")
+    import numpy
+
+    text = io.TextIOWrapper(incoming.stream, encoding="utf-8")
+    try:
+        incoming.array = numpy.loadtxt(text, dtype=etype.numpy, ndmin=len(shape))
+    except OSError as exc:
+        raise file_error(exc, incoming.path, "read") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"{incoming.where} is not numbers as text ({exc})") from None
+    finally:
+        text.detach()
+
+
+def text_check(shape: tuple[int, ...]) -> None:
+    """Refuse --format txt for data of more than two dimensions."""
+    if len(shape) > 2:
+        raise InvalidArgument("--format txt holds 1-D or 2-D data; use npy or raw for more")
+
+
+def fill_loaded(incoming: Incoming, array: Any) -> None:
+    """Copy data that numpy holds (txt, or Fortran-ordered npy) into the mapped `array`."""
+    if incoming.fortran:
+        import numpy
+
+        from .transfer import fill
+
+        staged = numpy.empty(incoming.shape[::-1], incoming.dtype)
+        fill(memoryview(staged).cast("B"), incoming.stream, incoming.path, lambda _n: None)
+        array[...] = staged.T
+    else:
+        array[...] = incoming.array
+
+
+def write_npy_header(stream: BinaryIO, path: str, etype: ElementType, shape: tuple) -> None:
+    """The .npy header for C-ordered data of this element type and shape."""
+    from numpy.lib import format as npy
+
+    header = {"descr": npy.dtype_to_descr(etype.numpy), "fortran_order": False, "shape": shape}
+    try:
+        npy.write_array_header_1_0(stream, header)
+    except OSError as exc:
+        raise file_error(exc, path, "write") from exc
+
+
+def write_text(stream: BinaryIO, path: str, array: Any, advance: Advance) -> None:
+    """numpy's text form of a 1-D or 2-D array, with digits enough to read it back exactly."""
+    import numpy
+
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "c":
+        size //= 2
+    fmt = TEXT_FORMATS.get(kind, f"%.{FLOAT_DIGITS.get(size, 17)}g")
+    text = io.StringIO()
+    numpy.savetxt(text, array, fmt=fmt)
+    data = text.getvalue().encode()
+    drain(memoryview(data), stream, path, advance)

@@ -1,0 +1,162 @@
+"""Streaming copies between a file or pipe and a mapped allocation, in chunks.
+
+Nothing here imports numpy: raw data goes straight between the file descriptor and the
+map's memoryview (one read(2) into the shared memory, one write(2) out of it). A progress
+bar appears on stderr only when stderr is a terminal and the copy is long; rich is
+imported only then.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from collections.abc import Callable
+from typing import BinaryIO
+
+from clara_core.errors import ClaraError, InvalidArgument, OutOfSpace, PermissionDenied
+
+CHUNK = 8 << 20  # 8 MiB: large enough to amortise syscalls, small enough to stay cache-warm
+PROGRESS_FROM = 64 << 20  # copies shorter than this finish before a bar is worth drawing
+
+Advance = Callable[[int], None]
+
+
+class ShortInput(Exception):
+    """The input ended before the allocation was full (`.got` bytes of `.wanted`)."""
+
+    def __init__(self, got: int, wanted: int) -> None:
+        super().__init__(f"{got} of {wanted} bytes")
+        self.got, self.wanted = got, wanted
+
+
+class LongInput(Exception):
+    """The input holds more bytes than the allocation."""
+
+
+def file_error(exc: OSError, path: str, action: str) -> ClaraError:
+    """The clara error for a failed read or write of a user's file."""
+    where = "standard input" if path == "-" and action == "read" else path
+    where = "standard output" if path == "-" and action == "write" else where
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return OutOfSpace(f"cannot {action} {where}: {reason}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(f"cannot {action} {where}: {reason}")
+    return InvalidArgument(f"cannot {action} {where}: {reason}")
+
+
+def open_input(path: str) -> BinaryIO:
+    """An unbuffered binary reader of `path`, or of standard input for '-'."""
+    try:
+        if path == "-":
+            return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+        return open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise file_error(exc, path, "read") from exc
+
+
+def open_output(path: str) -> BinaryIO:
+    """An unbuffered binary writer of `path` (truncated), or of standard output for '-'."""
+    try:
+        if path == "-":
+            sys.stdout.flush()
+            return open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+        return open(path, "wb", buffering=0)
+    except OSError as exc:
+        raise file_error(exc, path, "write") from exc
+
+
+def regular_size(stream: BinaryIO) -> int | None:
+    """Bytes left to read in a regular file, or None for a pipe, socket or terminal."""
+    try:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return info.st_size - stream.tell()
+    except OSError:
+        return None
+
+
+def fill(buffer: memoryview, stream: BinaryIO, path: str, advance: Advance) -> None:
+    """Read exactly len(buffer) bytes from `stream` into `buffer`.
+
+    ShortInput if the stream ends early, LongInput if more bytes follow.
+    """
+    view = buffer.cast("B") if buffer.format != "B" else buffer
+    total, done = len(view), 0
+    try:
+        while done < total:
+            got = stream.readinto(view[done : done + CHUNK])
+            if not got:
+                raise ShortInput(done, total)
+            done += got
+            advance(got)
+        if stream.read(1):
+            raise LongInput()
+    except OSError as exc:
+        raise file_error(exc, path, "read") from exc
+
+
+def drain(buffer: memoryview, stream: BinaryIO, path: str, advance: Advance) -> None:
+    """Write all of `buffer` to `stream`."""
+    view = buffer.cast("B") if buffer.format != "B" else buffer
+    total, done = len(view), 0
+    try:
+        while done < total:
+            put = stream.write(view[done : done + CHUNK])
+            if put is None:  # non-blocking output that is full: wait a moment
+                import select
+
+                select.select([], [stream], [])
+                continue
+            done += put
+            advance(put)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise file_error(exc, path, "write") from exc
+
+
+class Progress:
+    """A progress bar on stderr for long copies in a terminal; otherwise it does nothing."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self.description = description
+        self.total = total
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> Advance:
+        if self.total < PROGRESS_FROM or not sys.stderr.isatty():
+            return _nothing
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TransferSpeedColumn,
+        )
+
+        from .render import console
+
+        self._bar = Progress(
+            "{task.description}",
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            console=console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self.description, total=self.total)
+        bar, task = self._bar, self._task
+        return lambda n: bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _nothing(_n: int) -> None:
+    pass
