@@ -1,0 +1,168 @@
+"""`clara create`, `publish`, `free` and `destroy`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from clara_core import Context
+
+from .clirun import clara, data, fails, ok
+
+
+def test_create_context_prints_its_name(ctx: str) -> None:
+    assert ok("create", "context", ctx).stdout.decode() == f"{ctx}\n"
+    assert Context.exists(ctx)
+
+
+def test_create_context_json_and_options(ctx: str) -> None:
+    made = data(
+        "create",
+        "context",
+        ctx,
+        "--capacity",
+        "64K",
+        "--mode",
+        "640",
+        "--owner-pid",
+        str(os.getpid()),
+    )
+    assert made == {"context": ctx, "owner_pid": os.getpid(), "mode": "640", "capacity": 65536}
+    listed = data("dump")["contexts"]
+    assert [(c["name"], c["status"], c["mode"], c["capacity"]) for c in listed] == [
+        (ctx, "live", "640", 65536)
+    ]
+
+
+def test_context_name_taken_exits_10(ctx: str) -> None:
+    ok("create", "context", ctx)
+    assert "already exists" in fails(10, "create", "context", ctx)
+    assert "already exists" in fails(10, "create", "context", ctx.upper())  # case-insensitive
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "context", "bad name"],
+        ["create", "context", "x" * 256],
+        ["create", "context", "ok", "--mode", "400"],
+        ["create", "context", "ok", "--mode", "abc"],
+        ["create", "context", "ok", "--capacity", "lots"],
+        ["create", "context", "ok", "--owner-pid", "0"],
+        ["create", "context", "ok", "--owner-pid", "x"],
+    ],
+)
+def test_invalid_context_arguments_exit_2(args: list[str]) -> None:
+    fails(2, *args)
+    assert not Context.exists("ok")
+
+
+def test_create_published_allocation(ctx: str) -> None:
+    ok("create", "context", ctx)
+    made = data("create", "allocation", "vol", "-c", ctx, "--dtype", "f32", "--shape", "2,3,4")
+    assert made == {
+        "context": ctx,
+        "name": "vol",
+        "handle": None,
+        "dtype": "float32",
+        "shape": [2, 3, 4],
+        "nbytes": 96,
+    }
+    sized = data("create", "allocation", "buf", "-c", ctx, "--size", "4K")
+    assert (sized["dtype"], sized["shape"], sized["nbytes"]) == ("uint8", [4096], 4096)
+    typed = data("create", "allocation", "f", "-c", ctx, "--size", "64", "--dtype", "f64")
+    assert typed["shape"] == [8]
+    assert "already exists" in fails(10, "create", "allocation", "VOL", "-c", ctx, "--size", "1")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--size", "0"],
+        ["--size", "12Q"],
+        ["--dtype", "f128", "--shape", "3"],
+        ["--dtype", "f32", "--shape", "3,0"],
+        ["--dtype", "f32", "--shape", "a,b"],
+        ["--size", "3", "--dtype", "f32"],  # 3 bytes are not whole float32s
+        ["--size", "4", "--shape", "4"],
+    ],
+)
+def test_invalid_allocation_arguments_exit_2(ctx: str, args: list[str]) -> None:
+    ok("create", "context", ctx)
+    fails(2, "create", "allocation", "vol", "-c", ctx, *args)
+    assert data("dump", ctx)["allocations"] == []
+
+
+def test_capacity_exceeded_exits_7(ctx: str) -> None:
+    ok("create", "context", ctx, "--capacity", "16K")
+    ok("create", "allocation", "a", "-c", ctx, "--size", "4K")
+    line = fails(7, "create", "allocation", "b", "-c", ctx, "--size", "16K")
+    assert "does not fit" in line
+    assert [a["name"] for a in data("dump", ctx)["allocations"]] == ["a"]
+
+
+def test_private_allocation_then_publish(ctx: str) -> None:
+    ok("create", "context", ctx)
+    handle = ok("create", "allocation", "-c", ctx, "--size", "100").stdout.decode().strip()
+    assert len(handle) == 12
+    [private] = data("dump", ctx)["allocations"]
+    assert (private["kind"], private["name"]) == ("handle", handle)
+    assert data("publish", handle, "vol", "-c", ctx) == {
+        "context": ctx,
+        "name": "vol",
+        "handle": handle,
+    }
+    [published] = data("dump", ctx)["allocations"]
+    assert (published["kind"], published["name"], published["nbytes"]) == ("published", "vol", 100)
+    assert "does not exist" in fails(3, "publish", handle, "again", "-c", ctx)
+    fails(2, "publish", "not-a-handle", "x", "-c", ctx)
+
+
+def test_free_published_and_private(ctx: str) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "vol", "-c", ctx, "--size", "1K")
+    handle = ok("create", "allocation", "-c", ctx, "--size", "1K").stdout.decode().strip()
+    assert data("free", "vol", "-c", ctx) == {"context": ctx, "name": "vol", "handle": None}
+    assert data("free", "--handle", handle, "-c", ctx)["handle"] == handle
+    assert data("dump", ctx)["allocations"] == []
+    fails(3, "free", "vol", "-c", ctx)
+    fails(3, "map", "vol", "-c", ctx, "--read", "--out", "-")
+
+
+def test_destroy_context(ctx: str) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "a", "-c", ctx, "--size", "1K")
+    ok("create", "allocation", "b", "-c", ctx, "--size", "1K")
+    assert data("destroy", "context", ctx) == {"context": ctx, "segments_removed": 2}
+    assert not Context.exists(ctx)
+    fails(3, "destroy", "context", ctx)
+    fails(3, "dump", ctx)
+
+
+def test_human_messages_go_to_stderr(ctx: str) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "a", "-c", ctx, "--size", "1K")
+    freed = ok("free", "a", "-c", ctx)
+    assert freed.stdout == b"" and b"freed" in freed.stderr
+    destroyed = ok("destroy", "context", ctx)
+    assert destroyed.stdout == b"" and b"destroyed" in destroyed.stderr
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    out = ok("--help").stdout.decode()
+    for command in ("create", "publish", "map", "dump", "leak-check", "free", "destroy"):
+        assert f"  {command}" in out
+    assert "9 corrupt" in out and "10 already exists" in out
+    assert clara("--version").stdout.decode().startswith("clara, version")
+
+
+def test_no_command_shows_help_and_exits_2() -> None:
+    result = clara()
+    assert result.returncode == 2
+    assert b"Usage: clara" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_unknown_command_exits_2() -> None:
+    assert "No such command" in fails(2, "frobnicate")

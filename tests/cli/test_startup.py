@@ -1,0 +1,68 @@
+"""Start-up is a feature: the commands shell scripts call often load no numpy, rich or yaml."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .clirun import ok
+
+HEAVY = ("numpy", "rich", "yaml")
+WRAPPER = """
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write(
+    "LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules) + "\\n"))
+sys.argv = ["clara", *sys.argv[1:]]
+runpy.run_module("clara_cli", run_name="__main__")
+"""
+
+
+def heavy_modules(*args: str, stdin: bytes = b"") -> list[str]:
+    """Run `clara ARGS` and return which of numpy, rich and yaml it imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", WRAPPER.format(heavy=HEAVY), *args],
+        input=stdin,
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("LOADED:"), result.stderr
+    return [name for name in last[len("LOADED:") :].split(",") if name]
+
+
+def test_publish_loads_neither_numpy_nor_rich(ctx: str) -> None:
+    ok("create", "context", ctx)
+    handle = ok("create", "allocation", "-c", ctx, "--size", "64").stdout.decode().strip()
+    assert heavy_modules("publish", handle, "vol", "-c", ctx) == []
+
+
+def test_script_commands_stay_light(ctx: str, tmp_path: Path) -> None:
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(bytes(4096))
+    assert heavy_modules("create", "context", ctx) == []
+    assert heavy_modules("create", "allocation", "vol", "-c", ctx, "--size", "4K") == []
+    assert heavy_modules("create", "allocation", "-c", ctx, "--size", "4K") == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--write", "--in", str(raw)) == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--write", "--in", "-", stdin=bytes(4096)) == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", str(tmp_path / "o")) == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", "-") == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--read", "--", "true") == []
+    assert heavy_modules("--json", "dump", ctx) == []
+    assert heavy_modules("dump", ctx) == []  # plain table: stdout is not a terminal
+    assert heavy_modules("--json", "dump") == []
+    assert heavy_modules("--json", "dump", ctx, "vol") == []
+    assert heavy_modules("--json", "leak-check") == []
+    assert heavy_modules("free", "vol", "-c", ctx) == []
+    assert heavy_modules("destroy", "context", ctx) == []
+
+
+@pytest.mark.parametrize("fmt", ["npy", "txt"])
+def test_numpy_is_loaded_only_for_formats_that_need_it(ctx: str, fmt: str) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "vol", "-c", ctx, "--dtype", "f32", "--shape", "4")
+    assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", "-", "--format", fmt) == [
+        "numpy"
+    ]
