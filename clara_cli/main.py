@@ -131,7 +131,7 @@ def _exit(code: int) -> NoReturn:
     sys.exit(code)
 
 
-@click.group(cls=ClaraGroup, epilog=EXIT_CODES_HELP)
+@click.group("clara", cls=ClaraGroup, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="clara")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_context

@@ -1,0 +1,67 @@
+"""The command group itself: documentation of exit codes and commands, one-line errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import clara_core.errors as errors
+from clara_cli.main import COMMANDS, EXIT_CODES_HELP, cli
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+OURS = ["completion", "create", "destroy", "dump", "free", "leak-check", "map", "publish"]
+
+
+def cli_section() -> str:
+    text = README.read_text()
+    return text[text.index("<!-- cli:start -->") : text.index("<!-- cli:end -->")]
+
+
+def error_classes() -> list[type[errors.ClaraError]]:
+    return [getattr(errors, name) for name in errors.__all__]
+
+
+@pytest.mark.parametrize("error", error_classes(), ids=lambda e: e.__name__)
+def test_every_exit_code_is_documented(error: type[errors.ClaraError]) -> None:
+    code = error.exit_code
+    assert re.search(rf"(^|\s){code} \w", EXIT_CODES_HELP), f"{code} missing from clara --help"
+    assert f"\n| {code} |" in cli_section(), f"{code} missing from the README exit-code table"
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_every_command_has_help_and_docs(name: str) -> None:
+    assert name in COMMANDS
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: clara" in result.output
+    assert f"clara {name}" in cli_section()
+
+
+def test_pipeline_contract_entries_are_kept() -> None:
+    assert COMMANDS["run"] == "clara_cli.commands.pipeline:run"
+    assert COMMANDS["validate"] == "clara_cli.commands.pipeline:validate"
+
+
+def test_clara_error_becomes_one_line_and_its_exit_code() -> None:
+    result = CliRunner().invoke(cli, ["dump", "no-such-context"])
+    assert result.exit_code == 3
+    assert result.stderr == "clara: error: context 'no-such-context' does not exist\n"
+    assert result.stdout == ""
+
+
+def test_usage_error_is_one_line_with_a_pointer_to_help() -> None:
+    result = CliRunner().invoke(cli, ["create", "context"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "clara: error: Missing argument 'NAME'. (see 'clara create context --help')\n"
+    )
+
+
+def test_json_flag_works_before_and_after_the_command() -> None:
+    before = CliRunner().invoke(cli, ["--json", "dump"])
+    after = CliRunner().invoke(cli, ["dump", "--json"])
+    assert before.exit_code == after.exit_code == 0
+    assert before.stdout == after.stdout == '{\n  "contexts": []\n}\n'
