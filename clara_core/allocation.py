@@ -18,21 +18,24 @@ from __future__ import annotations
 import math
 import os
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import header as hdr
-from . import locks, processes, segment
+from . import locks, pool, processes, segment
 from .dtypes import ElementType, element_type, nbytes_of, static_shape
 from .errors import (
     AlreadyExists,
     Busy,
+    ClaraError,
     Incomplete,
     InvalidArgument,
     ReadOnly,
     Timeout,
 )
 from .header import DATA_OFFSET, DataState, Header, Layout
-from .mapping import Mapping, MapState
+from .mapping import Mapping
+from .memory import Region
 from .names import HANDLE, PUBLISHED, shm_dir, validate_name
 
 if TYPE_CHECKING:
@@ -57,6 +60,7 @@ class Allocation:
         stat: os.stat_result,
         visibility: str,
         key: str | None = None,
+        pool_name: str | None = None,
     ) -> None:
         assert header.layout is not None
         self.context = context
@@ -70,6 +74,13 @@ class Allocation:
         self._maps = self._reference.maps
         self._read_only = False
         self._finalizer = weakref.finalize(self, self._reference.close)
+        self._finalizer.atexit = False  # at exit the kernel frees; nothing to recycle
+        # A private allocation is reachable by its creator only: released means freed, so
+        # it is offered to the pool. A recycled one still sits in the pool under
+        # `pool_name`, held by our reference lock, until it is published.
+        self._pool_name = pool_name
+        if visibility == PRIVATE:
+            self._reference.recycle = self._recycler(pool_name)
 
     # -- what it is ---------------------------------------------------------------------
 
@@ -180,9 +191,9 @@ class Allocation:
                 raise AlreadyExists(
                     f"{what} already exists; choose another name or free it first"
                 ) from None
-        if self._visibility == HANDLED:
-            segment.unlink(self.context._member_file(HANDLE, self._key or ""))
+        self._drop_old_name()
         self._set_visibility(SHARED, name)
+        self._reference.recycle = None  # published: released references do not free it
 
     def make_handle(self, holder_pid: int | None = None) -> str:
         """Give this private allocation a handle other processes can open or publish.
@@ -205,7 +216,9 @@ class Allocation:
         self._write(updated.pack(), hdr.ORIGIN_AT)
         handle = os.urandom(6).hex()
         segment.link(self._fd, self.context._member_file(HANDLE, handle), self.describe())
+        self._drop_old_name()
         self._set_visibility(HANDLED, handle)
+        self._reference.recycle = None
         return handle
 
     def set_type_and_dimensions(self, dtype: object, shape: object) -> None:
@@ -245,7 +258,9 @@ class Allocation:
             self._require_writable_fd("free")
             self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
             kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            segment.unlink(self.context._member_file(kind, self._key or ""))
+            self._reference.recycle = self._recycler(
+                self.context._member_file(kind, self._key or "")
+            )
         self.release()
 
     def __enter__(self) -> Allocation:
@@ -261,12 +276,15 @@ class Allocation:
         mode: str = "r",
         timeout: float | None = None,
         allow_incomplete: bool = False,
+        populate: bool = True,
     ) -> Mapping:
         """Map for reading ('r') or writing ('w'); many readers or one writer at a time.
 
         A conflicting map fails at once with Busy (naming the holder) unless `timeout`
         gives seconds to wait (math.inf: as long as it takes); then Timeout. Reading data
         whose writer died mid-write raises Incomplete unless `allow_incomplete`.
+        `populate` maps every page at once (much faster than page by page for arrays used
+        whole); pass False to touch a few pages of a huge allocation.
         Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
         """
         writable = _parse_mode(mode)
@@ -278,7 +296,7 @@ class Allocation:
         if not self._maps:
             self._take_map_lock(writable, timeout)
         try:
-            return self._map_locked(writable, allow_incomplete)
+            return self._map_locked(writable, allow_incomplete, populate)
         except BaseException:
             if not self._maps:
                 locks.unlock(self._fd, locks.MAP_BYTE)
@@ -286,8 +304,7 @@ class Allocation:
 
     def unmap(self) -> None:
         """Unmap every map this reference holds (write maps are marked complete)."""
-        for state in list(self._maps):
-            self._unmap(state, complete=True)
+        self._reference.unmap_all()
 
     def _take_map_lock(self, writable: bool, timeout: float | None) -> None:
         if timeout is not None and (timeout < 0 or timeout != timeout):
@@ -302,38 +319,61 @@ class Allocation:
             )
         raise Timeout(f"{self.describe()} stayed mapped by {holders} for {timeout:g} s")
 
-    def _map_locked(self, writable: bool, allow_incomplete: bool) -> Mapping:
-        memory = segment.map_segment(
-            self._fd, DATA_OFFSET + self._layout.capacity, writable, self.describe()
-        )
+    def _map_locked(self, writable: bool, allow_incomplete: bool, populate: bool) -> Mapping:
+        region = self._reference.take_warm() if writable else None
+        if region is None:
+            length = DATA_OFFSET + self._layout.capacity
+            region = segment.map_segment(self._fd, length, writable, self.describe(), populate)
         try:
-            layout = hdr.parse_layout(memory, self._file_size, self.describe())
-            data = hdr.read_data_state(memory)
+            header = region.header()
+            layout = hdr.parse_layout(header, self._file_size, self.describe())
+            data = hdr.read_data_state(header)
             if writable:
                 pid, start = processes.identity()
-                hdr.write_data_state(memory, DataState(hdr.WRITING, pid, start, data.generation))
+                hdr.write_data_state(header, DataState(hdr.WRITING, pid, start, data.generation))
             elif data.state == hdr.WRITING and not allow_incomplete:
                 raise Incomplete(
                     f"{self.describe()} is incomplete: its writer (pid {data.writer_pid}) died "
                     "or failed mid-write; write it again, or read anyway with allow_incomplete"
                 )
         except BaseException:
-            segment.unmap_segment(memory, writable)
+            region.release()
             raise
         self._layout = layout
-        state = MapState(memory, writable)
-        self._maps.append(state)
-        return Mapping(self, state, layout)
+        self._maps.append(region)
+        return Mapping(self, region, layout)
 
-    def _unmap(self, state: MapState, complete: bool) -> None:
-        if state in self._maps:
-            self._reference.unmap(state, complete)
+    def _unmap(self, region: Region, complete: bool) -> None:
+        if region in self._maps:
+            self._reference.unmap(region, complete)
 
     # -- helpers ------------------------------------------------------------------------
 
     def _holders(self) -> str:
         found = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])
         return ", ".join(str(m) for m in found) or "another process"
+
+    def _drop_old_name(self) -> None:
+        """After a new name was linked: remove the handle or pool name it had before."""
+        if self._visibility == HANDLED:
+            segment.unlink(self.context._member_file(HANDLE, self._key or ""))
+        if self._pool_name is not None:
+            segment.unlink(self._pool_name)
+            self._pool_name = None
+
+    def _recycler(self, file_name: str | None) -> Callable[[int, Region | None], None]:
+        """At close: offer the segment to the pool, else remove its name (if any)."""
+        context, capacity = self.context, self._layout.capacity
+
+        def recycle(fd: int, warm: Region | None) -> None:
+            try:
+                pooled = pool.retire(context, fd, capacity, file_name, warm)
+            except (ClaraError, OSError):  # recycling is an optimisation only
+                pooled = False
+            if not pooled and file_name is not None:
+                segment.unlink(file_name)
+
+        return recycle
 
     def _path(self) -> str:
         if self._visibility == PRIVATE:
@@ -371,32 +411,50 @@ def _parse_mode(mode: str) -> bool:
 class _Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("cut_off", "fd", "maps")
+    __slots__ = ("fd", "maps", "recycle", "warm")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.maps: list[MapState] = []
-        self.cut_off = False  # a view outlived its map (see segment.unmap_segment)
+        self.maps: list[Region] = []
+        self.warm: Region | None = None  # a write mapping no view can reach, kept for reuse
+        # Called at close to offer the segment to the pool (or to free its name).
+        self.recycle: Callable[[int, Region | None], None] | None = None
 
-    def unmap(self, state: MapState, complete: bool) -> None:
+    def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
-        if state.writable and complete:
-            data = hdr.read_data_state(state.memory)
+        if region.writable and complete:
+            header = region.header()
+            data = hdr.read_data_state(header)
             done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
-            hdr.write_data_state(state.memory, done)
-        self.maps.remove(state)
-        self.cut_off |= segment.unmap_segment(state.memory, state.writable)
+            hdr.write_data_state(header, done)
+        self.maps.remove(region)
+        # The page tables of a big write mapping are worth keeping: faulting its pages in
+        # again costs more than the copy that follows. Stale views are cut off either way.
+        if region.writable and self.warm is None and region.length > pool.MIN_BYTES:
+            self.warm = region.detach()
+        else:
+            region.release()
         if not self.maps:
             locks.unlock(self.fd, locks.MAP_BYTE)
 
+    def unmap_all(self) -> None:
+        """Finish every map (write maps are marked complete)."""
+        for region in list(self.maps):
+            self.unmap(region, complete=True)
+
+    def take_warm(self) -> Region | None:
+        """The warm write mapping, if any, for reuse by a new write map."""
+        warm, self.warm = self.warm, None
+        return warm
+
     def close(self) -> None:
-        """Finish every map, then close the file (which drops the reference lock)."""
+        """Finish every map, recycle or free the segment, close the file."""
         try:
-            for state in list(self.maps):
-                self.unmap(state, complete=True)
-            if self.cut_off:
-                # A view cut off from the memory keeps a duplicate of this descriptor inside
-                # its mmap object, and OFD locks live until the last duplicate is closed.
-                locks.unlock(self.fd, locks.REFERENCE_BYTE)
+            self.unmap_all()
+            warm = self.take_warm()
+            if self.recycle is not None:
+                self.recycle(self.fd, warm)  # takes over `warm`
+            elif warm is not None:
+                warm.release()
         finally:
             os.close(self.fd)

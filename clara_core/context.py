@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import header as hdr
-from . import locks, processes, segment
+from . import locks, pool, processes, segment
 from .allocation import HANDLED, PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import AlreadyExists, Corrupt, InvalidArgument, NotFound, OutOfSpace
@@ -70,6 +70,7 @@ class Context:
         self.created = header.origin.created_ns / 1e9
         self.mode = header.settings.mode
         self.capacity: int | None = header.settings.capacity or None
+        self.pool_cap = header.settings.pool_cap
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     # -- contexts -----------------------------------------------------------------------
@@ -80,15 +81,21 @@ class Context:
         capacity: int | str | None = None,
         mode: int = 0o600,
         owner_pid: int | None = None,
+        pool_bytes: int | str | None = None,
     ) -> Context:
         """Create a context; `owner_pid` binds it to a process (its death makes it a leak).
 
         `capacity` caps the bytes published in it (None: only /dev/shm's size); `mode` is
-        the permission of every segment of the context (default owner only).
+        the permission of every segment of the context (default owner only); `pool_bytes`
+        caps its recycling pool (None: a quarter of /dev/shm; 0: no recycling).
         """
         validate_name(name, "context name")
         mode = _check_mode(mode)
         quota = 0 if capacity is None else parse_size(capacity)
+        if pool_bytes is None:
+            pool_cap = pool.default_cap()
+        else:
+            pool_cap = 0 if pool_bytes in (0, "0") else parse_size(pool_bytes)
         owner = (0, 0)
         if owner_pid is not None:
             owner = processes.identity(_check_pid(owner_pid))
@@ -102,7 +109,7 @@ class Context:
             data=DataState(hdr.EMPTY),
             layout=None,
             origin=Origin(time.time_ns(), *processes.identity(), *owner),
-            settings=Settings(mode, quota, 0),
+            settings=Settings(mode, quota, pool_cap),
             context=name,
             name=name,
         )
@@ -148,6 +155,7 @@ class Context:
         """
         validate_name(name, "context name")
         what = f"context '{name}'"
+        pool.forget(context_file(name))
         members = segment.list_names(member_prefix(name))
         if not segment.unlink(context_file(name), what) and not members:
             raise NotFound(f"{what} does not exist")
@@ -222,8 +230,14 @@ class Context:
         """
         layout = _layout(size, dtype, shape)
         what = f"new allocation in context '{self.name}'"
-        fd = segment.create_anonymous(DATA_OFFSET + layout.capacity, self.mode, what)
+        claimed = pool.claim(self, layout.capacity)
+        fd = self._fresh_segment(layout.capacity, what) if claimed is None else claimed[0]
+        warm = None if claimed is None else claimed[2]
         try:
+            stat = os.fstat(fd)
+            layout = layout._replace(
+                capacity=stat.st_size - DATA_OFFSET
+            )  # a pooled one may be larger
             header = Header(
                 kind=hdr.KIND_ALLOCATION,
                 lifecycle=hdr.PRIVATE,
@@ -236,10 +250,24 @@ class Context:
             )
             segment.write_at(fd, header.pack(), 0, what)
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
-            return Allocation(self, fd, True, header, os.fstat(fd), PRIVATE)
+            pool_name = None if claimed is None else claimed[1]
+            alloc = Allocation(self, fd, True, header, stat, PRIVATE, pool_name=pool_name)
         except BaseException:
+            if warm is not None:
+                warm.release()
             os.close(fd)
             raise
+        alloc._reference.warm = warm
+        return alloc
+
+    def _fresh_segment(self, capacity: int, what: str) -> int:
+        """A new anonymous segment; when /dev/shm is full, empty the pool and retry once."""
+        try:
+            return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what)
+        except OutOfSpace:
+            if not pool.evict(self):
+                raise
+        return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what)
 
     create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 

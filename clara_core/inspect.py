@@ -162,6 +162,7 @@ class ContextSummary:
     segment: SegmentInfo
     allocations: int
     nbytes: int
+    pooled_bytes: int
     owner_pid: int | None
     owner_alive: bool | None
 
@@ -188,6 +189,7 @@ def contexts() -> list[ContextSummary]:
                 segment=info,
                 allocations=len(published),
                 nbytes=sum(m.size for m in own),
+                pooled_bytes=sum(m.size for m in own if m.kind == "pooled"),
                 owner_pid=origin.owner_pid or None,
                 owner_alive=is_alive(origin.owner_pid, origin.owner_start)
                 if origin.owner_pid

@@ -157,9 +157,9 @@ def _users(info: SegmentInfo) -> str:
 
 
 def reclaim(older_than: float | None = None) -> ReclaimReport:
-    """Remove leaked segments that nobody uses; idle contexts too if older than `older_than` s.
+    """Remove leaked and pooled segments that nobody uses.
 
-    Pooled segments of a context go with it.
+    Idle contexts (and all their allocations) go too if older than `older_than` seconds.
     """
     report = check()
     by_context: dict[str, list[Finding]] = {}
@@ -180,8 +180,10 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
             kept.extend((m, why) for m in members if m.is_leak or m is finding)
         else:
             groups.append([finding] + [m for m in members if m is not finding])
-    for finding in report.leaks:
+    for finding in report.findings:
         info = finding.segment
+        if not (finding.is_leak or finding.status == POOLED):
+            continue
         if info.kind == "context" or info.context_token in grouped:
             continue
         if info.in_use:

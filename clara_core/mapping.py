@@ -1,13 +1,14 @@
-"""A live map of an allocation: the lock, the mmap, and zero-copy views of the data."""
+"""A live map of an allocation: zero-copy views of the data while the map lock is held."""
 
 from __future__ import annotations
 
-import mmap
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from .dtypes import ElementType
+from .errors import InvalidArgument
 from .header import DATA_OFFSET, Layout
+from .memory import Region
 
 if TYPE_CHECKING:
     import numpy
@@ -15,40 +16,31 @@ if TYPE_CHECKING:
     from .allocation import Allocation
 
 
-class MapState:
-    """What a reference must undo for one map: the mmap and whether it is for writing."""
-
-    __slots__ = ("memory", "writable")
-
-    def __init__(self, memory: mmap.mmap, writable: bool) -> None:
-        self.memory = memory
-        self.writable = writable
-
-
 class Mapping:
     """An allocation mapped for reading (``'r'``) or writing (``'w'``).
 
     ``with alloc.map('r') as array:`` yields a numpy view and unmaps at the end of the
     block. A write map whose block raises leaves the data marked *incomplete*, exactly as
-    a writer that dies does. Views still alive after the unmap are cut off from the shared
-    memory (they read zeros), so copy what you want to keep.
+    a writer that dies does. Views keep the map (and the reference) alive as long as they
+    live; views still alive after an explicit unmap are cut off from the shared memory
+    (they read zeros), so copy what you want to keep.
     """
 
-    def __init__(self, allocation: Allocation, state: MapState, layout: Layout) -> None:
-        self.allocation = allocation  # keeps the reference open while any view lives
-        self._state = state
+    def __init__(self, allocation: Allocation, region: Region, layout: Layout) -> None:
+        self.allocation = allocation
+        self._region = region
         self.layout = layout
         self._array: weakref.ref[Any] | None = None
 
     @property
     def mode(self) -> str:
         """'w' for a write map, 'r' for a read map."""
-        return "w" if self._state.writable else "r"
+        return "w" if self._region.writable else "r"
 
     @property
     def mapped(self) -> bool:
         """Whether this map is still in place."""
-        return self._state in self.allocation._maps
+        return self._region in self.allocation._maps
 
     @property
     def etype(self) -> ElementType:
@@ -77,9 +69,9 @@ class Mapping:
 
     @property
     def buffer(self) -> memoryview:
-        """The data as a flat byte memoryview (no numpy needed); valid while mapped."""
+        """The data as a flat byte memoryview (no numpy needed), read-only for a read map."""
         self._check_mapped()
-        return memoryview(self._state.memory)[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
+        return self._region.lend(self)[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
 
     @property
     def array(self) -> numpy.ndarray:
@@ -87,13 +79,19 @@ class Mapping:
         self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
-            array = _keeping_alive(self, self._state.memory, self.layout)
+            import numpy
+
+            layout = self.layout
+            count = layout.nbytes // layout.etype.itemsize
+            raw = self._region.lend(self)
+            array = numpy.frombuffer(raw, layout.etype.numpy, count, DATA_OFFSET)
+            array = array.reshape(layout.shape)
             self._array = weakref.ref(array)
         return array
 
     def unmap(self, complete: bool = True) -> None:
         """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""
-        self.allocation._unmap(self._state, complete)
+        self.allocation._unmap(self._region, complete)
 
     def __enter__(self) -> numpy.ndarray:
         return self.array
@@ -104,27 +102,8 @@ class Mapping:
 
     def _check_mapped(self) -> None:
         if not self.mapped:
-            from .errors import InvalidArgument
-
             raise InvalidArgument(f"{self.allocation.describe()} is no longer mapped; map it again")
 
     def __repr__(self) -> str:
         state = "mapped" if self.mapped else "unmapped"
         return f"<Mapping {self.mode} {self.allocation.describe()} {state}>"
-
-
-class _Keeper:
-    """Owner of a view's memory as numpy sees it: keeps the Mapping (and lock) alive."""
-
-    def __init__(self, interface: dict, raw: Any, mapping: Mapping) -> None:
-        self.__array_interface__ = interface
-        self._keep = (raw, mapping)
-
-
-def _keeping_alive(mapping: Mapping, memory: mmap.mmap, layout: Layout) -> numpy.ndarray:
-    """A numpy view whose base holds `mapping`, so the map lasts as long as the view."""
-    import numpy
-
-    count = layout.nbytes // layout.etype.itemsize
-    raw = numpy.frombuffer(memory, layout.etype.numpy, count, DATA_OFFSET).reshape(layout.shape)
-    return numpy.asarray(_Keeper(raw.__array_interface__, raw, mapping))

@@ -18,7 +18,6 @@ OSErrors are translated here into clara_core's errors, naming the object (`what`
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 
 from .errors import (
@@ -29,6 +28,7 @@ from .errors import (
     PermissionDenied,
 )
 from .header import HEADER_SIZE, Header, parse
+from .memory import Region
 from .names import shm_dir
 
 _directory_fds: dict[str, int] = {}
@@ -45,6 +45,13 @@ def directory_fd() -> int:
             raise translate(exc, f"shared-memory directory {path}") from exc
         _directory_fds[path] = fd
     return fd
+
+
+def forget_directory(path: str) -> None:
+    """Close the cached descriptor of a shared-memory directory (before unmounting it)."""
+    fd = _directory_fds.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def path_of(file_name: str) -> str:
@@ -176,55 +183,12 @@ def total_size(file_names: list[str]) -> int:
     return sum(stat.st_size for stat in sizes if stat is not None)
 
 
-def map_segment(fd: int, length: int, writable: bool, what: str) -> mmap.mmap:
-    """Map the first `length` bytes of a segment, read-only unless `writable`."""
-    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    try:
-        return mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot)
-    except OSError as exc:
-        raise translate(exc, what) from exc
-    except ValueError as exc:  # the file is shorter than its header claims
-        raise ClaraError(f"{what}: cannot map {length} bytes ({exc})") from exc
+def map_segment(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> Region:
+    """Map the first `length` bytes of a segment, read-only unless `writable`.
 
-
-def unmap_segment(mapping: mmap.mmap, writable: bool) -> bool:
-    """Unmap; if views of it are still alive, cut them off from the shared memory.
-
-    Python refuses to unmap memory that numpy arrays or memoryviews still use. Those views
-    are then moved onto private zero-filled memory (same address, same size, same
-    protection), so they stay safe to touch but can never again read or write the segment:
-    once unmapped, a reader's view cannot see a later writer, nor a writer's view corrupt
-    a later reader. Returns True if views had to be cut off.
+    `populate` maps every page now (one kernel call) instead of one fault per page.
     """
     try:
-        mapping.close()
-    except BufferError:
-        _replace_with_private_memory(mapping, writable)
-        return True
-    return False
-
-
-def _replace_with_private_memory(mapping: mmap.mmap, writable: bool) -> None:
-    import ctypes
-
-    import numpy
-
-    address = numpy.frombuffer(mapping, numpy.uint8, count=1).__array_interface__["data"][0]
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_long,
-    ]
-    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
-    result = libc.mmap(address, len(mapping), prot, flags, -1, 0)
-    if result != address:
-        raise OSError(ctypes.get_errno(), "cannot detach views from shared memory")
-
-
-_MAP_FIXED = 0x10  # Linux, every architecture
+        return Region.map(fd, length, writable, populate)
+    except OSError as exc:
+        raise translate(exc, what) from exc

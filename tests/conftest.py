@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import tempfile
 import uuid
 
 import pytest
 
+from clara_core import segment
 from clara_core.names import shm_dir
 
 SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
@@ -23,21 +26,45 @@ os.environ.pop("CLARA_OPERATOR", None)
 _numbers = itertools.count(1)
 
 
-def leftovers(namespace: str) -> list[str]:
-    """Files of `namespace` (exactly, not longer namespaces) in the shared-memory directory."""
-    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace + "."))
+def leftovers(namespace: str, directory: str) -> list[str]:
+    """Files of `namespace` (exactly, not longer namespaces) in `directory`."""
+    return sorted(f for f in os.listdir(directory) if f.startswith(namespace + "."))
 
 
 @pytest.fixture(autouse=True)
 def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh CLARA_NAMESPACE for this test; fails the test if it is not empty at the end."""
     name = f"{SESSION_NAMESPACE}-{next(_numbers)}"
+    directory = shm_dir()
     monkeypatch.setenv("CLARA_NAMESPACE", name)
     yield name
-    left = leftovers(name)
+    left = leftovers(name, directory)
     for file_name in left:
-        os.unlink(os.path.join(shm_dir(), file_name))
+        os.unlink(os.path.join(directory, file_name))
     assert not left, f"test left shared memory behind: {left}"
+
+
+@pytest.fixture
+def small_shm_dir(monkeypatch: pytest.MonkeyPatch):
+    """A fresh 64 MiB tmpfs as CLARA_SHM_DIR, to fill up for real (needs mount rights)."""
+    path = tempfile.mkdtemp(prefix="clara-small-shm-")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m,mode=1777", "tmpfs", path],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        os.rmdir(path)
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    monkeypatch.setenv("CLARA_SHM_DIR", path)
+    try:
+        yield path
+        left = os.listdir(path)
+        assert not left, f"test left shared memory behind in {path}: {left}"
+    finally:
+        segment.forget_directory(path)
+        subprocess.run(["umount", "-l", path], check=False)
+        os.rmdir(path)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

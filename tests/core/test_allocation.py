@@ -247,7 +247,7 @@ def test_a_view_keeps_its_map_and_reference_alive(ctx):
 
 
 def test_a_private_allocation_released_by_its_creator_is_gone(ctx, namespace):
-    alloc = ctx.create("1M")
+    alloc = ctx.create("512K")  # below the recycling threshold
     path = alloc.map("r").path  # /proc/<pid>/fd/N while anonymous
     assert os.path.exists(path)
     alloc.release()

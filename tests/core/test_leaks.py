@@ -70,7 +70,8 @@ def test_a_crash_is_classified_and_reclaimed(namespace):
         shared.get("half-written").map("r")
 
     result = leaks.reclaim()
-    assert {f.segment.file_name for f in result.removed} == {f.segment.file_name for f in report.leaks}
+    removed = {f.segment.file_name for f in result.removed}
+    assert removed == {f.segment.file_name for f in report.leaks}
     assert result.after.clean
     assert shm_files(namespace) == [names.context_file("shared"), half]
     shared.destroy()

@@ -23,11 +23,30 @@ def test_a_request_larger_than_free_shared_memory_is_out_of_space(namespace):
         ctx.destroy()
 
 
-def test_reserved_memory_is_really_reserved(namespace):
+def test_reserved_memory_is_really_reserved(small_shm_dir):
     ctx = Context.create("job")
-    before = os.statvfs(shm_dir()).f_bfree
-    alloc = ctx.create("64M")
-    used = (before - os.statvfs(shm_dir()).f_bfree) * os.statvfs(shm_dir()).f_frsize
-    assert used >= 64 << 20  # allocated before the first write, not on touch
-    alloc.release()
-    ctx.destroy()
+    try:
+        before = os.statvfs(small_shm_dir).f_bfree
+        alloc = ctx.create("16M")
+        stats = os.statvfs(small_shm_dir)
+        assert (before - stats.f_bfree) * stats.f_frsize >= 16 << 20  # before any write
+        alloc.release()
+    finally:
+        ctx.destroy()
+
+
+def test_filling_a_small_file_system_fails_cleanly_at_create(small_shm_dir):
+    ctx = Context.create("job", pool_bytes=0)
+    made = []
+    try:
+        with pytest.raises(OutOfSpace):
+            for _ in range(100):
+                made.append(ctx.create("8M"))
+        assert 4 <= len(made) < 8  # 64 MiB file system
+        with made[0].map("w") as array:  # what was made is fully backed: no SIGBUS
+            array[:] = 1
+        assert os.listdir(small_shm_dir) == [names.context_file("job")]
+    finally:
+        for alloc in made:
+            alloc.release()
+        ctx.destroy()

@@ -1,0 +1,132 @@
+"""Mapped memory, managed with mmap(2), mremap(2) and munmap(2) directly.
+
+Python's mmap object can only tell whether views of it are alive by failing to close,
+and duplicates the file descriptor. A Region instead lends every view (numpy arrays,
+memoryviews) through one `holder` object and watches it with a weak reference:
+
+- holder dead at unmap time: no view is left, the pages can be unmapped, or kept mapped
+  ("warm") for the next map, sparing the kernel one page fault per 4 KiB;
+- holder alive: views outlive the map. They are *cut off*: their address range is
+  replaced by private zero-filled memory of the same protection, so they stay safe to
+  touch but can never again read or write the segment (a reader's stale view cannot see
+  a later writer, a writer's cannot corrupt a reader). With `detach()` the shared pages
+  first move, page tables and all, to a new address that stays warm.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import weakref
+from typing import Any
+
+from .header import HEADER_SIZE
+
+_MAP_FIXED = 0x10  # Linux, every architecture
+_PROT_NONE = 0
+_MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
+_libc: Any = None
+_MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
+
+
+def _lib() -> Any:
+    """libc with the signatures we call (ctypes is imported on first use)."""
+    global _libc, _MAP_FAILED
+    if _libc is None:
+        import ctypes
+
+        _MAP_FAILED = ctypes.c_void_p(-1).value
+        libc = ctypes.CDLL(None, use_errno=True)
+        pointer, size, number = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+        libc.mmap.restype = pointer
+        libc.mmap.argtypes = [pointer, size, number, number, number, ctypes.c_long]
+        libc.mremap.restype = pointer
+        libc.mremap.argtypes = [pointer, size, size, number, pointer]
+        libc.munmap.restype = number
+        libc.munmap.argtypes = [pointer, size]
+        _libc = libc
+    return _libc
+
+
+def _check(result: int | None, what: str) -> int:
+    if result is None or result == _MAP_FAILED:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+    return result
+
+
+def _munmap(address: int, length: int) -> None:
+    _lib().munmap(address, length)
+
+
+class Region:
+    """A mapping of the first `length` bytes of a segment file."""
+
+    __slots__ = ("__weakref__", "_holder", "address", "length", "writable")
+
+    def __init__(self, address: int, length: int, writable: bool) -> None:
+        self.address = address
+        self.length = length
+        self.writable = writable
+        self._holder: weakref.ref[Any] | None = None
+
+    @classmethod
+    def map(cls, fd: int, length: int, writable: bool, populate: bool) -> Region:
+        """Map a segment (read-only pages unless `writable`; all pages now if `populate`)."""
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
+        address = _check(_lib().mmap(None, length, prot, flags, fd, 0), "mmap")
+        return cls(address, length, writable)
+
+    def header(self) -> Any:
+        """The header bytes, as a writable buffer for struct (internal use only)."""
+        import ctypes
+
+        return (ctypes.c_char * HEADER_SIZE).from_address(self.address)
+
+    def lend(self, owner: object) -> memoryview:
+        """A memoryview of the whole region for views; `owner` lives as long as they do."""
+        holder = self._holder() if self._holder is not None else None
+        if holder is None:
+            import ctypes
+
+            holder = (ctypes.c_char * self.length).from_address(self.address)
+            holder.owner = owner
+            self._holder = weakref.ref(holder)
+        view = memoryview(holder).cast("B")
+        return view if self.writable else view.toreadonly()
+
+    def lent(self) -> bool:
+        """Whether any view lent out is still alive."""
+        return self._holder is not None and self._holder() is not None
+
+    def release(self) -> None:
+        """Unmap now, or cut off the views still alive (unmapped when they die)."""
+        holder = self._holder() if self._holder is not None else None
+        if holder is None:
+            _munmap(self.address, self.length)
+        else:
+            self._cut_off(holder)
+
+    def detach(self) -> Region:
+        """Move the shared pages (page tables and all) to a new address, away from the
+        views lent out, which are cut off; returns the moved, warm Region."""
+        holder = self._holder() if self._holder is not None else None
+        if holder is None:
+            return self
+        libc = _lib()
+        private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        target = _check(libc.mmap(None, self.length, _PROT_NONE, private, -1, 0), "mmap")
+        flags = _MREMAP_MAYMOVE | _MREMAP_FIXED
+        moved = _check(libc.mremap(self.address, self.length, self.length, flags, target), "mremap")
+        self._cut_off(holder)
+        return Region(moved, self.length, self.writable)
+
+    def _cut_off(self, holder: object) -> None:
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
+        _check(_lib().mmap(self.address, self.length, prot, flags, -1, 0), "mmap")
+        weakref.finalize(holder, _munmap, self.address, self.length)
+        self._holder = None

@@ -1,0 +1,141 @@
+"""Recycling: freed segments go to the context's pool and come back for fitting creates."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from clara_core import Context, NotFound, OutOfSpace, leaks, pool
+from clara_core.names import shm_dir
+from tests.helpers import run_python
+
+MIB = 1 << 20
+
+
+def pool_files(namespace):
+    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace) and ".p." in f)
+
+
+def inode_of(alloc) -> int:
+    return alloc._file_id[1]
+
+
+@pytest.fixture
+def ctx():
+    context = Context.create("job", pool_bytes="64M")
+    yield context
+    Context.destroy("job")
+
+
+def test_a_freed_allocation_is_recycled_for_a_fitting_create(ctx, namespace):
+    first = ctx.create(4 * MIB)
+    with first.map("w") as array:
+        array[:] = 7
+    first.publish("data")
+    inode = inode_of(first)
+    first.free()
+    (pooled_name,) = pool_files(namespace)
+    again = ctx.create(dtype="f32", shape=(MIB,))  # the same 4 MiB
+    assert inode_of(again) == inode
+    assert (again.state, again.shape, again.nbytes) == ("empty", (MIB,), 4 * MIB)
+    with pytest.raises(NotFound):
+        ctx.get("data")
+    # While claimed it keeps its pool name, held by our reference: no one else takes it,
+    # and should we die it is simply back in the pool.
+    assert pool_files(namespace) == [pooled_name]
+    assert pool.claim(ctx, 4 * MIB) is None
+    again.release()
+    assert pool_files(namespace) == [pooled_name]
+    third = ctx.create(3 * MIB)
+    assert inode_of(third) == inode
+    third.publish("third")
+    assert pool_files(namespace) == []
+    assert ctx.names() == ["third"]
+    third.release()
+
+
+def test_sizes_that_do_not_fit_are_not_recycled(ctx, namespace):
+    big = ctx.create(8 * MIB)
+    big.release()
+    small = ctx.create(2 * MIB)  # 8 MiB is more than twice 2 MiB: not reused
+    assert len(pool_files(namespace)) == 1
+    small.release()
+    tiny = ctx.create(1000)  # below the threshold: never pooled
+    tiny.release()
+    assert len(pool_files(namespace)) == 2
+
+
+def test_a_segment_someone_still_references_is_never_pooled(ctx, namespace):
+    alloc = ctx.create(2 * MIB)
+    alloc.publish("data")
+    reader = ctx.get("data")
+    mapping = reader.map("r")
+    alloc.free()
+    assert pool_files(namespace) == []  # freed for good: the reader still holds it
+    assert mapping.array.shape == (2 * MIB,)
+    other = ctx.create(2 * MIB)
+    assert inode_of(other) != inode_of(reader)
+    reader.release()
+    other.release()
+
+
+def test_the_pool_is_capped(namespace):
+    ctx = Context.create("small", pool_bytes="3M")
+    try:
+        allocations = [ctx.create(2 * MIB) for _ in range(2)]
+        for alloc in allocations:
+            alloc.release()
+        assert [cap for cap, _ in pool.pooled(ctx)] == [2 * MIB]
+        disabled = Context.create("none", pool_bytes=0)
+        disabled.create(2 * MIB).release()
+        assert pool.pooled(disabled) == []
+        disabled.destroy()
+    finally:
+        ctx.destroy()
+
+
+def test_another_process_reuses_the_pool(ctx, namespace):
+    alloc = ctx.create(2 * MIB)
+    alloc.release()
+    (pooled_name,) = pool_files(namespace)
+    inode = os.stat(os.path.join(shm_dir(), pooled_name)).st_ino
+    result = run_python(
+        """
+        from clara_core import Context
+        a = Context.open("job").create(2 << 20)
+        a.publish("made")
+        print(a._file_id[1])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == inode
+    assert ctx.names() == ["made"]
+
+
+def test_pooled_segments_are_reclaimable_not_leaks_and_destroy_empties_the_pool(ctx, namespace):
+    ctx.create(2 * MIB).release()
+    report = leaks.check()
+    assert report.clean
+    assert [f.status for f in report.findings if f.segment.kind == "pooled"] == ["pooled"]
+    removed = leaks.reclaim().removed
+    assert [f.segment.kind for f in removed] == ["pooled"]
+    ctx.create(2 * MIB).release()
+    Context.destroy("job")
+    assert sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace)) == []
+    Context.create("job")  # for the fixture's destroy
+
+
+def test_a_full_file_system_empties_the_pool_and_retries(small_shm_dir):
+    ctx = Context.create("job", pool_bytes="48M")
+    try:
+        ctx.create(32 * MIB).release()
+        assert [cap for cap, _ in pool.pooled(ctx)] == [32 * MIB]
+        big = ctx.create(40 * MIB)  # fits only once the pool is emptied
+        assert pool.pooled(ctx) == []
+        with pytest.raises(OutOfSpace):
+            ctx.create(40 * MIB)  # nothing left to evict: a clean error
+        big.release()
+    finally:
+        ctx.destroy()
+    assert os.listdir(small_shm_dir) == []
