@@ -180,20 +180,26 @@ class Allocation:
         self.context._check_alive()
         file_name = self.context._member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self.context.name}'"
-        with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
-            self._write(hdr.pack_name(name), hdr.NAME_AT)
-            self._write(hdr.pack_lifecycle(hdr.PUBLISHED), hdr.LIFECYCLE_AT)
-            try:
-                segment.link(self._fd, file_name, what)
-            except AlreadyExists:
-                self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
-                self._write(hdr.pack_name(""), hdr.NAME_AT)
-                raise AlreadyExists(
-                    f"{what} already exists; choose another name or free it first"
-                ) from None
+        if self.context.capacity is None:
+            self._link_as(name, file_name, what)
+        else:
+            with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
+                self._link_as(name, file_name, what)
         self._drop_old_name()
         self._set_visibility(SHARED, name)
         self._reference.recycle = None  # published: released references do not free it
+
+    def _link_as(self, name: str, file_name: str, what: str) -> None:
+        self._write(hdr.pack_name(name), hdr.NAME_AT)
+        self._write(hdr.pack_lifecycle(hdr.PUBLISHED), hdr.LIFECYCLE_AT)
+        try:
+            segment.link(self._fd, file_name, what)
+        except AlreadyExists:
+            self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
+            self._write(hdr.pack_name(""), hdr.NAME_AT)
+            raise AlreadyExists(
+                f"{what} already exists; choose another name or free it first"
+            ) from None
 
     def make_handle(self, holder_pid: int | None = None) -> str:
         """Give this private allocation a handle other processes can open or publish.

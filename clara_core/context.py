@@ -102,7 +102,6 @@ class Context:
             if not owner[1]:
                 raise InvalidArgument(f"owner pid {owner_pid} is not a running process")
         what = f"context '{name}'"
-        fd = segment.create_anonymous(PAGE, mode, what)
         header = Header(
             kind=hdr.KIND_CONTEXT,
             lifecycle=hdr.PUBLISHED,
@@ -113,8 +112,8 @@ class Context:
             context=name,
             name=name,
         )
+        fd = segment.create_anonymous(PAGE, mode, what, header.pack())
         try:
-            segment.write_at(fd, header.pack(), 0, what)
             segment.link(fd, context_file(name), what)
             return cls(fd, True, header, os.fstat(fd))
         except AlreadyExists:
@@ -231,13 +230,10 @@ class Context:
         layout = _layout(size, dtype, shape)
         what = f"new allocation in context '{self.name}'"
         claimed = pool.claim(self, layout.capacity)
-        fd = self._fresh_segment(layout.capacity, what) if claimed is None else claimed[0]
-        warm = None if claimed is None else claimed[2]
+        fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
         try:
-            stat = os.fstat(fd)
-            layout = layout._replace(
-                capacity=stat.st_size - DATA_OFFSET
-            )  # a pooled one may be larger
+            if fd >= 0:  # a recycled segment may be larger than asked for
+                layout = layout._replace(capacity=os.fstat(fd).st_size - DATA_OFFSET)
             header = Header(
                 kind=hdr.KIND_ALLOCATION,
                 lifecycle=hdr.PRIVATE,
@@ -248,26 +244,29 @@ class Context:
                 context=self.name,
                 name="",
             )
-            segment.write_at(fd, header.pack(), 0, what)
-            locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
-            pool_name = None if claimed is None else claimed[1]
-            alloc = Allocation(self, fd, True, header, stat, PRIVATE, pool_name=pool_name)
+            if fd >= 0:
+                segment.write_at(fd, header.pack(), 0, what)
+            else:
+                fd = self._fresh_segment(layout.capacity, what, header.pack())
+                locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
+            alloc = Allocation(self, fd, True, header, os.fstat(fd), PRIVATE, pool_name=pool_name)
         except BaseException:
             if warm is not None:
                 warm.release()
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             raise
         alloc._reference.warm = warm
         return alloc
 
-    def _fresh_segment(self, capacity: int, what: str) -> int:
+    def _fresh_segment(self, capacity: int, what: str, header: bytes) -> int:
         """A new anonymous segment; when /dev/shm is full, empty the pool and retry once."""
         try:
-            return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what)
+            return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what, header)
         except OutOfSpace:
             if not pool.evict(self):
                 raise
-        return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what)
+        return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what, header)
 
     create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 
@@ -331,16 +330,12 @@ class Context:
 
     def _check_alive(self) -> None:
         """NotFound if this context was destroyed since it was opened."""
-        stat = segment.stat_named(self.file_name)
-        if stat is None or (stat.st_dev, stat.st_ino) != self._file_id:
+        if os.fstat(self._fd).st_nlink == 0:  # its name is gone: destroyed
             raise NotFound(f"context '{self.name}' was destroyed")
 
     @contextlib.contextmanager
     def _publishing(self, nbytes: int, what: str) -> Iterator[None]:
-        """Hold the capacity check for one publish (a no-op without capacity)."""
-        if self.capacity is None:
-            yield
-            return
+        """Hold the capacity check for one publish (contexts with a capacity only)."""
         locks.lock(self._fd, _QUOTA_BYTE, exclusive=self._writable, timeout=None)
         try:
             published = segment.list_names(f"{self.file_name}.{PUBLISHED}.")

@@ -127,17 +127,28 @@ class Header(NamedTuple):
 
     def pack(self) -> bytes:
         """The whole header as bytes (for a new segment)."""
-        out = bytearray(HEADER_SIZE)
-        _IDENTITY.pack_into(out, IDENTITY_AT, MAGIC, FORMAT_VERSION, self.kind)
-        _LIFECYCLE.pack_into(out, LIFECYCLE_AT, self.lifecycle)
-        out[DATA_AT : DATA_AT + _DATA.size] = self.data.pack()
-        if self.layout is not None:
-            out[LAYOUT_AT : LAYOUT_AT + _LAYOUT.size] = self.layout.pack()
-        out[ORIGIN_AT : ORIGIN_AT + _ORIGIN.size] = self.origin.pack()
-        out[SETTINGS_AT : SETTINGS_AT + _SETTINGS.size] = self.settings.pack()
-        out[CONTEXT_AT : CONTEXT_AT + _NAME.size] = pack_name(self.context)
-        out[NAME_AT : NAME_AT + _NAME.size] = pack_name(self.name)
-        return bytes(out)
+        layout = self.layout
+        if layout is None:
+            layout_fields: tuple = (0, 0, *(0,) * MAX_DIMS, 0, 0, 0)
+        else:
+            dims = layout.shape + (0,) * (MAX_DIMS - len(layout.shape))
+            layout_fields = (layout.etype.code, len(layout.shape), *dims, layout.nbytes)
+            layout_fields += (layout.capacity, DATA_OFFSET)
+        context, name = self.context.encode("ascii"), self.name.encode("ascii")
+        return _WHOLE.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            self.kind,
+            self.lifecycle,
+            *self.data,
+            *layout_fields,
+            *self.origin,
+            *self.settings,
+            len(context),
+            context,
+            len(name),
+            name,
+        )
 
 
 def pack_name(name: str) -> bytes:

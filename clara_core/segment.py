@@ -78,19 +78,33 @@ def translate(exc: OSError, what: str) -> ClaraError:
     return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
 
 
-def create_anonymous(size: int, mode: int, what: str) -> int:
-    """A new unnamed segment of `size` bytes with its memory reserved; returns its fd."""
+def create_anonymous(size: int, mode: int, what: str, header: bytes = b"") -> int:
+    """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
+
+    Returns its fd. Small segments are reserved by writing them whole (one call), large
+    ones with posix_fallocate (no copying).
+    """
     try:
         fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
     except OSError as exc:
         raise translate(exc, what) from exc
     try:
         os.fchmod(fd, mode)  # exact mode, whatever the umask
-        os.posix_fallocate(fd, 0, size)
+        if size <= _WRITE_WHOLE_BELOW:
+            if os.pwrite(fd, header + bytes(size - len(header)), 0) < size:
+                raise OSError(errno.ENOSPC, "short write")
+        else:
+            os.posix_fallocate(fd, 0, size)
+            if header:
+                os.pwrite(fd, header, 0)
     except OSError as exc:
         os.close(fd)  # an anonymous file vanishes with its last descriptor
         raise translate(exc, f"{what} of {size} bytes") from exc
     return fd
+
+
+_WRITE_WHOLE_BELOW = 64 << 10
+_POPULATE_FROM = 256 << 10
 
 
 def open_named(file_name: str, what: str) -> tuple[int, bool]:
@@ -186,9 +200,10 @@ def total_size(file_names: list[str]) -> int:
 def map_segment(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> Region:
     """Map the first `length` bytes of a segment, read-only unless `writable`.
 
-    `populate` maps every page now (one kernel call) instead of one fault per page.
+    `populate` maps every page now (one kernel call) instead of one fault per page; it
+    only pays off for large mappings, so small ones always fault their few pages in.
     """
     try:
-        return Region.map(fd, length, writable, populate)
+        return Region.map(fd, length, writable, populate and length >= _POPULATE_FROM)
     except OSError as exc:
         raise translate(exc, what) from exc
