@@ -9,7 +9,6 @@ Exit codes: 0 ok · 1 leaks found, or an operator command failed · 2 usage or i
 
 from __future__ import annotations
 
-import errno
 import importlib
 import os
 import sys
@@ -77,6 +76,9 @@ class ClaraGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("clara: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
+            _quiet_broken_pipe()
+            ctx.exit(EXIT_BROKEN_PIPE)
         # The group returns nothing, so that main() can tell an exit code from a result.
 
     def main(  # type: ignore[override]
@@ -104,11 +106,6 @@ class ClaraGroup(click.Group):
         except (click.Abort, EOFError, KeyboardInterrupt):
             click.echo("clara: interrupted", err=True)
             _exit(EXIT_INTERRUPTED)
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-            _quiet_broken_pipe()
-            _exit(EXIT_BROKEN_PIPE)
         _exit(code if isinstance(code, int) else 0)
 
 

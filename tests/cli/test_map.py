@@ -438,3 +438,19 @@ def test_read_only_segment_exits_8(ctx: str) -> None:
     )
     assert "read-only" in line
     assert read(ctx, fmt="raw") == before
+
+
+def test_reader_that_stops_early_is_not_an_error(ctx: str) -> None:
+    make(ctx, dtype="u8", shape=str(64 << 20))
+    process = subprocess.Popen(
+        [*CLARA, "map", "vol", "-c", ctx, "--read", "--out", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert len(process.stdout.read(10)) == 10
+    process.stdout.close()  # like `| head -c 10`
+    err = process.stderr.read()
+    assert process.wait(30) == 128 + signal.SIGPIPE
+    assert err == b""
+    assert state(ctx) == "empty"
