@@ -1,0 +1,150 @@
+"""The environment contract between `clara run` and the operators it starts.
+
+Every operator process gets, on top of the runner's own environment and its YAML
+`variables`:
+
+    CLARA_CONTEXT      the job's context (Clara's pod-manager context)
+    CLARA_OPERATOR     this operator's name
+    CLARA_PIPELINE     the pipeline's name
+    CLARA_JOB_ID       a UUID for this run
+    CLARA_IO           JSON: every declared input and output (see `OperatorIO.to_json`)
+    CLARA_INPUT_<NAME> / CLARA_OUTPUT_<NAME>   local path of each named disk (stream) port
+    CLARA_INPUT / CLARA_OUTPUT                 local path of the unnamed or only disk port
+
+so an operator needs no YAML: `clara map NAME`, `Driver` and `Variable` read CLARA_IO.
+It needs neither YAML nor the validation rules, so `clara map` stays quick to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from .errors import InvalidArgument
+
+CONTEXT = "CLARA_CONTEXT"
+OPERATOR = "CLARA_OPERATOR"
+PIPELINE = "CLARA_PIPELINE"
+JOB_ID = "CLARA_JOB_ID"
+IO = "CLARA_IO"
+FORMAT = 1
+# The two media and the disk type; pipeline.py shares these (this module stays light,
+# since `clara map` imports it in every operator).
+SHARED_MEMORY, DISK, STREAM = "shared-memory", "disk", "stream"
+
+
+def env_suffix(name: str) -> str:
+    """A port name as an environment-variable suffix: upper case, '-' becomes '_'."""
+    return name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One input or output as its operator sees it at run time."""
+
+    direction: str  # "input" or "output"
+    name: str | None
+    type: str
+    element_type: str | None
+    shape: tuple[int, ...] | None
+    source: str | None = None  # inputs: the upstream operator
+    allocation: str | None = None  # shared memory: its published name in the context
+    path: str | None = None  # disk: the local path
+
+    @property
+    def medium(self) -> str:
+        """DISK for streams, SHARED_MEMORY otherwise."""
+        return DISK if self.type == STREAM else SHARED_MEMORY
+
+    def describe(self, operator: str) -> str:
+        """How messages name this port."""
+        return f"{self.direction} '{self.name or ''}' of operator '{operator}'"
+
+
+@dataclass(frozen=True)
+class OperatorIO:
+    """Everything an operator process needs to know about its job and declared I/O."""
+
+    job_id: str
+    pipeline: str
+    operator: str
+    context: str
+    inputs: tuple[Declared, ...]
+    outputs: tuple[Declared, ...]
+
+    def find(self, name: str) -> Declared | None:
+        """The input or output declared under `name` (case-insensitive), or None."""
+        key = name.lower()
+        for port in self.inputs + self.outputs:
+            if port.name is not None and port.name.lower() == key:
+                return port
+        return None
+
+    def names(self) -> list[str]:
+        """Declared names, inputs first."""
+        return [p.name for p in self.inputs + self.outputs if p.name]
+
+    def to_json(self) -> str:
+        """The CLARA_IO document."""
+        data = asdict(self)
+        data["format"] = FORMAT
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> OperatorIO:
+        """Parse a CLARA_IO document."""
+        try:
+            data = json.loads(text)
+            if data.pop("format") != FORMAT:
+                raise ValueError("unknown format")
+            ports = {
+                key: tuple(
+                    Declared(**{**p, "shape": None if p["shape"] is None else tuple(p["shape"])})
+                    for p in data.pop(key)
+                )
+                for key in ("inputs", "outputs")
+            }
+            return cls(**data, **ports)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"{IO} is not a description clara run wrote: {exc}") from None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> OperatorIO:
+        """The description `clara run` exported; InvalidArgument outside an operator."""
+        env = os.environ if environ is None else environ
+        text = env.get(IO)
+        if not text or not env.get(OPERATOR) or not env.get(CONTEXT):
+            missing = [k for k in (OPERATOR, CONTEXT, IO) if not env.get(k)]
+            raise InvalidArgument(
+                f"not running inside `clara run` ({', '.join(missing)} not set): start this "
+                "operator through its pipeline, e.g. `clara run pipeline.yaml`"
+            )
+        io = cls.from_json(text)
+        if io.operator != env[OPERATOR] or io.context != env[CONTEXT]:
+            raise InvalidArgument(
+                f"{IO} describes operator '{io.operator}' in context '{io.context}', but "
+                f"{OPERATOR}={env[OPERATOR]} and {CONTEXT}={env[CONTEXT]}"
+            )
+        return io
+
+    def environment(self) -> dict[str, str]:
+        """The variables `clara run` exports to this operator."""
+        env = {
+            CONTEXT: self.context,
+            OPERATOR: self.operator,
+            PIPELINE: self.pipeline,
+            JOB_ID: self.job_id,
+            IO: self.to_json(),
+        }
+        for prefix, ports in (("CLARA_INPUT", self.inputs), ("CLARA_OUTPUT", self.outputs)):
+            disk = [p for p in ports if p.medium == DISK and p.path]
+            for port in disk:
+                if port.name:
+                    env[f"{prefix}_{env_suffix(port.name)}"] = port.path or ""
+            unnamed = [p for p in disk if not p.name]
+            main = unnamed[0] if unnamed else disk[0] if len(disk) == 1 else None
+            if main is not None:
+                env[prefix] = main.path or ""
+        return env

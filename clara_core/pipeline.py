@@ -1,0 +1,229 @@
+"""Clara pipeline definitions: plain dataclasses, the DAG, and loading with validation.
+
+    pipeline = load("examples/ct-smooth.yaml")   # PipelineInvalid lists every problem
+    for op in pipeline.order(): ...
+
+A `Port` is one declared input or output. Shared-memory ports (`array`, `string`, and the
+primitives) are normalised the way Clara defines them: a primitive T is ``array<T>[1]``
+and a `string` is ``array<uint8>[-1]``. Edges come from every input's `from`, disk and
+shared memory alike, so ordering never needs dummy disk I/O. The validation rules live
+in `pipeline_schema`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .errors import InvalidArgument, NotFound
+from .operator_env import DISK, SHARED_MEMORY, STREAM
+
+STRING = "string"
+ARRAY = "array"
+SEPARATOR = "--"  # allocation name of a variable: <operator>--<output>
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pipeline file, at a line."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PipelineInvalid(InvalidArgument):
+    """A pipeline file with problems; `problems` lists every one of them."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        lines = "".join(f"\n  {p}" for p in problems)
+        super().__init__(f"{file} is not a valid pipeline ({count}):{lines}")
+        self.file = file
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Port:
+    """One declared input or output of an operator."""
+
+    name: str | None
+    type: str  # array, string, stream, or a primitive's long name (float32, ...)
+    element_type: str | None  # long primitive name in shared memory; a free label on disk
+    shape: tuple[int, ...] | None  # normalised; None on disk
+    path: str | None  # disk only
+    source: str | None = None  # inputs: the operator named in `from` (None: job payload)
+    line: int = 0
+
+    @property
+    def medium(self) -> str:
+        """DISK for streams, SHARED_MEMORY for everything else."""
+        return DISK if self.type == STREAM else SHARED_MEMORY
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether some dimension is only known at run time (Clara: -1 or 0, or a string)."""
+        return self.medium == SHARED_MEMORY and any(d <= 0 for d in self.shape or ())
+
+    @property
+    def dynamic_indices(self) -> tuple[int, ...]:
+        """Indices of the dynamic dimensions."""
+        return tuple(i for i, d in enumerate(self.shape or ()) if d <= 0)
+
+    def describe(self) -> str:
+        """How messages name this port."""
+        return f"'{self.name}'" if self.name else "(unnamed)"
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator: a local command, its environment, and its declared I/O."""
+
+    name: str
+    command: tuple[str, ...]
+    inputs: tuple[Port, ...] = ()
+    outputs: tuple[Port, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    image: str = ""
+    tag: str = ""
+    line: int = 0
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Names of the operators this one reads from (each once, in declaration order)."""
+        seen: dict[str, str] = {}
+        for port in self.inputs:
+            if port.source is not None:
+                seen.setdefault(port.source.lower(), port.source)
+        return tuple(seen.values())
+
+    def port(self, name: str) -> tuple[str, Port] | None:
+        """('input' | 'output', port) declared under `name` (case-insensitive), or None."""
+        key = name.lower()
+        for direction, ports in (("input", self.inputs), ("output", self.outputs)):
+            for port in ports:
+                if port.name is not None and port.name.lower() == key:
+                    return direction, port
+        return None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline definition."""
+
+    name: str
+    api_version: str
+    operators: tuple[Operator, ...]
+    file: str = ""
+    orchestrator: str | None = None
+
+    @property
+    def directory(self) -> str:
+        """Absolute directory of the pipeline file: commands and relative paths start there."""
+        return os.path.dirname(os.path.abspath(self.file)) if self.file else os.getcwd()
+
+    @property
+    def typed(self) -> bool:
+        """Whether this is a typed pipeline (api-version 0.5.0 or later)."""
+        return version_tuple(self.api_version) >= (0, 5, 0)
+
+    def operator(self, name: str) -> Operator:
+        """The operator of that name (case-insensitive); NotFound otherwise."""
+        for op in self.operators:
+            if op.name.lower() == name.lower():
+                return op
+        raise NotFound(f"pipeline '{self.name}' has no operator '{name}'")
+
+    def order(self) -> list[Operator]:
+        """Operators in a dependency order (declaration order among those ready)."""
+        done: set[str] = set()
+        result: list[Operator] = []
+        while len(result) < len(self.operators):
+            for op in self.operators:
+                if op.name.lower() not in done and all(u.lower() in done for u in op.upstream):
+                    done.add(op.name.lower())
+                    result.append(op)
+                    break
+            else:  # validated pipelines have no cycle
+                raise InvalidArgument(f"pipeline '{self.name}' has a cycle")
+        return result
+
+    def producer(self, port: Port) -> tuple[Operator, Port]:
+        """The operator and output that an input with `from` reads."""
+        assert port.source is not None
+        op = self.operator(port.source)
+        for output in op.outputs:
+            if (output.name or "").lower() == (port.name or "").lower():
+                return op, output
+        raise NotFound(f"operator '{op.name}' has no output {port.describe()}")
+
+    def consumers(self, producer: Operator, output: Port) -> list[tuple[Operator, Port]]:
+        """Every (operator, input) that reads `output` of `producer`."""
+        found = []
+        for op in self.operators:
+            for port in op.inputs:
+                if port.source is None or port.source.lower() != producer.name.lower():
+                    continue
+                if (port.name or "").lower() == (output.name or "").lower():
+                    found.append((op, port))
+        return found
+
+    def allocation_name(self, producer: Operator, output: Port) -> str:
+        """The name under which `output` of `producer` is published in the job's context."""
+        return self._allocation_names[(producer.name.lower(), (output.name or "").lower())]
+
+    @cached_property
+    def _allocation_names(self) -> dict[tuple[str, str], str]:
+        # <operator>--<output> is readable in `clara dump`; names are free to contain "--",
+        # so a (rare) clash or an over-long name falls back to a hashed, unique one.
+        names: dict[tuple[str, str], str] = {}
+        taken: set[str] = set()
+        for op in self.operators:
+            for port in op.outputs:
+                if port.medium != SHARED_MEMORY or not port.name:
+                    continue
+                name = f"{op.name}{SEPARATOR}{port.name}"
+                if len(name) > 255 or name.lower() in taken:
+                    import hashlib  # rare: only for clashing or over-long names
+
+                    digest = hashlib.sha256(f"{op.name}\0{port.name}".lower().encode())
+                    name = f"{op.name[:100]}{SEPARATOR}{port.name[:100]}-{digest.hexdigest()[:12]}"
+                taken.add(name.lower())
+                names[(op.name.lower(), port.name.lower())] = name
+        return names
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    """'0.5.0' -> (0, 5, 0); InvalidArgument if it is not a dotted version."""
+    parts = str(text).strip().split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise InvalidArgument(f"invalid api-version {text!r}: use a version such as 0.5.0")
+    numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
+    return numbers[0], numbers[1], numbers[2]
+
+
+def check(file: str) -> tuple[Pipeline | None, list[Problem]]:
+    """Load and validate a pipeline file; returns (pipeline or None, every problem found)."""
+    from . import pipeline_schema
+
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise NotFound(f"pipeline file {file} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read pipeline file {file}: {exc}") from None
+    return pipeline_schema.parse(text, file)
+
+
+def load(file: str) -> Pipeline:
+    """Load a pipeline file; PipelineInvalid (exit code 2) lists every problem."""
+    pipeline, problems = check(file)
+    if problems or pipeline is None:
+        raise PipelineInvalid(file, problems)
+    return pipeline

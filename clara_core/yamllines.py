@@ -1,0 +1,94 @@
+"""YAML loaded into plain dicts and lists that remember the line of every key and item.
+
+Validation must name the line of each problem, and PyYAML's plain loaders forget node
+positions, so this loader builds `Map` (a dict) and `Seq` (a list) that keep the line of
+their own start, of every value and every item. Duplicate keys, which PyYAML silently
+overwrites, are reported instead. yaml is imported lazily: `clara publish` never loads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Map(dict):
+    """A YAML mapping: a dict with `line` (its start) and `lines[key]` (each value's line)."""
+
+    line: int = 0
+
+    def __init__(self, line: int = 0) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: dict[Any, int] = {}
+        self.key_lines: dict[Any, int] = {}
+
+    def line_of(self, key: Any) -> int:
+        """Line of the value of `key`, or of the mapping when the key is absent."""
+        return self.lines.get(key, self.line)
+
+
+class Seq(list):
+    """A YAML sequence: a list with `line` (its start) and `lines[i]` (each item's line)."""
+
+    line: int = 0
+
+    def __init__(self, line: int = 0) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: list[int] = []
+
+    def line_of(self, index: int) -> int:
+        """Line of item `index`."""
+        return self.lines[index] if 0 <= index < len(self.lines) else self.line
+
+
+def load(text: str) -> tuple[Any, list[tuple[int, str]]]:
+    """Parse one YAML document; returns (data, problems) with problems as (line, message).
+
+    A syntax error gives data None and one problem at the line where parsing stopped.
+    """
+    import yaml
+
+    problems: list[tuple[int, str]] = []
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Loader, node: yaml.MappingNode) -> Map:
+        loader.flatten_mapping(node)
+        result = Map(node.start_mark.line + 1)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                problems.append((key_node.start_mark.line + 1, "a key must be a plain value"))
+                continue
+            if key in result:
+                first = result.key_lines[key]
+                problems.append(
+                    (key_node.start_mark.line + 1, f"duplicate key {key!r} (first on line {first})")
+                )
+            result[key] = loader.construct_object(value_node, deep=True)
+            result.lines[key] = value_node.start_mark.line + 1
+            result.key_lines[key] = key_node.start_mark.line + 1
+        return result
+
+    def sequence(loader: Loader, node: yaml.SequenceNode) -> Seq:
+        result = Seq(node.start_mark.line + 1)
+        for item in node.value:
+            result.append(loader.construct_object(item, deep=True))
+            result.lines.append(item.start_mark.line + 1)
+        return result
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
+    try:
+        data = yaml.load(text, Loader=Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        return None, [(line, f"YAML syntax error: {exc.problem or exc.context}")]
+    except yaml.YAMLError as exc:
+        return None, [(1, f"YAML error: {exc}")]
+    return data, problems
