@@ -1,0 +1,337 @@
+"""Variable: a declared shared-memory input or output of an operator (Clara's Fast I/O entry).
+
+    static   declared shape all > 0  -> pre-allocated by `clara run`; shape frozen
+    dynamic  some dim -1/0, or string -> update_shape(full shape) -> allocate() -> map()
+
+Inputs are read-only (their reference refuses write maps with ReadOnly); outputs are
+read/write. A variable lives in the job's context under its allocation name
+(``<producer>--<output>``), so two operators may both call an output ``result``.
+`open_declared()` is what `clara map NAME` uses inside an operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .allocation import Allocation
+from .context import Context
+from .dtypes import ElementType, element_type, static_shape
+from .errors import AlreadyExists, InvalidArgument, NotFound, ReadOnly
+from .names import validate_name
+from .operator_env import Declared, OperatorIO
+
+if TYPE_CHECKING:
+    import numpy
+
+READ_ONLY = "read-only"
+READ_WRITE = "read-write"
+
+
+class Variable:
+    """One declared shared-memory input or output, seen from inside its operator."""
+
+    def __init__(self, context: Context, port: Declared, operator: str = "") -> None:
+        if port.allocation is None or port.shape is None or port.element_type is None:
+            raise InvalidArgument(f"'{port.name}' is on disk, not a shared-memory variable")
+        self.context = context
+        self.port = port
+        self.operator = operator
+        self._shape: tuple[int, ...] = port.shape
+        self._allocation: Allocation | None = None
+        self._mapping = None
+
+    # -- what it is (Clara: Name, Shape, Element Type, Size in Bytes, Dynamic Indices, ...) --
+
+    @property
+    def name(self) -> str:
+        """The declared name."""
+        return self.port.name or ""
+
+    @property
+    def allocation_name(self) -> str:
+        """Its published name in the job's context."""
+        return self.port.allocation or ""
+
+    @property
+    def is_input(self) -> bool:
+        """Whether this is one of the operator's inputs."""
+        return self.port.direction == "input"
+
+    @property
+    def element_type(self) -> ElementType:
+        """Element type of the data."""
+        return element_type(self.port.element_type)
+
+    @property
+    def dtype(self) -> numpy.dtype:
+        """Element type as a numpy dtype."""
+        return self.element_type.numpy
+
+    @property
+    def declared_shape(self) -> tuple[int, ...]:
+        """The shape as declared in the pipeline (-1/0: dynamic)."""
+        return self.port.shape or ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The current shape: the allocation's once allocated, else declared plus updates."""
+        allocation = self._find()
+        return allocation.shape if allocation is not None else self._shape
+
+    @property
+    def nbytes(self) -> int | None:
+        """Size in bytes, or None while a dynamic dimension is still unknown."""
+        shape = self.shape
+        if any(d <= 0 for d in shape):
+            return None
+        size = self.element_type.itemsize
+        for d in shape:
+            size *= d
+        return size
+
+    @property
+    def dynamic_indices(self) -> tuple[int, ...]:
+        """Indices of the dimensions declared dynamic (-1 or 0)."""
+        return tuple(i for i, d in enumerate(self.declared_shape) if d <= 0)
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether its size is set at run time (a dynamic dimension, or a string)."""
+        return bool(self.dynamic_indices)
+
+    @property
+    def is_string(self) -> bool:
+        """Whether it was declared as a string (dynamic UTF-8 bytes)."""
+        return self.port.type == "string"
+
+    @property
+    def access(self) -> str:
+        """'read-only' for inputs, 'read-write' for outputs."""
+        return READ_ONLY if self.is_input else READ_WRITE
+
+    @property
+    def is_allocated(self) -> bool:
+        """Whether its memory exists (always, for static variables inside `clara run`)."""
+        return self._find() is not None
+
+    def describe(self) -> str:
+        """How messages name this variable."""
+        where = f" of operator '{self.operator}'" if self.operator else ""
+        return f"{self.port.direction} '{self.name}'{where}"
+
+    def __repr__(self) -> str:
+        return (
+            f"<Variable {self.describe()} {self.element_type.name}{list(self.shape)} "
+            f"{self.access}{'' if self.is_allocated else ' unallocated'}>"
+        )
+
+    # -- sizing (Clara: Update Shape, Allocate) -----------------------------------------
+
+    def update_shape(self, shape: object) -> None:
+        """Set the dynamic dimensions: give the full shape; fixed dimensions must not change."""
+        self._require_output("change the shape of")
+        if not self.is_dynamic:
+            raise InvalidArgument(
+                f"{self.describe()} is static {list(self.declared_shape)}: it is pre-allocated "
+                "and its shape cannot change"
+            )
+        if self.is_allocated:
+            raise InvalidArgument(
+                f"{self.describe()} is already allocated with shape {list(self.shape)}"
+            )
+        dims = static_shape(shape)
+        declared = self.declared_shape
+        if len(dims) != len(declared):
+            raise InvalidArgument(
+                f"{self.describe()} has {len(declared)} dimensions {list(declared)}; "
+                f"got {len(dims)}: {list(dims)}"
+            )
+        for index, (new, old) in enumerate(zip(dims, declared, strict=False)):
+            if old > 0 and new != old:
+                raise InvalidArgument(
+                    f"dimension {index} of {self.describe()} is fixed at {old} "
+                    f"(declared {list(declared)}); got {list(dims)}"
+                )
+        self._shape = dims
+
+    def allocate(self) -> None:
+        """Back a dynamic output with memory once every dimension is known."""
+        self._require_output("allocate")
+        if not self.is_dynamic:
+            raise InvalidArgument(
+                f"{self.describe()} is static: `clara run` pre-allocated it; map it instead"
+            )
+        if self.is_allocated:
+            raise AlreadyExists(f"{self.describe()} is already allocated")
+        if any(d <= 0 for d in self._shape):
+            raise InvalidArgument(
+                f"{self.describe()} still has dynamic dimensions {list(self._shape)}: "
+                "call update_shape() with the full shape first"
+            )
+        allocation = self.context.create(dtype=self.element_type, shape=self._shape)
+        try:
+            allocation.publish(self.allocation_name)
+        except AlreadyExists:
+            allocation.release()
+            raise AlreadyExists(f"{self.describe()} is already allocated") from None
+        except BaseException:
+            allocation.release()
+            raise
+        self._allocation = allocation
+
+    @property
+    def allocation(self) -> Allocation:
+        """The underlying allocation reference (read-only for inputs); NotFound if none."""
+        allocation = self._find()
+        if allocation is None:
+            hint = "update_shape() and allocate() it first" if not self.is_input else ""
+            raise NotFound(f"{self.describe()} is not allocated yet{'; ' if hint else ''}{hint}")
+        return allocation
+
+    # -- data (Clara: Map, Unmap) -------------------------------------------------------
+
+    def map(self, mode: str | None = None, timeout: float | None = None) -> numpy.ndarray:
+        """Map and return a numpy view: inputs read ('r'), outputs write ('w') by default."""
+        if self._mapping is not None and self._mapping.mapped:
+            raise InvalidArgument(f"{self.describe()} is already mapped; unmap() it first")
+        mode = mode or ("r" if self.is_input else "w")
+        if self.is_input and mode.lower() in ("w", "write"):
+            raise ReadOnly(f"{self.describe()} is read-only: inputs cannot be mapped for writing")
+        self._mapping = self.allocation.map(mode, timeout=timeout)
+        return self._mapping.array
+
+    def unmap(self, complete: bool = True) -> None:
+        """End the map (a write map marks the data complete, or incomplete if not `complete`)."""
+        mapping, self._mapping = self._mapping, None
+        if mapping is not None and mapping.mapped:
+            mapping.unmap(complete=complete)
+
+    @contextlib.contextmanager
+    def mapped(self, mode: str | None = None, timeout: float | None = None) -> Iterator:
+        """``with var.mapped() as array:`` maps, then unmaps (incomplete if the block raises)."""
+        array = self.map(mode, timeout)
+        try:
+            yield array
+        except BaseException:
+            self.unmap(complete=False)
+            raise
+        self.unmap()
+
+    def read(self) -> numpy.ndarray:
+        """A copy of the data."""
+        import numpy
+
+        with self.mapped("r") as array:
+            return numpy.array(array)
+
+    def write(self, data: object) -> None:
+        """Copy `data` in, sizing and allocating a dynamic output from its shape if needed."""
+        import numpy
+
+        array = numpy.asarray(data)
+        self._require_output("write")
+        if self.is_dynamic and not self.is_allocated:
+            self.update_shape(array.shape)
+            self.allocate()
+        if tuple(array.shape) != self.shape:
+            raise InvalidArgument(
+                f"{self.describe()} has shape {list(self.shape)}; the data has {list(array.shape)}"
+            )
+        if not numpy.can_cast(array.dtype, self.dtype, "same_kind"):
+            raise InvalidArgument(
+                f"{self.describe()} holds {self.element_type.name}; cannot store {array.dtype}"
+            )
+        with self.mapped("w") as out:
+            numpy.copyto(out, array, casting="same_kind")
+
+    def read_text(self) -> str:
+        """The data decoded as UTF-8 (for `string` variables)."""
+        with self.mapped("r") as array:
+            return array.tobytes().decode("utf-8")
+
+    def write_text(self, text: str) -> None:
+        """Store `text` as UTF-8 (for `string` variables: sizes and allocates it)."""
+        import numpy
+
+        raw = text.encode("utf-8")
+        if not raw:
+            raise InvalidArgument(
+                f"{self.describe()}: an empty string cannot be stored (Clara sizes must be >= 1)"
+            )
+        self.write(numpy.frombuffer(raw, dtype=numpy.uint8))
+
+    def release(self) -> None:
+        """Unmap and drop this process's reference (the variable itself stays)."""
+        self.unmap()
+        allocation, self._allocation = self._allocation, None
+        if allocation is not None:
+            allocation.release()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _find(self) -> Allocation | None:
+        if self._allocation is not None and not self._allocation.released:
+            return self._allocation
+        try:
+            allocation = self.context.get(self.allocation_name)
+        except NotFound:
+            return None
+        allocation._read_only = self.is_input  # inputs are never writable (Clara's rule)
+        self._allocation = allocation
+        return allocation
+
+    def _require_output(self, action: str) -> None:
+        if self.is_input:
+            raise ReadOnly(f"cannot {action} {self.describe()}: inputs are read-only")
+
+
+def open_declared(name: str, mode: str, shape: tuple[int, ...] | None = None) -> Allocation:
+    """Inside an operator of `clara run`: the allocation behind its input or output `name`.
+
+    Inputs resolve to the output of the operator in their `from` and are read-only (a
+    write map raises ReadOnly). A dynamic output not yet allocated is sized from `shape`
+    (the full shape) and allocated. A name the operator does not declare falls back to an
+    allocation published in the job's context under that name (Clara's manual flavour).
+    """
+    validate_name(name, "variable name")
+    io = OperatorIO.from_environment()
+    writing = str(mode).lower() in ("w", "write")
+    context = Context.open(io.context)
+    port = io.find(name)
+    if port is None:
+        try:
+            return context.get(name)
+        except NotFound:
+            declared = ", ".join(io.names()) or "nothing"
+            raise NotFound(
+                f"operator '{io.operator}' declares no input or output '{name}' (it declares: "
+                f"{declared}), and context '{io.context}' has no allocation of that name"
+            ) from None
+    if port.allocation is None:
+        raise InvalidArgument(
+            f"{port.describe(io.operator)} is on disk at {port.path}, not in shared memory"
+        )
+    variable = Variable(context, port, io.operator)
+    if writing and variable.is_input:
+        raise ReadOnly(
+            f"{variable.describe()} is read-only: it is the output of '{port.source}'; "
+            "inputs cannot be mapped for writing"
+        )
+    if writing and shape is not None:
+        shape = tuple(shape)
+        if not variable.is_allocated:
+            variable.update_shape(shape)
+            variable.allocate()
+        elif shape != variable.shape:
+            raise InvalidArgument(
+                f"{variable.describe()} has shape {list(variable.shape)}; the data has "
+                f"shape {list(shape)}"
+            )
+    elif writing and not variable.is_allocated:
+        raise InvalidArgument(
+            f"{variable.describe()} is dynamic {list(variable.declared_shape)} and not "
+            "allocated yet: give the data's full shape (e.g. with --format npy) to allocate it"
+        )
+    return variable.allocation
