@@ -1,0 +1,323 @@
+"""`clara validate FILE...` and `clara run FILE`: Clara pipeline definitions, checked and run.
+
+Both are thin: `clara_core.pipeline` validates, `clara_core.runner` runs; this module
+only draws. While a job runs on a terminal, a live table (rich, on stderr) shows each
+operator; operators' output scrolls above it, prefixed with their names. At the end a
+table of operators (status, exit code, start, duration) and one of variables goes to
+stdout, or the same as one JSON document with --json.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..options import json_option, wants_json
+from ..render import emit
+
+if TYPE_CHECKING:
+    from clara_core.pipeline import Pipeline, Problem
+    from clara_core.runner import OperatorResult, RunResult, VariableRecord
+
+
+# -- clara validate -----------------------------------------------------------------------
+
+
+@click.command("validate")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@json_option
+def validate(files: tuple[str, ...]) -> None:
+    """Check Clara pipeline FILEs; print every problem as FILE:LINE: message.
+
+    Exits 2 if any file has a problem. Checks known keys, Clara's name rule and
+    case-insensitive uniqueness, api-version, types (array, string, stream, the 11
+    primitives) with their element-type/shape/path, that every input's `from` operator
+    and output `name` exist with a compatible element type and shape (-1 and 0 match any
+    size), and that there is no cycle.
+    """
+    from clara_core.errors import InvalidArgument
+    from clara_core.pipeline import check
+
+    reports = []
+    for file in files:
+        pipeline, problems = check(file)
+        reports.append(_validation(file, pipeline, problems))
+    count = sum(len(r["problems"]) for r in reports)
+    emit({"valid": count == 0, "files": reports}, lambda: _print_validation(reports))
+    if count:
+        bad = sum(1 for r in reports if r["problems"])
+        raise InvalidArgument(
+            f"{count} problem{'s' if count != 1 else ''} in {bad} file{'s' if bad != 1 else ''}"
+        )
+
+
+def _validation(file: str, pipeline: Pipeline | None, problems: list[Problem]) -> dict:
+    data: dict[str, Any] = {
+        "file": file,
+        "valid": not problems,
+        "problems": [{"line": p.line, "message": p.message} for p in problems],
+    }
+    if pipeline is not None:
+        data.update(
+            pipeline=pipeline.name,
+            api_version=pipeline.api_version,
+            operators=[{"name": op.name, "upstream": list(op.upstream)} for op in pipeline.order()],
+        )
+    return data
+
+
+def _print_validation(reports: list[dict]) -> None:
+    for report in reports:
+        for problem in report["problems"]:
+            click.echo(f"{report['file']}:{problem['line']}: {problem['message']}")
+        if report["valid"]:
+            click.echo(
+                f"{report['file']}: valid pipeline '{report['pipeline']}' "
+                f"(api-version {report['api_version']}, {len(report['operators'])} operators)"
+            )
+            for op in report["operators"]:
+                after = f"  after {', '.join(op['upstream'])}" if op["upstream"] else ""
+                click.echo(f"  {op['name']}{after}")
+
+
+# -- clara run ----------------------------------------------------------------------------
+
+
+@click.command("run")
+@click.argument("file", metavar="FILE")
+@click.option(
+    "--context",
+    "context_name",
+    metavar="NAME",
+    help="Name of the job's context (default: <pipeline>-<random>); it must not exist.",
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the context and every variable afterwards, for `clara dump` "
+    "(then `clara destroy context NAME`).",
+)
+@click.option(
+    "--timeout", type=float, metavar="SECONDS", help="Stop the whole job after this long."
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time stopped operators get between SIGTERM and SIGKILL.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Do not show the operators' own output.")
+@json_option
+def run(
+    file: str,
+    context_name: str | None,
+    keep: bool,
+    timeout: float | None,
+    grace: float,
+    quiet: bool,
+) -> None:
+    """Run the pipeline FILE on this machine; exit 1 if an operator failed.
+
+    \b
+    Each operator runs as a local process (container.command, in the directory of FILE)
+    as soon as every operator it reads from has succeeded, in parallel when independent.
+    Its environment holds its YAML variables and CLARA_CONTEXT, CLARA_OPERATOR,
+    CLARA_IO (its declared inputs and outputs, used by `clara map NAME` and the driver
+    API), CLARA_INPUT[_NAME] / CLARA_OUTPUT[_NAME] (disk paths). Static shared-memory
+    outputs are pre-allocated; each variable is freed after its last reader. On a
+    failure, timeout, Ctrl-C or SIGTERM the other operators are stopped and everything
+    is freed: nothing is left behind.
+    """
+    from clara_core.errors import InvalidArgument
+    from clara_core.pipeline import load
+    from clara_core.runner import run as run_pipeline
+
+    if timeout is not None and not timeout > 0:
+        raise InvalidArgument(f"invalid --timeout {timeout}: use seconds > 0")
+    if not 0 <= grace < math.inf:
+        raise InvalidArgument(f"invalid --grace {grace}: use seconds >= 0")
+    pipeline = load(file)
+    observer = _observer(pipeline, quiet, wants_json())
+    with observer:
+        limit = None if timeout == math.inf else timeout
+        result = run_pipeline(pipeline, context_name, keep, limit, grace, observer)
+    emit(result.to_dict(), lambda: _print_result(result))
+    if not result.ok:
+        _print_account(result, quiet)
+        click.get_current_context().exit(1)
+
+
+def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):
+    from clara_core.runner import Observer
+
+    class Lines(Observer):
+        """Progress as plain lines on stderr (not a terminal, or --json)."""
+
+        def __init__(self) -> None:
+            self.width = max(len(op.name) for op in pipeline.operators)
+
+        def __enter__(self) -> Lines:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def output(self, op: OperatorResult, line: str) -> None:
+            if not quiet:
+                _write(f"{op.name:>{self.width}} | {line}\n")
+
+    class Live(Lines):
+        """A live table on the terminal (stderr), operators' output scrolling above it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            from rich.live import Live as RichLive
+
+            from ..render import console
+
+            self.began: dict[str, float] = {}
+            self.results: dict[str, OperatorResult] = {}
+            self.order = [op.name for op in pipeline.operators]
+            self.live = RichLive(
+                self, console=console(stderr=True), refresh_per_second=10, transient=True
+            )
+
+        def __enter__(self) -> Live:
+            self.live.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.live.__exit__(None, None, None)
+
+        def started(self, op: OperatorResult) -> None:
+            self.began[op.name] = time.monotonic()
+            self.results[op.name] = op
+
+        def finished(self, op: OperatorResult) -> None:
+            self.results[op.name] = op
+
+        def output(self, op: OperatorResult, line: str) -> None:
+            if not quiet:
+                from rich.text import Text
+
+                prefix = (f"{op.name:>{self.width}} | ", "dim")
+                self.live.console.print(Text.assemble(prefix, line), soft_wrap=True)
+
+        def __rich__(self):
+            from rich.spinner import Spinner
+            from rich.table import Table
+
+            grid = Table.grid(padding=(0, 2))
+            for name in self.order:
+                op = self.results.get(name)
+                status = op.status if op else "waiting"
+                if status == "running" and op is not None:
+                    elapsed = time.monotonic() - self.began.get(name, time.monotonic())
+                    grid.add_row(Spinner("dots", style="yellow"), name, f"running {elapsed:.1f}s")
+                else:
+                    mark, style = _MARKS.get(status, ("·", "dim"))
+                    took = f" {op.duration:.2f}s" if op and op.duration is not None else ""
+                    grid.add_row(f"[{style}]{mark}[/]", name, f"[{style}]{status}{took}[/]")
+            return grid
+
+    if not as_json and sys.stderr.isatty():
+        return Live()
+    return Lines()
+
+
+_MARKS = {
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "timed-out": ("✗", "red"),
+    "stopped": ("■", "magenta"),
+    "skipped": ("-", "dim"),
+    "waiting": ("·", "dim"),
+}
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _print_result(result: RunResult) -> None:
+    from ..render import size, table
+
+    table(
+        ["operator", "status", "exit", "start", "duration", "note"],
+        [
+            [
+                op.name,
+                op.status,
+                op.exit_code,
+                _seconds(op.started),
+                _seconds(op.duration),
+                op.reason,
+            ]
+            for op in result.operators
+        ],
+        title=f"pipeline {result.pipeline} ({result.file})",
+        right=["exit", "start", "duration"],
+    )
+    if result.variables:
+        click.echo()
+        table(
+            ["variable", "type", "shape", "size", "readers", "state"],
+            [
+                [
+                    v.name,
+                    v.element_type,
+                    _shape(v),
+                    size(v.nbytes) if v.nbytes is not None else None,
+                    ", ".join(v.consumers) or None,
+                    _variable_state(v),
+                ]
+                for v in result.variables
+            ],
+            title=f"variables in context {result.context}",
+            right=["size"],
+        )
+    click.echo()
+    verdict = "succeeded" if result.ok else result.status
+    where = (
+        f"context {result.context} kept: `clara dump {result.context}`, then "
+        f"`clara destroy context {result.context}`"
+        if result.kept
+        else f"context {result.context} destroyed"
+    )
+    click.echo(f"{result.pipeline} {verdict} in {result.duration:.2f}s; {where}")
+
+
+def _print_account(result: RunResult, quiet: bool) -> None:
+    """Why the job failed, and the last output of each operator that failed (stderr)."""
+    _write(f"clara: pipeline {result.pipeline} {result.status}: {result.reason}\n")
+    if not quiet:
+        return  # their output was shown as it came
+    for op in result.operators:
+        if op.status in ("failed", "timed-out") and op.output_tail:
+            _write(f"clara: last output of {op.name}:\n")
+            for line in op.output_tail[-10:]:
+                _write(f"    {line}\n")
+
+
+def _seconds(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}s"
+
+
+def _shape(variable: VariableRecord) -> str:
+    return "[" + ", ".join(str(d) for d in variable.shape) + "]"
+
+
+def _variable_state(variable: VariableRecord) -> str:
+    if variable.freed_at is not None:
+        return f"freed at {variable.freed_at:.2f}s"
+    return variable.state
