@@ -1,0 +1,353 @@
+"""`clara run` end to end: real operator processes, shell and Python, and clean endings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from clara_core import Context, leaks
+
+from .pipes import alive, clara, clara_run, operators, start_run, write
+
+OPS = Path(__file__).with_name("operators.py")
+HEAD = "api-version: 0.5.0\norchestrator: Clara\nname: {name}\noperators:\n"
+X = "{name: x, type: array, element-type: float64, shape: [-1, 3]}"
+
+
+def op(name: str, command: str, inputs: list[str] = (), outputs: list[str] = ()) -> str:
+    """One operator's YAML; `command` is the argv after `python operators.py`."""
+    text = f"- name: {name}\n  container:\n    command: [python, {OPS}, {command}]\n"
+    if inputs:
+        text += "  input:\n" + "".join(f"  - {i}\n" for i in inputs)
+    if outputs:
+        text += "  output:\n" + "".join(f"  - {o}\n" for o in outputs)
+    return text
+
+
+def x_from(producer: str) -> str:
+    return f"{{from: {producer}, name: x, type: array, element-type: float64, shape: [-1, 3]}}"
+
+
+def lines(op_result: dict, key: str) -> list[str]:
+    """Values of the `key value` lines an operator printed."""
+    return [line.split(" ", 1)[1] for line in op_result["output_tail"] if line.startswith(key)]
+
+
+def assert_clean() -> None:
+    report = leaks.check()
+    assert report.clean, report.leaks
+    assert Context.list() == []
+
+
+def test_three_operators_shell_and_python(tmp_path: Path) -> None:
+    """Python producer (dynamic shape) -> shell with `clara map` pipes -> Python checker."""
+    double = tmp_path / "double.sh"
+    double.write_text(
+        "set -euo pipefail\n"
+        "clara map x --read --out - --format npy \\\n"
+        "  | python -c 'import io, sys, numpy as np; a = np.load(io.BytesIO("
+        "sys.stdin.buffer.read())); np.save(sys.stdout.buffer, 2 * a)' \\\n"
+        "  | clara map y --write --in - --format npy\n"
+        "echo doubled-in-shell\n"
+    )
+    y = "{name: y, type: array, element-type: float64, shape: [-1, 3]}"
+    y_in = "{from: double, name: y, type: array, element-type: float64, shape: [0, 3]}"
+    out = "{name: result, type: stream, element-type: text, path: results}"
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="three")
+        + op("produce", "produce, '5'", outputs=[X])
+        + f"- name: double\n  container: {{command: [bash, double.sh]}}\n"
+        f"  input: [{x_from('produce')}]\n  output: [{y}]\n"
+        + op("check", "check", inputs=[y_in], outputs=[out]),
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, err
+    ops = operators(result)
+    assert [o["status"] for o in ops.values()] == ["succeeded"] * 3
+    assert lines(ops["check"], "shape") == ["5,3"]  # the producer's run-time shape
+    assert lines(ops["check"], "doubled") == ["True"]
+    assert "doubled-in-shell" in ops["double"]["output_tail"]
+    assert (tmp_path / "results" / "result.txt").read_text() == "(5, 3) True\n"
+    assert ops["produce"]["ended"] <= ops["double"]["started"]
+    assert ops["double"]["ended"] <= ops["check"]["started"]
+    variables = {v["name"]: v for v in result["variables"]}
+    assert variables["produce--x"]["shape"] == [5, 3]
+    assert variables["produce--x"]["state"] == "freed"
+    assert variables["double--y"]["state"] == "freed"
+    assert_clean()
+
+
+def test_parallel_branches_overlap(tmp_path: Path) -> None:
+    """Each branch waits for the other to start: only a parallel runner lets both finish."""
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="branches")
+        + op("source", "produce, '2'", outputs=[X])
+        + op("left", f"rendezvous, left, right, '{tmp_path}'", inputs=[x_from("source")])
+        + op("right", f"rendezvous, right, left, '{tmp_path}'", inputs=[x_from("source")]),
+    )
+    code, result, err = clara_run(pipeline, "--timeout", "50")
+    assert code == 0, err
+    ops = operators(result)
+    left = [float(t) for t in lines(ops["left"], "start") + lines(ops["left"], "end")]
+    right = [float(t) for t in lines(ops["right"], "start") + lines(ops["right"], "end")]
+    assert max(left[0], right[0]) < min(left[1], right[1])  # the intervals overlap
+    assert result["variables"][0]["state"] == "freed"  # after both readers
+    assert_clean()
+
+
+def test_dependents_of_a_failure_do_not_start_and_the_others_are_stopped(
+    tmp_path: Path,
+) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="failing")
+        + op("source", "produce, '2'", outputs=[X])
+        + op("broken", "exit, '3'", inputs=[x_from("source")], outputs=["{name: y, type: float32}"])
+        + op("slow", "sleep, '600'", inputs=[x_from("source")])
+        + op("after", "nothing", inputs=["{from: broken, name: y, type: float32}"]),
+    )
+    code, result, err = clara_run(pipeline, "--grace", "5")
+    assert code == 1
+    ops = operators(result)
+    assert result["status"] == "failed"
+    assert result["reason"] == "operator 'broken' exited with code 3"
+    assert (ops["broken"]["status"], ops["broken"]["exit_code"]) == ("failed", 3)
+    assert ops["slow"]["status"] == "stopped"
+    assert ops["after"]["status"] == "skipped" and ops["after"]["started"] is None
+    assert not alive(ops["slow"]["pid"])
+    assert "operator 'broken' exited with code 3" in err
+    assert_clean()
+
+
+def test_timeout_stops_the_job(tmp_path: Path) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="slow")
+        + op("sleeper", "sleep, '600'", outputs=["{name: y, type: float32}"])
+        + op("after", "nothing", inputs=["{from: sleeper, name: y, type: float32}"]),
+    )
+    code, result, _ = clara_run(pipeline, "--timeout", "0.5", "--grace", "0.5")
+    assert code == 1
+    ops = operators(result)
+    assert result["status"] == "timed-out"
+    assert ops["sleeper"]["status"] == "timed-out"
+    assert ops["after"]["status"] == "skipped"
+    assert not alive(ops["sleeper"]["pid"])
+    assert_clean()
+
+
+@pytest.mark.parametrize(
+    ("signum", "ignore_term"),
+    [(signal.SIGINT, "no"), (signal.SIGTERM, "no"), (signal.SIGINT, "yes")],
+    ids=["sigint", "sigterm", "sigint-operator-ignores-sigterm"],
+)
+def test_a_signal_stops_everything_and_frees_it(
+    tmp_path: Path, signum: int, ignore_term: str
+) -> None:
+    """An operator holds a write map of its output; the runner is signalled."""
+    ready = tmp_path / "ready"
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="held")
+        + op("holder", f"hold, '{ready}', '{ignore_term}'", outputs=[X])
+        + op("after", "nothing", inputs=[x_from("holder")]),
+    )
+    runner = start_run(pipeline, "--grace", "0.3")
+    deadline = time.monotonic() + 30
+    while not ready.exists() or not ready.read_text():
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "the operator never got ready"
+        time.sleep(0.02)
+    holder_pid = int(ready.read_text())
+    assert not leaks.check().leaks  # a live job is not a leak
+    runner.send_signal(signum)
+    out, err = runner.communicate(timeout=30)
+    assert runner.returncode == 1, err
+    import json
+
+    result = json.loads(out)
+    ops = operators(result)
+    assert result["status"] == "interrupted"
+    assert result["reason"] == f"interrupted by {signal.Signals(signum).name}"
+    assert ops["holder"]["status"] == "stopped"
+    assert ops["after"]["status"] == "skipped"
+    expected = -signal.SIGKILL if ignore_term == "yes" else -signal.SIGTERM
+    assert ops["holder"]["exit_code"] == expected
+    assert not alive(holder_pid)
+    assert_clean()
+
+
+def test_inputs_are_read_only(tmp_path: Path) -> None:
+    """Python: every write path refused; shell: `clara map --write` of an input exits 8."""
+    shell = tmp_path / "shell.sh"
+    shell.write_text(
+        "code=0; clara map x --write --in /dev/null || code=$?\necho shell-write-exit $code\n"
+    )
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="readonly")
+        + op("source", "produce, '2'", outputs=[X])
+        + op("python", "read-only", inputs=[x_from("source")])
+        + f"- name: shell\n  container: {{command: [bash, shell.sh]}}\n"
+        f"  input: [{x_from('source')}]\n",
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, err
+    ops = operators(result)
+    assert lines(ops["python"], "access") == ["read-only"]
+    for attempt in ("variable-map", "open-declared", "reference-map", "update-shape"):
+        assert lines(ops["python"], attempt) == ["refused"], attempt
+    assert lines(ops["python"], "view") == ["read-only"]
+    assert lines(ops["shell"], "shell-write-exit") == ["8"]
+    assert_clean()
+
+
+def test_a_variable_is_freed_after_its_last_reader_while_the_job_runs(tmp_path: Path) -> None:
+    w = X.replace("name: x", "name: w")
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="freeing")
+        + op("first", "produce, '3'", outputs=[X])
+        + op("second", "produce, '4', w", inputs=[x_from("first")], outputs=[w])
+        + op(
+            "third",
+            "freed, first--x, second--w",
+            inputs=["{from: second, name: w, type: array, element-type: float64, shape: [-1, 3]}"],
+        ),
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, err
+    ops = operators(result)
+    assert lines(ops["third"], "gone") == ["first--x"]  # its only reader, second, is done
+    assert lines(ops["third"], "present") == ["second--w"]  # third itself still reads it
+    variables = {v["name"]: v for v in result["variables"]}
+    assert variables["first--x"]["freed_at"] <= ops["third"]["started"]
+    assert variables["second--w"]["freed_at"] >= ops["third"]["ended"]
+    assert_clean()
+
+
+def test_an_output_never_written_fails_its_producer(tmp_path: Path) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="lazy")
+        + op(
+            "lazy",
+            "nothing",
+            outputs=["{name: s, type: array, element-type: int32, shape: [2]}", X],
+        )
+        + op(
+            "reader",
+            "nothing",
+            inputs=[
+                "{from: lazy, name: s, type: array, element-type: int32, shape: [2]}",
+                x_from("lazy"),
+            ],
+        ),
+    )
+    code, result, _ = clara_run(pipeline)
+    assert code == 1
+    ops = operators(result)
+    assert ops["lazy"]["reason"] == (
+        "exited 0 but never wrote output 's'; exited 0 but never allocated output 'x'"
+    )
+    assert ops["reader"]["status"] == "skipped"
+    assert_clean()
+
+
+def test_keep_leaves_the_context_for_inspection(tmp_path: Path) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="kept")
+        + op(
+            "source",
+            "produce, '2'",
+            outputs=[X, "{name: s, type: array, element-type: int32, shape: [2]}"],
+        ),
+    )
+    code, result, err = clara_run(pipeline, "--keep", "--context", "inspect-me")
+    assert code == 0, err
+    assert result["context"] == "inspect-me" and result["kept"] is True
+    try:
+        assert leaks.check().clean  # kept, without owner: idle, not a leak
+        with Context.open("inspect-me") as context:
+            assert context.names() == ["source--s", "source--x"]
+            with context.get("source--s") as s, s.map("r") as array:
+                assert array.tolist() == [2, 3]
+        assert clara("dump", "inspect-me").returncode == 0
+    finally:
+        Context.destroy("inspect-me")
+
+
+def test_an_existing_context_name_is_refused(tmp_path: Path) -> None:
+    pipeline = write(tmp_path, HEAD.format(name="clash") + op("a", "nothing"))
+    with Context.create("taken"):
+        result = clara("run", str(pipeline), "--context", "taken")
+        Context.destroy("taken")
+    assert result.returncode == 10
+    assert "already exists" in result.stderr
+
+
+def test_a_command_that_cannot_start(tmp_path: Path) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="missing")
+        + "- name: ghost\n  container: {command: [./no-such-program]}\n"
+        + op("after", "nothing"),
+    )
+    code, result, _ = clara_run(pipeline)
+    assert code == 1
+    ops = operators(result)
+    assert ops["ghost"]["status"] == "failed"
+    assert ops["ghost"]["reason"].startswith("could not start: [Errno 2]")
+    assert ops["after"]["status"] == "skipped"  # the job stopped before it started
+    assert_clean()
+
+
+def test_human_output_tables_and_account(tmp_path: Path) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="human")
+        + op("source", "produce, '2'", outputs=[X])
+        + op("broken", "exit, '4'", inputs=[x_from("source")]),
+    )
+    result = clara("run", str(pipeline))
+    assert result.returncode == 1
+    out = result.stdout.splitlines()
+    assert out[0] == f"pipeline human ({pipeline}):"
+    assert out[1].split() == ["OPERATOR", "STATUS", "EXIT", "START", "DURATION", "NOTE"]
+    assert out[2].split()[:3] == ["source", "succeeded", "0"]
+    assert out[3].split()[:3] == ["broken", "failed", "4"]
+    assert "source--x" in result.stdout
+    assert "broken | exiting with 4" in result.stderr  # operators' output, prefixed
+    assert "clara: pipeline human failed: operator 'broken' exited with code 4" in result.stderr
+    quiet = clara("run", str(pipeline), "--quiet")
+    assert "broken | " not in quiet.stderr
+    assert "clara: last output of broken:\n    exiting with 4" in quiet.stderr
+    assert_clean()
+
+
+def test_an_invalid_pipeline_is_not_run(tmp_path: Path) -> None:
+    pipeline = write(tmp_path, HEAD.format(name="bad") + op("a", "nothing") + "  colour: 1\n")
+    result = clara("run", str(pipeline))
+    assert result.returncode == 2
+    assert f"{pipeline}:8: unknown key 'colour'" in result.stderr
+    assert_clean()
+
+
+def test_the_driver_outside_clara_run_says_so(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CLARA_") or k == "CLARA_NAMESPACE"
+    }
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(OPS), "standalone"], capture_output=True, text=True, env=env
+    ).stdout
+    assert out.startswith("InvalidArgument not running inside `clara run`")
