@@ -428,20 +428,22 @@ class _Rules:
             self.report(
                 port.line, f"{what} is {port.medium} ({port.type}) but {theirs} is {output.medium}"
             )
-        elif port.medium == STREAM or port.type == STREAM:
+            return
+        if port.type == STREAM:
             if (port.element_type or "").lower() != (output.element_type or "").lower():
                 self.report(
                     port.line,
                     f"{what} expects element-type {port.element_type} but {theirs} "
                     f"is {output.element_type}",
                 )
-        elif port.element_type != output.element_type:
+            return
+        if port.element_type != output.element_type:
             self.report(
                 port.line,
                 f"{what} has element type {port.element_type} but {theirs} "
                 f"is {output.element_type}",
             )
-        elif not shapes_match(port.shape or (), output.shape or ()):
+        if not shapes_match(port.shape or (), output.shape or ()):
             self.report(
                 port.line,
                 f"{what} has shape {list(port.shape or ())} but {theirs} has shape "

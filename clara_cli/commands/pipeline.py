@@ -79,9 +79,10 @@ def _print_validation(reports: list[dict]) -> None:
                 f"{report['file']}: valid pipeline '{report['pipeline']}' "
                 f"(api-version {report['api_version']}, {len(report['operators'])} operators)"
             )
+            width = max(len(op["name"]) for op in report["operators"])
             for op in report["operators"]:
-                after = f"  after {', '.join(op['upstream'])}" if op["upstream"] else ""
-                click.echo(f"  {op['name']}{after}")
+                after = f"after {', '.join(op['upstream'])}" if op["upstream"] else "first"
+                click.echo(f"  {op['name']:<{width}}  {after}")
 
 
 # -- clara run ----------------------------------------------------------------------------

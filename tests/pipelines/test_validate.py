@@ -188,6 +188,19 @@ def test_incompatible_element_type_and_shape(tmp_path: Path) -> None:
     )
 
 
+def test_element_type_and_shape_are_both_reported(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + PRODUCER
+        + consumer("{from: producer, name: spacing, type: array, element-type: i8, shape: [2]}")
+    )
+    found = problems(tmp_path, text)
+    line = line_of(text, "element-type: i8")
+    assert [at for at, _ in found] == [line, line]
+    assert "has element type int8 but" in found[0][1]
+    assert "has shape [2] but" in found[1][1]
+
+
 def test_dynamic_dimensions_match_any_size(tmp_path: Path) -> None:
     text = (
         HEAD
