@@ -1,11 +1,14 @@
 """A plain numpy filter (no clara in it): .npy on stdin -> 3x3x3 box blur -> .npy on stdout.
 
+$PASSES (default 2) sets how many times the blur is applied.
+
 The shell operator `smooth.sh` pipes a shared-memory variable through it with `clara map`.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 import numpy as np
@@ -28,4 +31,5 @@ def box_blur(volume: np.ndarray, passes: int = 2) -> np.ndarray:
 
 if __name__ == "__main__":
     volume = np.lib.format.read_array(io.BytesIO(sys.stdin.buffer.read()))  # pipes can't seek
-    np.lib.format.write_array(sys.stdout.buffer, box_blur(volume))
+    passes = int(os.environ.get("PASSES", "2"))  # the operator's YAML `variables`
+    np.lib.format.write_array(sys.stdout.buffer, box_blur(volume, passes))
