@@ -41,11 +41,13 @@ from .errors import ClaraError, NotFound
 from .operator_env import Declared, OperatorIO
 from .operator_process import OperatorProcess, describe_exit
 from .pipeline import DISK, SHARED_MEMORY, Operator, Pipeline, Port
+from .pipeline_schema import shapes_match
 
 WAITING, RUNNING, SUCCEEDED, FAILED = "waiting", "running", "succeeded", "failed"
 TIMED_OUT, STOPPED, SKIPPED = "timed-out", "stopped", "skipped"
 INTERRUPTED = "interrupted"
 TAIL_LINES = 40
+MAX_LINE = 65536  # bytes of an operator's output line kept before it is shown anyway
 KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes before giving up on them
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -321,7 +323,7 @@ class _Job:
         self._release_after(op)
 
     def _check_outputs(self, op: Operator) -> str:
-        """Every shared-memory output that someone reads exists and is completely written."""
+        """Every shared-memory output someone reads exists, as declared, completely written."""
         assert self.ctx is not None
         problems = []
         for port in op.outputs:
@@ -329,21 +331,33 @@ class _Job:
                 continue
             name = self.pipeline.allocation_name(op, port)
             record = self.records[name]
-            allocation = self.refs.get(name)
-            if allocation is None:
-                try:
-                    allocation = self.refs[name] = self.ctx.get(name)
-                except NotFound:
-                    record.state = "missing"
-                    if record.consumers:
-                        problems.append(f"exited 0 but never allocated output '{port.name}'")
-                    continue
+            try:  # a fresh reference: it sees the layout as the producer left it
+                allocation = self.ctx.get(name)
+            except NotFound:
+                record.state = "missing"
+                if record.consumers:
+                    problems.append(f"exited 0 but never allocated output '{port.name}'")
+                continue
+            old = self.refs.pop(name, None)
+            if old is not None:
+                old.release()
+            self.refs[name] = allocation
             record.shape, record.nbytes = list(allocation.shape), allocation.nbytes
             state = allocation.state
             record.state = "written" if state == "complete" else state
-            if state != "complete" and record.consumers:
+            if not record.consumers:
+                continue
+            if state != "complete":
                 what = "never wrote" if state == "empty" else f"left {state}"
                 problems.append(f"exited 0 but {what} output '{port.name}'")
+            elif allocation.element_type.name != port.element_type or not shapes_match(
+                allocation.shape, port.shape or ()
+            ):
+                problems.append(
+                    f"wrote output '{port.name}' as {allocation.element_type.name}"
+                    f"{list(allocation.shape)}, but it is declared {port.element_type}"
+                    f"{list(port.shape or ())}"
+                )
         return "; ".join(problems)
 
     def _release_after(self, op: Operator) -> None:
@@ -473,7 +487,11 @@ class _Job:
             self._close_output(name)
             return
         lines = (self.partial.pop(name, b"") + data).split(b"\n")
-        self.partial[name] = lines.pop()
+        rest = lines.pop()
+        if len(rest) > MAX_LINE:  # no newline in sight: show what came so far
+            lines.append(rest)
+            rest = b""
+        self.partial[name] = rest
         for raw in lines:
             self._line(name, raw)
 

@@ -104,6 +104,15 @@ def hold(driver: Driver, payload, ready: str, ignore_term: str = "no") -> bool:
     return True
 
 
+def impostor(driver: Driver, payload) -> bool:
+    """Publish an int32 [2, 2] under the name of our output x (declared float64 [-1, 3])."""
+    allocation = payload.fastio_context.create(dtype="int32", shape=(2, 2))
+    with allocation.map("w") as array:
+        array[...] = 1
+    allocation.publish(payload.outputs["x"].allocation_name)
+    return True
+
+
 def nothing(driver: Driver, payload) -> bool:
     """Succeed without writing anything."""
     return True
@@ -117,6 +126,7 @@ ROLES = {
     "rendezvous": rendezvous,
     "hold": hold,
     "nothing": nothing,
+    "impostor": impostor,
 }
 
 

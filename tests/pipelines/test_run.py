@@ -260,6 +260,23 @@ def test_an_output_never_written_fails_its_producer(tmp_path: Path) -> None:
     assert_clean()
 
 
+def test_an_output_not_as_declared_fails_its_producer(tmp_path: Path) -> None:
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="impostor")
+        + op("liar", "impostor", outputs=[X])
+        + op("reader", "nothing", inputs=[x_from("liar")]),
+    )
+    code, result, _ = clara_run(pipeline)
+    assert code == 1
+    ops = operators(result)
+    assert ops["liar"]["reason"] == (
+        "wrote output 'x' as int32[2, 2], but it is declared float64[-1, 3]"
+    )
+    assert ops["reader"]["status"] == "skipped"
+    assert_clean()
+
+
 def test_keep_leaves_the_context_for_inspection(tmp_path: Path) -> None:
     pipeline = write(
         tmp_path,
