@@ -183,6 +183,34 @@ def test_a_signal_stops_everything_and_frees_it(
     assert_clean()
 
 
+def test_a_killed_runner_leaves_a_detectable_reclaimable_leak(tmp_path: Path) -> None:
+    """kill -9 of the runner: its operators die with it, its memory is owner-dead."""
+    ready = tmp_path / "ready"
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="orphan") + op("holder", f"hold, '{ready}', 'yes'", outputs=[X]),
+    )
+    runner = start_run(pipeline)
+    deadline = time.monotonic() + 30
+    while not ready.exists() or not ready.read_text():
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "the operator never got ready"
+        time.sleep(0.02)
+    holder_pid = int(ready.read_text())
+    runner.kill()
+    runner.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while alive(holder_pid):  # PR_SET_PDEATHSIG: the kernel kills it
+        assert time.monotonic() < deadline, "the operator outlived its runner"
+        time.sleep(0.02)
+    report = leaks.check()
+    assert {f.status for f in report.leaks} == {"owner-dead"}
+    assert {f.segment.kind for f in report.leaks} == {"context", "published"}
+    assert any(f.incomplete for f in report.leaks)  # x was mapped for writing
+    assert leaks.reclaim().after.clean
+    assert_clean()
+
+
 def test_inputs_are_read_only(tmp_path: Path) -> None:
     """Python: every write path refused; shell: `clara map --write` of an input exits 8."""
     shell = tmp_path / "shell.sh"
