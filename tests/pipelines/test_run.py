@@ -211,6 +211,44 @@ def test_a_killed_runner_leaves_a_detectable_reclaimable_leak(tmp_path: Path) ->
     assert_clean()
 
 
+def test_an_untyped_0_4_pipeline_with_disk_edges_and_manual_allocations(tmp_path: Path) -> None:
+    """Clara's manual flavour: the disk edge orders them, the context carries the data."""
+    (tmp_path / "seed.txt").write_text("21\n")
+    pipeline = write(
+        tmp_path,
+        """\
+        api-version: 0.4.0
+        name: untyped
+        operators:
+        - name: writer
+          container: {command: [bash, writer.sh]}
+          input: [{path: seed.txt}]
+          output: [{path: out/writer}]
+        - name: reader
+          container: {command: [bash, reader.sh]}
+          input: [{from: writer, path: /input}]
+          output: [{path: out/reader}]
+        """,
+        writer_sh="""\
+        set -euo pipefail
+        clara create allocation shared --dtype int32 --shape 2 >/dev/null
+        printf '%s %s\\n' "$(cat "$CLARA_INPUT")" 2 | clara map shared --write --in - --format txt
+        echo written > "$CLARA_OUTPUT/marker"
+        """,
+        reader_sh="""\
+        set -euo pipefail
+        cat "$CLARA_INPUT/marker"
+        clara map shared --read --out - --format txt | tr '\\n' ' ' > "$CLARA_OUTPUT/seen"
+        """,
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, err
+    assert operators(result)["reader"]["output_tail"] == ["written"]
+    assert (tmp_path / "out" / "reader" / "seen").read_text().split() == ["21", "2"]
+    assert result["variables"] == []
+    assert_clean()
+
+
 def test_inputs_are_read_only(tmp_path: Path) -> None:
     """Python: every write path refused; shell: `clara map --write` of an input exits 8."""
     shell = tmp_path / "shell.sh"
