@@ -8,9 +8,11 @@ with vol.map("w") as array:
 vol.publish("volume")            # another process: Context.open("job").get("volume")
 """
 
-from .allocation import Allocation
-from .context import Context
-from .dtypes import ElementType, element_type, parse_size
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .errors import (
     AlreadyExists,
     Busy,
@@ -24,9 +26,37 @@ from .errors import (
     ReadOnly,
     Timeout,
 )
-from .mapping import Mapping
+
+if TYPE_CHECKING:
+    from .allocation import Allocation
+    from .context import Context
+    from .dtypes import ElementType, element_type, parse_size
+    from .mapping import Mapping
 
 __version__ = "0.1.0"
+
+# Loaded on first use: a command that only lists segments need not load allocations.
+_LAZY = {
+    "Allocation": "allocation",
+    "Context": "context",
+    "ElementType": "dtypes",
+    "Mapping": "mapping",
+    "element_type": "dtypes",
+    "parse_size": "dtypes",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clara_core' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "Allocation",

@@ -340,7 +340,8 @@ class Allocation:
             elif data.state == hdr.WRITING and not allow_incomplete:
                 raise Incomplete(
                     f"{self.describe()} is incomplete: its writer (pid {data.writer_pid}) died "
-                    "or failed mid-write; write it again, or read anyway with allow_incomplete"
+                    "or failed mid-write; write it again, or read anyway with "
+                    "allow_incomplete=True (clara map --allow-incomplete)"
                 )
         except BaseException:
             region.release()

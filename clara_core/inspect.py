@@ -20,13 +20,12 @@ from .names import (
     POOLED,
     PUBLISHED,
     context_file,
-    member_prefix,
     namespace,
     parse_file_name,
     shm_dir,
     validate_name,
 )
-from .processes import FileId, Mapper, mappers
+from .processes import FileId, Mapper, is_alive, mappers
 
 KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
 
@@ -169,9 +168,21 @@ class ContextSummary:
 
 def contexts() -> list[ContextSummary]:
     """Every readable context of the namespace, with counts and sizes."""
-    from .processes import is_alive
+    return _summaries(survey())
 
-    infos = survey()
+
+def context_members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
+    """A context's summary and its allocations (published, handles, pooled)."""
+    validate_name(name, "context name")
+    own = context_file(name)
+    infos = [i for i in survey(own) if i.file_name == own or i.file_name.startswith(own + ".")]
+    summaries = _summaries(infos)
+    if not summaries:
+        raise NotFound(f"context '{name}' does not exist")
+    return summaries[0], [info for info in infos if info.kind != "context"]
+
+
+def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
     members: dict[str, list[SegmentInfo]] = {}
     for info in infos:
         if info.kind != "context":
@@ -182,12 +193,11 @@ def contexts() -> list[ContextSummary]:
             continue
         origin = info.header.origin
         own = members.get(info.context_token, [])
-        published = [m for m in own if m.kind == "published"]
         out.append(
             ContextSummary(
                 name=info.header.name,
                 segment=info,
-                allocations=len(published),
+                allocations=sum(1 for m in own if m.kind == "published"),
                 nbytes=sum(m.size for m in own),
                 pooled_bytes=sum(m.size for m in own if m.kind == "pooled"),
                 owner_pid=origin.owner_pid or None,
@@ -197,14 +207,3 @@ def contexts() -> list[ContextSummary]:
             )
         )
     return sorted(out, key=lambda c: c.name.lower())
-
-
-def context_members(name: str) -> tuple[SegmentInfo, list[SegmentInfo]]:
-    """A context's own segment and its allocations (published, handles, pooled)."""
-    validate_name(name, "context name")
-    own = survey(context_file(name))
-    meta = [info for info in own if info.file_name == context_file(name)]
-    if not meta:
-        raise NotFound(f"context '{name}' does not exist")
-    members = [info for info in own if info.file_name.startswith(member_prefix(name))]
-    return meta[0], members

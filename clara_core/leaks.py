@@ -8,6 +8,8 @@ Every named segment of the namespace gets one status:
     orphaned    unreachable forever: its context is gone, or the holder of its handle
                 died before publishing it, and nobody maps it                  (leak)
     owner-dead  in (or is) a context whose owner process has exited           (leak)
+    stale       in (or is) a context without owner idle for longer than the age
+                given to check/reclaim (`older_than`)                          (leak)
     corrupt     in our namespace but with a damaged header                      (leak)
     foreign     another user's segment: reported, never touched
 
@@ -31,7 +33,8 @@ from .names import shm_dir
 
 LIVE, IDLE, POOLED = "live", "idle", "pooled"
 ORPHANED, OWNER_DEAD, CORRUPT, FOREIGN = "orphaned", "owner-dead", "corrupt", "foreign"
-LEAK_STATUSES = (ORPHANED, OWNER_DEAD, CORRUPT)
+STALE = "stale"
+LEAK_STATUSES = (ORPHANED, OWNER_DEAD, CORRUPT, STALE)
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,16 @@ class ReclaimReport:
         return sum(f.segment.size for f in self.removed)
 
 
-def check() -> LeakReport:
-    """Scan the namespace and classify every segment."""
+def check(older_than: float | None = None) -> LeakReport:
+    """Scan the namespace and classify every segment.
+
+    With `older_than` (seconds), contexts without owner idle for longer than that, and
+    everything in them, are `stale`: leaks that reclaim() may remove.
+    """
     infos = survey()
-    contexts = {i.context_token: _context_finding(i) for i in infos if i.kind == "context"}
+    contexts = {
+        i.context_token: _context_finding(i, older_than) for i in infos if i.kind == "context"
+    }
     findings = []
     for info in infos:
         if info.kind == "context":
@@ -102,13 +111,15 @@ def check() -> LeakReport:
     return LeakReport(findings)
 
 
-def _context_finding(info: SegmentInfo) -> Finding:
+def _context_finding(info: SegmentInfo, older_than: float | None) -> Finding:
     special = _unreadable(info)
     if special:
         return special
     assert info.header is not None
     origin = info.header.origin
     if not origin.owner_pid:
+        if older_than is not None and info.age >= older_than:
+            return Finding(info, STALE, f"no owner, idle for longer than {older_than:g} s")
         return Finding(info, IDLE, "no owner process: kept until destroyed")
     if processes.is_alive(origin.owner_pid, origin.owner_start):
         return Finding(info, LIVE, f"owner pid {origin.owner_pid} is running")
@@ -134,9 +145,12 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
         if users:
             return Finding(info, LIVE, f"its context is gone, but it is in use by {users}")
         return Finding(info, ORPHANED, f"its context '{info.context}' no longer exists")
-    if context.status == OWNER_DEAD:
-        reason = f"the owner of context '{info.context}' has exited"
-        return Finding(info, OWNER_DEAD, reason + (f"; still in use by {users}" if users else ""))
+    if context.status in (OWNER_DEAD, STALE):
+        if context.status == OWNER_DEAD:
+            reason = f"the owner of context '{info.context}' has exited"
+        else:
+            reason = f"context '{info.context}' is stale"
+        return Finding(info, context.status, reason + (f"; in use by {users}" if users else ""))
     if info.kind == "pooled":
         return Finding(info, POOLED, "freed, kept for recycling")
     return Finding(info, LIVE, f"published in context '{info.context}'")
@@ -161,7 +175,7 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
 
     Idle contexts (and all their allocations) go too if older than `older_than` seconds.
     """
-    report = check()
+    report = check(older_than)
     by_context: dict[str, list[Finding]] = {}
     for finding in report.findings:
         by_context.setdefault(finding.segment.context_token, []).append(finding)
@@ -170,7 +184,7 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
     grouped: set[str] = set()
     for finding in report.findings:
         info = finding.segment
-        if info.kind != "context" or not _context_goes(finding, older_than):
+        if info.kind != "context" or finding.status not in (OWNER_DEAD, CORRUPT, STALE):
             continue
         members = by_context[info.context_token]
         grouped.add(info.context_token)
@@ -196,15 +210,7 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
         removed.extend(done)
         if why:
             kept.extend((f, why) for f in group)
-    return ReclaimReport(removed, kept, check())
-
-
-def _context_goes(finding: Finding, older_than: float | None) -> bool:
-    if finding.status in (OWNER_DEAD, CORRUPT):
-        return True
-    if finding.status == IDLE and older_than is not None:
-        return finding.segment.age >= older_than
-    return False
+    return ReclaimReport(removed, kept, check(older_than))
 
 
 def _remove_group(group: list[Finding]) -> tuple[list[Finding], str]:

@@ -66,9 +66,10 @@ class Mapper:
 
     pid: int
     writable: bool
+    command: str = "?"
 
     def __str__(self) -> str:
-        return f"pid {self.pid} ({command_name(self.pid)}, {'write' if self.writable else 'read'})"
+        return f"pid {self.pid} ({self.command}, {'write' if self.writable else 'read'})"
 
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
@@ -101,7 +102,7 @@ def mappers(files: set[FileId], directory: str) -> dict[FileId, list[Mapper]]:
                 holders = found.setdefault(key, {})
                 holders[pid] = holders.get(pid, False) or fields[1][1:2] == b"w"
     return {
-        key: [Mapper(pid, writable) for pid, writable in sorted(holders.items())]
+        key: [Mapper(pid, w, command_name(pid)) for pid, w in sorted(holders.items())]
         for key, holders in found.items()
     }
 

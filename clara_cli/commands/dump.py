@@ -76,7 +76,8 @@ def allocation_data(info: SegmentInfo) -> dict[str, Any]:
         "state": info.state or None,
         "map_mode": info.map_mode or None,
         "mapped_by": [
-            {"pid": m.pid, "mode": "write" if m.writable else "read"} for m in info.mapped_by
+            {"pid": m.pid, "command": m.command, "mode": "write" if m.writable else "read"}
+            for m in info.mapped_by
         ],
         "referenced": info.referenced,
         "created": info.created,
@@ -112,14 +113,10 @@ def _dump_all() -> None:
 
 def _members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
     """A context's summary and its allocation segments, published first, by name."""
-    from clara_core.errors import NotFound
-    from clara_core.inspect import context_members, contexts
+    from clara_core.inspect import context_members
 
-    members = context_members(name)[1]
-    found = [summary for summary in contexts() if summary.name.lower() == name.lower()]
-    if not found:
-        raise NotFound(f"context '{name}' does not exist")
-    return found[0], sorted(members, key=lambda m: (m.kind != "published", m.name.lower()))
+    summary, members = context_members(name)
+    return summary, sorted(members, key=lambda m: (m.kind != "published", m.name.lower()))
 
 
 def _mappers(info: SegmentInfo) -> str | None:

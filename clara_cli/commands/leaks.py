@@ -11,7 +11,7 @@ from ..options import json_option
 from ..render import age, emit, note, size, table
 
 if TYPE_CHECKING:
-    from clara_core.leaks import Finding, LeakReport
+    from clara_core.leaks import Finding
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -56,30 +56,20 @@ def leak_check(fix: bool, older_than: float | None) -> None:
         data["kept"] = [{**finding_data(f), "why": why} for f, why in outcome.kept]
         data["freed_bytes"] = outcome.freed_bytes
     else:
-        report = leaks.check()
-    left = _leaks(report, older_than)
+        report = leaks.check(older_than=older_than)
+    left = report.leaks
     data.update(
         clean=not left,
         leaks=len(left),
-        leaked_bytes=sum(f.segment.size for f in left),
-        findings=[finding_data(f, f in left) for f in report.findings],
+        leaked_bytes=report.leaked_bytes,
+        findings=[finding_data(f) for f in report.findings],
     )
     emit(data, lambda: _human(data))
     if left:
         click.get_current_context().exit(1)
 
 
-def _leaks(report: LeakReport, older_than: float | None) -> list[Finding]:
-    """The core's leaks, plus contexts without owner idle past --older-than."""
-    stale = [
-        f
-        for f in report.findings
-        if older_than is not None and f.status == "idle" and f.segment.age >= older_than
-    ]
-    return report.leaks + stale
-
-
-def finding_data(finding: Finding, leak: bool | None = None) -> dict[str, Any]:
+def finding_data(finding: Finding) -> dict[str, Any]:
     """JSON of one finding (keys documented in the README)."""
     info = finding.segment
     return {
@@ -88,7 +78,7 @@ def finding_data(finding: Finding, leak: bool | None = None) -> dict[str, Any]:
         "name": info.name,
         "kind": info.kind,
         "status": finding.status,
-        "leak": finding.is_leak if leak is None else leak,
+        "leak": finding.is_leak,
         "reason": finding.reason,
         "incomplete": finding.incomplete,
         "size": info.size,

@@ -94,7 +94,7 @@ def test_dump_context_shows_state_and_who_maps(ctx: str) -> None:
         "complete",
     )
     assert vol["map_mode"] == "read"
-    assert {"pid": child.pid, "mode": "read"} in vol["mapped_by"]
+    assert {"pid": child.pid, "command": "python", "mode": "read"} in vol["mapped_by"]
     assert rows["empty"]["state"] == "empty" and rows["empty"]["mapped_by"] == []
 
 

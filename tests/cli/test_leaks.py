@@ -116,7 +116,7 @@ def test_older_than_counts_idle_contexts(ctx: str) -> None:
     leak_check(code=0)
     report = leak_check("--older-than", "0s", code=1)
     [finding] = report["findings"]
-    assert (finding["status"], finding["leak"]) == ("idle", True)
+    assert (finding["status"], finding["leak"]) == ("stale", True)
     leak_check("--older-than", "1d", code=0)
     assert leak_check("--fix", "--older-than", "2h", code=0)["removed"] == []
     assert Context.exists(ctx)

@@ -15,7 +15,8 @@ def loaded_after(code: str) -> set[str]:
 def test_importing_the_core_loads_no_click_rich_yaml_or_numpy():
     modules = loaded_after("import clara_core")
     assert not {"click", "rich", "yaml", "numpy"} & modules
-    assert "clara_core.context" in modules
+    assert "clara_core.context" not in modules  # loaded on first use
+    assert "clara_core.context" in loaded_after("import clara_core; clara_core.Context")
 
 
 def test_create_publish_map_and_copy_raw_bytes_without_numpy():

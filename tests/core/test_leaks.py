@@ -132,7 +132,11 @@ def test_idle_contexts_are_reclaimed_only_when_asked_with_an_age(namespace):
     a.publish("x")
     a.release()
     assert leaks.reclaim().removed == []
+    assert leaks.check(older_than=3600).clean
     assert leaks.reclaim(older_than=3600).removed == []
+    stale = leaks.check(older_than=0)
+    assert [f.status for f in stale.findings] == ["stale", "stale"]
+    assert len(stale.leaks) == 2
     assert len(leaks.reclaim(older_than=0).removed) == 2
     assert shm_files(namespace) == []
 
