@@ -119,8 +119,6 @@ class RunResult:
 class Observer:
     """Receives the runner's events (all no-ops here; the CLI draws progress from them)."""
 
-    tick_interval: float | None = None  # seconds between tick() calls, None: never
-
     def started(self, op: OperatorResult) -> None:
         """An operator's process started."""
 
@@ -132,9 +130,6 @@ class Observer:
 
     def freed(self, variable: VariableRecord) -> None:
         """A variable was freed after its last consumer."""
-
-    def tick(self) -> None:
-        """Time passes (for live displays)."""
 
 
 def run(
@@ -210,14 +205,12 @@ class _Job:
                 self._start_ready()
             if not self.procs and not self.pipes:
                 break
-            wait = self.observer.tick_interval
+            wait = None
             if deadline is not None and not self.stop_reason:
-                remaining = max(0.0, deadline - time.monotonic())
-                wait = remaining if wait is None else min(wait, remaining)
+                wait = max(0.0, deadline - time.monotonic())
             self._dispatch(self.selector.select(wait))
             if deadline is not None and not self.stop_reason and time.monotonic() >= deadline:
                 self._abort(TIMED_OUT, f"timed out after {self.timeout:g} s")
-            self.observer.tick()
         skipped = [r for r in self.ops.values() if r.status == WAITING]
         if skipped and not self.stop_reason:  # only if the DAG could not progress
             self._abort(FAILED, "some operators could never start")
@@ -431,7 +424,6 @@ class _Job:
                     break
                 wait = pipes_deadline - now
             self._dispatch(self.selector.select(max(0.0, wait)))
-            self.observer.tick()
         for name in list(self.procs):  # unkillable (stuck in the kernel): give up on it
             self.ops[name].reason += "; did not die after SIGKILL"
             self.procs.pop(name)
