@@ -1,0 +1,150 @@
+"""P8: hand-off latency between two real processes, next to a pipe round trip between them.
+
+The writer (this process) holds a write map of a 64 KiB allocation; the reader (a child
+interpreter, `python -m bench.handoff`) waits for a read map with ``timeout=math.inf``, i.e.
+asleep in the kernel on the map lock. Once the reader is seen asleep there (its
+/proc/PID/wchan), the writer notes the time and unmaps; the reader notes the time its
+map() returns and sends it back. Both clocks are CLOCK_MONOTONIC (perf_counter_ns), which
+is one clock for the whole machine.
+
+The baseline: one byte to the reader and one byte back over two OS pipes, timed by the
+writer. Trials of both kinds alternate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import subprocess
+import sys
+import time
+
+from .harness import Check, Config, Row, interleave, ns_to_us, summarise
+
+SLOT_BYTES = 64 << 10
+_STAMP = struct.Struct("q")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the other process went away")
+        data += chunk
+    return data
+
+
+def _asleep_on_lock(pid: int, deadline_s: float = 5.0) -> None:
+    """Wait until process `pid` sleeps in the kernel on a file lock."""
+    deadline = time.monotonic() + deadline_s
+    path = f"/proc/{pid}/wchan"
+    while True:
+        with open(path) as f:
+            wchan = f.read()
+        if "lk" in wchan or "lock" in wchan:  # fcntl_setlk on Linux 6.x
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"reader {pid} never blocked on the map lock (wchan {wchan!r})")
+        time.sleep(20e-6)
+
+
+def p8(cfg: Config) -> list[Row]:
+    """P8: writer unmaps -> waiting reader's map returns, vs a pipe round trip."""
+    from clara_core import Context
+
+    ctx = Context.create("p8")
+    command_r, command_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        alloc = ctx.create(SLOT_BYTES)
+        with alloc.map("w") as array:
+            array[...] = 1
+        alloc.publish("slot")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.handoff", str(command_r), str(reply_w)],
+            pass_fds=(command_r, reply_w),
+            cwd=_REPO,
+        )
+        os.close(command_r)
+        os.close(reply_w)
+        if _read_exactly(reply_r, 1) != b"+":
+            raise RuntimeError("reader failed to start")
+        pid = child.pid
+
+        def handoff() -> float:
+            mapping = alloc.map("w")
+            os.write(command_w, b"h")
+            _read_exactly(reply_r, 1)  # about to map
+            _asleep_on_lock(pid)
+            start = time.perf_counter_ns()
+            mapping.unmap()
+            (returned,) = _STAMP.unpack(_read_exactly(reply_r, _STAMP.size))
+            return returned - start
+
+        def pipe_round_trip() -> float:
+            start = time.perf_counter_ns()
+            os.write(command_w, b"p")
+            _read_exactly(reply_r, 1)
+            return time.perf_counter_ns() - start
+
+        samples = interleave(
+            {"clara": handoff, "pipe round trip": pipe_round_trip},
+            cfg.handoff_trials,
+            warmup=min(20, cfg.handoff_trials),
+        )
+        os.write(command_w, b"q")
+        child.wait(timeout=10)
+        alloc.free()
+    finally:
+        for fd in (command_w, reply_r):
+            os.close(fd)
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        Context.destroy("p8")
+    return [
+        Row(
+            id="P8",
+            what=(
+                f"hand-off: writer unmaps → waiting reader's map(timeout=inf) returns, "
+                f"{SLOT_BYTES >> 10} KiB, two processes"
+            ),
+            unit="µs",
+            target="≤ 3x pipe round trip",
+            checks=[Check("<=", 3.0, "pipe round trip")],
+            ours=summarise(ns_to_us(samples["clara"])),
+            baselines={"pipe round trip": summarise(ns_to_us(samples["pipe round trip"]))},
+            details={"show_p99": True},
+        )
+    ]
+
+
+def reader(command_fd: int, reply_fd: int) -> None:
+    """The child: wait for each command; 'h' = map('r') as soon as it can, 'p' = echo."""
+    from clara_core import Context
+
+    ctx = Context.open("p8")
+    ref = ctx.get("slot")
+    os.write(reply_fd, b"+")
+    while True:
+        command = _read_exactly(command_fd, 1)
+        if command == b"h":
+            os.write(reply_fd, b".")
+            mapping = ref.map("r", timeout=math.inf)
+            returned = time.perf_counter_ns()
+            mapping.unmap()
+            os.write(reply_fd, _STAMP.pack(returned))
+        elif command == b"p":
+            os.write(reply_fd, b".")
+        else:
+            break
+    ref.release()
+    ctx.close()
+
+
+if __name__ == "__main__":
+    reader(int(sys.argv[1]), int(sys.argv[2]))
