@@ -1,0 +1,131 @@
+"""P9: a 3-operator pipeline moving 256 MiB, `clara run` (shared memory) vs .npy files.
+
+produce -> transform -> consume (bench/p9_operators.py): the same numpy work either way.
+Ours is `clara run` of a generated pipeline whose operators exchange static float32
+shared-memory variables through the driver API; the baseline runs the same three
+operators one after another (`sh -c 'op1 && op2 && op3'`), exchanging .npy files in a
+directory on disk. Wall time of the whole job, files removed between trials; both must
+print the same checksum.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+from .harness import (
+    Check,
+    Config,
+    Row,
+    clara_executable,
+    interleave,
+    ns_to_s,
+    run_command,
+    summarise,
+)
+
+OPERATORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "p9_operators.py")
+_CHECKSUM = re.compile(r"checksum=([0-9.eE+-]+)")
+
+
+def shape_of(nbytes: int) -> tuple[int, int, int]:
+    """A float32 volume of `nbytes`: slices of 256 x 1024."""
+    return (max(1, nbytes // (4 * 256 * 1024)), 256, 1024)
+
+
+def pipeline_yaml(shape: tuple[int, ...]) -> str:
+    """The pipeline: produce -> transform -> consume over shared-memory variables."""
+    dims = ", ".join(str(d) for d in shape)
+    python = sys.executable
+
+    def operator(name: str, inputs: str, outputs: str) -> str:
+        return (
+            f"- name: {name}\n"
+            f"  container: {{image: clara-fastio/bench, tag: '0.1', "
+            f"command: [{python}, {OPERATORS}, {name}]}}\n"
+            f"  variables: {{P9_SHAPE: '{','.join(str(d) for d in shape)}'}}\n"
+            f"{inputs}{outputs}"
+        )
+
+    def port(name: str, source: str | None = None) -> str:
+        origin = f"from: {source}, " if source else ""
+        kind = "type: array, element-type: float32"
+        return f"  - {{{origin}name: {name}, {kind}, shape: [{dims}]}}\n"
+
+    return (
+        "api-version: 0.5.0\norchestrator: Clara\nname: bench-p9\noperators:\n"
+        + operator("produce", "", "  output:\n" + port("data"))
+        + operator(
+            "transform", "  input:\n" + port("data", "produce"), "  output:\n" + port("result")
+        )
+        + operator("consume", "  input:\n" + port("result", "transform"), "")
+    )
+
+
+def _checksum(argv: list[str], env: dict[str, str] | None = None) -> float:
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    found = _CHECKSUM.search(done.stdout + done.stderr)  # clara run: on stderr
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(
+            f"{' '.join(argv)} exited with {done.returncode}: {done.stderr.strip()[-2000:]}"
+        )
+    return float(found.group(1))
+
+
+def p9(cfg: Config) -> list[Row]:
+    """P9: `clara run` of the 3-operator pipeline vs the same operators on .npy files."""
+    clara = clara_executable()
+    shape = shape_of(cfg.big_bytes)
+    nbytes = 4 * shape[0] * shape[1] * shape[2]
+    directory = os.path.join(cfg.workdir, "p9")
+    files = os.path.join(directory, "files")
+    os.makedirs(files, exist_ok=True)
+    yaml_path = os.path.join(directory, "p9.yaml")
+    with open(yaml_path, "w", encoding="utf-8") as out:
+        out.write(pipeline_yaml(shape))
+    os.environ["P9_SHAPE"] = ",".join(str(d) for d in shape)  # for the files variant
+    ours_argv = [clara, "run", yaml_path, "-q"]
+    stage = [sys.executable, OPERATORS]
+    chain = " && ".join(
+        shlex.join([*stage, name, "--files", files]) for name in ("produce", "transform", "consume")
+    )
+    files_argv = ["sh", "-c", chain]
+
+    def clean() -> None:
+        for name in os.listdir(files):
+            os.unlink(os.path.join(files, name))
+
+    def files_trial() -> float:
+        try:
+            return run_command(files_argv)
+        finally:
+            clean()
+
+    ours_sum = _checksum([clara, "run", yaml_path])  # warm-up, and the operators' output
+    files_sum = _checksum(files_argv)
+    clean()
+    if ours_sum != files_sum:
+        raise RuntimeError(f"checksums differ: clara run {ours_sum}, files {files_sum}")
+    samples = interleave(
+        {"clara": lambda: run_command(ours_argv), ".npy files on disk": files_trial},
+        cfg.pipeline_trials,
+    )
+    ours = summarise(ns_to_s(samples.pop("clara")))
+    return [
+        Row(
+            id="P9",
+            what=(
+                f"3-operator pipeline moving {nbytes >> 20} MiB per edge: `clara run` "
+                "(shared memory) vs the same operators on .npy files, wall"
+            ),
+            unit="s",
+            target="≥ 3x faster (ratio ≤ 0.33)",
+            checks=[Check("<=", 1 / 3, ".npy files on disk")],
+            ours=ours,
+            baselines={n: summarise(ns_to_s(v)) for n, v in samples.items()},
+            details={"checksum": ours_sum, "shape": list(shape)},
+        )
+    ]
