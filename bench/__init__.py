@@ -1,0 +1,1 @@
+"""clara-fastio benchmarks (issue 5): `python -m bench [--quick] [--json FILE] [--only IDS]`."""
