@@ -72,7 +72,6 @@ class Allocation:
         self._file_id = (stat.st_dev, stat.st_ino)
         self._reference = _Reference(fd)
         self._maps = self._reference.maps
-        self._read_only = False
         self._finalizer = weakref.finalize(self, self._reference.close)
         self._finalizer.atexit = False  # at exit the kernel frees; nothing to recycle
         # A private allocation is reachable by its creator only: released means freed, so
@@ -131,8 +130,8 @@ class Allocation:
 
     @property
     def read_only(self) -> bool:
-        """Whether this reference may only be mapped for reading."""
-        return self._read_only or not self._writable
+        """Whether this reference may only read (opened read-only, or by such a user)."""
+        return not self._writable
 
     @property
     def state(self) -> str:
@@ -394,7 +393,7 @@ class Allocation:
 
     def _require_writable_fd(self, action: str) -> None:
         if not self._writable:
-            raise ReadOnly(f"cannot {action} {self.describe()}: this user may only read it")
+            raise ReadOnly(f"cannot {action} {self.describe()}: this reference may only read it")
 
     def _pread(self, offset: int, size: int) -> bytes:
         try:

@@ -270,12 +270,17 @@ class Context:
 
     create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 
-    def get(self, name: str) -> Allocation:
-        """A new reference to the allocation published under `name`."""
+    def get(self, name: str, read_only: bool = False) -> Allocation:
+        """A new reference to the allocation published under `name`.
+
+        A `read_only` reference is opened read-only: the kernel itself refuses to let it
+        write, and it can neither be mapped for writing, nor freed, nor retyped.
+        """
         validate_name(name, "allocation name")
         what = f"allocation '{name}' in context '{self.name}'"
         try:
-            return self._reference(self._member_file(PUBLISHED, name), what, SHARED)
+            file_name = self._member_file(PUBLISHED, name)
+            return self._reference(file_name, what, SHARED, read_only)
         except NotFound:
             self._check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
@@ -291,8 +296,10 @@ class Context:
             self._check_alive()
             raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
 
-    def _reference(self, file_name: str, what: str, visibility: str) -> Allocation:
-        fd, writable = segment.open_named(file_name, what)
+    def _reference(
+        self, file_name: str, what: str, visibility: str, read_only: bool = False
+    ) -> Allocation:
+        fd, writable = segment.open_named(file_name, what, read_only)
         try:
             # Blocks only while a reclaimer checks that nobody uses the segment.
             locks.lock(fd, locks.REFERENCE_BYTE, exclusive=False, timeout=None)

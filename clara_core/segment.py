@@ -90,6 +90,11 @@ def create_anonymous(size: int, mode: int, what: str, header: bytes = b"") -> in
         raise translate(exc, what) from exc
     try:
         os.fchmod(fd, mode)  # exact mode, whatever the umask
+        if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):
+            # tmpfs refuses at once only what exceeds its *total* size; anything between
+            # free and total it fills page by page before failing, which on a RAM-sized
+            # /dev/shm can wake the out-of-memory killer for the whole machine.
+            raise OSError(errno.ENOSPC, "larger than the free space")
         if size <= _WRITE_WHOLE_BELOW:
             if os.pwrite(fd, header + bytes(size - len(header)), 0) < size:
                 raise OSError(errno.ENOSPC, "short write")
@@ -104,19 +109,29 @@ def create_anonymous(size: int, mode: int, what: str, header: bytes = b"") -> in
 
 
 _WRITE_WHOLE_BELOW = 64 << 10
+_CHECK_FREE_FROM = 1 << 20
+
+
+def _free_bytes(fd: int) -> int:
+    stats = os.fstatvfs(fd)
+    return stats.f_bavail * stats.f_frsize
 _POPULATE_FROM = 256 << 10
 
 
-def open_named(file_name: str, what: str) -> tuple[int, bool]:
-    """Open a named segment; returns (fd, writable). Falls back to read-only access."""
+def open_named(file_name: str, what: str, read_only: bool = False) -> tuple[int, bool]:
+    """Open a named segment; returns (fd, writable).
+
+    Opens read-only if asked, or if this user may only read it.
+    """
     flags = os.O_CLOEXEC | os.O_NOFOLLOW
     dir_fd = directory_fd()
-    try:
-        return os.open(file_name, flags | os.O_RDWR, dir_fd=dir_fd), True
-    except PermissionError:
-        pass
-    except OSError as exc:
-        raise translate(exc, what) from exc
+    if not read_only:
+        try:
+            return os.open(file_name, flags | os.O_RDWR, dir_fd=dir_fd), True
+        except PermissionError:
+            pass
+        except OSError as exc:
+            raise translate(exc, what) from exc
     try:
         return os.open(file_name, flags | os.O_RDONLY, dir_fd=dir_fd), False
     except OSError as exc:

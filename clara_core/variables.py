@@ -274,11 +274,10 @@ class Variable:
     def _find(self) -> Allocation | None:
         if self._allocation is not None and not self._allocation.released:
             return self._allocation
-        try:
-            allocation = self.context.get(self.allocation_name)
+        try:  # inputs are never writable (Clara's rule): the kernel enforces it
+            allocation = self.context.get(self.allocation_name, read_only=self.is_input)
         except NotFound:
             return None
-        allocation._read_only = self.is_input  # inputs are never writable (Clara's rule)
         self._allocation = allocation
         return allocation
 
@@ -287,13 +286,17 @@ class Variable:
             raise ReadOnly(f"cannot {action} {self.describe()}: inputs are read-only")
 
 
-def open_declared(name: str, mode: str, shape: tuple[int, ...] | None = None) -> Allocation:
+def open_declared(
+    name: str, mode: str, shape: tuple[int, ...] | None = None, dtype: object = None
+) -> Allocation:
     """Inside an operator of `clara run`: the allocation behind its input or output `name`.
 
     Inputs resolve to the output of the operator in their `from` and are read-only (a
     write map raises ReadOnly). A dynamic output not yet allocated is sized from `shape`
-    (the full shape) and allocated. A name the operator does not declare falls back to an
-    allocation published in the job's context under that name (Clara's manual flavour).
+    (the full shape) and allocated, once `dtype` (if given) is checked against the
+    declared element type, so data of the wrong type allocates nothing. A name the
+    operator does not declare falls back to an allocation published in the job's context
+    under that name (Clara's manual flavour).
     """
     validate_name(name, "variable name")
     io = OperatorIO.from_environment()
@@ -318,6 +321,11 @@ def open_declared(name: str, mode: str, shape: tuple[int, ...] | None = None) ->
         raise ReadOnly(
             f"{variable.describe()} is read-only: it is the output of '{port.source}'; "
             "inputs cannot be mapped for writing"
+        )
+    if writing and dtype is not None and element_type(dtype) != variable.element_type:
+        raise InvalidArgument(
+            f"{variable.describe()} holds {variable.element_type.name}; the data is "
+            f"{element_type(dtype).name}"
         )
     if writing and shape is not None:
         shape = tuple(shape)

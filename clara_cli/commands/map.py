@@ -99,12 +99,18 @@ def _check_usage(
         raise click.UsageError("--out - writes the data to stdout: it cannot go with --json")
 
 
-def resolve(context_name: str | None, name: str, mode: str, shape: tuple | None) -> Allocation:
+def resolve(
+    context_name: str | None,
+    name: str,
+    mode: str,
+    shape: tuple | None,
+    dtype: object = None,
+) -> Allocation:
     """The allocation NAME: a declared variable inside a pipeline operator, else published."""
     if os.environ.get("CLARA_OPERATOR"):
         from clara_core.variables import open_declared
 
-        return open_declared(name, mode, shape=shape)
+        return open_declared(name, mode, shape=shape, dtype=dtype)
     from clara_core import Context
 
     with Context.open(require_context(context_name)) as context:
@@ -130,7 +136,7 @@ def _copy_in(
 
     with transfer.open_input(path) as stream:
         incoming = formats.read_head(stream, path, fmt)
-        with resolve(context_name, name, "w", incoming.shape) as allocation:
+        with resolve(context_name, name, "w", incoming.shape, incoming.dtype) as allocation:
             what = allocation.describe()
             formats.check(incoming, allocation.element_type, allocation.shape, what)
             mapping = allocation.map("w", timeout=timeout)

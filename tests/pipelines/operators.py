@@ -99,7 +99,9 @@ def hold(driver: Driver, payload, ready: str, ignore_term: str = "no") -> bool:
     payload.outputs["x"].update_shape((4, 3))
     payload.outputs["x"].allocate()
     payload.outputs["x"].map("w")
-    Path(ready).write_text(str(os.getpid()))
+    # Atomically (write, then rename): the test must never read half a pid.
+    Path(ready + ".tmp").write_text(str(os.getpid()))
+    os.replace(ready + ".tmp", ready)
     time.sleep(600)
     return True
 
