@@ -335,6 +335,24 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "load_before": [round(x, 2) for x in load],
+        **source_state(),
+    }
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and the files of clara_core / clara_cli changed since."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return done.stdout.rstrip() if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "clara_core", "clara_cli")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": [line[3:] for line in changed.splitlines() if line.strip()],
     }
 
 

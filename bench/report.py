@@ -60,7 +60,9 @@ def print_table(rows: list[Row], meta: dict[str, Any]) -> None:
     console = Console(width=width, highlight=False)
     title = (
         f"clara-fastio benchmarks — {meta['mode']} run, {meta.get('seconds', '?')} s, "
-        f"load {meta['load_before']} → {meta.get('load_after', '?')}, {meta['cpus']} CPUs"
+        f"load {meta['load_before']} → {meta.get('load_after', '?')}, {meta['cpus']} CPUs, "
+        f"commit {meta.get('commit') or '?'}"
+        + (" + uncommitted core/cli changes" if meta.get("uncommitted") else "")
     )
     table = Table(title=title, show_lines=True)
     for header, style in (
@@ -79,5 +81,8 @@ def print_table(rows: list[Row], meta: dict[str, Any]) -> None:
     for row in rows:
         if row.note:
             console.print(f"{row.id}: {row.note}")
+    console.print(f"bytecode: {meta.get('bytecode', '?')}")
+    if meta.get("uncommitted"):
+        console.print(f"measured with uncommitted changes to: {', '.join(meta['uncommitted'])}")
     if meta.get("leftovers"):
         console.print(f"left behind (removed): {meta['leftovers']}")
