@@ -14,6 +14,7 @@ import click
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 NOT_FOUND, NOT_EXECUTABLE = 127, 126  # what shells and env(1) exit with
+_PR_SET_PDEATHSIG = 1
 
 
 class CannotRun(click.ClickException):
@@ -46,8 +47,17 @@ def run(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> int:
     waits for CMD to end. A ^C typed at the terminal already reaches CMD (same process
     group), so that one is not sent twice.
     """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
     try:
-        child = subprocess.Popen(list(argv), executable=executable, env=dict(env))
+        child = subprocess.Popen(
+            list(argv),
+            executable=executable,
+            env=dict(env),
+            preexec_fn=lambda: _die_with(libc, parent),
+        )
     except OSError as exc:
         code = NOT_FOUND if isinstance(exc, FileNotFoundError) else NOT_EXECUTABLE
         raise CannotRun(f"cannot run {argv[0]}: {exc.strerror or exc}", code) from None
@@ -65,6 +75,17 @@ def run(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - status if status < 0 else status
+
+
+def _die_with(libc: object, parent: int) -> None:
+    """In CMD, before exec: be SIGKILLed when clara dies, even if it already has.
+
+    The map is clara's: once clara is gone (kill -9 included) its lock is too, and CMD
+    must not go on reading or writing memory that a new writer may now map.
+    """
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[attr-defined]
+    if os.getppid() != parent:
+        os._exit(NOT_EXECUTABLE)
 
 
 def _from_terminal() -> bool:
