@@ -15,10 +15,11 @@ counts references for us, and a crashed process can never keep a count too high.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import header as hdr
@@ -30,6 +31,7 @@ from .errors import (
     ClaraError,
     Incomplete,
     InvalidArgument,
+    NotFound,
     ReadOnly,
     Timeout,
 )
@@ -179,12 +181,15 @@ class Allocation:
         self.context._check_alive()
         file_name = self.context._member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self.context.name}'"
-        if self.context.capacity is None:
-            self._link_as(name, file_name, what)
-        else:
-            with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
+        with self._lifecycle_held() as lifecycle:
+            if lifecycle != hdr.PRIVATE:  # a handle another process published or freed
+                raise NotFound(f"{self.describe()} was published or freed meanwhile")
+            if self.context.capacity is None:
                 self._link_as(name, file_name, what)
-        self._drop_old_name()
+            else:
+                with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
+                    self._link_as(name, file_name, what)
+            self._drop_old_name()
         self._set_visibility(SHARED, name)
         self._reference.recycle = None  # published: released references do not free it
 
@@ -261,11 +266,16 @@ class Allocation:
         self._check_open()
         if self._visibility != PRIVATE:
             self._require_writable_fd("free")
-            self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
-            kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            self._reference.recycle = self._recycler(
-                self.context._member_file(kind, self._key or "")
-            )
+            expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
+            with self._lifecycle_held() as lifecycle:
+                # Only the process that frees it removes its name: if another one freed
+                # it first, the name may already denote a newer allocation.
+                if lifecycle == expected:
+                    self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
+                    kind = PUBLISHED if self._visibility == SHARED else HANDLE
+                    self._reference.recycle = self._recycler(
+                        self.context._member_file(kind, self._key or "")
+                    )
         self.release()
 
     def __enter__(self) -> Allocation:
@@ -354,6 +364,15 @@ class Allocation:
             self._reference.unmap(region, complete)
 
     # -- helpers ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lifecycle_held(self) -> Iterator[int]:
+        """Hold the segment's lifecycle lock; yields the lifecycle as it is now."""
+        locks.lock(self._fd, locks.LIFECYCLE_BYTE, exclusive=True, timeout=None)
+        try:
+            yield self._pread(hdr.LIFECYCLE_AT, 1)[0]
+        finally:
+            locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
 
     def _holders(self) -> str:
         found = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])

@@ -9,6 +9,8 @@ flock() several independent locks can live on one descriptor:
     REFERENCE_BYTE  shared by every open reference; exclusive only for whoever wants
                     proof that nobody references the segment (reclaim, recycling)
     MAP_BYTE        shared while mapped for reading, exclusive while mapped for writing
+    LIFECYCLE_BYTE  exclusive while one process checks and changes the lifecycle
+                    (publish, free), so that of two doing it at once exactly one does
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 
 REFERENCE_BYTE = 0
 MAP_BYTE = 1
+LIFECYCLE_BYTE = 2
 
 # struct flock: l_type, l_whence, l_start, l_len, l_pid (must be 0 for OFD locks), padding.
 _FLOCK = struct.Struct("hhqqi4x")
