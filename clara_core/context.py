@@ -309,6 +309,11 @@ class Context:
                 raise Corrupt(f"{what} is corrupt (it is not an allocation)")
             if stat.st_nlink == 0 or header.lifecycle != expected:
                 raise NotFound(f"{what} was freed")
+            # Between our open and our lock, the segment may have been freed, recycled
+            # and published again under another name: it must still be the one named.
+            named = segment.stat_named(file_name)
+            if named is None or (named.st_dev, named.st_ino) != (stat.st_dev, stat.st_ino):
+                raise NotFound(f"{what} was freed")
             key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
             return Allocation(self, fd, writable, header, stat, visibility, key)
         except BaseException:
