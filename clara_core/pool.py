@@ -37,7 +37,10 @@ _POOL_LOCK_BYTE = 3  # on the context's segment: serialises pool bookkeeping
 
 def default_cap() -> int:
     """The default pool cap: a quarter of the shared-memory file system."""
-    stats = os.statvfs(shm_dir())
+    try:
+        stats = os.statvfs(shm_dir())
+    except OSError as exc:
+        raise segment.translate(exc, f"shared-memory directory {shm_dir()}") from exc
     return stats.f_blocks * stats.f_frsize // DEFAULT_FRACTION
 
 

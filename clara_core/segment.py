@@ -23,6 +23,7 @@ import os
 from .errors import (
     AlreadyExists,
     ClaraError,
+    InvalidArgument,
     NotFound,
     OutOfSpace,
     PermissionDenied,
@@ -61,6 +62,8 @@ def path_of(file_name: str) -> str:
 
 def translate(exc: OSError, what: str) -> ClaraError:
     """The clara_core error for an OSError met while working on `what`."""
+    if isinstance(exc, ClaraError):  # already translated (e.g. by directory_fd)
+        return exc
     code = exc.errno
     if code == errno.ENOENT:
         return NotFound(f"{what} does not exist")
@@ -73,6 +76,8 @@ def translate(exc: OSError, what: str) -> ClaraError:
             f"{what}: not enough shared memory ({os.strerror(code)}); free some, or check "
             f"`df -h {shm_dir()}`"
         )
+    if code == errno.ENOTDIR:
+        return InvalidArgument(f"{what} is not a directory (check CLARA_SHM_DIR)")
     if code in (errno.EMFILE, errno.ENFILE):
         return ClaraError(f"{what}: too many open files; release allocations you no longer use")
     return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
