@@ -29,7 +29,9 @@ def _count_leftovers(namespace: str, request: pytest.FixtureRequest) -> Iterator
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Count each reliability test's outcome (passed, failed, skipped, error) in its area."""
-    if report.when == "call":
+    if report.when == "call" and hasattr(report, "wasxfail"):
+        outcome = "xfailed" if report.skipped else "xpassed"
+    elif report.when == "call":
         outcome = report.outcome
     elif report.when == "setup" and report.skipped:
         outcome = "skipped"
