@@ -43,6 +43,7 @@ class Config:
     scale_trials: int  # P7: runs of dump and leak-check
     handoff_trials: int  # P8
     pipeline_trials: int  # P9
+    settle_seconds: float  # P9: pause before each trial (see bench/pipeline.py)
     workdir: str = ""  # scratch directory on disk (set by the runner)
 
     @property
@@ -72,6 +73,7 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             scale_trials=7,
             handoff_trials=2000,
             pipeline_trials=5,
+            settle_seconds=3.0,
         )
     if mode == "quick":
         return Config(
@@ -88,6 +90,7 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             scale_trials=3,
             handoff_trials=400,
             pipeline_trials=2,
+            settle_seconds=2.0,
         )
     if mode == "smoke":
         return Config(
@@ -104,6 +107,7 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             scale_trials=1,
             handoff_trials=3,
             pipeline_trials=1,
+            settle_seconds=0.0,
         )
     raise ValueError(f"unknown mode {mode!r}")
 
