@@ -29,6 +29,7 @@ from .errors import (
     AlreadyExists,
     Busy,
     ClaraError,
+    Corrupt,
     Incomplete,
     InvalidArgument,
     NotFound,
@@ -70,7 +71,6 @@ class Allocation:
         self._writable = writable
         self._set_visibility(visibility, key)
         self._layout: Layout = header.layout
-        self._file_size = stat.st_size
         self._file_id = (stat.st_dev, stat.st_ino)
         self._reference = _Reference(fd)
         self._maps = self._reference.maps
@@ -139,7 +139,10 @@ class Allocation:
     def state(self) -> str:
         """'empty', 'writing', 'complete', or 'incomplete' (its writer died mid-write)."""
         self._check_open()
-        data = hdr.read_data_state(self._pread(0, hdr.DATA_END))
+        raw = self._pread(0, hdr.DATA_END)
+        if len(raw) < hdr.DATA_END:
+            raise Corrupt(f"{self.describe()} is corrupt (its file was cut to {len(raw)} bytes)")
+        data = hdr.read_data_state(raw)
         if data.state in (hdr.COMPLETE, hdr.EMPTY):
             return hdr.DATA_STATES[data.state]
         writing = any(m.writable for m in self._maps) or locks.held_by_others(
@@ -335,13 +338,22 @@ class Allocation:
         raise Timeout(f"{self.describe()} stayed mapped by {holders} for {timeout:g} s")
 
     def _map_locked(self, writable: bool, allow_incomplete: bool, populate: bool) -> Mapping:
+        # The file may have been cut short since get(): touching mapped pages past its end
+        # would kill this process with SIGBUS, so its size is checked now, under the lock.
+        length = DATA_OFFSET + self._layout.capacity
+        size = self._current_size()
+        if size < length:
+            raise Corrupt(
+                f"{self.describe()} is corrupt (its file was cut to {size} bytes, it needs "
+                f"{length}); remove it with `clara leak-check --fix`"
+            )
         region = self._reference.take_warm() if writable else None
         if region is None:
-            length = DATA_OFFSET + self._layout.capacity
             region = segment.map_segment(self._fd, length, writable, self.describe(), populate)
         try:
             header = region.header()
-            layout = hdr.parse_layout(header, self._file_size, self.describe())
+            # Whatever the header says now, the data must lie within what is mapped.
+            layout = hdr.parse_layout(header, min(size, region.length), self.describe())
             data = hdr.read_data_state(header)
             if writable:
                 pid, start = processes.identity()
@@ -413,6 +425,12 @@ class Allocation:
     def _require_writable_fd(self, action: str) -> None:
         if not self._writable:
             raise ReadOnly(f"cannot {action} {self.describe()}: this reference may only read it")
+
+    def _current_size(self) -> int:
+        try:
+            return os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise segment.translate(exc, self.describe()) from exc
 
     def _pread(self, offset: int, size: int) -> bytes:
         try:
