@@ -181,6 +181,7 @@ class Allocation:
         if self._visibility == SHARED:
             raise InvalidArgument(f"{self.describe()} is already published")
         self._require_writable_fd("publish")
+        self.context._check_writable("publish into")
         self.context._check_alive()
         file_name = self.context._member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self.context.name}'"
@@ -221,6 +222,7 @@ class Allocation:
         if self._visibility == HANDLED:
             return self._key or ""
         self._require_writable_fd("hand over")
+        self.context._check_writable("hand over into")
         pid, start = processes.identity(holder_pid)
         origin = segment.read_header(self._fd, self.describe())[0].origin
         updated = hdr.Origin(

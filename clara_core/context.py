@@ -22,7 +22,14 @@ from . import header as hdr
 from . import locks, pool, processes, segment
 from .allocation import HANDLED, PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
-from .errors import AlreadyExists, Corrupt, InvalidArgument, NotFound, OutOfSpace
+from .errors import (
+    AlreadyExists,
+    Corrupt,
+    InvalidArgument,
+    NotFound,
+    OutOfSpace,
+    PermissionDenied,
+)
 from .header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
 from .names import (
     HANDLE,
@@ -64,6 +71,7 @@ class Context:
         self._fd = fd
         self._writable = writable
         self._file_id = (stat.st_dev, stat.st_ino)
+        self._uid = stat.st_uid
         self.owner_pid: int | None = header.origin.owner_pid or None
         self._owner_start = header.origin.owner_start
         self.creator_pid = header.origin.creator_pid
@@ -314,6 +322,13 @@ class Context:
             named = segment.stat_named(file_name)
             if named is None or (named.st_dev, named.st_ino) != (stat.st_dev, stat.st_ino):
                 raise NotFound(f"{what} was freed")
+            if stat.st_uid != self._uid and not self.mode & 0o022:
+                # Only users who may write the context publish into it: this one was put
+                # there behind clara's back.
+                raise PermissionDenied(
+                    f"{what} belongs to another user (uid {stat.st_uid}), who may not "
+                    f"publish into context '{self.name}' (mode {self.mode:o})"
+                )
             key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
             return Allocation(self, fd, writable, header, stat, visibility, key)
         except BaseException:
@@ -339,6 +354,14 @@ class Context:
 
     def _member_file(self, kind: str, name: str) -> str:
         return member_file(self.file_name, kind, name)
+
+    def _check_writable(self, action: str) -> None:
+        """PermissionDenied unless this user may write the context (its mode says so)."""
+        if not self._writable:
+            raise PermissionDenied(
+                f"cannot {action} context '{self.name}': this user may only read it "
+                f"(mode {self.mode:o})"
+            )
 
     def _check_alive(self) -> None:
         """NotFound if this context was destroyed since it was opened."""
