@@ -141,7 +141,10 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
         return Finding(
             info, ORPHANED, f"its holder pid {origin.owner_pid} exited without publishing it"
         )
-    if context is None or context.status in (CORRUPT, FOREIGN):
+    if context is not None and context.status == FOREIGN:
+        # Its owner's to judge: we cannot tell whether another user's context is in use.
+        return Finding(info, LIVE, f"in context '{info.context}' of uid {context.segment.uid}")
+    if context is None or context.status == CORRUPT:
         if users:
             return Finding(info, LIVE, f"its context is gone, but it is in use by {users}")
         return Finding(info, ORPHANED, f"its context '{info.context}' no longer exists")
@@ -186,7 +189,9 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
         info = finding.segment
         if info.kind != "context" or finding.status not in (OWNER_DEAD, CORRUPT, STALE):
             continue
-        members = by_context[info.context_token]
+        # Another user's segments put in our context stay: never ours to remove, and
+        # no reason to keep ours.
+        members = [m for m in by_context[info.context_token] if m.status != FOREIGN]
         grouped.add(info.context_token)
         busy = [m for m in members if m.segment.in_use]
         if busy:
