@@ -268,11 +268,11 @@ class Context:
         return alloc
 
     def _fresh_segment(self, capacity: int, what: str, header: bytes) -> int:
-        """A new anonymous segment; when /dev/shm is full, empty the pool and retry once."""
+        """A new anonymous segment; when /dev/shm is full, empty the pools and retry once."""
         try:
             return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what, header)
         except OutOfSpace:
-            if not pool.evict(self):
+            if not pool.evict():
                 raise
         return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what, header)
 

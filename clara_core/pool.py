@@ -11,7 +11,8 @@ claimer who takes that same exclusive lock and then unlinks the pool name, so a 
 is never handed out while anyone else holds it. The pool of a context is capped in bytes
 (`Context.create(pool_bytes=...)`, default a quarter of the shared-memory file system),
 `destroy` empties it, leak-check reports it as `pooled` (reclaimable, never a leak), and a
-create that meets a full file system empties the pool and tries once more.
+create that meets a full file system empties the pools (of every context of the namespace)
+and tries once more.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from . import header as hdr
 from . import locks, segment
 from .header import DATA_OFFSET
 from .memory import Region
-from .names import POOLED, member_file, shm_dir
+from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
 
 if TYPE_CHECKING:
     from .context import Context
@@ -202,24 +203,31 @@ def forget(context_file: str) -> None:
     _warm.pop(context_file, None)
 
 
-def evict(context: Context) -> int:
-    """Remove the context's idle pooled segments (e.g. when the file system is full).
+def evict() -> int:
+    """Remove the idle pooled segments of every context of the namespace (when the file
+    system is full: memory idle in any pool serves better as a new segment).
 
-    Segments a live process has claimed are left alone. Returns the bytes freed.
+    This process's warm segments go too; those another live process has claimed or keeps
+    warm are left alone. Returns the bytes freed.
     """
-    forget(context.file_name)
+    for context_file in list(_warm):
+        forget(context_file)
+    ns = namespace()
     freed = 0
-    for capacity, file_name in pooled(context):
+    for file_name in segment.list_names(ns + "."):
+        parsed = parse_file_name(file_name, ns)
+        if parsed is None or parsed[1] != POOLED:
+            continue
         try:
             flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(file_name, flags, dir_fd=segment.directory_fd())
-        except OSError:
+        except OSError:  # gone meanwhile, or another user's
             continue
         try:
             if locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True) and segment.unlink(
                 file_name
             ):
-                freed += capacity
+                freed += _capacity(file_name)
         finally:
             os.close(fd)
     return freed
