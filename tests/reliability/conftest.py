@@ -21,9 +21,10 @@ def area(request: pytest.FixtureRequest) -> figures.Area:
 @pytest.fixture(autouse=True)
 def _count_leftovers(namespace: str, request: pytest.FixtureRequest) -> Iterator[None]:
     """Count the segments a test leaves in its namespace (torn down before the check)."""
+    directory = shm_dir()  # before a test moves it (small_shm_dir checks its own)
     yield
     prefix = namespace + "."
-    left = [name for name in os.listdir(shm_dir()) if name.startswith(prefix)]
+    left = [name for name in os.listdir(directory) if name.startswith(prefix)]
     figures.area(figures.area_of(str(request.path))).left += len(left)
 
 
