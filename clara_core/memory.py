@@ -24,6 +24,7 @@ from .header import HEADER_SIZE
 
 _MAP_FIXED = 0x10  # Linux, every architecture
 _PROT_NONE = 0
+_PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
 _libc: Any = None
 _MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
@@ -117,10 +118,19 @@ class Region:
         if holder is None:
             return self
         libc = _lib()
+        # Reserve a spot whose address is congruent to ours modulo 2 MiB: then the kernel
+        # moves whole page-table pages (about 0.08 ms for 256 MiB) instead of one entry
+        # per 4 KiB page (about 0.9 ms).
         private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-        target = _check(libc.mmap(None, self.length, _PROT_NONE, private, -1, 0), "mmap")
+        span = self.length + _PMD_SIZE
+        spot = _check(libc.mmap(None, span, _PROT_NONE, private, -1, 0), "mmap")
+        target = spot + (self.address - spot) % _PMD_SIZE
         flags = _MREMAP_MAYMOVE | _MREMAP_FIXED
         moved = _check(libc.mremap(self.address, self.length, self.length, flags, target), "mremap")
+        if target > spot:
+            _munmap(spot, target - spot)
+        if spot + span > target + self.length:
+            _munmap(target + self.length, spot + span - target - self.length)
         self._cut_off(holder)
         return Region(moved, self.length, self.writable)
 
