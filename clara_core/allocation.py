@@ -15,10 +15,10 @@ counts references for us, and a crashed process can never keep a count too high.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
-import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -74,8 +74,6 @@ class Allocation:
         self._file_id = (stat.st_dev, stat.st_ino)
         self._reference = _Reference(fd)
         self._maps = self._reference.maps
-        self._finalizer = weakref.finalize(self, self._reference.close)
-        self._finalizer.atexit = False  # at exit the kernel frees; nothing to recycle
         # A private allocation is reachable by its creator only: released means freed, so
         # it is offered to the pool. A recycled one still sits in the pool under
         # `pool_name`, held by our reference lock, until it is published.
@@ -128,7 +126,7 @@ class Allocation:
     @property
     def released(self) -> bool:
         """Whether this reference has been released or freed."""
-        return not self._finalizer.alive
+        return self._reference.closed
 
     @property
     def read_only(self) -> bool:
@@ -185,17 +183,23 @@ class Allocation:
         self.context._check_alive()
         file_name = self.context._member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self.context.name}'"
-        with self._lifecycle_held() as lifecycle:
-            if lifecycle != hdr.PRIVATE:  # a handle another process published or freed
-                raise NotFound(f"{self.describe()} was published or freed meanwhile")
-            if self.context.capacity is None:
-                self._link_as(name, file_name, what)
-            else:
-                with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
-                    self._link_as(name, file_name, what)
-            self._drop_old_name()
+        if self._visibility == HANDLED:  # other processes may hold the handle too
+            with self._lifecycle_held() as lifecycle:
+                if lifecycle != hdr.PRIVATE:  # another one published or freed it
+                    raise NotFound(f"{self.describe()} was published or freed meanwhile")
+                self._publish_as(name, file_name, what)
+        else:  # only this reference can reach it
+            self._publish_as(name, file_name, what)
         self._set_visibility(SHARED, name)
         self._reference.recycle = None  # published: released references do not free it
+
+    def _publish_as(self, name: str, file_name: str, what: str) -> None:
+        if self.context.capacity is None:
+            self._link_as(name, file_name, what)
+        else:
+            with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
+                self._link_as(name, file_name, what)
+        self._drop_old_name()
 
     def _link_as(self, name: str, file_name: str, what: str) -> None:
         self._write(hdr.pack_name(name), hdr.NAME_AT)
@@ -258,9 +262,14 @@ class Allocation:
 
     def release(self) -> None:
         """Drop this reference (unmapping it first); a private allocation is then gone."""
-        self._finalizer()
+        self._reference.close()
 
     close = release
+
+    def __del__(self) -> None:
+        reference = getattr(self, "_reference", None)  # absent if __init__ failed
+        if reference is not None:
+            reference.close()
 
     def free(self) -> None:
         """Forbid new get()s job-wide and drop this reference.
@@ -271,16 +280,20 @@ class Allocation:
         self._check_open()
         if self._visibility != PRIVATE:
             self._require_writable_fd("free")
-            expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
-            with self._lifecycle_held() as lifecycle:
-                # Only the process that frees it removes its name: if another one freed
-                # it first, the name may already denote a newer allocation.
-                if lifecycle == expected:
-                    self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
-                    kind = PUBLISHED if self._visibility == SHARED else HANDLE
-                    self._reference.recycle = self._recycler(
-                        self.context._member_file(kind, self._key or "")
-                    )
+            kind = PUBLISHED if self._visibility == SHARED else HANDLE
+            recycle = self._recycler(self.context._member_file(kind, self._key or ""))
+            if locks.try_lock(self._fd, locks.REFERENCE_BYTE, exclusive=True):
+                # Nobody else references it: nobody else can free it, and a get() racing
+                # with us finds the name gone (or changed) once it has its reference.
+                self._reference.recycle = recycle
+            else:
+                expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
+                with self._lifecycle_held() as lifecycle:
+                    # Only the process that frees it removes its name: if another one
+                    # freed it first, the name may already denote a newer allocation.
+                    if lifecycle == expected:
+                        self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
+                        self._reference.recycle = recycle
         self.release()
 
     def __enter__(self) -> Allocation:
@@ -456,10 +469,11 @@ def _parse_mode(mode: str) -> bool:
 class _Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("fd", "maps", "recycle", "warm")
+    __slots__ = ("closed", "fd", "maps", "recycle", "warm")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.closed = False
         self.maps: list[Region] = []
         self.warm: Region | None = None  # a write mapping no view can reach, kept for reuse
         # Called at close to offer the segment to the pool (or to free its name).
@@ -493,13 +507,25 @@ class _Reference:
         return warm
 
     def close(self) -> None:
-        """Finish every map, recycle or free the segment, close the file."""
+        """Finish every map, recycle or free the segment, close the file (once)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.unmap_all()
             warm = self.take_warm()
-            if self.recycle is not None:
+            if self.recycle is not None and not _exiting:
                 self.recycle(self.fd, warm)  # takes over `warm`
             elif warm is not None:
                 warm.release()
         finally:
             os.close(self.fd)
+
+
+_exiting = False  # at interpreter exit the kernel frees everything: nothing to recycle
+
+
+@atexit.register
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True

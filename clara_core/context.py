@@ -288,7 +288,7 @@ class Context:
         what = f"allocation '{name}' in context '{self.name}'"
         try:
             file_name = self._member_file(PUBLISHED, name)
-            return self._reference(file_name, what, SHARED, read_only)
+            return self._reference(file_name, what, SHARED, read_only, name)
         except NotFound:
             self._check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
@@ -305,7 +305,12 @@ class Context:
             raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
 
     def _reference(
-        self, file_name: str, what: str, visibility: str, read_only: bool = False
+        self,
+        file_name: str,
+        what: str,
+        visibility: str,
+        read_only: bool = False,
+        name: str = "",
     ) -> Allocation:
         fd, writable = segment.open_named(file_name, what, read_only)
         try:
@@ -319,9 +324,13 @@ class Context:
                 raise NotFound(f"{what} was freed")
             # Between our open and our lock, the segment may have been freed, recycled
             # and published again under another name: it must still be the one named.
-            named = segment.stat_named(file_name)
-            if named is None or (named.st_dev, named.st_ino) != (stat.st_dev, stat.st_ino):
-                raise NotFound(f"{what} was freed")
+            if visibility == SHARED:
+                if not same_name(header.name, name):
+                    raise NotFound(f"{what} was freed")
+            else:  # a handle is not in the header: ask the directory
+                named = segment.stat_named(file_name)
+                if named is None or (named.st_dev, named.st_ino) != (stat.st_dev, stat.st_ino):
+                    raise NotFound(f"{what} was freed")
             if stat.st_uid != self._uid and not self.mode & 0o022:
                 # Only users who may write the context publish into it: this one was put
                 # there behind clara's back.

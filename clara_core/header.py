@@ -23,7 +23,6 @@ file's real size first.
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import NamedTuple
 
@@ -177,11 +176,8 @@ def write_data_state(buffer, data: DataState) -> None:
     )
 
 
-def _complaint(where: str):
-    def corrupt(why: str) -> Corrupt:
-        return Corrupt(f"{where} is corrupt ({why}); remove it with `clara leak-check --fix`")
-
-    return corrupt
+def _corrupt(where: str, why: str) -> Corrupt:
+    return Corrupt(f"{where} is corrupt ({why}); remove it with `clara leak-check --fix`")
 
 
 def parse(raw: bytes, file_size: int, where: str) -> Header:
@@ -189,65 +185,66 @@ def parse(raw: bytes, file_size: int, where: str) -> Header:
 
     `where` names the segment in error messages. Raises Corrupt on anything inconsistent.
     """
-    corrupt = _complaint(where)
     if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
-        raise corrupt(f"only {file_size} bytes, too short for a header")
+        raise _corrupt(where, f"only {file_size} bytes, too short for a header")
     fields = _WHOLE.unpack_from(raw)
     magic, version, kind, lifecycle, state = fields[:5]
     if magic != MAGIC:
-        raise corrupt("no clara header")
+        raise _corrupt(where, "no clara header")
     if version != FORMAT_VERSION:
-        raise corrupt(f"format version {version}, this clara reads {FORMAT_VERSION}")
+        raise _corrupt(where, f"format version {version}, this clara reads {FORMAT_VERSION}")
     if kind not in (KIND_CONTEXT, KIND_ALLOCATION):
-        raise corrupt(f"unknown kind {kind}")
+        raise _corrupt(where, f"unknown kind {kind}")
     if lifecycle >= len(LIFECYCLES):
-        raise corrupt(f"unknown lifecycle {lifecycle}")
+        raise _corrupt(where, f"unknown lifecycle {lifecycle}")
     if state >= len(DATA_STATES):
-        raise corrupt(f"data state {state} is not one of {DATA_STATES}")
+        raise _corrupt(where, f"data state {state} is not one of {DATA_STATES}")
     data = DataState(*fields[4:8])
-    layout = _layout_of(fields[8:21], file_size, corrupt) if kind == KIND_ALLOCATION else None
+    layout = _layout_of(fields[8:21], file_size, where) if kind == KIND_ALLOCATION else None
     origin = Origin(*fields[21:26])
     settings = Settings(*fields[26:29])
     if settings.mode > 0o777:
-        raise corrupt(f"mode {settings.mode:o} is not a permission mode")
-    context = _name_of(fields[29], fields[30], corrupt, "context name")
-    name = _name_of(fields[31], fields[32], corrupt, "name")
+        raise _corrupt(where, f"mode {settings.mode:o} is not a permission mode")
+    context = _name_of(fields[29], fields[30], where, "context name")
+    name = _name_of(fields[31], fields[32], where, "name")
     if not context or (kind == KIND_CONTEXT and not name):
-        raise corrupt("a name is missing")
+        raise _corrupt(where, "a name is missing")
     return Header(kind, lifecycle, data, layout, origin, settings, context, name)
 
 
 def parse_layout(raw, file_size: int, where: str) -> Layout:
     """Validate and parse just the layout block (e.g. of a fresh map, under its lock)."""
-    return _parse_layout(raw, file_size, _complaint(where))
+    return _layout_of(_LAYOUT.unpack_from(raw, LAYOUT_AT), file_size, where)
 
 
-def _parse_layout(raw, file_size: int, corrupt) -> Layout:
-    return _layout_of(_LAYOUT.unpack_from(raw, LAYOUT_AT), file_size, corrupt)
-
-
-def _layout_of(fields: tuple, file_size: int, corrupt) -> Layout:
+def _layout_of(fields: tuple, file_size: int, where: str) -> Layout:
     code, ndim = fields[0], fields[1]
     dims, nbytes, capacity, offset = fields[2 : 2 + MAX_DIMS], *fields[2 + MAX_DIMS :]
     etype = BY_CODE.get(code)
     if etype is None:
-        raise corrupt(f"unknown element type code {code}")
+        raise _corrupt(where, f"unknown element type code {code}")
     if not 1 <= ndim <= MAX_DIMS:
-        raise corrupt(f"{ndim} dimensions")
-    shape = tuple(dims[:ndim])
-    if any(d < 1 for d in shape) or any(dims[ndim:]):
-        raise corrupt(f"shape {list(dims)}")
-    if math.prod(shape) * etype.itemsize != nbytes:
-        raise corrupt(f"shape {list(shape)} of {etype.name} does not make {nbytes} bytes")
+        raise _corrupt(where, f"{ndim} dimensions")
+    shape = dims[:ndim]
+    count = 1
+    for d in shape:  # a plain loop: this runs on every get() and map()
+        if d < 1:
+            raise _corrupt(where, f"shape {list(dims)}")
+        count *= d
+    for d in dims[ndim:]:
+        if d:
+            raise _corrupt(where, f"shape {list(dims)}")
+    if count * etype.itemsize != nbytes:
+        raise _corrupt(where, f"shape {list(shape)} of {etype.name} does not make {nbytes} bytes")
     if offset != DATA_OFFSET or not nbytes <= capacity <= file_size - DATA_OFFSET:
-        raise corrupt(f"{nbytes} bytes of data do not fit in a file of {file_size} bytes")
+        raise _corrupt(where, f"{nbytes} bytes of data do not fit in a file of {file_size} bytes")
     return Layout(etype, shape, nbytes, capacity)
 
 
-def _name_of(length: int, body: bytes, corrupt, what: str) -> str:
+def _name_of(length: int, body: bytes, where: str, what: str) -> str:
     if length == 0:
         return ""
     try:
         return validate_name(body[:length].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        raise corrupt(f"unreadable {what}") from None
+        raise _corrupt(where, f"unreadable {what}") from None
