@@ -351,10 +351,12 @@ class Context:
         for file_name in segment.list_names(prefix):
             try:
                 fd, _ = segment.open_named(file_name, file_name)
-            except NotFound:
+            except (NotFound, PermissionDenied):
                 continue
             try:
-                found.append(segment.read_header(fd, file_name)[0].name)
+                header = segment.read_header(fd, file_name)[0]
+                if header.lifecycle == hdr.PUBLISHED:  # not one whose freer died mid-free
+                    found.append(header.name)
             except Corrupt:
                 pass
             finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from . import header as hdr
 from . import locks, processes, segment
 from .inspect import SegmentInfo, survey
 from .names import shm_dir
@@ -132,6 +133,9 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
         return special
     assert info.header is not None
     users = _users(info)
+    if info.kind != "pooled" and info.header.lifecycle == hdr.FREED and not users:
+        # free() marks it, then removes its name: whoever freed it died in between.
+        return Finding(info, ORPHANED, "freed, but whoever freed it died before removing it")
     if info.kind == "handle":
         origin = info.header.origin
         if processes.is_alive(origin.owner_pid, origin.owner_start):

@@ -136,7 +136,7 @@ def claim(context: Context, nbytes: int) -> tuple[int, str, Region | None] | Non
             continue
         if (
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True)  # nobody else has it
-            and os.fstat(fd).st_nlink > 0
+            and os.fstat(fd).st_nlink == 1  # a publisher that died mid-way left 2 names
             and os.fstat(fd).st_size == DATA_OFFSET + capacity
         ):
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # now just a reference
