@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from clara_core import Context, Incomplete, leaks
+from clara_core import Context, Incomplete, header, leaks, names
 from clara_core.names import shm_dir
 from tests.cli.clirun import CLARA, clara, shim
 from tests.helpers import Child
@@ -34,7 +34,7 @@ from .figures import Area
 from .harness import SAFETY, deadline, kill9, our_files, running, wait_until
 
 TRIALS = 50  # per point of the core and `clara map -- CMD`
-RUN_TRIALS = 20  # `clara run` starts a job and two interpreters per trial: dearer
+RUN_TRIALS = 50
 SIZE = 256 << 10  # bytes of the allocation written and torn
 CLI_EVERY = 5  # every 5th core trial reclaims with the `clara` command instead of the API
 
@@ -143,7 +143,8 @@ def _reclaim(trial: int) -> None:
         assert result.returncode == 0, result.stderr.decode()
     else:
         report = leaks.reclaim()
-        assert report.after.clean, report.after.leaks
+        kept = [(f.segment.file_name, f.status, why) for f, why in report.kept]
+        assert report.after.clean, kept
 
 
 def _probe(ctx: Context) -> None:
@@ -155,8 +156,8 @@ def _probe(ctx: Context) -> None:
     recycled.release()
 
 
-def _read_all(ctx: Context, allow_incomplete: bool = False) -> bytes:
-    with ctx.get("x") as x:
+def _read_all(ctx: Context, key: str = "x", allow_incomplete: bool = False) -> bytes:
+    with ctx.get(key) as x:
         mapping = x.map("r", allow_incomplete=allow_incomplete)
         try:
             return bytes(mapping.buffer)
@@ -215,6 +216,139 @@ def test_kill_9_of_a_process_using_the_library(point: str, area: Area, bystander
     Trials(area, point, before).run(trial, TRIALS)
     if point == "write":
         area.set("write kills that tore the data", f"{torn}/{TRIALS}")
+
+
+# The dying process at a random instant: random operations of every kind on its context
+# (big ones recycled through the pool), killed wherever it happens to be.
+RANDOM_CHILD = """
+import os, random, sys
+from clara_core import AlreadyExists, Busy, Context, Incomplete, NotFound
+
+name, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
+ctx = Context.create(name, owner_pid=os.getpid(), capacity="64M", pool_bytes="8M")
+held = []
+print("ready", flush=True)
+
+def write(alloc):
+    mapping = alloc.map("w")
+    size = len(mapping.buffer)
+    fill = bytes([rng.randrange(1, 256)]) * size
+    for offset in range(0, size, 65536):
+        mapping.buffer[offset : offset + 65536] = fill[offset : offset + 65536]
+    mapping.unmap()
+
+while True:
+    roll, key = rng.random(), rng.choice("abcd")
+    try:
+        if roll < 0.3:
+            size = rng.choice([4096, 65536, 1 << 20, 3 << 19])
+            alloc = ctx.create(size)
+            write(alloc)
+            alloc.publish(key) if rng.random() < 0.8 else alloc.make_handle()
+            held.append(alloc)
+        elif roll < 0.5:
+            alloc = ctx.get(key)
+            held.append((alloc, alloc.map("r")))
+        elif roll < 0.7:
+            with ctx.get(key) as alloc:
+                write(alloc)
+        elif roll < 0.85:
+            ctx.get(key).free()
+        elif held:
+            item = held.pop(rng.randrange(len(held)))
+            if isinstance(item, tuple):
+                item[1].unmap()
+                item = item[0]
+            item.release()
+    except (AlreadyExists, Busy, Incomplete, NotFound):
+        pass
+"""
+
+
+def test_kill_9_at_a_random_instant(area: Area, bystander: Context) -> None:
+    """Random operations of every kind, killed anywhere: data marked complete is whole, no
+    lock is left, and leak-check --fix leaves exactly what was there before."""
+    before = our_files()
+    rng = random.Random("anywhere")
+    seen = {"complete": 0, "incomplete": 0, "pooled": 0, "handles": 0}
+
+    def trial(i: int) -> None:
+        name = f"any{i}"
+        child = Child(RANDOM_CHILD, name, str(i))
+        with deadline(SAFETY, "the child getting ready"):
+            child.expect("ready")
+        time.sleep(rng.uniform(0.0, 0.25))
+        assert kill9(child.process) == -9
+        child.close()
+        with Context.open(name) as ctx:
+            for key in ctx.names():
+                with ctx.get(key) as alloc:
+                    state = alloc.state
+                    assert state in ("complete", "incomplete"), (key, state)
+                    seen[state] += 1
+                    if state == "complete":
+                        data = _read_all(ctx, key)
+                        assert len(set(data)) == 1 and data[0], f"{key} complete but torn"
+                    mapping = alloc.map("w")  # no timeout: Busy if a lock were left
+                    mapping.unmap()
+            seen["pooled"] += sum(".p." in f for f in our_files() if f".{name}." in f)
+            seen["handles"] += sum(".h." in f for f in our_files() if f".{name}." in f)
+            _probe(ctx)
+        _reclaim(i)
+        assert our_files() == before
+        _check_bystander(bystander)
+
+    try:
+        Trials(area, "random instant", before).run(trial, TRIALS)
+    finally:
+        area.set("left by random kills", ", ".join(f"{n} {k}" for k, n in seen.items()))
+
+
+def test_what_a_kill_in_the_narrowest_windows_leaves(area: Area) -> None:
+    """Two windows of microseconds that the random kills above hit only now and then,
+    reproduced as the files they leave: free() killed between marking the segment freed
+    and removing its name, and publish() of a recycled segment killed between linking
+    its new name and removing its pool name."""
+    ctx = Context.create("job", pool_bytes="16M")
+    try:
+        x = ctx.create(4096)
+        x.publish("x")
+        x.release()
+        path = os.path.join(shm_dir(), names.allocation_file("job", "a", "x"))
+        with open(path, "r+b") as f:  # what free() has done when it is killed
+            f.seek(header.LIFECYCLE_AT)
+            f.write(header.pack_lifecycle(header.FREED))
+        assert ctx.names() == []
+        [finding] = [f for f in leaks.check().findings if f.segment.name == "x"]
+        assert finding.status == "orphaned", finding
+        leaks.reclaim()
+        again = ctx.create(4096)
+        again.publish("x")  # the name is usable again
+        again.release()
+
+        y = ctx.create(2 << 20)
+        with y.map("w") as array:
+            array[:] = 7
+        y.publish("y")
+        y.release()
+        pool_name = names.member_file(ctx.file_name, names.POOLED, f"{2 << 20:x}-deadbeef0000")
+        os.link(  # what publish() of a recycled segment has done when it is killed
+            os.path.join(shm_dir(), names.allocation_file("job", "a", "y")),
+            os.path.join(shm_dir(), pool_name),
+        )
+        other = ctx.create(2 << 20)  # must not be handed y
+        with other.map("w") as array:
+            array[:] = 1
+        other.release()
+        with ctx.get("y") as y_again, y_again.map("r") as array:
+            assert (array == 7).all(), "a create recycled a published allocation"
+        leaks.reclaim()
+        assert pool_name not in our_files()
+        assert ctx.names() == ["x", "y"]
+        area.trials += 2
+    finally:
+        ctx.destroy()
 
 
 # `clara map x --write -- CMD`: CMD maps the data itself (no numpy: cheap to start), says
