@@ -71,6 +71,7 @@ class Allocation:
         self._writable = writable
         self._set_visibility(visibility, key)
         self._layout: Layout = header.layout
+        self._layout_raw = b""  # the layout block as last parsed under a map lock
         self._file_id = (stat.st_dev, stat.st_ino)
         self._reference = _Reference(fd)
         self._maps = self._reference.maps
@@ -326,62 +327,67 @@ class Allocation:
             raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
         if self._maps and (writable or self._maps[0].writable):
             raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
-        if not self._maps:
-            self._take_map_lock(writable, timeout)
+        if timeout is not None and (timeout < 0 or timeout != timeout):
+            raise InvalidArgument(f"invalid timeout {timeout}: use seconds >= 0")
+        locked = bool(self._maps) or locks.try_lock(self._fd, locks.MAP_BYTE, writable)
+        if not locked and not timeout:
+            raise Busy(
+                f"{self.describe()} is mapped by {self._holders()}; try again later, or wait "
+                "with a timeout"
+            )
+        # Mapping touches no data, so it may come before the lock: a map that had to
+        # wait is then ready the moment the holder lets go.
+        region = self._reference.take_warm(writable) or segment.map_segment(
+            self._fd, DATA_OFFSET + self._layout.capacity, writable, self.describe(), populate
+        )
         try:
-            return self._map_locked(writable, allow_incomplete, populate)
+            if not locked:
+                self._wait_for_map_lock(writable, timeout)
+            try:
+                return self._map_locked(region, writable, allow_incomplete)
+            except BaseException:
+                if not self._maps:
+                    locks.unlock(self._fd, locks.MAP_BYTE)
+                raise
         except BaseException:
-            if not self._maps:
-                locks.unlock(self._fd, locks.MAP_BYTE)
+            region.release()
             raise
 
     def unmap(self) -> None:
         """Unmap every map this reference holds (write maps are marked complete)."""
         self._reference.unmap_all()
 
-    def _take_map_lock(self, writable: bool, timeout: float | None) -> None:
-        if timeout is not None and (timeout < 0 or timeout != timeout):
-            raise InvalidArgument(f"invalid timeout {timeout}: use seconds >= 0")
-        wait = None if timeout == math.inf else (timeout or 0.0)
-        if locks.lock(self._fd, locks.MAP_BYTE, writable, wait):
-            return
-        holders = self._holders()
-        if not timeout:
-            raise Busy(
-                f"{self.describe()} is mapped by {holders}; try again later, or wait with a timeout"
-            )
-        raise Timeout(f"{self.describe()} stayed mapped by {holders} for {timeout:g} s")
+    def _wait_for_map_lock(self, writable: bool, timeout: float) -> None:
+        wait = None if timeout == math.inf else timeout
+        if not locks.lock(self._fd, locks.MAP_BYTE, writable, wait):
+            raise Timeout(f"{self.describe()} stayed mapped by {self._holders()} for {timeout:g} s")
 
-    def _map_locked(self, writable: bool, allow_incomplete: bool, populate: bool) -> Mapping:
+    def _map_locked(self, region: Region, writable: bool, allow_incomplete: bool) -> Mapping:
         # The file may have been cut short since get(): touching mapped pages past its end
         # would kill this process with SIGBUS, so its size is checked now, under the lock.
-        length = DATA_OFFSET + self._layout.capacity
         size = self._current_size()
-        if size < length:
+        if size < region.length:
             raise Corrupt(
                 f"{self.describe()} is corrupt (its file was cut to {size} bytes, it needs "
-                f"{length}); remove it with `clara leak-check --fix`"
+                f"{region.length}); remove it with `clara leak-check --fix`"
             )
-        region = self._reference.take_warm() if writable else None
-        if region is None:
-            region = segment.map_segment(self._fd, length, writable, self.describe(), populate)
-        try:
-            header = region.header()
-            # Whatever the header says now, the data must lie within what is mapped.
-            layout = hdr.parse_layout(header, min(size, region.length), self.describe())
-            data = hdr.read_data_state(header)
-            if writable:
-                pid, start = processes.identity()
-                hdr.write_data_state(header, DataState(hdr.WRITING, pid, start, data.generation))
-            elif data.state == hdr.WRITING and not allow_incomplete:
-                raise Incomplete(
-                    f"{self.describe()} is incomplete: its writer (pid {data.writer_pid}) died "
-                    "or failed mid-write; write it again, or read anyway with "
-                    "allow_incomplete=True (clara map --allow-incomplete)"
-                )
-        except BaseException:
-            region.release()
-            raise
+        header = region.header()
+        raw_layout = header[hdr.LAYOUT_AT : hdr.LAYOUT_END]
+        if raw_layout == self._layout_raw:  # unchanged since last parsed: still valid
+            layout = self._layout
+        else:
+            layout = hdr.parse_layout(header, region.length, self.describe())
+            self._layout_raw = raw_layout
+        data = hdr.read_data_state(header)
+        if writable:
+            pid, start = processes.identity()
+            hdr.write_data_state(header, DataState(hdr.WRITING, pid, start, data.generation))
+        elif data.state == hdr.WRITING and not allow_incomplete:
+            raise Incomplete(
+                f"{self.describe()} is incomplete: its writer (pid {data.writer_pid}) died "
+                "or failed mid-write; write it again, or read anyway with "
+                "allow_incomplete=True (clara map --allow-incomplete)"
+            )
         self._layout = layout
         self._maps.append(region)
         return Mapping(self, region, layout)
@@ -469,13 +475,17 @@ def _parse_mode(mode: str) -> bool:
 class _Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("closed", "fd", "maps", "recycle", "warm")
+    __slots__ = ("closed", "fd", "maps", "recycle", "warm", "warm_read")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
         self.maps: list[Region] = []
-        self.warm: Region | None = None  # a write mapping no view can reach, kept for reuse
+        # Mappings no view can reach, kept for this reference's next map: no mmap, no
+        # page faults. A big write mapping's pages are worth keeping (faulting them in
+        # again costs more than the copy that follows); a read mapping is cheap to keep.
+        self.warm: Region | None = None
+        self.warm_read: Region | None = None
         # Called at close to offer the segment to the pool (or to free its name).
         self.recycle: Callable[[int, Region | None], None] | None = None
 
@@ -487,12 +497,25 @@ class _Reference:
             done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
             hdr.write_data_state(header, done)
         self.maps.remove(region)
-        # The page tables of a big write mapping are worth keeping: faulting its pages in
-        # again costs more than the copy that follows. Stale views are cut off either way.
-        if region.writable and self.warm is None and region.length > pool.MIN_BYTES:
-            self.warm = region.detach()
+        if region.writable:
+            keep = self.warm is None and region.length > pool.MIN_BYTES
         else:
-            region.release()
+            keep = self.warm_read is None
+        if region.lent():
+            # Views outlive the map: cut them off before anyone else may map it.
+            region = region.detach() if keep else region.release()
+            self._unlock_if_last()
+        else:
+            self._unlock_if_last()  # nothing reaches this memory: let waiters in first
+            if not keep:
+                region.release()
+        if keep and region is not None:
+            if region.writable:
+                self.warm = region
+            else:
+                self.warm_read = region
+
+    def _unlock_if_last(self) -> None:
         if not self.maps:
             locks.unlock(self.fd, locks.MAP_BYTE)
 
@@ -501,9 +524,12 @@ class _Reference:
         for region in list(self.maps):
             self.unmap(region, complete=True)
 
-    def take_warm(self) -> Region | None:
-        """The warm write mapping, if any, for reuse by a new write map."""
-        warm, self.warm = self.warm, None
+    def take_warm(self, writable: bool = True) -> Region | None:
+        """A kept mapping of the right kind, if any, for reuse by a new map."""
+        if writable:
+            warm, self.warm = self.warm, None
+        else:
+            warm, self.warm_read = self.warm_read, None
         return warm
 
     def close(self) -> None:
@@ -513,6 +539,9 @@ class _Reference:
         self.closed = True
         try:
             self.unmap_all()
+            if self.warm_read is not None:
+                self.warm_read.release()
+                self.warm_read = None
             warm = self.take_warm()
             if self.recycle is not None and not _exiting:
                 self.recycle(self.fd, warm)  # takes over `warm`

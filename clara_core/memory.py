@@ -104,7 +104,10 @@ class Region:
         return self._holder is not None and self._holder() is not None
 
     def release(self) -> None:
-        """Unmap now, or cut off the views still alive (unmapped when they die)."""
+        """Unmap now, or cut off the views still alive (unmapped when they die).
+
+        Returns None, so that ``region = region.release()`` forgets it.
+        """
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             _munmap(self.address, self.length)
