@@ -13,9 +13,12 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from clara_core.errors import ClaraError, InvalidArgument, OutOfSpace, PermissionDenied
+
+if TYPE_CHECKING:
+    from clara_core import Mapping
 
 CHUNK = 8 << 20  # 8 MiB: large enough to amortise syscalls, small enough to stay cache-warm
 PROGRESS_FROM = 64 << 20  # copies shorter than this finish before a bar is worth drawing
@@ -117,6 +120,28 @@ def drain(buffer: memoryview, stream: BinaryIO, path: str, advance: Advance) -> 
         raise
     except OSError as exc:
         raise file_error(exc, path, "write") from exc
+
+
+def send(mapping: Mapping, stream: BinaryIO, path: str, advance: Advance) -> None:
+    """Write a mapping's data to `stream`: kernel to kernel when it is a plain file
+    descriptor (no page of the map touched), else through the map's buffer."""
+    try:
+        fd = stream.fileno()
+        direct = os.get_blocking(fd)
+    except (AttributeError, OSError, ValueError):  # e.g. a test's in-memory stream
+        direct = False
+    if direct:
+        stream.flush()
+        try:
+            mapping.copy_to(fd, advance)
+            return
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise file_error(exc, path, "write") from exc
+            # this kind of file takes no sendfile (nothing was written): copy by hand
+    drain(mapping.buffer, stream, path, advance)
 
 
 class Progress:
