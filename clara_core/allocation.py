@@ -283,12 +283,15 @@ class Allocation:
             self._require_writable_fd("free")
             kind = PUBLISHED if self._visibility == SHARED else HANDLE
             recycle = self._recycler(self.context._member_file(kind, self._key or ""))
+            expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
             if locks.try_lock(self._fd, locks.REFERENCE_BYTE, exclusive=True):
-                # Nobody else references it: nobody else can free it, and a get() racing
-                # with us finds the name gone (or changed) once it has its reference.
-                self._reference.recycle = recycle
+                # Nobody else references it: nobody else can free it now, and a get()
+                # racing with us finds the name gone (or changed) once it has its
+                # reference. But someone may have freed it before: then its name may
+                # already denote a newer allocation, not ours to remove.
+                if self._pread(hdr.LIFECYCLE_AT, 1)[0] == expected:
+                    self._reference.recycle = recycle
             else:
-                expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
                 with self._lifecycle_held() as lifecycle:
                     # Only the process that frees it removes its name: if another one
                     # freed it first, the name may already denote a newer allocation.
