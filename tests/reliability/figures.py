@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 TITLES = {
     "crash": "crash matrix",
+    "crash_commands": "crash matrix (clara map -- CMD, clara run)",
     "contention": "contention",
     "bad_input": "bad input",
     "corruption": "corruption",

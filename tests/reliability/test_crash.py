@@ -9,34 +9,22 @@ show how many of the trials went wrong; the test fails if any did.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
 import random
-import signal
-import subprocess
-import sys
-import textwrap
 import time
-import traceback
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from clara_core import Context, Incomplete, header, leaks, names
 from clara_core.names import shm_dir
-from tests.cli.clirun import CLARA, clara, shim
+from tests.cli.clirun import clara
 from tests.helpers import Child
 
 from .figures import Area
-from .harness import SAFETY, deadline, kill9, our_files, running, wait_until
+from .harness import SAFETY, deadline, kill9, our_files
+from .trials import CLI_EVERY, TRIALS, Trials, reclaim
 
-TRIALS = 50  # per point of the core and `clara map -- CMD`
-RUN_TRIALS = 50
 SIZE = 256 << 10  # bytes of the allocation written and torn
-CLI_EVERY = 5  # every 5th core trial reclaims with the `clara` command instead of the API
 
 # The dying process: makes its own context (bound to itself), reaches `point`, says
 # "ready" and waits for its kill -9; at "write" it keeps rewriting the data meanwhile.
@@ -96,55 +84,6 @@ def bystander() -> Context:
 def _check_bystander(ctx: Context) -> None:
     with ctx.get("data") as data, data.map("r") as array:
         assert (array == 42).all(), "the bystander's data changed"
-
-
-class Trials:
-    """Runs the trials of one point, recording each failure instead of stopping."""
-
-    def __init__(self, area: Area, point: str, before: set[str]) -> None:
-        self.area = area
-        self.point = point
-        self.before = before
-        self.failures: list[str] = []
-        self.count = 0
-
-    def run(self, trial: Callable[[int], None], trials: int) -> None:
-        """Run `trial(i)` `trials` times; the test fails at the end if any trial failed."""
-        for i in range(trials):
-            self.count += 1
-            self.area.trials += 1
-            try:
-                with deadline(4 * SAFETY, f"{self.point} trial {i}"):
-                    trial(i)
-            except Exception as exc:
-                self.area.failures += 1
-                self.failures.append(f"trial {i}: {type(exc).__name__}: {exc}")
-                if len(self.failures) == 1:
-                    self.failures.append(traceback.format_exc())
-                self._restore()
-        self.area.set(f"{self.point} trials", f"{self.count}")
-        assert not self.failures, f"{len(self.failures)} failures at {self.point}:\n" + "\n".join(
-            self.failures[:6]
-        )
-
-    def _restore(self) -> None:
-        """After a failed trial: remove whatever it left, so the next one starts clean."""
-        with contextlib.suppress(Exception):
-            leaks.reclaim()
-        for name in our_files() - self.before:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(shm_dir(), name))
-
-
-def _reclaim(trial: int) -> None:
-    """leak-check --fix through the command (every CLI_EVERY-th trial) or the API."""
-    if trial % CLI_EVERY == 0:
-        result = clara("leak-check", "--fix", timeout=SAFETY)
-        assert result.returncode == 0, result.stderr.decode()
-    else:
-        report = leaks.reclaim()
-        kept = [(f.segment.file_name, f.status, why) for f, why in report.kept]
-        assert report.after.clean, kept
 
 
 def _probe(ctx: Context) -> None:
@@ -209,7 +148,7 @@ def test_kill_9_of_a_process_using_the_library(point: str, area: Area, bystander
         report = leaks.check()
         mine = {f.segment.file_name: f.status for f in report.findings if f.segment.context == name}
         assert mine and set(mine.values()) <= {"owner-dead", "orphaned"}, mine
-        _reclaim(i)
+        reclaim(i)
         assert our_files() == before
         _check_bystander(bystander)
 
@@ -295,7 +234,7 @@ def test_kill_9_at_a_random_instant(area: Area, bystander: Context) -> None:
             seen["pooled"] += sum(".p." in f for f in our_files() if f".{name}." in f)
             seen["handles"] += sum(".h." in f for f in our_files() if f".{name}." in f)
             _probe(ctx)
-        _reclaim(i)
+        reclaim(i)
         assert our_files() == before
         _check_bystander(bystander)
 
@@ -349,176 +288,3 @@ def test_what_a_kill_in_the_narrowest_windows_leaves(area: Area) -> None:
         area.trials += 2
     finally:
         ctx.destroy()
-
-
-# `clara map x --write -- CMD`: CMD maps the data itself (no numpy: cheap to start), says
-# "ready <its pid>" and rewrites it until killed.
-CMD = """
-import mmap, os, sys
-e = os.environ
-offset, nbytes = int(e["CLARA_MAP_OFFSET"]), int(e["CLARA_MAP_NBYTES"])
-with open(e["CLARA_MAP_PATH"], "r+b") as f:
-    m = mmap.mmap(f.fileno(), offset + nbytes)
-print("ready", os.getpid(), flush=True)
-generation = 3
-while True:
-    m[offset : offset + nbytes] = bytes([generation % 256]) * nbytes
-    generation += 1
-"""
-
-
-@pytest.fixture
-def job() -> Context:
-    """A context without owner holding `x` (SIZE bytes, complete), for the CLI points."""
-    ctx = Context.create("job")
-    x = ctx.create(SIZE)
-    x.publish("x")
-    x.release()
-    _rewrite(ctx)
-    yield ctx
-    Context.destroy("job")
-
-
-def _rewrite(ctx: Context) -> None:
-    """Write x completely, at once: Busy (a failure) if any lock were still held."""
-    with ctx.get("x") as x:
-        mapping = x.map("w")
-        mapping.buffer[:] = b"\x05" * SIZE
-        mapping.unmap()
-
-
-@pytest.mark.parametrize("victim", ["clara", "CMD"])
-def test_kill_9_inside_clara_map_command(victim: str, area: Area, job: Context):
-    """`clara map x --write -- CMD`: kill -9 the clara process, or CMD."""
-    before = our_files()
-
-    def trial(i: int) -> None:
-        command = [*CLARA, "map", "x", "-c", "job", "--write", "--", sys.executable, "-c", CMD]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            with deadline(SAFETY, "CMD getting ready"):
-                line = process.stdout.readline().decode()
-            assert line.startswith("ready"), (line, process.stderr.read())
-            cmd_pid = int(line.split()[1])
-            if victim == "clara":
-                assert kill9(process) == -9
-            else:
-                os.kill(cmd_pid, signal.SIGKILL)
-                assert process.wait(SAFETY) == 128 + 9  # clara reports CMD's death
-            # CMD must not go on writing once clara (and its lock) is gone.
-            wait_until(lambda: not running(cmd_pid), f"CMD (pid {cmd_pid}) after {victim} died")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(SAFETY)
-            process.stdout.close()
-            process.stderr.close()
-        if i % CLI_EVERY == 0:
-            read = clara("map", "x", "-c", "job", "--read", "--timeout", "inf", "--out", "-")
-            assert read.returncode == 6, read.stderr.decode()  # torn: incomplete, no hang
-        else:
-            with job.get("x") as x, pytest.raises(Incomplete):
-                x.map("r", timeout=math.inf)  # waits only if a lock were left: Hang
-        _rewrite(job)
-        _reclaim(i)
-        assert our_files() == before
-
-    Trials(area, f"map -- CMD, kill {victim}", before).run(trial, TRIALS)
-
-
-WRITER = """
-import os, sys
-from clara_core.driver import Driver
-
-def execute(driver, payload):
-    array = payload.outputs["x"].map("w")
-    array[:1000] = 7
-    with open(sys.argv[1] + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-    while True:  # keep writing until killed
-        array += 1
-
-Driver(execute=execute).run()
-"""
-
-SHELL_WRITER = """\
-exec clara map x --write -- python -c '
-import os, sys
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(os.getppid()))  # the operator: clara map, exec-ed by this script
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-import time; time.sleep(600)
-' "$1"
-"""
-
-READER = """
-from clara_core.driver import Driver
-Driver(execute=lambda driver, payload: payload.inputs["x"].read() is not None).run()
-"""
-
-PIPELINE = """\
-api-version: 0.5.0
-name: crash
-operators:
-- name: writer
-  container: {{command: {command}}}
-  output: [{{name: x, type: array, element-type: uint8, shape: [{size}]}}]
-- name: reader
-  container: {{command: [python, reader.py]}}
-  input: [{{from: writer, name: x, type: array, element-type: uint8, shape: [{size}]}}]
-"""
-
-
-def test_kill_9_of_an_operator_inside_clara_run(area: Area, tmp_path: Path):
-    """An operator holding its output's write map is killed: the job fails, the runner
-    stops and cleans up, nothing is left; operators alternate between the driver API and
-    a shell script running `clara map -- CMD`."""
-    (tmp_path / "writer.py").write_text(textwrap.dedent(WRITER))
-    (tmp_path / "writer.sh").write_text(SHELL_WRITER)
-    (tmp_path / "reader.py").write_text(textwrap.dedent(READER))
-    before = our_files()
-    env = _with_clara_on_path(tmp_path)
-
-    def trial(i: int) -> None:
-        ready = tmp_path / f"ready{i}"
-        shell = i % 2 == 1
-        command = f"[bash, writer.sh, {ready}]" if shell else f"[python, writer.py, {ready}]"
-        pipeline = tmp_path / f"crash{i}.yaml"
-        pipeline.write_text(PIPELINE.format(command=command, size=SIZE))
-        runner = subprocess.Popen(
-            [*CLARA, "--json", "run", str(pipeline), "--grace", "1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        try:
-            wait_until(lambda: ready.exists() or runner.poll() is not None, "the operator")
-            assert ready.exists(), runner.communicate()
-            operator_pid = int(ready.read_text())
-            os.kill(operator_pid, signal.SIGKILL)
-            out, err = runner.communicate(timeout=SAFETY)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                runner.kill()
-            runner.wait(SAFETY)
-        assert runner.returncode == 1, err.decode()
-        result = json.loads(out)
-        ops = {op["name"]: op for op in result["operators"]}
-        assert (ops["writer"]["status"], ops["writer"]["exit_code"]) == ("failed", -9), ops
-        assert ops["reader"]["status"] == "skipped", ops
-        assert not running(operator_pid)
-        assert our_files() == before  # the runner destroyed the job's context
-        fixed = clara("leak-check", "--fix", timeout=SAFETY)
-        assert fixed.returncode == 0, fixed.stderr.decode()
-        assert our_files() == before
-
-    Trials(area, "operator in clara run", before).run(trial, RUN_TRIALS)
-
-
-def _with_clara_on_path(tmp_path: Path) -> dict[str, str]:
-    """The environment with `clara` and `python` of this interpreter first on PATH."""
-    bin_dir = tmp_path / "bin"
-    shim(bin_dir)
-    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
-    return {**os.environ, "PATH": path}

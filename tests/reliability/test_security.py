@@ -12,13 +12,21 @@ import contextlib
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 
 import pytest
 
-from clara_core import Context, InvalidArgument, PermissionDenied, leaks, names
+from clara_core import (
+    AlreadyExists,
+    Context,
+    InvalidArgument,
+    PermissionDenied,
+    leaks,
+    names,
+)
 from clara_core.names import shm_dir
 from tests.cli.clirun import clara
 
@@ -68,8 +76,6 @@ print(json.dumps(outcomes))
 
 def _as_other(code: str) -> dict:
     """Run python `code` as the other user; its JSON answer."""
-    import subprocess
-
     result = subprocess.run(
         [*as_other_user(), sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
@@ -102,6 +108,7 @@ def job(request: pytest.FixtureRequest) -> Iterator[Context]:
 
 
 def _mode(file_name: str) -> int:
+    """Permission bits of a segment."""
     return stat.S_IMODE(os.stat(os.path.join(shm_dir(), file_name)).st_mode)
 
 
@@ -372,8 +379,8 @@ def test_long_and_odd_valid_names_stay_inside_the_namespace(namespace: str, area
             assert file_name.startswith(namespace + ".") and "/" not in file_name
             assert len(file_name.encode()) <= 255
             assert stat.S_ISREG(os.lstat(path).st_mode)
-        with pytest.raises(Exception, match="already exists"):
-            Context.create("DATA".lower().replace("data", "-RF".lower()))
+        with pytest.raises(AlreadyExists):
+            Context.create("-RF")  # names are case-insensitive: "-rf" is taken
     finally:
         for context in made:
             Context.destroy(context)
