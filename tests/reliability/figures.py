@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 TITLES = {
     "crash": "crash matrix",
-    "crash_commands": "crash matrix (clara map -- CMD, clara run)",
+    "crash_commands": "crash matrix, commands (clara map, clara run)",
     "contention": "contention",
     "bad_input": "bad input",
     "corruption": "corruption",

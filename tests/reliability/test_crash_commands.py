@@ -1,5 +1,6 @@
 """Crash matrix through the commands: kill -9 inside `clara map x --write -- CMD` (of
-clara, and of CMD) and of an operator inside `clara run`.
+clara, and of CMD), of `clara map` in the middle of a copy in or out, and of an operator
+inside `clara run`.
 
 After each kill: CMD does not outlive clara (it would write on without the lock), no lock
 is held, the data reads as incomplete (no reader hangs), and `clara leak-check --fix`
@@ -103,6 +104,45 @@ def test_kill_9_inside_clara_map_command(victim: str, area: Area, job: Context):
         assert our_files() == before
 
     Trials(area, f"map -- CMD, kill {victim}", before).run(trial, TRIALS)
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_kill_9_of_clara_map_in_the_middle_of_a_copy(direction: str, area: Area, job: Context):
+    """`clara map x --write --in -` killed with half the data in; `clara map x --read --out -`
+    killed while its reader is slow: the write is incomplete, the read changes nothing,
+    and no lock is left either way."""
+    before = our_files()
+    mode, option = ("--write", "--in") if direction == "in" else ("--read", "--out")
+
+    def trial(i: int) -> None:
+        process = subprocess.Popen(
+            [*CLARA, "map", "x", "-c", "job", mode, option, "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            with deadline(SAFETY, f"clara map --{direction} getting into its copy"):
+                if direction == "in":  # more than a pipe holds: clara has read some of it
+                    process.stdin.write(b"\x07" * (SIZE // 2))
+                    process.stdin.flush()
+                else:  # the rest waits in a full pipe: clara is stuck in the middle
+                    assert len(process.stdout.read(4096)) == 4096
+            assert kill9(process) == -9
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait(SAFETY)
+            for stream in (process.stdin, process.stdout, process.stderr):
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+        with job.get("x") as x:
+            assert x.state == ("incomplete" if direction == "in" else "complete")
+        _rewrite(job)  # no lock left: at once
+        reclaim(i)
+        assert our_files() == before
+
+    Trials(area, f"clara map --{direction} -, mid-copy", before).run(trial, TRIALS)
 
 
 WRITER = """
