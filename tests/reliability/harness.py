@@ -49,6 +49,17 @@ def our_files(directory: str | None = None) -> set[str]:
     return {name for name in os.listdir(directory or shm_dir()) if name.startswith(prefix)}
 
 
+def directory_listing() -> set[str]:
+    """Every file of the shared-memory directory but those of other clara test sessions
+    and benchmark runs, which may come and go meanwhile on a shared machine."""
+    ours = namespace() + "."
+    return {
+        name
+        for name in os.listdir(shm_dir())
+        if name.startswith(ours) or not name.startswith(("claratest-", "clarabench-"))
+    }
+
+
 def wait_until(predicate: Callable[[], bool], what: str, seconds: float = SAFETY) -> None:
     """Poll `predicate` until it holds; Hang after `seconds`."""
     end = time.monotonic() + seconds

@@ -31,7 +31,7 @@ from clara_core.names import shm_dir
 from tests.cli.clirun import clara
 
 from .figures import Area
-from .harness import OTHER_UID, as_other_user, our_files, require_root
+from .harness import OTHER_UID, as_other_user, directory_listing, our_files, require_root
 
 ATTEMPTS = """
 import json
@@ -323,7 +323,7 @@ ESCAPES = ["..", "../x", "/", "/etc/passwd", "a/../b", ".", "a.b", "x" * 256, ""
 def test_names_cannot_escape_the_namespace(bad: str, area: Area) -> None:
     """Context, allocation and handle names and CLARA_NAMESPACE are refused, and nothing
     is created anywhere."""
-    listing = set(os.listdir(shm_dir()))
+    listing = directory_listing()
     ctx = Context.create("job")
     try:
         area.trials += 3
@@ -339,7 +339,7 @@ def test_names_cannot_escape_the_namespace(bad: str, area: Area) -> None:
                 Context.create("other")
     finally:
         Context.destroy("job")
-    assert set(os.listdir(shm_dir())) == listing
+    assert directory_listing() == listing
 
 
 @contextlib.contextmanager
@@ -356,7 +356,7 @@ def test_long_and_odd_valid_names_stay_inside_the_namespace(namespace: str, area
     """255-character, dash-leading and differently-cased names: every file is a plain
     file of the namespace in the shared-memory directory, within NAME_MAX, and names that
     differ only far into them stay apart."""
-    listing = set(os.listdir(shm_dir()))
+    listing = directory_listing()
     long_a, long_b = "a" * 254 + "x", "a" * 254 + "y"
     made = []
     for context in (long_a, long_b, "-rf", "--", "_"):
@@ -371,7 +371,7 @@ def test_long_and_odd_valid_names_stay_inside_the_namespace(namespace: str, area
         )
         ctx.close()
     try:
-        new = set(os.listdir(shm_dir())) - listing
+        new = directory_listing() - listing
         area.trials += len(new)
         assert len(new) == 5 * 5
         for file_name in new:
@@ -384,7 +384,7 @@ def test_long_and_odd_valid_names_stay_inside_the_namespace(namespace: str, area
     finally:
         for context in made:
             Context.destroy(context)
-    assert set(os.listdir(shm_dir())) == listing
+    assert directory_listing() == listing
 
 
 def test_leak_check_of_other_namespaces_is_blind(namespace: str, monkeypatch, area: Area) -> None:
