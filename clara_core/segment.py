@@ -120,6 +120,8 @@ _CHECK_FREE_FROM = 1 << 20
 def _free_bytes(fd: int) -> int:
     stats = os.fstatvfs(fd)
     return stats.f_bavail * stats.f_frsize
+
+
 _POPULATE_FROM = 256 << 10
 
 
