@@ -164,6 +164,16 @@ class Context:
         what = f"context '{name}'"
         pool.forget(context_file(name))
         members = segment.list_names(member_prefix(name))
+        if os.geteuid() != 0:
+            # In the sticky shared-memory directory only a file's owner may remove it:
+            # refuse before removing anything rather than stop half-way.
+            for member in members:
+                stat = segment.stat_named(member)
+                if stat is not None and stat.st_uid != os.geteuid():
+                    raise PermissionDenied(
+                        f"{what} holds {member}, which belongs to uid {stat.st_uid}: "
+                        "only that user (or root) can remove it; nothing was destroyed"
+                    )
         if not segment.unlink(context_file(name), what) and not members:
             raise NotFound(f"{what} does not exist")
         return sum(segment.unlink(member, what) for member in members)

@@ -41,8 +41,11 @@ class PipelineInvalid(InvalidArgument):
 
     def __init__(self, file: str, problems: list[Problem]) -> None:
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        lines = "".join(f"\n  {p}" for p in problems)
-        super().__init__(f"{file} is not a valid pipeline ({count}):{lines}")
+        first = f"; first, {problems[0]}" if problems else ""
+        super().__init__(
+            f"{file} is not a valid pipeline ({count}{first}); `clara validate {file}` "
+            "lists them all"
+        )
         self.file = file
         self.problems = problems
 

@@ -160,6 +160,7 @@ class _Warm(NamedTuple):
 
 
 WARM_PER_CONTEXT = 4  # warm segments one process keeps per context
+WARM_FRACTION = 16  # and at most this part of the shared-memory file system in all
 _warm: dict[str, list[_Warm]] = {}
 _warm_pid = 0
 
@@ -173,10 +174,24 @@ def _warm_list(context_file: str) -> list[_Warm]:
 
 
 def _keep_warm(context: Context, entry: _Warm) -> None:
+    # Warm segments are held by this process: no other one can claim or evict them
+    # while it runs. So a process keeps few of them, and at most a small part of the
+    # file system, the rest of the pool staying free for anyone.
+    cap = os.statvfs(shm_dir()).f_blocks * os.statvfs(shm_dir()).f_frsize // WARM_FRACTION
+    if entry.capacity > cap:
+        _drop(entry)
+        return
     entries = _warm_list(context.file_name)
     entries.append(entry)
     while len(entries) > WARM_PER_CONTEXT:
         _drop(entries.pop(0))
+    everything = [e for kept in _warm.values() for e in kept]
+    while sum(e.capacity for e in everything) > cap:
+        oldest = everything.pop(0)
+        for kept in _warm.values():
+            if oldest in kept:
+                kept.remove(oldest)
+        _drop(oldest)
 
 
 def _claim_warm(context: Context, nbytes: int) -> _Warm | None:

@@ -216,11 +216,6 @@ def test_bad_input(case: tuple, scene: Path, job: Context, area: Area) -> None:
     area.failures -= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clara run prints an invalid pipeline's problems on stderr after its error line "
-    "(clara_cli/commands/pipeline.py: reported to its owner, not ours to change)",
-)
 def test_clara_run_reports_an_invalid_pipeline_on_one_line(scene: Path) -> None:
     """README: every error is one line on stderr (validate puts its problems on stdout)."""
     result = clara("run", str(scene / "cycle.yaml"))

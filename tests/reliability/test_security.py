@@ -294,7 +294,8 @@ print(json.dumps({"destroy": outcome, "exists": Context.exists("shared")}))
 
 def test_our_allocation_in_another_users_shared_context_is_not_ours_to_reclaim(area: Area):
     """Another user's context, mode 666, holds an allocation we published: our --fix must
-    leave it (their context is alive); once they destroy it, ours is an orphan we reclaim."""
+    leave it (their context is alive), and their destroy is refused whole (not half-way)
+    until we have freed ours."""
     require_root()
     _as_other(SHARED + "print('{}')")
     try:
@@ -309,10 +310,12 @@ def test_our_allocation_in_another_users_shared_context_is_not_ours_to_reclaim(a
         with Context.open("shared") as shared:
             assert shared.names() == ["ours"]
     finally:
-        # In the sticky /dev/shm they cannot unlink our member: destroy says so.
-        gone = _as_other(DESTROY_SHARED)
-    assert gone == {"destroy": "PermissionDenied", "exists": False}
-    assert [f.segment.name for f in leaks.reclaim().removed] == ["ours"]
+        # In the sticky /dev/shm they cannot unlink our member: destroy refuses, whole.
+        refused = _as_other(DESTROY_SHARED)
+    assert refused == {"destroy": "PermissionDenied", "exists": True}
+    with Context.open("shared") as shared:
+        shared.get("ours").free()
+    assert _as_other(DESTROY_SHARED) == {"destroy": "destroyed", "exists": False}
     assert our_files() == set()
 
 

@@ -184,18 +184,12 @@ time.sleep(600)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OutOfSpace,
-    reason="design: a live process's warm pooled segments (pool.WARM_PER_CONTEXT per context, "
-    "up to pool_bytes) stay mapped and reference-locked by it, so no other process can evict "
-    "them; reported, not changed here",
-)
 def test_a_pool_kept_warm_by_a_live_process_gives_its_memory_back(
     small_shm_dir: str, area: Area
 ) -> None:
-    """As above, but the process that pooled the segments still runs (and keeps them
-    mapped for its own next create)."""
+    """As above, but the process that pooled the segments still runs: it keeps at most a
+    sixteenth of the file system warm (mapped, held for its own next create), so the rest
+    of its pool is evicted for another process's create."""
     Context.create("a", pool_bytes="32M").close()
     holder = Child(textwrap.dedent(HOLDER))
     try:
