@@ -57,6 +57,26 @@ class Child:
                 stream.close()
 
 
+def running(pid: int) -> bool:
+    """Whether any thread of `pid` still runs (a zombie leader with live threads counts).
+
+    A process whose leader shows as a zombie may still have threads (numpy's, say)
+    holding its files, and so its locks: only an empty task list means it is gone.
+    """
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def run_python(code: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter to the end."""
     return subprocess.run(

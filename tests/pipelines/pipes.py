@@ -52,21 +52,4 @@ def operators(result: dict) -> dict[str, dict]:
     return {op["name"]: op for op in result["operators"]}
 
 
-def alive(pid: int) -> bool:
-    """Whether any thread of process `pid` still lives (a zombie leader may wait for the
-    others, which still hold the process's files and memory)."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                    return True
-        except OSError:
-            continue
-    return False
-
-
 ENV = dict(os.environ)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from clara_core import Context, leaks
+from tests.helpers import running as alive
 
-from .pipes import alive, clara, clara_run, operators, start_run, write
+from .pipes import clara, clara_run, operators, start_run, write
 
 OPS = Path(__file__).with_name("operators.py")
 HEAD = "api-version: 0.5.0\norchestrator: Clara\nname: {name}\noperators:\n"

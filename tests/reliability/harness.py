@@ -71,27 +71,6 @@ def wait_until(predicate: Callable[[], bool], what: str, seconds: float = SAFETY
         pause = min(pause * 2, 0.05)
 
 
-def running(pid: int) -> bool:
-    """Whether any thread of `pid` still runs (a zombie leader with live threads counts).
-
-    A process whose leader shows as a zombie may still have threads (numpy's, say)
-    holding its files, and so its locks: only an empty task list means it is gone.
-    """
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            return True
-    return False
-
-
 def kill9(process: subprocess.Popen) -> int:
     """kill -9 a child and reap it; returns its exit status (-9)."""
     with contextlib.suppress(ProcessLookupError):

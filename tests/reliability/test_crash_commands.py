@@ -23,9 +23,10 @@ import pytest
 
 from clara_core import Context, Incomplete
 from tests.cli.clirun import CLARA, clara, shim
+from tests.helpers import running
 
 from .figures import Area
-from .harness import SAFETY, deadline, kill9, our_files, running, wait_until
+from .harness import SAFETY, deadline, kill9, our_files, wait_until
 from .trials import CLI_EVERY, TRIALS, Trials, reclaim
 
 SIZE = 256 << 10  # bytes of the allocation CMD and the operators write
