@@ -177,7 +177,8 @@ def _keep_warm(context: Context, entry: _Warm) -> None:
     # Warm segments are held by this process: no other one can claim or evict them
     # while it runs. So a process keeps few of them, and at most a small part of the
     # file system, the rest of the pool staying free for anyone.
-    cap = os.statvfs(shm_dir()).f_blocks * os.statvfs(shm_dir()).f_frsize // WARM_FRACTION
+    stats = os.statvfs(shm_dir())
+    cap = stats.f_blocks * stats.f_frsize // WARM_FRACTION
     if entry.capacity > cap:
         _drop(entry)
         return
