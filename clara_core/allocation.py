@@ -411,7 +411,12 @@ class Allocation:
             locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
 
     def _holders(self) -> str:
-        found = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])
+        """Who holds the map lock (for messages): among the processes mapping it, those
+        whose files hold the lock; a process may map it without a lock (an idle mapping
+        kept for reuse)."""
+        mapping = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])
+        pids = [m.pid for m in mapping]
+        found = processes.lock_holders(self._file_id, locks.MAP_BYTE, pids) or mapping
         return ", ".join(str(m) for m in found) or "another process"
 
     def _drop_old_name(self) -> None:
@@ -484,9 +489,9 @@ class _Reference:
         self.fd = fd
         self.closed = False
         self.maps: list[Region] = []
-        # Mappings no view can reach, kept for this reference's next map: no mmap, no
-        # page faults. A big write mapping's pages are worth keeping (faulting them in
-        # again costs more than the copy that follows); a read mapping is cheap to keep.
+        # Mappings no view can reach, kept for this reference's next map of that kind: no
+        # mmap, no munmap, no page faults (for a big array, faulting its pages in again
+        # costs more than the copy that follows). They hold no lock: others map meanwhile.
         self.warm: Region | None = None
         self.warm_read: Region | None = None
         # Called at close to offer the segment to the pool (or to free its name).
@@ -500,10 +505,7 @@ class _Reference:
             done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
             hdr.write_data_state(header, done)
         self.maps.remove(region)
-        if region.writable:
-            keep = self.warm is None and region.length > pool.MIN_BYTES
-        else:
-            keep = self.warm_read is None
+        keep = (self.warm if region.writable else self.warm_read) is None
         if region.lent():
             # Views outlive the map: cut them off before anyone else may map it.
             region = region.detach() if keep else region.release()

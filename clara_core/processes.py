@@ -109,3 +109,40 @@ def mappers(files: set[FileId], directory: str) -> dict[FileId, list[Mapper]]:
 
 def _pids() -> list[int]:
     return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+
+
+def lock_holders(file_id: FileId, byte: int, candidates: list[int]) -> list[Mapper]:
+    """Which of the `candidates` processes hold a lock on `byte` of the file, and how.
+
+    Read from /proc/<pid>/fdinfo, where the kernel lists every lock of an open file
+    (an OFD lock shows pid -1 in /proc/locks, so this is the only way to a holder).
+    """
+    dev, ino = file_id
+    key = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    found = []
+    for pid in candidates:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fdinfo")
+        except OSError:
+            continue
+        modes = set()
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                # lock:\t1: OFDLCK  ADVISORY  WRITE -1 00:1b:3 1 1  (first and last byte;
+                # the kernel merges neighbouring locks of one kind into one range)
+                fields = line.split()
+                if fields[:1] == ["lock:"] and key in fields and _covers(fields, byte):
+                    modes.add(fields[-5] == "WRITE")
+        if modes:
+            found.append(Mapper(pid, any(modes), command_name(pid)))
+    return found
+
+
+def _covers(fields: list[str], byte: int) -> bool:
+    last = fields[-1]
+    return int(fields[-2]) <= byte and (last == "EOF" or byte <= int(last))

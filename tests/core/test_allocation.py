@@ -394,3 +394,30 @@ def test_waiting_writer_sees_a_crashed_reader_go(ctx):
     child.process.wait()
     child.close()
     alloc.release()
+
+
+def test_busy_names_the_lock_holder_not_an_idle_mapping(ctx):
+    alloc = ctx.create(64)
+    alloc.publish("data")
+    with alloc.map("w"):
+        pass  # this reference keeps its (now unlocked) write mapping for reuse
+    child = Child(
+        """
+        import time
+        from clara_core import Context
+        m = Context.open("job").get("data").map("r")
+        print("mapped", flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        child.expect("mapped")
+        with pytest.raises(Busy) as caught:
+            ctx.get("data").map("w")
+        message = str(caught.value)
+        assert f"pid {child.pid} (python" in message
+        assert "read)" in message
+        assert f"pid {os.getpid()} " not in message
+    finally:
+        child.kill()
+    alloc.release()
