@@ -92,10 +92,13 @@ class SegmentInfo:
 
     @property
     def map_mode(self) -> str:
-        """'write', 'read' or '' (not mapped)."""
-        if self.write_locked or any(m.writable for m in self.mapped_by):
+        """'write' or 'read' while someone holds a map of it, else ''.
+
+        From the locks: a process may keep an idle mapping (`mapped_by`) without a map.
+        """
+        if self.write_locked:
             return "write"
-        return "read" if self.read_locked or self.mapped_by else ""
+        return "read" if self.read_locked else ""
 
 
 def survey(prefix: str | None = None) -> list[SegmentInfo]:
