@@ -40,6 +40,11 @@ def ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
     return result
 
 
+def write_in(context: str, name: str, raw: bytes) -> subprocess.CompletedProcess:
+    """`clara map NAME -c CONTEXT --write --in -` with `raw` on stdin; must succeed."""
+    return ok("map", name, "-c", context, "--write", "--in", "-", input=raw)
+
+
 def data(*args: str, **kwargs: Any) -> Any:
     """Run `clara --json ARGS...` successfully and parse its one JSON document."""
     return json.loads(ok("--json", *args, **kwargs).stdout)

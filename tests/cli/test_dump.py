@@ -10,7 +10,7 @@ import numpy as np
 
 from tests.helpers import Child
 
-from .clirun import CLARA, data, fails, ok
+from .clirun import CLARA, data, fails, ok, write_in
 
 CONTEXT_KEYS = {
     "name",
@@ -101,16 +101,7 @@ def test_dump_context_shows_state_and_who_maps(ctx: str) -> None:
 def test_dump_one_allocation_with_values(ctx: str) -> None:
     ok("create", "context", ctx)
     ok("create", "allocation", "vol", "-c", ctx, "--dtype", "i32", "--shape", "2,3")
-    ok(
-        "map",
-        "vol",
-        "-c",
-        ctx,
-        "--write",
-        "--in",
-        "-",
-        input=np.arange(6, dtype=np.int32).tobytes(),
-    )
+    write_in(ctx, "vol", np.arange(6, dtype=np.int32).tobytes())
     plain = data("dump", ctx, "vol")
     assert plain["context"] == ctx and set(plain["allocation"]) == ALLOCATION_KEYS
     assert "values" not in plain

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import Child
 
-from .clirun import CLARA, clara, data, fails, ok
+from .clirun import CLARA, clara, data, fails, ok, write_in
 
 NUMPY = {"u8": "u1", "i16": "i2", "f32": "f4", "f64": "f8", "c64": "c8"}
 MEMMAP = (
@@ -87,16 +87,7 @@ def test_txt_round_trip_2d(ctx: str, tmp_path: Path) -> None:
 
 def test_npy_output_is_a_valid_npy(ctx: str, tmp_path: Path) -> None:
     make(ctx, dtype="i64", shape="2,2,2")
-    ok(
-        "map",
-        "vol",
-        "-c",
-        ctx,
-        "--write",
-        "--in",
-        "-",
-        input=np.arange(8, dtype=np.int64).tobytes(),
-    )
+    write_in(ctx, "vol", np.arange(8, dtype=np.int64).tobytes())
     target = tmp_path / "out.npy"
     ok("map", "vol", "-c", ctx, "--read", "--out", str(target), "--format", "npy")
     assert np.array_equal(np.load(target), np.arange(8).reshape(2, 2, 2))
@@ -320,16 +311,7 @@ def test_command_writes_through_numpy_memmap(ctx: str) -> None:
 
 def test_command_reads_through_numpy_memmap_and_sees_the_environment(ctx: str) -> None:
     make(ctx, dtype="i32", shape="5")
-    ok(
-        "map",
-        "vol",
-        "-c",
-        ctx,
-        "--write",
-        "--in",
-        "-",
-        input=np.arange(5, dtype=np.int32).tobytes(),
-    )
+    write_in(ctx, "vol", np.arange(5, dtype=np.int32).tobytes())
     code = MEMMAP.format(
         mode="r",
         body="print(int(a.sum()), e['CLARA_MAP_NBYTES'], e['CLARA_MAP_MODE'], e['CLARA_CONTEXT'])",
