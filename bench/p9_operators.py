@@ -56,7 +56,7 @@ def run_files(stage: str, directory: str) -> None:
 
 def run_clara(stage: str) -> None:
     """One stage as an operator of `clara run` (driver API, shared memory)."""
-    from clara_core.driver import Driver
+    from clara_core.pipeline import Driver
 
     def execute(driver: Driver, payload) -> bool:  # type: ignore[no-untyped-def]
         if stage == "produce":

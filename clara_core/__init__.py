@@ -1,11 +1,26 @@
 """clara_core: fast, safe, typed POSIX shared memory for multi-process pipelines.
 
-from clara_core import Context
-ctx = Context.create("job", owner_pid=os.getpid())
-vol = ctx.create(dtype="float32", shape=(64, 256, 256))
-with vol.map("w") as array:
-    array[...] = 1.0
-vol.publish("volume")            # another process: Context.open("job").get("volume")
+    from clara_core import Context
+    ctx = Context.create("job", owner_pid=os.getpid())
+    vol = ctx.create(dtype="float32", shape=(64, 256, 256))
+    with vol.map("w") as array:
+        array[...] = 1.0
+    vol.publish("volume")            # another process: Context.open("job").get("volume")
+
+The house, top to bottom (arrows point down only; a lower module that needs a type from
+above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
+
+    pipeline/    the Clara pipeline language, the local runner, the operator side
+                 (Variable, Driver); uses the object model like any user does
+    context.py allocation.py mapping.py pool.py        the object model: what users hold
+    registry.py reference.py   their narrow insides: a context as its allocations see it,
+                               one reference's fd and maps
+    leaks.py inspect.py        tooling over segments: plain data, no rendering
+    shm/         the only code that talks to the kernel: segment files, mmap, the header
+                 format, OFD locks, /proc readers
+    errors.py names.py dtypes.py   the vocabulary every layer shares
+
+No click, no rich: the `clara` command line (clara_cli) renders what this returns.
 """
 
 from __future__ import annotations

@@ -15,36 +15,35 @@ counts references for us, and a crashed process can never keep a count too high.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import math
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from . import header as hdr
-from . import locks, pool, processes, segment
+from . import pool
 from .dtypes import ElementType, element_type, nbytes_of, static_shape
 from .errors import (
     AlreadyExists,
     Busy,
     ClaraError,
     Corrupt,
-    Incomplete,
     InvalidArgument,
     NotFound,
     ReadOnly,
-    Timeout,
 )
-from .header import DATA_OFFSET, DataState, Header, Layout
 from .mapping import Mapping
-from .memory import Region
 from .names import HANDLE, PUBLISHED, shm_dir, validate_name
+from .reference import Reference
+from .shm import header as hdr
+from .shm import locks, processes, segment
+from .shm.header import DATA_OFFSET, Header, Layout
+from .shm.memory import Region
 
 if TYPE_CHECKING:
     import numpy
 
     from .context import Context
+    from .registry import Registry
 
 PRIVATE = "private"  # anonymous, known to this process only
 HANDLED = "handle"  # private, but reachable by handle from other processes
@@ -57,6 +56,7 @@ class Allocation:
     def __init__(
         self,
         context: Context,
+        registry: Registry,
         fd: int,
         writable: bool,
         header: Header,
@@ -67,13 +67,13 @@ class Allocation:
     ) -> None:
         assert header.layout is not None
         self.context = context
+        self._registry = registry
         self._fd = fd
         self._writable = writable
         self._set_visibility(visibility, key)
         self._layout: Layout = header.layout
-        self._layout_raw = b""  # the layout block as last parsed under a map lock
         self._file_id = (stat.st_dev, stat.st_ino)
-        self._reference = _Reference(fd)
+        self._reference = Reference(fd)
         self._maps = self._reference.maps
         # A private allocation is reachable by its creator only: released means freed, so
         # it is offered to the pool. A recycled one still sits in the pool under
@@ -156,7 +156,7 @@ class Allocation:
     def _set_visibility(self, visibility: str, key: str | None) -> None:
         self._visibility = visibility
         self._key = key  # published name or handle
-        where = f"in context '{self.context.name}'"
+        where = f"in context '{self._registry.name}'"
         if visibility == SHARED:
             self._description = f"allocation '{key}' {where}"
         elif visibility == HANDLED:
@@ -180,10 +180,10 @@ class Allocation:
         if self._visibility == SHARED:
             raise InvalidArgument(f"{self.describe()} is already published")
         self._require_writable_fd("publish")
-        self.context._check_writable("publish into")
-        self.context._check_alive()
-        file_name = self.context._member_file(PUBLISHED, name)
-        what = f"allocation '{name}' in context '{self.context.name}'"
+        self._registry.check_writable("publish into")
+        self._registry.check_alive()
+        file_name = self._registry.member_file(PUBLISHED, name)
+        what = f"allocation '{name}' in context '{self._registry.name}'"
         if self._visibility == HANDLED:  # other processes may hold the handle too
             with self._lifecycle_held() as lifecycle:
                 if lifecycle != hdr.PRIVATE:  # another one published or freed it
@@ -195,10 +195,10 @@ class Allocation:
         self._reference.recycle = None  # published: released references do not free it
 
     def _publish_as(self, name: str, file_name: str, what: str) -> None:
-        if self.context.capacity is None:
+        if self._registry.capacity is None:
             self._link_as(name, file_name, what)
         else:
-            with self.context._publishing(self._layout.capacity + DATA_OFFSET, what):
+            with self._registry.publishing(self._layout.capacity + DATA_OFFSET, what):
                 self._link_as(name, file_name, what)
         self._drop_old_name()
 
@@ -227,7 +227,7 @@ class Allocation:
         if self._visibility == HANDLED:
             return self._key or ""
         self._require_writable_fd("hand over")
-        self.context._check_writable("hand over into")
+        self._registry.check_writable("hand over into")
         pid, start = processes.identity(holder_pid)
         origin = segment.read_header(self._fd, self.describe())[0].origin
         updated = hdr.Origin(
@@ -235,7 +235,7 @@ class Allocation:
         )
         self._write(updated.pack(), hdr.ORIGIN_AT)
         handle = os.urandom(6).hex()
-        segment.link(self._fd, self.context._member_file(HANDLE, handle), self.describe())
+        segment.link(self._fd, self._registry.member_file(HANDLE, handle), self.describe())
         self._drop_old_name()
         self._set_visibility(HANDLED, handle)
         self._reference.recycle = None
@@ -282,7 +282,7 @@ class Allocation:
         if self._visibility != PRIVATE:
             self._require_writable_fd("free")
             kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            recycle = self._recycler(self.context._member_file(kind, self._key or ""))
+            recycle = self._recycler(self._registry.member_file(kind, self._key or ""))
             expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
             if locks.try_lock(self._fd, locks.REFERENCE_BYTE, exclusive=True):
                 # Nobody else references it: nobody else can free it now, and a get()
@@ -332,72 +332,20 @@ class Allocation:
             raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
         if timeout is not None and (timeout < 0 or timeout != timeout):
             raise InvalidArgument(f"invalid timeout {timeout}: use seconds >= 0")
-        locked = bool(self._maps) or locks.try_lock(self._fd, locks.MAP_BYTE, writable)
-        if not locked and not timeout:
-            raise Busy(
-                f"{self.describe()} is mapped by {self._holders()}; try again later, or wait "
-                "with a timeout"
-            )
-        # Mapping touches no data, so it may come before the lock: a map that had to
-        # wait is then ready the moment the holder lets go.
-        region = self._reference.take_warm(writable) or segment.map_segment(
-            self._fd, DATA_OFFSET + self._layout.capacity, writable, self.describe(), populate
+        region, self._layout = self._reference.map(
+            writable,
+            timeout,
+            allow_incomplete,
+            populate,
+            self._layout,
+            self.describe(),
+            self._holders,
         )
-        try:
-            if not locked:
-                self._wait_for_map_lock(writable, timeout)
-            try:
-                return self._map_locked(region, writable, allow_incomplete)
-            except BaseException:
-                if not self._maps:
-                    locks.unlock(self._fd, locks.MAP_BYTE)
-                raise
-        except BaseException:
-            region.release()
-            raise
+        return Mapping(self, self._reference, region, self._layout)
 
     def unmap(self) -> None:
         """Unmap every map this reference holds (write maps are marked complete)."""
         self._reference.unmap_all()
-
-    def _wait_for_map_lock(self, writable: bool, timeout: float) -> None:
-        wait = None if timeout == math.inf else timeout
-        if not locks.lock(self._fd, locks.MAP_BYTE, writable, wait):
-            raise Timeout(f"{self.describe()} stayed mapped by {self._holders()} for {timeout:g} s")
-
-    def _map_locked(self, region: Region, writable: bool, allow_incomplete: bool) -> Mapping:
-        # The file may have been cut short since get(): touching mapped pages past its end
-        # would kill this process with SIGBUS, so its size is checked now, under the lock.
-        size = self._current_size()
-        if size < region.length:
-            raise Corrupt(
-                f"{self.describe()} is corrupt (its file was cut to {size} bytes, it needs "
-                f"{region.length}); remove it with `clara leak-check --fix`"
-            )
-        header = region.header()
-        raw_layout = header[hdr.LAYOUT_AT : hdr.LAYOUT_END]
-        if raw_layout == self._layout_raw:  # unchanged since last parsed: still valid
-            layout = self._layout
-        else:
-            layout = hdr.parse_layout(header, region.length, self.describe())
-            self._layout_raw = raw_layout
-        data = hdr.read_data_state(header)
-        if writable:
-            pid, start = processes.identity()
-            hdr.write_data_state(header, DataState(hdr.WRITING, pid, start, data.generation))
-        elif data.state == hdr.WRITING and not allow_incomplete:
-            raise Incomplete(
-                f"{self.describe()} is incomplete: its writer (pid {data.writer_pid}) died "
-                "or failed mid-write; write it again, or read anyway with "
-                "allow_incomplete=True (clara map --allow-incomplete)"
-            )
-        self._layout = layout
-        self._maps.append(region)
-        return Mapping(self, region, layout)
-
-    def _unmap(self, region: Region, complete: bool) -> None:
-        if region in self._maps:
-            self._reference.unmap(region, complete)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -422,18 +370,18 @@ class Allocation:
     def _drop_old_name(self) -> None:
         """After a new name was linked: remove the handle or pool name it had before."""
         if self._visibility == HANDLED:
-            segment.unlink(self.context._member_file(HANDLE, self._key or ""))
+            segment.unlink(self._registry.member_file(HANDLE, self._key or ""))
         if self._pool_name is not None:
             segment.unlink(self._pool_name)
             self._pool_name = None
 
     def _recycler(self, file_name: str | None) -> Callable[[int, Region | None], None]:
         """At close: offer the segment to the pool, else remove its name (if any)."""
-        context, capacity = self.context, self._layout.capacity
+        registry, capacity = self._registry, self._layout.capacity
 
         def recycle(fd: int, warm: Region | None) -> None:
             try:
-                pooled = pool.retire(context, fd, capacity, file_name, warm)
+                pooled = pool.retire(registry, fd, capacity, file_name, warm)
             except (ClaraError, OSError):  # recycling is an optimisation only
                 pooled = False
             if not pooled and file_name is not None:
@@ -441,11 +389,13 @@ class Allocation:
 
         return recycle
 
-    def _path(self) -> str:
+    @property
+    def path(self) -> str:
+        """A path at which other programs can open the segment (while this reference lives)."""
         if self._visibility == PRIVATE:
             return f"/proc/{os.getpid()}/fd/{self._fd}"
         kind = PUBLISHED if self._visibility == SHARED else HANDLE
-        return segment.path_of(self.context._member_file(kind, self._key or ""))
+        return segment.path_of(self._registry.member_file(kind, self._key or ""))
 
     def _check_open(self) -> None:
         if self.released:
@@ -454,12 +404,6 @@ class Allocation:
     def _require_writable_fd(self, action: str) -> None:
         if not self._writable:
             raise ReadOnly(f"cannot {action} {self.describe()}: this reference may only read it")
-
-    def _current_size(self) -> int:
-        try:
-            return os.fstat(self._fd).st_size
-        except OSError as exc:
-            raise segment.translate(exc, self.describe()) from exc
 
     def _pread(self, offset: int, size: int) -> bytes:
         try:
@@ -478,88 +422,3 @@ def _parse_mode(mode: str) -> bool:
     if value in ("w", "write"):
         return True
     raise InvalidArgument(f"invalid map mode {mode!r}: use 'r' (read) or 'w' (write)")
-
-
-class _Reference:
-    """The operating-system side of one reference: its fd and maps (also the finalizer)."""
-
-    __slots__ = ("closed", "fd", "maps", "recycle", "warm", "warm_read")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.closed = False
-        self.maps: list[Region] = []
-        # Mappings no view can reach, kept for this reference's next map of that kind: no
-        # mmap, no munmap, no page faults (for a big array, faulting its pages in again
-        # costs more than the copy that follows). They hold no lock: others map meanwhile.
-        self.warm: Region | None = None
-        self.warm_read: Region | None = None
-        # Called at close to offer the segment to the pool (or to free its name).
-        self.recycle: Callable[[int, Region | None], None] | None = None
-
-    def unmap(self, region: Region, complete: bool) -> None:
-        """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
-        if region.writable and complete:
-            header = region.header()
-            data = hdr.read_data_state(header)
-            done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
-            hdr.write_data_state(header, done)
-        self.maps.remove(region)
-        keep = (self.warm if region.writable else self.warm_read) is None
-        if region.lent():
-            # Views outlive the map: cut them off before anyone else may map it.
-            region = region.detach() if keep else region.release()
-            self._unlock_if_last()
-        else:
-            self._unlock_if_last()  # nothing reaches this memory: let waiters in first
-            if not keep:
-                region.release()
-        if keep and region is not None:
-            if region.writable:
-                self.warm = region
-            else:
-                self.warm_read = region
-
-    def _unlock_if_last(self) -> None:
-        if not self.maps:
-            locks.unlock(self.fd, locks.MAP_BYTE)
-
-    def unmap_all(self) -> None:
-        """Finish every map (write maps are marked complete)."""
-        for region in list(self.maps):
-            self.unmap(region, complete=True)
-
-    def take_warm(self, writable: bool = True) -> Region | None:
-        """A kept mapping of the right kind, if any, for reuse by a new map."""
-        if writable:
-            warm, self.warm = self.warm, None
-        else:
-            warm, self.warm_read = self.warm_read, None
-        return warm
-
-    def close(self) -> None:
-        """Finish every map, recycle or free the segment, close the file (once)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.unmap_all()
-            if self.warm_read is not None:
-                self.warm_read.release()
-                self.warm_read = None
-            warm = self.take_warm()
-            if self.recycle is not None and not _exiting:
-                self.recycle(self.fd, warm)  # takes over `warm`
-            elif warm is not None:
-                warm.release()
-        finally:
-            os.close(self.fd)
-
-
-_exiting = False  # at interpreter exit the kernel frees everything: nothing to recycle
-
-
-@atexit.register
-def _at_exit() -> None:
-    global _exiting
-    _exiting = True

@@ -9,17 +9,15 @@ made it, the process it is bound to (if any), the mode of its segments and its c
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from . import header as hdr
-from . import locks, pool, processes, segment
+from . import pool
 from .allocation import HANDLED, PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import (
@@ -30,21 +28,22 @@ from .errors import (
     OutOfSpace,
     PermissionDenied,
 )
-from .header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
 from .names import (
     HANDLE,
     PUBLISHED,
     context_file,
-    member_file,
     member_prefix,
     namespace,
     parse_file_name,
     same_name,
     validate_name,
 )
+from .registry import Registry
+from .shm import header as hdr
+from .shm import locks, processes, segment
+from .shm.header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
 
 PAGE = 4096
-_QUOTA_BYTE = 2  # on the context's segment: serialises capacity checks
 _HANDLE = re.compile(r"[0-9a-f]{12}")
 
 
@@ -68,17 +67,22 @@ class Context:
     def __init__(self, fd: int, writable: bool, header: Header, stat: os.stat_result) -> None:
         self.name = header.name
         self.file_name = context_file(header.name)  # fixed: the namespace it was opened in
-        self._fd = fd
-        self._writable = writable
-        self._file_id = (stat.st_dev, stat.st_ino)
-        self._uid = stat.st_uid
         self.owner_pid: int | None = header.origin.owner_pid or None
         self._owner_start = header.origin.owner_start
         self.creator_pid = header.origin.creator_pid
         self.created = header.origin.created_ns / 1e9
         self.mode = header.settings.mode
         self.capacity: int | None = header.settings.capacity or None
-        self.pool_cap = header.settings.pool_cap
+        self._registry = Registry(
+            self.name,
+            self.file_name,
+            fd,
+            writable,
+            stat.st_uid,
+            self.mode,
+            self.capacity,
+            header.settings.pool_cap,
+        )
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     # -- contexts -----------------------------------------------------------------------
@@ -247,7 +251,7 @@ class Context:
         """
         layout = _layout(size, dtype, shape)
         what = f"new allocation in context '{self.name}'"
-        claimed = pool.claim(self, layout.capacity)
+        claimed = pool.claim(self._registry, layout.capacity)
         fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
         try:
             if fd >= 0:  # a recycled segment may be larger than asked for
@@ -267,7 +271,9 @@ class Context:
             else:
                 fd = self._fresh_segment(layout.capacity, what, header.pack())
                 locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
-            alloc = Allocation(self, fd, True, header, os.fstat(fd), PRIVATE, pool_name=pool_name)
+            alloc = Allocation(
+                self, self._registry, fd, True, header, os.fstat(fd), PRIVATE, pool_name=pool_name
+            )
         except BaseException:
             if warm is not None:
                 warm.release()
@@ -297,10 +303,10 @@ class Context:
         validate_name(name, "allocation name")
         what = f"allocation '{name}' in context '{self.name}'"
         try:
-            file_name = self._member_file(PUBLISHED, name)
+            file_name = self._registry.member_file(PUBLISHED, name)
             return self._reference(file_name, what, SHARED, read_only, name)
         except NotFound:
-            self._check_alive()
+            self._registry.check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
 
     def open_handle(self, handle: str) -> Allocation:
@@ -309,9 +315,9 @@ class Context:
             raise InvalidArgument(f"invalid handle {handle!r}: a handle is 12 hex digits")
         what = f"private allocation {handle} in context '{self.name}'"
         try:
-            return self._reference(self._member_file(HANDLE, handle), what, HANDLED)
+            return self._reference(self._registry.member_file(HANDLE, handle), what, HANDLED)
         except NotFound:
-            self._check_alive()
+            self._registry.check_alive()
             raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
 
     def _reference(
@@ -341,7 +347,7 @@ class Context:
                 named = segment.stat_named(file_name)
                 if named is None or (named.st_dev, named.st_ino) != (stat.st_dev, stat.st_ino):
                     raise NotFound(f"{what} was freed")
-            if stat.st_uid != self._uid and not self.mode & 0o022:
+            if stat.st_uid != self._registry.uid and not self.mode & 0o022:
                 # Only users who may write the context publish into it: this one was put
                 # there behind clara's back.
                 raise PermissionDenied(
@@ -349,7 +355,7 @@ class Context:
                     f"publish into context '{self.name}' (mode {self.mode:o})"
                 )
             key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-            return Allocation(self, fd, writable, header, stat, visibility, key)
+            return Allocation(self, self._registry, fd, writable, header, stat, visibility, key)
         except BaseException:
             os.close(fd)
             raise
@@ -372,38 +378,6 @@ class Context:
             finally:
                 os.close(fd)
         return sorted(found, key=str.lower)
-
-    def _member_file(self, kind: str, name: str) -> str:
-        return member_file(self.file_name, kind, name)
-
-    def _check_writable(self, action: str) -> None:
-        """PermissionDenied unless this user may write the context (its mode says so)."""
-        if not self._writable:
-            raise PermissionDenied(
-                f"cannot {action} context '{self.name}': this user may only read it "
-                f"(mode {self.mode:o})"
-            )
-
-    def _check_alive(self) -> None:
-        """NotFound if this context was destroyed since it was opened."""
-        if os.fstat(self._fd).st_nlink == 0:  # its name is gone: destroyed
-            raise NotFound(f"context '{self.name}' was destroyed")
-
-    @contextlib.contextmanager
-    def _publishing(self, nbytes: int, what: str) -> Iterator[None]:
-        """Hold the capacity check for one publish (contexts with a capacity only)."""
-        locks.lock(self._fd, _QUOTA_BYTE, exclusive=self._writable, timeout=None)
-        try:
-            published = segment.list_names(f"{self.file_name}.{PUBLISHED}.")
-            used = segment.total_size(published)
-            if used + nbytes > self.capacity:
-                raise OutOfSpace(
-                    f"{what} does not fit: context '{self.name}' holds {used} of its "
-                    f"{self.capacity} bytes; free something first"
-                )
-            yield
-        finally:
-            locks.unlock(self._fd, _QUOTA_BYTE)
 
 
 def _layout(size: int | str | None, dtype: object, shape: object) -> Layout:

@@ -11,10 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from . import header as hdr
-from . import locks, segment
 from .errors import ClaraError, NotFound
-from .header import Header
 from .names import (
     HANDLE,
     POOLED,
@@ -25,7 +22,10 @@ from .names import (
     shm_dir,
     validate_name,
 )
-from .processes import FileId, Mapper, is_alive, mappers
+from .shm import header as hdr
+from .shm import locks, segment
+from .shm.header import Header
+from .shm.processes import FileId, Mapper, is_alive, mappers
 
 KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import header as hdr
-from . import locks, processes, segment
 from .inspect import SegmentInfo, survey
 from .names import shm_dir
+from .shm import header as hdr
+from .shm import locks, processes, segment
 
 LIVE, IDLE, POOLED = "live", "idle", "pooled"
 ORPHANED, OWNER_DEAD, CORRUPT, FOREIGN = "orphaned", "owner-dead", "corrupt", "foreign"

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from .dtypes import ElementType
 from .errors import InvalidArgument
-from .header import DATA_OFFSET, Layout
-from .memory import Region
+from .shm.header import DATA_OFFSET, Layout
+from .shm.memory import Region
 
 if TYPE_CHECKING:
     import numpy
 
     from .allocation import Allocation
+    from .reference import Reference
 
 _CHUNK = 64 << 20  # per sendfile call: a progress bar moves, a signal is seen
 
@@ -31,8 +32,11 @@ class Mapping:
     (they read zeros), so copy what you want to keep.
     """
 
-    def __init__(self, allocation: Allocation, region: Region, layout: Layout) -> None:
+    def __init__(
+        self, allocation: Allocation, reference: Reference, region: Region, layout: Layout
+    ) -> None:
         self.allocation = allocation
+        self._reference = reference
         self._region = region
         self.layout = layout
         self._array: weakref.ref[Any] | None = None
@@ -45,7 +49,7 @@ class Mapping:
     @property
     def mapped(self) -> bool:
         """Whether this map is still in place."""
-        return self._region in self.allocation._maps
+        return self._region in self._reference.maps
 
     @property
     def etype(self) -> ElementType:
@@ -70,7 +74,7 @@ class Mapping:
     @property
     def path(self) -> str:
         """A path at which other programs can open the segment while this map is held."""
-        return self.allocation._path()
+        return self.allocation.path
 
     @property
     def buffer(self) -> memoryview:
@@ -102,7 +106,7 @@ class Mapping:
         the bytes copied after each chunk.
         """
         self._check_mapped()
-        source, offset, left = self.allocation._fd, DATA_OFFSET, self.layout.nbytes
+        source, offset, left = self._reference.fd, DATA_OFFSET, self.layout.nbytes
         while left:
             sent = os.sendfile(fd, source, offset, min(left, _CHUNK))
             if sent == 0:
@@ -114,7 +118,8 @@ class Mapping:
 
     def unmap(self, complete: bool = True) -> None:
         """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""
-        self.allocation._unmap(self._region, complete)
+        if self.mapped:
+            self._reference.unmap(self._region, complete)
 
     def __enter__(self) -> numpy.ndarray:
         return self.array

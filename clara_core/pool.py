@@ -17,23 +17,20 @@ and tries once more.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import header as hdr
-from . import locks, segment
-from .header import DATA_OFFSET
-from .memory import Region
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
+from .shm import header as hdr
+from .shm import locks, segment
+from .shm.header import DATA_OFFSET
+from .shm.memory import Region
 
 if TYPE_CHECKING:
-    from .context import Context
+    from .registry import Registry
 
 MIN_BYTES = 1 << 20  # below this, a fresh segment is cheaper than looking for one
 DEFAULT_FRACTION = 4  # default pool cap: 1/4 of the shared-memory file system
-_POOL_LOCK_BYTE = 3  # on the context's segment: serialises pool bookkeeping
 
 
 def default_cap() -> int:
@@ -45,7 +42,7 @@ def default_cap() -> int:
     return stats.f_blocks * stats.f_frsize // DEFAULT_FRACTION
 
 
-def _prefix(context: Context) -> str:
+def _prefix(context: Registry) -> str:
     return f"{context.file_name}.{POOLED}."
 
 
@@ -56,22 +53,13 @@ def _capacity(file_name: str) -> int:
         return 0
 
 
-def pooled(context: Context) -> list[tuple[int, str]]:
+def pooled(context: Registry) -> list[tuple[int, str]]:
     """(capacity, file name) of every segment in the context's pool, smallest first."""
     return sorted((_capacity(name), name) for name in segment.list_names(_prefix(context)))
 
 
-@contextlib.contextmanager
-def _exclusive(context: Context) -> Iterator[None]:
-    locks.lock(context._fd, _POOL_LOCK_BYTE, exclusive=context._writable, timeout=None)
-    try:
-        yield
-    finally:
-        locks.unlock(context._fd, _POOL_LOCK_BYTE)
-
-
 def retire(
-    context: Context,
+    context: Registry,
     fd: int,
     capacity: int,
     file_name: str | None,
@@ -92,7 +80,7 @@ def retire(
             return False  # someone else still references it
         in_pool = file_name is not None and file_name.startswith(_prefix(context))
         what = f"pooled segment of context '{context.name}'"
-        with _exclusive(context):
+        with context.pool_locked():
             target = file_name or ""
             if not in_pool:
                 if sum(c for c, _ in pooled(context)) + capacity > context.pool_cap:
@@ -113,7 +101,7 @@ def retire(
             warm.release()
 
 
-def claim(context: Context, nbytes: int) -> tuple[int, str, Region | None] | None:
+def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | None:
     """Take a pooled segment able to hold `nbytes` (and at most twice that).
 
     Returns (fd, pool file name, warm mapping or None). The fd holds a shared reference
@@ -173,7 +161,7 @@ def _warm_list(context_file: str) -> list[_Warm]:
     return _warm.setdefault(context_file, [])
 
 
-def _keep_warm(context: Context, entry: _Warm) -> None:
+def _keep_warm(context: Registry, entry: _Warm) -> None:
     # Warm segments are held by this process: no other one can claim or evict them
     # while it runs. So a process keeps few of them, and at most a small part of the
     # file system, the rest of the pool staying free for anyone.
@@ -195,7 +183,7 @@ def _keep_warm(context: Context, entry: _Warm) -> None:
         _drop(oldest)
 
 
-def _claim_warm(context: Context, nbytes: int) -> _Warm | None:
+def _claim_warm(context: Registry, nbytes: int) -> _Warm | None:
     entries = _warm_list(context.file_name)
     for entry in list(entries):
         if os.fstat(entry.fd).st_nlink == 0:  # evicted or destroyed meanwhile

@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from clara_core import segment
 from clara_core.names import shm_dir
+from clara_core.shm import segment
 
 SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
 os.environ["CLARA_NAMESPACE"] = SESSION_NAMESPACE

@@ -108,7 +108,7 @@ def resolve(
 ) -> Allocation:
     """The allocation NAME: a declared variable inside a pipeline operator, else published."""
     if os.environ.get("CLARA_OPERATOR"):
-        from clara_core.variables import open_declared
+        from clara_core.pipeline.variables import open_declared
 
         return open_declared(name, mode, shape=shape, dtype=dtype)
     from clara_core import Context

@@ -1,10 +1,10 @@
 """`clara validate FILE...` and `clara run FILE`: Clara pipeline definitions, checked and run.
 
-Both are thin: `clara_core.pipeline` validates, `clara_core.runner` runs; this module
-only draws. While a job runs on a terminal, a live table (rich, on stderr) shows each
-operator; operators' output scrolls above it, prefixed with their names. At the end a
-table of operators (status, exit code, start, duration) and one of variables goes to
-stdout, or the same as one JSON document with --json.
+Both are thin: `clara_core.pipeline.loading` validates, `clara_core.pipeline.runner`
+runs; this module only draws. While a job runs on a terminal, a live table (rich, on
+stderr) shows each operator; operators' output scrolls above it, prefixed with their
+names. At the end a table of operators (status, exit code, start, duration) and one of
+variables goes to stdout, or the same as one JSON document with --json.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from ..options import json_option, wants_json
 from ..render import emit
 
 if TYPE_CHECKING:
-    from clara_core.pipeline import Pipeline, Problem
-    from clara_core.runner import OperatorResult, RunResult, VariableRecord
+    from clara_core.pipeline.model import Pipeline, Problem
+    from clara_core.pipeline.results import OperatorResult, RunResult, VariableRecord
 
 
 # -- clara validate -----------------------------------------------------------------------
@@ -40,7 +40,7 @@ def validate(files: tuple[str, ...]) -> None:
     size), and that there is no cycle.
     """
     from clara_core.errors import InvalidArgument
-    from clara_core.pipeline import check
+    from clara_core.pipeline.loading import check
 
     reports = []
     for file in files:
@@ -136,8 +136,8 @@ def run(
     is freed: nothing is left behind.
     """
     from clara_core.errors import InvalidArgument
-    from clara_core.pipeline import load
-    from clara_core.runner import run as run_pipeline
+    from clara_core.pipeline.loading import load
+    from clara_core.pipeline.runner import run as run_pipeline
 
     if timeout is not None and not timeout > 0:
         raise InvalidArgument(f"invalid --timeout {timeout}: use seconds > 0")
@@ -155,7 +155,7 @@ def run(
 
 
 def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):
-    from clara_core.runner import Observer
+    from clara_core.pipeline.results import Observer
 
     class Lines(Observer):
         """Progress as plain lines on stderr (not a terminal, or --json)."""

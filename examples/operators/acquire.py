@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from clara_core.driver import Driver
+from clara_core.pipeline import Driver
 
 
 def execute(driver: Driver, payload) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clara_core.driver import Driver
+from clara_core.pipeline import Driver
 
 THRESHOLD = 0.5
 

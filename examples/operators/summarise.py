@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from clara_core.driver import Driver
+from clara_core.pipeline import Driver
 
 
 def execute(driver: Driver, payload) -> bool:

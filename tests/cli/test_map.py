@@ -396,7 +396,7 @@ def test_command_json_summary(ctx: str) -> None:
 
 def test_corrupt_segment_exits_9(ctx: str) -> None:
     from clara_core.names import PUBLISHED, allocation_file
-    from clara_core.segment import path_of
+    from clara_core.shm.segment import path_of
 
     make(ctx)
     with open(path_of(allocation_file(ctx, PUBLISHED, "vol")), "r+b") as segment:
@@ -406,7 +406,7 @@ def test_corrupt_segment_exits_9(ctx: str) -> None:
 
 def test_read_only_segment_exits_8(ctx: str) -> None:
     from clara_core.names import PUBLISHED, allocation_file
-    from clara_core.segment import path_of
+    from clara_core.shm.segment import path_of
 
     make(ctx)
     before = _written(ctx)

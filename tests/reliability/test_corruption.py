@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 
 from clara_cli.main import cli
 from clara_core import ClaraError, Context, Corrupt, leaks
-from clara_core import header as hdr
 from clara_core.inspect import context_members
 from clara_core.names import allocation_file, context_file, shm_dir
+from clara_core.shm import header as hdr
 from tests.cli.clirun import clara
 
 from .figures import Area, area

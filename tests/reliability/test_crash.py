@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from clara_core import Context, Incomplete, header, leaks, names
+from clara_core import Context, Incomplete, leaks, names
 from clara_core.names import shm_dir
+from clara_core.shm import header
 from tests.cli.clirun import clara
 from tests.helpers import Child
 

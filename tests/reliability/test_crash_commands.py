@@ -148,7 +148,7 @@ def test_kill_9_of_clara_map_in_the_middle_of_a_copy(direction: str, area: Area,
 
 WRITER = """
 import os, sys
-from clara_core.driver import Driver
+from clara_core.pipeline.driver import Driver
 
 def execute(driver, payload):
     array = payload.outputs["x"].map("w")
@@ -173,7 +173,7 @@ import time; time.sleep(600)
 """
 
 READER = """
-from clara_core.driver import Driver
+from clara_core.pipeline.driver import Driver
 Driver(execute=lambda driver, payload: payload.inputs["x"].read() is not None).run()
 """
 

@@ -33,103 +33,33 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 
-from .allocation import Allocation
-from .context import Context
-from .errors import ClaraError, NotFound
-from .operator_env import Declared, OperatorIO
+from ..context import Context
+from ..errors import ClaraError, NotFound
+from .environment import OperatorIO
+from .job_variables import JobVariables
+from .model import Operator, Pipeline
+from .operator_io import describe_operator
 from .operator_process import OperatorProcess, describe_exit
-from .pipeline import DISK, SHARED_MEMORY, Operator, Pipeline, Port
-from .pipeline_schema import shapes_match
+from .results import (
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    SKIPPED,
+    STOPPED,
+    SUCCEEDED,
+    TIMED_OUT,
+    WAITING,
+    Observer,
+    OperatorResult,
+    RunResult,
+    VariableRecord,
+)
 
-WAITING, RUNNING, SUCCEEDED, FAILED = "waiting", "running", "succeeded", "failed"
-TIMED_OUT, STOPPED, SKIPPED = "timed-out", "stopped", "skipped"
-INTERRUPTED = "interrupted"
 TAIL_LINES = 40
 MAX_LINE = 65536  # bytes of an operator's output line kept before it is shown anyway
 KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes before giving up on them
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass
-class OperatorResult:
-    """What happened to one operator (times in seconds since the job started)."""
-
-    name: str
-    status: str = WAITING
-    exit_code: int | None = None
-    started: float | None = None
-    ended: float | None = None
-    reason: str = ""
-    pid: int | None = None
-    output_tail: list[str] = field(default_factory=list)
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds it ran (so far, if still running)."""
-        if self.started is None:
-            return None
-        return (self.ended if self.ended is not None else self.started) - self.started
-
-
-@dataclass
-class VariableRecord:
-    """One shared-memory variable of the job."""
-
-    name: str  # its allocation name in the context
-    operator: str
-    output: str
-    element_type: str
-    shape: list[int]
-    nbytes: int | None = None
-    consumers: list[str] = field(default_factory=list)
-    state: str = "declared"  # declared, allocated, written, freed, kept, missing
-    freed_at: float | None = None
-
-
-@dataclass
-class RunResult:
-    """The outcome of one job."""
-
-    pipeline: str
-    file: str
-    context: str
-    job_id: str
-    status: str = RUNNING  # succeeded, failed, timed-out, interrupted
-    reason: str = ""
-    duration: float = 0.0
-    kept: bool = False
-    operators: list[OperatorResult] = field(default_factory=list)
-    variables: list[VariableRecord] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether every operator succeeded."""
-        return self.status == SUCCEEDED
-
-    def to_dict(self) -> dict:
-        """Plain data (for --json)."""
-        data = asdict(self)
-        for op, raw in zip(self.operators, data["operators"], strict=False):
-            raw["duration"] = op.duration
-        return data
-
-
-class Observer:
-    """Receives the runner's events (all no-ops here; the CLI draws progress from them)."""
-
-    def started(self, op: OperatorResult) -> None:
-        """An operator's process started."""
-
-    def finished(self, op: OperatorResult) -> None:
-        """An operator ended (status says how), or was skipped."""
-
-    def output(self, op: OperatorResult, line: str) -> None:
-        """A line an operator printed (stdout and stderr together)."""
-
-    def freed(self, variable: VariableRecord) -> None:
-        """A variable was freed after its last consumer."""
 
 
 def run(
@@ -168,16 +98,13 @@ class _Job:
         self.pipes: dict[str, OperatorProcess] = {}  # output pipe still open
         self.partial: dict[str, bytes] = {}
         self.tails: dict[str, collections.deque[str]] = {}
-        self.refs: dict[str, Allocation] = {}  # the runner's own reference to each variable
-        self.records: dict[str, VariableRecord] = {}
-        self.waiting_for: dict[str, set[str]] = {}  # variable -> consumers not yet done
+        self.variables = JobVariables(pipeline, keep)
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
         self.stop_reason = ""  # set once the job is being stopped
         self.ctx: Context | None = None
         self.t0 = time.monotonic()
-        self._collect_variables()
-        self.result.variables = list(self.records.values())
+        self.result.variables = list(self.variables.records.values())
 
     # -- the whole job ------------------------------------------------------------------
 
@@ -241,7 +168,7 @@ class _Job:
         assert self.ctx is not None
         result.started = self._now()
         try:
-            self._prepare_outputs(op)
+            self.variables.prepare_outputs(self.ctx, op)
             io = describe_operator(self.pipeline, op, self.ctx.name, self.result.job_id)
             process = OperatorProcess(list(op.command), self.pipeline.directory, self._env(op, io))
         except (ClaraError, OSError, ValueError) as exc:
@@ -254,27 +181,6 @@ class _Job:
         self.selector.register(process.pidfd, selectors.EVENT_READ, ("exit", op.name))
         self.selector.register(process.output_fd, selectors.EVENT_READ, ("output", op.name))
         self.observer.started(result)
-
-    def _prepare_outputs(self, op: Operator) -> None:
-        """Pre-allocate static shared-memory outputs; create disk output directories."""
-        assert self.ctx is not None
-        for port in op.outputs:
-            if port.medium == DISK:
-                if port.path:
-                    os.makedirs(local_path(self.pipeline, port.path), exist_ok=True)
-                continue
-            if port.is_dynamic or port.shape is None:
-                continue
-            name = self.pipeline.allocation_name(op, port)
-            allocation = self.ctx.create(dtype=port.element_type, shape=port.shape)
-            try:
-                allocation.publish(name)
-            except BaseException:
-                allocation.release()
-                raise
-            self.refs[name] = allocation
-            self.records[name].state = "allocated"
-            self.records[name].nbytes = allocation.nbytes
 
     def _env(self, op: Operator, io: OperatorIO) -> dict[str, str]:
         env = dict(os.environ)
@@ -307,77 +213,17 @@ class _Job:
         if code != 0:
             self._fail(result, FAILED, describe_exit(code))
             return
-        problem = self._check_outputs(op)
+        assert self.ctx is not None
+        problem = self.variables.check_outputs(self.ctx, op)
         if problem:
             self._fail(result, FAILED, problem)
             return
         result.status = SUCCEEDED
         self.observer.finished(result)
-        self._release_after(op)
+        self.variables.release_after(op, self._freed)
 
-    def _check_outputs(self, op: Operator) -> str:
-        """Every shared-memory output someone reads exists, as declared, completely written."""
-        assert self.ctx is not None
-        problems = []
-        for port in op.outputs:
-            if port.medium != SHARED_MEMORY:
-                continue
-            name = self.pipeline.allocation_name(op, port)
-            record = self.records[name]
-            try:  # a fresh reference: it sees the layout as the producer left it
-                allocation = self.ctx.get(name)
-            except NotFound:
-                record.state = "missing"
-                if record.consumers:
-                    problems.append(f"exited 0 but never allocated output '{port.name}'")
-                continue
-            old = self.refs.pop(name, None)
-            if old is not None:
-                old.release()
-            self.refs[name] = allocation
-            record.shape, record.nbytes = list(allocation.shape), allocation.nbytes
-            state = allocation.state
-            record.state = "written" if state == "complete" else state
-            if not record.consumers:
-                continue
-            if state != "complete":
-                what = "never wrote" if state == "empty" else f"left {state}"
-                problems.append(f"exited 0 but {what} output '{port.name}'")
-            elif allocation.element_type.name != port.element_type or not shapes_match(
-                allocation.shape, port.shape or ()
-            ):
-                problems.append(
-                    f"wrote output '{port.name}' as {allocation.element_type.name}"
-                    f"{list(allocation.shape)}, but it is declared {port.element_type}"
-                    f"{list(port.shape or ())}"
-                )
-        return "; ".join(problems)
-
-    def _release_after(self, op: Operator) -> None:
-        """Free each variable whose last consumer `op` was, and its outputs nobody reads."""
-        names = [
-            self.pipeline.allocation_name(*self.pipeline.producer(port))
-            for port in op.inputs
-            if port.medium == SHARED_MEMORY and port.source is not None
-        ]
-        names += [
-            self.pipeline.allocation_name(op, port)
-            for port in op.outputs
-            if port.medium == SHARED_MEMORY
-        ]
-        for name in names:
-            waiting = self.waiting_for[name]
-            waiting.discard(op.name)
-            if not waiting and not self.keep:
-                self._free(name)
-
-    def _free(self, name: str) -> None:
-        allocation = self.refs.pop(name, None)
-        record = self.records[name]
-        if allocation is None or record.freed_at is not None:
-            return
-        allocation.free()
-        record.state, record.freed_at = "freed", self._now()
+    def _freed(self, record: VariableRecord) -> None:
+        record.freed_at = self._now()
         self.observer.freed(record)
 
     def _fail(self, result: OperatorResult, status: str, reason: str) -> None:
@@ -437,13 +283,7 @@ class _Job:
                 result.reason = "not started: " + (self.stop_reason or "upstream failed")
                 self.observer.finished(result)
             result.output_tail = list(self.tails.get(result.name, ()))
-        self._survey_variables()
-        for name, allocation in list(self.refs.items()):
-            allocation.release()
-            self.refs.pop(name)
-        for record in self.records.values():
-            if record.state in ("allocated", "written") and self.keep:
-                record.state = "kept"
+        self.variables.finish(self.ctx)
         if self.ctx is not None:
             if self.keep:
                 self.ctx.close()
@@ -454,22 +294,6 @@ class _Job:
             self.result.status = SUCCEEDED
         self.result.duration = self._now()
         self.selector.close()
-
-    def _survey_variables(self) -> None:
-        """Record the final shape and state of every variable still in the context."""
-        if self.ctx is None:
-            return
-        for name, record in self.records.items():
-            if record.freed_at is not None:
-                continue
-            try:
-                allocation = self.refs.get(name) or self.ctx.get(name)
-            except NotFound:
-                continue
-            self.refs[name] = allocation
-            record.shape, record.nbytes = list(allocation.shape), allocation.nbytes
-            state = allocation.state
-            record.state = "written" if state == "complete" else state
 
     # -- output -------------------------------------------------------------------------
 
@@ -504,23 +328,6 @@ class _Job:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _collect_variables(self) -> None:
-        for op in self.pipeline.operators:
-            for port in op.outputs:
-                if port.medium != SHARED_MEMORY:
-                    continue
-                name = self.pipeline.allocation_name(op, port)
-                consumers = [c.name for c, _ in self.pipeline.consumers(op, port)]
-                self.records[name] = VariableRecord(
-                    name,
-                    op.name,
-                    port.name or "",
-                    port.element_type or "",
-                    list(port.shape or ()),
-                    consumers=consumers,
-                )
-                self.waiting_for[name] = set(consumers)
-
     def _now(self) -> float:
         return time.monotonic() - self.t0
 
@@ -548,45 +355,3 @@ class _Job:
                 self.selector.unregister(read_fd)
             os.close(read_fd)
             os.close(write_fd)
-
-
-def local_path(pipeline: Pipeline, path: str) -> str:
-    """Where a declared disk path lives here: relative paths start at the pipeline file.
-
-    There are no containers to mount volumes into, so an input with `from` is simply
-    given its producer's output path (see describe_operator).
-    """
-    return os.path.normpath(os.path.join(pipeline.directory, os.path.expanduser(path)))
-
-
-def describe_operator(pipeline: Pipeline, op: Operator, context: str, job_id: str) -> OperatorIO:
-    """What `op` learns about itself in CLARA_IO, for a run using `context`."""
-
-    def declared(direction: str, port: Port) -> Declared:
-        allocation = path = None
-        producer, output = op, port
-        if port.source is not None:
-            producer, output = pipeline.producer(port)
-        if port.medium == SHARED_MEMORY:
-            allocation = pipeline.allocation_name(producer, output)
-        elif output.path:
-            path = local_path(pipeline, output.path)
-        return Declared(
-            direction,
-            port.name,
-            port.type,
-            port.element_type,
-            port.shape,
-            port.source,
-            allocation,
-            path,
-        )
-
-    return OperatorIO(
-        job_id,
-        pipeline.name,
-        op.name,
-        context,
-        tuple(declared("input", p) for p in op.inputs),
-        tuple(declared("output", p) for p in op.outputs),
-    )

@@ -15,12 +15,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .allocation import Allocation
-from .context import Context
-from .dtypes import ElementType, element_type, static_shape
-from .errors import AlreadyExists, InvalidArgument, NotFound, ReadOnly
-from .names import validate_name
-from .operator_env import Declared, OperatorIO
+from ..allocation import Allocation
+from ..context import Context
+from ..dtypes import ElementType, element_type, static_shape
+from ..errors import AlreadyExists, InvalidArgument, NotFound, ReadOnly
+from ..names import validate_name
+from .environment import Declared, OperatorIO
 
 if TYPE_CHECKING:
     import numpy

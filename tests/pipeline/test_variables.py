@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from clara_core import Context
-from clara_core.driver import Driver
 from clara_core.errors import AlreadyExists, InvalidArgument, NotFound, ReadOnly
-from clara_core.operator_env import Declared, OperatorIO
-from clara_core.variables import Variable, open_declared
+from clara_core.pipeline.driver import Driver
+from clara_core.pipeline.environment import Declared, OperatorIO
+from clara_core.pipeline.variables import Variable, open_declared
 
 
 @pytest.fixture

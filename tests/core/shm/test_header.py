@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from clara_core import Context, Corrupt, header, names
+from clara_core import Context, Corrupt, names
 from clara_core.names import shm_dir
+from clara_core.shm import header
 
 
 @pytest.fixture

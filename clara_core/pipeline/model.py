@@ -1,13 +1,12 @@
-"""Clara pipeline definitions: plain dataclasses, the DAG, and loading with validation.
+"""Clara pipeline definitions: plain dataclasses and the DAG of operators.
 
-    pipeline = load("examples/ct-smooth.yaml")   # PipelineInvalid lists every problem
-    for op in pipeline.order(): ...
+    for op in pipeline.order(): ...   # a Pipeline comes from `loading.load(file)`
 
 A `Port` is one declared input or output. Shared-memory ports (`array`, `string`, and the
 primitives) are normalised the way Clara defines them: a primitive T is ``array<T>[1]``
 and a `string` is ``array<uint8>[-1]``. Edges come from every input's `from`, disk and
 shared memory alike, so ordering never needs dummy disk I/O. The validation rules live
-in `pipeline_schema`.
+in `schema`; loading a file is `loading`'s job.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .errors import InvalidArgument, NotFound
-from .operator_env import DISK, SHARED_MEMORY, STREAM
+from ..errors import InvalidArgument, NotFound
+from .environment import DISK, SHARED_MEMORY, STREAM
 
 STRING = "string"
 ARRAY = "array"
@@ -208,25 +207,3 @@ def version_tuple(text: str) -> tuple[int, int, int]:
         raise InvalidArgument(f"invalid api-version {text!r}: use a version such as 0.5.0")
     numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
     return numbers[0], numbers[1], numbers[2]
-
-
-def check(file: str) -> tuple[Pipeline | None, list[Problem]]:
-    """Load and validate a pipeline file; returns (pipeline or None, every problem found)."""
-    from . import pipeline_schema
-
-    try:
-        with open(file, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise NotFound(f"pipeline file {file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"cannot read pipeline file {file}: {exc}") from None
-    return pipeline_schema.parse(text, file)
-
-
-def load(file: str) -> Pipeline:
-    """Load a pipeline file; PipelineInvalid (exit code 2) lists every problem."""
-    pipeline, problems = check(file)
-    if problems or pipeline is None:
-        raise PipelineInvalid(file, problems)
-    return pipeline

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 CONTEXT = "CLARA_CONTEXT"
 OPERATOR = "CLARA_OPERATOR"

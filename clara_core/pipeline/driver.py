@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .context import Context
-from .errors import ClaraError, Incomplete, InvalidArgument, NotFound
-from .operator_env import Declared, OperatorIO
-from .pipeline import SHARED_MEMORY
+from ..context import Context
+from ..errors import ClaraError, Incomplete, InvalidArgument, NotFound
+from .environment import Declared, OperatorIO
+from .model import SHARED_MEMORY
 from .variables import Variable
 
 Prepare = Callable[["Driver"], object]

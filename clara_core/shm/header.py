@@ -26,9 +26,9 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from .dtypes import BY_CODE, MAX_DIMS, ElementType
-from .errors import Corrupt
-from .names import validate_name
+from ..dtypes import BY_CODE, MAX_DIMS, ElementType
+from ..errors import Corrupt
+from ..names import validate_name
 
 MAGIC = b"CLARAFIO"
 FORMAT_VERSION = 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .errors import (
+from ..errors import (
     AlreadyExists,
     ClaraError,
     InvalidArgument,
@@ -28,9 +28,9 @@ from .errors import (
     OutOfSpace,
     PermissionDenied,
 )
+from ..names import shm_dir
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
-from .names import shm_dir
 
 _directory_fds: dict[str, int] = {}
 

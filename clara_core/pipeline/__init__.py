@@ -1,0 +1,69 @@
+"""Clara pipelines: the language, the local runner, and the operator side.
+
+    model            Pipeline, Operator, Port: plain dataclasses and the DAG
+    schema/          the rules of Clara's pipeline language, with line numbers
+    yamllines        YAML with a line number on every node
+    loading          load(file) / check(file): a file through the rules into a Pipeline
+    environment      the operator environment contract (CLARA_IO and friends)
+    operator_io      where an operator's declared I/O lives in a local run
+    variables        Variable: an operator's declared shared-memory input or output
+    driver           Driver: Clara's prepare / execute / cleanup life-cycle for operators
+    runner           run(pipeline): the local job loop
+    job_variables    the runner's bookkeeping of variables, from allocation to free
+    operator_process one operator's process (group, death with the runner, output pipe)
+    results          what a run reports (RunResult, OperatorResult, VariableRecord)
+
+Everything here uses the object model (Context, Allocation), never the reverse.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .driver import Driver
+    from .loading import check, load
+    from .model import Operator, Pipeline, PipelineInvalid, Port, Problem
+    from .runner import run
+    from .variables import Variable
+
+_LAZY = {
+    "Driver": "driver",
+    "Operator": "model",
+    "Pipeline": "model",
+    "PipelineInvalid": "model",
+    "Port": "model",
+    "Problem": "model",
+    "Variable": "variables",
+    "check": "loading",
+    "load": "loading",
+    "run": "runner",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "Driver",
+    "Operator",
+    "Pipeline",
+    "PipelineInvalid",
+    "Port",
+    "Problem",
+    "Variable",
+    "check",
+    "load",
+    "run",
+]

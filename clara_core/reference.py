@@ -1,0 +1,179 @@
+"""The operating-system side of one allocation reference: its fd and its maps.
+
+A reference is an open file of the segment holding a shared lock on REFERENCE_BYTE (the
+kernel counts references). Its maps are Regions under the map lock; mappings no view can
+reach any more are kept ("warm") for its next map of the same kind, and at close the
+segment may be offered to the pool (`recycle`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+from collections.abc import Callable
+
+from .errors import Busy, Corrupt, Incomplete, Timeout
+from .shm import header as hdr
+from .shm import locks, processes, segment
+from .shm.header import DATA_OFFSET, DataState, Layout
+from .shm.memory import Region
+
+
+class Reference:
+    """The operating-system side of one reference: its fd and maps (also the finalizer)."""
+
+    __slots__ = ("closed", "fd", "layout_raw", "maps", "recycle", "warm", "warm_read")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.closed = False
+        self.maps: list[Region] = []
+        self.layout_raw = b""  # the layout block as last parsed under a map lock
+        # Mappings no view can reach, kept for this reference's next map of that kind: no
+        # mmap, no munmap, no page faults (for a big array, faulting its pages in again
+        # costs more than the copy that follows). They hold no lock: others map meanwhile.
+        self.warm: Region | None = None
+        self.warm_read: Region | None = None
+        # Called at close to offer the segment to the pool (or to free its name).
+        self.recycle: Callable[[int, Region | None], None] | None = None
+
+    def map(
+        self,
+        writable: bool,
+        timeout: float | None,
+        allow_incomplete: bool,
+        populate: bool,
+        layout: Layout,
+        what: str,
+        holders: Callable[[], str],
+    ) -> tuple[Region, Layout]:
+        """Take the map lock (Busy, or wait up to `timeout`), map the segment, check it.
+
+        Returns the region, now one of `maps`, and the layout as found under the lock.
+        `what` names the allocation in errors; `holders()` says who holds the lock.
+        """
+        locked = bool(self.maps) or locks.try_lock(self.fd, locks.MAP_BYTE, writable)
+        if not locked and not timeout:
+            raise Busy(f"{what} is mapped by {holders()}; try again later, or wait with a timeout")
+        # Mapping touches no data, so it may come before the lock: a map that had to
+        # wait is then ready the moment the holder lets go.
+        region = self.take_warm(writable) or segment.map_segment(
+            self.fd, DATA_OFFSET + layout.capacity, writable, what, populate
+        )
+        try:
+            if not locked:
+                wait = None if timeout == math.inf else timeout
+                if not locks.lock(self.fd, locks.MAP_BYTE, writable, wait):
+                    raise Timeout(f"{what} stayed mapped by {holders()} for {timeout:g} s")
+            try:
+                layout = self._check_locked(region, writable, allow_incomplete, layout, what)
+            except BaseException:
+                if not self.maps:
+                    locks.unlock(self.fd, locks.MAP_BYTE)
+                raise
+        except BaseException:
+            region.release()
+            raise
+        self.maps.append(region)
+        return region, layout
+
+    def _check_locked(
+        self, region: Region, writable: bool, allow_incomplete: bool, layout: Layout, what: str
+    ) -> Layout:
+        """Under the map lock: the file still holds the region, the layout is valid, the
+        data state allows this map (a write map marks it *writing*)."""
+        # The file may have been cut short since get(): touching mapped pages past its end
+        # would kill this process with SIGBUS, so its size is checked now, under the lock.
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError as exc:
+            raise segment.translate(exc, what) from exc
+        if size < region.length:
+            raise Corrupt(
+                f"{what} is corrupt (its file was cut to {size} bytes, it needs "
+                f"{region.length}); remove it with `clara leak-check --fix`"
+            )
+        header = region.header()
+        raw_layout = header[hdr.LAYOUT_AT : hdr.LAYOUT_END]
+        if raw_layout != self.layout_raw:  # changed since last parsed: validate it again
+            layout = hdr.parse_layout(header, region.length, what)
+            self.layout_raw = raw_layout
+        data = hdr.read_data_state(header)
+        if writable:
+            pid, start = processes.identity()
+            hdr.write_data_state(header, DataState(hdr.WRITING, pid, start, data.generation))
+        elif data.state == hdr.WRITING and not allow_incomplete:
+            raise Incomplete(
+                f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
+                "or failed mid-write; write it again, or read anyway with "
+                "allow_incomplete=True (clara map --allow-incomplete)"
+            )
+        return layout
+
+    def unmap(self, region: Region, complete: bool) -> None:
+        """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
+        if region.writable and complete:
+            header = region.header()
+            data = hdr.read_data_state(header)
+            done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
+            hdr.write_data_state(header, done)
+        self.maps.remove(region)
+        keep = (self.warm if region.writable else self.warm_read) is None
+        if region.lent():
+            # Views outlive the map: cut them off before anyone else may map it.
+            region = region.detach() if keep else region.release()
+            self._unlock_if_last()
+        else:
+            self._unlock_if_last()  # nothing reaches this memory: let waiters in first
+            if not keep:
+                region.release()
+        if keep and region is not None:
+            if region.writable:
+                self.warm = region
+            else:
+                self.warm_read = region
+
+    def _unlock_if_last(self) -> None:
+        if not self.maps:
+            locks.unlock(self.fd, locks.MAP_BYTE)
+
+    def unmap_all(self) -> None:
+        """Finish every map (write maps are marked complete)."""
+        for region in list(self.maps):
+            self.unmap(region, complete=True)
+
+    def take_warm(self, writable: bool = True) -> Region | None:
+        """A kept mapping of the right kind, if any, for reuse by a new map."""
+        if writable:
+            warm, self.warm = self.warm, None
+        else:
+            warm, self.warm_read = self.warm_read, None
+        return warm
+
+    def close(self) -> None:
+        """Finish every map, recycle or free the segment, close the file (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.unmap_all()
+            if self.warm_read is not None:
+                self.warm_read.release()
+                self.warm_read = None
+            warm = self.take_warm()
+            if self.recycle is not None and not _exiting:
+                self.recycle(self.fd, warm)  # takes over `warm`
+            elif warm is not None:
+                warm.release()
+        finally:
+            os.close(self.fd)
+
+
+_exiting = False  # at interpreter exit the kernel frees everything: nothing to recycle
+
+
+@atexit.register
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True

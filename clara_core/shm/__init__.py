@@ -1,0 +1,10 @@
+"""The only code that talks to the kernel about shared memory.
+
+    segment    segment files: open by name, O_TMPFILE + fallocate, link, unlink, rename
+    memory     mmap / mremap / munmap of a segment, and views cut off at unmap
+    header     the self-describing header page: its format and its strict validation
+    locks      OFD byte-range locks (released by the kernel when their holder dies)
+    processes  /proc readers: process identity (pid + start time), who maps and locks what
+
+Nothing here knows contexts or allocations as objects; the object model above uses it.
+"""
