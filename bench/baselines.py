@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import posix_ipc
@@ -33,31 +33,67 @@ def raw_create(name: str, size: int, fill: int = 1) -> None:
     shm.close_fd()
 
 
-def raw_attach_read(name: str, size: int) -> Callable[[], None]:
-    """open + mmap(PROT_READ) + numpy view + close, as clara's get + map('r') + unmap."""
+def raw_attach_read(name: str, size: int, delete: bool = False) -> Callable[[], object]:
+    """open + mmap(PROT_READ) + close + numpy view, as clara's get + map('r') + unmap.
+
+    As people write it, the view and the mmap are simply dropped when the operation
+    returns (munmap then); with `delete` the view is deleted and the mmap closed first.
+    """
     path = "/" + name
 
-    def operation() -> None:
+    def operation() -> object:
         shm = posix_ipc.SharedMemory(path, read_only=True)
         memory = mmap.mmap(shm.fd, size, prot=mmap.PROT_READ)
         shm.close_fd()
         view = np.frombuffer(memory, np.uint8)
-        del view
-        memory.close()
+        if delete:
+            del view
+            memory.close()
+            return None
+        return view.shape
 
     return operation
 
 
-def raw_create_map_unlink(name: str, size: int) -> Callable[[], None]:
-    """shm_open(O_CREAT|O_EXCL) + ftruncate + mmap + unlink + munmap."""
+@contextlib.contextmanager
+def raw_open(name: str) -> Iterator[int]:
+    """A read-only fd of a raw segment, held for the block."""
+    shm = posix_ipc.SharedMemory("/" + name, read_only=True)
+    try:
+        yield shm.fd
+    finally:
+        shm.close_fd()
+
+
+def raw_map_read(fd: int, size: int, delete: bool = False) -> Callable[[], object]:
+    """mmap(PROT_READ) of a held fd + numpy view + munmap (as clara's map on a held
+    reference); the view dropped on return, or deleted first with `delete`."""
+
+    def operation() -> object:
+        memory = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        view = np.frombuffer(memory, np.uint8)
+        if delete:
+            del view
+            memory.close()
+            return None
+        return view.shape
+
+    return operation
+
+
+def raw_create_write_unlink(name: str, size: int) -> Callable[[], object]:
+    """shm_open(O_CREAT|O_EXCL) + ftruncate + mmap + numpy view + write + unlink + munmap:
+    the work of clara's create + map('w') + write + unmap + publish + free."""
     path = "/" + name
 
-    def operation() -> None:
+    def operation() -> object:
         shm = posix_ipc.SharedMemory(path, posix_ipc.O_CREX, size=size)
         memory = mmap.mmap(shm.fd, size)
         shm.close_fd()
+        view = np.frombuffer(memory, np.uint8)
+        view[...] = 1
         shm.unlink()
-        memory.close()
+        return view.shape  # view and mmap dropped on return: munmap
 
     return operation
 
@@ -71,12 +107,16 @@ def raw_unlink(name: str) -> None:
 # -- multiprocessing.shared_memory ----------------------------------------------------------
 
 
-def mp_create_unlink(name: str, size: int) -> Callable[[], None]:
-    """SharedMemory(create=True) + close + unlink (its resource tracker included)."""
+def mp_create_write_unlink(name: str, size: int) -> Callable[[], None]:
+    """SharedMemory(create=True) + numpy view + write + close + unlink (its resource
+    tracker included); the view must go before close(), as the module requires."""
     from multiprocessing import shared_memory
 
     def operation() -> None:
         shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        view = np.ndarray((size,), np.uint8, buffer=shm.buf)
+        view[...] = 1
+        del view
         shm.close()
         shm.unlink()
 
@@ -109,14 +149,15 @@ def sa_attach_read(name: str) -> Callable[[], None]:
     return operation
 
 
-def sa_create_delete(name: str, size: int) -> Callable[[], None]:
-    """SharedArray.create + delete + drop the array."""
+def sa_create_write_delete(name: str, size: int) -> Callable[[], object]:
+    """SharedArray.create + write + delete (the name); the array dropped on return."""
     url = sa_url(name)
 
-    def operation() -> None:
+    def operation() -> object:
         array = SharedArray.create(url, size, dtype=np.uint8)
+        array[...] = 1
         SharedArray.delete(url)
-        del array
+        return array.shape
 
     return operation
 

@@ -1,15 +1,21 @@
-"""P1, P2, P7: the cost of clara_core's small operations, next to raw POSIX shared memory.
+"""P1, P1b, P2, P7: the cost of clara_core's small operations, next to raw POSIX shared memory.
 
 P1  get + map('r') + unmap of an existing allocation   vs  posix_ipc open + mmap + close,
                                                             SharedArray attach
-P2  create + publish + free of 4 KiB                    vs  posix_ipc create + mmap + unlink,
-                                                            multiprocessing.shared_memory,
-                                                            SharedArray
+P1b map('r') + unmap on a reference held throughout     vs  mmap + munmap of one open fd
+    (the per-frame loop of a streaming operator)
+P2  create + map('w') + write + unmap + publish + free  vs  the same work with posix_ipc +
+    of 4 KiB                                                mmap, multiprocessing.shared_memory
+                                                            and SharedArray (create, map,
+                                                            write, unmap, unlink)
 P7  a context of 10,000 published allocations: P1's get vs the same in a context of 10;
     `clara dump CTX` and `clara leak-check` wall time (target: at most 1 s)
 
-Every operation yields what a user works with: clara's and SharedArray's a numpy view,
-the raw baseline a numpy view of its mmap (a few hundred ns, taken on both sides).
+P1, P1b and P2 time the form people write: the view stays bound after the ``with`` block
+(``with ref.map("r") as arr: total = arr.sum()``), so clara's unmap must cut off a live
+view; it dies when the operation returns, inside the timed region, as the baselines' views
+do. P1 and P1b also report the best case, the view deleted inside the block, beside it.
+Every operation yields what a user works with: a numpy view of the data.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from .harness import (
     ns_to_us,
     run_command,
     size_label,
+    spreads,
     summarise,
     timed,
 )
@@ -45,8 +52,20 @@ def _timer(operation: Callable[[], object]) -> Trial:
     return lambda: timed(operation)
 
 
-def _get_map_unmap(ctx: Context, name: str) -> Callable[[], None]:
-    """clara: get + map('r') + numpy view + unmap + release."""
+def _get_map_unmap(ctx: Context, name: str) -> Callable[[], object]:
+    """clara, idiomatic: get + map('r') + numpy view + unmap + release, the view left bound
+    after the block (it dies when the operation returns)."""
+
+    def operation() -> object:
+        with ctx.get(name) as ref, ref.map("r") as array:
+            pass
+        return array.shape  # the view is still alive here, after the unmap
+
+    return operation
+
+
+def _get_map_unmap_deleted(ctx: Context, name: str) -> Callable[[], None]:
+    """clara, best case: the view deleted inside the block."""
 
     def operation() -> None:
         with ctx.get(name) as ref, ref.map("r") as array:
@@ -64,6 +83,13 @@ def _published(ctx: Context, name: str, nbytes: int, fill: int = 1) -> None:
     alloc.release()
 
 
+RAW = "raw posix_ipc+mmap"
+RAW_DELETED = "raw posix_ipc+mmap, view deleted"
+RAW_FD = "raw mmap+munmap of the held fd"
+RAW_FD_DELETED = "raw mmap+munmap of the held fd, view deleted"
+MICRO = {"show_p99": True}
+
+
 def p1(cfg: Config) -> list[Row]:
     """P1: get + map(read) + unmap vs raw open + mmap + close and SharedArray attach."""
     ns = cfg.namespace
@@ -76,7 +102,9 @@ def p1(cfg: Config) -> list[Row]:
         samples = interleave(
             {
                 "clara": _timer(_get_map_unmap(ctx, "vol")),
-                "raw posix_ipc+mmap": _timer(base.raw_attach_read(raw, READ_BYTES)),
+                "clara, view deleted": _timer(_get_map_unmap_deleted(ctx, "vol")),
+                RAW: _timer(base.raw_attach_read(raw, READ_BYTES)),
+                RAW_DELETED: _timer(base.raw_attach_read(raw, READ_BYTES, delete=True)),
                 "SharedArray attach": _timer(base.sa_attach_read(shared_array)),
             },
             cfg.micro_trials,
@@ -86,40 +114,117 @@ def p1(cfg: Config) -> list[Row]:
         Context.destroy("p1")
         base.raw_unlink(raw)
         base.sa_delete(shared_array)
-    ours = samples.pop("clara")
-    return [
-        Row(
-            id="P1",
-            what=f"get + map(read) + unmap, {size_label(READ_BYTES)} allocation",
-            unit="µs",
-            target="≤ 2x raw",
-            checks=[Check("<=", 2.0, "raw posix_ipc+mmap")],
-            ours=summarise(ns_to_us(ours)),
-            baselines={name: summarise(ns_to_us(s)) for name, s in samples.items()},
+    return _rows_idiomatic_and_deleted(
+        "P1",
+        f"get + map(read) + unmap, {size_label(READ_BYTES)} allocation",
+        samples,
+        {RAW: 2.0, RAW_DELETED: 1.8},
+        extra=["SharedArray attach"],
+    )
+
+
+def _rows_idiomatic_and_deleted(
+    bench_id: str,
+    what: str,
+    samples: dict[str, list[float]],
+    limits: dict[str, float],
+    extra: list[str] | None = None,
+) -> list[Row]:
+    """Two rows: clara's idiomatic form against the raw idiomatic form (`limits`' first
+    key), and the deleted-view form against the raw deleted form (its second key); each
+    row shows both raw forms and the `extra` baselines."""
+    us = {name: ns_to_us(values) for name, values in samples.items()}
+    raw_forms = list(limits)
+    rows = []
+    for suffix, ours, raw, form in (
+        ("", "clara", raw_forms[0], "view still bound after the block"),
+        (".deleted", "clara, view deleted", raw_forms[1], "view deleted in the block"),
+    ):
+        shown = [raw, *(n for n in raw_forms if n != raw), *(extra or [])]
+        baselines = {name: us[name] for name in shown}
+        rows.append(
+            Row(
+                id=bench_id + suffix,
+                what=f"{what} ({form})",
+                unit="µs",
+                target=f"≤ {limits[raw]:g}x raw",
+                checks=[Check("<=", limits[raw], raw)],
+                ours=summarise(us[ours]),
+                baselines={name: summarise(values) for name, values in baselines.items()},
+                details={**MICRO, "ratio_spread": spreads(us[ours], baselines)},
+            )
         )
-    ]
+    return rows
+
+
+def p1b(cfg: Config) -> list[Row]:
+    """P1b: map(read) + unmap on a held reference vs mmap + munmap of one open fd."""
+    ns = cfg.namespace
+    raw = base.raw_name(ns, "p1b")
+    ctx = Context.create("p1b")
+    ref = None
+    try:
+        _published(ctx, "frame", READ_BYTES)
+        ref = ctx.get("frame")
+        base.raw_create(raw, READ_BYTES)
+
+        def idiomatic() -> object:
+            with ref.map("r") as array:
+                pass
+            return array.shape  # still alive after the unmap
+
+        def deleted() -> None:
+            with ref.map("r") as array:
+                del array
+
+        with base.raw_open(raw) as fd:
+            samples = interleave(
+                {
+                    "clara": _timer(idiomatic),
+                    "clara, view deleted": _timer(deleted),
+                    RAW_FD: _timer(base.raw_map_read(fd, READ_BYTES)),
+                    RAW_FD_DELETED: _timer(base.raw_map_read(fd, READ_BYTES, delete=True)),
+                },
+                cfg.micro_trials,
+                cfg.micro_warmup,
+            )
+    finally:
+        if ref is not None:
+            ref.release()
+        Context.destroy("p1b")
+        base.raw_unlink(raw)
+    return _rows_idiomatic_and_deleted(
+        "P1b",
+        f"map(read) + unmap on a held reference, {size_label(READ_BYTES)}",
+        samples,
+        {RAW_FD: 2.0, RAW_FD_DELETED: 2.0},
+    )
 
 
 def p2(cfg: Config) -> list[Row]:
-    """P2: create + publish + free of 4 KiB vs raw, multiprocessing and SharedArray."""
+    """P2: create + map('w') + write + unmap + publish + free of 4 KiB vs raw,
+    multiprocessing and SharedArray doing create + map + write + unmap + unlink."""
     ns = cfg.namespace
     names = {peer: base.raw_name(ns, f"p2-{peer}") for peer in ("raw", "mp", "sa")}
     ctx = Context.create("p2")
 
-    def ours() -> None:
+    def ours() -> object:
         alloc = ctx.create(SMALL_BYTES)
+        with alloc.map("w") as array:
+            array[...] = 1
         alloc.publish("small")
         alloc.free()
+        return array.shape  # bound after the block, as users write it
 
     try:
         samples = interleave(
             {
                 "clara": _timer(ours),
-                "raw posix_ipc+mmap": _timer(base.raw_create_map_unlink(names["raw"], SMALL_BYTES)),
+                RAW: _timer(base.raw_create_write_unlink(names["raw"], SMALL_BYTES)),
                 "multiprocessing.shared_memory": _timer(
-                    base.mp_create_unlink(names["mp"], SMALL_BYTES)
+                    base.mp_create_write_unlink(names["mp"], SMALL_BYTES)
                 ),
-                "SharedArray": _timer(base.sa_create_delete(names["sa"], SMALL_BYTES)),
+                "SharedArray": _timer(base.sa_create_write_delete(names["sa"], SMALL_BYTES)),
             },
             cfg.micro_trials,
             cfg.micro_warmup,
@@ -129,20 +234,25 @@ def p2(cfg: Config) -> list[Row]:
         base.raw_unlink(names["raw"])
         base.raw_unlink(names["mp"])
         base.sa_delete(names["sa"])
-    ours_samples = samples.pop("clara")
+    us = {name: ns_to_us(values) for name, values in samples.items()}
+    ours_samples = us.pop("clara")
     return [
         Row(
             id="P2",
-            what=f"create + publish + free, {size_label(SMALL_BYTES)}",
+            what=(
+                f"create + map(write) + write + unmap + publish + free, "
+                f"{size_label(SMALL_BYTES)} (peers: create + map + write + unmap + unlink)"
+            ),
             unit="µs",
             target="≤ 2x raw, faster than both peers",
             checks=[
-                Check("<=", 2.0, "raw posix_ipc+mmap"),
+                Check("<=", 2.0, RAW),
                 Check("<", 1.0, "multiprocessing.shared_memory"),
                 Check("<", 1.0, "SharedArray"),
             ],
-            ours=summarise(ns_to_us(ours_samples)),
-            baselines={name: summarise(ns_to_us(s)) for name, s in samples.items()},
+            ours=summarise(ours_samples),
+            baselines={name: summarise(s) for name, s in us.items()},
+            details={**MICRO, "ratio_spread": spreads(ours_samples, us)},
         )
     ]
 
@@ -200,7 +310,7 @@ def p7(cfg: Config) -> list[Row]:
             checks=[Check("<=", 1.5, f"P1 at {small} entries")],
             ours=summarise(ns_to_us(gets["big"])),
             baselines={f"P1 at {small} entries": summarise(ns_to_us(gets["small"]))},
-            details={"fill_seconds": fill_seconds},
+            details={**MICRO, "fill_seconds": fill_seconds},
         ),
         Row(
             id="P7.dump",

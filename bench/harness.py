@@ -1,21 +1,21 @@
 """Timing, statistics and reporting shared by every benchmark group.
 
 A benchmark group is a function ``run(cfg) -> list[Row]``. Each Row holds our samples and
-those of its baselines, measured in the same run and *interleaved* (ours, baseline, ours,
-... with the order rotated every trial) so that a noisy neighbour slows both sides alike.
-Times come from ``time.perf_counter_ns``; the garbage collector is paused while timing,
-as timeit does, and run between trials.
+those of its baselines, measured in the same run and *interleaved* (every round runs each
+variant once, in a fresh random order) so that a noisy neighbour, or whichever variant ran
+just before, weighs on every side alike. Times come from ``time.perf_counter_ns``. The
+garbage collector stays enabled, for every variant alike, as in the programs users write
+(GC_POLICY says so in the table).
 """
 
 from __future__ import annotations
 
-import gc
 import math
 import os
+import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,10 @@ class Config:
     handoff_trials: int  # P8
     pipeline_trials: int  # P9
     settle_seconds: float  # P9: pause before each trial (see bench/pipeline.py)
+    crowd_files: int  # P10: unrelated files in the crowded directory (the issue: 100,000)
+    crowd_trials: int  # P10: create/free cycles per directory
+    huge_bytes: int  # P12: the cold create + fill (the issue: 1 GiB)
+    huge_trials: int  # P12
     workdir: str = ""  # scratch directory on disk (set by the runner)
 
     @property
@@ -74,6 +78,10 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             handoff_trials=2000,
             pipeline_trials=5,
             settle_seconds=3.0,
+            crowd_files=100_000,
+            crowd_trials=300,
+            huge_bytes=1 << 30,
+            huge_trials=3,
         )
     if mode == "quick":
         return Config(
@@ -91,6 +99,10 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             handoff_trials=400,
             pipeline_trials=2,
             settle_seconds=2.0,
+            crowd_files=100_000,
+            crowd_trials=100,
+            huge_bytes=256 * MIB,
+            huge_trials=2,
         )
     if mode == "smoke":
         return Config(
@@ -108,6 +120,10 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             handoff_trials=3,
             pipeline_trials=1,
             settle_seconds=0.0,
+            crowd_files=200,
+            crowd_trials=3,
+            huge_bytes=4 * MIB,
+            huge_trials=1,
         )
     raise ValueError(f"unknown mode {mode!r}")
 
@@ -174,17 +190,7 @@ def summarise(samples: list[float]) -> Stats:
 # -- timing --------------------------------------------------------------------------------
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (collect first, so no debt is carried in)."""
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+GC_POLICY = "garbage collector enabled during every timed trial, ours and the baselines' alike"
 
 
 def timed(operation: Callable[[], object]) -> int:
@@ -194,23 +200,51 @@ def timed(operation: Callable[[], object]) -> int:
     return time.perf_counter_ns() - start
 
 
-def interleave(trials: dict[str, Trial], count: int, warmup: int = 0) -> dict[str, list[float]]:
-    """Run every trial `count` times, interleaved, the order rotated each round.
+def interleave(
+    trials: dict[str, Trial], count: int, warmup: int = 0, seed: int = 0
+) -> dict[str, list[float]]:
+    """Run every trial `count` times, interleaved: each round runs every trial once, in a
+    random order (seeded, so a run can be repeated), so no variant always follows another.
 
-    `warmup` rounds run first and are discarded. Returns the samples of each trial.
+    `warmup` rounds run first and are discarded. Returns the samples of each trial, in
+    round order (see `ratio_spread`).
     """
     names = list(trials)
+    order = random.Random(seed)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    with gc_paused():
-        for round_index in range(warmup + count):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                value = trials[name]()
-                if round_index >= warmup:
-                    samples[name].append(value)
-            if round_index % 64 == 63:
-                gc.collect()  # keep the pause from piling up garbage across thousands
+    for round_index in range(warmup + count):
+        order.shuffle(names)
+        for name in names:
+            value = trials[name]()
+            if round_index >= warmup:
+                samples[name].append(value)
     return samples
+
+
+def ratio_spread(
+    ours: list[float], baseline: list[float], blocks: int = 5
+) -> tuple[float, float] | None:
+    """The lowest and highest ours/baseline median ratio over `blocks` consecutive blocks
+    of rounds: how much the ratio moves within one run (None if too few samples)."""
+    size = min(len(ours), len(baseline)) // blocks
+    if size < 3:
+        return None
+    ratios = [
+        statistics.median(ours[i * size : (i + 1) * size])
+        / statistics.median(baseline[i * size : (i + 1) * size])
+        for i in range(blocks)
+    ]
+    return min(ratios), max(ratios)
+
+
+def spreads(ours: list[float], baselines: dict[str, list[float]]) -> dict[str, list[float]]:
+    """`ratio_spread` of ours against each baseline (for Row.details['ratio_spread'])."""
+    found = {}
+    for name, samples in baselines.items():
+        spread = ratio_spread(ours, samples)
+        if spread is not None:
+            found[name] = list(spread)
+    return found
 
 
 def ns_to_us(samples: list[float]) -> list[float]:

@@ -47,7 +47,16 @@ def cells(row: Row) -> list[str]:
         f"{name}: {figure(row.baselines[name], row.unit, with_p99)}" for name in names
     )
     ratios = row.ratios()
-    ratio_text = "\n".join(f"{number(ratios[name])}x" for name in names) if ratios else ""
+    spread = row.details.get("ratio_spread", {})
+
+    def ratio(name: str) -> str:
+        text = f"{number(ratios[name])}x"
+        if spread.get(name):
+            low, high = spread[name]
+            text += f" ({number(low)} to {number(high)})"
+        return text
+
+    ratio_text = "\n".join(ratio(name) for name in names) if ratios else ""
     return [row.id, row.what, ours, baselines or "—", ratio_text or "—", row.target, verdict(row)]
 
 
@@ -70,7 +79,7 @@ def print_table(rows: list[Row], meta: dict[str, Any]) -> None:
         ("what", ""),
         ("ours (median)", "bold"),
         ("baseline(s) (median), same run", ""),
-        ("ours / baseline", ""),
+        ("ours / baseline (spread)", ""),
         ("target", ""),
         ("met", "bold"),
     ):
@@ -81,6 +90,11 @@ def print_table(rows: list[Row], meta: dict[str, Any]) -> None:
     for row in rows:
         if row.note:
             console.print(f"{row.id}: {row.note}")
+    console.print(
+        "ratios: medians of the whole run; (low to high): the same ratio in each fifth of the "
+        "rounds, variants interleaved in a random order every round"
+    )
+    console.print(f"timing: {meta.get('gc', '?')}")
     console.print(f"bytecode: {meta.get('bytecode', '?')}")
     if meta.get("uncommitted"):
         console.print(f"measured with uncommitted changes to: {', '.join(meta['uncommitted'])}")

@@ -1,8 +1,8 @@
-"""Run clara-fastio's benchmarks (issue 5) side by side with their baselines.
+"""Run clara-fastio's benchmarks (issues 5 and 14) side by side with their baselines.
 
     python -m bench                 # everything, the issue's sizes (a few minutes)
     python -m bench --quick         # a reduced version, under a minute
-    python -m bench --only P1,P4 --json results.json
+    python -m bench --only P1,P1b,P4 --json results.json
     python bench/run.py ...         # the same
 
 Everything runs in a namespace of its own (``clarabench-<random>``, or --namespace), which
@@ -27,12 +27,19 @@ from collections.abc import Callable
 if __package__ in (None, ""):  # `python bench/run.py`: import `bench` from the repository
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from bench.harness import Config, Row, machine_info, make_config, unmeasurable
+from bench.harness import GC_POLICY, Config, Row, machine_info, make_config, unmeasurable
 
 # id -> (module, function, what, unit, target): the issue's table, in order.
 BENCHMARKS: dict[str, tuple[str, str, str, str, str]] = {
     "P1": ("core_ops", "p1", "get + map(read) + unmap", "µs", "≤ 2x raw"),
-    "P2": ("core_ops", "p2", "create + publish + free, 4 KiB", "µs", "≤ 2x raw, < peers"),
+    "P1b": ("core_ops", "p1b", "map(read) + unmap, held reference", "µs", "≤ 2x raw"),
+    "P2": (
+        "core_ops",
+        "p2",
+        "create + map(write) + write + unmap + publish + free, 4 KiB",
+        "µs",
+        "≤ 2x raw, < peers",
+    ),
     "P3": ("bandwidth", "p3", "write through a write map", "GB/s", "≥ 0.9x"),
     "P4": ("bandwidth", "p4", "create + fill, recycled", "GB/s", "≥ 5x cold"),
     "P5": ("cli", "p5", "CLI start-up", "ms", "≤ 1.5x import click"),
@@ -40,6 +47,8 @@ BENCHMARKS: dict[str, tuple[str, str, str, str, str]] = {
     "P7": ("core_ops", "p7", "10,000 allocations", "µs / s", "get ≤ 1.5x P1; ≤ 1 s"),
     "P8": ("handoff", "p8", "hand-off latency", "µs", "≤ 3x pipe round trip"),
     "P9": ("pipeline", "p9", "3-operator pipeline vs .npy files", "s", "≥ 3x faster"),
+    "P10": ("crowded", "p10", "a crowded shared-memory directory", "µs / s", "≤ 1.5x; ≤ 1 s"),
+    "P12": ("hugepages", "p12", "cold create + fill on a huge-page tmpfs", "GB/s", "≥ 0.9x raw"),
 }
 
 
@@ -66,7 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _select(only: str | None, parser: argparse.ArgumentParser) -> list[str]:
     if not only:
         return list(BENCHMARKS)
-    ids = [part.strip().upper() for part in only.split(",") if part.strip()]
+    canonical = {key.upper(): key for key in BENCHMARKS}
+    given = [part.strip().upper() for part in only.split(",") if part.strip()]
+    ids = [canonical.get(i, i) for i in given]
     unknown = [i for i in ids if i not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     meta = machine_info()
-    meta.update(mode=mode, namespace=namespace)
+    meta.update(mode=mode, namespace=namespace, gc=GC_POLICY)
     log(f"mode {mode}, namespace {namespace}, load {meta['load_before']}")
     rows: list[Row] = []
     workdir = tempfile.mkdtemp(prefix=f"{namespace}-disk-", dir=tempfile.gettempdir())

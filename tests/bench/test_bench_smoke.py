@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end (tiny sizes, one iteration) and reports every id.
 
 No timing is asserted here: the machine running the tests is shared and noisy. What is
-checked is that `python -m bench --smoke` measures P1..P9 with their baselines, writes
+checked is that `python -m bench --smoke` measures P1..P10, P1b and P12 with their baselines, writes
 them as JSON, and leaves nothing behind (the namespace fixture also checks that).
 """
 
@@ -18,7 +18,7 @@ import pytest
 from bench.harness import Check, Row, percentile, summarise
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IDS = {f"P{n}" for n in range(1, 10)}
+IDS = {*(f"P{n}" for n in range(1, 11)), "P1b", "P12"}
 
 
 def _number(value: object) -> bool:
@@ -61,15 +61,21 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
     names = {name for row in smoke["results"] for name in row["baselines"]}
     for expected in (
         "raw posix_ipc+mmap",
+        "raw posix_ipc+mmap, view deleted",
         "SharedArray attach",
         "multiprocessing.shared_memory",
         "SharedArray",
         "numpy copy, private arrays",
         "clara, no recycling (cold)",
         "python -c 'import click'",
-        "cat FILE > /dev/shm/x",
+        "cat FILE 1<> x (no truncation)",
+        "cat FILE > x (fresh pages)",
+        "one-way pipe hand-off",
         "pipe round trip",
+        ".npy files on tmpfs",
         ".npy files on disk",
+        "empty directory",
+        "raw file, huge=always tmpfs",
     ):
         assert expected in names
 
