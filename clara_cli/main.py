@@ -27,6 +27,7 @@ COMMANDS = {
     "create": "clara_cli.commands.create:create",
     "destroy": "clara_cli.commands.destroy:destroy",
     "dump": "clara_cli.commands.dump:dump",
+    "export": "clara_cli.commands.export:export",
     "free": "clara_cli.commands.free:free",
     "leak-check": "clara_cli.commands.leaks:leak_check",
     "map": "clara_cli.commands.map:map_command",

@@ -10,6 +10,7 @@ Every operator process gets, on top of the runner's own environment and its YAML
     CLARA_IO           JSON: every declared input and output (see `OperatorIO.to_json`)
     CLARA_INPUT_<NAME> / CLARA_OUTPUT_<NAME>   local path of each named disk (stream) port
     CLARA_INPUT / CLARA_OUTPUT                 local path of the unnamed or only disk port
+    CLARA_JOB          JSON: the job's plan that `clara exec-operator` needs (see `JobPlan`)
 
 so an operator needs no YAML: `clara map NAME`, `Driver` and `Variable` read CLARA_IO.
 It needs neither YAML nor the validation rules, so `clara map` stays quick to start.
@@ -29,6 +30,7 @@ OPERATOR = "CLARA_OPERATOR"
 PIPELINE = "CLARA_PIPELINE"
 JOB_ID = "CLARA_JOB_ID"
 IO = "CLARA_IO"
+JOB = "CLARA_JOB"
 FORMAT = 1
 # The two media and the disk type; pipeline.py shares these (this module stays light,
 # since `clara map` imports it in every operator).
@@ -148,3 +150,47 @@ class OperatorIO:
             if main is not None:
                 env[prefix] = main.path or ""
         return env
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What every operator of a job must agree on to do the runner's duties without it.
+
+    The same for every operator of a job: its operators (in a dependency order) and, for
+    each shared-memory variable, how many operators read it (the last one frees it).
+    """
+
+    operators: tuple[str, ...]
+    readers: dict[str, int]
+
+    def to_json(self) -> str:
+        """The CLARA_JOB document."""
+        data = {"format": FORMAT, "operators": list(self.operators), "readers": self.readers}
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobPlan:
+        """Parse a CLARA_JOB document."""
+        try:
+            data = json.loads(text)
+            if data["format"] != FORMAT:
+                raise ValueError("unknown format")
+            operators = tuple(str(name) for name in data["operators"])
+            readers = {str(k): int(v) for k, v in data["readers"].items()}
+            if not operators or any(v < 0 for v in readers.values()):
+                raise ValueError("no operators, or a negative count of readers")
+            return cls(operators, readers)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidArgument(f"{JOB} is not a job plan clara wrote: {exc}") from None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> JobPlan:
+        """The plan `clara export` put in the operator's environment."""
+        env = os.environ if environ is None else environ
+        text = env.get(JOB)
+        if not text:
+            raise InvalidArgument(
+                f"{JOB} is not set: `clara exec-operator` runs inside a pod that "
+                "`clara export` described"
+            )
+        return cls.from_json(text)

@@ -94,6 +94,9 @@ class Operator:
     image: str = ""
     tag: str = ""
     line: int = 0
+    # Clara's `requests` (hardware minimums): cpu, gpu, memory (MB) as written; a local run
+    # ignores them, a cluster export turns them into resource requests.
+    requests: dict[str, str] = field(default_factory=dict)
 
     @property
     def upstream(self) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .environment import Declared, OperatorIO
+from .environment import Declared, JobPlan, OperatorIO
 from .model import SHARED_MEMORY, Operator, Pipeline, Port
 
 
@@ -49,3 +49,14 @@ def describe_operator(pipeline: Pipeline, op: Operator, context: str, job_id: st
         tuple(declared("input", p) for p in op.inputs),
         tuple(declared("output", p) for p in op.outputs),
     )
+
+
+def job_plan(pipeline: Pipeline) -> JobPlan:
+    """The plan every operator of a job of `pipeline` shares (see `JobPlan`)."""
+    readers = {}
+    for op in pipeline.operators:
+        for port in op.outputs:
+            if port.medium == SHARED_MEMORY and port.name:
+                consumers = {c.name.lower() for c, _ in pipeline.consumers(op, port)}
+                readers[pipeline.allocation_name(op, port)] = len(consumers)
+    return JobPlan(tuple(op.name for op in pipeline.order()), readers)

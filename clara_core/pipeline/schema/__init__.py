@@ -44,9 +44,11 @@ OPERATOR_KEYS = (
     "services",
 )
 CONTAINER_KEYS = ("image", "tag", "command")
+REQUEST_KEYS = ("cpu", "gpu", "memory")
 ORCHESTRATORS = ("Clara", "Argo")
 OLDEST, MODELS = (0, 4, 0), (0, 6, 0)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")  # Clara: a number (cpu cores, gpus, memory MB)
 
 
 def parse(text: str, file: str) -> tuple[Pipeline | None, list[Problem]]:
@@ -166,8 +168,18 @@ class _Rules(PortRules, GraphRules):
         if name is None:
             return None
         description = self.scalar_text(item, "description")
+        requests = self.requests(item)
         return Operator(
-            name, command, inputs, outputs, variables, description, image, tag, item.line
+            name,
+            command,
+            inputs,
+            outputs,
+            variables,
+            description,
+            image,
+            tag,
+            item.line,
+            requests,
         )
 
     def command(self, container: Map, where: str) -> tuple[str, ...]:
@@ -186,6 +198,28 @@ class _Rules(PortRules, GraphRules):
             else:
                 argv.append(text_of(arg))
         return tuple(argv)
+
+    def requests(self, item: Map) -> dict[str, str]:
+        value = item.get("requests")
+        if value is None:
+            return {}
+        if not isinstance(value, Map):
+            self.report(item.line_of("requests"), "requests must be a mapping (cpu, gpu, memory)")
+            return {}
+        self.unknown_keys(value, REQUEST_KEYS, "requests")
+        result = {}
+        for key in REQUEST_KEYS:
+            amount = value.get(key)
+            if amount is None:
+                continue
+            if isinstance(amount, (Map, Seq, bool)) or not _AMOUNT.fullmatch(str(amount)):
+                self.report(
+                    value.line_of(key),
+                    f"requests.{key} must be a positive amount (memory in MB), not {amount!r}",
+                )
+            else:
+                result[key] = str(amount)
+        return result
 
     def variables(self, item: Map) -> dict[str, str]:
         value = item.get("variables")
