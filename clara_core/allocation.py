@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import pool
-from .dtypes import ElementType, element_type, nbytes_of, static_shape
+from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
     AlreadyExists,
     Busy,
@@ -164,12 +164,32 @@ class Allocation:
         else:
             self._description = f"private allocation {where}"
 
+    def _repr_state(self) -> str:
+        """The data state, or why there is none (a repr must never raise)."""
+        if self.released:
+            return "released"
+        try:
+            return self.state
+        except ClaraError as exc:
+            return f"unreadable: {exc}"
+
     def __repr__(self) -> str:
-        state = "released" if self.released else f"{len(self._maps)} map(s)"
+        maps = "" if self.released else f", {len(self._maps)} map(s)"
         return (
             f"<Allocation {self.describe()} {self.element_type.name}{list(self.shape)} "
-            f"{self.nbytes} bytes, {state}>"
+            f"{format_size(self.nbytes)} {self._repr_state()}{maps}>"
         )
+
+    def __rich_repr__(self) -> Iterator[Any]:
+        """Fields for rich's pretty printer (rich itself is never imported here)."""
+        yield "name", self.name, None
+        yield "handle", self.handle, None
+        yield "context", self._registry.name
+        yield "dtype", self.element_type.name
+        yield "shape", self.shape
+        yield "nbytes", self.nbytes
+        yield "state", self._repr_state()
+        yield "maps", 0 if self.released else len(self._maps)
 
     # -- life-cycle ---------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import pool
@@ -22,6 +22,7 @@ from .allocation import HANDLED, PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import (
     AlreadyExists,
+    ClaraError,
     Corrupt,
     InvalidArgument,
     NotFound,
@@ -232,8 +233,27 @@ class Context:
         self.close()
 
     def __repr__(self) -> str:
-        owner = f" owner={self.owner_pid}" if self.owner_pid else ""
-        return f"<Context {self.name!r}{owner} mode={self.mode:o}>"
+        owner = ""
+        if self.owner_pid:
+            owner = f" owner {self.owner_pid} ({'alive' if self.owner_alive else 'dead'}),"
+        names = self._names_for_repr()
+        count = "" if names is None else f", {len(names)} allocation(s)"
+        return f"<Context {self.name!r}{owner} mode {self.mode:o}{count}>"
+
+    def __rich_repr__(self) -> Iterator[Any]:
+        """Fields for rich's pretty printer (rich itself is never imported here)."""
+        yield self.name
+        yield "owner_pid", self.owner_pid, None
+        yield "owner_alive", self.owner_alive, None
+        yield "mode", f"{self.mode:o}"
+        yield "capacity", self.capacity, None
+        yield "allocations", self._names_for_repr(), None
+
+    def _names_for_repr(self) -> list[str] | None:
+        try:
+            return self.names()
+        except (ClaraError, OSError):  # closed: the name still says which context it was
+            return None
 
     # -- allocations --------------------------------------------------------------------
 

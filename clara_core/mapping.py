@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .dtypes import ElementType
+from .dtypes import ElementType, format_size
 from .errors import InvalidArgument
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
@@ -133,5 +133,18 @@ class Mapping:
             raise InvalidArgument(f"{self.allocation.describe()} is no longer mapped; map it again")
 
     def __repr__(self) -> str:
+        mode = "write" if self.mode == "w" else "read"
         state = "mapped" if self.mapped else "unmapped"
-        return f"<Mapping {self.mode} {self.allocation.describe()} {state}>"
+        return (
+            f"<Mapping {mode} {self.allocation.describe()} {self.etype.name}{list(self.shape)} "
+            f"{format_size(self.nbytes)} {state}>"
+        )
+
+    def __rich_repr__(self) -> Iterator[Any]:
+        """Fields for rich's pretty printer (rich itself is never imported here)."""
+        yield "mode", "write" if self.mode == "w" else "read"
+        yield "allocation", self.allocation.describe()
+        yield "dtype", self.etype.name
+        yield "shape", self.shape
+        yield "nbytes", self.nbytes
+        yield "mapped", self.mapped

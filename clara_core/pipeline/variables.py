@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..allocation import Allocation
 from ..context import Context
-from ..dtypes import ElementType, element_type, static_shape
-from ..errors import AlreadyExists, InvalidArgument, NotFound, ReadOnly
+from ..dtypes import ElementType, element_type, format_size, static_shape
+from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, ReadOnly
 from ..names import validate_name
 from .environment import Declared, OperatorIO
 
@@ -121,11 +121,35 @@ class Variable:
         where = f" of operator '{self.operator}'" if self.operator else ""
         return f"{self.port.direction} '{self.name}'{where}"
 
+    def _repr_fields(self) -> tuple[tuple[int, ...], str, int | None]:
+        """(shape, state, nbytes) for the reprs, which must never raise."""
+        try:
+            allocation = self._find()
+            if allocation is None:
+                return self._shape, "unallocated", self.nbytes
+            return allocation.shape, allocation.state, allocation.nbytes
+        except (ClaraError, OSError) as exc:  # e.g. its context was closed meanwhile
+            return self._shape, f"unreadable: {exc}", None
+
     def __repr__(self) -> str:
+        shape, state, nbytes = self._repr_fields()
+        size = "" if nbytes is None else f" {format_size(nbytes)}"
         return (
-            f"<Variable {self.describe()} {self.element_type.name}{list(self.shape)} "
-            f"{self.access}{'' if self.is_allocated else ' unallocated'}>"
+            f"<Variable {self.describe()} {self.element_type.name}{list(shape)}{size} "
+            f"{self.access} {state}>"
         )
+
+    def __rich_repr__(self) -> Iterator[Any]:
+        """Fields for rich's pretty printer (rich itself is never imported here)."""
+        shape, state, nbytes = self._repr_fields()
+        yield self.name
+        yield "operator", self.operator, ""
+        yield "direction", self.port.direction
+        yield "dtype", self.element_type.name
+        yield "shape", shape
+        yield "declared_shape", self.declared_shape
+        yield "nbytes", nbytes
+        yield "state", state
 
     # -- sizing (Clara: Update Shape, Allocate) -----------------------------------------
 
