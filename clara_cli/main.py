@@ -28,6 +28,7 @@ COMMANDS = {
     "destroy": "clara_cli.commands.destroy:destroy",
     "doctor": "clara_cli.commands.doctor:doctor",
     "dump": "clara_cli.commands.dump:dump",
+    "exec-operator": "clara_cli.commands.exec_operator:exec_operator",
     "export": "clara_cli.commands.export:export",
     "free": "clara_cli.commands.free:free",
     "graph": "clara_cli.commands.graph:graph",

@@ -9,8 +9,13 @@
     variables        Variable: an operator's declared shared-memory input or output
     driver           Driver: Clara's prepare / execute / cleanup life-cycle for operators
     runner           run(pipeline): the local job loop
-    job_variables    the runner's bookkeeping of variables, from allocation to free
+    job_variables    the runner's record of variables, from allocation to free
+    operator_duties  what the runner does for one operator (allocate, check, free after
+                     the last reader), shared through the job's ledger: one code path
+                     for `clara run` and `clara exec-operator`
+    pod_operator     `clara exec-operator`: one operator inside a pod, no runner
     operator_process one operator's process (group, death with the runner, output pipe)
+    export/          the job as one pod: an Argo Workflow or a Kubernetes Indexed Job
     results          what a run reports (RunResult, OperatorResult, VariableRecord)
 
 Everything here uses the object model (Context, Allocation), never the reverse.

@@ -39,7 +39,8 @@ from ..errors import ClaraError, NotFound
 from .environment import OperatorIO
 from .job_variables import JobVariables
 from .model import Operator, Pipeline
-from .operator_io import describe_operator
+from .operator_duties import OperatorDuties, drop_ledger
+from .operator_io import describe_operator, job_plan
 from .operator_process import OperatorProcess, describe_exit
 from .results import (
     FAILED,
@@ -99,6 +100,8 @@ class _Job:
         self.partial: dict[str, bytes] = {}
         self.tails: dict[str, collections.deque[str]] = {}
         self.variables = JobVariables(pipeline, keep)
+        self.plan = job_plan(pipeline)
+        self.duties: dict[str, OperatorDuties] = {}  # what the runner does for each operator
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
         self.stop_reason = ""  # set once the job is being stopped
@@ -168,8 +171,9 @@ class _Job:
         assert self.ctx is not None
         result.started = self._now()
         try:
-            self.variables.prepare_outputs(self.ctx, op)
             io = describe_operator(self.pipeline, op, self.ctx.name, self.result.job_id)
+            duties = self.duties[op.name] = OperatorDuties(self.ctx, io, self.plan)
+            self.variables.allocated(duties.prepare())
             process = OperatorProcess(list(op.command), self.pipeline.directory, self._env(op, io))
         except (ClaraError, OSError, ValueError) as exc:
             result.ended = self._now()
@@ -210,17 +214,21 @@ class _Job:
             result.reason = f"{describe_exit(code)} while the job was stopping"
             self.observer.finished(result)
             return
+        duties = self.duties[op.name]
         if code != 0:
+            duties.failed()
             self._fail(result, FAILED, describe_exit(code))
             return
-        assert self.ctx is not None
-        problem = self.variables.check_outputs(self.ctx, op)
+        problem, seen = duties.check()
+        self.variables.observed(seen)
         if problem:
+            duties.failed()
             self._fail(result, FAILED, problem)
             return
+        freed, _ = duties.finish(self.keep)
         result.status = SUCCEEDED
         self.observer.finished(result)
-        self.variables.release_after(op, self._freed)
+        self.variables.freed(freed, self._freed)
 
     def _freed(self, record: VariableRecord) -> None:
         record.freed_at = self._now()
@@ -283,9 +291,12 @@ class _Job:
                 result.reason = "not started: " + (self.stop_reason or "upstream failed")
                 self.observer.finished(result)
             result.output_tail = list(self.tails.get(result.name, ()))
+        for duties in self.duties.values():
+            duties.close()
         self.variables.finish(self.ctx)
         if self.ctx is not None:
             if self.keep:
+                drop_ledger(self.ctx)
                 self.ctx.close()
             else:
                 with contextlib.suppress(NotFound):  # someone destroyed it meanwhile

@@ -1,0 +1,261 @@
+"""The runner's duties for one operator, done by whoever runs it: one code path for
+`clara run` (in the runner's process) and `clara exec-operator` (inside a pod).
+
+    duties = OperatorDuties(ctx, io, plan)
+    duties.prepare()                 # before it starts: static outputs, disk folders
+    problem, seen = duties.check()   # after it exits 0: outputs someone reads, as declared
+    freed, left = duties.finish()    # marks it succeeded; frees what it was last to read
+
+Nothing central is needed: what the operators of a job must share lives in the job's
+context, in its ledger (`Ledger`): each operator's status, how many readers each variable
+still waits for, and how many operators have not finished. Every update of the ledger is
+one write map of it (one writer at a time, a bounded wait), so whoever decrements a
+variable's count to zero is the one that frees it, whatever order operators end in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+from ..allocation import Allocation
+from ..context import Context
+from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, Timeout
+from .environment import DISK, SHARED_MEMORY, JobPlan, OperatorIO
+from .schema import shapes_match
+
+LEDGER = "clara-ledger"  # never a variable's name: those always hold "--"
+WAITING, SUCCEEDED, FAILED = 0, 1, 2
+LOCK_TIMEOUT = 60.0  # seconds an update of the ledger waits for another one
+POLL_FIRST, POLL_MAX = 0.005, 0.25  # seconds between looks while waiting for upstream
+
+
+class UpstreamFailed(ClaraError):
+    """An operator this one reads from failed: it will never run."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """An output as its producer left it."""
+
+    shape: tuple[int, ...]
+    nbytes: int
+    state: str  # empty, writing, complete (see Allocation.state), or missing
+
+
+class Ledger:
+    """The job's shared bookkeeping: int64 [status of each operator..., readers left of
+    each variable..., operators left], published in the job's context as LEDGER."""
+
+    def __init__(self, ctx: Context, plan: JobPlan) -> None:
+        self.plan = plan
+        self.operators = {name: i for i, name in enumerate(plan.operators)}
+        first = len(plan.operators)
+        self.variables = {name: first + i for i, name in enumerate(plan.readers)}
+        self.size = first + len(plan.readers) + 1
+        self.allocation = self._open_or_create(ctx)
+
+    def _open_or_create(self, ctx: Context) -> Allocation:
+        try:
+            return self._checked(ctx.get(LEDGER))
+        except NotFound:
+            pass
+        allocation = ctx.create(dtype="int64", shape=(self.size,))
+        try:  # filled before it is published: whoever finds it finds it complete
+            with allocation.map("w") as values:
+                values[: len(self.operators)] = WAITING
+                values[len(self.operators) : -1] = list(self.plan.readers.values())
+                values[-1] = len(self.operators)
+            allocation.publish(LEDGER)
+            return allocation
+        except AlreadyExists:  # another operator of the job was first: the same content
+            allocation.release()
+            return self._checked(ctx.get(LEDGER))
+        except BaseException:
+            allocation.release()
+            raise
+
+    def _checked(self, allocation: Allocation) -> Allocation:
+        if allocation.element_type.name != "int64" or allocation.shape != (self.size,):
+            allocation.release()
+            raise InvalidArgument(
+                f"the job's {LEDGER} is int64{list(allocation.shape)}, not the "
+                f"int64[{self.size}] this job's plan (CLARA_JOB) needs"
+            )
+        return allocation
+
+    def statuses(self, names: list[str]) -> list[int]:
+        """The status of each named operator now."""
+        with self.allocation.map("r", timeout=LOCK_TIMEOUT) as values:
+            return [int(values[self.operators[name]]) for name in names]
+
+    def failed(self, operator: str) -> None:
+        """Record that `operator` failed (its readers will never start)."""
+        with self.allocation.map("w", timeout=LOCK_TIMEOUT) as values:
+            values[self.operators[operator]] = FAILED
+
+    def succeeded(self, operator: str, read: list[str], written: list[str]) -> tuple[list, int]:
+        """Record that `operator` succeeded after reading `read` and writing `written`.
+
+        Returns the variables nobody will read any more (to be freed by the caller, the
+        only one to learn it) and how many operators of the job have not finished.
+        """
+        unread = []
+        with self.allocation.map("w", timeout=LOCK_TIMEOUT) as values:
+            values[self.operators[operator]] = SUCCEEDED
+            for name in read:
+                index = self.variables[name]
+                if values[index] > 0:
+                    values[index] -= 1
+                    if values[index] == 0:
+                        unread.append(name)
+            unread += [name for name in written if values[self.variables[name]] == 0]
+            values[-1] -= 1
+            return unread, int(values[-1])
+
+    def release(self) -> None:
+        """Drop this reference to the ledger."""
+        self.allocation.release()
+
+
+def drop_ledger(ctx: Context) -> None:
+    """Free the job's ledger (a job kept for inspection keeps only its variables)."""
+    with contextlib.suppress(NotFound):
+        ctx.get(LEDGER).free()
+
+
+class OperatorDuties:
+    """What the runner does for one operator, around its process."""
+
+    def __init__(self, ctx: Context, io: OperatorIO, plan: JobPlan) -> None:
+        self.ctx = ctx
+        self.io = io
+        self.plan = plan
+        self.ledger = Ledger(ctx, plan)
+
+    def wait_for_upstream(self, timeout: float) -> None:
+        """Return once every operator this one reads from has succeeded.
+
+        UpstreamFailed at once if one failed; Timeout after `timeout` seconds (0: they
+        must have succeeded already).
+        """
+        upstream = sorted({p.source for p in self.io.inputs if p.source is not None})
+        upstream = [self._operator(name) for name in upstream]
+        deadline = time.monotonic() + timeout
+        pause = POLL_FIRST
+        while True:
+            statuses = self.ledger.statuses(upstream)
+            failed = [name for name, s in zip(upstream, statuses, strict=True) if s == FAILED]
+            if failed:
+                raise UpstreamFailed(
+                    f"operator '{self.io.operator}' will not run: '{failed[0]}' failed"
+                )
+            if all(s == SUCCEEDED for s in statuses):
+                return
+            if time.monotonic() >= deadline:
+                waiting = [n for n, s in zip(upstream, statuses, strict=True) if s != SUCCEEDED]
+                raise Timeout(
+                    f"operator '{self.io.operator}' waited {timeout:g} s for "
+                    f"{', '.join(repr(n) for n in waiting)} to succeed"
+                )
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX)
+
+    def prepare(self) -> dict[str, int]:
+        """Allocate the static shared-memory outputs, create disk output folders.
+
+        Returns the bytes of each variable allocated.
+        """
+        allocated = {}
+        for port in self.io.outputs:
+            if port.medium == DISK:
+                if port.path:
+                    os.makedirs(port.path, exist_ok=True)
+                continue
+            shape = port.shape or ()
+            if port.allocation is None or not shape or any(d <= 0 for d in shape):
+                continue  # dynamic: the operator sizes it
+            allocation = self.ctx.create(dtype=port.element_type, shape=shape)
+            try:
+                allocation.publish(port.allocation)
+                allocated[port.allocation] = allocation.nbytes
+            finally:
+                allocation.release()  # published: it stays until freed
+        return allocated
+
+    def check(self) -> tuple[str, dict[str, Observed]]:
+        """Each shared-memory output someone reads: there, completely written, as declared.
+
+        Returns the problems found ('' if none) and how each output was left.
+        """
+        problems = []
+        seen: dict[str, Observed] = {}
+        for port in self.io.outputs:
+            if port.medium != SHARED_MEMORY or port.allocation is None:
+                continue
+            read = self.plan.readers.get(port.allocation, 0) > 0
+            try:  # a fresh reference: it sees the layout as the producer left it
+                allocation = self.ctx.get(port.allocation)
+            except NotFound:
+                seen[port.allocation] = Observed(tuple(port.shape or ()), 0, "missing")
+                if read:
+                    problems.append(f"exited 0 but never allocated output '{port.name}'")
+                continue
+            with allocation:
+                state = allocation.state
+                seen[port.allocation] = Observed(allocation.shape, allocation.nbytes, state)
+                if not read:
+                    continue
+                if state != "complete":
+                    what = "never wrote" if state == "empty" else f"left {state}"
+                    problems.append(f"exited 0 but {what} output '{port.name}'")
+                elif allocation.element_type.name != port.element_type or not shapes_match(
+                    allocation.shape, port.shape or ()
+                ):
+                    problems.append(
+                        f"wrote output '{port.name}' as {allocation.element_type.name}"
+                        f"{list(allocation.shape)}, but it is declared {port.element_type}"
+                        f"{list(port.shape or ())}"
+                    )
+        return "; ".join(problems), seen
+
+    def failed(self) -> None:
+        """Record in the ledger that this operator failed."""
+        self.ledger.failed(self.io.operator)
+
+    def finish(self, keep: bool = False) -> tuple[list[str], int]:
+        """Mark it succeeded; free each variable it was the last to read, and its outputs
+        nobody reads (unless `keep`). Returns (names freed, operators still to finish)."""
+        read = list(
+            dict.fromkeys(
+                p.allocation
+                for p in self.io.inputs
+                if p.medium == SHARED_MEMORY and p.allocation in self.plan.readers
+            )
+        )
+        written = [
+            p.allocation
+            for p in self.io.outputs
+            if p.medium == SHARED_MEMORY and p.allocation in self.plan.readers
+        ]
+        unread, left = self.ledger.succeeded(self.io.operator, read, written)
+        freed = []
+        for name in [] if keep else unread:
+            try:
+                self.ctx.get(name).free()
+            except NotFound:  # an output nobody reads that was never allocated
+                continue
+            freed.append(name)
+        return freed, left
+
+    def close(self) -> None:
+        """Drop the references these duties hold."""
+        self.ledger.release()
+
+    def _operator(self, name: str) -> str:
+        for known in self.plan.operators:
+            if known.lower() == name.lower():
+                return known
+        raise InvalidArgument(f"CLARA_IO names operator '{name}', which CLARA_JOB does not list")
