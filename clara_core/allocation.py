@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import pool
+from . import pool, waiting
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
     AlreadyExists,
@@ -30,6 +30,7 @@ from .errors import (
     InvalidArgument,
     NotFound,
     ReadOnly,
+    Timeout,
 )
 from .mapping import Mapping
 from .names import HANDLE, PUBLISHED, shm_dir, validate_name
@@ -334,14 +335,18 @@ class Allocation:
         timeout: float | None = None,
         allow_incomplete: bool = False,
         populate: bool = True,
+        wait: bool = False,
     ) -> Mapping:
         """Map for reading ('r') or writing ('w'); many readers or one writer at a time.
 
         A conflicting map fails at once with Busy (naming the holder) unless `timeout`
         gives seconds to wait (math.inf: as long as it takes); then Timeout. Reading data
-        whose writer died mid-write raises Incomplete unless `allow_incomplete`.
-        `populate` maps every page at once (much faster than page by page for arrays used
-        whole); pass False to touch a few pages of a huge allocation.
+        that was never written raises NeverWritten, data whose writer died mid-write
+        Incomplete, unless `allow_incomplete`. With `wait` a read map first waits, up to
+        `timeout` seconds (default 60), until a writer has finished: the data is complete
+        (or incomplete, if that writer failed), which lets a reader start before its
+        producer. `populate` maps every page at once (much faster than page by page for
+        arrays used whole); pass False to touch a few pages of a huge allocation.
         Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
         """
         writable = _parse_mode(mode)
@@ -350,8 +355,14 @@ class Allocation:
             raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
         if self._maps and (writable or self._maps[0].writable):
             raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
-        if timeout is not None and (timeout < 0 or timeout != timeout):
-            raise InvalidArgument(f"invalid timeout {timeout}: use seconds >= 0")
+        if wait:
+            if writable:
+                raise InvalidArgument(
+                    "wait waits for data to read; a write map waits for readers with timeout"
+                )
+            timeout = self._await_written(waiting.Deadline(waiting.seconds(timeout)))
+        elif timeout is not None:
+            waiting.seconds(timeout)  # checks it
         region, self._layout = self._reference.map(
             writable,
             timeout,
@@ -366,6 +377,27 @@ class Allocation:
     def unmap(self) -> None:
         """Unmap every map this reference holds (write maps are marked complete)."""
         self._reference.unmap_all()
+
+    def _await_written(self, deadline: waiting.Deadline) -> float:
+        """Wait until a writer has finished (complete or incomplete data); Timeout if none
+        has by the deadline. Returns the seconds left for the map lock (never 0: a read
+        map arriving just as its writer let go would otherwise be called busy)."""
+
+        def finished_state() -> str | None:
+            state = self.state
+            return state if state in ("complete", "incomplete") else None
+
+        finished = waiting.until(finished_state, deadline)
+        if finished is None:
+            if self.state == "empty":
+                why = "was never written"
+            else:
+                why = f"was still being written by {self._holders()}"
+            raise Timeout(
+                f"{self.describe()} {why} after {deadline.length:g} s",
+                "wait longer with {timeout}",
+            )
+        return max(deadline.left(), 1e-3)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -383,9 +415,11 @@ class Allocation:
         whose files hold the lock; a process may map it without a lock (an idle mapping
         kept for reuse)."""
         mapping = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])
-        pids = [m.pid for m in mapping]
-        found = processes.lock_holders(self._file_id, locks.MAP_BYTE, pids) or mapping
-        return ", ".join(str(m) for m in found) or "another process"
+        found = processes.lock_holders(self._file_id, locks.MAP_BYTE, mapping) or mapping
+        who = ", ".join(str(m) for m in found) or "another process"
+        if any(m.lock == "write" for m in found):
+            return f"{who} for writing"
+        return f"{who} for reading" if any(m.lock for m in found) else who
 
     def _drop_old_name(self) -> None:
         """After a new name was linked: remove the handle or pool name it had before."""

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import pool
+from . import pool, waiting
 from .allocation import HANDLED, PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import (
@@ -28,6 +28,7 @@ from .errors import (
     NotFound,
     OutOfSpace,
     PermissionDenied,
+    Timeout,
 )
 from .names import (
     HANDLE,
@@ -314,20 +315,49 @@ class Context:
 
     create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 
-    def get(self, name: str, read_only: bool = False) -> Allocation:
+    def get(
+        self,
+        name: str,
+        read_only: bool = False,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Allocation:
         """A new reference to the allocation published under `name`.
 
         A `read_only` reference is opened read-only: the kernel itself refuses to let it
-        write, and it can neither be mapped for writing, nor freed, nor retyped.
+        write, and it can neither be mapped for writing, nor freed, nor retyped. With
+        `wait`, a name not published yet is waited for, up to `timeout` seconds (default
+        60; math.inf: as long as it takes), then Timeout; else NotFound at once.
         """
         validate_name(name, "allocation name")
         what = f"allocation '{name}' in context '{self.name}'"
+        file_name = self._registry.member_file(PUBLISHED, name)
+        if wait:
+            deadline = waiting.Deadline(waiting.seconds(timeout))
+            found = waiting.until(
+                lambda: self._published(file_name, what, read_only, name), deadline
+            )
+            if found is None:
+                raise Timeout(
+                    f"{what} was not published within {deadline.length:g} s",
+                    "check the name, or wait longer with {timeout}",
+                )
+            return found
         try:
-            file_name = self._registry.member_file(PUBLISHED, name)
             return self._reference(file_name, what, SHARED, read_only, name)
         except NotFound:
             self._registry.check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
+
+    def _published(
+        self, file_name: str, what: str, read_only: bool, name: str
+    ) -> Allocation | None:
+        """A reference to `name` if it is published now, else None (the context must live)."""
+        try:
+            return self._reference(file_name, what, SHARED, read_only, name)
+        except NotFound:
+            self._registry.check_alive()
+            return None
 
     def open_handle(self, handle: str) -> Allocation:
         """A new reference to a private allocation handed over with make_handle()."""

@@ -6,6 +6,7 @@
     ├── Busy (BlockingIOError)              4  mapped by another process right now
     ├── Timeout (TimeoutError)              5  waited `timeout` seconds for a map
     ├── Incomplete                          6  its writer died or failed mid-write
+    │   └── NeverWritten                    6  no writer has finished writing it yet
     ├── OutOfSpace (OSError)                7  /dev/shm or the context's capacity is full
     ├── PermissionDenied (PermissionError)  8  mode bits, another user, or a read-only input
     │   └── ReadOnly                        8  a write map of something only readable
@@ -14,9 +15,16 @@
 
 Each class also inherits the builtin exception a plain Python caller would expect, and
 carries the exit code that the `clara` command line turns it into.
+
+An error may carry a `hint`: what to do, with the options that would help written as
+`{allow_incomplete}`, `{wait}`, `{timeout}`. `str(error)` spells them as a Python caller
+passes them (`allow_incomplete=True`); the command line spells them as its flags
+(`--allow-incomplete`) with `error.explain(spelling)`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 __all__ = [
     "AlreadyExists",
@@ -25,6 +33,7 @@ __all__ = [
     "Corrupt",
     "Incomplete",
     "InvalidArgument",
+    "NeverWritten",
     "NotFound",
     "OutOfSpace",
     "PermissionDenied",
@@ -33,17 +42,32 @@ __all__ = [
 ]
 
 
+# How a Python caller spells the options a hint names.
+PYTHON_SPELLING = {
+    "allow_incomplete": "allow_incomplete=True",
+    "wait": "wait=True",
+    "timeout": "timeout=SECONDS",
+}
+
+
 class ClaraError(Exception):
     """Root of every error clara_core raises; `exit_code` is what the CLI exits with."""
 
     exit_code = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.hint = hint  # what to do; options as {allow_incomplete}, {wait}, {timeout}
+
+    def explain(self, spelling: Mapping[str, str]) -> str:
+        """The message and its hint, the options in the hint spelled by `spelling`."""
+        if not self.hint:
+            return self.message
+        return f"{self.message}; {self.hint.format_map(spelling)}"
 
     def __str__(self) -> str:
-        return self.message
+        return self.explain(PYTHON_SPELLING)
 
 
 class InvalidArgument(ClaraError, ValueError):
@@ -74,6 +98,10 @@ class Incomplete(ClaraError):
     """The last writer died or failed while mapped for writing: the data may be torn."""
 
     exit_code = 6
+
+
+class NeverWritten(Incomplete):
+    """No writer has finished writing the data yet: it holds only the zeros it began with."""
 
 
 class OutOfSpace(ClaraError, OSError):

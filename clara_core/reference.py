@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Callable
 
-from .errors import Busy, Corrupt, Incomplete, Timeout
+from .errors import Busy, Corrupt, Incomplete, NeverWritten, Timeout
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, DataState, Layout
@@ -55,7 +55,7 @@ class Reference:
         """
         locked = bool(self.maps) or locks.try_lock(self.fd, locks.MAP_BYTE, writable)
         if not locked and not timeout:
-            raise Busy(f"{what} is mapped by {holders()}; try again later, or wait with a timeout")
+            raise Busy(f"{what} is mapped by {holders()}", _busy_hint(writable))
         # Mapping touches no data, so it may come before the lock: a map that had to
         # wait is then ready the moment the holder lets go.
         region = self.take_warm(writable) or segment.map_segment(
@@ -65,7 +65,10 @@ class Reference:
             if not locked:
                 wait = None if timeout == math.inf else timeout
                 if not locks.lock(self.fd, locks.MAP_BYTE, writable, wait):
-                    raise Timeout(f"{what} stayed mapped by {holders()} for {timeout:g} s")
+                    raise Timeout(
+                        f"{what} stayed mapped by {holders()} for {timeout:g} s",
+                        "wait longer with {timeout}",
+                    )
             try:
                 layout = self._check_locked(region, writable, allow_incomplete, layout, what)
             except BaseException:
@@ -106,8 +109,14 @@ class Reference:
         elif data.state == hdr.WRITING and not allow_incomplete:
             raise Incomplete(
                 f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
-                "or failed mid-write; write it again, or read anyway with "
-                "allow_incomplete=True (clara map --allow-incomplete)"
+                "or failed mid-write",
+                "write it again, or read anyway with {allow_incomplete}",
+            )
+        elif data.state == hdr.EMPTY and not allow_incomplete:
+            raise NeverWritten(
+                f"{what} was never written",
+                "write it first, wait for its writer with {wait}, "
+                "or read its zeros anyway with {allow_incomplete}",
             )
         return layout
 
@@ -168,6 +177,12 @@ class Reference:
                 warm.release()
         finally:
             os.close(self.fd)
+
+
+def _busy_hint(writable: bool) -> str:
+    if writable:
+        return "try again later, or wait for it with {timeout}"
+    return "wait for its writer to finish with {wait} (or {timeout})"
 
 
 _exiting = False  # at interpreter exit the kernel frees everything: nothing to recycle

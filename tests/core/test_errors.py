@@ -33,3 +33,16 @@ def test_all_is_exact():
     }
     assert set(errors.__all__) == public
     assert public <= set(clara_core.__all__)
+
+
+def test_hints_name_options_as_the_caller_spells_them():
+    error = errors.Busy("allocation 'v' is mapped", "wait for it with {timeout}")
+    assert str(error) == "allocation 'v' is mapped; wait for it with timeout=SECONDS"
+    spelled = error.explain({"timeout": "--timeout SECONDS"})
+    assert spelled == "allocation 'v' is mapped; wait for it with --timeout SECONDS"
+    assert errors.NotFound("gone").explain({}) == "gone"  # no hint: the message alone
+
+
+def test_never_written_is_an_incomplete():
+    assert issubclass(errors.NeverWritten, errors.Incomplete)
+    assert errors.NeverWritten("x").exit_code == 6

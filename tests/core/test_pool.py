@@ -68,6 +68,7 @@ def test_sizes_that_do_not_fit_are_not_recycled(ctx, namespace):
 
 def test_a_segment_someone_still_references_is_never_pooled(ctx, namespace):
     alloc = ctx.create(2 * MIB)
+    alloc.map("w").unmap()
     alloc.publish("data")
     reader = ctx.get("data")
     mapping = reader.map("r")
