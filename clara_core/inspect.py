@@ -25,7 +25,8 @@ from .names import (
 from .shm import header as hdr
 from .shm import locks, segment
 from .shm.header import Header
-from .shm.processes import FileId, Mapper, is_alive, mappers
+from .shm.locks import MAP_BYTE
+from .shm.processes import FileId, Mapper, is_alive, lock_holders, mappers
 
 KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
 
@@ -116,6 +117,10 @@ def survey(prefix: str | None = None) -> list[SegmentInfo]:
     held = mappers({info.file_id for info in found}, shm_dir())
     for info in found:
         info.mapped_by = held.get(info.file_id, [])
+        if info.mapped_by and (info.write_locked or info.read_locked):
+            # Who holds the map lock, and how; the others keep an idle mapping.
+            locked = {m.pid: m for m in lock_holders(info.file_id, MAP_BYTE, info.mapped_by)}
+            info.mapped_by = [locked.get(m.pid, m) for m in info.mapped_by]
     return found
 
 

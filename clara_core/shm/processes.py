@@ -8,7 +8,8 @@ whose pid now belongs to someone else is correctly seen as dead.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 _self_identity: tuple[int, int] | None = None
 
@@ -60,16 +61,52 @@ def command_name(pid: int) -> str:
         return "?"
 
 
+_INTERPRETER = re.compile(r"python[0-9.]*")
+
+
+def command_line(pid: int) -> str:
+    """A process's command line on one line, for people: `clara map v --read -- sleep 15`.
+
+    From /proc/<pid>/cmdline; programs are named without their directory, and a Python
+    console script (`/venv/bin/python3 /venv/bin/clara ...`) by the script's name. Falls
+    back to the short command name (kernel threads, zombies), or '?' if the process is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return command_name(pid)
+    args = [arg.decode(errors="replace") for arg in raw.split(b"\0")]
+    if args and not args[-1]:
+        args.pop()
+    if not args:
+        return command_name(pid)
+    args[0] = os.path.basename(args[0])
+    if len(args) > 1 and _INTERPRETER.fullmatch(args[0]) and os.path.isabs(args[1]):
+        args = [os.path.basename(args[1]), *args[2:]]
+    return " ".join(" ".join(arg.split()) or "''" for arg in args)
+
+
 @dataclass(frozen=True)
 class Mapper:
-    """A live process that maps a segment, and whether its mapping is writable."""
+    """A live process that maps a segment: how (writable?), and the map lock it holds.
+
+    `lock` is 'read' or 'write' while the process holds a map, None for a mapping kept
+    idle (a reference keeps its last mapping for reuse) or when locks were not read.
+    """
 
     pid: int
     writable: bool
     command: str = "?"
+    lock: str | None = None
 
     def __str__(self) -> str:
-        return f"pid {self.pid} ({self.command}, {'write' if self.writable else 'read'})"
+        return f"pid {self.pid} ({self.command})"
+
+    @property
+    def activity(self) -> str:
+        """'read', 'write' or 'idle mapping': what the process is doing with it."""
+        return self.lock or "idle mapping"
 
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
@@ -102,8 +139,32 @@ def mappers(files: set[FileId], directory: str) -> dict[FileId, list[Mapper]]:
                 holders = found.setdefault(key, {})
                 holders[pid] = holders.get(pid, False) or fields[1][1:2] == b"w"
     return {
-        key: [Mapper(pid, w, command_name(pid)) for pid, w in sorted(holders.items())]
+        key: [Mapper(pid, w, command_line(pid)) for pid, w in sorted(holders.items())]
         for key, holders in found.items()
+    }
+
+
+def openers(files: set[FileId]) -> dict[FileId, list[Mapper]]:
+    """For each file of `files` that some process has open, the processes holding it open
+    (e.g. a reference without a mapping). Stats every open file of every process this
+    user may inspect: for the rare question "who holds this", never on a hot path."""
+    found: dict[FileId, dict[int, None]] = {}
+    for pid in _pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                info = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in files:
+                found.setdefault(key, {})[pid] = None
+    return {
+        key: [Mapper(pid, False, command_line(pid)) for pid in sorted(pids)]
+        for key, pids in found.items()
     }
 
 
@@ -111,8 +172,9 @@ def _pids() -> list[int]:
     return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
 
 
-def lock_holders(file_id: FileId, byte: int, candidates: list[int]) -> list[Mapper]:
-    """Which of the `candidates` processes hold a lock on `byte` of the file, and how.
+def lock_holders(file_id: FileId, byte: int, candidates: list[Mapper]) -> list[Mapper]:
+    """Which of the `candidates` hold a lock on `byte` of the file, with `lock` set to
+    'read' or 'write'.
 
     Read from /proc/<pid>/fdinfo, where the kernel lists every lock of an open file
     (an OFD lock shows pid -1 in /proc/locks, so this is the only way to a holder).
@@ -120,7 +182,8 @@ def lock_holders(file_id: FileId, byte: int, candidates: list[int]) -> list[Mapp
     dev, ino = file_id
     key = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
     found = []
-    for pid in candidates:
+    for candidate in candidates:
+        pid = candidate.pid
         try:
             fds = os.listdir(f"/proc/{pid}/fdinfo")
         except OSError:
@@ -139,7 +202,7 @@ def lock_holders(file_id: FileId, byte: int, candidates: list[int]) -> list[Mapp
                 if fields[:1] == ["lock:"] and key in fields and _covers(fields, byte):
                     modes.add(fields[-5] == "WRITE")
         if modes:
-            found.append(Mapper(pid, any(modes), command_name(pid)))
+            found.append(replace(candidate, lock="write" if any(modes) else "read"))
     return found
 
 
