@@ -31,6 +31,7 @@ from .inspect import SegmentInfo, survey
 from .names import shm_dir
 from .shm import header as hdr
 from .shm import locks, processes, segment
+from .shm.processes import Mapper
 
 LIVE, IDLE, POOLED = "live", "idle", "pooled"
 ORPHANED, OWNER_DEAD, CORRUPT, FOREIGN = "orphaned", "owner-dead", "corrupt", "foreign"
@@ -45,6 +46,13 @@ class Finding:
     segment: SegmentInfo
     status: str
     reason: str
+    owner_pid: int | None = None  # the owner process of its context (or of this context)
+    holder_pid: int | None = None  # the process a handle belongs to until published
+
+    @property
+    def mapped_by(self) -> list[Mapper]:
+        """The live processes that map it right now."""
+        return self.segment.mapped_by
 
     @property
     def is_leak(self) -> bool:
@@ -77,6 +85,12 @@ class LeakReport:
     def clean(self) -> bool:
         """True when nothing leaks."""
         return not self.leaks
+
+    @property
+    def in_use(self) -> list[tuple[Finding, str]]:
+        """The leaks reclaim() would keep because live processes use them, each with who
+        uses it and what to do."""
+        return [(f, why) for f, why in _plan(self)[1] if f.is_leak]
 
 
 @dataclass(frozen=True)
@@ -122,9 +136,10 @@ def _context_finding(info: SegmentInfo, older_than: float | None) -> Finding:
         if older_than is not None and info.age >= older_than:
             return Finding(info, STALE, f"no owner, idle for longer than {older_than:g} s")
         return Finding(info, IDLE, "no owner process: kept until destroyed")
-    if processes.is_alive(origin.owner_pid, origin.owner_start):
-        return Finding(info, LIVE, f"owner pid {origin.owner_pid} is running")
-    return Finding(info, OWNER_DEAD, f"owner pid {origin.owner_pid} has exited")
+    owner = origin.owner_pid
+    if processes.is_alive(owner, origin.owner_start):
+        return Finding(info, LIVE, f"owner pid {owner} is running", owner_pid=owner)
+    return Finding(info, OWNER_DEAD, f"owner pid {owner} has exited", owner_pid=owner)
 
 
 def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
@@ -132,18 +147,20 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
     if special:
         return special
     assert info.header is not None
-    users = _users(info)
+    owner = context.owner_pid if context is not None else None
+    users = _pids_of(info)
     if info.kind != "pooled" and info.header.lifecycle == hdr.FREED and not users:
         # free() marks it, then removes its name: whoever freed it died in between.
-        return Finding(info, ORPHANED, "freed, but whoever freed it died before removing it")
+        return Finding(info, ORPHANED, "freed, but whoever freed it died before removing it", owner)
     if info.kind == "handle":
         origin = info.header.origin
+        holder = origin.owner_pid or None
         if processes.is_alive(origin.owner_pid, origin.owner_start):
-            return Finding(info, LIVE, f"handle held by pid {origin.owner_pid}")
+            return Finding(info, LIVE, f"handle held by pid {holder}", owner, holder)
         if users:
-            return Finding(info, LIVE, f"unpublished, but in use by {users}")
+            return Finding(info, LIVE, f"unpublished, but in use by {users}", owner, holder)
         return Finding(
-            info, ORPHANED, f"its holder pid {origin.owner_pid} exited without publishing it"
+            info, ORPHANED, f"its holder pid {holder} exited without publishing it", owner, holder
         )
     if context is not None and context.status == FOREIGN:
         # Its owner's to judge: we cannot tell whether another user's context is in use.
@@ -157,10 +174,12 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
             reason = f"the owner of context '{info.context}' has exited"
         else:
             reason = f"context '{info.context}' is stale"
-        return Finding(info, context.status, reason + (f"; in use by {users}" if users else ""))
+        return Finding(
+            info, context.status, reason + (f"; in use by {users}" if users else ""), owner
+        )
     if info.kind == "pooled":
-        return Finding(info, POOLED, "freed, kept for recycling")
-    return Finding(info, LIVE, f"published in context '{info.context}'")
+        return Finding(info, POOLED, "freed, kept for recycling", owner)
+    return Finding(info, LIVE, f"published in context '{info.context}'", owner)
 
 
 def _unreadable(info: SegmentInfo) -> Finding | None:
@@ -171,10 +190,31 @@ def _unreadable(info: SegmentInfo) -> Finding | None:
     return None
 
 
-def _users(info: SegmentInfo) -> str:
+def _pids_of(info: SegmentInfo) -> str:
+    """Short: who uses it, by pid (the reasons stay one line; commands are in mapped_by)."""
     if info.mapped_by:
-        return ", ".join(str(m) for m in info.mapped_by)
+        return ", ".join(f"pid {m.pid}" for m in info.mapped_by)
     return "a live process" if info.in_use else ""
+
+
+def _users(infos: list[SegmentInfo]) -> list[Mapper]:
+    """The processes that use any of `infos`: those mapping them, else (for a reference
+    held without a mapping) those holding them open."""
+    found = {m.pid: m for info in infos for m in info.mapped_by}
+    unmapped = {info.file_id for info in infos if info.in_use and not info.mapped_by}
+    if unmapped:
+        for holders in processes.openers(unmapped).values():
+            for m in holders:
+                found.setdefault(m.pid, m)
+    return [found[pid] for pid in sorted(found)]
+
+
+def _in_use_why(infos: list[SegmentInfo], where: str = "") -> str:
+    """Who uses these segments, and what to do about it."""
+    users = _users(infos)
+    who = ", ".join(str(m) for m in users) or "a live process"
+    them = "them" if len(users) > 1 else "it"
+    return f"in use by {who}{where}; stop {them} or wait, then rerun --fix"
 
 
 def reclaim(older_than: float | None = None) -> ReclaimReport:
@@ -183,6 +223,19 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
     Idle contexts (and all their allocations) go too if older than `older_than` seconds.
     """
     report = check(older_than)
+    groups, kept = _plan(report)
+    removed = []
+    for group in groups:
+        done, why = _remove_group(group)
+        removed.extend(done)
+        if why:
+            kept.extend((f, why) for f in group)
+    return ReclaimReport(removed, kept, check(older_than))
+
+
+def _plan(report: LeakReport) -> tuple[list[list[Finding]], list[tuple[Finding, str]]]:
+    """What reclaim() tries to remove, in groups removed together (a context with its
+    allocations), and what it keeps because it is in use, with why."""
     by_context: dict[str, list[Finding]] = {}
     for finding in report.findings:
         by_context.setdefault(finding.segment.context_token, []).append(finding)
@@ -197,9 +250,9 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
         # no reason to keep ours.
         members = [m for m in by_context[info.context_token] if m.status != FOREIGN]
         grouped.add(info.context_token)
-        busy = [m for m in members if m.segment.in_use]
+        busy = [m.segment for m in members if m.segment.in_use]
         if busy:
-            why = f"context '{info.context}' is still in use ({_users(busy[0].segment)})"
+            why = _in_use_why(busy, f" (context '{info.context}')")
             kept.extend((m, why) for m in members if m.is_leak or m is finding)
         else:
             groups.append([finding] + [m for m in members if m is not finding])
@@ -210,16 +263,10 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
         if info.kind == "context" or info.context_token in grouped:
             continue
         if info.in_use:
-            kept.append((finding, f"in use by {_users(info)}"))
+            kept.append((finding, _in_use_why([info])))
         else:
             groups.append([finding])
-    removed = []
-    for group in groups:
-        done, why = _remove_group(group)
-        removed.extend(done)
-        if why:
-            kept.extend((f, why) for f in group)
-    return ReclaimReport(removed, kept, check(older_than))
+    return groups, kept
 
 
 def _remove_group(group: list[Finding]) -> tuple[list[Finding], str]:
@@ -239,13 +286,16 @@ def _remove_group(group: list[Finding]) -> tuple[list[Finding], str]:
             fds.append(fd)
             stat = os.fstat(fd)
             if (stat.st_dev, stat.st_ino) != info.file_id or stat.st_uid != os.geteuid():
-                return [], f"{info.file_name} changed while being checked"
+                return [], f"{info.file_name} changed while being checked; rerun --fix"
             if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
-                return [], f"{info.file_name} is referenced by a live process"
+                info.referenced = True  # taken since the scan
+                return [], _in_use_why([info])
         still_mapped = processes.mappers({f.segment.file_id for f in group}, shm_dir())
         if still_mapped:
-            holders = ", ".join(str(m) for ms in still_mapped.values() for m in ms)
-            return [], f"mapped by {holders}"
+            users = [m for ms in still_mapped.values() for m in ms]
+            who = ", ".join(str(m) for m in users)
+            them = "them" if len(users) > 1 else "it"
+            return [], f"in use by {who}; stop {them} or wait, then rerun --fix"
         for finding in group:
             segment.unlink(finding.segment.file_name)
         return group, ""
