@@ -65,3 +65,23 @@ def complete_handles(
         return _matching([m.name for m in members if m.kind == "handle"], incomplete)
     except Exception:
         return []
+
+
+def complete_names_or_handles(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Handles when --handle is on the command line already, else published names."""
+    if ctx.params.get("handle"):
+        return complete_handles(ctx, param, incomplete)
+    return complete_allocations(ctx, param, incomplete)
+
+
+def complete_dtypes(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The element types, short names first (u8 ... f64), then numpy's long names."""
+    from clara_core.dtypes import BY_CODE
+
+    types = [BY_CODE[code] for code in sorted(BY_CODE)]
+    names = [t.short for t in types] + [t.name for t in types]
+    return _matching(list(dict.fromkeys(names)), incomplete)

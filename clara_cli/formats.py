@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from clara_core.dtypes import ElementType
 from clara_core.errors import InvalidArgument
 
-from .transfer import Advance, drain, file_error, regular_size
+from .transfer import (
+    CHUNK,
+    Advance,
+    LongInput,
+    Progress,
+    ShortInput,
+    drain,
+    file_error,
+    fill,
+    regular_size,
+)
+
+if TYPE_CHECKING:
+    from clara_core import Allocation, Mapping
 
 FORMATS = ("raw", "npy", "txt")
 TEXT_FORMATS = {"i": "%d", "u": "%d", "b": "%d"}
@@ -75,6 +88,67 @@ def _read_npy_header(incoming: Incoming) -> None:
         )
 
 
+def length(incoming: Incoming) -> int:
+    """The bytes of raw data left in `incoming`. A pipe's length is known only at its
+    end, so its data is read whole into memory first (and read from there)."""
+    if incoming.nbytes is None:
+        chunks = []
+        try:
+            while chunk := incoming.stream.read(CHUNK):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise file_error(exc, incoming.path, "read") from exc
+        data = b"".join(chunks)
+        incoming.stream, incoming.nbytes = io.BytesIO(data), len(data)
+    return incoming.nbytes
+
+
+def load_text(incoming: Incoming, etype: ElementType) -> tuple[int, ...]:
+    """Parse text data as `etype` (1-D, or 2-D for several numbers a line); its shape."""
+    _load_text(incoming, etype, None)
+    if not incoming.array.size:
+        raise InvalidArgument(f"{incoming.where} holds no numbers")
+    return tuple(incoming.array.shape)
+
+
+def write_into(allocation: Allocation, incoming: Incoming, timeout: float | None = None) -> None:
+    """Check `incoming` against the allocation, map it for writing and copy the data in.
+
+    Bad input is refused before anything is mapped; a copy that fails half-way (a pipe
+    ending early) leaves the data incomplete, as a writer that dies does.
+    """
+    what = allocation.describe()
+    check(incoming, allocation.element_type, allocation.shape, what)
+    mapping = allocation.map("w", timeout=timeout)
+    complete = False
+    try:
+        # The layout may have changed since the reference was taken: check again.
+        check(incoming, mapping.etype, mapping.shape, what)
+        _fill(mapping, incoming, what)
+        complete = True
+    finally:
+        mapping.unmap(complete=complete)
+
+
+def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
+    if incoming.array is not None or incoming.fortran:
+        fill_loaded(incoming, mapping.array)
+        return
+    try:
+        with Progress(f"writing {mapping.allocation.name}", mapping.nbytes) as advance:
+            fill(mapping.buffer, incoming.stream, incoming.path, advance)
+    except ShortInput as short:
+        raise InvalidArgument(
+            f"{incoming.where} ended after {short.got} of {short.wanted} bytes; "
+            f"{what} is left incomplete"
+        ) from None
+    except LongInput:
+        raise InvalidArgument(
+            f"{incoming.where} holds more than the {mapping.nbytes} bytes of {what}; "
+            "it is left incomplete"
+        ) from None
+
+
 def check(incoming: Incoming, etype: ElementType, shape: tuple[int, ...], what: str) -> None:
     """Refuse input whose size, element type or shape differs from the allocation's."""
     nbytes = etype.itemsize
@@ -100,16 +174,17 @@ def check(incoming: Incoming, etype: ElementType, shape: tuple[int, ...], what: 
         )
 
 
-def _load_text(incoming: Incoming, etype: ElementType, shape: tuple[int, ...]) -> None:
+def _load_text(incoming: Incoming, etype: ElementType, shape: tuple[int, ...] | None) -> None:
     if incoming.array is not None:
         return
-    if len(shape) > 2:
+    if shape is not None and len(shape) > 2:
         raise InvalidArgument("--format txt holds 1-D or 2-D data; use npy or raw for more")
     import numpy
 
     text = io.TextIOWrapper(incoming.stream, encoding="utf-8")
     try:
-        incoming.array = numpy.loadtxt(text, dtype=etype.numpy, ndmin=len(shape))
+        ndmin = 1 if shape is None else len(shape)
+        incoming.array = numpy.loadtxt(text, dtype=etype.numpy, ndmin=ndmin)
     except OSError as exc:
         raise file_error(exc, incoming.path, "read") from exc
     except (ValueError, UnicodeDecodeError) as exc:
@@ -128,8 +203,6 @@ def fill_loaded(incoming: Incoming, array: Any) -> None:
     """Copy data that numpy holds (txt, or Fortran-ordered npy) into the mapped `array`."""
     if incoming.fortran:
         import numpy
-
-        from .transfer import fill
 
         staged = numpy.empty(incoming.shape[::-1], incoming.dtype)
         fill(memoryview(staged).cast("B"), incoming.stream, incoming.path, lambda _n: None)

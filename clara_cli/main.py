@@ -48,6 +48,13 @@ Exit codes:
 `clara map NAME -- CMD` exits with CMD's status.
 """
 
+# How the command line spells the options that clara_core's error hints name.
+CLI_SPELLING = {
+    "allow_incomplete": "--allow-incomplete",
+    "wait": "--wait",
+    "timeout": "--timeout SECONDS",
+}
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our stdout went away
 
@@ -75,7 +82,7 @@ class ClaraGroup(click.Group):
         try:
             super().invoke(ctx)
         except ClaraError as exc:
-            click.echo(f"clara: error: {exc}", err=True)
+            click.echo(f"clara: error: {exc.explain(CLI_SPELLING)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("clara: interrupted", err=True)

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import click
 
-from .complete import complete_contexts
+from .complete import complete_contexts, complete_dtypes
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -53,3 +53,45 @@ def require_context(context_name: str | None) -> str:
     if not context_name:
         raise click.UsageError("no context: give --context NAME or set CLARA_CONTEXT")
     return context_name
+
+
+class Shape(click.ParamType):
+    """Dimensions as comma-separated integers: 512,512 (also 512x512 and [512, 512])."""
+
+    name = "shape"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip().strip("[]()").replace("x", ",")
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            self.fail(
+                f"invalid shape {value!r}: use comma-separated integers, e.g. 512,512",
+                param,
+                ctx,
+            )
+
+
+def dtype_option(func: F) -> F:
+    """`--dtype T`, completing the element types."""
+    return click.option(
+        "--dtype",
+        metavar="T",
+        shell_complete=complete_dtypes,
+        help="Element type: u8..u64, i8..i64, f16, f32, f64, bool, c64, c128 (or numpy's "
+        "names: float32, ...).",
+    )(func)
+
+
+def shape_option(func: F) -> F:
+    """`--shape D0,D1,..`."""
+    return click.option(
+        "--shape",
+        type=Shape(),
+        metavar="D0,D1,..",
+        help="Dimensions, comma-separated integers, e.g. 512,512 (512x512 works too).",
+    )(func)

@@ -1,13 +1,17 @@
 """Output: JSON when asked, else human text.
 
-Tables are drawn with rich only when stdout is a terminal (rich is imported then, and it
-honours NO_COLOR); otherwise they are plain, space-aligned columns that scripts can cut.
+Tables are drawn with rich only when stdout is a terminal (rich is imported then, and
+NO_COLOR turns every style off); otherwise they are plain, space-aligned columns that
+scripts can cut. Headers are upper case either way. Tables show sizes for people
+(size()) and shapes as --shape takes them (shape()); JSON shows bytes and lists.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from .options import wants_json
 
@@ -23,9 +27,11 @@ def emit(data: object, human: Callable[[], None]) -> None:
 
 
 def console(stderr: bool = False):  # -> rich.console.Console
-    """A rich Console that honours NO_COLOR and stays plain when not writing to a terminal."""
+    """A rich Console; NO_COLOR (any value) removes every style, bold and italic too."""
     from rich.console import Console
 
+    if os.environ.get("NO_COLOR"):
+        return Console(stderr=stderr, highlight=False, color_system=None)
     return Console(stderr=stderr, highlight=False)
 
 
@@ -34,19 +40,34 @@ def note(message: str) -> None:
     sys.stderr.write(f"clara: {message}\n")
 
 
+class Styled(NamedTuple):
+    """A table cell with a colour for terminals (e.g. leaks in red); plain text elsewhere."""
+
+    text: str
+    style: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def table(
     columns: Sequence[str],
     rows: Sequence[Sequence[object]],
     title: str | None = None,
     right: Sequence[str] = (),
+    squeeze: Sequence[str] = (),
 ) -> None:
-    """Print rows under column headings; `right` names right-aligned columns."""
-    cells = [[_cell(value) for value in row] for row in rows]
+    """Print rows under column headings (upper case, on a terminal as in a pipe).
+
+    `right` names right-aligned columns; `squeeze` names the columns that are cut short
+    (with ...) on a terminal too narrow for them, rather than wrapped over several lines.
+    A `title` is shown above the table on a terminal only: piped, the table is just its
+    header line and rows, for awk and column.
+    """
     if sys.stdout.isatty():
-        _rich_table(columns, cells, title, right)
+        _rich_table(columns, rows, title, right, squeeze)
         return
-    if title:
-        sys.stdout.write(f"{title}:\n")
+    cells = [[_cell(value) for value in row] for row in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = [[c.upper() for c in columns], *cells]
     for line in lines:
@@ -58,16 +79,35 @@ def table(
 
 
 def _rich_table(
-    columns: Sequence[str], cells: list[list[str]], title: str | None, right: Sequence[str]
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    title: str | None,
+    right: Sequence[str],
+    squeeze: Sequence[str],
 ) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    grid = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    grid = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for column in columns:
-        grid.add_column(column, justify="right" if column in right else "left")
-    for row in cells:
-        grid.add_row(*row)
+        cut = column in squeeze
+        grid.add_column(
+            column.upper(),
+            justify="right" if column in right else "left",
+            no_wrap=cut,
+            overflow="ellipsis" if cut else "fold",
+            ratio=1 if cut else None,
+        )
+    for row in rows:
+        grid.add_row(
+            *(
+                Text(value.text, style=value.style)
+                if isinstance(value, Styled)
+                else Text(_cell(value))
+                for value in row
+            )
+        )
     console().print(grid)
 
 
@@ -81,9 +121,16 @@ def fields(pairs: Sequence[tuple[str, object]]) -> None:
 def _cell(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Styled):
+        return value.text
     if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value) or "-"
+        return shape(value)
     return str(value)
+
+
+def shape(dims: Sequence[int] | None) -> str:
+    """A shape as tables show it, the way --shape takes it: 64,256,256."""
+    return ",".join(str(d) for d in dims) if dims else "-"
 
 
 def size(nbytes: int) -> str:

@@ -332,7 +332,7 @@ class Allocation:
     def map(
         self,
         mode: str = "r",
-        timeout: float | None = None,
+        timeout: float | waiting.Deadline | None = None,
         allow_incomplete: bool = False,
         populate: bool = True,
         wait: bool = False,
@@ -360,7 +360,9 @@ class Allocation:
                 raise InvalidArgument(
                     "wait waits for data to read; a write map waits for readers with timeout"
                 )
-            timeout = self._await_written(waiting.Deadline(waiting.seconds(timeout)))
+            timeout = self._await_written(waiting.deadline(timeout))
+        elif isinstance(timeout, waiting.Deadline):
+            timeout = max(timeout.left(), 1e-3)
         elif timeout is not None:
             waiting.seconds(timeout)  # checks it
         region, self._layout = self._reference.map(
@@ -390,11 +392,11 @@ class Allocation:
         finished = waiting.until(finished_state, deadline)
         if finished is None:
             if self.state == "empty":
-                why = "was never written"
+                why = "was not written"
             else:
                 why = f"was still being written by {self._holders()}"
             raise Timeout(
-                f"{self.describe()} {why} after {deadline.length:g} s",
+                f"{self.describe()} {why} within {deadline.length:g} s",
                 "wait longer with {timeout}",
             )
         return max(deadline.left(), 1e-3)

@@ -320,7 +320,7 @@ class Context:
         name: str,
         read_only: bool = False,
         wait: bool = False,
-        timeout: float | None = None,
+        timeout: float | waiting.Deadline | None = None,
     ) -> Allocation:
         """A new reference to the allocation published under `name`.
 
@@ -333,7 +333,7 @@ class Context:
         what = f"allocation '{name}' in context '{self.name}'"
         file_name = self._registry.member_file(PUBLISHED, name)
         if wait:
-            deadline = waiting.Deadline(waiting.seconds(timeout))
+            deadline = waiting.deadline(timeout)
             found = waiting.until(
                 lambda: self._published(file_name, what, read_only, name), deadline
             )

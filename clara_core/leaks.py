@@ -209,12 +209,12 @@ def _users(infos: list[SegmentInfo]) -> list[Mapper]:
     return [found[pid] for pid in sorted(found)]
 
 
-def _in_use_why(infos: list[SegmentInfo], where: str = "") -> str:
+def _in_use_why(infos: list[SegmentInfo]) -> str:
     """Who uses these segments, and what to do about it."""
     users = _users(infos)
     who = ", ".join(str(m) for m in users) or "a live process"
     them = "them" if len(users) > 1 else "it"
-    return f"in use by {who}{where}; stop {them} or wait, then rerun --fix"
+    return f"in use by {who}; stop {them} or wait, then rerun --fix"
 
 
 def reclaim(older_than: float | None = None) -> ReclaimReport:
@@ -252,7 +252,7 @@ def _plan(report: LeakReport) -> tuple[list[list[Finding]], list[tuple[Finding, 
         grouped.add(info.context_token)
         busy = [m.segment for m in members if m.segment.in_use]
         if busy:
-            why = _in_use_why(busy, f" (context '{info.context}')")
+            why = _in_use_why(busy)  # one member in use keeps the whole context
             kept.extend((m, why) for m in members if m.is_leak or m is finding)
         else:
             groups.append([finding] + [m for m in members if m is not finding])

@@ -32,7 +32,11 @@ def seconds(timeout: float | None) -> float:
 
 
 class Deadline:
-    """The moment a wait of `length` seconds started now must give up."""
+    """The moment a wait of `length` seconds started now must give up.
+
+    One Deadline may be passed as the `timeout` of several calls, to bound them together
+    (e.g. wait for a name, then for its data).
+    """
 
     def __init__(self, length: float) -> None:
         self.length = length
@@ -43,6 +47,11 @@ class Deadline:
         if self.at == math.inf:
             return math.inf
         return max(0.0, self.at - time.monotonic())
+
+
+def deadline(timeout: float | Deadline | None) -> Deadline:
+    """A new Deadline `timeout` seconds from now (see seconds()), or the one given."""
+    return timeout if isinstance(timeout, Deadline) else Deadline(seconds(timeout))
 
 
 def until(ready: Callable[[], T | None], deadline: Deadline) -> T | None:

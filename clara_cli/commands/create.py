@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
-from ..options import context_option, json_option, require_context
+from ..options import context_option, dtype_option, json_option, require_context, shape_option
 from ..render import emit
+
+if TYPE_CHECKING:
+    from ..formats import Incoming
 
 
 @click.group()
@@ -43,47 +47,116 @@ def create_context(name: str, capacity: str | None, mode: str, owner_pid: int | 
 @create.command("allocation")
 @click.argument("name", required=False)
 @click.option("--size", metavar="BYTES", help="Size in bytes (4096, 4K, 64M, 1G).")
-@click.option("--dtype", metavar="T", help="Element type: u8..u64, i8..i64, f16, f32, f64, ...")
-@click.option("--shape", metavar="D0,D1,..", help="Dimensions, comma-separated.")
+@dtype_option
+@shape_option
+@click.option(
+    "--in",
+    "in_path",
+    metavar="FILE|-",
+    help="Fill it from FILE (- : stdin) before anyone can see it; size, dtype and shape "
+    "may come from the data.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["raw", "npy", "txt"]),
+    default="raw",
+    show_default=True,
+    help="Format of --in: raw bytes, .npy (carries dtype and shape), or numpy's text form.",
+)
 @context_option
 @json_option
 def create_allocation(
     name: str | None,
     size: str | None,
     dtype: str | None,
-    shape: str | None,
+    shape: tuple[int, ...] | None,
+    in_path: str | None,
+    fmt: str,
     context_name: str | None,
 ) -> None:
     """Create an allocation: published as NAME, or private with a handle printed.
 
     A private allocation belongs to the calling shell (or script) until `clara publish`
     gives it a name; if that process exits first, `clara leak-check --fix` reclaims it.
+
+    \b
+    With --in the data is written first and NAME published only once it is complete,
+    so nobody ever sees it empty; if the data cannot be read, nothing is left:
+      clara create allocation volume --in volume.npy --format npy
+      producer | clara create allocation volume --dtype f32 --shape 64,256,256 --in -
+    Without --size or --shape, raw data makes a 1-D array of its length (--dtype, u8 by
+    default), .npy data keeps its dtype and shape, text its rows and columns.
     """
-    if size is None and shape is None:
-        raise click.UsageError("give --size BYTES, or --dtype T and --shape D0,D1,..")
+    if in_path is None:
+        if fmt != "raw":
+            raise click.UsageError("--format describes the data of --in FILE")
+        if size is None and shape is None:
+            raise click.UsageError("give --size BYTES, or --dtype T and --shape D0,D1,..")
+        _create(context_name, name, size, dtype, shape, None)
+        return
+    from .. import formats, transfer
+
+    with transfer.open_input(in_path) as stream:
+        incoming = formats.read_head(stream, in_path, fmt)
+        size, dtype, shape = _layout_of_data(incoming, size, dtype, shape)
+        _create(context_name, name, size, dtype, shape, incoming)
+
+
+def _layout_of_data(
+    incoming: Incoming, size: str | None, dtype: str | None, shape: tuple[int, ...] | None
+) -> tuple[str | None, object, tuple[int, ...] | None]:
+    """Size, dtype and shape for data given with --in: as given, else from the data."""
+    if size is not None or shape is not None:
+        return size, dtype, shape
+    from clara_core.dtypes import element_type
+    from clara_core.errors import InvalidArgument
+
+    if incoming.format == "npy":
+        return None, dtype or incoming.dtype, incoming.shape
+    etype = element_type(dtype or "u8")
+    if incoming.format == "txt":
+        from .. import formats
+
+        return None, etype, formats.load_text(incoming, etype)
+    from .. import formats
+
+    nbytes = formats.length(incoming)
+    if not nbytes:
+        raise InvalidArgument(f"{incoming.where} is empty: no data to size the allocation by")
+    return str(nbytes), etype, None
+
+
+def _create(
+    context_name: str | None,
+    name: str | None,
+    size: str | None,
+    dtype: object,
+    shape: tuple[int, ...] | None,
+    incoming: Incoming | None,
+) -> None:
     from clara_core import Context
 
     with Context.open(require_context(context_name)) as context:
-        allocation = context.create(size, dtype=dtype, shape=_dims(shape))
-        if name is not None:
-            allocation.publish(name)
-            handle = None
-        else:
-            handle = allocation.make_handle(holder_pid=os.getppid())
-        data = {
-            "context": context.name,
-            "name": name,
-            "handle": handle,
-            "dtype": allocation.element_type.name,
-            "shape": list(allocation.shape),
-            "nbytes": allocation.nbytes,
-        }
-        allocation.release()
+        allocation = context.create(size, dtype=dtype, shape=shape)
+        try:
+            if incoming is not None:
+                from ..formats import write_into
+
+                write_into(allocation, incoming)  # private: nobody can see it half-written
+            if name is not None:
+                allocation.publish(name)
+                handle = None
+            else:
+                handle = allocation.make_handle(holder_pid=os.getppid())
+            data = {
+                "context": context.name,
+                "name": name,
+                "handle": handle,
+                "dtype": allocation.element_type.name,
+                "shape": list(allocation.shape),
+                "nbytes": allocation.nbytes,
+            }
+        finally:
+            allocation.release()  # unpublished (a failed fill): gone with it
     emit(data, lambda: click.echo(name if name is not None else handle))
-
-
-def _dims(shape: str | None) -> list[str] | None:
-    """'64,256,256' (or '64x256x256', '[64, 256, 256]') as a list for the core to check."""
-    if shape is None:
-        return None
-    return shape.strip().strip("[]()").replace("x", ",").split(",")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from ..complete import complete_allocations, complete_contexts
 from ..options import json_option
-from ..render import age, emit, fields, size, table
+from ..render import Styled, age, emit, fields, note, shape, size, table
+from ..target import Target
 
 if TYPE_CHECKING:
     from clara_core.inspect import ContextSummary, SegmentInfo
@@ -19,17 +22,57 @@ VALUES_IN_JSON = 1000  # elements; numpy's own print threshold
 @click.command()
 @click.argument("context_name", metavar="[CTX]", required=False, shell_complete=complete_contexts)
 @click.argument("name", required=False, shell_complete=complete_allocations)
-@click.option("--values", is_flag=True, help="Also print the values (needs CTX NAME).")
-@click.option("--allow-incomplete", is_flag=True, help="Print values whose writer failed.")
+@click.option(
+    "--context",
+    "-c",
+    "context_option",
+    default=lambda: os.environ.get("CLARA_CONTEXT"),
+    metavar="NAME",
+    shell_complete=complete_contexts,
+    help="The context to show (default: $CLARA_CONTEXT); then NAME is the only argument.",
+)
+@click.option("--all", "-A", "show_all", is_flag=True, help="All contexts, even with -c set.")
+@click.option("--values", is_flag=True, help="Also print the values (needs NAME).")
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Print values that were never written, or whose writer failed.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With --values: wait until NAME is published and a writer has finished "
+    "(up to --timeout, default 60 s).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    help="With --values: wait this long for a writer holding it (with --wait: in all).",
+)
 @json_option
-def dump(context_name: str | None, name: str | None, values: bool, allow_incomplete: bool) -> None:
+def dump(
+    context_name: str | None,
+    name: str | None,
+    context_option: str | None,
+    show_all: bool,
+    values: bool,
+    allow_incomplete: bool,
+    wait: bool,
+    timeout: float | None,
+) -> None:
     """Show all contexts, the allocations of CTX, or the allocation NAME in CTX.
 
     \b
-    clara dump                    contexts: owner, status, allocations, bytes, age
-    clara dump CTX                its allocations: dtype, shape, bytes, state, mappers
+    clara dump                    contexts: owner, status, allocations, memory, age
+    clara dump CTX                its allocations: dtype, shape, data size, state, users
     clara dump CTX NAME --values  one allocation, and its values as numpy prints them
+    clara dump -c CTX [NAME]      the same, CTX given as every other command takes it
+    Without CTX, $CLARA_CONTEXT is shown if set (--all: every context).
     """
+    context_name, name = _what(context_name, name, context_option, show_all)
+    if (wait or timeout is not None) and not values:
+        raise click.UsageError("--wait and --timeout apply to --values")
     if values and name is None:
         raise click.UsageError("--values needs CTX and NAME")
     if context_name is None:
@@ -37,7 +80,26 @@ def dump(context_name: str | None, name: str | None, values: bool, allow_incompl
     elif name is None:
         _dump_context(context_name)
     else:
-        _dump_allocation(context_name, name, values, allow_incomplete)
+        target = Target(context_name, name, False, wait, timeout, declared=False)
+        _dump_allocation(target, values, allow_incomplete)
+
+
+def _what(
+    positional: str | None, name: str | None, option: str | None, show_all: bool
+) -> tuple[str | None, str | None]:
+    """(context, name) from the arguments, -c CTX and $CLARA_CONTEXT."""
+    if show_all:
+        if positional is not None:
+            raise click.UsageError("--all lists every context: give no CTX or NAME with it")
+        return None, None
+    source = click.get_current_context().get_parameter_source("context_option")
+    if source not in (ParameterSource.DEFAULT, None):  # -c CTX given: the argument is NAME
+        if name is not None:
+            raise click.UsageError("with -c CTX, give at most NAME")
+        return option, positional
+    if positional is not None:
+        return positional, name
+    return option, None  # $CLARA_CONTEXT, or every context
 
 
 def context_data(summary: ContextSummary) -> dict[str, Any]:
@@ -75,10 +137,7 @@ def allocation_data(info: SegmentInfo) -> dict[str, Any]:
         "size": info.size,
         "state": info.state or None,
         "map_mode": info.map_mode or None,
-        "mapped_by": [
-            {"pid": m.pid, "command": m.command, "mode": "write" if m.writable else "read"}
-            for m in info.mapped_by
-        ],
+        "mapped_by": [{"pid": m.pid, "command": m.command, "mode": m.lock} for m in info.mapped_by],
         "referenced": info.referenced,
         "created": info.created,
         "age_seconds": round(info.age, 3),
@@ -86,26 +145,38 @@ def allocation_data(info: SegmentInfo) -> dict[str, Any]:
     }
 
 
+STATUS_STYLES = {"live": "green", "owner-dead": "red"}
+STATE_STYLES = {"complete": "green", "writing": "yellow", "incomplete": "red"}
+
+
+def _styled(value: str | None, styles: dict[str, str]) -> object:
+    return Styled(value, styles[value]) if value in styles else value
+
+
 def _dump_all() -> None:
     from clara_core.inspect import contexts
+    from clara_core.names import namespace
 
     rows = [context_data(summary) for summary in contexts()]
 
     def human() -> None:
+        if not rows:
+            note(f"no contexts in namespace '{namespace()}'")
+            return
         table(
-            ["context", "owner", "status", "allocations", "bytes", "age"],
+            ["context", "owner", "status", "allocations", "memory", "age"],
             [
                 [
                     r["name"],
                     r["owner_pid"],
-                    r["status"],
+                    _styled(r["status"], STATUS_STYLES),
                     r["allocations"],
                     size(r["bytes"]),
                     age(r["age_seconds"]),
                 ]
                 for r in rows
             ],
-            right=["allocations", "bytes", "age"],
+            right=["allocations", "memory", "age"],
         )
 
     emit({"contexts": rows}, human)
@@ -119,8 +190,9 @@ def _members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
     return summary, sorted(members, key=lambda m: (m.kind != "published", m.name.lower()))
 
 
-def _mappers(info: SegmentInfo) -> str | None:
-    return "; ".join(str(m) for m in info.mapped_by) or None
+def _users(info: SegmentInfo) -> str | None:
+    """Who maps it and what each does with it: `pid 9477 [idle mapping] python3 x.py`."""
+    return "; ".join(f"pid {m.pid} [{m.activity}] {m.command}" for m in info.mapped_by) or None
 
 
 def _dump_context(name: str) -> None:
@@ -128,32 +200,35 @@ def _dump_context(name: str) -> None:
     rows = [allocation_data(info) for info in members]
 
     def human() -> None:
+        if not rows:
+            note(f"no allocations in context '{summary.name}'")
+            return
         table(
-            ["name", "kind", "dtype", "shape", "bytes", "state", "mapped by", "age"],
+            ["name", "kind", "dtype", "shape", "data", "state", "age", "mapped-by"],
             [
                 [
                     r["name"],
                     r["kind"],
                     r["dtype"],
-                    r["shape"],
-                    r["nbytes"],
-                    r["state"],
-                    _mappers(info),
+                    shape(r["shape"]),
+                    None if r["nbytes"] is None else size(r["nbytes"]),
+                    _styled(r["state"], STATE_STYLES),
                     age(r["age_seconds"]),
+                    _users(info),
                 ]
                 for r, info in zip(rows, members, strict=True)
             ],
-            right=["bytes", "age"],
+            right=["data", "age"],
+            squeeze=["mapped-by"],
         )
 
     emit({"context": context_data(summary), "allocations": rows}, human)
 
 
-def _dump_allocation(context_name: str, name: str, values: bool, allow_incomplete: bool) -> None:
-    from clara_core import Context
-
-    with Context.open(context_name) as context, context.get(name) as allocation:
-        summary, members = _members(context.name)
+def _dump_allocation(target: Target, values: bool, allow_incomplete: bool) -> None:
+    with target.open("r") as allocation:
+        summary, members = _members(allocation.context.name)
+        name = allocation.name
         found = [m for m in members if m.kind == "published" and m.name.lower() == name.lower()]
         info = found[0] if found else None
         data: dict[str, Any] = {
@@ -162,22 +237,24 @@ def _dump_allocation(context_name: str, name: str, values: bool, allow_incomplet
         }
         text = None
         if values:
-            with allocation.map("r", allow_incomplete=allow_incomplete) as array:
+            with target.map(allocation, "r", allow_incomplete=allow_incomplete) as array:
                 text = str(array)
                 data["values"] = _json_values(array)
                 data["values_text"] = text
 
     def human() -> None:
         row = data["allocation"] or {}
+        memory = row.get("size")
         fields(
             [
                 ("context", summary.name),
                 ("name", row.get("name", name)),
                 ("dtype", row.get("dtype")),
-                ("shape", row.get("shape")),
-                ("bytes", row.get("nbytes")),
+                ("shape", shape(row.get("shape"))),
+                ("data", None if row.get("nbytes") is None else size(row["nbytes"])),
+                ("memory", None if memory is None else f"{size(memory)} (with the header page)"),
                 ("state", row.get("state")),
-                ("mapped by", _mappers(info) if info else None),
+                ("mapped by", _users(info) if info else None),
                 ("age", age(row.get("age_seconds", 0))),
             ]
         )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ..complete import complete_allocations
+from ..complete import complete_names_or_handles
 from ..options import context_option, json_option, require_context
 from ..render import emit, note
 
 
 @click.command()
-@click.argument("name", shell_complete=complete_allocations)
+@click.argument("name", metavar="NAME|HANDLE", shell_complete=complete_names_or_handles)
 @click.option("--handle", is_flag=True, help="NAME is the handle of a private allocation.")
 @context_option
 @json_option

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..options import json_option
-from ..render import age, emit, note, size, table
+from ..render import Styled, age, emit, note, size, table
 
 if TYPE_CHECKING:
     from clara_core.leaks import Finding
@@ -39,10 +39,14 @@ class Duration(click.ParamType):
     metavar="DURATION",
     help="Count contexts without owner idle for longer than this (90s, 10m, 2h, 1d) as leaks.",
 )
+@click.option("--all", "show_all", is_flag=True, help="List live segments in the table too.")
 @json_option
-def leak_check(fix: bool, older_than: float | None) -> None:
+def leak_check(fix: bool, older_than: float | None, show_all: bool) -> None:
     """List leaked shared memory; with --fix, reclaim it.
 
+    The table lists every segment that is not simply live (leaks marked *, pooled,
+    idle contexts, incomplete data); --all lists live ones too, --json every segment.
+    Sizes are the memory held: data pages plus each segment's 4 KiB header page.
     Exit 0 if nothing leaks (or --fix removed every leak), 1 if leaks are left.
     """
     from clara_core import leaks
@@ -55,8 +59,10 @@ def leak_check(fix: bool, older_than: float | None) -> None:
         data["removed"] = [finding_data(f) for f in outcome.removed]
         data["kept"] = [{**finding_data(f), "why": why} for f, why in outcome.kept]
         data["freed_bytes"] = outcome.freed_bytes
+        in_use = [(finding_data(f), why) for f, why in outcome.kept if f.is_leak]
     else:
         report = leaks.check(older_than=older_than)
+        in_use = [(finding_data(f), why) for f, why in report.in_use]
     left = report.leaks
     data.update(
         clean=not left,
@@ -64,18 +70,18 @@ def leak_check(fix: bool, older_than: float | None) -> None:
         leaked_bytes=report.leaked_bytes,
         findings=[finding_data(f) for f in report.findings],
     )
-    emit(data, lambda: _human(data))
+    emit(data, lambda: _human(data, in_use, show_all))
     if left:
         click.get_current_context().exit(1)
 
 
 def finding_data(finding: Finding) -> dict[str, Any]:
-    """JSON of one finding (keys documented in the README)."""
+    """JSON of one finding (keys documented in the README); null where not applicable."""
     info = finding.segment
     return {
         "file": info.file_name,
         "context": info.context,
-        "name": info.name,
+        "name": info.name or None,
         "kind": info.kind,
         "status": finding.status,
         "leak": finding.is_leak,
@@ -83,38 +89,81 @@ def finding_data(finding: Finding) -> dict[str, Any]:
         "incomplete": finding.incomplete,
         "size": info.size,
         "age_seconds": round(info.age, 3),
+        "owner_pid": finding.owner_pid,
+        "holder_pid": finding.holder_pid,
+        "mapped_by": [{"pid": m.pid, "command": m.command, "mode": m.lock} for m in info.mapped_by],
     }
 
 
-def _rows(findings: list[dict[str, Any]], why: str = "reason") -> list[list[object]]:
+STATUS_STYLES = {"live": "green", "pooled": "cyan", "foreign": "magenta"}
+
+
+def _status(finding: dict[str, Any]) -> object:
+    if finding["leak"]:
+        return Styled(finding["status"] + "*", "bold red")
+    style = STATUS_STYLES.get(finding["status"])
+    return Styled(finding["status"], style) if style else finding["status"]
+
+
+def _row(finding: dict[str, Any]) -> list[object]:
+    reason = finding["reason"] + (" (data incomplete)" if finding["incomplete"] else "")
     return [
-        [
-            f["status"] + ("*" if f["leak"] else ""),
-            f["kind"],
-            f["context"],
-            f["name"] or None,
-            size(f["size"]),
-            age(f["age_seconds"]),
-            f[why] + (" (data incomplete)" if f["incomplete"] else ""),
-        ]
-        for f in findings
+        _status(finding),
+        finding["kind"],
+        finding["context"],
+        finding["name"],
+        size(finding["size"]),
+        age(finding["age_seconds"]),
+        reason,
     ]
 
 
-def _human(data: dict[str, Any]) -> None:
-    columns = ["status", "kind", "context", "name", "size", "age", "reason"]
-    right = ["size", "age"]
+COLUMNS = ["status", "kind", "context", "name", "memory", "age", "reason"]
+
+
+def _human(data: dict[str, Any], in_use: list[tuple[dict[str, Any], str]], show_all: bool) -> None:
     if "removed" in data:
-        if data["removed"]:
-            table(columns, _rows(data["removed"]), title="removed", right=right)
-        if data["kept"]:
-            table([*columns[:-1], "why"], _rows(data["kept"], "why"), title="kept", right=right)
+        done = [["removed", *_row(f)] for f in data["removed"]]
+        done += [["kept", *_row(f)] for f in data["kept"]]
+        if done:
+            table(["fix", *COLUMNS], done, right=["memory", "age"], squeeze=["reason"])
         note(f"removed {len(data['removed'])} segment(s), {size(data['freed_bytes'])}")
-    shown = [f for f in data["findings"] if f["leak"] or f["incomplete"] or f["status"] != "live"]
-    if shown:
-        table(columns, _rows(shown), title="findings (* = leak)", right=right)
-    if data["clean"]:
-        note(f"no leaks in namespace {data['namespace']}")
     else:
-        hint = "" if "removed" in data else "; `clara leak-check --fix` reclaims them"
-        note(f"{data['leaks']} leak(s), {size(data['leaked_bytes'])}{hint}")
+        shown = [
+            f for f in data["findings"] if show_all or f["status"] != "live" or f["incomplete"]
+        ]
+        if shown:
+            table(COLUMNS, [_row(f) for f in shown], right=["memory", "age"], squeeze=["reason"])
+        hidden = len(data["findings"]) - len(shown)
+        if hidden:
+            note(f"{hidden} live segment(s) not listed (--all lists them)")
+    for why, what in _grouped(in_use).items():
+        note(f"{'kept' if 'removed' in data else '--fix cannot reclaim'} {what}: {why}")
+    if data["clean"]:
+        note(f"no leaks in namespace '{data['namespace']}'")
+        return
+    message = f"{data['leaks']} leak(s) left, {size(data['leaked_bytes'])}"
+    stuck = {f["file"] for f, _ in in_use}
+    free = [f for f in data["findings"] if f["leak"] and f["file"] not in stuck]
+    if free and "removed" not in data:
+        message += f"; `clara leak-check --fix` reclaims {len(free)} of them"
+    note(message)
+
+
+def _grouped(in_use: list[tuple[dict[str, Any], str]]) -> dict[str, str]:
+    """why -> what it holds back: "context 'job' (2 segments)", "allocation 'v' of 'job'"."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for finding, why in in_use:
+        groups.setdefault(why, []).append(finding)
+    described = {}
+    for why, findings in groups.items():
+        contexts = [f for f in findings if f["kind"] == "context"]
+        if contexts:
+            what = f"context '{contexts[0]['context']}' ({len(findings)} segment(s))"
+        elif len(findings) == 1:
+            f = findings[0]
+            what = f"{f['kind']} '{f['name']}' of context '{f['context']}'"
+        else:
+            what = f"{len(findings)} segments"
+        described[why] = what
+    return described

@@ -7,30 +7,44 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..complete import complete_allocations
-from ..options import context_option, json_option, require_context, wants_json
+from ..complete import complete_names_or_handles
+from ..options import context_option, json_option, wants_json
 from ..render import emit
+from ..target import Target
 
 if TYPE_CHECKING:
-    from clara_core import Allocation, Mapping
-
-    from ..formats import Incoming
+    from clara_core import Allocation
 
 
 @click.command("map")
-@click.argument("name", shell_complete=complete_allocations)
+@click.argument("name", metavar="NAME|HANDLE", shell_complete=complete_names_or_handles)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS...]]")
 @click.option("--read", "read", is_flag=True, help="Map for reading (many readers at once).")
 @click.option("--write", "write", is_flag=True, help="Map for writing (one writer, no readers).")
+@click.option(
+    "--handle",
+    is_flag=True,
+    help="NAME is the handle of a private allocation (fill it before `clara publish`).",
+)
 @context_option
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With --read: wait until NAME is published and a writer has finished writing it "
+    "(up to --timeout, default 60 s).",
+)
 @click.option(
     "--timeout",
     type=float,
     metavar="SECONDS",
     help="Wait this long for a conflicting map to go (inf: as long as it takes); "
-    "default: fail at once (busy).",
+    "default: fail at once (busy). With --wait: how long to wait in all.",
 )
-@click.option("--allow-incomplete", is_flag=True, help="Read data whose writer failed.")
+@click.option(
+    "--allow-incomplete",
+    is_flag=True,
+    help="Read data that was never written, or whose writer failed.",
+)
 @click.option("--in", "in_path", metavar="FILE|-", help="Copy FILE (- : stdin) in (--write).")
 @click.option("--out", "out_path", metavar="FILE|-", help="Copy the data to FILE (- : stdout).")
 @click.option(
@@ -47,7 +61,9 @@ def map_command(
     command: tuple[str, ...],
     read: bool,
     write: bool,
+    handle: bool,
     context_name: str | None,
+    wait: bool,
     timeout: float | None,
     allow_incomplete: bool,
     in_path: str | None,
@@ -66,15 +82,20 @@ def map_command(
       CLARA_MAP_MODE    r or w
     clara exits with CMD's status; if CMD fails or is killed while writing, the data
     is marked incomplete (readers then get exit code 6).
+
+    \b
+    A reader started before its producer waits for it with --wait:
+      producer.sh &  clara map volume --read --wait --out volume.raw
     """
     mode = _mode(read, write)
-    _check_usage(mode, command, in_path, out_path, fmt)
+    _check_usage(mode, command, in_path, out_path, fmt, wait)
+    target = Target(context_name, name, handle, wait, timeout)
     if in_path is not None:
-        _copy_in(name, context_name, in_path, fmt, timeout)
+        _copy_in(target, in_path, fmt)
     elif out_path is not None:
-        _copy_out(name, context_name, out_path, fmt, timeout, allow_incomplete)
+        _copy_out(target, out_path, fmt, allow_incomplete)
     else:
-        _run(name, context_name, mode, command, timeout, allow_incomplete)
+        _run(target, mode, command, allow_incomplete)
 
 
 def _mode(read: bool, write: bool) -> str:
@@ -84,7 +105,12 @@ def _mode(read: bool, write: bool) -> str:
 
 
 def _check_usage(
-    mode: str, command: tuple[str, ...], in_path: str | None, out_path: str | None, fmt: str
+    mode: str,
+    command: tuple[str, ...],
+    in_path: str | None,
+    out_path: str | None,
+    fmt: str,
+    wait: bool,
 ) -> None:
     given = [what for what, v in (("--in", in_path), ("--out", out_path), ("CMD", command)) if v]
     if len(given) != 1:
@@ -97,30 +123,15 @@ def _check_usage(
         raise click.UsageError("--format applies to --in and --out, not to -- CMD")
     if out_path == "-" and wants_json():
         raise click.UsageError("--out - writes the data to stdout: it cannot go with --json")
-
-
-def resolve(
-    context_name: str | None,
-    name: str,
-    mode: str,
-    shape: tuple | None,
-    dtype: object = None,
-) -> Allocation:
-    """The allocation NAME: a declared variable inside a pipeline operator, else published."""
-    if os.environ.get("CLARA_OPERATOR"):
-        from clara_core.pipeline.variables import open_declared
-
-        return open_declared(name, mode, shape=shape, dtype=dtype)
-    from clara_core import Context
-
-    with Context.open(require_context(context_name)) as context:
-        return context.get(name)
+    if wait and mode != "r":
+        raise click.UsageError("--wait waits for data to read: it needs --read")
 
 
 def _summary(allocation: Allocation, mode: str, **extra: object) -> dict:
     return {
         "context": allocation.context.name,
         "name": allocation.name,
+        "handle": allocation.handle,
         "mode": "write" if mode == "w" else "read",
         "dtype": allocation.element_type.name,
         "shape": list(allocation.shape),
@@ -129,68 +140,27 @@ def _summary(allocation: Allocation, mode: str, **extra: object) -> dict:
     }
 
 
-def _copy_in(
-    name: str, context_name: str | None, path: str, fmt: str, timeout: float | None
-) -> None:
+def _copy_in(target: Target, path: str, fmt: str) -> None:
     from .. import formats, transfer
 
     with transfer.open_input(path) as stream:
         incoming = formats.read_head(stream, path, fmt)
-        with resolve(context_name, name, "w", incoming.shape, incoming.dtype) as allocation:
-            what = allocation.describe()
-            formats.check(incoming, allocation.element_type, allocation.shape, what)
-            mapping = allocation.map("w", timeout=timeout)
-            complete = False
-            try:
-                # The layout may have changed since get(): check again under the lock.
-                formats.check(incoming, mapping.etype, mapping.shape, what)
-                _fill(mapping, incoming, what)
-                complete = True
-            finally:
-                mapping.unmap(complete=complete)
+        length = (lambda: formats.length(incoming)) if fmt == "raw" else None
+        with target.open("w", incoming.shape, incoming.dtype, length) as allocation:
+            formats.write_into(allocation, incoming, target.timeout)
             data = _summary(allocation, "w", format=fmt, file=path)
     emit(data, lambda: None)
 
 
-def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
-    from clara_core.errors import InvalidArgument
-
+def _copy_out(target: Target, path: str, fmt: str, allow_incomplete: bool) -> None:
     from .. import formats, transfer
 
-    if incoming.array is not None or incoming.fortran:
-        formats.fill_loaded(incoming, mapping.array)
-        return
-    try:
-        with transfer.Progress(f"writing {mapping.allocation.name}", mapping.nbytes) as advance:
-            transfer.fill(mapping.buffer, incoming.stream, incoming.path, advance)
-    except transfer.ShortInput as short:
-        raise InvalidArgument(
-            f"{incoming.where} ended after {short.got} of {short.wanted} bytes; "
-            f"{what} is left incomplete"
-        ) from None
-    except transfer.LongInput:
-        raise InvalidArgument(
-            f"{incoming.where} holds more than the {mapping.nbytes} bytes of {what}; "
-            "it is left incomplete"
-        ) from None
-
-
-def _copy_out(
-    name: str,
-    context_name: str | None,
-    path: str,
-    fmt: str,
-    timeout: float | None,
-    allow_incomplete: bool,
-) -> None:
-    from .. import formats, transfer
-
-    with resolve(context_name, name, "r", None) as allocation:
+    with target.open("r") as allocation:
         if fmt == "txt":
             formats.text_check(allocation.shape)
         # Raw and npy data go kernel to kernel: no page of the map is touched.
-        mapping = allocation.map(
-            "r", timeout=timeout, allow_incomplete=allow_incomplete, populate=fmt == "txt"
+        mapping = target.map(
+            allocation, "r", allow_incomplete=allow_incomplete, populate=fmt == "txt"
         )
         try:
             if fmt == "txt":
@@ -210,19 +180,12 @@ def _copy_out(
     emit(data, lambda: None)
 
 
-def _run(
-    name: str,
-    context_name: str | None,
-    mode: str,
-    command: tuple[str, ...],
-    timeout: float | None,
-    allow_incomplete: bool,
-) -> None:
+def _run(target: Target, mode: str, command: tuple[str, ...], allow_incomplete: bool) -> None:
     from .. import child
 
     executable = child.resolve(command)
-    with resolve(context_name, name, mode, None) as allocation:
-        mapping = allocation.map(mode, timeout=timeout, allow_incomplete=allow_incomplete)
+    with target.open(mode) as allocation:
+        mapping = target.map(allocation, mode, allow_incomplete=allow_incomplete)
         status = 1
         try:
             env = dict(os.environ)

@@ -12,7 +12,7 @@ read/write. A variable lives in the job's context under its allocation name
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..allocation import Allocation
@@ -311,14 +311,20 @@ class Variable:
 
 
 def open_declared(
-    name: str, mode: str, shape: tuple[int, ...] | None = None, dtype: object = None
+    name: str,
+    mode: str,
+    shape: tuple[int, ...] | None = None,
+    dtype: object = None,
+    length: Callable[[], int] | None = None,
 ) -> Allocation:
     """Inside an operator of `clara run`: the allocation behind its input or output `name`.
 
     Inputs resolve to the output of the operator in their `from` and are read-only (a
     write map raises ReadOnly). A dynamic output not yet allocated is sized from `shape`
     (the full shape) and allocated, once `dtype` (if given) is checked against the
-    declared element type, so data of the wrong type allocates nothing. A name the
+    declared element type, so data of the wrong type allocates nothing; a 1-D one (a
+    string, `uint8[-1]`) may instead be sized by `length()`, the data's length in bytes
+    (raw data, called only then). A name the
     operator does not declare falls back to an allocation published in the job's context
     under that name (Clara's manual flavour).
     """
@@ -362,8 +368,18 @@ def open_declared(
                 f"shape {list(shape)}"
             )
     elif writing and not variable.is_allocated:
-        raise InvalidArgument(
-            f"{variable.describe()} is dynamic {list(variable.declared_shape)} and not "
-            "allocated yet: give the data's full shape (e.g. with --format npy) to allocate it"
-        )
+        if length is None or len(variable.declared_shape) != 1:
+            raise InvalidArgument(
+                f"{variable.describe()} is dynamic {list(variable.declared_shape)} and not "
+                "allocated yet: give the data's full shape (e.g. with --format npy) to "
+                "allocate it"
+            )
+        nbytes, itemsize = length(), variable.element_type.itemsize
+        if nbytes == 0 or nbytes % itemsize:
+            raise InvalidArgument(
+                f"{variable.describe()} holds {variable.element_type.name}: {nbytes} bytes of "
+                f"data is not a whole, non-zero number of {itemsize}-byte elements"
+            )
+        variable.update_shape((nbytes // itemsize,))
+        variable.allocate()
     return variable.allocation

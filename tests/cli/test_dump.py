@@ -94,7 +94,8 @@ def test_dump_context_shows_state_and_who_maps(ctx: str) -> None:
         "complete",
     )
     assert vol["map_mode"] == "read"
-    assert {"pid": child.pid, "command": "python", "mode": "read"} in vol["mapped_by"]
+    [reader] = [m for m in vol["mapped_by"] if m["pid"] == child.pid]
+    assert reader["mode"] == "read" and reader["command"].startswith("python -c import time")
     assert rows["empty"]["state"] == "empty" and rows["empty"]["mapped_by"] == []
 
 
@@ -145,11 +146,14 @@ def test_plain_tables_when_not_a_terminal(ctx: str) -> None:
     ok("create", "context", ctx)
     ok("create", "allocation", "vol", "-c", ctx, "--dtype", "u8", "--shape", "3")
     everything = ok("dump").stdout.decode().splitlines()
-    assert everything[0].split() == ["CONTEXT", "OWNER", "STATUS", "ALLOCATIONS", "BYTES", "AGE"]
+    assert everything[0].split() == ["CONTEXT", "OWNER", "STATUS", "ALLOCATIONS", "MEMORY", "AGE"]
     assert everything[1].split()[:3] == [ctx, "-", "idle"]
+    assert everything[1].split()[3:6] == ["1", "8.0", "KiB"]  # data page + header page
     members = ok("dump", ctx).stdout.decode().splitlines()
-    assert members[0].split()[:3] == ["NAME", "KIND", "DTYPE"]
-    assert members[1].split()[:6] == ["vol", "published", "uint8", "3", "3", "empty"]
+    assert members[0].split() == [
+        *["NAME", "KIND", "DTYPE", "SHAPE", "DATA", "STATE", "AGE", "MAPPED-BY"]
+    ]
+    assert members[1].split()[:7] == ["vol", "published", "uint8", "3", "3", "B", "empty"]
     assert not any(ch in "".join(everything + members) for ch in "─│┃━\x1b")
 
 

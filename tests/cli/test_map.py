@@ -64,6 +64,7 @@ def test_raw_file_round_trip_and_json_summary(ctx: str, tmp_path: Path) -> None:
     assert summary == {
         "context": ctx,
         "name": "vol",
+        "handle": None,
         "mode": "write",
         "dtype": "uint16",
         "shape": [256],
@@ -425,7 +426,7 @@ def test_read_only_segment_exits_8(ctx: str) -> None:
 def test_reader_that_stops_early_is_not_an_error(ctx: str) -> None:
     make(ctx, dtype="u8", shape=str(64 << 20))
     process = subprocess.Popen(
-        [*CLARA, "map", "vol", "-c", ctx, "--read", "--out", "-"],
+        [*CLARA, "map", "vol", "-c", ctx, "--read", "--out", "-", "--allow-incomplete"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .clirun import ok
+from .clirun import ok, write_in
 
 HEAVY = ("numpy", "rich", "yaml")
 WRAPPER = """
@@ -63,6 +63,7 @@ def test_script_commands_stay_light(ctx: str, tmp_path: Path) -> None:
 def test_numpy_is_loaded_only_for_formats_that_need_it(ctx: str, fmt: str) -> None:
     ok("create", "context", ctx)
     ok("create", "allocation", "vol", "-c", ctx, "--dtype", "f32", "--shape", "4")
+    write_in(ctx, "vol", bytes(16))
     assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", "-", "--format", fmt) == [
         "numpy"
     ]

@@ -122,7 +122,9 @@ def test_two_writers_second_gets_busy_naming_the_holder(ctx):
     )
     try:
         child.expect("mapped")
-        with pytest.raises(Busy, match=rf"mapped by pid {child.pid} \(python[0-9.]* -c .*\) for writ"):
+        with pytest.raises(
+            Busy, match=rf"mapped by pid {child.pid} \(python[0-9.]* -c .*\) for writ"
+        ):
             alloc.map("w")
         with pytest.raises(Busy):
             ctx.get("data").map("r")  # no dirty read either

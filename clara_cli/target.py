@@ -1,0 +1,65 @@
+"""The allocation a command line names (by name, handle or declared variable), and how
+long it may wait for it: one deadline for the name to be published and its data written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .options import require_context
+
+if TYPE_CHECKING:
+    from clara_core import Allocation, Mapping
+    from clara_core.waiting import Deadline
+
+
+class Target:
+    """What the command line names: an allocation (or handle) and how to wait for it."""
+
+    def __init__(
+        self,
+        context_name: str | None,
+        name: str,
+        handle: bool,
+        wait: bool,
+        timeout: float | None,
+        declared: bool = True,
+    ) -> None:
+        """`declared`: inside a pipeline operator, NAME may be a declared input or output."""
+        self.context_name, self.name, self.handle = context_name, name, handle
+        self.declared = declared and not handle and bool(os.environ.get("CLARA_OPERATOR"))
+        self.wait, self.timeout = wait, timeout
+        self.deadline: Deadline | None = None
+        if wait:
+            from clara_core.waiting import Deadline, seconds
+
+            self.deadline = Deadline(seconds(timeout))  # one wait, for the name and the data
+
+    def open(
+        self,
+        mode: str,
+        shape: tuple | None = None,
+        dtype: object = None,
+        length: Callable[[], int] | None = None,
+    ) -> Allocation:
+        """The allocation: a handle's, a declared variable inside a pipeline operator,
+        else the one published under the name (waited for with --wait)."""
+        if self.declared:
+            from clara_core.pipeline.variables import open_declared
+
+            return open_declared(self.name, mode, shape=shape, dtype=dtype, length=length)
+        from clara_core import Context
+
+        with Context.open(require_context(self.context_name)) as context:
+            if self.handle:
+                return context.open_handle(self.name)
+            if self.deadline is not None:
+                return context.get(self.name, wait=True, timeout=self.deadline)
+            return context.get(self.name)
+
+    def map(self, allocation: Allocation, mode: str, **options: Any) -> Mapping:
+        """Map it; with --wait, for what is left of the wait."""
+        if self.deadline is not None:
+            return allocation.map(mode, wait=True, timeout=self.deadline, **options)
+        return allocation.map(mode, timeout=self.timeout, **options)
