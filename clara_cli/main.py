@@ -20,6 +20,8 @@ import click
 from clara_core import __version__
 from clara_core.errors import ClaraError
 
+from .options import SuggestingGroup
+
 # name -> "module:attribute". A command's module is imported only when that command runs
 # (or when help or completion lists it), so `clara publish` never pays for numpy or rich.
 COMMANDS = {
@@ -40,6 +42,13 @@ COMMANDS = {
 }
 
 EXIT_CODES_HELP = """\b
+Environment:
+  CLARA_NAMESPACE  prefix of every segment name (default: clara)
+  CLARA_CONTEXT    the context of commands given no --context/-c
+  CLARA_SHM_DIR    the tmpfs holding the segments (default: /dev/shm)
+  NO_COLOR         tables on a terminal without colour or any other style
+
+\b
 Exit codes:
   0 ok              1 leaks found / operator failed   2 usage or invalid input
   3 not found       4 busy                            5 timeout
@@ -59,7 +68,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our stdout went away
 
 
-class ClaraGroup(click.Group):
+class ClaraGroup(SuggestingGroup):
     """A group whose commands load lazily and whose errors exit with documented codes."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

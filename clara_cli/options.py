@@ -95,3 +95,19 @@ def shape_option(func: F) -> F:
         metavar="D0,D1,..",
         help="Dimensions, comma-separated integers, e.g. 512,512 (512x512 works too).",
     )(func)
+
+
+class SuggestingGroup(click.Group):
+    """A group that answers a mistyped command with the closest ones: `clara dmp`."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise click.UsageError(f"no such command {name!r}{hint}", ctx)
+        return super().resolve_command(ctx, args)

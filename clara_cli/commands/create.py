@@ -7,14 +7,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..options import context_option, dtype_option, json_option, require_context, shape_option
+from ..options import (
+    SuggestingGroup,
+    context_option,
+    dtype_option,
+    json_option,
+    require_context,
+    shape_option,
+)
 from ..render import emit
 
 if TYPE_CHECKING:
     from ..formats import Incoming
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def create() -> None:
     """Create a context or an allocation."""
 

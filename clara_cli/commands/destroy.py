@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from ..complete import complete_contexts
-from ..options import json_option
+from ..options import SuggestingGroup, json_option
 from ..render import emit, note
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def destroy() -> None:
     """Destroy a context."""
 

@@ -80,3 +80,15 @@ def test_handles_complete_for_publish(ctx: str) -> None:
     ok("create", "context", ctx)
     handle = ok("create", "allocation", "-c", ctx, "--size", "8").stdout.decode().strip()
     assert complete(f"clara publish -c {ctx} ") == [handle]
+
+
+def test_handles_complete_after_handle_and_dtypes_after_dtype(ctx: str) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "named", "-c", ctx, "--size", "8")
+    handle = ok("create", "allocation", "-c", ctx, "--size", "8").stdout.decode().strip()
+    assert complete(f"clara free -c {ctx} --handle ") == [handle]
+    assert complete(f"clara free -c {ctx} ") == ["named"]
+    assert complete(f"clara map -c {ctx} --handle ") == [handle]
+    dtypes = complete("clara create allocation x --dtype ")
+    assert {"u8", "i16", "f32", "c128", "bool", "float32", "uint64"} <= set(dtypes)
+    assert complete("clara create allocation x --dtype flo") == ["float16", "float32", "float64"]

@@ -88,3 +88,29 @@ def test_script_uses_json_output(ctx: str, bin_dir: Path) -> None:
         "mode": "600",
         "capacity": None,
     }
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shell"
+
+
+def test_example_producer_and_consumer_started_together(bin_dir: Path, tmp_path: Path) -> None:
+    """examples/shell: the consumer starts with its producer and waits for the data."""
+    from clara_core import Context, leaks
+
+    result = run_script(f"bash {EXAMPLE}/run.sh", bin_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["producer: published numbers", "consumer: sum 500500"]
+    assert Context.list() == [] and leaks.check().clean
+    # The same pair without --wait fails: the consumer is there before the data.
+    copy = tmp_path / "shell"
+    copy.mkdir()
+    for script in ("run.sh", "producer.sh"):
+        (copy / script).write_text((EXAMPLE / script).read_text())
+    consumer = (EXAMPLE / "consumer.sh").read_text()
+    assert "--wait" in consumer
+    (copy / "consumer.sh").write_text(consumer.replace("--wait --timeout 60 ", ""))
+    failed = run_script(f"bash {copy}/run.sh", bin_dir)
+    assert failed.returncode == 3, failed.stderr
+    assert "allocation 'numbers' in context 'numbers-" in failed.stderr
+    assert "does not exist" in failed.stderr
+    assert Context.list() == [] and leaks.check().clean
