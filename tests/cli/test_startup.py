@@ -50,6 +50,8 @@ def test_script_commands_stay_light(ctx: str, tmp_path: Path) -> None:
     assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", str(tmp_path / "o")) == []
     assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", "-") == []
     assert heavy_modules("map", "vol", "-c", ctx, "--read", "--", "true") == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--read", "--wait", "--out", "-") == []
+    assert heavy_modules("create", "allocation", "filled", "-c", ctx, "--in", str(raw)) == []
     assert heavy_modules("--json", "dump", ctx) == []
     assert heavy_modules("dump", ctx) == []  # plain table: stdout is not a terminal
     assert heavy_modules("--json", "dump") == []
