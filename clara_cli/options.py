@@ -107,7 +107,7 @@ class SuggestingGroup(click.Group):
         if args and self.get_command(ctx, name) is None and not name.startswith("-"):
             import difflib
 
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.65)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise click.UsageError(f"no such command {name!r}{hint}", ctx)
         return super().resolve_command(ctx, args)

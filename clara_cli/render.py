@@ -61,12 +61,14 @@ def table(
 
     `right` names right-aligned columns; `squeeze` names the columns that are cut short
     (with ...) on a terminal too narrow for them, rather than wrapped over several lines.
-    A `title` is shown above the table on a terminal only: piped, the table is just its
-    header line and rows, for awk and column.
+    A `title` goes above the table (`clara run`'s report of two tables); tables meant for
+    awk and column (dump, leak-check) have none: piped, they are a header line and rows.
     """
     if sys.stdout.isatty():
         _rich_table(columns, rows, title, right, squeeze)
         return
+    if title:
+        sys.stdout.write(f"{title}:\n")
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = [[c.upper() for c in columns], *cells]

@@ -282,8 +282,11 @@ class Allocation:
         finally:
             locks.unlock(self._fd, locks.MAP_BYTE)
 
-    def release(self) -> None:
-        """Drop this reference (unmapping it first); a private allocation is then gone."""
+    def release(self, recycle: bool = True) -> None:
+        """Drop this reference (unmapping it first); a private allocation is then gone
+        (offered to its context's pool for reuse, unless `recycle` is False)."""
+        if not recycle and self._visibility == PRIVATE:
+            self._reference.recycle = None
         self._reference.close()
 
     close = release

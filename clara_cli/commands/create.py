@@ -146,6 +146,7 @@ def _create(
 
     with Context.open(require_context(context_name)) as context:
         allocation = context.create(size, dtype=dtype, shape=shape)
+        done = False
         try:
             if incoming is not None:
                 from ..formats import write_into
@@ -164,6 +165,7 @@ def _create(
                 "shape": list(allocation.shape),
                 "nbytes": allocation.nbytes,
             }
+            done = True
         finally:
-            allocation.release()  # unpublished (a failed fill): gone with it
+            allocation.release(recycle=done)  # failed: gone for good, not even pooled
     emit(data, lambda: click.echo(name if name is not None else handle))

@@ -315,7 +315,9 @@ def _seconds(value: float | None) -> str | None:
 
 
 def _shape(variable: VariableRecord) -> str:
-    return "[" + ", ".join(str(d) for d in variable.shape) + "]"
+    from ..render import shape
+
+    return shape(variable.shape)
 
 
 def _variable_state(variable: VariableRecord) -> str:

@@ -165,4 +165,26 @@ def test_no_command_shows_help_and_exits_2() -> None:
 
 
 def test_unknown_command_exits_2() -> None:
-    assert "No such command" in fails(2, "frobnicate")
+    line = fails(2, "frobnicate")
+    assert line == "clara: error: no such command 'frobnicate' (see 'clara --help')"
+
+
+def test_a_mistyped_command_suggests_the_closest() -> None:
+    assert "no such command 'dmp'; did you mean 'dump'" in fails(2, "dmp")
+    line = fails(2, "create", "allocaton", "x")
+    assert "did you mean 'allocation'?" in line and "'clara create --help'" in line
+
+
+def test_help_lists_the_environment_variables() -> None:
+    text = ok("--help").stdout.decode()
+    for variable in ("CLARA_NAMESPACE", "CLARA_CONTEXT", "CLARA_SHM_DIR", "NO_COLOR"):
+        [line] = [line for line in text.splitlines() if line.strip().startswith(variable)]
+        assert len(line.split()) > 2  # one line saying what it does
+
+
+def test_a_bad_shape_says_how_to_write_one(ctx: str) -> None:
+    ok("create", "context", ctx)
+    line = fails(2, "create", "allocation", "v", "-c", ctx, "--dtype", "f32", "--shape", "3,a")
+    assert "use comma-separated integers, e.g. 512,512" in line
+    made = data("create", "allocation", "v", "-c", ctx, "--dtype", "f32", "--shape", "2x3")
+    assert made["shape"] == [2, 3]
