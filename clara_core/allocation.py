@@ -73,6 +73,7 @@ class Allocation:
         self._writable = writable
         self._set_visibility(visibility, key)
         self._layout: Layout = header.layout
+        self.created: float = header.origin.created_ns / 1e9  # seconds since the epoch
         self._file_id = (stat.st_dev, stat.st_ino)
         self._reference = Reference(fd)
         self._maps = self._reference.maps

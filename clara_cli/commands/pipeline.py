@@ -114,6 +114,13 @@ def _print_validation(reports: list[dict]) -> None:
     help="Time stopped operators get between SIGTERM and SIGKILL.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not show the operators' own output.")
+@click.option(
+    "--trace",
+    "trace_file",
+    metavar="FILE",
+    help="Also write the run as Chrome Trace Event JSON (open it in Perfetto or "
+    "chrome://tracing): operators, variables' lifetimes, memory in use.",
+)
 @json_option
 def run(
     file: str,
@@ -122,6 +129,7 @@ def run(
     timeout: float | None,
     grace: float,
     quiet: bool,
+    trace_file: str | None,
 ) -> None:
     """Run the pipeline FILE on this machine; exit 1 if an operator failed.
 
@@ -144,14 +152,38 @@ def run(
     if not 0 <= grace < math.inf:
         raise InvalidArgument(f"invalid --grace {grace}: use seconds >= 0")
     pipeline = load(file)
+    trace = _open_trace(trace_file) if trace_file else None  # a bad path fails before the job
     observer = _observer(pipeline, quiet, wants_json())
     with observer:
         limit = None if timeout == math.inf else timeout
         result = run_pipeline(pipeline, context_name, keep, limit, grace, observer)
+    if trace is not None:
+        _write_trace(trace, result)
     emit(result.to_dict(), lambda: _print_result(result))
     if not result.ok:
         _print_account(result, quiet)
         click.get_current_context().exit(1)
+
+
+def _open_trace(path: str):  # -> an open text file
+    from clara_core.errors import InvalidArgument, PermissionDenied
+
+    try:
+        return open(path, "w", encoding="utf-8")  # written, and closed, after the run
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot write trace {path}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write trace {path}: {exc.strerror or exc}") from exc
+
+
+def _write_trace(file, result: RunResult) -> None:
+    import json
+
+    from clara_core.pipeline.trace import chrome_trace
+
+    with file:
+        json.dump(chrome_trace(result), file)
+        file.write("\n")
 
 
 def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):

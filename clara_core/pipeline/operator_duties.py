@@ -43,6 +43,7 @@ class Observed:
     shape: tuple[int, ...]
     nbytes: int
     state: str  # empty, writing, complete (see Allocation.state), or missing
+    created: float | None = None  # when its segment was made (seconds since the epoch)
 
 
 class Ledger:
@@ -205,7 +206,9 @@ class OperatorDuties:
                 continue
             with allocation:
                 state = allocation.state
-                seen[port.allocation] = Observed(allocation.shape, allocation.nbytes, state)
+                seen[port.allocation] = Observed(
+                    allocation.shape, allocation.nbytes, state, allocation.created
+                )
                 if not read:
                     continue
                 if state != "complete":

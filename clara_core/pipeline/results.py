@@ -46,6 +46,7 @@ class VariableRecord:
     nbytes: int | None = None
     consumers: list[str] = field(default_factory=list)
     state: str = "declared"  # declared, allocated, written, freed, kept, missing
+    allocated_at: float | None = None
     freed_at: float | None = None
 
 

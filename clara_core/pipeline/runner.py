@@ -107,6 +107,7 @@ class _Job:
         self.stop_reason = ""  # set once the job is being stopped
         self.ctx: Context | None = None
         self.t0 = time.monotonic()
+        self.wall0 = time.time()  # allocations are stamped with wall-clock time
         self.result.variables = list(self.variables.records.values())
 
     # -- the whole job ------------------------------------------------------------------
@@ -173,7 +174,9 @@ class _Job:
         try:
             io = describe_operator(self.pipeline, op, self.ctx.name, self.result.job_id)
             duties = self.duties[op.name] = OperatorDuties(self.ctx, io, self.plan)
-            self.variables.allocated(duties.prepare())
+            prepared = duties.prepare()
+            self.variables.allocated(prepared)
+            self._stamp_allocated({name: None for name in prepared}, result.started)
             process = OperatorProcess(list(op.command), self.pipeline.directory, self._env(op, io))
         except (ClaraError, OSError, ValueError) as exc:
             result.ended = self._now()
@@ -221,6 +224,7 @@ class _Job:
             return
         problem, seen = duties.check()
         self.variables.observed(seen)
+        self._stamp_allocated({n: o.created for n, o in seen.items()}, result.started or 0.0)
         if problem:
             duties.failed()
             self._fail(result, FAILED, problem)
@@ -229,6 +233,20 @@ class _Job:
         result.status = SUCCEEDED
         self.observer.finished(result)
         self.variables.freed(freed, self._freed)
+
+    def _stamp_allocated(self, created: dict[str, float | None], earliest: float) -> None:
+        """Note when variables were allocated (for traces), once each.
+
+        `created`: variable -> its segment's creation time (seconds since the epoch), or
+        None for one allocated just now. Kept within [earliest, now]: the producer's run.
+        """
+        now = self._now()
+        for name, when in created.items():
+            record = self.variables.records[name]
+            if record.allocated_at is not None or record.nbytes is None:
+                continue
+            at = now if when is None else when - self.wall0
+            record.allocated_at = min(max(at, earliest), now)
 
     def _freed(self, record: VariableRecord) -> None:
         record.freed_at = self._now()
