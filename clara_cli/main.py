@@ -38,6 +38,7 @@ COMMANDS = {
     "map": "clara_cli.commands.map:map_command",
     "publish": "clara_cli.commands.publish:publish",
     "run": "clara_cli.commands.pipeline:run",
+    "top": "clara_cli.commands.top:top",
     "validate": "clara_cli.commands.pipeline:validate",
 }
 

@@ -215,3 +215,8 @@ def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
             )
         )
     return sorted(out, key=lambda c: c.name.lower())
+
+
+def summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
+    """The contexts among `infos` (one survey), each with the totals of its members there."""
+    return _summaries(infos)
