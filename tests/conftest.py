@@ -2,13 +2,13 @@
 
 The session namespace (``claratest-<random>``) is exported in CLARA_NAMESPACE before any
 test runs, so every subprocess (python helpers, `clara` commands, pipeline operators)
-inherits it; each test then gets ``<session>-<n>``. A test that leaves a segment of its
-namespace in the shared-memory directory fails, and its leftovers are removed.
+inherits it; each test then gets ``<session>-<random>`` from clara's own pytest plugin
+(`clara_namespace`). A test that leaves a segment of its namespace in the shared-memory
+directory fails with a table of them, and its leftovers are removed.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import tempfile
@@ -23,25 +23,17 @@ SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
 os.environ["CLARA_NAMESPACE"] = SESSION_NAMESPACE
 os.environ.pop("CLARA_CONTEXT", None)
 os.environ.pop("CLARA_OPERATOR", None)
-_numbers = itertools.count(1)
-
-
-def leftovers(namespace: str, directory: str) -> list[str]:
-    """Files of `namespace` (exactly, not longer namespaces) in `directory`."""
-    return sorted(f for f in os.listdir(directory) if f.startswith(namespace + "."))
 
 
 @pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh CLARA_NAMESPACE for this test; fails the test if it is not empty at the end."""
-    name = f"{SESSION_NAMESPACE}-{next(_numbers)}"
-    directory = shm_dir()
-    monkeypatch.setenv("CLARA_NAMESPACE", name)
-    yield name
-    left = leftovers(name, directory)
-    for file_name in left:
-        os.unlink(os.path.join(directory, file_name))
-    assert not left, f"test left shared memory behind: {left}"
+def namespace(clara_namespace: str) -> str:
+    """A fresh CLARA_NAMESPACE for this test (<session>-<random>); the test fails with a
+    table of what it left if that namespace is not empty at the end.
+
+    It is the `clara_namespace` fixture that clara's pytest plugin gives every user
+    (clara_core/testing.py), so the suite tests it on itself.
+    """
+    return clara_namespace
 
 
 @pytest.fixture
