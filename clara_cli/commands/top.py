@@ -22,7 +22,7 @@ import click
 
 from ..complete import complete_contexts
 from ..options import json_option, wants_json
-from ..render import emit, size, table
+from ..render import emit, shape, size, table
 
 if TYPE_CHECKING:
     from clara_core.inspect import ContextSummary, SegmentInfo
@@ -157,18 +157,18 @@ def _context_row(summary: ContextSummary, status: str) -> list[str]:
 
 def _allocation_row(info: SegmentInfo, status: str, contexts: dict[str, str]) -> list[str]:
     layout = info.header.layout if info.header else None
-    shape = "[" + ", ".join(str(d) for d in layout.shape) + "]" if layout else "-"
-    mappers = ", ".join(f"{m.pid} {m.command}" for m in info.mapped_by) or "-"
+    # who maps it and what each does with it, as `clara dump CTX` says it
+    mappers = "; ".join(f"pid {m.pid} [{m.activity}] {m.command}" for m in info.mapped_by)
     return [
         contexts.get(info.context_token, info.context),
         info.name or "-",
         info.kind,
         layout.etype.name if layout else "-",
-        shape,
+        shape(layout.shape) if layout else "-",
         size(layout.nbytes) if layout else size(info.size),
         info.state or info.problem or "-",
         info.map_mode or "none",
-        mappers,
+        mappers or "-",
         status,
     ]
 
@@ -213,7 +213,7 @@ def print_frame(frame: Frame) -> None:
     click.echo()
     table(CONTEXT_COLUMNS, context_rows, right=["allocations", "size"])
     click.echo()
-    table(ALLOCATION_COLUMNS, allocation_rows, right=["size"])
+    table(ALLOCATION_COLUMNS, allocation_rows, right=["size"], squeeze=["mapped by"])
 
 
 def frame_data(frame: Frame) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def test_not_a_terminal_prints_one_frame_and_exits(ctx: str) -> None:
     assert "1 context(s), 1 allocation(s), 0 leak(s)" in lines[0]
     assert "\x1b[" not in result.stdout.decode()
     cells = row(result.stdout.decode(), "vol").split()
-    assert cells == [ctx, "vol", "published", "float32", "[32,", "32]", "4.0", "KiB", "empty",
+    assert cells == [ctx, "vol", "published", "float32", "32,32", "4.0", "KiB", "empty",
                      "none", "-", "live"]  # fmt: skip
     ok("destroy", "context", ctx)
 
