@@ -207,3 +207,17 @@ def test_requests_are_validated(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "p.yaml:6: unknown key 'disk' in requests" in out
     assert "requests.cpu must be a positive amount" in out
+
+
+def test_the_schema_checks_catch_an_unknown_key() -> None:
+    """The checks above can fail: a key neither Argo nor Kubernetes knows is reported."""
+    import kubernetes_validate
+
+    workflow = export(DEMO, "--to", "argo")
+    job_template(workflow)["containerSet"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(AssertionError, match=r"containers\[0\]\.volumeMount"):
+        check_argo(workflow)
+    job = export(DEMO, "--to", "k8s-job")
+    job["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(kubernetes_validate.ValidationError, match="volumeMount"):
+        check_kubernetes(job)
