@@ -220,8 +220,9 @@ def _image(op: Operator) -> str:
 def _command(op: Operator) -> tuple[str, ...]:
     if not op.command:
         raise InvalidArgument(
-            f"operator '{op.name}' has no container.command: its image's entry point cannot "
-            "run under `clara exec-operator`"
+            f"operator '{op.name}' has no container.command: give the command to run in "
+            "its image with --bind OPERATOR=COMMAND (the wrapper `clara exec-operator` "
+            "replaces the image's entry point)"
         )
     return op.command
 
