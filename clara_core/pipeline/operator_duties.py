@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from dataclasses import dataclass
 
+from .. import waiting
 from ..allocation import Allocation
 from ..context import Context
 from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, Timeout
@@ -29,7 +29,6 @@ from .schema import shapes_match
 LEDGER = "clara-ledger"  # never a variable's name: those always hold "--"
 WAITING, SUCCEEDED, FAILED = 0, 1, 2
 LOCK_TIMEOUT = 60.0  # seconds an update of the ledger waits for another one
-POLL_FIRST, POLL_MAX = 0.005, 0.25  # seconds between looks while waiting for upstream
 
 
 class UpstreamFailed(ClaraError):
@@ -144,25 +143,24 @@ class OperatorDuties:
         """
         upstream = sorted({p.source for p in self.io.inputs if p.source is not None})
         upstream = [self._operator(name) for name in upstream]
-        deadline = time.monotonic() + timeout
-        pause = POLL_FIRST
-        while True:
+
+        def settled() -> list[int] | None:
             statuses = self.ledger.statuses(upstream)
-            failed = [name for name, s in zip(upstream, statuses, strict=True) if s == FAILED]
-            if failed:
-                raise UpstreamFailed(
-                    f"operator '{self.io.operator}' will not run: '{failed[0]}' failed"
-                )
-            if all(s == SUCCEEDED for s in statuses):
-                return
-            if time.monotonic() >= deadline:
-                waiting = [n for n, s in zip(upstream, statuses, strict=True) if s != SUCCEEDED]
-                raise Timeout(
-                    f"operator '{self.io.operator}' waited {timeout:g} s for "
-                    f"{', '.join(repr(n) for n in waiting)} to succeed"
-                )
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, POLL_MAX)
+            return statuses if FAILED in statuses or WAITING not in statuses else None
+
+        statuses = waiting.until(settled, waiting.Deadline(timeout))
+        if statuses is None:
+            statuses = self.ledger.statuses(upstream)
+            late = [n for n, s in zip(upstream, statuses, strict=True) if s == WAITING]
+            raise Timeout(
+                f"operator '{self.io.operator}' waited {timeout:g} s for "
+                f"{', '.join(repr(n) for n in late)} to succeed"
+            )
+        failed = [n for n, s in zip(upstream, statuses, strict=True) if s == FAILED]
+        if failed:
+            raise UpstreamFailed(
+                f"operator '{self.io.operator}' will not run: '{failed[0]}' failed"
+            )
 
     def prepare(self) -> dict[str, int]:
         """Allocate the static shared-memory outputs, create disk output folders.
