@@ -91,26 +91,38 @@ def _rich_table(
     from rich.table import Table
     from rich.text import Text
 
-    grid = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    cells = [[_cell(value) for value in row] for row in rows]
+    out = console()
+    # The squeezed columns share what the others leave of the terminal's width (two
+    # columns between neighbours), so that every row stays one line.
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    fixed = sum(w for w, c in zip(widths, columns, strict=True) if c not in squeeze)
+    room = (out.width - fixed - 2 * (len(columns) - 1)) // max(1, len(squeeze))
+    grid = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for column in columns:
         cut = column in squeeze
         grid.add_column(
             column.upper(),
             justify="right" if column in right else "left",
-            no_wrap=cut,
-            overflow="ellipsis" if cut else "fold",
-            ratio=1 if cut else None,
+            no_wrap=True,  # one line a row: too narrow a terminal cuts cells with ...
+            overflow="ellipsis",
+            max_width=max(room, 16) if cut else None,
         )
-    for row in rows:
+    for row, texts in zip(rows, cells, strict=True):
         grid.add_row(
             *(
-                Text(value.text, style=value.style)
-                if isinstance(value, Styled)
-                else Text(_cell(value))
-                for value in row
+                Text(text, style=value.style) if isinstance(value, Styled) else Text(text)
+                for value, text in zip(row, texts, strict=True)
             )
         )
-    console().print(grid)
+    out.print(grid)
 
 
 def fields(pairs: Sequence[tuple[str, object]]) -> None:

@@ -134,12 +134,12 @@ def _context_finding(info: SegmentInfo, older_than: float | None) -> Finding:
     origin = info.header.origin
     if not origin.owner_pid:
         if older_than is not None and info.age >= older_than:
-            return Finding(info, STALE, f"no owner, idle for longer than {older_than:g} s")
-        return Finding(info, IDLE, "no owner process: kept until destroyed")
+            return Finding(info, STALE, f"no owner, idle over {older_than:g} s")
+        return Finding(info, IDLE, "no owner: kept until destroyed")
     owner = origin.owner_pid
     if processes.is_alive(owner, origin.owner_start):
-        return Finding(info, LIVE, f"owner pid {owner} is running", owner_pid=owner)
-    return Finding(info, OWNER_DEAD, f"owner pid {owner} has exited", owner_pid=owner)
+        return Finding(info, LIVE, f"owner {owner} runs", owner_pid=owner)
+    return Finding(info, OWNER_DEAD, f"owner {owner} exited", owner_pid=owner)
 
 
 def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
@@ -151,35 +151,30 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
     users = _pids_of(info)
     if info.kind != "pooled" and info.header.lifecycle == hdr.FREED and not users:
         # free() marks it, then removes its name: whoever freed it died in between.
-        return Finding(info, ORPHANED, "freed, but whoever freed it died before removing it", owner)
+        return Finding(info, ORPHANED, "its freer died mid-free", owner)
     if info.kind == "handle":
         origin = info.header.origin
         holder = origin.owner_pid or None
         if processes.is_alive(origin.owner_pid, origin.owner_start):
-            return Finding(info, LIVE, f"handle held by pid {holder}", owner, holder)
+            return Finding(info, LIVE, f"holder {holder} runs", owner, holder)
         if users:
-            return Finding(info, LIVE, f"unpublished, but in use by {users}", owner, holder)
-        return Finding(
-            info, ORPHANED, f"its holder pid {holder} exited without publishing it", owner, holder
-        )
+            return Finding(info, LIVE, f"unpublished, used by {users}", owner, holder)
+        return Finding(info, ORPHANED, f"holder {holder} exited", owner, holder)
     if context is not None and context.status == FOREIGN:
         # Its owner's to judge: we cannot tell whether another user's context is in use.
         return Finding(info, LIVE, f"in context '{info.context}' of uid {context.segment.uid}")
     if context is None or context.status == CORRUPT:
         if users:
-            return Finding(info, LIVE, f"its context is gone, but it is in use by {users}")
-        return Finding(info, ORPHANED, f"its context '{info.context}' no longer exists")
+            return Finding(info, LIVE, f"context gone, used by {users}")
+        return Finding(info, ORPHANED, "its context is gone")
     if context.status in (OWNER_DEAD, STALE):
-        if context.status == OWNER_DEAD:
-            reason = f"the owner of context '{info.context}' has exited"
-        else:
-            reason = f"context '{info.context}' is stale"
-        return Finding(
-            info, context.status, reason + (f"; in use by {users}" if users else ""), owner
-        )
+        stale = context.status == STALE
+        reason = "its context is stale" if stale else f"owner {owner} exited"
+        reason += f"; used by {users}" if users else ""
+        return Finding(info, context.status, reason, owner)
     if info.kind == "pooled":
-        return Finding(info, POOLED, "freed, kept for recycling", owner)
-    return Finding(info, LIVE, f"published in context '{info.context}'", owner)
+        return Finding(info, POOLED, "kept for recycling", owner)
+    return Finding(info, LIVE, "published", owner)
 
 
 def _unreadable(info: SegmentInfo) -> Finding | None:

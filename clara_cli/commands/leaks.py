@@ -119,14 +119,18 @@ def _row(finding: dict[str, Any]) -> list[object]:
 
 
 COLUMNS = ["status", "kind", "context", "name", "memory", "age", "reason"]
+FIX_COLUMNS = ["fix", "kind", "context", "name", "memory", "reason"]
 
 
 def _human(data: dict[str, Any], in_use: list[tuple[dict[str, Any], str]], show_all: bool) -> None:
     if "removed" in data:
+        # What was done to each: the status and age said why it was a leak; now the
+        # reason says it (and, for what was kept, the note below says what to do).
         done = [["removed", *_row(f)] for f in data["removed"]]
         done += [["kept", *_row(f)] for f in data["kept"]]
         if done:
-            table(["fix", *COLUMNS], done, right=["memory", "age"], squeeze=["reason"])
+            rows = [[row[0], *row[2:6], row[7]] for row in done]
+            table(FIX_COLUMNS, rows, right=["memory"], squeeze=["reason"])
         note(f"removed {len(data['removed'])} segment(s), {size(data['freed_bytes'])}")
     else:
         shown = [

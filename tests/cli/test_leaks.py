@@ -108,7 +108,7 @@ def test_fix_never_removes_what_is_in_use(bin_dir: Path) -> None:
         human = clara("leak-check", "--fix")
         assert human.returncode == 1
         rows = human.stdout.decode().splitlines()
-        assert rows[0].split()[:2] == ["FIX", "STATUS"]
+        assert rows[0].split() == ["FIX", "KIND", "CONTEXT", "NAME", "MEMORY", "REASON"]
         assert sorted(row.split()[0] for row in rows[1:]) == ["kept", "kept"]
         notes = human.stderr.decode()
         assert f"clara: kept context 'job' (2 segment(s)): in use by pid {reader.pid}" in notes

@@ -150,7 +150,7 @@ def test_allocations_of_a_vanished_context_are_orphans(namespace):
     os.unlink(os.path.join(shm_dir(), names.context_file("job")))  # e.g. a crashed destroy
     report = leaks.check()
     assert statuses(report) == {names.allocation_file("job", "a", "x"): ("orphaned", False)}
-    assert "no longer exists" in report.leaks[0].reason
+    assert report.leaks[0].reason == "its context is gone"
     leaks.reclaim()
     assert shm_files(namespace) == []
 
