@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +34,10 @@ from .errors import (
     Timeout,
 )
 from .mapping import Mapping
-from .names import HANDLE, PUBLISHED, shm_dir, validate_name
+from .names import HANDLE, PUBLISHED, validate_name
 from .reference import Reference
 from .shm import header as hdr
-from .shm import locks, processes, segment
+from .shm import locks, processes, segment, trust
 from .shm.header import DATA_OFFSET, Header, Layout
 from .shm.memory import Region
 
@@ -195,8 +196,12 @@ class Allocation:
 
     # -- life-cycle ---------------------------------------------------------------------
 
-    def publish(self, name: str) -> None:
-        """Make this private allocation visible to the whole context under `name`."""
+    def publish(self, name: str, timeout: float | None = None) -> None:
+        """Make this private allocation visible to the whole context under `name`.
+
+        Waits for the bookkeeping locks it needs at most `timeout` seconds (None: the
+        default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
+        """
         validate_name(name, "allocation name")
         self._check_open()
         if self._visibility == SHARED:
@@ -207,20 +212,21 @@ class Allocation:
         file_name = self._registry.member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self._registry.name}'"
         if self._visibility == HANDLED:  # other processes may hold the handle too
-            with self._lifecycle_held() as lifecycle:
+            with self._lifecycle_held(timeout) as lifecycle:
                 if lifecycle != hdr.PRIVATE:  # another one published or freed it
                     raise NotFound(f"{self.describe()} was published or freed meanwhile")
-                self._publish_as(name, file_name, what)
+                self._publish_as(name, file_name, what, timeout)
         else:  # only this reference can reach it
-            self._publish_as(name, file_name, what)
+            self._publish_as(name, file_name, what, timeout)
         self._set_visibility(SHARED, name)
         self._reference.recycle = None  # published: released references do not free it
 
-    def _publish_as(self, name: str, file_name: str, what: str) -> None:
+    def _publish_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         if self._registry.capacity is None:
             self._link_as(name, file_name, what)
         else:
-            with self._registry.publishing(self._layout.capacity + DATA_OFFSET, what):
+            size = self._layout.capacity + DATA_OFFSET
+            with self._registry.publishing(size, what, timeout):
                 self._link_as(name, file_name, what)
         self._drop_old_name()
 
@@ -232,9 +238,7 @@ class Allocation:
         except AlreadyExists:
             self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
             self._write(hdr.pack_name(""), hdr.NAME_AT)
-            raise AlreadyExists(
-                f"{what} already exists; choose another name or free it first"
-            ) from None
+            raise AlreadyExists(f"{what} already exists{_taken_by(file_name)}") from None
 
     def make_handle(self, holder_pid: int | None = None) -> str:
         """Give this private allocation a handle other processes can open or publish.
@@ -288,6 +292,9 @@ class Allocation:
         (offered to its context's pool for reuse, unless `recycle` is False)."""
         if not recycle and self._visibility == PRIVATE:
             self._reference.recycle = None
+            if self._pool_name is not None and not self.released:  # claimed: leave the pool
+                pool.leave(self._registry, self._fd, self._pool_name)
+                self._pool_name = None
         self._reference.close()
 
     close = release
@@ -297,33 +304,48 @@ class Allocation:
         if reference is not None:
             reference.close()
 
-    def free(self) -> None:
+    def free(self, timeout: float | None = None) -> None:
         """Forbid new get()s job-wide and drop this reference.
 
         References and maps that others already hold stay valid; the memory is freed by
-        the kernel when the last of them is gone.
+        the kernel when the last of them is gone. When free() returns, the name is free
+        (whoever of several freeing it at once gets there first removes it). Waits for
+        the locks it needs at most `timeout` seconds (None: the default).
         """
         self._check_open()
         if self._visibility != PRIVATE:
             self._require_writable_fd("free")
             kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            recycle = self._recycler(self._registry.member_file(kind, self._key or ""))
+            file_name = self._registry.member_file(kind, self._key or "")
             expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
-            if locks.try_lock(self._fd, locks.REFERENCE_BYTE, exclusive=True):
-                # Nobody else references it: nobody else can free it now, and a get()
-                # racing with us finds the name gone (or changed) once it has its
-                # reference. But someone may have freed it before: then its name may
-                # already denote a newer allocation, not ours to remove.
-                if self._pread(hdr.LIFECYCLE_AT, 1)[0] == expected:
-                    self._reference.recycle = recycle
-            else:
-                with self._lifecycle_held() as lifecycle:
-                    # Only the process that frees it removes its name: if another one
-                    # freed it first, the name may already denote a newer allocation.
-                    if lifecycle == expected:
-                        self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
-                        self._reference.recycle = recycle
+            self._reference.unmap_all()  # write maps complete before it may be recycled
+            with self._lifecycle_held(timeout) as lifecycle:
+                # Names are removed only under this lock, by whoever finds the lifecycle
+                # unchanged and the name still denoting this segment: of several
+                # freeing it at once exactly one removes it, before any returns, and a
+                # name given since to a newer allocation is never touched.
+                if lifecycle == expected and segment.names_file(file_name, self._file_id):
+                    self._remove_name(file_name, timeout)
+            self._reference.recycle = None
         self.release()
+
+    def _remove_name(self, file_name: str, timeout: float | None) -> None:
+        """Under the lifecycle lock: move the segment into the pool, or remove its name."""
+        size = DATA_OFFSET + self._layout.capacity
+        counted = self._visibility == SHARED  # only published bytes count toward a capacity
+        with self._registry.unpublishing(size if counted else 0, timeout):
+            warm = self._reference.take_warm()
+            if self._recycles(file_name, warm):
+                return
+            self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
+            segment.unlink(file_name, self.describe())
+
+    def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
+        """Offer the segment to the pool (taking over `warm`); False if it was not taken."""
+        try:
+            return pool.retire(self._registry, self._fd, self._layout.capacity, file_name, warm)
+        except (ClaraError, OSError):  # recycling is an optimisation only
+            return False
 
     def __enter__(self) -> Allocation:
         return self
@@ -408,9 +430,10 @@ class Allocation:
     # -- helpers ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _lifecycle_held(self) -> Iterator[int]:
+    def _lifecycle_held(self, timeout: float | None = None) -> Iterator[int]:
         """Hold the segment's lifecycle lock; yields the lifecycle as it is now."""
-        locks.lock(self._fd, locks.LIFECYCLE_BYTE, exclusive=True, timeout=None)
+        what = f"the lifecycle lock of {self.describe()}"
+        locks.acquire(self._fd, locks.LIFECYCLE_BYTE, True, what, timeout)
         try:
             yield self._pread(hdr.LIFECYCLE_AT, 1)[0]
         finally:
@@ -420,7 +443,7 @@ class Allocation:
         """Who holds the map lock (for messages): among the processes mapping it, those
         whose files hold the lock; a process may map it without a lock (an idle mapping
         kept for reuse)."""
-        mapping = processes.mappers({self._file_id}, shm_dir()).get(self._file_id, [])
+        mapping = processes.mappers({self._file_id}).get(self._file_id, [])
         found = processes.lock_holders(self._file_id, locks.MAP_BYTE, mapping) or mapping
         who = ", ".join(str(m) for m in found) or "another process"
         if any(m.lock == "write" for m in found):
@@ -428,24 +451,26 @@ class Allocation:
         return f"{who} for reading" if any(m.lock for m in found) else who
 
     def _drop_old_name(self) -> None:
-        """After a new name was linked: remove the handle or pool name it had before."""
+        """After a new name was linked: remove the handle or pool name it had before
+        (a handle under the lifecycle lock, held by the caller)."""
         if self._visibility == HANDLED:
-            segment.unlink(self._registry.member_file(HANDLE, self._key or ""))
+            segment.remove_name(self._registry.member_file(HANDLE, self._key or ""), self._file_id)
         if self._pool_name is not None:
-            segment.unlink(self._pool_name)
+            pool.leave(self._registry, self._fd, self._pool_name)
             self._pool_name = None
 
-    def _recycler(self, file_name: str | None) -> Callable[[int, Region | None], None]:
-        """At close: offer the segment to the pool, else remove its name (if any)."""
+    def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None]:
+        """At the close of a private allocation: offer it to the pool, else remove the
+        pool name it was claimed under (if any)."""
         registry, capacity = self._registry, self._layout.capacity
 
         def recycle(fd: int, warm: Region | None) -> None:
             try:
-                pooled = pool.retire(registry, fd, capacity, file_name, warm)
+                pooled = pool.retire(registry, fd, capacity, pool_name, warm)
             except (ClaraError, OSError):  # recycling is an optimisation only
                 pooled = False
-            if not pooled and file_name is not None:
-                segment.unlink(file_name)
+            if not pooled and pool_name is not None:
+                pool.leave(registry, fd, pool_name)
 
         return recycle
 
@@ -473,6 +498,15 @@ class Allocation:
 
     def _write(self, data: bytes, offset: int) -> None:
         segment.write_at(self._fd, data, offset, self.describe())
+
+
+def _taken_by(file_name: str) -> str:
+    """'' if the name is taken by one of ours, else who took it (a planted name)."""
+    found = segment.stat_named(file_name)
+    if found is None or (found.st_uid == os.geteuid() and stat.S_ISREG(found.st_mode)):
+        return "; choose another name or free it first"
+    kind = trust.file_type(found.st_mode)
+    return f" as {kind} of {trust.user_name(found.st_uid)}, not made by clara; choose another name"
 
 
 def _parse_mode(mode: str) -> bool:

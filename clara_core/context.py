@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import pool, waiting
+from . import pool, removal, waiting
 from .allocation import HANDLED, PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import (
@@ -27,14 +28,12 @@ from .errors import (
     InvalidArgument,
     NotFound,
     OutOfSpace,
-    PermissionDenied,
     Timeout,
 )
 from .names import (
     HANDLE,
     PUBLISHED,
     context_file,
-    member_prefix,
     namespace,
     parse_file_name,
     same_name,
@@ -42,7 +41,7 @@ from .names import (
 )
 from .registry import Registry
 from .shm import header as hdr
-from .shm import locks, processes, segment
+from .shm import ledger, locks, processes, segment, trust
 from .shm.header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
 
 PAGE = 4096
@@ -66,25 +65,26 @@ class _ClassOrInstance:
 class Context:
     """A named registry of shared allocations that every process of a pipeline can open."""
 
-    def __init__(self, fd: int, writable: bool, header: Header, stat: os.stat_result) -> None:
+    def __init__(self, fd: int, writable: bool, header: Header, found: os.stat_result) -> None:
         self.name = header.name
         self.file_name = context_file(header.name)  # fixed: the namespace it was opened in
         self.owner_pid: int | None = header.origin.owner_pid or None
         self._owner_start = header.origin.owner_start
         self.creator_pid = header.origin.creator_pid
         self.created = header.origin.created_ns / 1e9
-        self.mode = header.settings.mode
         self.capacity: int | None = header.settings.capacity or None
         self._registry = Registry(
             self.name,
             self.file_name,
             fd,
             writable,
-            stat.st_uid,
-            self.mode,
+            found,
             self.capacity,
             header.settings.pool_cap,
         )
+        # The segment's own mode, which only its owner can change (not the header's).
+        self.mode = self._registry.mode
+        self.owner_uid = found.st_uid
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     # -- contexts -----------------------------------------------------------------------
@@ -126,63 +126,53 @@ class Context:
             context=name,
             name=name,
         )
-        fd = segment.create_anonymous(PAGE, mode, what, header.pack())
+        page = header.pack() + bytes(ledger.LEDGER_AT - hdr.HEADER_SIZE) + ledger.initial()
+        fd = segment.create_anonymous(PAGE, mode, what, page)
         try:
             segment.link(fd, context_file(name), what)
             return cls(fd, True, header, os.fstat(fd))
         except AlreadyExists:
             os.close(fd)
-            raise AlreadyExists(f"{what} already exists; open it, or destroy it first") from None
+            raise AlreadyExists(f"{what} already exists{_squatter(name)}") from None
         except BaseException:
             os.close(fd)
             raise
 
     @classmethod
-    def open(cls, name: str) -> Context:
-        """Open an existing context; NotFound if there is none of that name."""
-        validate_name(name, "context name")
-        what = f"context '{name}'"
-        try:
-            fd, writable = segment.open_named(context_file(name), what)
-        except NotFound:
-            raise NotFound(f"{what} does not exist; create it first") from None
-        try:
-            header, stat = segment.read_header(fd, what)
-            if header.kind != hdr.KIND_CONTEXT or not same_name(header.name, name):
-                raise Corrupt(f"{what} is corrupt (its segment names another object)")
-            return cls(fd, writable, header, stat)
-        except BaseException:
-            os.close(fd)
-            raise
+    def open(cls, name: str, owner: int | str | None = None) -> Context:
+        """Open an existing context; NotFound if there is none of that name.
 
-    @classmethod
-    def exists(cls, name: str) -> bool:
-        """Whether a context of that name exists."""
-        return segment.stat_named(context_file(validate_name(name, "context name"))) is not None
-
-    def _destroy_context(cls, name: str) -> int:
-        """Destroy a context and free everything in it; returns how many segments went.
-
-        Processes that still hold references or maps keep them; the memory goes when they
-        let go. New get()s fail at once.
+        The context must belong to this user or root, or to `owner` (a uid or user name;
+        default `$CLARA_CONTEXT_OWNER`): anyone can create any name first, so joining
+        another user's context is something to say (PermissionDenied otherwise).
         """
         validate_name(name, "context name")
         what = f"context '{name}'"
-        pool.forget(context_file(name))
-        members = segment.list_names(member_prefix(name))
-        if os.geteuid() != 0:
-            # In the sticky shared-memory directory only a file's owner may remove it:
-            # refuse before removing anything rather than stop half-way.
-            for member in members:
-                stat = segment.stat_named(member)
-                if stat is not None and stat.st_uid != os.geteuid():
-                    raise PermissionDenied(
-                        f"{what} holds {member}, which belongs to uid {stat.st_uid}: "
-                        "only that user (or root) can remove it; nothing was destroyed"
-                    )
-        if not segment.unlink(context_file(name), what) and not members:
-            raise NotFound(f"{what} does not exist")
-        return sum(segment.unlink(member, what) for member in members)
+        try:
+            opened = segment.open_segment(context_file(name), what, trust.owner_refusal(owner))
+        except NotFound:
+            raise NotFound(f"{what} does not exist; create it first") from None
+        header = opened.header
+        assert header is not None
+        if header.kind != hdr.KIND_CONTEXT or not same_name(header.name, name):
+            os.close(opened.fd)
+            raise Corrupt(f"{what} is corrupt (its segment names another object)")
+        return cls(opened.fd, opened.writable, header, opened.stat)
+
+    @classmethod
+    def exists(cls, name: str) -> bool:
+        """Whether a context of that name exists (or at least a file holds its name)."""
+        return segment.stat_named(context_file(validate_name(name, "context name"))) is not None
+
+    def _destroy_context(cls, name: str, timeout: float | None = None) -> int:
+        """Destroy a context and free everything in it; returns how many segments went.
+
+        Processes that still hold references or maps keep them; the memory goes when they
+        let go. New get()s fail at once. Files of other users are left alone (see
+        `removal.destroy_context`); waits for locks at most `timeout` seconds in all.
+        """
+        validate_name(name, "context name")
+        return removal.destroy_context(name, timeout)
 
     def _destroy_self(self) -> int:
         """Destroy this context (see Context.destroy) and close it."""
@@ -197,23 +187,15 @@ class Context:
     def list(cls) -> list[str]:
         """Names of the contexts of this namespace that this user can open."""
         ns = namespace()
+        refusal = trust.owner_refusal()
         found = []
-        for file_name in segment.list_names(ns + "."):
-            parsed = parse_file_name(file_name, ns)
+        for entry in segment.scan(ns + "."):
+            parsed = parse_file_name(entry.name, ns)
             if parsed is None or parsed[1] is not None:
                 continue
-            try:
-                fd, _ = segment.open_named(file_name, file_name)
-            except Exception:  # gone meanwhile, or another user's
-                continue
-            try:
-                header, _ = segment.read_header(fd, file_name)
-                if header.kind == hdr.KIND_CONTEXT:
-                    found.append(header.name)
-            except Exception:  # corrupt: leak-check reports it
-                pass
-            finally:
-                os.close(fd)
+            header = _header_of(entry, refusal)
+            if header is not None and header.kind == hdr.KIND_CONTEXT:
+                found.append(header.name)
         return sorted(found, key=str.lower)
 
     @property
@@ -305,13 +287,19 @@ class Context:
         return alloc
 
     def _fresh_segment(self, capacity: int, what: str, header: bytes) -> int:
-        """A new anonymous segment; when /dev/shm is full, empty the pools and retry once."""
+        """A new anonymous segment; when /dev/shm is full, empty the pools and retry once.
+
+        It belongs to whoever the context admits (root gives it to the context's owner,
+        a group member gives it the context's group).
+        """
+        owner = self._registry.writers.new_owner()
+        size = DATA_OFFSET + capacity
         try:
-            return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what, header)
+            return segment.create_anonymous(size, self.mode, what, header, owner)
         except OutOfSpace:
             if not pool.evict():
                 raise
-        return segment.create_anonymous(DATA_OFFSET + capacity, self.mode, what, header)
+        return segment.create_anonymous(size, self.mode, what, header, owner)
 
     create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 
@@ -328,14 +316,17 @@ class Context:
         write, and it can neither be mapped for writing, nor freed, nor retyped. With
         `wait`, a name not published yet is waited for, up to `timeout` seconds (default
         60; math.inf: as long as it takes), then Timeout; else NotFound at once.
+        Other waits (while a reclaimer or recycler checks the segment) are bounded by a
+        numeric `timeout`, else by the default lock wait, and raise Timeout naming it.
         """
         validate_name(name, "allocation name")
         what = f"allocation '{name}' in context '{self.name}'"
         file_name = self._registry.member_file(PUBLISHED, name)
+        lock_wait = timeout if isinstance(timeout, (int, float)) else None
         if wait:
             deadline = waiting.deadline(timeout)
             found = waiting.until(
-                lambda: self._published(file_name, what, read_only, name), deadline
+                lambda: self._published(file_name, what, read_only, name, lock_wait), deadline
             )
             if found is None:
                 raise Timeout(
@@ -344,28 +335,29 @@ class Context:
                 )
             return found
         try:
-            return self._reference(file_name, what, SHARED, read_only, name)
+            return self._reference(file_name, what, SHARED, read_only, name, lock_wait)
         except NotFound:
             self._registry.check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
 
     def _published(
-        self, file_name: str, what: str, read_only: bool, name: str
+        self, file_name: str, what: str, read_only: bool, name: str, lock_wait: float | None
     ) -> Allocation | None:
         """A reference to `name` if it is published now, else None (the context must live)."""
         try:
-            return self._reference(file_name, what, SHARED, read_only, name)
+            return self._reference(file_name, what, SHARED, read_only, name, lock_wait)
         except NotFound:
             self._registry.check_alive()
             return None
 
-    def open_handle(self, handle: str) -> Allocation:
+    def open_handle(self, handle: str, timeout: float | None = None) -> Allocation:
         """A new reference to a private allocation handed over with make_handle()."""
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             raise InvalidArgument(f"invalid handle {handle!r}: a handle is 12 hex digits")
         what = f"private allocation {handle} in context '{self.name}'"
         try:
-            return self._reference(self._registry.member_file(HANDLE, handle), what, HANDLED)
+            file_name = self._registry.member_file(HANDLE, handle)
+            return self._reference(file_name, what, HANDLED, timeout=timeout)
         except NotFound:
             self._registry.check_alive()
             raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
@@ -377,57 +369,78 @@ class Context:
         visibility: str,
         read_only: bool = False,
         name: str = "",
+        timeout: float | None = None,
     ) -> Allocation:
-        fd, writable = segment.open_named(file_name, what, read_only)
+        # Owner, file type and header are checked before the reference lock is waited
+        # for (only while a reclaimer or recycler checks the segment, and bounded).
+        opened = segment.open_segment(
+            file_name,
+            what,
+            self._registry.writers.refusal,
+            read_only=read_only,
+            lock=(locks.REFERENCE_BYTE, False),
+            timeout=timeout,
+        )
+        fd, header, found = opened.fd, opened.header, opened.stat
+        assert header is not None
         try:
-            # Blocks only while a reclaimer checks that nobody uses the segment.
-            locks.lock(fd, locks.REFERENCE_BYTE, exclusive=False, timeout=None)
-            header, stat = segment.read_header(fd, what)
             expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
             if header.kind != hdr.KIND_ALLOCATION:
                 raise Corrupt(f"{what} is corrupt (it is not an allocation)")
-            if stat.st_nlink == 0 or header.lifecycle != expected:
+            if found.st_nlink == 0 or header.lifecycle != expected:
                 raise NotFound(f"{what} was freed")
             # Between our open and our lock, the segment may have been freed, recycled
             # and published again under another name: it must still be the one named.
             if visibility == SHARED:
                 if not same_name(header.name, name):
                     raise NotFound(f"{what} was freed")
-            else:  # a handle is not in the header: ask the directory
-                named = segment.stat_named(file_name)
-                if named is None or (named.st_dev, named.st_ino) != (stat.st_dev, stat.st_ino):
-                    raise NotFound(f"{what} was freed")
-            if stat.st_uid != self._registry.uid and not self.mode & 0o022:
-                # Only users who may write the context publish into it: this one was put
-                # there behind clara's back.
-                raise PermissionDenied(
-                    f"{what} belongs to another user (uid {stat.st_uid}), who may not "
-                    f"publish into context '{self.name}' (mode {self.mode:o})"
-                )
+            elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
+                raise NotFound(f"{what} was freed")  # a handle is not in the header
             key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-            return Allocation(self, self._registry, fd, writable, header, stat, visibility, key)
+            return Allocation(
+                self, self._registry, fd, opened.writable, header, found, visibility, key
+            )
         except BaseException:
             os.close(fd)
             raise
 
     def names(self) -> list[str]:
-        """Names of the allocations published in this context, as published."""
+        """Names of the allocations published in this context, as published (members
+        that another user put there behind clara's back are not among them)."""
         found = []
-        prefix = f"{self.file_name}.{PUBLISHED}."
-        for file_name in segment.list_names(prefix):
-            try:
-                fd, _ = segment.open_named(file_name, file_name)
-            except (NotFound, PermissionDenied):
-                continue
-            try:
-                header = segment.read_header(fd, file_name)[0]
-                if header.lifecycle == hdr.PUBLISHED:  # not one whose freer died mid-free
-                    found.append(header.name)
-            except Corrupt:
-                pass
-            finally:
-                os.close(fd)
+        refusal = self._registry.writers.refusal
+        for entry in segment.scan(f"{self.file_name}.{PUBLISHED}."):
+            header = _header_of(entry, refusal)
+            if header is not None and header.lifecycle == hdr.PUBLISHED:
+                found.append(header.name)  # (not one whose freer died mid-free)
         return sorted(found, key=str.lower)
+
+
+def _header_of(entry: os.DirEntry, refusal: trust.Refusal) -> Header | None:
+    """The header of a listed file, or None if it is gone, refused, or not valid."""
+    try:
+        found = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(found.st_mode) or refusal(found) is not None:
+        return None  # cheap: no open for what we would refuse anyway
+    try:
+        opened = segment.open_segment(entry.name, entry.name, refusal, read_only=True)
+    except ClaraError:  # gone meanwhile, refused, or corrupt (leak-check reports it)
+        return None
+    os.close(opened.fd)
+    return opened.header
+
+
+def _squatter(name: str) -> str:
+    """How an AlreadyExists names what holds a context's name, if not one of ours."""
+    found = segment.stat_named(context_file(name))
+    if found is None or (found.st_uid in (os.geteuid(), 0) and stat.S_ISREG(found.st_mode)):
+        return "; open it, or destroy it first"
+    return (
+        f" as {trust.file_type(found.st_mode)} of {trust.user_name(found.st_uid)}, who "
+        "took the name first: choose another name (or have that user remove it)"
+    )
 
 
 def _layout(size: int | str | None, dtype: object, shape: object) -> Layout:

@@ -3,11 +3,16 @@
 Nothing here trusts bookkeeping: sizes come from stat, metadata from each segment's
 header, who maps what from /proc/*/maps, and whether anyone holds a reference or a map
 from the kernel's locks. `clara dump` and `clara leak-check` are both built on `survey()`.
+
+A member that its context does not admit (another user's file put there behind clara's
+back, see `shm.trust`) is reported as `foreign` from its stat alone: never opened, never
+read, never counted in a context's bytes. Neither is anything that is not a regular file.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +24,6 @@ from .names import (
     context_file,
     namespace,
     parse_file_name,
-    shm_dir,
     validate_name,
 )
 from .shm import header as hdr
@@ -27,6 +31,7 @@ from .shm import locks, segment
 from .shm.header import Header
 from .shm.locks import MAP_BYTE
 from .shm.processes import FileId, Mapper, is_alive, lock_holders, mappers
+from .shm.trust import Writers, file_type, header_trusted, user_name
 
 KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
 
@@ -42,12 +47,19 @@ class SegmentInfo:
     uid: int
     file_id: FileId
     modified: float
+    mode: int = 0o600  # permission bits
     header: Header | None = None
     problem: str | None = None  # why the header could not be read (corrupt, permission)
+    foreign: bool = False  # not admitted by its context: never opened, read or counted
     referenced: bool = False  # another open file holds a reference to it
     write_locked: bool = False  # mapped for writing by a live holder
     read_locked: bool = False  # mapped for reading by a live holder
     mapped_by: list[Mapper] = field(default_factory=list)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether only this user can have written it: its header's claims may be acted on."""
+        return header_trusted(self.uid, self.mode)
 
     @property
     def path(self) -> str:
@@ -106,51 +118,74 @@ def survey(prefix: str | None = None) -> list[SegmentInfo]:
     """Every named segment whose file name starts with `prefix` (default: the namespace)."""
     ns = namespace()
     prefix = prefix or ns + "."
-    found: list[SegmentInfo] = []
-    for file_name in segment.list_names(prefix):
-        parsed = parse_file_name(file_name, ns)
+    listed = []
+    writers: dict[str, Writers] = {}
+    for entry in segment.scan(prefix):
+        parsed = parse_file_name(entry.name, ns)
         if parsed is None:
             continue
-        info = _inspect(file_name, *parsed[:2])
-        if info is not None:
-            found.append(info)
-    held = mappers({info.file_id for info in found}, shm_dir())
-    for info in found:
+        try:
+            found = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # removed meanwhile
+        listed.append((entry.name, parsed[0], parsed[1], found))
+        if parsed[1] is None and stat.S_ISREG(found.st_mode):
+            writers[parsed[0]] = Writers.of(found)
+    found_infos = [
+        info
+        for name, token, kind, found in listed
+        if (info := _inspect(name, token, kind, found, writers.get(token))) is not None
+    ]
+    held = mappers({i.file_id for i in found_infos if not i.foreign and i.problem is None})
+    for info in found_infos:
         info.mapped_by = held.get(info.file_id, [])
         if info.mapped_by and (info.write_locked or info.read_locked):
             # Who holds the map lock, and how; the others keep an idle mapping.
             locked = {m.pid: m for m in lock_holders(info.file_id, MAP_BYTE, info.mapped_by)}
             info.mapped_by = [locked.get(m.pid, m) for m in info.mapped_by]
-    return found
+    return found_infos
 
 
-def _inspect(file_name: str, context_token: str, kind: str | None) -> SegmentInfo | None:
-    stat = segment.stat_named(file_name)
-    if stat is None:
-        return None  # removed meanwhile
+def _inspect(
+    file_name: str,
+    context_token: str,
+    kind: str | None,
+    found: os.stat_result,
+    writers: Writers | None,
+) -> SegmentInfo | None:
     info = SegmentInfo(
         file_name=file_name,
         kind=KIND_NAMES[kind],
         context_token=context_token,
-        size=stat.st_size,
-        uid=stat.st_uid,
-        file_id=(stat.st_dev, stat.st_ino),
-        modified=stat.st_mtime,
+        size=found.st_size,
+        uid=found.st_uid,
+        file_id=(found.st_dev, found.st_ino),
+        modified=found.st_mtime,
+        mode=stat.S_IMODE(found.st_mode),
     )
-    try:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(file_name, flags, dir_fd=segment.directory_fd())
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        info.problem = str(segment.translate(exc, file_name))
+    if not stat.S_ISREG(found.st_mode):
+        info.problem = f"{file_type(found.st_mode)} of {user_name(found.st_uid)}, not a segment"
         return info
+    refusal = _member_refusal(writers) if kind is not None else _anyone
+    why = refusal(found)
+    if why is not None:
+        info.foreign, info.problem = True, f"foreign: {why.split(':')[0]}"
+        return info
+    try:
+        opened = segment.open_segment(file_name, file_name, refusal, read_only=True, header=False)
+    except NotFound:
+        return None  # removed meanwhile
+    except ClaraError as exc:  # replaced meanwhile, or not readable by this user
+        info.problem = str(exc)
+        return info
+    fd = opened.fd
     try:
         info.referenced = locks.held_by_others(fd, locks.REFERENCE_BYTE)
         info.write_locked = locks.held_by_others(fd, locks.MAP_BYTE, exclusive_only=True)
         info.read_locked = not info.write_locked and locks.held_by_others(fd, locks.MAP_BYTE)
-        info.header, stat = segment.read_header(fd, f"segment {file_name}")
-        info.file_id, info.size = (stat.st_dev, stat.st_ino), stat.st_size
+        info.header, now = segment.read_header(fd, f"segment {file_name}")
+        info.file_id, info.size = (now.st_dev, now.st_ino), now.st_size
+        info.uid, info.mode = now.st_uid, stat.S_IMODE(now.st_mode)
         expected = hdr.KIND_CONTEXT if kind is None else hdr.KIND_ALLOCATION
         if info.header.kind != expected:
             raise ClaraError(f"segment {file_name} is corrupt (wrong kind for its name)")
@@ -159,6 +194,24 @@ def _inspect(file_name: str, context_token: str, kind: str | None) -> SegmentInf
     finally:
         os.close(fd)
     return info
+
+
+def _anyone(_found: os.stat_result) -> str | None:
+    return None  # any user's context may be looked at: a context holds no data
+
+
+def _member_refusal(writers: Writers | None):
+    """The context's admission rule; with no (regular) context, only our own files."""
+    if writers is not None:
+        return writers.refusal
+    me = os.geteuid()
+
+    def ours(found: os.stat_result) -> str | None:
+        if found.st_uid == me:
+            return None
+        return f"belongs to another user ({user_name(found.st_uid)}): its context is gone"
+
+    return ours
 
 
 @dataclass(frozen=True)
@@ -200,7 +253,7 @@ def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
         if info.kind != "context" or info.header is None:
             continue
         origin = info.header.origin
-        own = members.get(info.context_token, [])
+        own = [m for m in members.get(info.context_token, []) if not m.foreign]
         out.append(
             ContextSummary(
                 name=info.header.name,

@@ -17,9 +17,17 @@ An allocation whose writer died mid-write is also flagged *incomplete*; that alo
 a leak. Registry entries cannot dangle: the registry is the directory, so an entry and
 its segment are the same file.
 
-`reclaim()` removes only what is provably unused: it takes the exclusive reference lock
-(no process holds a reference), re-reads /proc/*/maps (no process maps it), checks the
-owner uid, and never removes a context while any of its allocations is in use.
+`reclaim()` removes only what is provably unused and provably ours: it takes the
+exclusive reference and lifecycle locks (no process holds a reference, nobody frees or
+destroys it meanwhile), re-reads /proc/*/maps (no process maps it), checks the owner uid,
+checks that every name still denotes the file it checked (see `removal`), and never
+removes a context while any of its allocations is in use.
+
+It acts on a header's word (owner pid, holder pid, freed, age, corruption) only when
+nobody else can have written that header: a segment of ours whose mode lets other users
+write (a shared context's, 660 or 666) is reported but never removed on such grounds.
+Names (a member whose context is gone, a pool entry) are facts only its owner can
+change, and count whatever the mode.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from . import pool, removal
+from .errors import ClaraError
 from .inspect import SegmentInfo, survey
-from .names import shm_dir
+from .registry import Registry
 from .shm import header as hdr
-from .shm import locks, processes, segment
+from .shm import processes
 from .shm.processes import Mapper
 
 LIVE, IDLE, POOLED = "live", "idle", "pooled"
@@ -48,6 +58,7 @@ class Finding:
     reason: str
     owner_pid: int | None = None  # the owner process of its context (or of this context)
     holder_pid: int | None = None  # the process a handle belongs to until published
+    trusted: bool = True  # False: it rests on a header other users can write
 
     @property
     def mapped_by(self) -> list[Mapper]:
@@ -134,12 +145,14 @@ def _context_finding(info: SegmentInfo, older_than: float | None) -> Finding:
     origin = info.header.origin
     if not origin.owner_pid:
         if older_than is not None and info.age >= older_than:
-            return Finding(info, STALE, f"no owner, idle over {older_than:g} s")
+            return Finding(
+                info, STALE, f"no owner, idle over {older_than:g} s", trusted=info.trusted
+            )
         return Finding(info, IDLE, "no owner: kept until destroyed")
     owner = origin.owner_pid
     if processes.is_alive(owner, origin.owner_start):
         return Finding(info, LIVE, f"owner {owner} runs", owner_pid=owner)
-    return Finding(info, OWNER_DEAD, f"owner {owner} exited", owner_pid=owner)
+    return Finding(info, OWNER_DEAD, f"owner {owner} exited", owner_pid=owner, trusted=info.trusted)
 
 
 def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
@@ -151,7 +164,7 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
     users = _pids_of(info)
     if info.kind != "pooled" and info.header.lifecycle == hdr.FREED and not users:
         # free() marks it, then removes its name: whoever freed it died in between.
-        return Finding(info, ORPHANED, "its freer died mid-free", owner)
+        return Finding(info, ORPHANED, "its freer died mid-free", owner, trusted=info.trusted)
     if info.kind == "handle":
         origin = info.header.origin
         holder = origin.owner_pid or None
@@ -159,19 +172,22 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
             return Finding(info, LIVE, f"holder {holder} runs", owner, holder)
         if users:
             return Finding(info, LIVE, f"unpublished, used by {users}", owner, holder)
-        return Finding(info, ORPHANED, f"holder {holder} exited", owner, holder)
+        why = f"holder {holder} exited"
+        return Finding(info, ORPHANED, why, owner, holder, trusted=info.trusted)
     if context is not None and context.status == FOREIGN:
         # Its owner's to judge: we cannot tell whether another user's context is in use.
         return Finding(info, LIVE, f"in context '{info.context}' of uid {context.segment.uid}")
     if context is None or context.status == CORRUPT:
         if users:
             return Finding(info, LIVE, f"context gone, used by {users}")
-        return Finding(info, ORPHANED, "its context is gone")
+        if context is None:  # a name that is gone: a fact, whoever could write headers
+            return Finding(info, ORPHANED, "its context is gone")
+        return Finding(info, ORPHANED, "its context is corrupt", trusted=context.trusted)
     if context.status in (OWNER_DEAD, STALE):
         stale = context.status == STALE
         reason = "its context is stale" if stale else f"owner {owner} exited"
         reason += f"; used by {users}" if users else ""
-        return Finding(info, context.status, reason, owner)
+        return Finding(info, context.status, reason, owner, trusted=context.trusted)
     if info.kind == "pooled":
         return Finding(info, POOLED, "kept for recycling", owner)
     return Finding(info, LIVE, "published", owner)
@@ -181,7 +197,9 @@ def _unreadable(info: SegmentInfo) -> Finding | None:
     if info.uid != os.geteuid():
         return Finding(info, FOREIGN, f"belongs to uid {info.uid}")
     if info.header is None:
-        return Finding(info, CORRUPT, info.problem or "unreadable header")
+        # Ours, but a header others may write can be damaged on purpose: not proof.
+        why = info.problem or "unreadable header"
+        return Finding(info, CORRUPT, why, trusted=info.trusted)
     return None
 
 
@@ -216,15 +234,22 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
     """Remove leaked and pooled segments that nobody uses.
 
     Idle contexts (and all their allocations) go too if older than `older_than` seconds.
+    Then the ledgers of our contexts are counted again (repairing what a process killed
+    half-way left, see `shm.ledger`).
     """
     report = check(older_than)
     groups, kept = _plan(report)
     removed = []
     for group in groups:
-        done, why = _remove_group(group)
-        removed.extend(done)
+        files = [
+            (f.segment.file_name, f.segment.file_id, f.segment.kind == "context") for f in group
+        ]
+        why = removal.remove_unused(files)
         if why:
-            kept.extend((f, why) for f in group)
+            kept.extend((f, f"{why}; rerun --fix") for f in group)
+        else:
+            removed.extend(group)
+    _repair_ledgers(report)
     return ReclaimReport(removed, kept, check(older_than))
 
 
@@ -244,9 +269,15 @@ def _plan(report: LeakReport) -> tuple[list[list[Finding]], list[tuple[Finding, 
         # Another user's segments put in our context stay: never ours to remove, and
         # no reason to keep ours.
         members = [m for m in by_context[info.context_token] if m.status != FOREIGN]
+        junk = [m for m in members if m.segment.unusable and m is not finding]
+        kept.extend((m, _unusable(m.segment)) for m in junk)
+        members = [m for m in members if m not in junk]  # reported, never in the way
         grouped.add(info.context_token)
         busy = [m.segment for m in members if m.segment.in_use]
-        if busy:
+        if not finding.trusted:
+            why = _untrusted(info)
+            kept.extend((m, why) for m in members if m.is_leak or m is finding)
+        elif busy:
             why = _in_use_why(busy)  # one member in use keeps the whole context
             kept.extend((m, why) for m in members if m.is_leak or m is finding)
         else:
@@ -257,43 +288,42 @@ def _plan(report: LeakReport) -> tuple[list[list[Finding]], list[tuple[Finding, 
             continue
         if info.kind == "context" or info.context_token in grouped:
             continue
-        if info.in_use:
+        if info.unusable:
+            kept.append((finding, _unusable(info)))
+        elif not finding.trusted:
+            kept.append((finding, _untrusted(info)))
+        elif info.in_use:
             kept.append((finding, _in_use_why([info])))
         else:
             groups.append([finding])
     return groups, kept
 
 
-def _remove_group(group: list[Finding]) -> tuple[list[Finding], str]:
-    """Remove every segment of `group` (context first), or none if one is in use."""
-    fds: list[int] = []
-    try:
-        for finding in group:
-            info = finding.segment
-            try:
-                fd = os.open(
-                    info.file_name,
-                    os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=segment.directory_fd(),
-                )
-            except FileNotFoundError:
-                continue
-            fds.append(fd)
-            stat = os.fstat(fd)
-            if (stat.st_dev, stat.st_ino) != info.file_id or stat.st_uid != os.geteuid():
-                return [], f"{info.file_name} changed while being checked; rerun --fix"
-            if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
-                info.referenced = True  # taken since the scan
-                return [], _in_use_why([info])
-        still_mapped = processes.mappers({f.segment.file_id for f in group}, shm_dir())
-        if still_mapped:
-            users = [m for ms in still_mapped.values() for m in ms]
-            who = ", ".join(str(m) for m in users)
-            them = "them" if len(users) > 1 else "it"
-            return [], f"in use by {who}; stop {them} or wait, then rerun --fix"
-        for finding in group:
-            segment.unlink(finding.segment.file_name)
-        return group, ""
-    finally:
-        for fd in fds:
-            os.close(fd)
+def _unusable(info: SegmentInfo) -> str:
+    return f"{info.problem or 'it cannot be opened'}: remove it by hand"
+
+
+def _untrusted(info: SegmentInfo) -> str:
+    return (
+        f"others may write its header (mode {info.mode:o}): no proof; free or destroy it yourself"
+    )
+
+
+def _repair_ledgers(report: LeakReport) -> None:
+    """Count the ledger of each context of ours again: pool slots whose segment is gone
+    are dropped, and the published bytes are counted where there is a capacity."""
+    for finding in report.findings:
+        info = finding.segment
+        if info.kind != "context" or info.header is None or info.uid != os.geteuid():
+            continue
+        try:
+            with Registry.of_file(info.file_name, info.file_id) as registry:
+                if registry is None:
+                    continue
+                with registry.pool_locked() as locked:
+                    if locked:
+                        pool.prune(registry)
+                if registry.capacity is not None:
+                    registry.recount_published()
+        except (ClaraError, OSError):
+            continue  # busy: the next run repairs it

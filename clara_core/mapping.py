@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .dtypes import ElementType, format_size
-from .errors import InvalidArgument
+from .errors import Corrupt, InvalidArgument
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
 
@@ -110,11 +109,49 @@ class Mapping:
         while left:
             sent = os.sendfile(fd, source, offset, min(left, _CHUNK))
             if sent == 0:
-                raise OSError(errno.EIO, "the segment ended early")
+                raise self._cut_short()
             offset += sent
             left -= sent
             if advance is not None:
                 advance(sent)
+
+    def read_into(self, buffer: Any) -> None:
+        """Copy the data into `buffer` (nbytes long) through the file, not the map.
+
+        A process that touches a mapped page the file no longer has dies of SIGBUS;
+        read(2) instead reports it. So this is the safe copy when the segment may be cut
+        short by someone else (contexts other users may write).
+        """
+        self._check_mapped()
+        view = memoryview(buffer).cast("B")
+        if len(view) != self.layout.nbytes:
+            raise InvalidArgument(f"need a buffer of {self.layout.nbytes} bytes, not {len(view)}")
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._reference.fd, [view[done : done + _CHUNK]], DATA_OFFSET + done)
+            if got == 0:
+                raise self._cut_short()
+            done += got
+
+    def write_from(self, data: Any) -> None:
+        """Copy `data` (nbytes long) into the allocation through the file, not the map
+        (see read_into). Only for a write map."""
+        self._check_mapped()
+        if not self._region.writable:
+            raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
+        view = memoryview(data).cast("B")
+        if len(view) != self.layout.nbytes:
+            raise InvalidArgument(f"need {self.layout.nbytes} bytes of data, not {len(view)}")
+        done = 0
+        while done < len(view):
+            put = os.pwrite(self._reference.fd, view[done : done + _CHUNK], DATA_OFFSET + done)
+            done += put
+
+    def _cut_short(self) -> Corrupt:
+        return Corrupt(
+            f"{self.allocation.describe()} was cut short while being copied (another "
+            "process truncated its segment)"
+        )
 
     def unmap(self, complete: bool = True) -> None:
         """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""

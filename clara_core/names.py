@@ -61,8 +61,19 @@ def namespace() -> str:
 
 
 def shm_dir() -> str:
-    """The shared-memory directory: `$CLARA_SHM_DIR`, or /dev/shm."""
-    return os.environ.get("CLARA_SHM_DIR") or DEFAULT_SHM_DIR
+    """The shared-memory directory: `$CLARA_SHM_DIR`, or /dev/shm, as a canonical path.
+
+    Canonical (symbolic links resolved, no `//` or `..`) so that the path other tools see
+    (/proc/PID/maps, CLARA_MAP_PATH) is the one we name.
+    """
+    given = os.environ.get("CLARA_SHM_DIR") or DEFAULT_SHM_DIR
+    path = _canonical.get(given)
+    if path is None:
+        path = _canonical[given] = os.path.realpath(given)
+    return path
+
+
+_canonical: dict[str, str] = {}
 
 
 def _token(name: str, limit: int) -> str:

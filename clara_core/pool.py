@@ -5,29 +5,39 @@ whose pages already exist fills at memory speed. So a freed segment that nobody 
 references is renamed into the pool (``<ns>.<context>.p.<capacity>-<id>``) instead of being
 removed, and a later create of a similar size takes it back.
 
-Safety comes from the reference lock: a segment enters the pool only if this process can
-take the exclusive reference lock (no other reference anywhere), and leaves it only to a
-claimer who takes that same exclusive lock and then unlinks the pool name, so a segment
-is never handed out while anyone else holds it. The pool of a context is capped in bytes
-(`Context.create(pool_bytes=...)`, default a quarter of the shared-memory file system),
-`destroy` empties it, leak-check reports it as `pooled` (reclaimable, never a leak), and a
-create that meets a full file system empties the pools (of every context of the namespace)
-and tries once more.
+Safety comes from the reference lock, and from proving identity under it: a segment
+enters the pool only if this process can take the exclusive reference lock (no other
+reference anywhere), and leaves it only to a claimer who takes that same exclusive lock
+and then proves, under it, that the file it holds is still that pool entry (the pool
+name still denotes this very inode, and nothing else names it). So a segment is never
+handed out while anyone else holds it, nor after a claimer before us has published it.
+
+Which segments are in the pool is kept in the context's ledger (`shm.ledger`), not found
+by listing the directory: a slot per pooled segment, written under the pool lock before
+its name exists and cleared after the name is gone. Pooled names are never reused
+(random tokens). Only members the context admits are ever claimed (`shm.trust`).
+
+The pool of a context is capped in bytes (`Context.create(pool_bytes=...)`, default a
+quarter of the shared-memory file system; 0 turns it off), `destroy` empties it,
+leak-check reports it as `pooled` (reclaimable, never a leak), and a create that meets a
+full file system empties the pools (of every context of the namespace) and tries once
+more.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+from .errors import ClaraError
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
+from .registry import Registry
 from .shm import header as hdr
-from .shm import locks, segment
+from .shm import ledger, locks, segment
 from .shm.header import DATA_OFFSET
+from .shm.ledger import Slot
 from .shm.memory import Region
-
-if TYPE_CHECKING:
-    from .registry import Registry
+from .shm.trust import ours_refusal
 
 MIN_BYTES = 1 << 20  # below this, a fresh segment is cheaper than looking for one
 DEFAULT_FRACTION = 4  # default pool cap: 1/4 of the shared-memory file system
@@ -46,16 +56,14 @@ def _prefix(context: Registry) -> str:
     return f"{context.file_name}.{POOLED}."
 
 
-def _capacity(file_name: str) -> int:
-    try:
-        return int(file_name.rsplit(".", 1)[1].split("-", 1)[0], 16)
-    except ValueError:
-        return 0
+def _name(context: Registry, slot: Slot) -> str:
+    return member_file(context.file_name, POOLED, slot.suffix)
 
 
 def pooled(context: Registry) -> list[tuple[int, str]]:
     """(capacity, file name) of every segment in the context's pool, smallest first."""
-    return sorted((_capacity(name), name) for name in segment.list_names(_prefix(context)))
+    slots = ledger.read(context.fd).slots
+    return sorted((slot.capacity, _name(context, slot)) for slot in slots if slot.capacity)
 
 
 def retire(
@@ -68,29 +76,41 @@ def retire(
     """Move a segment into the pool instead of freeing it; False if it must be freed.
 
     `fd` is the caller's reference (with its shared reference lock); `file_name` its
-    current name (a published, handle or pool name), or None for an anonymous segment.
-    `warm` is a write mapping of it without views, which this process may keep for its
-    next claim; it is taken over (kept or closed) in every case. On True the segment is
-    in the pool and the caller just closes `fd`.
+    current name (a published or pool name; a published one the caller may remove, see
+    `Allocation.free`), or None for an anonymous segment. `warm` is a write mapping of
+    it without views, which this process may keep for its next claim; it is taken over
+    (kept or closed) in every case. On True the segment is in the pool and the caller
+    just closes `fd`.
     """
     try:
-        if capacity < MIN_BYTES or capacity > context.pool_cap:
+        if capacity < MIN_BYTES or capacity > context.pool_cap or not context.writable:
             return False
         if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
             return False  # someone else still references it
         in_pool = file_name is not None and file_name.startswith(_prefix(context))
         what = f"pooled segment of context '{context.name}'"
-        with context.pool_locked():
-            target = file_name or ""
-            if not in_pool:
-                if sum(c for c, _ in pooled(context)) + capacity > context.pool_cap:
+        with context.pool_locked() as locked:
+            if not locked:
+                return False
+            if in_pool:  # claimed, never published: its slot is still there
+                target = file_name or ""
+                segment.write_at(fd, hdr.pack_lifecycle(hdr.POOLED), hdr.LIFECYCLE_AT, what)
+            else:
+                index = _free_slot(context, capacity)
+                if index is None:
                     return False
-                target = member_file(context.file_name, POOLED, f"{capacity:x}-{_token()}")
-            segment.write_at(fd, hdr.pack_lifecycle(hdr.POOLED), hdr.LIFECYCLE_AT, what)
-            if file_name is None:
-                segment.link(fd, target, what)
-            elif not in_pool:
-                segment.rename(file_name, target, what)
+                slot = Slot(capacity, int.from_bytes(os.urandom(6), "little"))
+                target = _name(context, slot)
+                ledger.write_slot(context.fd, index, slot)  # before the name exists
+                try:
+                    segment.write_at(fd, hdr.pack_lifecycle(hdr.POOLED), hdr.LIFECYCLE_AT, what)
+                    if file_name is None:
+                        segment.link(fd, target, what)
+                    else:
+                        segment.rename_new(file_name, target, what)
+                except BaseException:
+                    ledger.write_slot(context.fd, index, Slot(0, 0))
+                    raise
         if warm is not None:
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # held by the cache
             _keep_warm(context, _Warm(os.dup(fd), warm, capacity, target))
@@ -101,36 +121,114 @@ def retire(
             warm.release()
 
 
+def _free_slot(context: Registry, capacity: int) -> int | None:
+    """A free slot for `capacity` more bytes within the cap (the pool lock is held).
+
+    When the pool looks full, slots whose segment is gone (evicted, reclaimed, or left
+    by a process killed half-way) are dropped first.
+    """
+    for attempt in range(2):
+        found = ledger.read(context.fd)
+        free = [i for i, slot in enumerate(found.slots) if not slot.capacity]
+        if free and found.pooled + capacity <= context.pool_cap:
+            return free[0]
+        if attempt == 0 and not prune(context):
+            return None
+    return None
+
+
+def prune(context: Registry) -> int:
+    """Drop the slots whose segment is gone; returns how many (the pool lock is held)."""
+    dropped = 0
+    for index, slot in enumerate(ledger.read(context.fd).slots):
+        if slot.capacity and segment.stat_named(_name(context, slot)) is None:
+            ledger.write_slot(context.fd, index, Slot(0, 0))
+            dropped += 1
+    return dropped
+
+
 def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | None:
     """Take a pooled segment able to hold `nbytes` (and at most twice that).
 
     Returns (fd, pool file name, warm mapping or None). The fd holds a shared reference
     lock, so no other claimer can take the segment while it is in use, and it keeps its
-    pool name until it is published (so if this process dies it is simply in the pool
-    again). Its header is the caller's to rewrite. None if nothing fits.
+    pool name (and slot) until it is published (so if this process dies it is simply in
+    the pool again). Its header is the caller's to rewrite. None if nothing fits.
     """
-    if nbytes < MIN_BYTES:
+    if nbytes < MIN_BYTES or nbytes > context.pool_cap or not context.writable:
         return None
     warm = _claim_warm(context, nbytes)
     if warm is not None:
         return warm.fd, warm.file_name, warm.memory
-    for capacity, file_name in pooled(context):
-        if not nbytes <= capacity <= 2 * nbytes:
-            continue
-        try:
-            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(file_name, flags, dir_fd=segment.directory_fd())
-        except OSError:
-            continue
-        if (
-            locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True)  # nobody else has it
-            and os.fstat(fd).st_nlink == 1  # a publisher that died mid-way left 2 names
-            and os.fstat(fd).st_size == DATA_OFFSET + capacity
-        ):
-            locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # now just a reference
-            return fd, file_name, None
-        os.close(fd)
+    with context.pool_locked() as locked:
+        if not locked:
+            return None
+        slots = ledger.read(context.fd).slots
+        fitting = sorted(
+            (slot.capacity, index)
+            for index, slot in enumerate(slots)
+            if nbytes <= slot.capacity <= 2 * nbytes
+        )
+        for capacity, index in fitting:
+            file_name = _name(context, slots[index])
+            fd = _take(context, file_name, capacity)
+            if fd == _GONE:
+                ledger.write_slot(context.fd, index, Slot(0, 0))
+            elif fd != _BUSY:
+                return fd, file_name, None
     return None
+
+
+_GONE, _BUSY = -1, -2
+
+
+def _take(context: Registry, file_name: str, capacity: int) -> int:
+    """The pooled segment `file_name` with a shared reference lock, proven to be that
+    pool entry; _BUSY if someone holds it, _GONE if it is no longer a usable entry."""
+    what = f"pooled segment {file_name}"
+    try:
+        opened = segment.open_segment(file_name, what, context.writers.refusal, header=False)
+    except ClaraError:  # gone, or not one the context admits: never ours to use
+        return _GONE
+    fd = opened.fd
+    if not opened.writable:
+        os.close(fd)
+        return _GONE
+    if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
+        os.close(fd)
+        return _BUSY
+    # Nobody else references it now, so nobody can change it: but between our open and
+    # our lock another claimer may have taken it, published it (a new name) and let go.
+    # It is still ours to take only if the pool name still denotes it, nothing else
+    # names it, and its header still says it is pooled (or claimed by one who died).
+    found = os.fstat(fd)
+    lifecycle = os.pread(fd, 1, hdr.LIFECYCLE_AT)
+    if (
+        segment.names_file(file_name, (found.st_dev, found.st_ino))
+        and found.st_nlink == 1
+        and found.st_size == DATA_OFFSET + capacity
+        and lifecycle in (bytes([hdr.POOLED]), bytes([hdr.PRIVATE]))
+    ):
+        locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # now just a reference
+        return fd
+    os.close(fd)
+    return _GONE
+
+
+def leave(context: Registry, fd: int, file_name: str) -> None:
+    """A claimed segment was published: remove its pool name, then its slot.
+
+    Pool names are never reused and only the claimer (who holds the one reference) or a
+    destroy removes them, so the name still denotes this segment or nothing.
+    """
+    found = os.fstat(fd)
+    segment.remove_name(file_name, (found.st_dev, found.st_ino))
+    slot = ledger.parse_suffix(file_name.rsplit(".", 1)[1])
+    with context.pool_locked() as locked:
+        if locked and slot is not None:
+            for index, kept in enumerate(ledger.read(context.fd).slots):
+                if kept == slot:
+                    ledger.write_slot(context.fd, index, Slot(0, 0))  # after the name went
 
 
 def _token() -> str:
@@ -212,26 +310,36 @@ def evict() -> int:
     system is full: memory idle in any pool serves better as a new segment).
 
     This process's warm segments go too; those another live process has claimed or keeps
-    warm are left alone. Returns the bytes freed.
+    warm are left alone, and so is anything not ours. Slots left in the ledgers are
+    dropped when next met. Returns the bytes freed.
     """
     for context_file in list(_warm):
         forget(context_file)
     ns = namespace()
     freed = 0
-    for file_name in segment.list_names(ns + "."):
-        parsed = parse_file_name(file_name, ns)
+    touched: set[str] = set()
+    for entry in segment.scan(ns + "."):
+        parsed = parse_file_name(entry.name, ns)
         if parsed is None or parsed[1] != POOLED:
             continue
+        touched.add(f"{ns}.{parsed[0]}")
         try:
-            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(file_name, flags, dir_fd=segment.directory_fd())
-        except OSError:  # gone meanwhile, or another user's
+            opened = segment.open_segment(entry.name, entry.name, ours_refusal, header=False)
+        except ClaraError:  # gone meanwhile, or not ours
             continue
         try:
-            if locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True) and segment.unlink(
-                file_name
-            ):
-                freed += _capacity(file_name)
+            found = opened.stat
+            # Exclusive: nobody uses it. Pool names are never reused, and only a holder of
+            # the exclusive reference lock (or a destroy) removes one.
+            unused = locks.try_lock(opened.fd, locks.REFERENCE_BYTE, exclusive=True)
+            if unused and segment.remove_name(entry.name, (found.st_dev, found.st_ino)):
+                freed += found.st_size - DATA_OFFSET
         finally:
-            os.close(fd)
+            os.close(opened.fd)
+    for context_file in touched:  # their ledgers: drop the slots of what went
+        with Registry.of_file(context_file) as registry:
+            if registry is not None:
+                with registry.pool_locked() as locked:
+                    if locked:
+                        prune(registry)
     return freed

@@ -9,7 +9,6 @@ segment may be offered to the pool (`recycle`).
 from __future__ import annotations
 
 import atexit
-import math
 import os
 from collections.abc import Callable
 
@@ -63,8 +62,8 @@ class Reference:
         )
         try:
             if not locked:
-                wait = None if timeout == math.inf else timeout
-                if not locks.lock(self.fd, locks.MAP_BYTE, writable, wait):
+                assert timeout is not None
+                if not locks.lock(self.fd, locks.MAP_BYTE, writable, timeout):
                     raise Timeout(
                         f"{what} stayed mapped by {holders()} for {timeout:g} s",
                         "wait longer with {timeout}",
@@ -85,19 +84,22 @@ class Reference:
         self, region: Region, writable: bool, allow_incomplete: bool, layout: Layout, what: str
     ) -> Layout:
         """Under the map lock: the file still holds the region, the layout is valid, the
-        data state allows this map (a write map marks it *writing*)."""
-        # The file may have been cut short since get(): touching mapped pages past its end
-        # would kill this process with SIGBUS, so its size is checked now, under the lock.
+        data state allows this map (a write map marks it *writing*).
+
+        The header is read and written through the fd, never through the map: a file cut
+        short by another process (a writer of a shared-mode context) is then an error
+        here, not a SIGBUS.
+        """
         try:
             size = os.fstat(self.fd).st_size
+            header = os.pread(self.fd, hdr.HEADER_SIZE, 0)
         except OSError as exc:
             raise segment.translate(exc, what) from exc
-        if size < region.length:
+        if size < region.length or len(header) < hdr.HEADER_SIZE:
             raise Corrupt(
                 f"{what} is corrupt (its file was cut to {size} bytes, it needs "
                 f"{region.length}); remove it with `clara leak-check --fix`"
             )
-        header = region.header()
         raw_layout = header[hdr.LAYOUT_AT : hdr.LAYOUT_END]
         if raw_layout != self.layout_raw:  # changed since last parsed: validate it again
             layout = hdr.parse_layout(header, region.length, what)
@@ -105,7 +107,7 @@ class Reference:
         data = hdr.read_data_state(header)
         if writable:
             pid, start = processes.identity()
-            hdr.write_data_state(header, DataState(hdr.WRITING, pid, start, data.generation))
+            self._write_state(DataState(hdr.WRITING, pid, start, data.generation), what)
         elif data.state == hdr.WRITING and not allow_incomplete:
             raise Incomplete(
                 f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
@@ -120,13 +122,19 @@ class Reference:
             )
         return layout
 
+    def _write_state(self, data: DataState, what: str) -> None:
+        segment.write_at(self.fd, hdr.pack_data_state(data), hdr.DATA_AT, what)
+
     def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
         if region.writable and complete:
-            header = region.header()
-            data = hdr.read_data_state(header)
+            what = "a mapped allocation"
+            try:
+                data = hdr.read_data_state(os.pread(self.fd, hdr.DATA_END, 0))
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
             done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
-            hdr.write_data_state(header, done)
+            self._write_state(done, what)
         self.maps.remove(region)
         keep = (self.warm if region.writable else self.warm_read) is None
         if region.lent():

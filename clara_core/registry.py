@@ -1,33 +1,55 @@
 """A context as its allocations and its pool see it: its open segment and its rules.
 
 `Context` is what users hold; `Registry` is the narrow part of it that an `Allocation`
-and the pool need (the context's file naming, its mode, capacity and pool cap, and the
-locks on its segment), so that they depend on this small module and never on `Context`.
+and the pool need (the context's file naming, who may write it, its capacity and pool
+cap, its ledger and the locks on its segment), so that they depend on this small module
+and never on `Context`.
 
 Lock bytes on a context's segment (OFD locks, see `shm.locks`):
 
-    QUOTA_BYTE  exclusive while one publish checks the capacity (contexts with one)
-    POOL_BYTE   exclusive while the pool's bookkeeping changes
+    QUOTA_BYTE      exclusive while the published bytes change (contexts with a capacity):
+                    a publish counts and links, a free unlinks and uncounts, under it
+    POOL_BYTE       exclusive while the pool's slots change
+    LIFECYCLE_BYTE  (4) exclusive while the context's name is checked and removed
+                    (destroy, reclaim): the context's counterpart of an allocation's
+
+The counts themselves are in the context's ledger (`shm.ledger`), never found by listing
+the directory, so that junk in /dev/shm costs a create or free nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 
-from .errors import NotFound, OutOfSpace, PermissionDenied
+from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied
 from .names import PUBLISHED, member_file
-from .shm import locks, segment
+from .shm import ledger, locks, segment
+from .shm.header import KIND_CONTEXT
+from .shm.trust import Writers, ours_refusal
 
 QUOTA_BYTE = 2
 POOL_BYTE = 3
+LIFECYCLE_BYTE = 4
+POOL_WAIT = 0.5  # seconds: the pool is an optimisation, never worth a long wait
 
 
 class Registry:
     """The open segment of a context, and the rules its allocations follow."""
 
-    __slots__ = ("capacity", "fd", "file_name", "mode", "name", "pool_cap", "uid", "writable")
+    __slots__ = (
+        "capacity",
+        "fd",
+        "file_name",
+        "mode",
+        "name",
+        "pool_cap",
+        "uid",
+        "writable",
+        "writers",
+    )
 
     def __init__(
         self,
@@ -35,8 +57,7 @@ class Registry:
         file_name: str,
         fd: int,
         writable: bool,
-        uid: int,
-        mode: int,
+        found: os.stat_result,
         capacity: int | None,
         pool_cap: int,
     ) -> None:
@@ -44,10 +65,47 @@ class Registry:
         self.file_name = file_name  # fixed: the namespace it was opened in
         self.fd = fd
         self.writable = writable
-        self.uid = uid
-        self.mode = mode
+        self.writers = Writers.of(found)
+        self.uid = found.st_uid
+        self.mode = stat.S_IMODE(found.st_mode)
         self.capacity = capacity
         self.pool_cap = pool_cap
+
+    @classmethod
+    @contextlib.contextmanager
+    def of_file(
+        cls, file_name: str, file_id: tuple[int, int] | None = None
+    ) -> Iterator[Registry | None]:
+        """The registry of our own context segment `file_name` (and of the file
+        `file_id`, if given), open for writing, for tooling that repairs its ledger;
+        None if it is gone, not ours, not writable, or not a context."""
+        try:
+            opened = segment.open_segment(file_name, file_name, ours_refusal)
+        except ClaraError:
+            yield None
+            return
+        try:
+            header, found = opened.header, opened.stat
+            if (
+                header is None
+                or header.kind != KIND_CONTEXT
+                or not opened.writable
+                or (file_id is not None and (found.st_dev, found.st_ino) != file_id)
+            ):
+                yield None
+                return
+            settings = header.settings
+            yield cls(
+                header.name,
+                file_name,
+                opened.fd,
+                True,
+                found,
+                settings.capacity or None,
+                settings.pool_cap,
+            )
+        finally:
+            os.close(opened.fd)
 
     def member_file(self, kind: str, name: str) -> str:
         """File name of a member (published, handle or pooled) of this context."""
@@ -67,27 +125,78 @@ class Registry:
             raise NotFound(f"context '{self.name}' was destroyed")
 
     @contextlib.contextmanager
-    def publishing(self, nbytes: int, what: str) -> Iterator[None]:
-        """Hold the capacity check for one publish (contexts with a capacity only)."""
+    def publishing(self, nbytes: int, what: str, timeout: float | None = None) -> Iterator[None]:
+        """Count `nbytes` as published for the body, which links the name (contexts
+        with a capacity only): OutOfSpace if they do not fit; uncounted if it raises."""
         assert self.capacity is not None
-        locks.lock(self.fd, QUOTA_BYTE, exclusive=self.writable, timeout=None)
+        locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
         try:
-            published = segment.list_names(f"{self.file_name}.{PUBLISHED}.")
-            used = segment.total_size(published)
+            used = self._published()
             if used + nbytes > self.capacity:
                 raise OutOfSpace(
                     f"{what} does not fit: context '{self.name}' holds {used} of its "
                     f"{self.capacity} bytes; free something first"
                 )
-            yield
+            ledger.write_published(self.fd, used + nbytes)  # counted before it is linked
+            try:
+                yield
+            except BaseException:
+                ledger.write_published(self.fd, self._published() - nbytes)
+                raise
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
 
     @contextlib.contextmanager
-    def pool_locked(self) -> Iterator[None]:
-        """Hold the pool's bookkeeping lock."""
-        locks.lock(self.fd, POOL_BYTE, exclusive=self.writable, timeout=None)
+    def unpublishing(self, nbytes: int, timeout: float | None = None) -> Iterator[None]:
+        """Hold the quota lock while the body removes a published name, then uncount
+        its `nbytes` (no-op for contexts without a capacity)."""
+        if self.capacity is None:
+            yield
+            return
+        locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
         try:
             yield
+            ledger.write_published(self.fd, self._published() - nbytes)
+        finally:
+            locks.unlock(self.fd, QUOTA_BYTE)
+
+    def _published(self) -> int:
+        found = ledger.read(self.fd)
+        return found.published if found.valid else self.count_published()
+
+    def count_published(self) -> int:
+        """Sizes of the segments published in the context, counted from the directory
+        (a ledger never written, and leak-check's repair; the caller holds the quota
+        lock). Only members the context admits count."""
+        total = 0
+        for entry in segment.scan(f"{self.file_name}.{PUBLISHED}."):
+            try:
+                found = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(found.st_mode) and self.writers.admits(found):
+                total += found.st_size
+        return total
+
+    def recount_published(self, timeout: float | None = None) -> None:
+        """Count the published bytes again from the directory (leak-check's repair)."""
+        locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
+        try:
+            ledger.write_published(self.fd, self.count_published())
+        finally:
+            locks.unlock(self.fd, QUOTA_BYTE)
+
+    @contextlib.contextmanager
+    def pool_locked(self) -> Iterator[bool]:
+        """Hold the pool's lock; yields False (and holds nothing) if it stayed busy for
+        POOL_WAIT seconds: the caller then does without the pool."""
+        if not locks.lock(self.fd, POOL_BYTE, True, POOL_WAIT):
+            yield False
+            return
+        try:
+            yield True
         finally:
             locks.unlock(self.fd, POOL_BYTE)
+
+    def _lock_name(self, which: str) -> str:
+        return f"the {which} lock of context '{self.name}'"

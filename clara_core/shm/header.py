@@ -163,18 +163,16 @@ def pack_lifecycle(lifecycle: int) -> bytes:
 
 
 def read_data_state(buffer) -> DataState:
-    """The data-state block of a mapped segment (readers check it under their lock)."""
+    """The data-state block from a segment's first bytes (checked under the map lock)."""
     state, pid, start, generation = _DATA.unpack_from(buffer, DATA_AT)
     if state >= len(DATA_STATES):
         raise Corrupt(f"data state {state} is not one of {DATA_STATES}")
     return DataState(state, pid, start, generation)
 
 
-def write_data_state(buffer, data: DataState) -> None:
-    """Store the data-state block into a writable mapping."""
-    _DATA.pack_into(
-        buffer, DATA_AT, data.state, data.writer_pid, data.writer_start, data.generation
-    )
+def pack_data_state(data: DataState) -> bytes:
+    """The data-state block (written at DATA_AT)."""
+    return data.pack()
 
 
 def _corrupt(where: str, why: str) -> Corrupt:

@@ -10,15 +10,28 @@ flock() several independent locks can live on one descriptor:
                     proof that nobody references the segment (reclaim, recycling)
     MAP_BYTE        shared while mapped for reading, exclusive while mapped for writing
     LIFECYCLE_BYTE  exclusive while one process checks and changes the lifecycle
-                    (publish, free), so that of two doing it at once exactly one does
+                    (publish, free), so that of two doing it at once exactly one does,
+                    and while a name of the segment is removed (free, destroy, reclaim):
+                    a name is removed only by whoever holds this lock and has checked,
+                    under it, that the name still denotes this very file
+
+A context's segment has its own bytes (see `registry`). No wait is ever endless unless
+its caller asks for that (`map(timeout=math.inf)`): every other wait is bounded by the
+caller's timeout or `default_wait()` ($CLARA_LOCK_TIMEOUT, 10 s), and a Timeout names
+the processes that hold the lock.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import math
+import os
 import struct
 import time
+
+from ..errors import InvalidArgument, Timeout
+from . import processes
 
 REFERENCE_BYTE = 0
 MAP_BYTE = 1
@@ -36,8 +49,25 @@ def _request(kind: int, byte: int) -> bytes:
 _REQUESTS = {
     (kind, byte): _FLOCK.pack(kind, 0, byte, 1, 0)
     for kind in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK)
-    for byte in range(4)
+    for byte in range(5)
 }
+
+DEFAULT_WAIT = 10.0  # seconds; $CLARA_LOCK_TIMEOUT overrides it
+WAIT_ENV = "CLARA_LOCK_TIMEOUT"
+
+
+def default_wait() -> float:
+    """How long a bookkeeping lock is waited for: $CLARA_LOCK_TIMEOUT, else 10 s."""
+    text = os.environ.get(WAIT_ENV)
+    if not text:
+        return DEFAULT_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise InvalidArgument(f"invalid {WAIT_ENV} {text!r}: use seconds >= 0, e.g. 10")
+    return value
 
 
 def try_lock(fd: int, byte: int, exclusive: bool) -> bool:
@@ -52,8 +82,8 @@ def try_lock(fd: int, byte: int, exclusive: bool) -> bool:
     return True
 
 
-def lock(fd: int, byte: int, exclusive: bool, timeout: float | None) -> bool:
-    """Take the lock, waiting up to `timeout` seconds (None: as long as it takes).
+def lock(fd: int, byte: int, exclusive: bool, timeout: float) -> bool:
+    """Take the lock, waiting up to `timeout` seconds (math.inf only if a user asked).
 
     Returns False if the lock was still busy when the time ran out. An endless wait
     sleeps in the kernel and wakes the moment the holder lets go; a bounded wait polls
@@ -61,7 +91,7 @@ def lock(fd: int, byte: int, exclusive: bool, timeout: float | None) -> bool:
     """
     if try_lock(fd, byte, exclusive):
         return True
-    if timeout is None:
+    if timeout == math.inf:
         kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
         fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _request(kind, byte))
         return True
@@ -75,6 +105,23 @@ def lock(fd: int, byte: int, exclusive: bool, timeout: float | None) -> bool:
         pause = min(pause * 2, 5e-3)
         if try_lock(fd, byte, exclusive):
             return True
+
+
+def acquire(fd: int, byte: int, exclusive: bool, what: str, timeout: float | None = None) -> None:
+    """Take the lock within `timeout` seconds (None: `default_wait()`), else Timeout
+    naming who holds it; `what` names the lock in the message."""
+    wait = default_wait() if timeout is None else timeout
+    if not lock(fd, byte, exclusive, wait):
+        raise Timeout(f"waited {wait:g} s for {what}, held by {holders(fd, byte)}")
+
+
+def holders(fd: int, byte: int) -> str:
+    """Who holds a lock on `byte` of the open file `fd` (for messages)."""
+    info = os.fstat(fd)
+    found = processes.lock_holders((info.st_dev, info.st_ino), byte)
+    if found:
+        return ", ".join(str(holder) for holder in found)
+    return "a process this user cannot see (another user's)"
 
 
 def unlock(fd: int, byte: int) -> None:

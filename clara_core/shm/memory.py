@@ -20,8 +20,6 @@ import os
 import weakref
 from typing import Any
 
-from .header import HEADER_SIZE
-
 _MAP_FIXED = 0x10  # Linux, every architecture
 _PROT_NONE = 0
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
@@ -80,12 +78,6 @@ class Region:
         flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
         address = _check(_lib().mmap(None, length, prot, flags, fd, 0), "mmap")
         return cls(address, length, writable)
-
-    def header(self) -> Any:
-        """The header bytes, as a writable buffer for struct (internal use only)."""
-        import ctypes
-
-        return (ctypes.c_char * HEADER_SIZE).from_address(self.address)
 
     def lend(self, owner: object) -> memoryview:
         """A memoryview of the whole region for views; `owner` lives as long as they do."""

@@ -112,14 +112,16 @@ class Mapper:
 FileId = tuple[int, int]  # (st_dev, st_ino)
 
 
-def mappers(files: set[FileId], directory: str) -> dict[FileId, list[Mapper]]:
+def mappers(files: set[FileId]) -> dict[FileId, list[Mapper]]:
     """For each file of `files` that some process maps, the processes mapping it.
 
-    Reads every /proc/<pid>/maps this user may read. Only lines naming `directory` are
-    parsed; a file is matched by device and inode, so renamed or deleted files still count.
+    Reads every /proc/<pid>/maps this user may read. A file is matched by device and
+    inode, never by path (the directory may be reached through a symbolic link or a bind
+    mount, and renamed or deleted files still count); only maps that mention one of the
+    files' devices are parsed.
     """
     wanted = {(os.major(dev), os.minor(dev), ino): (dev, ino) for dev, ino in files}
-    needle = os.fsencode(directory.rstrip("/") + "/")
+    needles = {f" {os.major(dev):02x}:{os.minor(dev):02x} ".encode() for dev, _ in files}
     found: dict[FileId, dict[int, bool]] = {}
     for pid in _pids():
         try:
@@ -127,13 +129,13 @@ def mappers(files: set[FileId], directory: str) -> dict[FileId, list[Mapper]]:
                 text = f.read()
         except OSError:
             continue
-        if needle not in text:
+        if not any(needle in text for needle in needles):
             continue
         for line in text.splitlines():
-            if needle not in line:
-                continue
             fields = line.split(maxsplit=5)
-            major, minor = fields[3].split(b":")
+            if len(fields) < 5 or fields[4] == b"0":
+                continue
+            major, _, minor = fields[3].partition(b":")
             key = wanted.get((int(major, 16), int(minor, 16), int(fields[4])))
             if key is not None:
                 holders = found.setdefault(key, {})
@@ -172,9 +174,11 @@ def _pids() -> list[int]:
     return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
 
 
-def lock_holders(file_id: FileId, byte: int, candidates: list[Mapper]) -> list[Mapper]:
-    """Which of the `candidates` hold a lock on `byte` of the file, with `lock` set to
-    'read' or 'write'.
+def lock_holders(
+    file_id: FileId, byte: int, candidates: list[Mapper] | None = None
+) -> list[Mapper]:
+    """Which of the `candidates` (default: every process we can see) hold a lock on
+    `byte` of the file, with `lock` set to 'read' or 'write'.
 
     Read from /proc/<pid>/fdinfo, where the kernel lists every lock of an open file
     (an OFD lock shows pid -1 in /proc/locks, so this is the only way to a holder).
@@ -182,6 +186,8 @@ def lock_holders(file_id: FileId, byte: int, candidates: list[Mapper]) -> list[M
     dev, ino = file_id
     key = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
     found = []
+    if candidates is None:
+        candidates = [Mapper(pid, False) for pid in _pids()]
     for candidate in candidates:
         pid = candidate.pid
         try:
@@ -202,7 +208,9 @@ def lock_holders(file_id: FileId, byte: int, candidates: list[Mapper]) -> list[M
                 if fields[:1] == ["lock:"] and key in fields and _covers(fields, byte):
                     modes.add(fields[-5] == "WRITE")
         if modes:
-            found.append(replace(candidate, lock="write" if any(modes) else "read"))
+            command = candidate.command if candidate.command != "?" else command_line(pid)
+            lock = "write" if any(modes) else "read"
+            found.append(replace(candidate, command=command, lock=lock))
     return found
 
 

@@ -12,6 +12,11 @@ Linux), used through its file descriptor:
 - unlinking a name stops new opens, while descriptors and maps already held stay valid:
   the kernel frees the memory when the last of them is gone.
 
+Every name found in the directory is opened by `open_segment`, which refuses anything
+that is not a regular file made by someone allowed (see `trust`) and validates the header
+before any lock is waited for. A name is removed only by `remove_name`, which checks that
+it still denotes the file the caller holds (under a lock every remover takes).
+
 OSErrors are translated here into clara_core's errors, naming the object (`what`).
 """
 
@@ -19,24 +24,34 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as stats
+from typing import NamedTuple
 
 from ..errors import (
     AlreadyExists,
     ClaraError,
+    Corrupt,
     InvalidArgument,
     NotFound,
     OutOfSpace,
     PermissionDenied,
 )
 from ..names import shm_dir
+from . import locks
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
+from .trust import Refusal, file_type, user_name
 
 _directory_fds: dict[str, int] = {}
 
 
 def directory_fd() -> int:
-    """An open descriptor of the shared-memory directory (opened once per directory)."""
+    """An open descriptor of the shared-memory directory (opened once per directory).
+
+    The directory must belong to root or to this user, and be sticky if others may
+    write in it (as /dev/shm is): otherwise whoever owns it could rename or remove our
+    segments at will.
+    """
     path = shm_dir()
     fd = _directory_fds.get(path)
     if fd is None:
@@ -44,8 +59,28 @@ def directory_fd() -> int:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise translate(exc, f"shared-memory directory {path}") from exc
+        try:
+            _check_directory(os.fstat(fd), path)
+        except BaseException:
+            os.close(fd)
+            raise
         _directory_fds[path] = fd
     return fd
+
+
+def _check_directory(found: os.stat_result, path: str) -> None:
+    if found.st_uid not in (0, os.geteuid()):
+        raise InvalidArgument(
+            f"shared-memory directory {path} belongs to {user_name(found.st_uid)}, who could "
+            "remove or replace every segment in it: use one of root's or your own "
+            "(check CLARA_SHM_DIR)"
+        )
+    if found.st_mode & 0o022 and not found.st_mode & stats.S_ISVTX:
+        raise InvalidArgument(
+            f"shared-memory directory {path} may be written by other users but is not "
+            "sticky, so they could remove or replace our segments: `chmod +t` it, or "
+            "use another (check CLARA_SHM_DIR)"
+        )
 
 
 def forget_directory(path: str) -> None:
@@ -78,23 +113,34 @@ def translate(exc: OSError, what: str) -> ClaraError:
         )
     if code == errno.ENOTDIR:
         return InvalidArgument(f"{what} is not a directory (check CLARA_SHM_DIR)")
+    if code in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+        return Corrupt(f"{what} is not a clara segment ({os.strerror(code).lower()})")
     if code in (errno.EMFILE, errno.ENFILE):
         return ClaraError(f"{what}: too many open files; release allocations you no longer use")
     return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
 
 
-def create_anonymous(size: int, mode: int, what: str, header: bytes = b"") -> int:
+def create_anonymous(
+    size: int,
+    mode: int,
+    what: str,
+    header: bytes = b"",
+    owner: tuple[int, int] = (-1, -1),
+) -> int:
     """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
 
-    Returns its fd. Small segments are reserved by writing them whole (one call), large
-    ones with posix_fallocate (no copying).
+    Returns its fd. `owner` (uid, gid; -1 leaves one as it is) gives it to whoever its
+    context admits (see `trust.Writers.new_owner`). Small segments are reserved by
+    writing them whole (one call), large ones with posix_fallocate (no copying).
     """
     try:
         fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
     except OSError as exc:
         raise translate(exc, what) from exc
     try:
-        os.fchmod(fd, mode)  # exact mode, whatever the umask
+        if owner != (-1, -1):
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)  # exact mode, whatever the umask (and after fchown)
         if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):
             # tmpfs refuses at once only what exceeds its *total* size; anything between
             # free and total it fills page by page before failing, which on a RAM-sized
@@ -125,34 +171,126 @@ def _free_bytes(fd: int) -> int:
 _POPULATE_FROM = 256 << 10
 
 
-def open_named(file_name: str, what: str, read_only: bool = False) -> tuple[int, bool]:
-    """Open a named segment; returns (fd, writable).
+class Opened(NamedTuple):
+    """A segment opened by `open_segment`: its fd, whether it is open for writing, its
+    stat and (if asked for) its validated header."""
 
-    Opens read-only if asked, or if this user may only read it.
+    fd: int
+    writable: bool
+    stat: os.stat_result
+    header: Header | None
+
+
+def open_segment(
+    file_name: str,
+    what: str,
+    refusal: Refusal,
+    *,
+    read_only: bool = False,
+    header: bool = True,
+    lock: tuple[int, bool] | None = None,
+    timeout: float | None = None,
+) -> Opened:
+    """Open a name of the shared-memory directory, the one safe way.
+
+    In this order: open without following a symbolic link and without blocking (a FIFO
+    would hang a plain open), read-write if this user may; `fstat`; refuse whatever
+    `refusal` objects to (PermissionDenied: another user's, or more permissive than its
+    context) and anything not a regular file (Corrupt); read and validate the header
+    (unless `header` is False). Only then `lock` = (byte, exclusive) is taken, waiting
+    at most `timeout` seconds (None: `locks.default_wait()`), and the header and stat
+    are read again under it.
     """
-    flags = os.O_CLOEXEC | os.O_NOFOLLOW
-    dir_fd = directory_fd()
-    if not read_only:
-        try:
-            return os.open(file_name, flags | os.O_RDWR, dir_fd=dir_fd), True
-        except PermissionError:
-            pass
-        except OSError as exc:
-            raise translate(exc, what) from exc
+    fd, writable = _open_nonblocking(file_name, what, read_only, refusal)
     try:
-        return os.open(file_name, flags | os.O_RDONLY, dir_fd=dir_fd), False
+        found = _fstat(fd, what)
+        _check_file(found, what, refusal)
+        parsed = _read(fd, what, found) if header else None
+        if lock is not None:
+            byte, exclusive = lock
+            if not locks.try_lock(fd, byte, exclusive):
+                locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
+                found = _fstat(fd, what)
+                parsed = _read(fd, what, found) if header else None
+        return Opened(fd, writable, found, parsed)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_nonblocking(
+    file_name: str, what: str, read_only: bool, refusal: Refusal
+) -> tuple[int, bool]:
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    dir_fd = directory_fd()
+    attempts = (False,) if read_only else (True, False)
+    for writable in attempts:
+        try:
+            mode = os.O_RDWR if writable else os.O_RDONLY
+            return os.open(file_name, flags | mode, dir_fd=dir_fd), writable
+        except (PermissionError, IsADirectoryError):
+            if writable:
+                continue  # this user may only read it (or it is a directory)
+            found = stat_named(file_name)
+            if found is not None:  # say whose it is rather than just "denied"
+                _check_file(found, what, refusal)
+            raise PermissionDenied(f"{what}: permission denied") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link, a socket
+                found = stat_named(file_name)
+                if found is not None:
+                    _check_file(found, what, refusal)
+            raise translate(exc, what) from exc
+    raise AssertionError("unreachable")
+
+
+def _fstat(fd: int, what: str) -> os.stat_result:
+    try:
+        return os.fstat(fd)
     except OSError as exc:
         raise translate(exc, what) from exc
+
+
+def _check_file(found: os.stat_result, what: str, refusal: Refusal) -> None:
+    why = refusal(found)
+    if why is not None:
+        raise PermissionDenied(f"{what} {why}")
+    if not stats.S_ISREG(found.st_mode):
+        raise Corrupt(
+            f"{what} is {file_type(found.st_mode)}, not a clara segment; remove it by hand"
+        )
+
+
+def _read(fd: int, what: str, found: os.stat_result) -> Header:
+    try:
+        raw = os.pread(fd, HEADER_SIZE, 0)
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    return parse(raw, found.st_size, what)
 
 
 def read_header(fd: int, what: str) -> tuple[Header, os.stat_result]:
     """Read and validate the header of an open segment, with the segment's stat."""
-    try:
-        stat = os.fstat(fd)
-        raw = os.pread(fd, HEADER_SIZE, 0)
-    except OSError as exc:
-        raise translate(exc, what) from exc
-    return parse(raw, stat.st_size, what), stat
+    found = _fstat(fd, what)
+    return _read(fd, what, found), found
+
+
+def names_file(file_name: str, file_id: tuple[int, int]) -> bool:
+    """Whether `file_name` (still) denotes the file (st_dev, st_ino) = `file_id`."""
+    found = stat_named(file_name)
+    return found is not None and (found.st_dev, found.st_ino) == file_id
+
+
+def remove_name(file_name: str, file_id: tuple[int, int], what: str = "") -> bool:
+    """Remove `file_name` if it still denotes the file `file_id`; False if it does not.
+
+    The check and the unlink are two calls: the caller must hold the lock that every
+    remover of this name takes (a segment's LIFECYCLE_BYTE; see `locks`), so that
+    nobody can remove the name and give it to another file in between.
+    """
+    if not names_file(file_name, file_id):
+        return False
+    return unlink(file_name, what)
 
 
 def write_at(fd: int, data: bytes, offset: int, what: str) -> None:
@@ -188,35 +326,53 @@ def unlink(file_name: str, what: str = "") -> bool:
     return True
 
 
-def rename(old: str, new: str, what: str) -> None:
-    """Atomically rename a segment (the new name must not be in use)."""
+def rename_new(old: str, new: str, what: str) -> None:
+    """Atomically rename a segment to a name nobody uses (AlreadyExists if one does)."""
     try:
-        os.rename(old, new, src_dir_fd=directory_fd(), dst_dir_fd=directory_fd())
+        _renameat2(directory_fd(), old, new)
     except OSError as exc:
         raise translate(exc, what) from exc
 
 
+_RENAME_NOREPLACE = 1
+_libc = None
+
+
+def _renameat2(dir_fd: int, old: str, new: str) -> None:
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), _RENAME_NOREPLACE):
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 def stat_named(file_name: str) -> os.stat_result | None:
-    """stat of a named segment, or None if there is none."""
+    """stat of a name (not following a symbolic link), or None if there is none."""
     try:
         return os.stat(file_name, dir_fd=directory_fd(), follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise translate(exc, f"segment {file_name}") from exc
 
 
-def list_names(prefix: str) -> list[str]:
-    """Names in the shared-memory directory that start with `prefix`, sorted."""
+def scan(prefix: str) -> list[os.DirEntry]:
+    """Entries of the shared-memory directory whose names start with `prefix`, by name.
+
+    Lists the whole directory: for tooling and listings only, never for a create,
+    get, publish or free.
+    """
     try:
-        entries = os.listdir(directory_fd())
+        with os.scandir(directory_fd()) as entries:
+            found = [entry for entry in entries if entry.name.startswith(prefix)]
     except OSError as exc:
         raise translate(exc, f"shared-memory directory {shm_dir()}") from exc
-    return sorted(name for name in entries if name.startswith(prefix))
-
-
-def total_size(file_names: list[str]) -> int:
-    """Sum of the sizes of the named segments that still exist."""
-    sizes = (stat_named(name) for name in file_names)
-    return sum(stat.st_size for stat in sizes if stat is not None)
+    return sorted(found, key=lambda entry: entry.name)
 
 
 def map_segment(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> Region:

@@ -44,7 +44,7 @@ def test_a_freed_allocation_is_recycled_for_a_fitting_create(ctx, namespace):
     # While claimed it keeps its pool name, held by our reference: no one else takes it,
     # and should we die it is simply back in the pool.
     assert pool_files(namespace) == [pooled_name]
-    assert pool.claim(ctx, 4 * MIB) is None
+    assert pool.claim(ctx._registry, 4 * MIB) is None
     again.release()
     assert pool_files(namespace) == [pooled_name]
     third = ctx.create(3 * MIB)
@@ -87,10 +87,10 @@ def test_the_pool_is_capped(namespace):
         allocations = [ctx.create(2 * MIB) for _ in range(2)]
         for alloc in allocations:
             alloc.release()
-        assert [cap for cap, _ in pool.pooled(ctx)] == [2 * MIB]
+        assert [cap for cap, _ in pool.pooled(ctx._registry)] == [2 * MIB]
         disabled = Context.create("none", pool_bytes=0)
         disabled.create(2 * MIB).release()
-        assert pool.pooled(disabled) == []
+        assert pool.pooled(disabled._registry) == []
         disabled.destroy()
     finally:
         ctx.destroy()
@@ -131,9 +131,9 @@ def test_a_full_file_system_empties_the_pool_and_retries(small_shm_dir):
     ctx = Context.create("job", pool_bytes="48M")
     try:
         ctx.create(32 * MIB).release()
-        assert [cap for cap, _ in pool.pooled(ctx)] == [32 * MIB]
+        assert [cap for cap, _ in pool.pooled(ctx._registry)] == [32 * MIB]
         big = ctx.create(40 * MIB)  # fits only once the pool is emptied
-        assert pool.pooled(ctx) == []
+        assert pool.pooled(ctx._registry) == []
         with pytest.raises(OutOfSpace):
             ctx.create(40 * MIB)  # nothing left to evict: a clean error
         big.release()

@@ -101,7 +101,7 @@ def test_capacity_of_a_context_exits_7_and_leaves_nothing(small_shm_dir: str) ->
 
 
 def _pooled_bytes(ctx: Context) -> int:
-    return sum(capacity for capacity, _ in pool.pooled(ctx))
+    return sum(capacity for capacity, _ in pool.pooled(ctx._registry))
 
 
 def _fill(ctx: Context, size: int, cap: int) -> list:
@@ -154,7 +154,7 @@ def test_another_contexts_pool_gives_its_memory_back(small_shm_dir: str, area: A
         a = Context.create("a", pool_bytes="32M")
         for alloc in [a.create(8 << 20) for _ in range(4)]:
             alloc.release()
-        print(sum(c for c, _ in __import__("clara_core").pool.pooled(a)))
+        print(sum(c for c, _ in __import__("clara_core").pool.pooled(a._registry)))
         """
     )
     assert made.returncode == 0, made.stderr
@@ -179,7 +179,7 @@ for alloc in [a.create(8 << 20) for _ in range(4)]:
     mapping.buffer[:] = bytes(8 << 20)
     mapping.unmap()
     alloc.release()  # pooled, and kept warm (still mapped) by this process
-print("pooled", sum(c for c, _ in pool.pooled(a)), flush=True)
+print("pooled", sum(c for c, _ in pool.pooled(a._registry)), flush=True)
 time.sleep(600)
 """
 

@@ -1,0 +1,170 @@
+"""Whose files we use: the rules that decide whether a file found under one of our names
+may be used, and whether what its header claims may be acted on.
+
+Anyone can create any name in the shared-memory directory, so a name proves nothing;
+the kernel's facts about the file do. Only root can give a file away (chown), and a
+user can give a file only a group they belong to, so a file's owner and group say who
+made it:
+
+- a **context** is used only if it belongs to this user or root, or to the owner its
+  opener names (`Context.open(name, owner=...)`, `$CLARA_CONTEXT_OWNER`);
+- a **member** of a context (published, handle, pooled) is used only if one of the
+  context's writers made it: its owner; a member of its group if the context's mode
+  lets the group write (660); anyone if it lets others write (666). Its permission bits
+  may not grant more than the context's;
+- a **header** is a claim, not a fact, when a user other than this one could have
+  written it (its file is not ours, or its mode lets others write): its owner pid,
+  holder pid, lifecycle and age are then never grounds for removing anything.
+
+The mode that counts is the context segment's own permission bits, which only its owner
+(or root) can change, never the mode written in its header.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ..errors import InvalidArgument
+
+GROUP_WRITES = 0o020
+OTHERS_WRITE = 0o002
+OWNER_ENV = "CLARA_CONTEXT_OWNER"
+
+# A check of a file's stat: None if it may be used, else the reason it may not.
+Refusal = Callable[[os.stat_result], "str | None"]
+
+_TYPES = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def file_type(mode: int) -> str:
+    """'a FIFO', 'a directory', ... for a stat's st_mode ('a regular file' for a file)."""
+    return _TYPES.get(stat.S_IFMT(mode), "a regular file")
+
+
+def user_name(uid: int) -> str:
+    """'uid 1000 (alice)', or just 'uid 1000' when the user has no name."""
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+class Writers(NamedTuple):
+    """Who may write the segments of a context: from its segment's owner, group and mode."""
+
+    uid: int
+    gid: int
+    mode: int  # permission bits of the context's own segment file
+
+    @classmethod
+    def of(cls, context: os.stat_result) -> Writers:
+        """The writers of the context whose segment has this stat."""
+        return cls(context.st_uid, context.st_gid, stat.S_IMODE(context.st_mode))
+
+    @property
+    def shared(self) -> bool:
+        """Whether users other than the owner may write (group- or other-writable)."""
+        return bool(self.mode & (GROUP_WRITES | OTHERS_WRITE))
+
+    def admits(self, member: os.stat_result) -> bool:
+        """Whether one of the writers made this member (see the module's rules)."""
+        if stat.S_IMODE(member.st_mode) & ~self.mode:
+            return False  # grants someone more than the context does: not made by clara
+        if member.st_uid == self.uid or self.mode & OTHERS_WRITE:
+            return True
+        return bool(self.mode & GROUP_WRITES) and member.st_gid == self.gid
+
+    def refusal(self, member: os.stat_result) -> str | None:
+        """None if the member may be used, else why not (for messages)."""
+        if self.admits(member):
+            return None
+        if stat.S_IMODE(member.st_mode) & ~self.mode:
+            return (
+                f"has mode {stat.S_IMODE(member.st_mode):o}, more than its context's "
+                f"{self.mode:o}: clara did not make it"
+            )
+        return (
+            f"belongs to another user ({user_name(member.st_uid)}), who may not write "
+            f"into this context (mode {self.mode:o} of {user_name(self.uid)}): it was "
+            "put there behind clara's back and is ignored"
+        )
+
+    def new_owner(self) -> tuple[int, int]:
+        """(uid, gid) a new segment of ours must get to be admitted (-1: leave as is).
+
+        Root gives it to the context's owner; a group member gives it the context's
+        group; the owner and, in a mode that lets others write, anyone leave it alone.
+        """
+        me = os.geteuid()
+        if me == self.uid or self.mode & OTHERS_WRITE:
+            return -1, -1
+        if me == 0:
+            return self.uid, self.gid
+        return -1, self.gid
+
+
+def owner_refusal(owner: int | str | None = None) -> Refusal:
+    """The check a context's segment must pass: it belongs to `owner` (a uid or user
+    name; default `$CLARA_CONTEXT_OWNER`, else this user or root)."""
+    wanted = owner if owner is not None else os.environ.get(OWNER_ENV) or None
+    accepted = {os.geteuid(), 0} if wanted is None else {_uid_of(wanted)}
+
+    def refusal(found: os.stat_result) -> str | None:
+        if found.st_uid in accepted:
+            return None
+        if wanted is None:
+            hint = (
+                f"if you mean to use that user's context, say so with "
+                f"owner={found.st_uid} (CLARA_CONTEXT_OWNER={found.st_uid})"
+            )
+        else:
+            hint = f"not to {user_name(_uid_of(wanted))} as asked"
+        return f"belongs to {user_name(found.st_uid)}: {hint}"
+
+    return refusal
+
+
+def removable_refusal(found: os.stat_result) -> str | None:
+    """The check before removing a file: it is ours (root may remove anyone's)."""
+    me = os.geteuid()
+    if found.st_uid == me or me == 0:
+        return None
+    return f"belongs to {user_name(found.st_uid)}: only that user (or root) can remove it"
+
+
+def ours_refusal(found: os.stat_result) -> str | None:
+    """The check for tooling that acts on our own files only (reclaim, evict)."""
+    if found.st_uid == os.geteuid():
+        return None
+    return f"belongs to {user_name(found.st_uid)}, not to this user"
+
+
+def header_trusted(uid: int, mode: int) -> bool:
+    """Whether only this user (or root) can have written a file of this owner and mode."""
+    return uid == os.geteuid() and not mode & (GROUP_WRITES | OTHERS_WRITE)
+
+
+def _uid_of(owner: int | str) -> int:
+    if isinstance(owner, int) and not isinstance(owner, bool) and owner >= 0:
+        return owner
+    text = str(owner).strip()
+    if text.isdigit():
+        return int(text)
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise InvalidArgument(f"invalid owner {owner!r}: no such user") from None
