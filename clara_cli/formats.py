@@ -29,6 +29,9 @@ from .transfer import (
 if TYPE_CHECKING:
     from clara_core import Allocation, Mapping
 
+if TYPE_CHECKING:
+    from clara_core import Mapping
+
 FORMATS = ("raw", "npy", "txt")
 TEXT_FORMATS = {"i": "%d", "u": "%d", "b": "%d"}
 FLOAT_DIGITS = {2: 5, 4: 9, 8: 17}  # significant digits that round-trip each float size
@@ -131,10 +134,10 @@ def write_into(allocation: Allocation, incoming: Incoming, timeout: float | None
 
 
 def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
-    if incoming.array is not None or incoming.fortran:
-        fill_loaded(incoming, mapping.array)
-        return
     try:
+        if incoming.array is not None or incoming.fortran:
+            fill_loaded(incoming, mapping)
+            return
         with Progress(f"writing {mapping.allocation.name}", mapping.nbytes) as advance:
             fill(mapping.buffer, incoming.stream, incoming.path, advance)
     except ShortInput as short:
@@ -199,16 +202,27 @@ def text_check(shape: tuple[int, ...]) -> None:
         raise InvalidArgument("--format txt holds 1-D or 2-D data; use npy or raw for more")
 
 
-def fill_loaded(incoming: Incoming, array: Any) -> None:
-    """Copy data that numpy holds (txt, or Fortran-ordered npy) into the mapped `array`."""
-    if incoming.fortran:
-        import numpy
+def fill_loaded(incoming: Incoming, mapping: Mapping) -> None:
+    """Copy data that numpy holds (txt, or Fortran-ordered npy) into the mapped allocation,
+    through its file (a segment cut short meanwhile is an error, not a SIGBUS)."""
+    import numpy
 
+    if incoming.fortran:
         staged = numpy.empty(incoming.shape[::-1], incoming.dtype)
         fill(memoryview(staged).cast("B"), incoming.stream, incoming.path, lambda _n: None)
-        array[...] = staged.T
+        values = staged.T
     else:
-        array[...] = incoming.array
+        values = incoming.array
+    mapping.write_from(numpy.ascontiguousarray(values, dtype=mapping.etype.numpy))
+
+
+def copy_out(mapping: Mapping) -> Any:
+    """The mapped data as a new numpy array, copied through the file (see fill_loaded)."""
+    import numpy
+
+    array = numpy.empty(mapping.shape, mapping.etype.numpy)
+    mapping.read_into(array)
+    return array
 
 
 def write_npy_header(stream: BinaryIO, path: str, etype: ElementType, shape: tuple) -> None:

@@ -53,10 +53,10 @@ class Target:
 
         with Context.open(require_context(self.context_name)) as context:
             if self.handle:
-                return context.open_handle(self.name)
+                return context.open_handle(self.name, timeout=self.timeout)
             if self.deadline is not None:
                 return context.get(self.name, wait=True, timeout=self.deadline)
-            return context.get(self.name)
+            return context.get(self.name, timeout=self.timeout)
 
     def map(self, allocation: Allocation, mode: str, **options: Any) -> Mapping:
         """Map it; with --wait, for what is left of the wait."""

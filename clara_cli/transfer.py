@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
-from clara_core.errors import ClaraError, InvalidArgument, OutOfSpace, PermissionDenied
+from clara_core.errors import ClaraError, Corrupt, InvalidArgument, OutOfSpace, PermissionDenied
 
 if TYPE_CHECKING:
     from clara_core import Mapping
@@ -43,6 +43,11 @@ def file_error(exc: OSError, path: str, action: str) -> ClaraError:
     where = "standard input" if path == "-" and action == "read" else path
     where = "standard output" if path == "-" and action == "write" else where
     reason = exc.strerror or str(exc)
+    if exc.errno == errno.EFAULT:  # the kernel met a mapped page the file no longer has
+        return Corrupt(
+            "the shared memory was cut short while being copied (another process "
+            "truncated its segment)"
+        )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return OutOfSpace(f"cannot {action} {where}: {reason}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -60,13 +65,32 @@ def open_input(path: str) -> BinaryIO:
         raise file_error(exc, path, "read") from exc
 
 
-def open_output(path: str) -> BinaryIO:
-    """An unbuffered binary writer of `path` (truncated), or of standard output for '-'."""
+def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO:
+    """An unbuffered binary writer of `path` (truncated), or of standard output for '-'.
+
+    `forbidden` is the (device, inode) of the segment being read: an output that is the
+    segment itself (under any name) is refused before anything is truncated.
+    """
     try:
         if path == "-":
             sys.stdout.flush()
-            return open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
-        return open(path, "wb", buffering=0)
+            fd = os.dup(sys.stdout.fileno())
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            found = os.fstat(fd)
+            if forbidden is not None and (found.st_dev, found.st_ino) == forbidden:
+                where = "standard output" if path == "-" else path
+                raise InvalidArgument(
+                    f"{where} is the very segment being read: writing it would destroy "
+                    "what is read; choose another output"
+                )
+            if path != "-" and stat.S_ISREG(found.st_mode):
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return open(fd, "wb", buffering=0)
     except OSError as exc:
         raise file_error(exc, path, "write") from exc
 

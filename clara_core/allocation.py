@@ -93,6 +93,11 @@ class Allocation:
         return self._key if self._visibility == SHARED else None
 
     @property
+    def file_id(self) -> tuple[int, int]:
+        """(device, inode) of the segment: the same under any of its names."""
+        return self._file_id
+
+    @property
     def handle(self) -> str | None:
         """The handle given by make_handle(), while still private."""
         return self._key if self._visibility == HANDLED else None

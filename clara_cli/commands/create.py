@@ -142,6 +142,15 @@ def _create(
     shape: tuple[int, ...] | None,
     incoming: Incoming | None,
 ) -> None:
+    holder = os.getppid()
+    if name is None and holder <= 1:
+        from clara_core.errors import InvalidArgument
+
+        # Adopted by init: whoever ran us has exited, and pid 1 would hold it forever.
+        raise InvalidArgument(
+            "the process that ran clara has already exited (clara's parent is now pid "
+            f"{holder}): nobody would hold the private allocation; give it a NAME to publish it"
+        )
     from clara_core import Context
 
     with Context.open(require_context(context_name)) as context:
@@ -156,7 +165,7 @@ def _create(
                 allocation.publish(name)
                 handle = None
             else:
-                handle = allocation.make_handle(holder_pid=os.getppid())
+                handle = allocation.make_handle(holder_pid=holder)
             data = {
                 "context": context.name,
                 "name": name,

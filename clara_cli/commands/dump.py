@@ -237,10 +237,18 @@ def _dump_allocation(target: Target, values: bool, allow_incomplete: bool) -> No
         }
         text = None
         if values:
-            with target.map(allocation, "r", allow_incomplete=allow_incomplete) as array:
-                text = str(array)
-                data["values"] = _json_values(array)
-                data["values_text"] = text
+            from ..formats import copy_out
+
+            # Copied through the file, not read from the map: a segment another writer
+            # cuts short meanwhile is then an error, not a SIGBUS.
+            mapping = target.map(allocation, "r", allow_incomplete=allow_incomplete, populate=False)
+            try:
+                array = copy_out(mapping)
+            finally:
+                mapping.unmap()
+            text = str(array)
+            data["values"] = _json_values(array)
+            data["values_text"] = text
 
     def human() -> None:
         row = data["allocation"] or {}

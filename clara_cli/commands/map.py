@@ -158,16 +158,15 @@ def _copy_out(target: Target, path: str, fmt: str, allow_incomplete: bool) -> No
     with target.open("r") as allocation:
         if fmt == "txt":
             formats.text_check(allocation.shape)
-        # Raw and npy data go kernel to kernel: no page of the map is touched.
-        mapping = target.map(
-            allocation, "r", allow_incomplete=allow_incomplete, populate=fmt == "txt"
-        )
+        # Nothing here touches the mapped pages (sendfile, or a copy through the file):
+        # a segment cut short meanwhile is an error, never a SIGBUS.
+        mapping = target.map(allocation, "r", allow_incomplete=allow_incomplete, populate=False)
         try:
             if fmt == "txt":
                 formats.text_check(mapping.shape)
-            with transfer.open_output(path) as stream:
+            with transfer.open_output(path, forbidden=allocation.file_id) as stream:
                 if fmt == "txt":
-                    formats.write_text(stream, path, mapping.array, lambda _n: None)
+                    formats.write_text(stream, path, formats.copy_out(mapping), lambda _n: None)
                 else:
                     if fmt == "npy":
                         formats.write_npy_header(stream, path, mapping.etype, mapping.shape)

@@ -99,6 +99,8 @@ class OperatorIO:
         """Parse a CLARA_IO document."""
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON object is expected, not {type(data).__name__}")
             if data.pop("format") != FORMAT:
                 raise ValueError("unknown format")
             ports = {
@@ -109,7 +111,7 @@ class OperatorIO:
                 for key in ("inputs", "outputs")
             }
             return cls(**data, **ports)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidArgument(f"{IO} is not a description clara run wrote: {exc}") from None
 
     @classmethod

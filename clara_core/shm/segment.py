@@ -205,14 +205,15 @@ def open_segment(
     try:
         found = _fstat(fd, what)
         _check_file(found, what, refusal)
-        parsed = _read(fd, what, found) if header else None
         if lock is not None:
             byte, exclusive = lock
             if not locks.try_lock(fd, byte, exclusive):
+                if header:
+                    _read(fd, what, found)  # no wait on a lock of a file that is no segment
                 locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
-                found = _fstat(fd, what)
-                parsed = _read(fd, what, found) if header else None
-        return Opened(fd, writable, found, parsed)
+            # What the lock protects may have changed until we held it: read it now.
+            found = _fstat(fd, what)
+        return Opened(fd, writable, found, _read(fd, what, found) if header else None)
     except BaseException:
         os.close(fd)
         raise

@@ -16,6 +16,8 @@ TITLES = {
     "bad_input": "bad input",
     "corruption": "corruption",
     "security": "security",
+    "attacker": "security, another user planting (uid 65534)",
+    "races": "races",
     "space": "space",
 }
 
