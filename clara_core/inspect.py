@@ -51,6 +51,7 @@ class SegmentInfo:
     header: Header | None = None
     problem: str | None = None  # why the header could not be read (corrupt, permission)
     foreign: bool = False  # not admitted by its context: never opened, read or counted
+    unusable: bool = False  # not a regular file, or this user cannot open it
     referenced: bool = False  # another open file holds a reference to it
     write_locked: bool = False  # mapped for writing by a live holder
     read_locked: bool = False  # mapped for reading by a live holder
@@ -165,6 +166,7 @@ def _inspect(
     )
     if not stat.S_ISREG(found.st_mode):
         info.problem = f"{file_type(found.st_mode)} of {user_name(found.st_uid)}, not a segment"
+        info.unusable = True
         return info
     refusal = _member_refusal(writers) if kind is not None else _anyone
     why = refusal(found)
@@ -176,7 +178,7 @@ def _inspect(
     except NotFound:
         return None  # removed meanwhile
     except ClaraError as exc:  # replaced meanwhile, or not readable by this user
-        info.problem = str(exc)
+        info.problem, info.unusable = str(exc), True
         return info
     fd = opened.fd
     try:

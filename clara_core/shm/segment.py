@@ -253,13 +253,17 @@ def _fstat(fd: int, what: str) -> os.stat_result:
 
 
 def _check_file(found: os.stat_result, what: str, refusal: Refusal) -> None:
+    if not stats.S_ISREG(found.st_mode):
+        kind = file_type(found.st_mode)
+        if found.st_uid != os.geteuid():
+            raise PermissionDenied(
+                f"{what} is {kind} of {user_name(found.st_uid)}, not a clara segment: "
+                "it was put there behind clara's back and is ignored"
+            )
+        raise Corrupt(f"{what} is {kind}, not a clara segment; remove it by hand")
     why = refusal(found)
     if why is not None:
         raise PermissionDenied(f"{what} {why}")
-    if not stats.S_ISREG(found.st_mode):
-        raise Corrupt(
-            f"{what} is {file_type(found.st_mode)}, not a clara segment; remove it by hand"
-        )
 
 
 def _read(fd: int, what: str, found: os.stat_result) -> Header:

@@ -131,6 +131,16 @@ CASES: list[tuple] = [
     ("shm-dir-missing-leaks", ("leak-check", "--fix"), 3, {"CLARA_SHM_DIR": "/no/dir"}),
     ("shm-dir-a-file", ("create", "context", "other"), 2, {"CLARA_SHM_DIR": "{tmp}/short.raw"}),
     ("shm-dir-a-file-dump", ("dump",), 2, {"CLARA_SHM_DIR": "{tmp}/short.raw"}),
+    # CLARA_IO that is valid JSON but not clara run's object (issue 9, item 11)
+    *[
+        (
+            f"clara-io-{label}",
+            ("map", "vol", *C, "--read", "--out", "-"),
+            2,
+            {"CLARA_OPERATOR": "op", "CLARA_CONTEXT": "job", "CLARA_IO": value},
+        )
+        for label, value in (("string", '"x"'), ("number", "1"), ("null", "null"))
+    ],
 ]
 
 OPERATOR = "- name: {name}\n  container: {{command: [true]}}\n"
@@ -221,3 +231,49 @@ def test_clara_run_reports_an_invalid_pipeline_on_one_line(scene: Path) -> None:
     result = clara("run", str(scene / "cycle.yaml"))
     assert result.returncode == 2
     assert len(result.stderr.decode().splitlines()) == 1, result.stderr.decode()
+
+
+@pytest.mark.parametrize("cut", [-8, 8], ids=["too-short", "too-long"])
+def test_a_fortran_npy_of_the_wrong_length_from_a_pipe(cut: int, job: Context, area: Area):
+    """Issue 9, item 11: a Fortran-ordered .npy piped in that ends early or goes on too
+    long: exit 2 and one line (not a ShortInput/LongInput traceback)."""
+    stream = io.BytesIO()
+    np.save(stream, np.asfortranarray(np.ones((4, 5), np.float32)))
+    raw = stream.getvalue()
+    raw = raw[:cut] if cut < 0 else raw + b"\0" * cut
+    result = clara("map", "vol", *C, "--write", "--in", "-", "--format", "npy", input=raw)
+    err = result.stderr.decode()
+    area.trials += 1
+    assert result.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_out_onto_the_segment_being_read_is_refused(job: Context, area: Area) -> None:
+    """Issue 9, item 12: `clara map vol --read --out /dev/shm/<vol's own segment>` would
+    truncate what it reads: refused (exit 2), the data intact."""
+    from clara_core.names import allocation_file, shm_dir
+
+    with job.get("vol") as vol, vol.map("w") as array:
+        array[...] = 7
+    path = f"{shm_dir()}/{allocation_file('job', 'a', 'vol')}"
+    result = clara("map", "vol", *C, "--read", "--out", path)
+    area.trials += 1
+    assert result.returncode == 2, result.stderr.decode()
+    with job.get("vol") as vol, vol.map("r") as array:
+        assert (array == 7).all()
+
+
+def test_a_private_allocation_whose_caller_is_gone_is_refused(job: Context, area: Area):
+    """Issue 9, item 12: `clara create allocation` (no name) whose parent shell exited
+    before it ran would be held by pid 1 forever: refused with one line, nothing made."""
+    import subprocess
+    import sys
+
+    before = our_files()
+    script = f"{sys.executable} -m clara_cli create allocation -c job --size 4K & exit 0"
+    shell = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = shell.communicate(timeout=60)  # ends when clara's copies of them close
+    area.trials += 1
+    assert out == b"", out
+    assert err.decode().startswith("clara: error: ") and "pid 1" in err.decode(), err
+    assert our_files() == before
