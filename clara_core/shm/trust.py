@@ -22,6 +22,7 @@ The mode that counts is the context segment's own permission bits, which only it
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -51,6 +52,7 @@ def file_type(mode: int) -> str:
     return _TYPES.get(stat.S_IFMT(mode), "a regular file")
 
 
+@functools.lru_cache(maxsize=256)
 def user_name(uid: int) -> str:
     """'uid 1000 (alice)', or just 'uid 1000' when the user has no name."""
     import pwd
