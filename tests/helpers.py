@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -11,50 +12,94 @@ import time
 
 
 class Child:
-    """A python subprocess running `code`; it prints lines the test waits for."""
+    """A python subprocess running `code`; it prints lines the test waits for.
+
+    Its stdin is a pipe: `send` writes a line the child can wait for (`sys.stdin.readline()`),
+    so a test decides when the child goes on instead of guessing with a sleep.
+    """
 
     def __init__(self, code: str, *args: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(code), *args],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        self._pending = b""  # read from stdout, not yet returned as a line
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def expect(self, word: str, timeout: float = 20.0) -> str:
-        """Wait for a line starting with `word`; returns the line."""
+        """Wait for a line starting with `word`; returns the line.
+
+        The wait is bounded for real: stdout is read with select() against a deadline, so a
+        wedged child fails the test (and is killed) instead of hanging the run.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
+        fd = self.process.stdout.fileno()
+        while True:
+            while b"\n" in self._pending:
+                raw, self._pending = self._pending.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                if line.startswith(word):
+                    return line.strip()
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.process.kill()
+                _, err = self.process.communicate(timeout=10)
+                raise AssertionError(f"child never printed {word!r} in {timeout} s: {err}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.process.wait(10)
                 raise AssertionError(f"child ended before {word!r}: {self.process.stderr.read()}")
-            if line.startswith(word):
-                return line.strip()
-        raise AssertionError(f"child never printed {word!r}")
+            self._pending += chunk
 
     def send(self, line: str) -> None:
-        """Not used with stdin closed; kept for symmetry."""
-        raise NotImplementedError
+        """Write `line` (and a newline) to the child's stdin."""
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
 
     def kill(self) -> None:
-        """kill -9, and reap."""
-        os.kill(self.pid, signal.SIGKILL)
+        """kill -9 (unless it has ended and been reaped already), and reap."""
+        if self.process.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
         self.process.wait(10)
         self.close()
 
     def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
         """Wait for the end; returns (exit code, stdout rest, stderr)."""
         out, err = self.process.communicate(timeout=timeout)
-        return self.process.returncode, out, err
+        rest, self._pending = self._pending.decode(errors="replace"), b""
+        return self.process.returncode, rest + out, err
 
     def close(self) -> None:
-        for stream in (self.process.stdout, self.process.stderr):
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream:
                 stream.close()
+
+
+def sleeping_in(pid: int, waits: tuple[str, ...], timeout: float = 20.0) -> str:
+    """Wait until process `pid` sleeps in one of the kernel functions `waits` (its wchan).
+
+    How a test proves a waiter really waits (rather than came too late to have to): a
+    bounded lock wait polls, sleeping in `hrtimer_nanosleep`; an endless one sleeps in
+    `fcntl_setlk`. Returns the wchan seen; fails after `timeout` s naming the last one.
+    """
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                seen = f.read().strip()
+        except OSError:
+            raise AssertionError(f"process {pid} ended before it waited") from None
+        if seen in waits:
+            return seen
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} never waited in {waits}; last seen in {seen!r}")
 
 
 def running(pid: int) -> bool:

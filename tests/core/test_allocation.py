@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
 import gc
 import math
 import os
+import resource
+import signal
 
 import numpy as np
 import pytest
@@ -20,7 +24,7 @@ from clara_core import (
     names,
 )
 from clara_core.names import shm_dir
-from tests.helpers import Child, run_python
+from tests.helpers import Child, run_python, sleeping_in
 
 
 @pytest.fixture
@@ -108,6 +112,62 @@ def test_read_map_refuses_writes(ctx):
     alloc.release()
 
 
+def _write_through(array: np.ndarray) -> int:
+    """In a forked child, write 0xFF over `array`'s memory by address, behind numpy's back.
+
+    Returns the signal that ended the child, 0 if the write went through. This tests the
+    kernel's page protection, not the read-only flag Python puts on the view.
+    """
+    address, size = array.__array_interface__["data"][0], array.nbytes
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            faulthandler.disable()  # pytest's, inherited: let SIGSEGV kill quietly
+            signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            ctypes.memmove(address, b"\xff" * size, size)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+@pytest.mark.parametrize("how", ["creator", "get", "read-only get", "after a write map"])
+def test_the_kernel_refuses_writes_through_a_read_map(ctx, how):
+    alloc = ctx.create(dtype="i32", shape=(1024,))
+    with alloc.map("w") as array:
+        array[:] = np.arange(1024)
+    alloc.publish("data")
+    ref = {
+        "creator": alloc,
+        "get": ctx.get("data"),  # opened read-write: only the map's protection stops it
+        "read-only get": ctx.get("data", read_only=True),
+        "after a write map": ctx.get("data"),
+    }[how]
+    if how == "after a write map":
+        with ref.map("w"):  # the reference may keep this mapping for reuse
+            pass
+    with ref.map("r") as array:
+        assert _write_through(array) == signal.SIGSEGV
+        assert array.tolist() == list(range(1024))
+    with ctx.get("data") as other, other.map("r") as array:
+        assert array.tolist() == list(range(1024))
+    if ref is not alloc:
+        ref.release()
+    alloc.release()
+
+
+def test_writes_through_a_write_map_reach_the_segment(ctx):
+    """The control of the test above: the same child write works through a write map."""
+    alloc = ctx.create(dtype="u8", shape=(64,))
+    alloc.publish("data")
+    with alloc.map("w") as array:
+        assert _write_through(array) == 0
+    with ctx.get("data") as other, other.map("r") as array:
+        assert array.tolist() == [0xFF] * 64
+    alloc.release()
+
+
 def test_two_writers_second_gets_busy_naming_the_holder(ctx):
     alloc = ctx.create(64)
     alloc.publish("data")
@@ -146,26 +206,33 @@ def test_readers_share_and_exclude_a_writer(ctx):
     alloc.release()
 
 
-def test_a_waiting_map_gets_the_lock_when_the_writer_lets_go(ctx):
+@pytest.mark.parametrize(
+    ("timeout", "wait"),
+    [("30", "hrtimer_nanosleep"), ("math.inf", "fcntl_setlk")],
+    ids=["bounded", "endless"],
+)
+def test_a_waiting_map_gets_the_lock_when_the_writer_lets_go(ctx, timeout, wait):
+    """The reader is seen waiting in the kernel before the writer finishes: never a dirty read."""
     alloc = ctx.create(dtype="u32", shape=(1000,))
     alloc.publish("data")
     child = Child(
-        """
-        import time
+        f"""
+        import math
         from clara_core import Context
-        a = Context.open("job").get("data")
-        with a.map("w") as array:
-            print("mapped", flush=True)
-            time.sleep(0.3)
-            array[:] = 7
-        print("done", flush=True)
-        time.sleep(30)
+        ref = Context.open("job").get("data")
+        print("mapping", flush=True)
+        with ref.map("r", timeout={timeout}) as array:
+            print("read", sorted(set(array.tolist())), flush=True)
         """
     )
     try:
-        child.expect("mapped")
-        with alloc.map("r", timeout=30) as array:  # waits for the writer, never a dirty read
-            assert array.tolist() == [7] * 1000
+        with alloc.map("w") as array:
+            array[:500] = 7  # half written when the reader comes
+            child.expect("mapping")
+            sleeping_in(child.pid, (wait,))
+            array[500:] = 7
+        assert child.expect("read") == "read [7]"
+        assert child.finish()[0] == 0
     finally:
         child.kill()
     alloc.release()
@@ -285,11 +352,11 @@ def test_free_forbids_new_gets_while_held_references_stay_valid(ctx, namespace):
     alloc.publish("data")
     child = Child(
         """
-        import time
+        import sys
         from clara_core import Context
         ref = Context.open("job").get("data")
         print("got", flush=True)
-        time.sleep(0.5)
+        sys.stdin.readline()  # maps only once the test has freed the allocation
         with ref.map("r") as array:
             print("sum", int(array.sum()), flush=True)
         ref.release()
@@ -301,6 +368,7 @@ def test_free_forbids_new_gets_while_held_references_stay_valid(ctx, namespace):
     with pytest.raises(NotFound):
         ctx.get("data")
     assert shm_files(namespace) == [names.context_file("job")]
+    child.send("map")
     assert child.expect("sum") == f"sum {sum(range(100))}"
     assert child.finish()[0] == 0
 
