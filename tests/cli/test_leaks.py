@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from clara_core import Context
+from clara_core.names import PUBLISHED, allocation_file
+from clara_core.shm.segment import path_of
 from tests.helpers import Child
 
 from .clirun import clara, data, fails, ok, run_script
@@ -148,3 +150,45 @@ def test_incomplete_data_is_flagged_but_not_a_leak(ctx: str) -> None:
     assert finding["incomplete"] is True and finding["leak"] is False
     assert b"data incomplete" in ok("leak-check").stdout
     assert data("dump", ctx, "v")["allocation"]["state"] == "incomplete"
+
+
+def test_fix_never_removes_a_segment_mapped_only_by_a_plain_numpy_memmap(bin_dir: Path) -> None:
+    """No clara reference, no lock: only /proc/PID/maps shows the mapping, and it counts."""
+    script = run_script(
+        """
+        clara create context job --owner-pid $$ >/dev/null
+        clara create allocation vol -c job --dtype u8 --shape 4096 >/dev/null
+        """,
+        bin_dir,
+    )
+    assert script.returncode == 0, script.stderr
+    path = path_of(allocation_file("job", PUBLISHED, "vol"))
+    mapper = Child(
+        f"""
+        import time
+        import numpy as np
+        array = np.memmap({path!r}, np.uint8, "r+", offset=4096, shape=(4096,))
+        array[:] = 9
+        print("mapped", flush=True)
+        time.sleep(120)
+        """
+    )
+    try:
+        mapper.expect("mapped")
+        users = data("dump", "job", "vol")["allocation"]["mapped_by"]
+        assert [user["pid"] for user in users] == [mapper.pid]
+        report = leak_check(code=1)
+        reasons = {f["kind"]: (f["status"], f["reason"]) for f in report["findings"]}
+        assert reasons["published"][0] == "owner-dead"
+        assert f"in use by pid {mapper.pid}" in reasons["published"][1]
+        fixed = leak_check("--fix", code=1)
+        assert fixed["removed"] == []
+        assert {f["kind"] for f in fixed["kept"]} == {"context", "published"}
+        assert all(f"pid {mapper.pid}" in f["why"] for f in fixed["kept"]), fixed["kept"]
+        with open(path, "rb") as segment:  # still there, and still what the mapper wrote
+            segment.seek(4096)
+            assert segment.read() == b"\x09" * 4096
+    finally:
+        mapper.kill()
+    assert len(leak_check("--fix", code=0)["removed"]) == 2
+    assert not Context.exists("job")

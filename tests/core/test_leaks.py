@@ -173,3 +173,59 @@ def test_other_namespaces_are_invisible(namespace, monkeypatch):
     assert Context.list() == []
     monkeypatch.setenv("CLARA_NAMESPACE", namespace)
     ctx.destroy()
+
+
+def test_reclaim_looks_again_for_mappings_just_before_it_removes(namespace, monkeypatch):
+    """A process that maps a segment after the leak scan still stops its removal.
+
+    The interleaving is forced, not hoped for: reclaim is handed the scan it would have
+    made a moment before the mapper came (a plain numpy.memmap: no reference, no lock,
+    only /proc/PID/maps shows it), so only its last look at the mappings can save it.
+    """
+    owner = Child(
+        """
+        import os, time
+        from clara_core import Context
+        ctx = Context.create("job", owner_pid=os.getpid())
+        ctx.create(4096).publish("data")
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    owner.expect("ready")
+    owner.kill()
+    files = {names.context_file("job"), names.allocation_file("job", "a", "data")}
+    scan = leaks.check()
+    assert {name: status for name, (status, _) in statuses(scan).items()} == dict.fromkeys(
+        files, "owner-dead"
+    )
+    path = os.path.join(shm_dir(), names.allocation_file("job", "a", "data"))
+    mapper = Child(
+        f"""
+        import time
+        import numpy as np
+        array = np.memmap({path!r}, np.uint8, "r", offset=4096, shape=(4096,))
+        print("mapped", flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        mapper.expect("mapped")
+        fresh_check, scans = leaks.check, []
+
+        def scan_from_before_the_mapper(older_than=None):
+            scans.append(older_than)
+            return scan if len(scans) == 1 else fresh_check(older_than)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(leaks, "check", scan_from_before_the_mapper)
+            result = leaks.reclaim()
+        assert scans, "reclaim did not start from leaks.check(): the race was not set up"
+        assert result.removed == []
+        assert {f.segment.file_name for f, _ in result.kept} == files
+        assert all(f"pid {mapper.pid}" in why for _, why in result.kept), result.kept
+        assert set(shm_files(namespace)) == files
+    finally:
+        mapper.kill()
+    final = leaks.reclaim()
+    assert {f.segment.file_name for f in final.removed} == files, final.kept
