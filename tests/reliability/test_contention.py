@@ -12,12 +12,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from clara_core import Context
+from clara_core import Context, OutOfSpace
 from tests.cli.clirun import clara
 from tests.helpers import Child
 
@@ -235,3 +236,72 @@ def test_one_handle_published_by_many_processes_at_once(area: Area, tmp_path: Pa
         assert fails.returncode == 3, fails.stderr.decode()
     finally:
         Context.destroy("busy")
+
+
+PUBLISHERS = 6
+QUOTA_ROUNDS = 20
+SEGMENT = 8192  # a 4 KiB allocation: its header page and its data
+FITTING = 3  # new segments the capacity holds in each round
+FILLER = 500  # published before: each capacity check adds up their sizes, a wide window
+
+
+def _publish_at_once(context: str, round_number: int) -> list[str]:
+    """PUBLISHERS forked processes publish into `context` at the same moment; their outcomes.
+
+    Each opens the context itself (a lock of its own), creates its allocation, says it is
+    ready, and publishes when the pipe it waits on is closed, all of them together.
+    """
+    go_read, go_write = os.pipe()
+    out_read, out_write = os.pipe()
+    children = []
+    for number in range(PUBLISHERS):
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            outcome = "bug"
+            try:
+                os.close(go_write)
+                alloc = Context.open(context).create(4096)
+                os.write(out_write, b"r")
+                os.read(go_read, 1)  # returns when the test closes the pipe: all go
+                try:
+                    alloc.publish(f"r{round_number}p{number}")
+                    outcome = "published"
+                except OutOfSpace:
+                    outcome = "full"
+            except BaseException as exc:
+                outcome = f"bug: {exc!r}"[:200]
+            finally:
+                os.write(out_write, outcome.encode() + b"\n")
+                os._exit(0)
+        children.append(pid)
+    os.close(go_read)
+    with deadline(SAFETY, "publishers getting ready"):
+        ready = b""
+        while len(ready) < PUBLISHERS:
+            ready += os.read(out_read, PUBLISHERS - len(ready))
+    os.close(go_write)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(out_write)
+    with os.fdopen(out_read) as results:
+        return results.read().split()
+
+
+def test_concurrent_publishers_never_exceed_the_capacity(area: Area) -> None:
+    """The capacity check and the publish are one step: 6 at once, 3 fit, 3 are refused
+    (with the check under a shared lock, most rounds publish 4 to 6)."""
+    ctx = Context.create("quota", capacity=(FILLER + FITTING) * SEGMENT + SEGMENT // 2)
+    try:
+        for number in range(FILLER):
+            ctx.create(4096).publish(f"filler{number}")
+        for round_number in range(QUOTA_ROUNDS):
+            outcomes = _publish_at_once("quota", round_number)
+            published = [n for n in ctx.names() if n.startswith(f"r{round_number}p")]
+            area.trials += 1
+            area.failures += len(published) != FITTING
+            assert sorted(outcomes) == ["full"] * (PUBLISHERS - FITTING) + ["published"] * FITTING
+            assert len(published) == FITTING, f"round {round_number}: {published} published"
+            for name in published:
+                ctx.get(name).free()
+    finally:
+        Context.destroy("quota")
