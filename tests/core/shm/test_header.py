@@ -1,6 +1,7 @@
 """Damaged, truncated or foreign segments are Corrupt, never a crash."""
 
 import os
+import struct
 
 import pytest
 
@@ -78,3 +79,64 @@ def test_a_context_segment_in_place_of_an_allocation_is_corrupt(published):
         f.write(context_bytes)
     with pytest.raises(Corrupt, match="not an allocation"):
         ctx.get("data")
+
+
+# The layout block, by hand from the documented format (not from clara's own structs):
+# at 64 element type code (u8), at 65 ndim (u8), at 72 eight dimensions (i64), then
+# nbytes, capacity and data offset (u64) at 136, 144 and 152.
+F32 = 10
+LAYOUT = struct.Struct("<BB6x8qQQQ")
+GOOD = dict(code=F32, ndim=2, dims=(4, 4, 0, 0, 0, 0, 0, 0), nbytes=64, capacity=64, offset=4096)
+
+
+def layout_block(**changes) -> bytes:
+    f = {**GOOD, **changes}
+    dims = tuple(f["dims"]) + (0,) * (8 - len(f["dims"]))
+    return LAYOUT.pack(f["code"], f["ndim"], *dims, f["nbytes"], f["capacity"], f["offset"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "shape"),
+    [
+        ({}, (4, 4)),
+        ({"ndim": 1, "dims": (16,)}, (16,)),
+        ({"ndim": 3, "dims": (4, 4, 1)}, (4, 4, 1)),
+        ({"ndim": 8, "dims": (2, 2, 2, 2, 1, 1, 1, 1)}, (2, 2, 2, 2, 1, 1, 1, 1)),
+        ({"code": 1, "ndim": 1, "dims": (64,)}, (64,)),  # u8
+        ({"capacity": 4096}, (4, 4)),  # a recycled segment may hold more than its data
+    ],
+)
+def test_a_hand_built_valid_layout_is_accepted(published, changes, shape):
+    ctx, path = published
+    patch(path, 64, layout_block(**changes))
+    with ctx.get("data") as ref, ref.map("r") as array:
+        assert array.shape == shape
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"code": 0}, "unknown element type code 0"),
+        ({"code": 15}, "unknown element type code 15"),
+        ({"ndim": 0}, "0 dimensions"),
+        ({"ndim": 9}, "9 dimensions"),
+        ({"dims": (4, 0)}, r"shape \[4, 0,"),
+        ({"dims": (4, -4)}, r"shape \[4, -4,"),
+        # dimensions past ndim must be zero: a 2-D (4, 4) with a stray third dimension
+        ({"dims": (4, 4, 1)}, r"shape \[4, 4, 1, 0,"),
+        ({"ndim": 1, "dims": (16, 5)}, r"shape \[16, 5, 0,"),
+        ({"dims": (4, 4, 0, 0, 0, 0, 0, 7)}, r"shape \[4, 4, 0, 0, 0, 0, 0, 7\]"),
+        ({"dims": (4, 8)}, r"shape \[4, 8\] of float32 does not make 64 bytes"),
+        ({"dims": (2**31, 2**31)}, "does not make 64 bytes"),
+        ({"nbytes": 128, "dims": (4, 8)}, "128 bytes of data do not fit"),  # capacity 64
+        ({"capacity": 2**40}, "64 bytes of data do not fit in a file of 8192 bytes"),
+        ({"offset": 0}, "do not fit"),
+    ],
+)
+def test_a_hand_built_invalid_layout_is_corrupt(published, changes, why):
+    ctx, path = published
+    patch(path, 64, layout_block(**changes))
+    with pytest.raises(Corrupt, match=why) as refused:
+        ctx.get("data").map("r")
+    assert type(refused.value) is Corrupt
+    assert "data" in str(refused.value) and "leak-check --fix" in str(refused.value)
