@@ -18,6 +18,7 @@ import pytest
 
 from clara_core.names import shm_dir
 from clara_core.shm import segment
+from tests.ci_skips import pytest_configure, pytest_runtest_makereport  # noqa: F401 (hooks)
 
 SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
 os.environ["CLARA_NAMESPACE"] = SESSION_NAMESPACE
