@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .clirun import CLARA, ok
+from .clirun import CLARA, fails, ok
 
 COMPLETIONS = Path(__file__).resolve().parents[2] / "completions"
 
@@ -24,9 +24,10 @@ def test_committed_completion_scripts_are_current(shell: str) -> None:
     assert "_CLARA_COMPLETE" in generated
 
 
-def test_unknown_shell_exits_2() -> None:
-    result = subprocess.run([*CLARA, "completion", "tcsh"], capture_output=True)
-    assert result.returncode == 2
+def test_unknown_shell_exits_2_naming_the_shells() -> None:
+    line = fails(2, "completion", "tcsh")
+    assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in line
+    assert ok("completion", "bash").stdout  # the same command with a known shell works
 
 
 def complete(words: str, env: dict[str, str] | None = None) -> list[str]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -95,7 +97,8 @@ def test_dump_context_shows_state_and_who_maps(ctx: str) -> None:
     )
     assert vol["map_mode"] == "read"
     [reader] = [m for m in vol["mapped_by"] if m["pid"] == child.pid]
-    assert reader["mode"] == "read" and reader["command"].startswith("python -c import time")
+    python = Path(sys.executable).name  # python, python3...: however pytest was started
+    assert reader["mode"] == "read" and reader["command"].startswith(f"{python} -c import time")
     assert rows["empty"]["state"] == "empty" and rows["empty"]["mapped_by"] == []
 
 

@@ -7,27 +7,28 @@ from clara_core import InvalidArgument, dtypes
 
 
 @pytest.mark.parametrize(
-    ("spelling", "name", "size"),
+    ("spelling", "name", "size", "code"),
     [
-        ("u8", "uint8", 1),
-        ("uint16", "uint16", 2),
-        ("U32", "uint32", 4),
-        ("u64", "uint64", 8),
-        ("i8", "int8", 1),
-        ("int16", "int16", 2),
-        ("i32", "int32", 4),
-        ("int64", "int64", 8),
-        ("f16", "float16", 2),
-        ("float32", "float32", 4),
-        ("f64", "float64", 8),
-        ("bool", "bool", 1),
-        ("complex64", "complex64", 8),
-        ("c128", "complex128", 16),
+        ("u8", "uint8", 1, 1),
+        ("uint16", "uint16", 2, 2),
+        ("U32", "uint32", 4, 3),
+        ("u64", "uint64", 8, 4),
+        ("i8", "int8", 1, 5),
+        ("int16", "int16", 2, 6),
+        ("i32", "int32", 4, 7),
+        ("int64", "int64", 8, 8),
+        ("f16", "float16", 2, 9),
+        ("float32", "float32", 4, 10),
+        ("f64", "float64", 8, 11),
+        ("bool", "bool", 1, 12),
+        ("complex64", "complex64", 8, 13),
+        ("c128", "complex128", 16, 14),
     ],
 )
-def test_every_element_type_and_its_numpy_twin(spelling, name, size):
+def test_every_element_type_and_its_numpy_twin(spelling, name, size, code):
+    """Names, sizes and the header code of each (codes are in every segment: never change)."""
     etype = dtypes.element_type(spelling)
-    assert (etype.name, etype.itemsize) == (name, size)
+    assert (etype.name, etype.itemsize, etype.code) == (name, size, code)
     assert etype.numpy == np.dtype(name)
     assert dtypes.element_type(np.dtype(name)) is etype
     assert dtypes.BY_CODE[etype.code] is etype
@@ -38,8 +39,10 @@ def test_numpy_scalar_types_are_accepted():
     assert dtypes.element_type(np.bool_).name == "bool"
 
 
-def test_clara_has_exactly_eleven_primitives():
-    assert len(dtypes.CLARA_PRIMITIVES) == 11
+def test_clara_primitives_are_its_eleven_numeric_types():
+    clara = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
+    clara += ("float16", "float32", "float64")
+    assert clara == dtypes.CLARA_PRIMITIVES
 
 
 @pytest.mark.parametrize("bad", ["float128", "", "str", np.dtype(">f4"), object, 3])
@@ -48,9 +51,21 @@ def test_unknown_element_types_are_refused(bad):
         dtypes.element_type(bad)
 
 
-@pytest.mark.parametrize("shape", [(1,), [2, 3], (1,) * 8, "7", np.array([4, 5])])
-def test_static_shapes(shape):
-    assert all(d >= 1 for d in dtypes.static_shape(shape))
+@pytest.mark.parametrize(
+    ("shape", "parsed"),
+    [
+        ((1,), (1,)),
+        ([2, 3], (2, 3)),
+        ((1,) * 8, (1,) * 8),
+        ("7", (7,)),
+        (np.array([4, 5]), (4, 5)),
+        ((np.int64(3), 2), (3, 2)),
+    ],
+)
+def test_static_shapes(shape, parsed):
+    result = dtypes.static_shape(shape)
+    assert result == parsed
+    assert all(type(d) is int for d in result)
 
 
 @pytest.mark.parametrize("bad", [(), (0,), (-1, 2), (1,) * 9, (1.5,), ("x",), (True,)])
