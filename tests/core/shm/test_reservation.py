@@ -5,26 +5,28 @@ import os
 import pytest
 
 from clara_core import Context, OutOfSpace, names
-from clara_core.names import shm_dir
 
 
-def test_a_request_larger_than_free_shared_memory_is_out_of_space(namespace):
+def test_a_request_larger_than_free_shared_memory_is_out_of_space(small_shm_dir):
     # Less than the file system's total size, more than what is free: refused before the
     # kernel would fill the free space page by page (on a RAM-sized /dev/shm that wakes
-    # the out-of-memory killer).
-    stats = os.statvfs(shm_dir())
-    free, total = stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
-    ctx = Context.create("job")
+    # the out-of-memory killer). On a private 64 MiB tmpfs, half full: nobody else frees
+    # or takes space while the test sizes its requests.
+    ctx = Context.create("job", pool_bytes=0)
+    half = ctx.create("32M")
     try:
+        stats = os.statvfs(small_shm_dir)
+        free, total = stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
+        assert 0 < free < total
         for size in (free + (total - free) // 2 + 1, total + 1):
             with pytest.raises(OutOfSpace, match="not enough shared memory"):
                 ctx.create(size)
         with pytest.raises(OutOfSpace):
             ctx.create(dtype="f64", shape=(free // 8 + 1, 2))
-        assert sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace)) == [
-            names.context_file("job")
-        ]
+        assert os.statvfs(small_shm_dir).f_bavail * stats.f_frsize == free
+        assert sorted(os.listdir(small_shm_dir)) == [names.context_file("job")]
     finally:
+        half.release()
         ctx.destroy()
 
 
