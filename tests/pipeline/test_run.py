@@ -133,11 +133,15 @@ def test_timeout_stops_the_job(tmp_path: Path) -> None:
         + op("sleeper", "sleep, '600'", outputs=["{name: y, type: float32}"])
         + op("after", "nothing", inputs=["{from: sleeper, name: y, type: float32}"]),
     )
-    code, result, _ = clara_run(pipeline, "--timeout", "0.5", "--grace", "0.5")
+    code, result, _ = clara_run(pipeline, "--timeout", "1", "--grace", "30")
     assert code == 1
     ops = operators(result)
     assert result["status"] == "timed-out"
     assert ops["sleeper"]["status"] == "timed-out"
+    # It was running when the time ran out, and the runner stopped it (SIGTERM was enough:
+    # the grace is long), rather than the job timing out before it ever started.
+    assert ops["sleeper"]["pid"] and ops["sleeper"]["started"] is not None
+    assert ops["sleeper"]["exit_code"] == -signal.SIGTERM
     assert ops["after"]["status"] == "skipped"
     assert not alive(ops["sleeper"]["pid"])
     assert_clean()

@@ -5,6 +5,7 @@ recycling pool stays within its cap and never costs a create that would fit with
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -226,7 +227,16 @@ def test_clara_run_whose_variable_does_not_fit_fails_and_leaves_nothing(
     pipeline = tmp_path / "big.yaml"
     pipeline.write_text(RUN.format(python=sys.executable, rows=16 * 1024))  # 128 MiB
     result = clara("--json", "run", str(pipeline))
+    err = result.stderr.decode()
     area.trials += 1
-    assert result.returncode in (1, 7), result.stderr.decode()
-    assert "Traceback" not in result.stderr.decode()
+    area.failures += result.returncode != 1
+    assert result.returncode == 1, err  # README: `clara run` exits 1 when the job fails
+    assert "Traceback" not in err
+    report = json.loads(result.stdout)
+    ops = {op["name"]: op for op in report["operators"]}
+    assert report["status"] == "failed"
+    assert report["reason"].startswith("operator 'make' could not start: "), report["reason"]
+    assert "not enough shared memory" in report["reason"]
+    assert (ops["make"]["status"], ops["make"]["pid"]) == ("failed", None)  # never ran
+    assert ops["use"]["status"] == "skipped"
     assert _listing(small_shm_dir) == set()
