@@ -3,6 +3,7 @@
 import os
 import struct
 
+import numpy as np
 import pytest
 
 from clara_core import Context, Corrupt, names
@@ -14,6 +15,8 @@ from clara_core.shm import header
 def published(namespace):
     ctx = Context.create("job")
     alloc = ctx.create(dtype="f32", shape=(16,))
+    with alloc.map("w") as array:  # written: what is read back is data, not never-written
+        array[:] = 1.5
     alloc.publish("data")
     alloc.release()
     yield ctx, os.path.join(shm_dir(), names.allocation_file("job", "a", "data"))
@@ -111,6 +114,7 @@ def test_a_hand_built_valid_layout_is_accepted(published, changes, shape):
     patch(path, 64, layout_block(**changes))
     with ctx.get("data") as ref, ref.map("r") as array:
         assert array.shape == shape
+        assert array.dtype == (np.uint8 if changes.get("code") == 1 else np.float32)
 
 
 @pytest.mark.parametrize(
