@@ -78,7 +78,7 @@ def dump(
     if context_name is None:
         _dump_all()
     elif name is None:
-        _dump_context(context_name)
+        _dump_context(context_name, context_option if context_name != context_option else None)
     else:
         target = Target(context_name, name, False, wait, timeout, declared=False)
         _dump_allocation(target, values, allow_incomplete)
@@ -195,8 +195,20 @@ def _users(info: SegmentInfo) -> str | None:
     return "; ".join(f"pid {m.pid} [{m.activity}] {m.command}" for m in info.mapped_by) or None
 
 
-def _dump_context(name: str) -> None:
-    summary, members = _members(name)
+def _dump_context(name: str, default_context: str | None = None) -> None:
+    """The allocations of context `name`; `default_context` ($CLARA_CONTEXT, when `name`
+    came as the argument) is suggested if `name` is no context but an allocation in it."""
+    from clara_core.errors import NotFound
+
+    try:
+        summary, members = _members(name)
+    except NotFound as missing:
+        if default_context and _has_allocation(default_context, name):
+            raise NotFound(
+                f"{missing}; for allocation '{name}' of context '{default_context}' "
+                f"($CLARA_CONTEXT), run `clara dump -c {default_context} {name}`"
+            ) from None
+        raise
     rows = [allocation_data(info) for info in members]
 
     def human() -> None:
@@ -223,6 +235,17 @@ def _dump_context(name: str) -> None:
         )
 
     emit({"context": context_data(summary), "allocations": rows}, human)
+
+
+def _has_allocation(context_name: str, name: str) -> bool:
+    from clara_core import Context
+    from clara_core.errors import ClaraError
+
+    try:
+        with Context.open(context_name) as context:
+            return name.lower() in (n.lower() for n in context.names())
+    except ClaraError:
+        return False
 
 
 def _dump_allocation(target: Target, values: bool, allow_incomplete: bool) -> None:

@@ -135,6 +135,10 @@ def test_dump_takes_the_context_like_every_command(ctx: str) -> None:
         assert sorted(c["name"] for c in everything) == sorted([ctx, "other"])
         assert data("dump", "other", env={"CLARA_CONTEXT": ctx})["context"]["name"] == "other"
         fails(2, "dump", "-c", ctx, "v", "extra")
+        # the argument is a context; one that is an allocation of $CLARA_CONTEXT says so
+        line = fails(3, "dump", "v", env={"CLARA_CONTEXT": ctx})
+        assert line.endswith(f"run `clara dump -c {ctx} v`")
+        assert "run `" not in fails(3, "dump", "w", env={"CLARA_CONTEXT": ctx})
     finally:
         ok("destroy", "context", "other")
 
