@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import pool, waiting
+from . import pool, removal, waiting
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
     AlreadyExists,
@@ -228,18 +228,25 @@ class Allocation:
 
     def _publish_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         if self._registry.capacity is None:
-            self._link_as(name, file_name, what)
+            self._link_as(name, file_name, what, timeout)
         else:
             size = self._layout.capacity + DATA_OFFSET
             with self._registry.publishing(size, what, timeout):
-                self._link_as(name, file_name, what)
+                self._link_as(name, file_name, what, timeout)
         self._drop_old_name()
 
-    def _link_as(self, name: str, file_name: str, what: str) -> None:
+    def _link_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         self._write(hdr.pack_name(name), hdr.NAME_AT)
         self._write(hdr.pack_lifecycle(hdr.PUBLISHED), hdr.LIFECYCLE_AT)
         try:
-            segment.link(self._fd, file_name, what)
+            try:
+                segment.link(self._fd, file_name, what)
+            except AlreadyExists:
+                # The name may be held by what an earlier context of this name left
+                # (its destroy was killed, or could not finish): not ours to keep.
+                if not removal.remove_leftover(self._registry, file_name, timeout):
+                    raise
+                segment.link(self._fd, file_name, what)
         except AlreadyExists:
             self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
             self._write(hdr.pack_name(""), hdr.NAME_AT)
@@ -261,9 +268,7 @@ class Allocation:
         self._registry.check_writable("hand over into")
         pid, start = processes.identity(holder_pid)
         origin = segment.read_header(self._fd, self.describe())[0].origin
-        updated = hdr.Origin(
-            origin.created_ns, origin.creator_pid, origin.creator_start, pid, start
-        )
+        updated = origin._replace(owner_pid=pid, owner_start=start)
         self._write(updated.pack(), hdr.ORIGIN_AT)
         handle = os.urandom(6).hex()
         segment.link(self._fd, self._registry.member_file(HANDLE, handle), self.describe())

@@ -81,6 +81,7 @@ class Context:
             found,
             self.capacity,
             header.settings.pool_cap,
+            header.origin.created_ns,
         )
         # The segment's own mode, which only its owner can change (not the header's).
         self.mode = self._registry.mode
@@ -264,7 +265,11 @@ class Context:
                 lifecycle=hdr.PRIVATE,
                 data=DataState(hdr.EMPTY),
                 layout=layout,
-                origin=Origin(time.time_ns(), *processes.identity()),
+                origin=Origin(
+                    time.time_ns(),
+                    *processes.identity(),
+                    context_created_ns=self._registry.incarnation,
+                ),
                 settings=Settings(0, 0, 0),
                 context=self.name,
                 name="",
@@ -387,6 +392,8 @@ class Context:
             expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
             if header.kind != hdr.KIND_ALLOCATION:
                 raise Corrupt(f"{what} is corrupt (it is not an allocation)")
+            if not self._registry.made_here(header):
+                raise NotFound(f"{what} was left by an earlier context '{self.name}'")
             if found.st_nlink == 0 or header.lifecycle != expected:
                 raise NotFound(f"{what} was freed")
             # Between our open and our lock, the segment may have been freed, recycled
@@ -411,7 +418,11 @@ class Context:
         refusal = self._registry.writers.refusal
         for entry in segment.scan(f"{self.file_name}.{PUBLISHED}."):
             header = _header_of(entry, refusal)
-            if header is not None and header.lifecycle == hdr.PUBLISHED:
+            if (
+                header is not None
+                and header.lifecycle == hdr.PUBLISHED
+                and self._registry.made_here(header)  # not an earlier context's
+            ):
                 found.append(header.name)  # (not one whose freer died mid-free)
         return sorted(found, key=str.lower)
 

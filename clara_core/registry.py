@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied
 from .names import PUBLISHED, member_file
 from .shm import ledger, locks, segment
-from .shm.header import KIND_CONTEXT
+from .shm.header import KIND_CONTEXT, Header
 from .shm.trust import Writers, ours_refusal
 
 QUOTA_BYTE = 2
@@ -43,6 +43,7 @@ class Registry:
         "capacity",
         "fd",
         "file_name",
+        "incarnation",
         "mode",
         "name",
         "pool_cap",
@@ -60,6 +61,7 @@ class Registry:
         found: os.stat_result,
         capacity: int | None,
         pool_cap: int,
+        incarnation: int,
     ) -> None:
         self.name = name
         self.file_name = file_name  # fixed: the namespace it was opened in
@@ -70,6 +72,9 @@ class Registry:
         self.mode = stat.S_IMODE(found.st_mode)
         self.capacity = capacity
         self.pool_cap = pool_cap
+        # The context's created_ns, stamped into every allocation made in it: a context
+        # destroyed and created again has the same name but another incarnation.
+        self.incarnation = incarnation
 
     @classmethod
     @contextlib.contextmanager
@@ -103,6 +108,7 @@ class Registry:
                 found,
                 settings.capacity or None,
                 settings.pool_cap,
+                header.origin.created_ns,
             )
         finally:
             os.close(opened.fd)
@@ -110,6 +116,14 @@ class Registry:
     def member_file(self, kind: str, name: str) -> str:
         """File name of a member (published, handle or pooled) of this context."""
         return member_file(self.file_name, kind, name)
+
+    def made_here(self, member: Header) -> bool:
+        """Whether a member's header says it was made in this very context, not in an
+        earlier one of the same name (left behind by a destroy that could not finish:
+        killed, or a member's lock held too long). 0 (a writer that does not stamp
+        members) is taken on trust."""
+        made_in = member.origin.context_created_ns
+        return made_in in (0, self.incarnation)
 
     def check_writable(self, action: str) -> None:
         """PermissionDenied unless this user may write the context (its mode says so)."""
@@ -167,15 +181,18 @@ class Registry:
     def count_published(self) -> int:
         """Sizes of the segments published in the context, counted from the directory
         (a ledger never written, and leak-check's repair; the caller holds the quota
-        lock). Only members the context admits count."""
+        lock). Only members the context admits and that were made in it count."""
         total = 0
         for entry in segment.scan(f"{self.file_name}.{PUBLISHED}."):
             try:
-                found = entry.stat(follow_symlinks=False)
-            except OSError:
+                opened = segment.open_segment(
+                    entry.name, entry.name, self.writers.refusal, read_only=True
+                )
+            except ClaraError:  # gone, not a segment, or not one the context admits
                 continue
-            if stat.S_ISREG(found.st_mode) and self.writers.admits(found):
-                total += found.st_size
+            os.close(opened.fd)
+            if opened.header is not None and self.made_here(opened.header):
+                total += opened.stat.st_size
         return total
 
     def recount_published(self, timeout: float | None = None) -> None:

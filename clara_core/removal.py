@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import os
 import resource
+import stat
 import time
 
 from . import pool
 from .errors import ClaraError, NotFound, Timeout
 from .names import context_file
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
+from .registry import Registry
 from .shm import locks, processes, segment
+from .shm.header import KIND_ALLOCATION
 from .shm.processes import FileId
-from .shm.trust import Writers, ours_refusal, removable_refusal
+from .shm.trust import Writers, header_trusted, ours_refusal, removable_refusal
 
 
 def destroy_context(name: str, timeout: float | None = None) -> int:
@@ -98,6 +101,37 @@ def _remove_member(file_name: str, inode: int, writers: Writers, deadline: float
         except Timeout:
             return False  # held too long: left as an orphan for leak-check
         return segment.remove_name(file_name, file_id)
+    finally:
+        os.close(opened.fd)
+
+
+def remove_leftover(context: Registry, file_name: str, timeout: float | None = None) -> bool:
+    """Finish the destroy of an earlier context of this name: remove its member
+    `file_name` if it is one (made in another incarnation, see `Registry.made_here`).
+
+    Returns whether it went. As destroy would have, it removes the name even if old
+    references to it are still held (they stay valid). Only on the word of a header no
+    other user can have written (`trust.header_trusted`), under the member's lifecycle
+    lock, and only if the name still denotes the file checked.
+    """
+    what = f"leftover {file_name}"
+    try:
+        opened = segment.open_segment(file_name, what, context.writers.refusal)
+    except ClaraError:  # gone, or not a segment the context admits
+        return False
+    try:
+        header, found = opened.header, opened.stat
+        if (
+            header is None
+            or header.kind != KIND_ALLOCATION
+            or context.made_here(header)
+            or not header_trusted(found.st_uid, stat.S_IMODE(found.st_mode))
+        ):
+            return False
+        wait = locks.default_wait() if timeout is None else timeout
+        if not locks.lock(opened.fd, locks.LIFECYCLE_BYTE, True, wait):
+            return False
+        return segment.remove_name(file_name, (found.st_dev, found.st_ino))
     finally:
         os.close(opened.fd)
 

@@ -12,6 +12,7 @@ writer ever rewrites a field another role owns:
         64  layout       creation, set_type, recycling  element type, ndim, shape, nbytes,
                                                         capacity, data offset
        160  origin       creation, make_handle          created (ns), creator, owner/holder
+                                                        (allocations) the context's created (ns)
        208  settings     context creation               mode, capacity (bytes), pool cap
        256  context      creation                       the context's name
        512  name         creation (context), publish    the object's own name
@@ -48,10 +49,11 @@ _IDENTITY = struct.Struct("<8sHB")  # at 0
 _LIFECYCLE = struct.Struct("<B")  # at 16
 _DATA = struct.Struct("<B3xiQQ")  # at 24: state, writer pid, writer start, generation
 _LAYOUT = struct.Struct(f"<BB6x{MAX_DIMS}qQQQ")  # at 64: dtype, ndim, shape, nbytes, cap, off
-_ORIGIN = struct.Struct("<QiQiQ")  # at 160: created ns, creator pid+start, owner pid+start
+_ORIGIN = struct.Struct("<QiQiQQ")  # at 160: created ns, creator pid+start, owner pid+start,
+# and (allocations) the created ns of the context they were made in
 _SETTINGS = struct.Struct("<IQQ")  # at 208: mode, capacity, pool cap
 _NAME = struct.Struct("<B255s")  # at 256 (context) and 512 (own name)
-_WHOLE = struct.Struct("<8sHB5x B7x B3xiQQ16x BB6x8qQQQ QiQiQ16x IQQ28x B255s B255s")
+_WHOLE = struct.Struct("<8sHB5x B7x B3xiQQ16x BB6x8qQQQ QiQiQQ8x IQQ28x B255s B255s")
 assert _WHOLE.size == HEADER_SIZE
 
 IDENTITY_AT, LIFECYCLE_AT, DATA_AT, LAYOUT_AT = 0, 16, 24, 64
@@ -83,11 +85,12 @@ class Origin(NamedTuple):
     creator_start: int
     owner_pid: int = 0
     owner_start: int = 0
+    # Allocations: the created_ns of the context they were made in, which tells them
+    # from the leftovers of an earlier context of the same name (0 in a context).
+    context_created_ns: int = 0
 
     def pack(self) -> bytes:
-        return _ORIGIN.pack(
-            self.created_ns, self.creator_pid, self.creator_start, self.owner_pid, self.owner_start
-        )
+        return _ORIGIN.pack(*self)
 
 
 class Settings(NamedTuple):
@@ -200,12 +203,12 @@ def parse(raw: bytes, file_size: int, where: str) -> Header:
         raise _corrupt(where, f"data state {state} is not one of {DATA_STATES}")
     data = DataState(*fields[4:8])
     layout = _layout_of(fields[8:21], file_size, where) if kind == KIND_ALLOCATION else None
-    origin = Origin(*fields[21:26])
-    settings = Settings(*fields[26:29])
+    origin = Origin(*fields[21:27])
+    settings = Settings(*fields[27:30])
     if settings.mode > 0o777:
         raise _corrupt(where, f"mode {settings.mode:o} is not a permission mode")
-    context = _name_of(fields[29], fields[30], where, "context name")
-    name = _name_of(fields[31], fields[32], where, "name")
+    context = _name_of(fields[30], fields[31], where, "context name")
+    name = _name_of(fields[32], fields[33], where, "name")
     if not context or (kind == KIND_CONTEXT and not name):
         raise _corrupt(where, "a name is missing")
     return Header(kind, lifecycle, data, layout, origin, settings, context, name)

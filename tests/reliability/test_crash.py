@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from clara_core import Context, Incomplete, leaks, names
+from clara_core import Context, Incomplete, NotFound, leaks, names
 from clara_core.names import shm_dir
 from clara_core.shm import header
 from tests.cli.clirun import clara
@@ -289,3 +289,64 @@ def test_what_a_kill_in_the_narrowest_windows_leaves(area: Area) -> None:
         area.trials += 2
     finally:
         ctx.destroy()
+
+
+# A process of ours in the middle of freeing x: it holds x's lifecycle lock.
+_FREEING = """
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 2, 1, 0))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["member-busy", "killed"])
+def test_a_destroy_that_did_not_finish_leaves_nothing_to_the_next_context(
+    how: str, area: Area
+) -> None:
+    """destroy() removes the context's name first, then its members: killed in between,
+    or meeting a member whose lock is held past its timeout, it leaves members behind.
+    The next context of that name (the next run of the job) must not take them as its
+    own: not list them, not hand them to get(), not count them toward its capacity, not
+    refuse to publish their names; leak-check calls them orphaned and --fix removes them."""
+    ctx = Context.create("job", capacity="1M")
+    x = ctx.create(dtype="u8", shape=(4096,))
+    with x.map("w") as array:
+        array[:] = 7
+    x.publish("x")
+    x.release()
+    x_path = os.path.join(shm_dir(), names.allocation_file("job", "a", "x"))
+    ctx.close()
+    if how == "killed":  # what destroy() has done when it is killed
+        os.unlink(os.path.join(shm_dir(), names.context_file("job")))
+    else:
+        holder = Child(_FREEING, x_path)
+        try:
+            holder.expect("held")
+            Context.destroy("job", timeout=0.5)
+        finally:
+            holder.kill()
+    assert os.path.exists(x_path), "nothing was left: the test reproduces nothing"
+    again = Context.create("job", capacity="1M")
+    try:
+        assert again.names() == []
+        with pytest.raises(NotFound):
+            again.get("x")
+        [left] = [f for f in leaks.check().findings if f.segment.name == "x"]
+        assert left.status == "orphaned", left
+        x = again.create(dtype="u8", shape=(4096,))
+        with x.map("w") as array:
+            array[:] = 1
+        x.publish("x")  # its name is free again
+        x.release()
+        with again.get("x") as mine, mine.map("r") as array:
+            assert (array == 1).all()
+        leaks.reclaim()
+        big = again.create((1 << 20) - 4096 - 8192)  # fits only if the old x is not counted
+        big.publish("big")
+        big.release()
+        assert again.names() == ["big", "x"]
+        area.trials += 1
+    finally:
+        again.destroy()

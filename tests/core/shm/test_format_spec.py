@@ -39,7 +39,9 @@ _ALLOCATION = Header(
     lifecycle=hdr.PUBLISHED,
     data=DataState(hdr.COMPLETE, 0x1234_5678, 0x0102_0304_0506_0708, 0x1112_1314_1516_1718),
     layout=Layout(BY_CODE[10], (3, 5, 7), 3 * 5 * 7 * 4, 8192),
-    origin=Origin(0x2122_2324_2526_2728, 0x3132_3334, 0x4142_4344_4546_4748, 99, 0x5152),
+    origin=Origin(
+        0x2122_2324_2526_2728, 0x3132_3334, 0x4142_4344_4546_4748, 99, 0x5152, 0x5354_5556
+    ),
     settings=Settings(0o640, 0x6162_6364_6566_6768, 0x7172_7374_7576_7778),
     context="Ctx-1",
     name="Vol_2",
@@ -64,6 +66,7 @@ _EXPECTED = {
     "origin.creator_start": 0x4142_4344_4546_4748,
     "origin.owner_pid": 99,
     "origin.owner_start": 0x5152,
+    "origin.context_created_ns": 0x5354_5556,
     "settings.mode": 0o640,
     "settings.capacity": 0x6162_6364_6566_6768,
     "settings.pool_cap": 0x7172_7374_7576_7778,
