@@ -350,3 +350,26 @@ def test_a_destroy_that_did_not_finish_leaves_nothing_to_the_next_context(
         area.trials += 1
     finally:
         again.destroy()
+
+
+def test_a_context_held_open_across_its_destroy_never_reaches_the_next_one(area: Area) -> None:
+    """A process still holding the context object of a job destroyed and started again
+    (same name) must not read nor write the new job's allocations through it."""
+    old = Context.create("job")
+    again = None
+    try:
+        Context.destroy("job")
+        again = Context.create("job")
+        x = again.create(dtype="u8", shape=(4096,))
+        with x.map("w") as array:
+            array[:] = 2
+        x.publish("x")
+        x.release()
+        with pytest.raises(NotFound):
+            old.get("x")
+        assert old.names() == []
+        area.trials += 1
+    finally:
+        old.close()
+        if again is not None:
+            again.destroy()
