@@ -229,6 +229,15 @@ class ContextSummary:
     owner_alive: bool | None
 
 
+def left_by_earlier(member: SegmentInfo, context: SegmentInfo | None) -> bool:
+    """Whether `member` was made in an earlier context of the name of `context` (left
+    behind by a destroy that did not finish), not in that context itself."""
+    if member.header is None or context is None or context.header is None:
+        return False
+    made_in = member.header.origin.context_created_ns
+    return bool(made_in) and made_in != context.header.origin.created_ns
+
+
 def contexts() -> list[ContextSummary]:
     """Every readable context of the namespace, with counts and sizes."""
     return _summaries(survey())
@@ -242,7 +251,10 @@ def context_members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
     summaries = _summaries(infos)
     if not summaries:
         raise NotFound(f"context '{name}' does not exist")
-    return summaries[0], [info for info in infos if info.kind != "context"]
+    context = summaries[0].segment
+    return summaries[0], [
+        info for info in infos if info.kind != "context" and not left_by_earlier(info, context)
+    ]
 
 
 def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
@@ -255,7 +267,11 @@ def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
         if info.kind != "context" or info.header is None:
             continue
         origin = info.header.origin
-        own = [m for m in members.get(info.context_token, []) if not m.foreign]
+        own = [
+            m
+            for m in members.get(info.context_token, [])
+            if not m.foreign and not left_by_earlier(m, info)
+        ]
         out.append(
             ContextSummary(
                 name=info.header.name,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from . import pool, removal
 from .errors import ClaraError
-from .inspect import SegmentInfo, survey
+from .inspect import SegmentInfo, left_by_earlier, survey
 from .registry import Registry
 from .shm import header as hdr
 from .shm import processes
@@ -183,10 +183,7 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
         if context is None:  # a name that is gone: a fact, whoever could write headers
             return Finding(info, ORPHANED, "its context is gone")
         return Finding(info, ORPHANED, "its context is corrupt", trusted=context.trusted)
-    made_in = info.header.origin.context_created_ns
-    context_header = context.segment.header
-    if made_in and context_header is not None and made_in != context_header.origin.created_ns:
-        # Left by an earlier context of that name whose destroy did not finish.
+    if left_by_earlier(info, context.segment):  # its destroy did not finish
         if users:
             return Finding(info, LIVE, f"left by an earlier context; used by {users}")
         why = "left by an earlier context"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from clara_core import Context, Incomplete, NotFound, leaks, names
+from clara_core import Context, Incomplete, NotFound, inspect, leaks, names
 from clara_core.names import shm_dir
 from clara_core.shm import header
 from tests.cli.clirun import clara
@@ -331,6 +331,7 @@ def test_a_destroy_that_did_not_finish_leaves_nothing_to_the_next_context(
     again = Context.create("job", capacity="1M")
     try:
         assert again.names() == []
+        assert inspect.context_members("job")[1] == []  # what clara dump job lists
         with pytest.raises(NotFound):
             again.get("x")
         [left] = [f for f in leaks.check().findings if f.segment.name == "x"]
