@@ -486,11 +486,13 @@ class Allocation:
 
     @property
     def path(self) -> str:
-        """A path at which other programs can open the segment (while this reference lives)."""
-        if self._visibility == PRIVATE:
-            return f"/proc/{os.getpid()}/fd/{self._fd}"
-        kind = PUBLISHED if self._visibility == SHARED else HANDLE
-        return segment.path_of(self._registry.member_file(kind, self._key or ""))
+        """A path at which other programs can open the segment (while this reference lives).
+
+        It is this reference's descriptor (/proc/PID/fd/N), never the name: a name may be
+        freed and given to another allocation meanwhile, and whoever opened that name
+        would read or write the other one, whose locks nobody holds.
+        """
+        return f"/proc/{os.getpid()}/fd/{self._fd}"
 
     def _check_open(self) -> None:
         if self.released:

@@ -18,10 +18,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from clara_core import Context
+from tests.cli.clirun import CLARA
 
 from .figures import Area
-from .harness import SAFETY, our_files
+from .harness import SAFETY, our_files, wait_until
 
 SOAK = float(os.environ.get("CLARA_SOAK_SECONDS", "30"))
 WORKERS = 4
@@ -94,3 +97,58 @@ def test_free_returning_means_the_name_is_free(area: Area) -> None:
     area.failures += failed
     area.set("double free", f"{cycles} cycles, {failed} failed")
     assert failed == 0, figures
+
+
+# CMD of `clara map x -- CMD`: says it runs (creates the file $2), waits until the test
+# says go (the file $1 exists), then
+# reads 4 bytes of the data at $CLARA_MAP_PATH, or writes 9s there (mode w).
+_MAP_CMD = """
+: > "$2"
+while [ ! -e "$1" ]; do sleep 0.02; done
+if [ "$CLARA_MAP_MODE" = w ]; then
+    printf '\\011\\011\\011\\011' | dd of="$CLARA_MAP_PATH" bs=1 seek="$CLARA_MAP_OFFSET" \\
+        conv=notrunc status=none
+else
+    od -An -tu1 -N4 -j "$CLARA_MAP_OFFSET" "$CLARA_MAP_PATH"
+fi
+"""
+
+
+@pytest.mark.parametrize("mode", ["--read", "--write"])
+def test_map_cmd_reaches_only_the_allocation_it_maps(mode: str, tmp_path, area: Area) -> None:
+    """While `clara map x -- CMD` runs, another process of the job frees x and publishes a
+    new x. CMD must still read (or write) the x whose map clara holds, never the new one,
+    whose locks nobody holds: CLARA_MAP_PATH must denote that very file, not the name."""
+    ctx = Context.create("job")
+    try:
+        old = ctx.create(dtype="u8", shape=(4,))
+        with old.map("w") as array:
+            array[:] = 1
+        old.publish("x")
+        old.release()
+        go, running = tmp_path / "go", tmp_path / "running"
+        env = {**os.environ, "CLARA_CONTEXT": "job"}
+        script = ["sh", "-c", _MAP_CMD, "sh", str(go), str(running)]
+        command = [*CLARA, "map", "x", mode, "--", *script]
+        cmd = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            wait_until(running.exists, "clara map to map x and start CMD")
+            ctx.get("x").free()  # references and maps already held stay valid
+            new = ctx.create(dtype="u8", shape=(4,))
+            with new.map("w") as array:
+                array[:] = 2
+            new.publish("x")
+            new.release()
+            go.touch()
+            out, err = cmd.communicate(timeout=SAFETY)
+        finally:
+            cmd.kill()
+            cmd.wait()
+        assert cmd.returncode == 0, err.decode()
+        if mode == "--read":
+            assert out.split()[-4:] == [b"1"] * 4, out  # the x it maps, not the new one
+        with ctx.get("x") as x, x.map("r") as array:
+            assert (array == 2).all(), "CMD wrote into an allocation it holds no map of"
+        area.trials += 1
+    finally:
+        ctx.destroy()
