@@ -101,7 +101,8 @@ class Incomplete(ClaraError):
 
 
 class NeverWritten(Incomplete):
-    """No writer has finished writing the data yet: it holds only the zeros it began with."""
+    """No writer has finished writing the data yet: it holds zeros, or, if its segment was
+    recycled, the bytes of an allocation freed before in the same context."""
 
 
 class OutOfSpace(ClaraError, OSError):

@@ -118,7 +118,8 @@ class Reference:
             raise NeverWritten(
                 f"{what} was never written",
                 "write it first, wait for its writer with {wait}, "
-                "or read its zeros anyway with {allow_incomplete}",
+                "or read what it holds anyway with {allow_incomplete} (zeros, or the old bytes of "
+                "a recycled segment)",
             )
         return layout
 
