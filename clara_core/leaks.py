@@ -5,8 +5,9 @@ Every named segment of the namespace gets one status:
     live        published in an existing context, held by a live process, or mapped
     idle        a context without owner: kept until destroyed, never called a leak
     pooled      a freed segment kept for recycling: reclaimable, not a leak
-    orphaned    unreachable forever: its context is gone, or the holder of its handle
-                died before publishing it, and nobody maps it                  (leak)
+    orphaned    unreachable forever: its context is gone, the holder of its handle died
+                before publishing it, or an earlier context of that name left it
+                (its destroy did not finish); and nobody maps it               (leak)
     owner-dead  in (or is) a context whose owner process has exited           (leak)
     stale       in (or is) a context without owner idle for longer than the age
                 given to check/reclaim (`older_than`)                          (leak)
