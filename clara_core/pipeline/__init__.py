@@ -11,7 +11,7 @@
     runner           run(pipeline): the local job loop
     job_variables    the runner's record of variables, from allocation to free
     operator_duties  what the runner does for one operator (allocate, check, free after
-                     the last reader), shared through the job's ledger: one code path
+                     the last reader), shared through the job's tally: one code path
                      for `clara run` and `clara exec-operator`
     pod_operator     `clara exec-operator`: one operator inside a pod, no runner
     operator_process one operator's process (group, death with the runner, output pipe)

@@ -7,8 +7,8 @@
     freed, left = duties.finish()    # marks it succeeded; frees what it was last to read
 
 Nothing central is needed: what the operators of a job must share lives in the job's
-context, in its ledger (`Ledger`): each operator's status, how many readers each variable
-still waits for, and how many operators have not finished. Every update of the ledger is
+context, in its tally (`Tally`): each operator's status, how many readers each variable
+still waits for, and how many operators have not finished. Every update of the tally is
 one write map of it (one writer at a time, a bounded wait), so whoever decrements a
 variable's count to zero is the one that frees it, whatever order operators end in.
 """
@@ -26,9 +26,9 @@ from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, Timeo
 from .environment import DISK, SHARED_MEMORY, JobPlan, OperatorIO
 from .schema import shapes_match
 
-LEDGER = "clara-ledger"  # never a variable's name: those always hold "--"
+TALLY = "clara-tally"  # never a variable's name: those always hold "--"
 WAITING, SUCCEEDED, FAILED = 0, 1, 2
-LOCK_TIMEOUT = 60.0  # seconds an update of the ledger waits for another one
+LOCK_TIMEOUT = 60.0  # seconds an update of the tally waits for another one
 
 
 class UpstreamFailed(ClaraError):
@@ -45,9 +45,9 @@ class Observed:
     created: float | None = None  # when its segment was made (seconds since the epoch)
 
 
-class Ledger:
+class Tally:
     """The job's shared bookkeeping: int64 [status of each operator..., readers left of
-    each variable..., operators left], published in the job's context as LEDGER."""
+    each variable..., operators left], published in the job's context as TALLY."""
 
     def __init__(self, ctx: Context, plan: JobPlan) -> None:
         self.plan = plan
@@ -59,7 +59,7 @@ class Ledger:
 
     def _open_or_create(self, ctx: Context) -> Allocation:
         try:
-            return self._checked(ctx.get(LEDGER))
+            return self._checked(ctx.get(TALLY))
         except NotFound:
             pass
         allocation = ctx.create(dtype="int64", shape=(self.size,))
@@ -68,11 +68,11 @@ class Ledger:
                 values[: len(self.operators)] = WAITING
                 values[len(self.operators) : -1] = list(self.plan.readers.values())
                 values[-1] = len(self.operators)
-            allocation.publish(LEDGER)
+            allocation.publish(TALLY)
             return allocation
         except AlreadyExists:  # another operator of the job was first: the same content
             allocation.release()
-            return self._checked(ctx.get(LEDGER))
+            return self._checked(ctx.get(TALLY))
         except BaseException:
             allocation.release()
             raise
@@ -81,7 +81,7 @@ class Ledger:
         if allocation.element_type.name != "int64" or allocation.shape != (self.size,):
             allocation.release()
             raise InvalidArgument(
-                f"the job's {LEDGER} is int64{list(allocation.shape)}, not the "
+                f"the job's {TALLY} is int64{list(allocation.shape)}, not the "
                 f"int64[{self.size}] this job's plan (CLARA_JOB) needs"
             )
         return allocation
@@ -116,14 +116,14 @@ class Ledger:
             return unread, int(values[-1])
 
     def release(self) -> None:
-        """Drop this reference to the ledger."""
+        """Drop this reference to the tally."""
         self.allocation.release()
 
 
-def drop_ledger(ctx: Context) -> None:
-    """Free the job's ledger (a job kept for inspection keeps only its variables)."""
+def drop_tally(ctx: Context) -> None:
+    """Free the job's tally (a job kept for inspection keeps only its variables)."""
     with contextlib.suppress(NotFound):
-        ctx.get(LEDGER).free()
+        ctx.get(TALLY).free()
 
 
 class OperatorDuties:
@@ -133,7 +133,7 @@ class OperatorDuties:
         self.ctx = ctx
         self.io = io
         self.plan = plan
-        self.ledger = Ledger(ctx, plan)
+        self.tally = Tally(ctx, plan)
 
     def wait_for_upstream(self, timeout: float) -> None:
         """Return once every operator this one reads from has succeeded.
@@ -145,12 +145,12 @@ class OperatorDuties:
         upstream = [self._operator(name) for name in upstream]
 
         def settled() -> list[int] | None:
-            statuses = self.ledger.statuses(upstream)
+            statuses = self.tally.statuses(upstream)
             return statuses if FAILED in statuses or WAITING not in statuses else None
 
         statuses = waiting.until(settled, waiting.Deadline(timeout))
         if statuses is None:
-            statuses = self.ledger.statuses(upstream)
+            statuses = self.tally.statuses(upstream)
             late = [n for n, s in zip(upstream, statuses, strict=True) if s == WAITING]
             raise Timeout(
                 f"operator '{self.io.operator}' waited {timeout:g} s for "
@@ -223,8 +223,8 @@ class OperatorDuties:
         return "; ".join(problems), seen
 
     def failed(self) -> None:
-        """Record in the ledger that this operator failed."""
-        self.ledger.failed(self.io.operator)
+        """Record in the tally that this operator failed."""
+        self.tally.failed(self.io.operator)
 
     def finish(self, keep: bool = False) -> tuple[list[str], int]:
         """Mark it succeeded; free each variable it was the last to read, and its outputs
@@ -241,7 +241,7 @@ class OperatorDuties:
             for p in self.io.outputs
             if p.medium == SHARED_MEMORY and p.allocation in self.plan.readers
         ]
-        unread, left = self.ledger.succeeded(self.io.operator, read, written)
+        unread, left = self.tally.succeeded(self.io.operator, read, written)
         freed = []
         for name in [] if keep else unread:
             try:
@@ -253,7 +253,7 @@ class OperatorDuties:
 
     def close(self) -> None:
         """Drop the references these duties hold."""
-        self.ledger.release()
+        self.tally.release()
 
     def _operator(self, name: str) -> str:
         for known in self.plan.operators:

@@ -8,7 +8,7 @@ first operator creates it), waits for the operators it reads from (`wait` second
 has already ordered the containers, a plain Kubernetes pod has not), does the same
 `OperatorDuties` as the local runner around the operator's process, and destroys the
 context once it is the job's last operator to finish. The operator's exit code is the
-wrapper's; a failure is recorded in the job's ledger so that waiting readers give up.
+wrapper's; a failure is recorded in the job's tally so that waiting readers give up.
 """
 
 from __future__ import annotations

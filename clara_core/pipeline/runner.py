@@ -39,7 +39,7 @@ from ..errors import ClaraError, NotFound
 from .environment import OperatorIO
 from .job_variables import JobVariables
 from .model import Operator, Pipeline
-from .operator_duties import OperatorDuties, drop_ledger
+from .operator_duties import OperatorDuties, drop_tally
 from .operator_io import describe_operator, job_plan
 from .operator_process import OperatorProcess, describe_exit
 from .results import (
@@ -314,7 +314,7 @@ class _Job:
         self.variables.finish(self.ctx)
         if self.ctx is not None:
             if self.keep:
-                drop_ledger(self.ctx)
+                drop_tally(self.ctx)
                 self.ctx.close()
             else:
                 with contextlib.suppress(NotFound):  # someone destroyed it meanwhile

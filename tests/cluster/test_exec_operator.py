@@ -1,5 +1,5 @@
 """`clara exec-operator`: the runner's duties done by each operator of a pod, with no
-runner (decentralised through the job's ledger in the context)."""
+runner (decentralised through the job's tally in the context)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_a_failed_operator_stops_its_readers(image: Path, tmp_path: Path) -> Non
     manifest = export(tmp_path, PIPELINE, "k8s-job")
     outcomes = run_all_at_once(job_pod(manifest, tmp_path / "claim"), image)
     assert outcomes["a"].code == 3
-    for name in "bc":  # they were waiting for a: the ledger says it failed
+    for name in "bc":  # they were waiting for a: the tally says it failed
         assert outcomes[name].code == 1
         assert f"clara: error: operator '{name}' will not run: 'a' failed" in outcomes[name].output
     assert (
@@ -157,7 +157,7 @@ def test_outside_a_pod_it_says_so(tmp_path: Path) -> None:
     assert Context.list() == []
 
 
-def test_clara_run_uses_the_same_ledger(tmp_path: Path, image: Path) -> None:
+def test_clara_run_uses_the_same_tally(tmp_path: Path, image: Path) -> None:
     """The local runner does the same duties: the same pipeline runs, freeing as it goes."""
     from tests.pipeline.pipes import clara_run
 

@@ -58,7 +58,7 @@ def test_argo_workflow_validates_and_follows_the_dag(pipeline: Path) -> None:
     (shm,) = [v for v in template["volumes"] if v["name"] == "dshm"]
     assert shm["emptyDir"]["medium"] == "Memory"
     # spacing (24 B) and stats (64 B) are the static outputs: a page each plus 2 pages of
-    # overhead, the context and the ledger; then the default headroom of 1 GiB.
+    # overhead, the context and the tally; then the default headroom of 1 GiB.
     assert shm["emptyDir"]["sizeLimit"] == "1025Mi"
 
 
@@ -122,7 +122,7 @@ def test_payload_inputs_requests_and_shm_override(tmp_path: Path) -> None:
     assert shm["emptyDir"]["sizeLimit"] == "64Mi"
     default = job_template(export(pipeline, "--to", "argo", "--shm-headroom", "1M"))
     (shm,) = [v for v in default["volumes"] if v["name"] == "dshm"]
-    # uint16[512, 512] is 512 KiB = 128 pages, + 2 pages; context + ledger 3 pages; + 1 MiB
+    # uint16[512, 512] is 512 KiB = 128 pages, + 2 pages; context + tally 3 pages; + 1 MiB
     assert shm["emptyDir"]["sizeLimit"] == "2Mi"
 
 
@@ -148,7 +148,7 @@ def test_indexed_job_validates(payloads: tuple[str, ...]) -> None:
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     for container in pod["containers"]:
-        assert "dependencies" not in container  # the wrappers wait on the ledger instead
+        assert "dependencies" not in container  # the wrappers wait on the tally instead
         assert container["command"][:3] == ["clara", "exec-operator", "--wait"]
     if payloads:
         assert json.loads(job["metadata"]["annotations"]["clara-fastio/payloads"]) == ["a", "b"]

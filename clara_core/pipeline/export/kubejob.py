@@ -5,7 +5,7 @@
 One job of the pipeline is one pod of the Job (completion index i runs payload i).
 Plain Kubernetes starts all containers of a pod at once, so each operator's wrapper
 waits (`clara exec-operator --wait`) until the operators it reads from have succeeded,
-as the job's ledger in the pod's /dev/shm says; an upstream failure ends it at once.
+as the job's tally in the pod's /dev/shm says; an upstream failure ends it at once.
 Volume sub-paths use the pod's own labels through `subPathExpr`: payload i is read from
 `payloads/<i>` (the annotation `clara-fastio/payloads` lists which payload is which) and
 results go to `results/<job name>/<i>/<operator>/<output>`.

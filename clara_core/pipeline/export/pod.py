@@ -171,7 +171,7 @@ def shm_bytes(pipeline: Pipeline) -> int:
     """Bytes of /dev/shm the declared static outputs need at most (all alive at once)."""
     from ...dtypes import element_type, nbytes_of
 
-    total = PAGE + SEGMENT_OVERHEAD  # the context, and the job's ledger
+    total = PAGE + SEGMENT_OVERHEAD  # the context, and the job's tally
     for op in pipeline.operators:
         for port in op.outputs:
             if port.medium != SHARED_MEMORY or port.is_dynamic or port.shape is None:
