@@ -81,7 +81,7 @@ def make_config(mode: str, namespace: str, workdir: str = "") -> Config:
             crowd_files=100_000,
             crowd_trials=300,
             huge_bytes=1 << 30,
-            huge_trials=3,
+            huge_trials=4,
         )
     if mode == "quick":
         return Config(

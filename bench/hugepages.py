@@ -8,7 +8,9 @@ fill + free (a context with recycling off) next to the same with a raw file (ope
 fallocate + mmap + fill + unlink). It also reads, from /proc/self/smaps, how much of
 each mapping the kernel mapped with huge pages (ShmemPmdMapped / FilePmdMapped): clara's
 data starts 4096 bytes into its file, after the header, so this shows whether that offset
-or the mapping's address keeps the kernel from mapping 2 MiB at a time.
+or the mapping's address keeps the kernel from mapping 2 MiB at a time. Each trial starts
+after the pause P9 takes (see bench/pipeline.py), so that no variant inherits the pages
+another one just freed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 
@@ -56,8 +59,6 @@ def huge_fraction(address: int) -> float:
 
 def _clara_fill(ctx: Context, count: int, seen: list[float]) -> float:
     """One cold create + fill + free; returns ns, notes the huge fraction in `seen`."""
-    import time
-
     start = time.perf_counter_ns()
     alloc = ctx.create(dtype="float32", shape=(count,))
     with alloc.map("w") as array:
@@ -72,7 +73,6 @@ def _clara_fill(ctx: Context, count: int, seen: list[float]) -> float:
 def _raw_fill(directory: str, nbytes: int, seen: list[float]) -> float:
     """The same with a plain file: open + fallocate + mmap + fill + unlink + munmap."""
     import mmap
-    import time
 
     start = time.perf_counter_ns()
     fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
@@ -126,6 +126,7 @@ def p12(cfg: Config) -> list[Row]:
                 contexts[kind] = Context.create("p12", pool_bytes=0)
 
         def trial(kind: str, raw: bool) -> float:
+            time.sleep(cfg.settle_seconds)  # as P9: no variant inherits another's freed pages
             key = f"{'raw' if raw else 'clara'} {kind}"
             with shm_dir_set(dirs[kind]):
                 if raw:

@@ -62,7 +62,7 @@ class Allocation:
         fd: int,
         writable: bool,
         header: Header,
-        stat: os.stat_result,
+        stat: os.stat_result | None,
         visibility: str,
         key: str | None = None,
         pool_name: str | None = None,
@@ -75,7 +75,7 @@ class Allocation:
         self._set_visibility(visibility, key)
         self._layout: Layout = header.layout
         self.created: float = header.origin.created_ns / 1e9  # seconds since the epoch
-        self._file_id = (stat.st_dev, stat.st_ino)
+        self._stat = stat  # None: fstat only when a message needs the file's identity
         self._reference = Reference(fd)
         self._maps = self._reference.maps
         # A private allocation is reachable by its creator only: released means freed, so
@@ -159,18 +159,20 @@ class Allocation:
 
     def describe(self) -> str:
         """How messages name this allocation."""
+        if self._description is None:  # made when first needed: most never are
+            key, where = self._key, f"in context '{self._registry.name}'"
+            if self._visibility == SHARED:
+                self._description = f"allocation '{key}' {where}"
+            elif self._visibility == HANDLED:
+                self._description = f"private allocation {key} {where}"
+            else:
+                self._description = f"private allocation {where}"
         return self._description
 
     def _set_visibility(self, visibility: str, key: str | None) -> None:
         self._visibility = visibility
         self._key = key  # published name or handle
-        where = f"in context '{self._registry.name}'"
-        if visibility == SHARED:
-            self._description = f"allocation '{key}' {where}"
-        elif visibility == HANDLED:
-            self._description = f"private allocation {key} {where}"
-        else:
-            self._description = f"private allocation {where}"
+        self._description: str | None = None
 
     def _repr_state(self) -> str:
         """The data state, or why there is none (a repr must never raise)."""
@@ -459,6 +461,13 @@ class Allocation:
         if any(m.lock == "write" for m in found):
             return f"{who} for writing"
         return f"{who} for reading" if any(m.lock for m in found) else who
+
+    @property
+    def _file_id(self) -> tuple[int, int]:
+        """(device, inode) of the segment (fetched when first needed)."""
+        if self._stat is None:
+            self._stat = os.fstat(self._fd)
+        return (self._stat.st_dev, self._stat.st_ino)
 
     def _drop_old_name(self) -> None:
         """After a new name was linked: remove the handle or pool name it had before

@@ -280,7 +280,7 @@ class Context:
                 fd = self._fresh_segment(layout.capacity, what, header.pack())
                 locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
             alloc = Allocation(
-                self, self._registry, fd, True, header, os.fstat(fd), PRIVATE, pool_name=pool_name
+                self, self._registry, fd, True, header, None, PRIVATE, pool_name=pool_name
             )
         except BaseException:
             if warm is not None:

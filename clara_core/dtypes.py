@@ -32,9 +32,15 @@ class ElementType:
     @property
     def numpy(self):  # -> numpy.dtype; numpy is imported only when a caller needs it
         """The numpy dtype (native byte order)."""
-        import numpy
+        found = _NUMPY.get(self.code)
+        if found is None:
+            import numpy
 
-        return numpy.dtype(self.name)
+            found = _NUMPY[self.code] = numpy.dtype(self.name)
+        return found
+
+
+_NUMPY: dict[int, object] = {}  # code -> numpy.dtype, made once (dtypes are immutable)
 
 
 _TYPES = (

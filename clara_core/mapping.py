@@ -87,13 +87,16 @@ class Mapping:
         self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
-            import numpy
+            from numpy import frombuffer
 
-            layout = self.layout
-            count = layout.nbytes // layout.etype.itemsize
-            raw = self._region.lend(self)
-            array = numpy.frombuffer(raw, layout.etype.numpy, count, DATA_OFFSET)
-            array = array.reshape(layout.shape)
+            layout, region = self.layout, self._region
+            etype = layout.etype
+            holder = region.holder(self)
+            if not region.writable:
+                holder = memoryview(holder).toreadonly()  # numpy then refuses to write
+            array = frombuffer(holder, etype.numpy, layout.nbytes // etype.itemsize, DATA_OFFSET)
+            if len(layout.shape) > 1:
+                array = array.reshape(layout.shape)
             self._array = weakref.ref(array)
         return array
 

@@ -22,13 +22,13 @@ from .shm.memory import Region
 class Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("closed", "fd", "layout_raw", "maps", "recycle", "warm", "warm_read")
+    __slots__ = ("closed", "fd", "maps", "recycle", "warm", "warm_read", "writing")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
         self.maps: list[Region] = []
-        self.layout_raw = b""  # the layout block as last parsed under a map lock
+        self.writing = DataState(hdr.EMPTY)  # the data state a write map last marked
         # Mappings no view can reach, kept for this reference's next map of that kind: no
         # mmap, no munmap, no page faults (for a big array, faulting its pages in again
         # costs more than the copy that follows). They hold no lock: others map meanwhile.
@@ -88,26 +88,27 @@ class Reference:
 
         The header is read and written through the fd, never through the map: a file cut
         short by another process (a writer of a shared-mode context) is then an error
-        here, not a SIGBUS.
+        here, not a SIGBUS; and touching the header page of a fresh map would fault in its
+        neighbours too, all of which unmap then has to tear down again.
         """
+        # Whether the file still covers the mapping: its last byte can be read (cheaper
+        # than fstat, same answer).
         try:
-            size = os.fstat(self.fd).st_size
-            header = os.pread(self.fd, hdr.HEADER_SIZE, 0)
+            last = os.pread(self.fd, 1, region.length - 1)
+            header = os.pread(self.fd, hdr.LAYOUT_END, 0)
         except OSError as exc:
             raise segment.translate(exc, what) from exc
-        if size < region.length or len(header) < hdr.HEADER_SIZE:
+        if not last or len(header) < hdr.LAYOUT_END:
             raise Corrupt(
-                f"{what} is corrupt (its file was cut to {size} bytes, it needs "
-                f"{region.length}); remove it with `clara leak-check --fix`"
+                f"{what} is corrupt (its file was cut short of the {region.length} bytes it "
+                "needs); remove it with `clara leak-check --fix`"
             )
-        raw_layout = header[hdr.LAYOUT_AT : hdr.LAYOUT_END]
-        if raw_layout != self.layout_raw:  # changed since last parsed: validate it again
-            layout = hdr.parse_layout(header, region.length, what)
-            self.layout_raw = raw_layout
+        layout = hdr.parse_layout(header, region.length, what)
         data = hdr.read_data_state(header)
         if writable:
             pid, start = processes.identity()
-            self._write_state(DataState(hdr.WRITING, pid, start, data.generation), what)
+            self.writing = DataState(hdr.WRITING, pid, start, data.generation)
+            self._write_state(self.writing, what)
         elif data.state == hdr.WRITING and not allow_incomplete:
             raise Incomplete(
                 f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
@@ -129,13 +130,9 @@ class Reference:
     def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
         if region.writable and complete:
-            what = "a mapped allocation"
-            try:
-                data = hdr.read_data_state(os.pread(self.fd, hdr.DATA_END, 0))
-            except OSError as exc:
-                raise segment.translate(exc, what) from exc
-            done = DataState(hdr.COMPLETE, data.writer_pid, data.writer_start, data.generation + 1)
-            self._write_state(done, what)
+            # What map() wrote stays as it was: the write lock kept every other clara out.
+            _, pid, start, generation = self.writing
+            self._write_state(DataState(hdr.COMPLETE, pid, start, generation + 1), "the data state")
         self.maps.remove(region)
         keep = (self.warm if region.writable else self.warm_read) is None
         if region.lent():

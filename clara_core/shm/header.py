@@ -165,6 +165,11 @@ def pack_lifecycle(lifecycle: int) -> bytes:
     return _LIFECYCLE.pack(lifecycle)
 
 
+def pack_data_state(data: DataState) -> bytes:
+    """The data-state block (written at DATA_AT)."""
+    return data.pack()
+
+
 def read_data_state(buffer) -> DataState:
     """The data-state block from a segment's first bytes (checked under the map lock)."""
     state, pid, start, generation = _DATA.unpack_from(buffer, DATA_AT)
@@ -173,20 +178,32 @@ def read_data_state(buffer) -> DataState:
     return DataState(state, pid, start, generation)
 
 
-def pack_data_state(data: DataState) -> bytes:
-    """The data-state block (written at DATA_AT)."""
-    return data.pack()
-
-
 def _corrupt(where: str, why: str) -> Corrupt:
     return Corrupt(f"{where} is corrupt ({why}); remove it with `clara leak-check --fix`")
+
+
+_parsed: dict[tuple[bytes, int], Header] = {}  # (header bytes, file size) -> its Header
+_PARSED_MAX = 1024
 
 
 def parse(raw: bytes, file_size: int, where: str) -> Header:
     """Validate and parse a header read from a file of `file_size` bytes.
 
     `where` names the segment in error messages. Raises Corrupt on anything inconsistent.
+    Every call validates what it is given, but the same bytes (and file size) give the
+    same verdict: a header seen before is looked up, not validated field by field again.
     """
+    key = (raw if type(raw) is bytes else bytes(raw), file_size)
+    found = _parsed.get(key)
+    if found is None:
+        found = _parse(raw, file_size, where)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[key] = found
+    return found
+
+
+def _parse(raw: bytes, file_size: int, where: str) -> Header:
     if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
         raise _corrupt(where, f"only {file_size} bytes, too short for a header")
     fields = _WHOLE.unpack_from(raw)
@@ -214,9 +231,20 @@ def parse(raw: bytes, file_size: int, where: str) -> Header:
     return Header(kind, lifecycle, data, layout, origin, settings, context, name)
 
 
-def parse_layout(raw, file_size: int, where: str) -> Layout:
-    """Validate and parse just the layout block (e.g. of a fresh map, under its lock)."""
-    return _layout_of(_LAYOUT.unpack_from(raw, LAYOUT_AT), file_size, where)
+_layouts: dict[tuple[bytes, int], Layout] = {}  # (layout block, file size) -> its Layout
+
+
+def parse_layout(raw: bytes, file_size: int, where: str) -> Layout:
+    """Validate and parse just the layout block (e.g. of a fresh map, under its lock);
+    like parse(), the same bytes and size are validated once, then looked up."""
+    key = (bytes(raw[LAYOUT_AT:LAYOUT_END]), file_size)
+    found = _layouts.get(key)
+    if found is None:
+        found = _layout_of(_LAYOUT.unpack_from(raw, LAYOUT_AT), file_size, where)
+        if len(_layouts) >= _PARSED_MAX:
+            _layouts.clear()
+        _layouts[key] = found
+    return found
 
 
 def _layout_of(fields: tuple, file_size: int, where: str) -> Layout:

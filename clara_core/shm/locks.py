@@ -43,14 +43,15 @@ _BUSY = (errno.EAGAIN, errno.EACCES)
 
 
 def _request(kind: int, byte: int) -> bytes:
-    return _REQUESTS[kind, byte]
+    return _FLOCK.pack(kind, 0, byte, 1, 0)
 
 
-_REQUESTS = {
-    (kind, byte): _FLOCK.pack(kind, 0, byte, 1, 0)
-    for kind in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK)
-    for byte in range(5)
-}
+# Packed once: these run several times per get, map and unmap.
+_SHARED = [_request(fcntl.F_RDLCK, byte) for byte in range(8)]
+_EXCLUSIVE = [_request(fcntl.F_WRLCK, byte) for byte in range(8)]
+_UNLOCK = [_request(fcntl.F_UNLCK, byte) for byte in range(8)]
+_SETLK = fcntl.F_OFD_SETLK
+_fcntl = fcntl.fcntl
 
 DEFAULT_WAIT = 10.0  # seconds; $CLARA_LOCK_TIMEOUT overrides it
 WAIT_ENV = "CLARA_LOCK_TIMEOUT"
@@ -72,9 +73,8 @@ def default_wait() -> float:
 
 def try_lock(fd: int, byte: int, exclusive: bool) -> bool:
     """Take the lock at once if nobody holds it in a conflicting mode; False if busy."""
-    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _request(kind, byte))
+        _fcntl(fd, _SETLK, (_EXCLUSIVE if exclusive else _SHARED)[byte])
     except OSError as exc:
         if exc.errno in _BUSY:
             return False
@@ -92,8 +92,7 @@ def lock(fd: int, byte: int, exclusive: bool, timeout: float) -> bool:
     if try_lock(fd, byte, exclusive):
         return True
     if timeout == math.inf:
-        kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _request(kind, byte))
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, (_EXCLUSIVE if exclusive else _SHARED)[byte])
         return True
     deadline = time.monotonic() + timeout
     pause = 50e-6
@@ -126,11 +125,10 @@ def holders(fd: int, byte: int) -> str:
 
 def unlock(fd: int, byte: int) -> None:
     """Drop this descriptor's lock on `byte` (a no-op if it holds none)."""
-    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _request(fcntl.F_UNLCK, byte))
+    _fcntl(fd, _SETLK, _UNLOCK[byte])
 
 
 def held_by_others(fd: int, byte: int, exclusive_only: bool = False) -> bool:
     """Whether any other open file holds a lock on `byte` (only write locks if asked)."""
-    probe = fcntl.F_RDLCK if exclusive_only else fcntl.F_WRLCK
-    answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _request(probe, byte))
+    answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, (_SHARED if exclusive_only else _EXCLUSIVE)[byte])
     return _FLOCK.unpack(answer)[0] != fcntl.F_UNLCK

@@ -7,10 +7,15 @@ memoryviews) through one `holder` object and watches it with a weak reference:
 - holder dead at unmap time: no view is left, the pages can be unmapped, or kept mapped
   ("warm") for the next map, sparing the kernel one page fault per 4 KiB;
 - holder alive: views outlive the map. They are *cut off*: their address range is
-  replaced by private zero-filled memory of the same protection, so they stay safe to
-  touch but can never again read or write the segment (a reader's stale view cannot see
-  a later writer, a writer's cannot corrupt a reader). With `detach()` the shared pages
-  first move, page tables and all, to a new address that stays warm.
+  replaced by private zero-filled memory of the same protection (one mmap(MAP_FIXED)),
+  so they stay safe to touch but can never again read or write the segment (a reader's
+  stale view cannot see a later writer, a writer's cannot corrupt a reader); the holder
+  unmaps that range when the last view dies. With `detach()` a big mapping's shared pages
+  first move, page tables and all, to a new address that stays warm; a small one is not
+  worth the four extra system calls (its few pages fault in again for less).
+
+Every munmap, mremap or MAP_FIXED costs a TLB flush (on a VM, often an interrupt to the
+other CPU): the paths above use as few as they can.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ _MAP_FIXED = 0x10  # Linux, every architecture
 _PROT_NONE = 0
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
+DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not moved
 _libc: Any = None
 _MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
 
@@ -60,6 +66,21 @@ def _munmap(address: int, length: int) -> None:
     _lib().munmap(address, length)
 
 
+class _Unmapper:
+    """Hung on a cut-off holder: unmaps the zero pages that replaced the shared ones when
+    the holder, i.e. the last view, dies (cheaper than weakref.finalize)."""
+
+    __slots__ = ("address", "length", "munmap")
+
+    def __init__(self, address: int, length: int) -> None:
+        self.address = address
+        self.length = length
+        self.munmap = _lib().munmap  # still at hand if this dies at interpreter exit
+
+    def __del__(self) -> None:
+        self.munmap(self.address, self.length)
+
+
 class Region:
     """A mapping of the first `length` bytes of a segment file."""
 
@@ -80,7 +101,14 @@ class Region:
         return cls(address, length, writable)
 
     def lend(self, owner: object) -> memoryview:
-        """A memoryview of the whole region for views; `owner` lives as long as they do."""
+        """A byte memoryview of the whole region for views; `owner` lives as long as they do."""
+        view = memoryview(self.holder(owner)).cast("B")
+        return view if self.writable else view.toreadonly()
+
+    def holder(self, owner: object) -> Any:
+        """The one object every view of the region is made from (a buffer, writable even
+        for a read-only region: callers make read-only views of those); `owner` lives as
+        long as it does."""
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             import ctypes
@@ -88,8 +116,7 @@ class Region:
             holder = (ctypes.c_char * self.length).from_address(self.address)
             holder.owner = owner
             self._holder = weakref.ref(holder)
-        view = memoryview(holder).cast("B")
-        return view if self.writable else view.toreadonly()
+        return holder
 
     def lent(self) -> bool:
         """Whether any view lent out is still alive."""
@@ -106,12 +133,16 @@ class Region:
         else:
             self._cut_off(holder)
 
-    def detach(self) -> Region:
+    def detach(self) -> Region | None:
         """Move the shared pages (page tables and all) to a new address, away from the
-        views lent out, which are cut off; returns the moved, warm Region."""
+        views lent out, which are cut off; returns the moved, warm Region. A region
+        smaller than DETACH_FROM is only cut off (None: nothing stays mapped)."""
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             return self
+        if self.length < DETACH_FROM:
+            self._cut_off(holder)
+            return None
         libc = _lib()
         # Reserve a spot whose address is congruent to ours modulo 2 MiB: then the kernel
         # moves whole page-table pages (about 0.08 ms for 256 MiB) instead of one entry
@@ -129,9 +160,9 @@ class Region:
         self._cut_off(holder)
         return Region(moved, self.length, self.writable)
 
-    def _cut_off(self, holder: object) -> None:
+    def _cut_off(self, holder: Any) -> None:
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
         _check(_lib().mmap(self.address, self.length, prot, flags, -1, 0), "mmap")
-        weakref.finalize(holder, _munmap, self.address, self.length)
+        holder.unmapper = _Unmapper(self.address, self.length)
         self._holder = None

@@ -37,11 +37,19 @@ def identity(pid: int | None = None) -> tuple[int, int]:
     """(pid, start time) of `pid`, by default this process; start 0 if it is not running."""
     global _self_identity
     if pid is None:
-        pid = os.getpid()
-        if _self_identity is None or _self_identity[0] != pid:  # recomputed after fork
+        if _self_identity is None:  # cached: getpid() is a system call (reset at fork)
+            pid = os.getpid()
             _self_identity = (pid, start_time(pid) or 0)
         return _self_identity
     return pid, start_time(pid) or 0
+
+
+def _forget_identity() -> None:
+    global _self_identity
+    _self_identity = None
+
+
+os.register_at_fork(after_in_child=_forget_identity)
 
 
 def is_alive(pid: int, start: int) -> bool:

@@ -309,11 +309,12 @@ def write_at(fd: int, data: bytes, offset: int, what: str) -> None:
 def link(fd: int, file_name: str, what: str) -> None:
     """Give the segment open at `fd` the name `file_name`; AlreadyExists if taken."""
     try:
+        directory = directory_fd()
         os.link(
             f"/proc/self/fd/{fd}",
             file_name,
-            src_dir_fd=directory_fd(),  # any dir fd makes Python use linkat(AT_SYMLINK_FOLLOW)
-            dst_dir_fd=directory_fd(),
+            src_dir_fd=directory,  # any dir fd makes Python use linkat(AT_SYMLINK_FOLLOW)
+            dst_dir_fd=directory,
             follow_symlinks=True,
         )
     except OSError as exc:

@@ -91,6 +91,7 @@ def test_dump_tells_a_held_map_from_an_idle_mapping(ctx: str) -> None:
         ref = Context.open({ctx!r}).get("v")
         with ref.map("w") as array:
             array[:] = 1
+            del array  # a small mapping whose view outlives the map is not kept
         print("idle", flush=True)  # unmapped, but the reference keeps its mapping
         time.sleep(60)
         """

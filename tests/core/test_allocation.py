@@ -301,6 +301,33 @@ def test_views_outliving_their_map_are_cut_off_from_shared_memory(ctx):
     alloc.release()
 
 
+def _mapped_at(address: int) -> str | None:
+    """The /proc/self/maps line of the mapping holding `address`, if any."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            low, high = (int(part, 16) for part in line.split()[0].split("-"))
+            if low <= address < high:
+                return line
+    return None
+
+
+@pytest.mark.parametrize("nbytes", [64 << 10, 4 << 20])  # cut off in place; moved first
+def test_a_cut_off_view_reads_zeros_and_gives_its_memory_back_when_it_dies(ctx, nbytes):
+    alloc = ctx.create(nbytes)
+    with alloc.map("w") as array:
+        array[:] = 7
+    address = array.__array_interface__["data"][0]
+    assert "/dev/shm" not in (_mapped_at(address) or "/dev/shm")  # private zeros now
+    assert int(array.max()) == 0
+    with alloc.map("r") as again:  # the segment kept its data
+        assert int(again.min()) == 7
+    del again
+    del array
+    gc.collect()
+    assert _mapped_at(address) is None  # the zero pages went with the last view
+    alloc.release()
+
+
 def test_a_view_keeps_its_map_and_reference_alive(ctx):
     alloc = ctx.create(dtype="u8", shape=(3,))
     with alloc.map("w") as array:
