@@ -159,7 +159,10 @@ def openers(files: set[FileId]) -> dict[FileId, list[Mapper]]:
     (e.g. a reference without a mapping). Stats every open file of every process this
     user may inspect: for the rare question "who holds this", never on a hot path."""
     found: dict[FileId, dict[int, None]] = {}
+    me = os.getpid()  # the asker holds the files it asks about open: never a user of them
     for pid in _pids():
+        if pid == me:
+            continue
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
