@@ -8,6 +8,9 @@ Every operator process gets, on top of the runner's own environment and its YAML
     CLARA_PIPELINE     the pipeline's name
     CLARA_JOB_ID       a UUID for this run
     CLARA_IO           JSON: every declared input and output (see `OperatorIO.to_json`)
+    CLARA_FASTIO       the shared-memory ones again, one line each, for programs without a
+                       JSON parser (the C library): DIRECTION NAME ELEMENT_TYPE DIMS ALLOCATION,
+                       e.g. ``input volume float32 -1,128,128 acquire--volume``
     CLARA_INPUT_<NAME> / CLARA_OUTPUT_<NAME>   local path of each named disk (stream) port
     CLARA_INPUT / CLARA_OUTPUT                 local path of the unnamed or only disk port
     CLARA_JOB          JSON: the job's plan that `clara exec-operator` needs (see `JobPlan`)
@@ -30,6 +33,7 @@ OPERATOR = "CLARA_OPERATOR"
 PIPELINE = "CLARA_PIPELINE"
 JOB_ID = "CLARA_JOB_ID"
 IO = "CLARA_IO"
+FASTIO = "CLARA_FASTIO"
 JOB = "CLARA_JOB"
 FORMAT = 1
 # The two media and the disk type; pipeline.py shares these (this module stays light,
@@ -94,6 +98,15 @@ class OperatorIO:
         data["format"] = FORMAT
         return json.dumps(data, separators=(",", ":"))
 
+    def to_lines(self) -> str:
+        """The CLARA_FASTIO text: one line per named shared-memory input and output."""
+        return "".join(
+            f"{p.direction} {p.name} {p.element_type} {','.join(map(str, p.shape))} "
+            f"{p.allocation}\n"
+            for p in self.inputs + self.outputs
+            if p.allocation and p.name and p.element_type and p.shape
+        )
+
     @classmethod
     def from_json(cls, text: str) -> OperatorIO:
         """Parse a CLARA_IO document."""
@@ -141,6 +154,7 @@ class OperatorIO:
             PIPELINE: self.pipeline,
             JOB_ID: self.job_id,
             IO: self.to_json(),
+            FASTIO: self.to_lines(),
         }
         for prefix, ports in (("CLARA_INPUT", self.inputs), ("CLARA_OUTPUT", self.outputs)):
             disk = [p for p in ports if p.medium == DISK and p.path]
