@@ -1,0 +1,141 @@
+"""Python, C, C++ and `clara map` share allocations both ways, across processes."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+from clara_core import Context, NotFound
+from tests.cli.clirun import ok
+
+from .conftest import HERE, run
+
+DTYPES = ["uint8", "int16", "uint32", "int64", "float16", "float32", "float64", "complex64"]
+
+
+@pytest.fixture
+def ctx(namespace):
+    context = Context.create("interop")
+    yield context
+    context.destroy()
+
+
+def sample(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    values = np.arange(np.prod(shape), dtype=np.float64) * 1.5 - 7
+    return values.astype(dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_publishes_and_c_reads_values_and_shape(ctx, tool, dtype):
+    array = sample(dtype, (3, 4, 5))
+    alloc = ctx.create(dtype=dtype, shape=array.shape)
+    with alloc.map("w") as view:
+        view[...] = array
+    alloc.publish("Volume")
+    alloc.release()
+    result = run(tool, "read", "interop", "volume")  # names are case-insensitive
+    assert result.returncode == 0, result.stderr
+    header, data = result.stdout.splitlines()
+    assert header.split() == [dtype, "3,4,5", str(array.nbytes), "Volume"]
+    assert bytes.fromhex(data) == array.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "float32", "float64"])
+def test_c_publishes_and_python_and_clara_map_read(ctx, tool, dtype):
+    array = sample(dtype, (2, 3, 7))
+    result = run(tool, "write", "interop", "made-in-c", dtype, "2,3,7", array.tobytes().hex())
+    assert result.returncode == 0, result.stderr
+    with ctx.get("made-in-c") as ref, ref.map("r") as view:
+        assert view.dtype == np.dtype(dtype) and view.shape == (2, 3, 7)
+        np.testing.assert_array_equal(view, array)
+    raw = ok("map", "made-in-c", "-c", "interop", "--read", "--out", "-").stdout
+    assert raw == array.tobytes()
+    npy = ok("map", "made-in-c", "-c", "interop", "--read", "--out", "-", "--format", "npy")
+    np.testing.assert_array_equal(np.load(io.BytesIO(npy.stdout)), array)
+
+
+def test_c_frees_what_python_published_and_python_frees_what_c_published(ctx, tool):
+    alloc = ctx.create(dtype="u8", shape=(10,))
+    alloc.publish("py")
+    alloc.release()
+    assert run(tool, "free", "interop", "py").returncode == 0
+    with pytest.raises(NotFound):
+        ctx.get("py")
+    assert run(tool, "write", "interop", "c", "u8", "4", "01020304").returncode == 0
+    ctx.get("c").free()
+    result = run(tool, "read", "interop", "c")
+    assert result.returncode == 3 and "does not exist" in result.stderr
+
+
+def test_a_held_python_reference_keeps_what_c_freed(ctx, tool):
+    assert run(tool, "write", "interop", "kept", "u8", "3", "070809").returncode == 0
+    ref = ctx.get("kept")
+    assert run(tool, "free", "interop", "kept").returncode == 0
+    with ref.map("r") as view:  # the memory lives until the last reference goes
+        assert bytes(view) == b"\x07\x08\x09"
+    ref.release()
+    with pytest.raises(NotFound):
+        ctx.get("kept")
+
+
+def test_a_context_made_in_c_is_a_context_for_python(namespace, tool):
+    assert run(tool, "context", "create", "Made-In-C", str(os.getpid())).returncode == 0
+    try:
+        ctx = Context.open("made-in-c")
+        assert ctx.name == "Made-In-C" and ctx.owner_pid == os.getpid() and ctx.mode == 0o600
+        ctx.close()
+        assert "Made-In-C" in ok("--json", "dump").stdout.decode()
+        result = run(tool, "context", "create", "made-in-c")
+        assert result.returncode == 10 and "already exists" in result.stderr
+    finally:
+        assert run(tool, "context", "destroy", "made-in-c").returncode == 0
+    assert run(tool, "context", "destroy", "made-in-c").returncode == 3
+
+
+def test_clara_shm_dir_and_namespace_are_honoured(tool, tmp_path, monkeypatch):
+    directory = "/dev/shm/" + os.environ["CLARA_NAMESPACE"] + "-dir"
+    os.mkdir(directory)
+    try:
+        monkeypatch.setenv("CLARA_SHM_DIR", directory)
+        ctx = Context.create("elsewhere")
+        alloc = ctx.create(dtype="u8", shape=(2,))
+        with alloc.map("w") as view:
+            view[...] = [5, 6]
+        alloc.publish("x")
+        alloc.release()
+        assert run(tool, "read", "elsewhere", "x").stdout.splitlines()[1] == "0506"
+        other = run(tool, "read", "elsewhere", "x", env={**os.environ, "CLARA_NAMESPACE": "zz"})
+        assert other.returncode == 3
+        moved = {**os.environ, "CLARA_SHM_DIR": "/dev/shm"}
+        assert run(tool, "read", "elsewhere", "x", env=moved).returncode == 3
+        ctx.destroy()
+    finally:
+        from clara_core.shm import segment
+
+        segment.forget_directory(directory)
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+
+def test_cpp_wrapper_reads_and_publishes(ctx, native):
+    program = native.program(HERE / "wrapper.cpp")
+    array = sample("float32", (4, 6))
+    alloc = ctx.create(dtype="float32", shape=array.shape)
+    with alloc.map("w") as view:
+        view[...] = array
+    alloc.publish("from-python")
+    alloc.release()
+    result = run(program, "interop", "from-python", "from-cpp")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The C++ program summed the float view and published float64 [sum, count] and
+    # checked its own error codes (see wrapper.cpp).
+    assert result.stdout.split() == ["dims", "4", "6", "ok"]
+    with ctx.get("from-cpp") as ref, ref.map("r") as view:
+        assert view.dtype == np.float64 and view.shape == (2,)
+        assert view[0] == pytest.approx(float(array.sum())) and view[1] == array.size
+    raw = ok("map", "from-cpp", "-c", "interop", "--read", "--out", "-", "--format", "txt")
+    assert float(raw.stdout.split()[1]) == 24
