@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, str, str, str, str]] = {
     "P8": ("handoff", "p8", "hand-off latency", "µs", "≤ 3x pipe round trip"),
     "P9": ("pipeline", "p9", "3-operator pipeline vs .npy files", "s", "≥ 3x faster"),
     "P10": ("crowded", "p10", "a crowded shared-memory directory", "µs / s", "≤ 1.5x; ≤ 1 s"),
+    "P11": ("native", "p11", "the C library vs raw C shared memory", "µs", "≤ 1.3x; ≤ 1.5x raw C"),
     "P12": ("hugepages", "p12", "cold create + fill on a huge-page tmpfs", "GB/s", "≥ 0.9x raw"),
 }
 
