@@ -24,8 +24,10 @@
  *
  * Guarantees (as the Python core's): names follow Clara's rule (1-255 of [A-Za-z0-9_-],
  * case-insensitive); every file is opened O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC, must be a
- * regular file and pass the owner check, and its header is validated before any lock
- * wait; locks are OFD locks, so a killed process leaves nothing locked; memory is reserved
+ * regular file and pass the owner check (a context of this user or root, or of
+ * $CLARA_CONTEXT_OWNER; a member made by one of its context's writers), and its header is
+ * validated before any lock wait; a name is removed only under the file's lifecycle lock
+ * while it still denotes that file; locks are OFD locks, so a killed process leaves nothing locked; memory is reserved
  * at create (posix_fallocate), so a full /dev/shm is CLARA_OUT_OF_SPACE, never a SIGBUS;
  * a new allocation is anonymous (O_TMPFILE) until published (linkat), so a crash before
  * leaves nothing; a write map that ends without clara_unmap(.., true) (a crash) leaves

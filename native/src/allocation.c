@@ -78,6 +78,8 @@ int clara_create(clara_context *ctx, clara_element_type type, int ndims, const i
     cf_pack_name(header + AT_context_length, ctx->name);
     status = cf_create_anonymous(ctx->dirfd, CF_DATA_OFFSET + layout.capacity, ctx->mode, header,
                                  what, &alloc->fd);
+    if (status == CLARA_OK && (status = cf_adopt_owner(ctx, alloc->fd, what)) != CLARA_OK)
+        close(alloc->fd);
     if (status) {
         free(alloc);
         return status;
@@ -207,13 +209,14 @@ static int check_reference(clara_allocation *alloc, const char *name, const char
     cf_header header;
     const clara_context *ctx = alloc->ctx;
     int status = cf_check_file(alloc->fd, what, &st);
-    if (status == CLARA_OK && st.st_uid != ctx->uid && !(ctx->mode & 022))
-        /* Only users who may write the context publish into it: this one was put there
-         * behind clara's back. */
+    if (status == CLARA_OK && !cf_admits(ctx, &st))
+        /* Only the context's writers publish into it: this one was put there behind
+         * clara's back. */
         return cf_fail(CLARA_PERMISSION,
-                       "%s belongs to another user (uid %u), who may not publish into context "
-                       "'%s' (mode %o)",
-                       what, (unsigned)st.st_uid, ctx->name, ctx->mode);
+                       "%s belongs to another user (uid %u) or grants more (mode %o) than "
+                       "context '%s' lets its writers (uid %u, mode %o); it is ignored",
+                       what, (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777), ctx->name,
+                       (unsigned)ctx->uid, ctx->file_mode);
     if (status == CLARA_OK) status = cf_pread_all(alloc->fd, raw, sizeof raw, 0, what);
     if (status == CLARA_OK) status = cf_parse(raw, (uint64_t)st.st_size, what, &header);
     if (status) return status;
@@ -462,41 +465,42 @@ int clara_free(clara_allocation *alloc) {
     describe(alloc, what, sizeof what);
     cf_member_file(alloc->ctx, 'a', alloc->name, file, sizeof file);
     int status = CLARA_OK;
-    bool remove_name = false;
     unsigned char lifecycle = 0;
+    struct stat st;
     if (!alloc->writable) {
         status = cf_fail(CLARA_PERMISSION, "cannot free %s: this reference may only read it",
                          what);
-    } else if (cf_try_lock(alloc->fd, CF_LOCK_REFERENCE, true) == 0) {
-        /* Nobody else references it: nobody else can free it now. But someone may have
-         * freed it before: then its name may already denote a newer allocation. */
-        status = cf_pread_all(alloc->fd, &lifecycle, 1, AT_lifecycle, what);
-        remove_name = status == CLARA_OK && lifecycle == CF_PUBLISHED;
     } else {
+        /* Alone (nobody else references it), nobody can get it while we free it; else it
+         * is marked freed first, so that a get racing with us sees it. */
+        bool alone = cf_try_lock(alloc->fd, CF_LOCK_REFERENCE, true) == 0;
         status = cf_lock(alloc->fd, CF_LOCK_LIFECYCLE, true, LOCK_WAIT_SECONDS);
         if (status == CLARA_TIMEOUT)
             cf_fail(status, "%s: its lifecycle stayed locked for %g s", what, LOCK_WAIT_SECONDS);
-        if (status == CLARA_OK) {
-            /* Only the process that frees it removes its name. */
+        if (status == CLARA_OK)
             status = cf_pread_all(alloc->fd, &lifecycle, 1, AT_lifecycle, what);
-            if (status == CLARA_OK && lifecycle == CF_PUBLISHED) {
+        /* Only the process that frees it removes its name: if another one freed it
+         * first, the name may already denote a newer allocation. And the name is removed
+         * only while it still denotes this file, checked under the lifecycle lock that
+         * every remover takes (docs/segment-format.md 5.8). */
+        if (status == CLARA_OK && lifecycle == CF_PUBLISHED) {
+            if (!alone) {
                 lifecycle = CF_FREED;
                 status = cf_pwrite_all(alloc->fd, &lifecycle, 1, AT_lifecycle, what);
-                remove_name = status == CLARA_OK;
             }
-            cf_unlock(alloc->fd, CF_LOCK_LIFECYCLE);
+            if (status == CLARA_OK && fstat(alloc->fd, &st) != 0) status = cf_errno(errno, what);
+            if (status == CLARA_OK && cf_names_file(alloc->ctx->dirfd, file, &st) &&
+                unlinkat(alloc->ctx->dirfd, file, 0) != 0 && errno != ENOENT)
+                status = cf_errno(errno, what);
         }
     }
     int saved = clara_last_status();
     char message[768];
     snprintf(message, sizeof message, "%s", clara_last_error());
     clara_unmap(alloc, true);
-    if (remove_name && unlinkat(alloc->ctx->dirfd, file, 0) != 0 && errno != ENOENT && !status)
-        status = cf_errno(errno, what);
-    else if (status)
-        cf_fail(saved, "%s", message);
-    close(alloc->fd);
+    close(alloc->fd); /* drops the locks */
     free(alloc);
+    if (status) cf_fail(saved, "%s", message);
     return status;
 }
 

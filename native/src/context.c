@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@ static int adopt(int dirfd, int fd, bool writable, const struct stat *st, const 
     ctx->dirfd = dirfd;
     ctx->writable = writable;
     ctx->uid = st->st_uid;
+    ctx->gid = st->st_gid;
+    ctx->file_mode = st->st_mode & 0777;
     ctx->mode = h->mode;
     ctx->capacity = h->capacity;
     strcpy(ctx->name, h->name);
@@ -105,6 +108,49 @@ int clara_context_create(const char *name, uint64_t capacity, unsigned mode, int
     return status;
 }
 
+/* A context is used only if it belongs to this user or root, or to the user named by
+ * $CLARA_CONTEXT_OWNER (a uid or a user name): anyone can create a name first. */
+static int check_owner(const struct stat *st, const char *what) {
+    const char *wanted = getenv("CLARA_CONTEXT_OWNER");
+    if (wanted != NULL && wanted[0] != '\0') {
+        char *end;
+        unsigned long uid = strtoul(wanted, &end, 10);
+        if (*end != '\0') {
+            struct passwd *user = getpwnam(wanted);
+            if (user == NULL)
+                return cf_fail(CLARA_INVALID, "CLARA_CONTEXT_OWNER=%.64s is no user here", wanted);
+            uid = user->pw_uid;
+        }
+        if (st->st_uid == (uid_t)uid) return CLARA_OK;
+        return cf_fail(CLARA_PERMISSION, "%s belongs to uid %u, not to uid %lu as asked", what,
+                       (unsigned)st->st_uid, uid);
+    }
+    if (st->st_uid == geteuid() || st->st_uid == 0) return CLARA_OK;
+    return cf_fail(CLARA_PERMISSION,
+                   "%s belongs to uid %u: if you mean to use that user's context, say so with "
+                   "CLARA_CONTEXT_OWNER=%u", what, (unsigned)st->st_uid, (unsigned)st->st_uid);
+}
+
+bool cf_admits(const clara_context *ctx, const struct stat *member) {
+    if ((member->st_mode & 0777) & ~ctx->file_mode) return false;
+    if (member->st_uid == ctx->uid || (ctx->file_mode & 002)) return true;
+    return (ctx->file_mode & 020) && member->st_gid == ctx->gid;
+}
+
+int cf_adopt_owner(const clara_context *ctx, int fd, const char *what) {
+    uid_t me = geteuid();
+    if (me == ctx->uid || (ctx->file_mode & 002)) return CLARA_OK;
+    uid_t uid = me == 0 ? ctx->uid : (uid_t)-1;
+    if (fchown(fd, uid, ctx->gid) != 0) return cf_errno(errno, what);
+    return CLARA_OK;
+}
+
+bool cf_names_file(int dirfd, const char *file, const struct stat *st) {
+    struct stat named;
+    return fstatat(dirfd, file, &named, AT_SYMLINK_NOFOLLOW) == 0 && named.st_dev == st->st_dev &&
+           named.st_ino == st->st_ino;
+}
+
 int clara_context_open(const char *name, clara_context **out) {
     cf_clear();
     if (out == NULL) return cf_fail(CLARA_INVALID, "clara_context_open: out is NULL");
@@ -128,7 +174,8 @@ int clara_context_open(const char *name, clara_context **out) {
     }
     unsigned char raw[CF_HEADER_SIZE];
     cf_header header;
-    if ((status = cf_pread_all(fd, raw, sizeof raw, 0, what)) == CLARA_OK &&
+    if ((status = check_owner(&st, what)) == CLARA_OK &&
+        (status = cf_pread_all(fd, raw, sizeof raw, 0, what)) == CLARA_OK &&
         (status = cf_parse(raw, (uint64_t)st.st_size, what, &header)) == CLARA_OK) {
         if (header.kind != CF_KIND_CONTEXT || !cf_same_name(header.name, name))
             status = cf_fail(CLARA_CORRUPT, "%s is corrupt (its segment names another object)",
@@ -152,60 +199,76 @@ void clara_context_close(clara_context *ctx) {
 
 const char *clara_context_name(const clara_context *ctx) { return ctx ? ctx->name : ""; }
 
+#define DESTROY_WAIT_SECONDS 10.0
+
+/* Remove one member listed by destroy: only if it is still that file, ours to remove,
+ * and under its lifecycle lock (which every remover takes). */
+static bool remove_member(clara_context *ctx, const char *file, ino_t inode) {
+    struct stat st;
+    int fd;
+    bool writable;
+    uid_t me = geteuid();
+    if (fstatat(ctx->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != inode) return false;
+    if (st.st_uid != me && !(me == 0 && cf_admits(ctx, &st))) return false; /* theirs */
+    if (cf_open_named(ctx->dirfd, file, true, file, &fd, &writable, &st) != CLARA_OK) return false;
+    bool removed = st.st_ino == inode &&
+                   cf_lock(fd, CF_LOCK_LIFECYCLE, true, DESTROY_WAIT_SECONDS) == CLARA_OK &&
+                   cf_names_file(ctx->dirfd, file, &st) && unlinkat(ctx->dirfd, file, 0) == 0;
+    close(fd);
+    return removed;
+}
+
 int clara_context_destroy(const char *name) {
     cf_clear();
     int status = cf_check_name(name, "context name");
     if (status) return status;
-    int dirfd;
-    char file[160], what[640];
-    if ((status = locate(name, &dirfd, file, sizeof file))) return status;
+    clara_context *ctx;
+    if ((status = clara_context_open(name, &ctx))) return status;
+    char what[640];
     snprintf(what, sizeof what, "context '%s'", name);
-    int listing = dup(dirfd);
+    struct stat st;
+    status = cf_lock(ctx->fd, CF_LOCK_CONTEXT_LIFECYCLE, ctx->writable, DESTROY_WAIT_SECONDS);
+    if (status == CLARA_TIMEOUT)
+        cf_fail(status, "%s: its lifecycle stayed locked for %g s", what, DESTROY_WAIT_SECONDS);
+    if (status == CLARA_OK && fstat(ctx->fd, &st) != 0) status = cf_errno(errno, what);
+    if (status == CLARA_OK && !cf_names_file(ctx->dirfd, ctx->file, &st))
+        status = cf_fail(CLARA_NOT_FOUND, "%s does not exist (destroyed meanwhile)", what);
+    /* Listed while the name is still ours: no newer context of that name can exist yet,
+     * so every member listed is ours or an orphan of an older one. */
+    int listing = status == CLARA_OK ? dup(ctx->dirfd) : -1;
     DIR *dir = listing >= 0 ? fdopendir(listing) : NULL;
-    if (dir == NULL) {
+    if (status == CLARA_OK && dir == NULL) {
         status = cf_errno(errno, what);
         if (listing >= 0) close(listing);
-        close(dirfd);
-        return status;
     }
-    size_t prefix = strlen(file);
-    char **members = NULL;
-    size_t count = 0, room = 0;
+    size_t prefix = strlen(ctx->file), count = 0, room = 0;
+    struct member {
+        char *file;
+        ino_t inode;
+    } *members = NULL;
     struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, file, prefix) != 0 || entry->d_name[prefix] != '.') continue;
-        struct stat st;
-        if (fstatat(dirfd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            st.st_uid != geteuid() && geteuid() != 0 && status == CLARA_OK)
-            /* In the sticky directory only a file's owner may remove it: refuse before
-             * removing anything rather than stop half-way. */
-            status = cf_fail(CLARA_PERMISSION,
-                             "%s holds %s, which belongs to uid %u: only that user (or root) "
-                             "can remove it; nothing was destroyed",
-                             what, entry->d_name, (unsigned)st.st_uid);
+    while (dir != NULL && (entry = readdir(dir)) != NULL) {
+        if (strncmp(entry->d_name, ctx->file, prefix) != 0 || entry->d_name[prefix] != '.') continue;
         if (count == room) {
             room = room ? 2 * room : 16;
-            char **grown = realloc(members, room * sizeof *members);
+            struct member *grown = realloc(members, room * sizeof *members);
             if (grown == NULL) {
                 status = cf_fail(CLARA_ERROR, "out of memory");
                 break;
             }
             members = grown;
         }
-        members[count++] = strdup(entry->d_name);
+        members[count].file = strdup(entry->d_name);
+        members[count++].inode = entry->d_ino;
     }
-    closedir(dir);
-    if (status == CLARA_OK) {
-        bool had_context = unlinkat(dirfd, file, 0) == 0;
-        if (!had_context && errno != ENOENT) status = cf_errno(errno, what);
-        for (size_t i = 0; i < count && status == CLARA_OK; i++)
-            if (members[i] && unlinkat(dirfd, members[i], 0) != 0 && errno != ENOENT)
-                status = cf_errno(errno, members[i]);
-        if (status == CLARA_OK && !had_context && count == 0)
-            status = cf_fail(CLARA_NOT_FOUND, "%s does not exist", what);
+    if (dir != NULL) closedir(dir);
+    if (status == CLARA_OK && unlinkat(ctx->dirfd, ctx->file, 0) != 0)
+        status = cf_errno(errno, what);
+    for (size_t i = 0; i < count; i++) {
+        if (status == CLARA_OK && members[i].file) remove_member(ctx, members[i].file, members[i].inode);
+        free(members[i].file);
     }
-    for (size_t i = 0; i < count; i++) free(members[i]);
     free(members);
-    close(dirfd);
+    clara_context_close(ctx);
     return status;
 }

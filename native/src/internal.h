@@ -34,6 +34,7 @@
 #define CF_LOCK_LIFECYCLE 2
 #define CF_LOCK_QUOTA 2
 #define CF_LOCK_POOL 3
+#define CF_LOCK_CONTEXT_LIFECYCLE 4
 #define CF_MAX_NBYTES (UINT64_C(1) << 62)
 #define CF_CONTEXT_TOKEN 80
 #define CF_MEMBER_TOKEN 100
@@ -166,12 +167,23 @@ struct clara_context {
     int fd;    /* the context's own segment */
     int dirfd; /* the shared-memory directory */
     bool writable;
-    uid_t uid; /* owner of the context's file */
+    uid_t uid;          /* owner of the context's file */
+    gid_t gid;          /* and its group */
+    uint32_t file_mode; /* its permission bits: who may write members (not the header's) */
     uint32_t mode;
     uint64_t capacity;
     char name[CLARA_NAME_MAX + 1];
     char file[160]; /* <ns>.<context token> */
 };
+
+/* Whether one of the context's writers made this member (docs/segment-format.md 5.1):
+ * its bits grant no more than the context's; its owner is the context's, or anyone if the
+ * context lets others write, or a member of its group if it lets the group write. */
+bool cf_admits(const clara_context *ctx, const struct stat *member);
+/* Give a new segment the owner/group it needs to be admitted in `ctx`. */
+int cf_adopt_owner(const clara_context *ctx, int fd, const char *what);
+/* Whether the name `file` still denotes the file `st` (same device and inode). */
+bool cf_names_file(int dirfd, const char *file, const struct stat *st);
 
 /* The file name of a member of kind 'a', 'h' or 'p'. */
 void cf_member_file(const clara_context *ctx, char kind, const char *name, char *out,

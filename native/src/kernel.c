@@ -2,6 +2,7 @@
  * process identity from /proc (docs/segment-format.md 3, 4, 5.1). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,16 +52,24 @@ bool cf_is_alive(int pid, uint64_t start) {
     return start == 0 || found == start;
 }
 
+/* This process's identity, computed once and again in a forked child (no getpid per call). */
+static int32_t self_pid;
+static uint64_t self_start;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static void forget_identity(void) { __atomic_store_n(&self_pid, 0, __ATOMIC_RELEASE); }
+
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, forget_identity); }
+
 void cf_identity(int32_t *pid, uint64_t *start) {
-    static __thread int32_t cached_pid;
-    static __thread uint64_t cached_start;
-    int32_t now = (int32_t)getpid();
-    if (cached_pid != now) { /* recomputed after fork */
-        cached_start = cf_start_time(now);
-        cached_pid = now;
+    pthread_once(&self_once, register_fork_handler);
+    if (__atomic_load_n(&self_pid, __ATOMIC_ACQUIRE) == 0) {
+        int32_t now = (int32_t)getpid();
+        __atomic_store_n(&self_start, cf_start_time(now), __ATOMIC_RELAXED);
+        __atomic_store_n(&self_pid, now, __ATOMIC_RELEASE);
     }
-    *pid = cached_pid;
-    *start = cached_start;
+    *pid = __atomic_load_n(&self_pid, __ATOMIC_ACQUIRE);
+    *start = __atomic_load_n(&self_start, __ATOMIC_RELAXED);
 }
 
 uint64_t cf_now_ns(void) {

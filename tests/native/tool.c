@@ -150,6 +150,22 @@ static int cmd_hold(char **argv) {
     return 0;
 }
 
+/* hold-free CTX NAME: get, say "got", wait for a line on stdin, then free. */
+static int cmd_hold_free(char **argv) {
+    clara_context *ctx;
+    clara_allocation *alloc;
+    int code;
+    if ((code = clara_context_open(argv[2], &ctx))) return fail(code);
+    if ((code = clara_get(ctx, argv[3], 0, &alloc))) return fail(code);
+    printf("got\n");
+    fflush(stdout);
+    char line[16];
+    if (fgets(line, sizeof line, stdin) == NULL) return 1;
+    if ((code = clara_free(alloc))) return fail(code);
+    clara_context_close(ctx);
+    return 0;
+}
+
 /* context create|destroy NAME [OWNER] */
 static int cmd_context(char **argv, int argc) {
     clara_context *ctx;
@@ -182,6 +198,7 @@ static int cmd_spec(void) {
     printf("constant LOCK_REFERENCE %d\nconstant LOCK_MAP %d\nconstant LOCK_LIFECYCLE %d\n",
            CF_LOCK_REFERENCE, CF_LOCK_MAP, CF_LOCK_LIFECYCLE);
     printf("constant LOCK_QUOTA %d\nconstant LOCK_POOL %d\n", CF_LOCK_QUOTA, CF_LOCK_POOL);
+    printf("constant LOCK_CONTEXT_LIFECYCLE %d\n", CF_LOCK_CONTEXT_LIFECYCLE);
     printf("limit context %d\nlimit member %d\n", CF_CONTEXT_TOKEN, CF_MEMBER_TOKEN);
     for (int code = 1; code < 16; code++)
         if (clara_element_name((clara_element_type)code))
@@ -241,6 +258,7 @@ int main(int argc, char **argv) {
     if (!strcmp(command, "free") && argc == 4) return cmd_free(argv);
     if (!strcmp(command, "crash-writer") && argc == 5) return cmd_crash_writer(argv);
     if (!strcmp(command, "hold") && argc == 5) return cmd_hold(argv);
+    if (!strcmp(command, "hold-free") && argc == 4) return cmd_hold_free(argv);
     if (!strcmp(command, "context") && argc >= 4) return cmd_context(argv, argc);
     if (!strcmp(command, "spec")) return cmd_spec();
     if (!strcmp(command, "operator") && argc >= 4) return cmd_operator(argv, argc);
