@@ -67,7 +67,7 @@ enum clara_status {
     CLARA_NOT_FOUND = 3,     /* no such context or allocation (any more) */
     CLARA_BUSY = 4,          /* mapped by another reference in a conflicting mode */
     CLARA_TIMEOUT = 5,       /* a map (or lock) waited its whole timeout */
-    CLARA_INCOMPLETE = 6,    /* the last writer died or failed mid-write */
+    CLARA_INCOMPLETE = 6,    /* the last writer died or failed mid-write, or none wrote yet */
     CLARA_OUT_OF_SPACE = 7,  /* /dev/shm or the context's capacity is full */
     CLARA_PERMISSION = 8,    /* mode bits, another user, or a read-only reference */
     CLARA_CORRUPT = 9,       /* a damaged, foreign or non-regular file */
@@ -95,7 +95,8 @@ typedef enum clara_element_type {
 /* Map modes (flags of clara_map). */
 #define CLARA_READ 0x0            /* shared: many readers */
 #define CLARA_WRITE 0x1           /* exclusive: one writer, no reader */
-#define CLARA_ALLOW_INCOMPLETE 0x2 /* read data whose writer died (else CLARA_INCOMPLETE) */
+#define CLARA_ALLOW_INCOMPLETE 0x2 /* read data whose writer died, or never written (its
+                                      zeros): else CLARA_INCOMPLETE */
 
 /* Timeouts of clara_map, in seconds: 0 fails at once with CLARA_BUSY. */
 #define CLARA_FOREVER (-1.0)

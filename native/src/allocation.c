@@ -327,6 +327,10 @@ static int check_locked(clara_allocation *alloc, int mode, const char *what) {
                        "%s is incomplete: its writer (pid %d) died or failed mid-write; write it "
                        "again, or read anyway with CLARA_ALLOW_INCOMPLETE",
                        what, (int)(int32_t)cf_load(raw + AT_data_writer_pid, 4));
+    } else if (state == CF_EMPTY && !(mode & CLARA_ALLOW_INCOMPLETE)) {
+        return cf_fail(CLARA_INCOMPLETE,
+                       "%s was never written; write it first, or read its zeros anyway with "
+                       "CLARA_ALLOW_INCOMPLETE", what);
     }
     alloc->layout = layout;
     return CLARA_OK;

@@ -210,7 +210,7 @@ static bool remove_member(clara_context *ctx, const char *file, ino_t inode) {
     uid_t me = geteuid();
     if (fstatat(ctx->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != inode) return false;
     if (st.st_uid != me && !(me == 0 && cf_admits(ctx, &st))) return false; /* theirs */
-    if (cf_open_named(ctx->dirfd, file, true, file, &fd, &writable, &st) != CLARA_OK) return false;
+    if (cf_open_named(ctx->dirfd, file, false, file, &fd, &writable, &st) != CLARA_OK) return false;
     bool removed = st.st_ino == inode &&
                    cf_lock(fd, CF_LOCK_LIFECYCLE, true, DESTROY_WAIT_SECONDS) == CLARA_OK &&
                    cf_names_file(ctx->dirfd, file, &st) && unlinkat(ctx->dirfd, file, 0) == 0;

@@ -20,6 +20,7 @@ from .conftest import run
 def ctx(namespace):
     context = Context.create("locks")
     alloc = context.create(dtype="u8", shape=(8192,))
+    alloc.map("w").unmap()  # written (zeros), so readers may map it
     alloc.publish("vol")
     alloc.release()
     yield context
@@ -110,3 +111,14 @@ def test_a_python_writer_that_failed_is_incomplete_for_c(ctx, tool):
     result = run(tool, "read", "locks", "vol")
     assert result.returncode == 6 and "incomplete" in result.stderr
     assert run(tool, "read", "locks", "vol", "allow-incomplete").returncode == 0
+
+
+def test_never_written_data_is_incomplete_for_c_unless_asked(namespace, tool):
+    ctx = Context.create("fresh")
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    alloc.publish("empty")
+    alloc.release()
+    result = run(tool, "read", "fresh", "empty")
+    assert result.returncode == 6 and "never written" in result.stderr
+    assert run(tool, "read", "fresh", "empty", "allow-incomplete").stdout.split()[-1] == "00000000"
+    ctx.destroy()

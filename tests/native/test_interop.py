@@ -8,8 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from clara_core import Context, NotFound
+from clara_core import Context, NotFound, OutOfSpace
+from clara_core.names import shm_dir
 from tests.cli.clirun import ok
+from tests.conftest import leftovers
 
 from .conftest import HERE, run
 
@@ -90,8 +92,10 @@ def test_a_context_made_in_c_is_a_context_for_python(namespace, tool):
         assert "Made-In-C" in ok("--json", "dump").stdout.decode()
         result = run(tool, "context", "create", "made-in-c")
         assert result.returncode == 10 and "already exists" in result.stderr
+        assert run(tool, "write", "made-in-c", "member", "u8", "1", "2a").returncode == 0
     finally:
         assert run(tool, "context", "destroy", "made-in-c").returncode == 0
+    assert not leftovers(namespace, shm_dir())  # the member went with its context
     assert run(tool, "context", "destroy", "made-in-c").returncode == 3
 
 
@@ -139,3 +143,27 @@ def test_cpp_wrapper_reads_and_publishes(ctx, native):
         assert view[0] == pytest.approx(float(array.sum())) and view[1] == array.size
     raw = ok("map", "from-cpp", "-c", "interop", "--read", "--out", "-", "--format", "txt")
     assert float(raw.stdout.split()[1]) == 24
+
+
+def test_a_capacity_is_shared_by_c_and_python(namespace, tool):
+    """Both count what they publish the same way, so neither can overfill the other."""
+    ctx = Context.create("quota", capacity=3 * 8192)  # three 4 KiB allocations (a page each)
+    page = "00" * 4096
+    try:
+        for name in ("c1", "c2"):
+            assert run(tool, "write", "quota", name, "u8", "4096", page).returncode == 0
+        python_made = ctx.create(dtype="u8", shape=(4096,))
+        python_made.publish("p1")
+        python_made.release()
+        full = run(tool, "write", "quota", "c3", "u8", "4096", page)
+        assert full.returncode == 7 and "holds 24576 of its 24576 bytes" in full.stderr
+        with pytest.raises(OutOfSpace):
+            ctx.create(dtype="u8", shape=(4096,)).publish("p2")
+        assert run(tool, "free", "quota", "c1").returncode == 0
+        again = ctx.create(dtype="u8", shape=(4096,))
+        again.publish("p2")  # C's free made room for Python
+        again.release()
+        ctx.get("p1").free()  # and Python's for C
+        assert run(tool, "write", "quota", "c3", "u8", "4096", page).returncode == 0
+    finally:
+        ctx.destroy()

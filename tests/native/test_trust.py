@@ -71,7 +71,7 @@ def test_another_users_context_is_used_only_when_asked(namespace, tool):
             "-c",
             "from clara_core import Context\n"
             "c = Context.create('theirs', mode=0o644)\n"
-            "a = c.create(dtype='u8', shape=(1,))\na.publish('x')\na.release()",
+            "a = c.create(dtype='u8', shape=(1,))\na.map('w').unmap()\na.publish('x')\na.release()",
         ],
         capture_output=True,
         text=True,
