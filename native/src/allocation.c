@@ -12,9 +12,6 @@
 
 #include "internal.h"
 
-/* How long a get waits on the reference lock, held exclusively only for a few system
- * calls by a freer or reclaimer, and a free on the lifecycle lock. */
-#define LOCK_WAIT_SECONDS 10.0
 
 struct clara_allocation {
     clara_context *ctx; /* must stay open while this reference is used */
@@ -96,8 +93,9 @@ int clara_create(clara_context *ctx, clara_element_type type, int ndims, const i
 
 /* ---- publish -------------------------------------------------------------------------- */
 
-/* Bytes published in the context now (its .a. members that are regular files). */
-static int published_bytes(const clara_context *ctx, uint64_t *total) {
+/* Bytes published in the context, counted from the directory (a ledger never written):
+ * its .a. members that are regular files its writers made. */
+static int count_published(const clara_context *ctx, uint64_t *total) {
     char prefix[200];
     snprintf(prefix, sizeof prefix, "%s.a.", ctx->file);
     size_t length = strlen(prefix);
@@ -114,10 +112,30 @@ static int published_bytes(const clara_context *ctx, uint64_t *total) {
     while ((entry = readdir(dir)) != NULL)
         if (strncmp(entry->d_name, prefix, length) == 0 &&
             fstatat(ctx->dirfd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISREG(st.st_mode))
+            S_ISREG(st.st_mode) && cf_admits(ctx, &st))
             *total += (uint64_t)st.st_size;
     closedir(dir);
     return CLARA_OK;
+}
+
+/* The published bytes of the context's ledger (section 2.5), counted again from the
+ * directory if it was never written; the caller holds the quota lock. */
+static int ledger_published(const clara_context *ctx, uint64_t *used) {
+    unsigned char raw[CF_LEDGER_TOTALS];
+    int status = cf_pread_all(ctx->fd, raw, sizeof raw, CF_LEDGER_AT, "the context's ledger");
+    if (status) return status;
+    if (memcmp(raw, CF_LEDGER_MAGIC, 8) == 0) {
+        *used = cf_load(raw + 8, 8);
+        return CLARA_OK;
+    }
+    return count_published(ctx, used);
+}
+
+static int ledger_write(const clara_context *ctx, uint64_t published) {
+    unsigned char raw[16];
+    memcpy(raw, CF_LEDGER_MAGIC, 8);
+    cf_store(raw + 8, published, 8);
+    return cf_pwrite_all(ctx->fd, raw, sizeof raw, CF_LEDGER_AT, "the context's ledger");
 }
 
 static int link_as(clara_allocation *alloc, const char *name, const char *file,
@@ -176,20 +194,29 @@ int clara_publish(clara_allocation *alloc, const char *name) {
     if (ctx->capacity == 0) {
         status = link_as(alloc, name, file, what);
     } else {
-        status = cf_lock(ctx->fd, CF_LOCK_QUOTA, ctx->writable, LOCK_WAIT_SECONDS);
+        status = cf_lock(ctx->fd, CF_LOCK_QUOTA, true, cf_lock_wait());
         if (status == CLARA_TIMEOUT)
             return cf_fail(status, "%s: the capacity check of context '%s' stayed locked for "
-                                   "%g s", what, ctx->name, LOCK_WAIT_SECONDS);
+                                   "%g s", what, ctx->name, cf_lock_wait());
         if (status) return status;
         uint64_t used = 0, size = CF_DATA_OFFSET + alloc->layout.capacity;
-        status = published_bytes(ctx, &used);
+        status = ledger_published(ctx, &used);
         if (status == CLARA_OK && used + size > ctx->capacity)
             status = cf_fail(CLARA_OUT_OF_SPACE,
                              "%s does not fit: context '%s' holds %llu of its %llu bytes; free "
                              "something first",
                              what, ctx->name, (unsigned long long)used,
                              (unsigned long long)ctx->capacity);
-        if (status == CLARA_OK) status = link_as(alloc, name, file, what);
+        /* Counted before it is linked: a crash in between overcounts, never lets the
+         * context exceed its capacity. */
+        if (status == CLARA_OK) status = ledger_write(ctx, used + size);
+        if (status == CLARA_OK && (status = link_as(alloc, name, file, what)) != CLARA_OK) {
+            int saved = clara_last_status();
+            char message[768];
+            snprintf(message, sizeof message, "%s", clara_last_error());
+            ledger_write(ctx, used);
+            cf_fail(saved, "%s", message);
+        }
         cf_unlock(ctx->fd, CF_LOCK_QUOTA);
     }
     if (status == CLARA_OK) {
@@ -267,10 +294,10 @@ int clara_get(clara_context *ctx, const char *name, int flags, clara_allocation 
     } else if ((status = check_reference(alloc, name, what, false)) == CLARA_OK) {
         /* The file and its header are checked before any wait: a planted file never
          * makes us wait. */
-        status = cf_lock(alloc->fd, CF_LOCK_REFERENCE, false, LOCK_WAIT_SECONDS);
+        status = cf_lock(alloc->fd, CF_LOCK_REFERENCE, false, cf_lock_wait());
         if (status == CLARA_TIMEOUT)
             cf_fail(status, "%s stayed locked by a freer or reclaimer for %g s", what,
-                    LOCK_WAIT_SECONDS);
+                    cf_lock_wait());
         if (status == CLARA_OK) status = check_reference(alloc, name, what, true);
     }
     if (status) {
@@ -461,6 +488,35 @@ int clara_release(clara_allocation *alloc) {
     return status;
 }
 
+/* Under the file's lifecycle lock: mark it freed and remove its published name if that
+ * still denotes it; in a context with a capacity under the quota lock, then uncounted (a
+ * crash in between overcounts, never undercounts). */
+static int remove_name(clara_allocation *alloc, const char *file, const char *what) {
+    clara_context *ctx = alloc->ctx;
+    struct stat st;
+    if (fstat(alloc->fd, &st) != 0) return cf_errno(errno, what);
+    if (!cf_names_file(ctx->dirfd, file, &st)) return CLARA_OK; /* not ours any more */
+    int status = CLARA_OK;
+    if (ctx->capacity != 0) {
+        status = cf_lock(ctx->fd, CF_LOCK_QUOTA, true, cf_lock_wait());
+        if (status == CLARA_TIMEOUT)
+            return cf_fail(status, "%s: the capacity count of context '%s' stayed locked for "
+                                   "%g s", what, ctx->name, cf_lock_wait());
+        if (status) return status;
+    }
+    unsigned char lifecycle = CF_FREED;
+    status = cf_pwrite_all(alloc->fd, &lifecycle, 1, AT_lifecycle, what);
+    bool removed = status == CLARA_OK && unlinkat(ctx->dirfd, file, 0) == 0;
+    if (status == CLARA_OK && !removed && errno != ENOENT) status = cf_errno(errno, what);
+    if (ctx->capacity != 0) {
+        uint64_t used = 0;
+        if (removed && ledger_published(ctx, &used) == CLARA_OK)
+            ledger_write(ctx, used > (uint64_t)st.st_size ? used - (uint64_t)st.st_size : 0);
+        cf_unlock(ctx->fd, CF_LOCK_QUOTA);
+    }
+    return status;
+}
+
 int clara_free(clara_allocation *alloc) {
     cf_clear();
     if (alloc == NULL) return cf_fail(CLARA_INVALID, "clara_free: alloc is NULL");
@@ -470,41 +526,24 @@ int clara_free(clara_allocation *alloc) {
     cf_member_file(alloc->ctx, 'a', alloc->name, file, sizeof file);
     int status = CLARA_OK;
     unsigned char lifecycle = 0;
-    struct stat st;
+    clara_unmap(alloc, true);
     if (!alloc->writable) {
         status = cf_fail(CLARA_PERMISSION, "cannot free %s: this reference may only read it",
                          what);
     } else {
-        /* Alone (nobody else references it), nobody can get it while we free it; else it
-         * is marked freed first, so that a get racing with us sees it. */
-        bool alone = cf_try_lock(alloc->fd, CF_LOCK_REFERENCE, true) == 0;
-        status = cf_lock(alloc->fd, CF_LOCK_LIFECYCLE, true, LOCK_WAIT_SECONDS);
+        /* All under the lifecycle lock, which every remover of a name takes: of several
+         * freeing one allocation exactly one removes the name, and a name given since to
+         * a newer allocation is never touched (docs/segment-format.md 5.8). */
+        status = cf_lock(alloc->fd, CF_LOCK_LIFECYCLE, true, cf_lock_wait());
         if (status == CLARA_TIMEOUT)
-            cf_fail(status, "%s: its lifecycle stayed locked for %g s", what, LOCK_WAIT_SECONDS);
+            cf_fail(status, "%s: its lifecycle stayed locked for %g s", what, cf_lock_wait());
         if (status == CLARA_OK)
             status = cf_pread_all(alloc->fd, &lifecycle, 1, AT_lifecycle, what);
-        /* Only the process that frees it removes its name: if another one freed it
-         * first, the name may already denote a newer allocation. And the name is removed
-         * only while it still denotes this file, checked under the lifecycle lock that
-         * every remover takes (docs/segment-format.md 5.8). */
-        if (status == CLARA_OK && lifecycle == CF_PUBLISHED) {
-            if (!alone) {
-                lifecycle = CF_FREED;
-                status = cf_pwrite_all(alloc->fd, &lifecycle, 1, AT_lifecycle, what);
-            }
-            if (status == CLARA_OK && fstat(alloc->fd, &st) != 0) status = cf_errno(errno, what);
-            if (status == CLARA_OK && cf_names_file(alloc->ctx->dirfd, file, &st) &&
-                unlinkat(alloc->ctx->dirfd, file, 0) != 0 && errno != ENOENT)
-                status = cf_errno(errno, what);
-        }
+        if (status == CLARA_OK && lifecycle == CF_PUBLISHED)
+            status = remove_name(alloc, file, what);
     }
-    int saved = clara_last_status();
-    char message[768];
-    snprintf(message, sizeof message, "%s", clara_last_error());
-    clara_unmap(alloc, true);
     close(alloc->fd); /* drops the locks */
     free(alloc);
-    if (status) cf_fail(saved, "%s", message);
     return status;
 }
 

@@ -20,10 +20,24 @@ static int locate(const char *name, int *dirfd, char *file, size_t size) {
     snprintf(file, size, "%s.%s", ns, token);
     const char *dir = cf_shm_dir();
     *dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (*dirfd < 0) {
-        char what[640];
-        snprintf(what, sizeof what, "shared-memory directory %s", dir);
-        return cf_errno(errno, what);
+    char what[640];
+    snprintf(what, sizeof what, "shared-memory directory %s", dir);
+    if (*dirfd < 0) return cf_errno(errno, what);
+    /* Section 5.1, step 0: a directory another user owns, or that anyone may write but
+     * is not sticky, lets others replace our files under us. */
+    struct stat st;
+    if (fstat(*dirfd, &st) != 0) {
+        status = cf_errno(errno, what);
+        close(*dirfd);
+        return status;
+    }
+    if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+        ((st.st_mode & 0022) && !(st.st_mode & S_ISVTX))) {
+        close(*dirfd);
+        return cf_fail(CLARA_INVALID,
+                       "%s belongs to uid %u with mode %o: use a directory of root or yours "
+                       "(sticky if others may write in it), e.g. unset CLARA_SHM_DIR",
+                       what, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
     }
     return CLARA_OK;
 }
@@ -89,6 +103,11 @@ int clara_context_create(const char *name, uint64_t capacity, unsigned mode, int
     cf_pack_name(header + AT_context_length, name);
     cf_pack_name(header + AT_name_length, name);
     status = cf_create_anonymous(dirfd, CF_PAGE, mode, header, what, &fd);
+    if (status == CLARA_OK) { /* an empty ledger (section 2.5): nothing published, no pool */
+        unsigned char ledger[CF_LEDGER_TOTALS] = {0};
+        memcpy(ledger, CF_LEDGER_MAGIC, 8);
+        status = cf_pwrite_all(fd, ledger, sizeof ledger, CF_LEDGER_AT, what);
+    }
     if (status == CLARA_OK) {
         status = cf_link(fd, dirfd, file, what);
         if (status == CLARA_EXISTS)
@@ -199,7 +218,6 @@ void clara_context_close(clara_context *ctx) {
 
 const char *clara_context_name(const clara_context *ctx) { return ctx ? ctx->name : ""; }
 
-#define DESTROY_WAIT_SECONDS 10.0
 
 /* Remove one member listed by destroy: only if it is still that file, ours to remove,
  * and under its lifecycle lock (which every remover takes). */
@@ -212,7 +230,7 @@ static bool remove_member(clara_context *ctx, const char *file, ino_t inode) {
     if (st.st_uid != me && !(me == 0 && cf_admits(ctx, &st))) return false; /* theirs */
     if (cf_open_named(ctx->dirfd, file, false, file, &fd, &writable, &st) != CLARA_OK) return false;
     bool removed = st.st_ino == inode &&
-                   cf_lock(fd, CF_LOCK_LIFECYCLE, true, DESTROY_WAIT_SECONDS) == CLARA_OK &&
+                   cf_lock(fd, CF_LOCK_LIFECYCLE, true, cf_lock_wait()) == CLARA_OK &&
                    cf_names_file(ctx->dirfd, file, &st) && unlinkat(ctx->dirfd, file, 0) == 0;
     close(fd);
     return removed;
@@ -227,9 +245,9 @@ int clara_context_destroy(const char *name) {
     char what[640];
     snprintf(what, sizeof what, "context '%s'", name);
     struct stat st;
-    status = cf_lock(ctx->fd, CF_LOCK_CONTEXT_LIFECYCLE, ctx->writable, DESTROY_WAIT_SECONDS);
+    status = cf_lock(ctx->fd, CF_LOCK_CONTEXT_LIFECYCLE, true, cf_lock_wait());
     if (status == CLARA_TIMEOUT)
-        cf_fail(status, "%s: its lifecycle stayed locked for %g s", what, DESTROY_WAIT_SECONDS);
+        cf_fail(status, "%s: its lifecycle stayed locked for %g s", what, cf_lock_wait());
     if (status == CLARA_OK && fstat(ctx->fd, &st) != 0) status = cf_errno(errno, what);
     if (status == CLARA_OK && !cf_names_file(ctx->dirfd, ctx->file, &st))
         status = cf_fail(CLARA_NOT_FOUND, "%s does not exist (destroyed meanwhile)", what);

@@ -35,6 +35,9 @@
 #define CF_LOCK_QUOTA 2
 #define CF_LOCK_POOL 3
 #define CF_LOCK_CONTEXT_LIFECYCLE 4
+#define CF_LEDGER_AT 1024 /* a context's ledger (section 2.5): magic, published bytes, slots */
+#define CF_LEDGER_MAGIC "CLARALDG"
+#define CF_LEDGER_TOTALS 24
 #define CF_MAX_NBYTES (UINT64_C(1) << 62)
 #define CF_CONTEXT_TOKEN 80
 #define CF_MEMBER_TOKEN 100
@@ -139,6 +142,8 @@ uint64_t cf_start_time(int pid); /* 0 if there is no such process */
 bool cf_is_alive(int pid, uint64_t start);
 void cf_identity(int32_t *pid, uint64_t *start); /* this process */
 uint64_t cf_now_ns(void);
+/* How long a lock wait may last: $CLARA_LOCK_TIMEOUT seconds, default 10 (section 4). */
+double cf_lock_wait(void);
 
 /* ---- the kernel ------------------------------------------------------------------------- */
 /* Open a name (O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC; read-only if asked or if only readable). */

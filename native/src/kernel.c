@@ -72,6 +72,13 @@ void cf_identity(int32_t *pid, uint64_t *start) {
     *start = __atomic_load_n(&self_start, __ATOMIC_RELAXED);
 }
 
+double cf_lock_wait(void) {
+    const char *text = getenv("CLARA_LOCK_TIMEOUT");
+    char *end;
+    double seconds = text && *text ? strtod(text, &end) : 10.0;
+    return text && *text && (*end != '\0' || !(seconds >= 0)) ? 10.0 : seconds;
+}
+
 uint64_t cf_now_ns(void) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -80,27 +87,47 @@ uint64_t cf_now_ns(void) {
 
 /* ---- files --------------------------------------------------------------------------- */
 
+/* A name that is not a regular file: permission if another user's, else corrupt. */
+static int refuse_type(const struct stat *st, const char *what) {
+    const char *kind = S_ISLNK(st->st_mode)    ? "a symbolic link"
+                       : S_ISFIFO(st->st_mode) ? "a FIFO"
+                       : S_ISDIR(st->st_mode)  ? "a directory"
+                       : S_ISSOCK(st->st_mode) ? "a socket"
+                                               : "a device";
+    if (st->st_uid != geteuid())
+        return cf_fail(CLARA_PERMISSION, "%s is %s of uid %u, not a clara segment; it is never "
+                                         "used", what, kind, (unsigned)st->st_uid);
+    return cf_fail(CLARA_CORRUPT, "%s is %s, not a clara segment; remove it", what, kind);
+}
+
+static int refuse_name(int dirfd, const char *file, const char *what, int error) {
+    struct stat st;
+    if ((error == ELOOP || error == ENXIO) &&
+        fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return refuse_type(&st, what);
+    return cf_errno(error, what);
+}
+
 int cf_open_fd(int dirfd, const char *file, bool read_only, const char *what, int *fd,
                bool *writable) {
     const int flags = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
     *fd = -1;
     if (!read_only) {
         *fd = openat(dirfd, file, flags | O_RDWR);
-        if (*fd < 0 && errno != EACCES && errno != EPERM) return cf_errno(errno, what);
+        if (*fd < 0 && errno != EACCES && errno != EPERM && errno != EISDIR)
+            return refuse_name(dirfd, file, what, errno);
     }
     *writable = *fd >= 0;
     if (*fd < 0) {
         *fd = openat(dirfd, file, flags | O_RDONLY);
-        if (*fd < 0) return cf_errno(errno, what);
+        if (*fd < 0) return refuse_name(dirfd, file, what, errno);
     }
     return CLARA_OK;
 }
 
 int cf_check_file(int fd, const char *what, struct stat *st) {
     if (fstat(fd, st) != 0) return cf_errno(errno, what);
-    if (!S_ISREG(st->st_mode))
-        return cf_fail(CLARA_CORRUPT, "%s is not a regular file (a FIFO, directory or device "
-                                      "put there by someone else); it is never used", what);
+    if (!S_ISREG(st->st_mode)) return refuse_type(st, what);
     return CLARA_OK;
 }
 

@@ -43,9 +43,9 @@ def test_planted_files_are_refused_without_a_hang(ctx, tool, namespace):
     os.symlink(os.path.join(directory, f"{namespace}.bad.a.vol"), link)
     try:
         result = run(tool, "read", "bad", "fifo", timeout=10)
-        assert result.returncode == 9 and "not a regular file" in result.stderr
+        assert result.returncode == 9 and "is a FIFO, not a clara segment" in result.stderr
         result = run(tool, "read", "bad", "link", timeout=10)
-        assert result.returncode == 9 and "symbolic link" in result.stderr
+        assert result.returncode == 9 and "is a symbolic link" in result.stderr
     finally:
         os.unlink(fifo)
         os.unlink(link)
