@@ -72,6 +72,7 @@ int clara_create(clara_context *ctx, clara_element_type type, int ndims, const i
     cf_store(header + AT_origin_created, cf_now_ns(), 8);
     cf_store(header + AT_origin_creator_pid, (uint32_t)pid, 4);
     cf_store(header + AT_origin_creator_start, start, 8);
+    cf_store(header + AT_origin_context_created, ctx->created_ns, 8); /* its context's stamp */
     cf_pack_name(header + AT_context_length, ctx->name);
     status = cf_create_anonymous(ctx->dirfd, CF_DATA_OFFSET + layout.capacity, ctx->mode, header,
                                  what, &alloc->fd);
@@ -249,6 +250,10 @@ static int check_reference(clara_allocation *alloc, const char *name, const char
     if (status) return status;
     if (header.kind != CF_KIND_ALLOCATION)
         return cf_fail(CLARA_CORRUPT, "%s is corrupt (it is not an allocation)", what);
+    if (header.context_created_ns != 0 && header.context_created_ns != ctx->created_ns)
+        /* Left by an earlier context of that name, destroyed half-way. */
+        return cf_fail(CLARA_NOT_FOUND, "%s was made in an earlier context of that name (a "
+                                        "leftover: `clara leak-check --fix` removes it)", what);
     if (locked && (st.st_nlink == 0 || header.lifecycle != CF_PUBLISHED ||
                    !cf_same_name(header.name, name)))
         /* Between the open and the lock it may have been freed, recycled and published

@@ -54,6 +54,7 @@ static int adopt(int dirfd, int fd, bool writable, const struct stat *st, const 
     ctx->file_mode = st->st_mode & 0777;
     ctx->mode = h->mode;
     ctx->capacity = h->capacity;
+    ctx->created_ns = h->created_ns;
     strcpy(ctx->name, h->name);
     snprintf(ctx->file, sizeof ctx->file, "%s", file);
     *out = ctx;

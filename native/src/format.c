@@ -175,6 +175,8 @@ int cf_parse(const unsigned char *raw, uint64_t file_size, const char *what, cf_
     }
     out->owner_pid = (int32_t)cf_load(raw + AT_origin_owner_pid, 4);
     out->owner_start = cf_load(raw + AT_origin_owner_start, 8);
+    out->created_ns = cf_load(raw + AT_origin_created, 8);
+    out->context_created_ns = cf_load(raw + AT_origin_context_created, 8);
     out->mode = (uint32_t)cf_load(raw + AT_settings_mode, 4);
     out->capacity = cf_load(raw + AT_settings_capacity, 8);
     out->pool_cap = cf_load(raw + AT_settings_pool_cap, 8);

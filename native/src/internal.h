@@ -63,6 +63,7 @@
     X(origin_creator_start, "origin.creator_start", 172, 8) \
     X(origin_owner_pid, "origin.owner_pid", 180, 4)  \
     X(origin_owner_start, "origin.owner_start", 184, 8) \
+    X(origin_context_created, "origin.context_created_ns", 192, 8) \
     X(settings_mode, "settings.mode", 208, 4)        \
     X(settings_capacity, "settings.capacity", 212, 8) \
     X(settings_pool_cap, "settings.pool_cap", 220, 8) \
@@ -97,6 +98,8 @@ typedef struct cf_header {
     cf_layout layout;
     int32_t owner_pid;
     uint64_t owner_start;
+    uint64_t created_ns;         /* origin.created_ns */
+    uint64_t context_created_ns; /* allocation: its context's created_ns (0: not stamped) */
     uint32_t mode;
     uint64_t capacity; /* context: quota */
     uint64_t pool_cap;
@@ -177,6 +180,7 @@ struct clara_context {
     uint32_t file_mode; /* its permission bits: who may write members (not the header's) */
     uint32_t mode;
     uint64_t capacity;
+    uint64_t created_ns; /* its creation stamp: members made in it carry it */
     char name[CLARA_NAME_MAX + 1];
     char file[160]; /* <ns>.<context token> */
 };
