@@ -1,17 +1,26 @@
-"""Reading a pipeline file: its text through the schema's rules into a `Pipeline`.
+"""Reading a pipeline file: its text through templates and the schema's rules into a `Pipeline`.
 
 pipeline = load("examples/ct-smooth.yaml")   # PipelineInvalid lists every problem
+pipeline = load("organ.yaml", {"organ": "liver"})   # template arguments (--param)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..errors import InvalidArgument, NotFound
-from . import schema
+from . import schema, templates
 from .model import Pipeline, PipelineInvalid, Problem
 
 
-def check(file: str) -> tuple[Pipeline | None, list[Problem]]:
-    """Load and validate a pipeline file; returns (pipeline or None, every problem found)."""
+def check(
+    file: str, arguments: Mapping[str, str] | None = None
+) -> tuple[Pipeline | None, list[Problem]]:
+    """Load and validate a pipeline file; returns (pipeline or None, every problem found).
+
+    Problems include warnings and notes (`Problem.severity`); the pipeline is None only
+    when there is an error. Template placeholders are resolved first, with `arguments`.
+    """
     try:
         with open(file, encoding="utf-8") as f:
             text = f.read()
@@ -19,12 +28,18 @@ def check(file: str) -> tuple[Pipeline | None, list[Problem]]:
         raise NotFound(f"pipeline file {file} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"cannot read pipeline file {file}: {exc}") from None
+    text, problems = templates.resolve(text, file, arguments)
+    if problems:  # the rules would only trip over what is left unresolved
+        return None, problems
     return schema.parse(text, file)
 
 
-def load(file: str) -> Pipeline:
-    """Load a pipeline file; PipelineInvalid (exit code 2) lists every problem."""
-    pipeline, problems = check(file)
-    if problems or pipeline is None:
+def load(file: str, arguments: Mapping[str, str] | None = None) -> Pipeline:
+    """Load a pipeline file; PipelineInvalid (exit code 2) lists every error.
+
+    Warnings and notes of a valid file are kept in `pipeline.remarks`.
+    """
+    pipeline, problems = check(file, arguments)
+    if pipeline is None:
         raise PipelineInvalid(file, problems)
     return pipeline

@@ -4,9 +4,11 @@
 
 A `Port` is one declared input or output. Shared-memory ports (`array`, `string`, and the
 primitives) are normalised the way Clara defines them: a primitive T is ``array<T>[1]``
-and a `string` is ``array<uint8>[-1]``. Edges come from every input's `from`, disk and
-shared memory alike, so ordering never needs dummy disk I/O. The validation rules live
-in `schema`; loading a file is `loading`'s job.
+and a `string` is ``array<uint8>[-1]``. A disk port's `path` is a *container* path (where
+Clara would mount the volume), never a path on this machine: `operator_io` says where it
+lives in a local job. Edges come from every input's `from`, disk and shared memory alike,
+so ordering never needs dummy disk I/O. The validation rules live in `schema`; loading a
+file is `loading`'s job.
 """
 
 from __future__ import annotations
@@ -23,22 +25,39 @@ ARRAY = "array"
 SEPARATOR = "--"  # allocation name of a variable: <operator>--<output>
 
 
+ERROR, WARNING, NOTE = "error", "warning", "note"
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a pipeline file, at a line."""
+    """One remark about a pipeline file, at a line.
+
+    An error makes the file invalid; a warning is valid Clara that a local run cannot do
+    as written (`clara validate --strict` makes it an error); a note says what a local
+    run ignores. `topic` groups remarks for callers (e.g. "command", "services").
+    """
 
     file: str
     line: int
     message: str
+    severity: str = ERROR
+    topic: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        """Whether this problem makes the file invalid."""
+        return self.severity == ERROR
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        prefix = "" if self.is_error else f"{self.severity}: "
+        return f"{self.file}:{self.line}: {prefix}{self.message}"
 
 
 class PipelineInvalid(InvalidArgument):
-    """A pipeline file with problems; `problems` lists every one of them."""
+    """A pipeline file with errors; `problems` lists every one of them."""
 
     def __init__(self, file: str, problems: list[Problem]) -> None:
+        problems = [p for p in problems if p.is_error]
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         first = f"; first, {problems[0]}" if problems else ""
         super().__init__(
@@ -57,7 +76,7 @@ class Port:
     type: str  # array, string, stream, or a primitive's long name (float32, ...)
     element_type: str | None  # long primitive name in shared memory; a free label on disk
     shape: tuple[int, ...] | None  # normalised; None on disk
-    path: str | None  # disk only
+    path: str | None  # disk only: the declared container path (e.g. /output)
     source: str | None = None  # inputs: the operator named in `from` (None: job payload)
     line: int = 0
 
@@ -82,8 +101,37 @@ class Port:
 
 
 @dataclass(frozen=True)
+class Connection:
+    """How operators reach a service: `http` (an environment variable NAME holding the
+    service's URI) or `volume` (a mounted path)."""
+
+    kind: str  # "http" or "volume"
+    name: str
+    port: int | None = None  # http
+    path: str | None = None  # volume
+    line: int = 0
+    uri: str | None = None  # http: given by `clara run --service NAME=URI`
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running helper an operator declares (Clara's `services`, deprecated in 0.7.1)."""
+
+    name: str
+    image: str = ""
+    tag: str = ""
+    connections: tuple[Connection, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Operator:
-    """One operator: a local command, its environment, and its declared I/O."""
+    """One operator: a command (may be empty: Clara runs the image's entry-point), its
+    environment, and its declared I/O.
+
+    `command_origin` says where the command comes from, for messages: ``FILE:LINE`` of
+    container.command, or the `--bind` that replaced it.
+    """
 
     name: str
     command: tuple[str, ...]
@@ -94,9 +142,18 @@ class Operator:
     image: str = ""
     tag: str = ""
     line: int = 0
+    command_origin: str = ""
+    services: tuple[Service, ...] = ()
     # Clara's `requests` (hardware minimums): cpu, gpu, memory (MB) as written; a local run
     # ignores them, a cluster export turns them into resource requests.
     requests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def image_ref(self) -> str:
+        """image:tag as Clara pulls it (tag defaults to latest), or '' without an image."""
+        if not self.image:
+            return ""
+        return f"{self.image}:{self.tag or 'latest'}"
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -126,6 +183,7 @@ class Pipeline:
     operators: tuple[Operator, ...]
     file: str = ""
     orchestrator: str | None = None
+    remarks: tuple[Problem, ...] = ()  # warnings and notes of a valid file
 
     @property
     def directory(self) -> str:
@@ -162,10 +220,10 @@ class Pipeline:
         """The operator and output that an input with `from` reads."""
         assert port.source is not None
         op = self.operator(port.source)
-        for output in op.outputs:
-            if (output.name or "").lower() == (port.name or "").lower():
-                return op, output
-        raise NotFound(f"operator '{op.name}' has no output {port.describe()}")
+        output = selected_output(op, port.name)
+        if output is None:
+            raise NotFound(f"operator '{op.name}' has no output {port.describe()}")
+        return op, output
 
     def consumers(self, producer: Operator, output: Port) -> list[tuple[Operator, Port]]:
         """Every (operator, input) that reads `output` of `producer`."""
@@ -174,7 +232,7 @@ class Pipeline:
             for port in op.inputs:
                 if port.source is None or port.source.lower() != producer.name.lower():
                     continue
-                if (port.name or "").lower() == (output.name or "").lower():
+                if selected_output(producer, port.name) is output:
                     found.append((op, port))
         return found
 
@@ -201,6 +259,21 @@ class Pipeline:
                 taken.add(name.lower())
                 names[(op.name.lower(), port.name.lower())] = name
         return names
+
+
+def selected_output(producer: Operator, name: str | None) -> Port | None:
+    """The output of `producer` that an input with `name` reads.
+
+    `name` selects an output by name; an input without one reads the unnamed output, or
+    the only output when there is just one (Clara: an output's name is optional then).
+    """
+    key = (name or "").lower()
+    for output in producer.outputs:
+        if (output.name or "").lower() == key:
+            return output
+    if name is None and len(producer.outputs) == 1:
+        return producer.outputs[0]
+    return None
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:

@@ -26,6 +26,12 @@ class Map(dict):
         """Line of the value of `key`, or of the mapping when the key is absent."""
         return self.lines.get(key, self.line)
 
+    def rename(self, old: Any, new: Any) -> None:
+        """Move the value of `old` to `new`, keeping its lines (to read a typo as meant)."""
+        self[new] = self.pop(old)
+        self.lines[new] = self.lines.pop(old, self.line)
+        self.key_lines[new] = self.key_lines.pop(old, self.line)
+
 
 class Seq(list):
     """A YAML sequence: a list with `line` (its start) and `lines[i]` (each item's line)."""

@@ -28,18 +28,18 @@ PRODUCER = """\
   - {name: spacing, type: array, element-type: float64, shape: [3]}
   - {name: label, type: string}
   - {name: scale, type: f32}
-  - {name: files, type: stream, element-type: dicom, path: out}
+  - {name: files, type: stream, element-type: dicom, path: /out}
 """
 
 
-def problems(tmp_path: Path, text: str) -> list[tuple[int, str]]:
-    """(line, message) of every problem in `text`."""
+def problems(tmp_path: Path, text: str, severity: str = "error") -> list[tuple[int, str]]:
+    """(line, message) of every problem of `severity` (error, warning, note) in `text`."""
     path = tmp_path / "pipeline.yaml"
     path.write_text(text)
     pipeline, found = check(str(path))
-    assert (pipeline is None) == bool(found)
+    assert (pipeline is None) == any(p.is_error for p in found)
     assert all(p.file == str(path) for p in found)
-    return [(p.line, p.message) for p in found]
+    return [(p.line, p.message) for p in found if p.severity == severity]
 
 
 def line_of(text: str, marker: str, nth: int = 1) -> int:
@@ -283,8 +283,8 @@ def test_types_follow_claras_table(tmp_path: Path) -> None:
           - {name: no-shape, type: array, element-type: float32}
           - {name: str-shape, type: string, shape: [3]}
           - {name: prim-etype, type: int16, element-type: int16}
-          - {name: stream-shape, type: stream, element-type: raw, path: p, shape: [2]}
-          - {name: stream-no-label, type: stream, path: p}
+          - {name: stream-shape, type: stream, element-type: raw, path: /p, shape: [2]}
+          - {name: stream-no-label, type: stream, path: /q}
           - {name: array-path, type: array, element-type: u8, shape: [2], path: /x}
           - {name: odd-type, type: matrix}
           - {name: bool-etype, type: array, element-type: bool, shape: [2]}
@@ -347,8 +347,9 @@ def test_api_versions(tmp_path: Path) -> None:
     assert problems(tmp_path, untyped) == []
     old_typed = untyped.replace("[{path: /output}]", "[{path: /output}, {name: v, type: f32}]")
     expect(tmp_path, old_typed, ("name: v", "type f32 needs api-version 0.5.0 or later"))
-    ancient = untyped.replace("0.4.0", "0.3.0")
-    expect(tmp_path, ancient, ("0.3.0", "clara reads 0.4.0 and later"))
+    assert problems(tmp_path, untyped.replace("0.4.0", "0.3.0")) == []  # read like 0.4.0
+    ancient = untyped.replace("0.4.0", "0.2.0")
+    expect(tmp_path, ancient, ("0.2.0", "clara reads 0.3.0 and later"))
     garbled = (HEAD + PRODUCER).replace("0.5.0", "zero")
     expect(tmp_path, garbled, ("zero", "invalid api-version 'zero'"))
     argo = HEAD.replace("Clara", "Argo") + PRODUCER
@@ -358,12 +359,12 @@ def test_api_versions(tmp_path: Path) -> None:
 
 
 def test_missing_pieces(tmp_path: Path) -> None:
-    text = "orchestrator: Clara\nname: x\noperators:\n- name: a\n  container: {image: i}\n"
+    text = "orchestrator: Clara\nname: x\noperators:\n- name: a\n  input: []\n"
     expect(
         tmp_path,
         text,
         ("orchestrator", "missing api-version"),
-        ("container:", "has no container.command"),
+        ("name: a", "operator 'a' needs a container (image, tag, command)"),
     )
     assert problems(tmp_path, "api-version: 0.5.0\nname: x\noperators: []\n") == [
         (3, "operators must be a non-empty list")

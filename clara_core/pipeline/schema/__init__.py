@@ -3,21 +3,27 @@
 `parse(text, file)` never stops at the first problem: every rule runs over everything
 it can still make sense of, so one `clara validate` lists every mistake. Rules:
 
-- known keys only, at every level; names follow Clara's rule and are unique
-  (case-insensitively) among operators, and among one operator's inputs and outputs;
-- api-version 0.4.0 (untyped: disk I/O with `path` only) or later; typed I/O needs 0.5.0
-  and the Clara orchestrator; `models` needs 0.6.0;
+- known keys only, at every level (a near miss of a key is named and read as meant);
+  names follow Clara's rule and are unique (case-insensitively) among operators, and
+  among one operator's inputs and outputs;
+- api-version 0.3.0 and 0.4.0 (untyped: disk I/O with `path` only) or later; typed I/O
+  needs 0.5.0 and the Clara orchestrator; `models` needs 0.6.0;
 - types per Clara's table: `array` needs `element-type` (one of the 11 primitives) and a
   `shape`; `string` and primitives take neither; `stream` takes a free `element-type`
   label and needs a `path`; only streams have paths;
 - an input's `from` names an existing operator with an output of the input's `name`, of
   the same medium, element type and a compatible shape (-1 and 0 match any size);
 - no cycles.
+
+Valid Clara that a local run cannot do as written is a warning (an operator without
+`container.command` needs `clara run --bind`); what it ignores is a note (`requests`,
+`services`, `models`). Templates (`parameters`, ``${{ name }}``) are resolved before
+these rules, by `templates`.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 from typing import Any
 
 from ...errors import InvalidArgument
@@ -25,6 +31,7 @@ from ..model import Operator, Pipeline, Problem, version_tuple
 from ..yamllines import Map, Seq
 from ..yamllines import load as load_yaml
 from .base import TYPED, text_of
+from .extras import ExtrasRules
 from .graph import GraphRules, shapes_match
 from .ports import PortRules
 
@@ -43,12 +50,9 @@ OPERATOR_KEYS = (
     "models",
     "services",
 )
-CONTAINER_KEYS = ("image", "tag", "command")
-REQUEST_KEYS = ("cpu", "gpu", "memory")
+CONTAINER_KEYS = ("image", "tag", "command", "variables")
 ORCHESTRATORS = ("Clara", "Argo")
-OLDEST, MODELS = (0, 4, 0), (0, 6, 0)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")  # Clara: a number (cpu cores, gpus, memory MB)
+OLDEST, MODELS = (0, 3, 0), (0, 6, 0)
 
 
 def parse(text: str, file: str) -> tuple[Pipeline | None, list[Problem]]:
@@ -59,10 +63,12 @@ def parse(text: str, file: str) -> tuple[Pipeline | None, list[Problem]]:
         rules.report(line, message)
     pipeline = rules.pipeline(data) if data is not None or not raw_problems else None
     problems = sorted(rules.problems, key=lambda p: p.line)
-    return (pipeline if not problems else None), problems
+    if pipeline is None or any(p.is_error for p in problems):
+        return None, problems
+    return replace(pipeline, remarks=tuple(problems)), problems
 
 
-class _Rules(PortRules, GraphRules):
+class _Rules(PortRules, GraphRules, ExtrasRules):
     """The whole document: top-level keys, operators, their containers and variables."""
 
     def pipeline(self, data: Any) -> Pipeline | None:
@@ -99,7 +105,8 @@ class _Rules(PortRules, GraphRules):
         if self.version < OLDEST:
             self.report(
                 data.line_of("api-version"),
-                f"api-version {text} is not supported: clara reads 0.4.0 and later",
+                f"api-version {text} is not supported: clara reads 0.3.0 and later "
+                "(0.3.0 is read like 0.4.0)",
             )
         return text
 
@@ -126,6 +133,8 @@ class _Rules(PortRules, GraphRules):
         for index, item in enumerate(items):
             op = self.operator(item, items.line_of(index))
             if op is None:
+                if isinstance(item, Map) and isinstance(item.get("name"), str):
+                    self.broken_operators.add(item["name"].lower())
                 continue
             key = op.name.lower()
             if key in first:
@@ -153,22 +162,28 @@ class _Rules(PortRules, GraphRules):
         image = tag = ""
         if not isinstance(container, Map):
             self.report(
-                item.line_of("container"),
-                f"{where} needs a container with a command (the local runner runs it)",
+                item.line_of("container"), f"{where} needs a container (image, tag, command)"
             )
         else:
             self.unknown_keys(container, CONTAINER_KEYS, "container")
             image = self.scalar_text(container, "image")
             tag = self.scalar_text(container, "tag")
-            command = self.command(container, where)
-        variables = self.variables(item)
+            command = self.command(container, name, image, tag)
+        variables = self.merged_variables(item, container, where)
         inputs = self.ports(item, "input", where)
         outputs = self.ports(item, "output", where)
         self.port_names(inputs + outputs, where)
+        self.port_paths(inputs + outputs, where)
+        services = self.services(item, where)
+        requests = self.requests(item, where)
+        self.models(item, where)
         if name is None:
             return None
+        if self.broken_ports:
+            self.broken[name.lower()] = self.broken_ports
+            self.broken_ports = set()
         description = self.scalar_text(item, "description")
-        requests = self.requests(item)
+        origin = f"{self.file}:{container.line_of('command') if command else item.line}"
         return Operator(
             name,
             command,
@@ -179,14 +194,22 @@ class _Rules(PortRules, GraphRules):
             image,
             tag,
             item.line,
+            origin,
+            services,
             requests,
         )
 
-    def command(self, container: Map, where: str) -> tuple[str, ...]:
+    def command(self, container: Map, name: str | None, image: str, tag: str) -> tuple[str, ...]:
         value = container.get("command")
         line = container.line_of("command")
         if value is None:
-            self.report(line, f"{where} has no container.command: the local runner needs one")
+            shown = f"image {image}:{tag or 'latest'}" if image else "no image"
+            self.warn(
+                line,
+                f"operator '{name or ''}' has no container.command ({shown}: Clara runs the "
+                f"image's entry-point); a local run needs `--bind {name or 'OPERATOR'}=COMMAND`",
+                topic="command",
+            )
             return ()
         if not isinstance(value, Seq) or not value:
             self.report(line, "command must be a non-empty list (argv), e.g. [python, main.py]")
@@ -198,43 +221,3 @@ class _Rules(PortRules, GraphRules):
             else:
                 argv.append(text_of(arg))
         return tuple(argv)
-
-    def requests(self, item: Map) -> dict[str, str]:
-        value = item.get("requests")
-        if value is None:
-            return {}
-        if not isinstance(value, Map):
-            self.report(item.line_of("requests"), "requests must be a mapping (cpu, gpu, memory)")
-            return {}
-        self.unknown_keys(value, REQUEST_KEYS, "requests")
-        result = {}
-        for key in REQUEST_KEYS:
-            amount = value.get(key)
-            if amount is None:
-                continue
-            if isinstance(amount, (Map, Seq, bool)) or not _AMOUNT.fullmatch(str(amount)):
-                self.report(
-                    value.line_of(key),
-                    f"requests.{key} must be a positive amount (memory in MB), not {amount!r}",
-                )
-            else:
-                result[key] = str(amount)
-        return result
-
-    def variables(self, item: Map) -> dict[str, str]:
-        value = item.get("variables")
-        if value is None:
-            return {}
-        if not isinstance(value, Map):
-            self.report(item.line_of("variables"), "variables must be a mapping NAME: value")
-            return {}
-        result = {}
-        for key, val in value.items():
-            line = value.line_of(key)
-            if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
-                self.report(line, f"invalid variable name {key!r}: use an environment name")
-            elif isinstance(val, (Map, Seq)):
-                self.report(line, f"variable {key} must be a plain value, not a list or mapping")
-            else:
-                result[key] = text_of(val)
-        return result

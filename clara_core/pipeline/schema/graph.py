@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model import SHARED_MEMORY, STREAM, Operator, Port
+from ..model import SHARED_MEMORY, STREAM, Operator, Port, selected_output
 from .base import RuleBase
 
 
@@ -16,6 +16,8 @@ class GraphRules(RuleBase):
                 if port.source is None:
                     continue
                 producer = by_name.get(port.source.lower())
+                if producer is None and port.source.lower() in self.broken_operators:
+                    continue  # already reported where it is declared
                 if producer is None:
                     known = ", ".join(o.name for o in operators)
                     self.report(
@@ -27,8 +29,11 @@ class GraphRules(RuleBase):
                 self.link(op, port, producer)
 
     def link(self, op: Operator, port: Port, producer: Operator) -> None:
-        wanted = (port.name or "").lower()
-        output = next((o for o in producer.outputs if (o.name or "").lower() == wanted), None)
+        output = selected_output(producer, port.name)
+        if output is None and (port.name or "").lower() in self.broken.get(
+            producer.name.lower(), ()
+        ):
+            return  # that output has its own problem, reported at its line
         if output is None:
             outputs = ", ".join(o.describe() for o in producer.outputs) or "none"
             self.report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from ...dtypes import CLARA_PRIMITIVES, declared_shape, element_type
@@ -30,9 +31,14 @@ class PortRules(RuleBase):
             port = self.port(entry, value.line_of(index), direction, where)
             if port is not None:
                 ports.append(port)
+            elif direction == "output" and isinstance(entry, Map):
+                name = entry.get("name")
+                self.broken_ports.add(name.lower() if isinstance(name, str) else "")
+        # Several unnamed inputs are fine (`name` only selects an upstream output); an
+        # unnamed output is what an input without `name` reads, so there is one at most.
         unnamed = [p for p in ports if p.name is None]
-        if len(unnamed) > 1:
-            self.report(unnamed[1].line, f"{where} has more than one unnamed {direction}")
+        if direction == "output" and len(unnamed) > 1:
+            self.report(unnamed[1].line, f"{where} has more than one unnamed output")
         return tuple(ports)
 
     def port(self, entry: Any, line: int, direction: str, where: str) -> Port | None:
@@ -163,6 +169,15 @@ class PortRules(RuleBase):
         env_first: dict[str, str] = {}
         for port in ports:
             if port.name is None:
+                if port.source is not None and port.medium != SHARED_MEMORY:
+                    env = f"FROM_{env_suffix(port.source)}"
+                    if env in env_first:
+                        self.warn(
+                            port.line,
+                            f"{where} reads the unnamed output of '{port.source}' twice: "
+                            f"CLARA_INPUT_{env} names the first one (CLARA_PATHS has both)",
+                        )
+                    env_first.setdefault(env, f"from {port.source}")
                 continue
             key = port.name.lower()
             if key in first:
@@ -182,3 +197,26 @@ class PortRules(RuleBase):
                         f"the environment variable suffix {env}",
                     )
                 env_first.setdefault(env, port.name)
+
+    def port_paths(self, ports: tuple[Port, ...], where: str) -> None:
+        """Each container path once per operator; paths should be rooted, as Clara expects."""
+        first: dict[str, int] = {}
+        for port in ports:
+            if port.path is None:
+                continue
+            if not port.path.startswith("/"):
+                self.warn(
+                    port.line,
+                    f"path {port.path!r} of {where} is not rooted: Clara expects a container "
+                    "path such as /output (a local run maps it into the job directory, but "
+                    "never substitutes it in arguments nor mounts it with --isolate)",
+                    topic="path",
+                )
+            key = posixpath.normpath(port.path)
+            if key in first:
+                self.report(
+                    port.line,
+                    f"{where} declares path {port.path} twice (first on line {first[key]}): "
+                    "each input and output needs a path of its own",
+                )
+            first.setdefault(key, port.line)
