@@ -1,10 +1,11 @@
-"""`clara validate FILE...` and `clara run FILE`: Clara pipeline definitions, checked and run.
+"""`clara run FILE`: a Clara pipeline run on this machine (`clara validate`: validate.py).
 
-Both are thin: `clara_core.pipeline.loading` validates, `clara_core.pipeline.runner`
-runs; this module only draws. While a job runs on a terminal, a live table (rich, on
-stderr) shows each operator; operators' output scrolls above it, prefixed with their
-names. At the end a table of operators (status, exit code, start, duration) and one of
-variables goes to stdout, or the same as one JSON document with --json.
+Thin: `clara_core.pipeline.loading` reads the file, `bindings` and `services` give what
+a local run needs, `clara_core.pipeline.runner` runs; this module only draws. While a
+job runs on a terminal, a live table (rich, on stderr) shows each operator; operators'
+output scrolls above it, prefixed with their names. At the end a table of operators
+(status, exit code, start, duration) and one of variables goes to stdout, or the same
+as one JSON document with --json.
 """
 
 from __future__ import annotations
@@ -12,77 +13,19 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ..options import json_option, wants_json
 from ..render import emit
+from .validate import PARAM_HELP
 
 if TYPE_CHECKING:
-    from clara_core.pipeline.model import Pipeline, Problem
+    from clara_core.pipeline.model import Pipeline
     from clara_core.pipeline.results import OperatorResult, RunResult, VariableRecord
 
-
-# -- clara validate -----------------------------------------------------------------------
-
-
-@click.command("validate")
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@json_option
-def validate(files: tuple[str, ...]) -> None:
-    """Check Clara pipeline FILEs; print every problem as FILE:LINE: message.
-
-    Exits 2 if any file has a problem. Checks known keys, Clara's name rule and
-    case-insensitive uniqueness, api-version, types (array, string, stream, the 11
-    primitives) with their element-type/shape/path, that every input's `from` operator
-    and output `name` exist with a compatible element type and shape (-1 and 0 match any
-    size), and that there is no cycle.
-    """
-    from clara_core.errors import InvalidArgument
-    from clara_core.pipeline.loading import check
-
-    reports = []
-    for file in files:
-        pipeline, problems = check(file)
-        reports.append(_validation(file, pipeline, problems))
-    count = sum(len(r["problems"]) for r in reports)
-    emit({"valid": count == 0, "files": reports}, lambda: _print_validation(reports))
-    if count:
-        bad = sum(1 for r in reports if r["problems"])
-        raise InvalidArgument(
-            f"{count} problem{'s' if count != 1 else ''} in {bad} file{'s' if bad != 1 else ''}"
-        )
-
-
-def _validation(file: str, pipeline: Pipeline | None, problems: list[Problem]) -> dict:
-    data: dict[str, Any] = {
-        "file": file,
-        "valid": not problems,
-        "problems": [{"line": p.line, "message": p.message} for p in problems],
-    }
-    if pipeline is not None:
-        data.update(
-            pipeline=pipeline.name,
-            api_version=pipeline.api_version,
-            operators=[{"name": op.name, "upstream": list(op.upstream)} for op in pipeline.order()],
-        )
-    return data
-
-
-def _print_validation(reports: list[dict]) -> None:
-    for report in reports:
-        for problem in report["problems"]:
-            click.echo(f"{report['file']}:{problem['line']}: {problem['message']}")
-        if report["valid"]:
-            click.echo(
-                f"{report['file']}: valid pipeline '{report['pipeline']}' "
-                f"(api-version {report['api_version']}, {len(report['operators'])} operators)"
-            )
-            width = max(len(op["name"]) for op in report["operators"])
-            for op in report["operators"]:
-                after = f"after {', '.join(op['upstream'])}" if op["upstream"] else "first"
-                click.echo(f"  {op['name']:<{width}}  {after}")
+RUN_NOTES = ("requests", "models", "path")  # remarks of the file worth repeating at a run
 
 
 # -- clara run ----------------------------------------------------------------------------
@@ -121,6 +64,49 @@ def _print_validation(reports: list[dict]) -> None:
     help="Also write the run as Chrome Trace Event JSON (open it in Perfetto or "
     "chrome://tracing): operators, variables' lifetimes, memory in use.",
 )
+@click.option(
+    "--job-dir",
+    metavar="DIR",
+    help="The job directory (new or empty; kept). Default: a fresh one under the temp "
+    "dir, removed after a success unless --keep.",
+)
+@click.option(
+    "--payload",
+    metavar="PATH",
+    type=click.Path(exists=True),
+    help="The job's input, copied to JOB/payload: what inputs without `from` see.",
+)
+@click.option(
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="OPERATOR=COMMAND",
+    help="The local command of OPERATOR (split as a shell would; runs in FILE's "
+    "directory). Repeatable; replaces container.command.",
+)
+@click.option(
+    "--bindings",
+    "binding_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="A YAML file of OPERATOR: COMMAND bindings (--bind wins over it).",
+)
+@click.option(
+    "--service",
+    "service_uris",
+    multiple=True,
+    metavar="NAME=URI",
+    help="Address of a declared service (or one http connection) you run yourself; "
+    "exported as the variable Clara would export. Repeatable.",
+)
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
+@click.option(
+    "--isolate",
+    is_flag=True,
+    help="Mount each operator's declared container paths (/input, /output ...) for real, "
+    "in a mount namespace of its own, so unmodified operators work.",
+)
 @json_option
 def run(
     file: str,
@@ -130,33 +116,72 @@ def run(
     grace: float,
     quiet: bool,
     trace_file: str | None,
+    job_dir: str | None,
+    payload: str | None,
+    binds: tuple[str, ...],
+    binding_files: tuple[str, ...],
+    service_uris: tuple[str, ...],
+    params: tuple[str, ...],
+    isolate: bool,
 ) -> None:
     """Run the pipeline FILE on this machine; exit 1 if an operator failed.
 
     \b
-    Each operator runs as a local process (container.command, in the directory of FILE)
-    as soon as every operator it reads from has succeeded, in parallel when independent.
-    Its environment holds its YAML variables and CLARA_CONTEXT, CLARA_OPERATOR,
-    CLARA_IO (its declared inputs and outputs, used by `clara map NAME` and the driver
-    API), CLARA_INPUT[_NAME] / CLARA_OUTPUT[_NAME] (disk paths). Static shared-memory
-    outputs are pre-allocated; each variable is freed after its last reader. On a
-    failure, timeout, Ctrl-C or SIGTERM the other operators are stopped and everything
-    is freed: nothing is left behind.
+    Each operator runs as a local process (its --bind or container.command, in the
+    directory of FILE) as soon as every operator it reads from has succeeded, in
+    parallel when independent; an operator without either refuses the run before
+    anything starts. Declared container paths are never used on this machine: each is
+    a folder of the job directory (JOB/payload, JOB/operators/OP/OUTPUT, JOB/logs/OP.log),
+    given to the operator in CLARA_INPUT[_NAME], CLARA_OUTPUT[_NAME], CLARA_PATHS and in
+    place of the path in its arguments. Static shared-memory outputs are pre-allocated;
+    each variable is freed after its last reader. On a failure, timeout, Ctrl-C or
+    SIGTERM the other operators are stopped and everything is freed.
     """
     from clara_core.errors import InvalidArgument
+    from clara_core.pipeline import bindings, services
+    from clara_core.pipeline.isolate import unavailable
     from clara_core.pipeline.loading import load
     from clara_core.pipeline.runner import run as run_pipeline
+    from clara_core.pipeline.templates import parse_arguments
 
     if timeout is not None and not timeout > 0:
         raise InvalidArgument(f"invalid --timeout {timeout}: use seconds > 0")
     if not 0 <= grace < math.inf:
         raise InvalidArgument(f"invalid --grace {grace}: use seconds >= 0")
-    pipeline = load(file)
+    pipeline = load(file, parse_arguments(params))
+    given = [b for path in binding_files for b in bindings.read_file(path)]
+    given += [bindings.parse_bind(text) for text in binds]
+    pipeline = bindings.apply(pipeline, given)
+    try:
+        bindings.require_commands(pipeline)
+    except bindings.Unbound as exc:
+        for line in exc.lines:
+            _write(f"{line}\n")
+        raise
+    pipeline, warnings = services.bind(pipeline, services.parse_assignments(service_uris))
+    if isolate and (reason := unavailable()):
+        raise InvalidArgument(f"--isolate is not available on this machine: {reason}")
+    for remark in pipeline.remarks:
+        if remark.topic in RUN_NOTES:
+            _write(f"{remark}\n")
+    for warning in warnings:
+        _write(f"clara: warning: {warning}\n")
     trace = _open_trace(trace_file) if trace_file else None  # a bad path fails before the job
     observer = _observer(pipeline, quiet, wants_json())
     with observer:
         limit = None if timeout == math.inf else timeout
-        result = run_pipeline(pipeline, context_name, keep, limit, grace, observer)
+        result = run_pipeline(
+            pipeline,
+            context_name,
+            keep,
+            limit,
+            grace,
+            observer,
+            job_dir=job_dir,
+            payload=payload,
+            isolate=isolate,
+            warnings=warnings,
+        )
     if trace is not None:
         _write_trace(trace, result)
     emit(result.to_dict(), lambda: _print_result(result))
@@ -201,6 +226,9 @@ def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):
         def __exit__(self, *exc: object) -> None:
             pass
 
+        def began(self, job: RunResult) -> None:
+            _write(f"clara: job directory {job.job_dir}\n")
+
         def output(self, op: OperatorResult, line: str) -> None:
             if not quiet:
                 _write(f"{op.name:>{self.width}} | {line}\n")
@@ -214,7 +242,7 @@ def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):
 
             from ..render import console
 
-            self.began: dict[str, float] = {}
+            self.began_at: dict[str, float] = {}
             self.results: dict[str, OperatorResult] = {}
             self.order = [op.name for op in pipeline.operators]
             self.live = RichLive(
@@ -228,8 +256,11 @@ def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):
         def __exit__(self, *exc: object) -> None:
             self.live.__exit__(None, None, None)
 
+        def began(self, job: RunResult) -> None:
+            self.live.console.print(f"clara: job directory {job.job_dir}", soft_wrap=True)
+
         def started(self, op: OperatorResult) -> None:
-            self.began[op.name] = time.monotonic()
+            self.began_at[op.name] = time.monotonic()
             self.results[op.name] = op
 
         def finished(self, op: OperatorResult) -> None:
@@ -251,7 +282,7 @@ def _observer(pipeline: Pipeline, quiet: bool, as_json: bool):
                 op = self.results.get(name)
                 status = op.status if op else "waiting"
                 if status == "running" and op is not None:
-                    elapsed = time.monotonic() - self.began.get(name, time.monotonic())
+                    elapsed = time.monotonic() - self.began_at.get(name, time.monotonic())
                     grid.add_row(Spinner("dots", style="yellow"), name, f"running {elapsed:.1f}s")
                 else:
                     mark, style = _MARKS.get(status, ("·", "dim"))
@@ -327,12 +358,24 @@ def _print_result(result: RunResult) -> None:
         if result.kept
         else f"context {result.context} destroyed"
     )
-    click.echo(f"{result.pipeline} {verdict} in {result.duration:.2f}s; {where}")
+    files = (
+        f"job directory {result.job_dir} kept"
+        if result.job_dir_kept
+        else "job directory removed (--keep or --job-dir keeps it)"
+    )
+    click.echo(f"{result.pipeline} {verdict} in {result.duration:.2f}s; {where}; {files}")
 
 
 def _print_account(result: RunResult, quiet: bool) -> None:
-    """Why the job failed, and the last output of each operator that failed (stderr)."""
+    """Why the job failed, where to look, and the last output of each failed operator."""
     _write(f"clara: pipeline {result.pipeline} {result.status}: {result.reason}\n")
+    if result.job_dir_kept:
+        _write(f"clara: job directory {result.job_dir} kept (operators' logs in logs/)\n")
+    if not result.kept:
+        _write(
+            f"clara: context {result.context} was destroyed; rerun with --keep to inspect "
+            "it afterwards (`clara dump CONTEXT`)\n"
+        )
     if not quiet:
         return  # their output was shown as it came
     for op in result.operators:

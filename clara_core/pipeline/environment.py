@@ -12,10 +12,16 @@ Every operator process gets, on top of the runner's own environment and its YAML
                        JSON parser (the C library): DIRECTION NAME ELEMENT_TYPE DIMS ALLOCATION,
                        e.g. ``input volume float32 -1,128,128 acquire--volume``
     CLARA_INPUT_<NAME> / CLARA_OUTPUT_<NAME>   local path of each named disk (stream) port
-    CLARA_INPUT / CLARA_OUTPUT                 local path of the unnamed or only disk port
+    CLARA_INPUT_FROM_<OPERATOR>                an unnamed disk input read from OPERATOR
+    CLARA_INPUT / CLARA_OUTPUT                 the unnamed payload input / unnamed output,
+                                               or the only disk input / output
+    CLARA_PATHS        JSON: {declared container path: local path} of every disk port
+    CLARA_PAYLOAD      the job's payload folder
     CLARA_JOB          JSON: the job's plan that `clara exec-operator` needs (see `JobPlan`)
 
-so an operator needs no YAML: `clara map NAME`, `Driver` and `Variable` read CLARA_IO.
+Local paths are folders of the job directory (see `operator_io`), never the declared
+container paths themselves. So an operator needs no YAML: `clara map NAME`, `Driver`
+and `Variable` read CLARA_IO.
 It needs neither YAML nor the validation rules, so `clara map` stays quick to start.
 """
 
@@ -35,6 +41,8 @@ JOB_ID = "CLARA_JOB_ID"
 IO = "CLARA_IO"
 FASTIO = "CLARA_FASTIO"
 JOB = "CLARA_JOB"
+PATHS = "CLARA_PATHS"
+PAYLOAD = "CLARA_PAYLOAD"
 FORMAT = 1
 # The two media and the disk type; pipeline.py shares these (this module stays light,
 # since `clara map` imports it in every operator).
@@ -57,7 +65,8 @@ class Declared:
     shape: tuple[int, ...] | None
     source: str | None = None  # inputs: the upstream operator
     allocation: str | None = None  # shared memory: its published name in the context
-    path: str | None = None  # disk: the local path
+    path: str | None = None  # disk: the local path (a folder of the job directory)
+    container_path: str | None = None  # disk: the path declared in the pipeline
 
     @property
     def medium(self) -> str:
@@ -79,6 +88,7 @@ class OperatorIO:
     context: str
     inputs: tuple[Declared, ...]
     outputs: tuple[Declared, ...]
+    payload: str = ""  # the job's payload folder
 
     def find(self, name: str) -> Declared | None:
         """The input or output declared under `name` (case-insensitive), or None."""
@@ -156,15 +166,23 @@ class OperatorIO:
             IO: self.to_json(),
             FASTIO: self.to_lines(),
         }
+        paths: dict[str, str] = {}
         for prefix, ports in (("CLARA_INPUT", self.inputs), ("CLARA_OUTPUT", self.outputs)):
             disk = [p for p in ports if p.medium == DISK and p.path]
             for port in disk:
                 if port.name:
                     env[f"{prefix}_{env_suffix(port.name)}"] = port.path or ""
-            unnamed = [p for p in disk if not p.name]
+                elif port.source:
+                    env.setdefault(f"{prefix}_FROM_{env_suffix(port.source)}", port.path or "")
+                if port.container_path:
+                    paths.setdefault(port.container_path, port.path or "")
+            unnamed = [p for p in disk if not p.name and not p.source]
             main = unnamed[0] if unnamed else disk[0] if len(disk) == 1 else None
             if main is not None:
                 env[prefix] = main.path or ""
+        env[PATHS] = json.dumps(paths, separators=(",", ":"))
+        if self.payload:
+            env[PAYLOAD] = self.payload
         return env
 
 

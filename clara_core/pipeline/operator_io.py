@@ -1,35 +1,87 @@
 """Where an operator's declared inputs and outputs live in a local run, and what it is
-told about them (its `CLARA_IO`, see `environment`)."""
+told about them (its `CLARA_IO`, see `environment`).
+
+A declared path is a *container* path: Clara mounts a volume there. Locally each one is
+a folder of the job directory (`jobdir`), never the path itself:
+
+    output (named)          JOB/operators/<op>/<name>/
+    output (unnamed)        JOB/operators/<op>/<last part of its path, e.g. output>/
+    input with `from`       the folder of the upstream output it reads
+    input without `from`    JOB/payload/
+
+as Clara would mount them. Shared-memory ports have no path: they live in the context.
+"""
 
 from __future__ import annotations
 
-import os
+import posixpath
+import re
+from dataclasses import dataclass
 
 from .environment import Declared, JobPlan, OperatorIO
+from .jobdir import JobDirectory
 from .model import SHARED_MEMORY, Operator, Pipeline, Port
 
-
-def local_path(pipeline: Pipeline, path: str) -> str:
-    """Where a declared disk path lives here: relative paths start at the pipeline file.
-
-    There are no containers to mount volumes into, so an input with `from` is simply
-    given its producer's output path (see describe_operator).
-    """
-    return os.path.normpath(os.path.join(pipeline.directory, os.path.expanduser(path)))
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def describe_operator(pipeline: Pipeline, op: Operator, context: str, job_id: str) -> OperatorIO:
-    """What `op` learns about itself in CLARA_IO, for a run using `context`."""
+@dataclass(frozen=True)
+class DiskPath:
+    """One declared disk input or output of an operator and its folder in the job."""
+
+    direction: str  # "input" or "output"
+    port: Port
+    local: str
+
+    @property
+    def container(self) -> str:
+        """The declared (container) path."""
+        return self.port.path or ""
+
+
+def output_folder(op: Operator, port: Port) -> str:
+    """The folder name of one output of `op`: its name, or for the unnamed one its path's
+    last part (kept apart from every named output)."""
+    if port.name:
+        return port.name
+    base = _UNSAFE.sub("_", posixpath.basename(posixpath.normpath(port.path or "")))
+    if base in ("", ".", ".."):
+        base = "output"
+    taken = {p.name.lower() for p in op.outputs if p.name}
+    while base.lower() in taken:
+        base += "-unnamed"
+    return base
+
+
+def disk_paths(pipeline: Pipeline, op: Operator, job: JobDirectory) -> list[DiskPath]:
+    """Every declared disk port of `op` with its local folder, inputs first."""
+    found = []
+    for port in op.inputs:
+        if port.medium == SHARED_MEMORY or not port.path:
+            continue
+        if port.source is None:
+            local = job.payload
+        else:
+            producer, output = pipeline.producer(port)
+            local = job.output_dir(producer.name, output_folder(producer, output))
+        found.append(DiskPath("input", port, local))
+    for port in op.outputs:
+        if port.medium != SHARED_MEMORY and port.path:
+            found.append(DiskPath("output", port, job.output_dir(op.name, output_folder(op, port))))
+    return found
+
+
+def describe_operator(
+    pipeline: Pipeline, op: Operator, context: str, job_id: str, job: JobDirectory
+) -> OperatorIO:
+    """What `op` learns about itself in CLARA_IO, for a run using `context` and `job`."""
+    local = {id(d.port): d.local for d in disk_paths(pipeline, op, job)}
 
     def declared(direction: str, port: Port) -> Declared:
-        allocation = path = None
-        producer, output = op, port
-        if port.source is not None:
-            producer, output = pipeline.producer(port)
+        allocation = None
         if port.medium == SHARED_MEMORY:
+            producer, output = (op, port) if port.source is None else pipeline.producer(port)
             allocation = pipeline.allocation_name(producer, output)
-        elif output.path:
-            path = local_path(pipeline, output.path)
         return Declared(
             direction,
             port.name,
@@ -38,7 +90,8 @@ def describe_operator(pipeline: Pipeline, op: Operator, context: str, job_id: st
             port.shape,
             port.source,
             allocation,
-            path,
+            local.get(id(port)),
+            port.path if port.medium != SHARED_MEMORY else None,
         )
 
     return OperatorIO(
@@ -48,6 +101,7 @@ def describe_operator(pipeline: Pipeline, op: Operator, context: str, job_id: st
         context,
         tuple(declared("input", p) for p in op.inputs),
         tuple(declared("output", p) for p in op.outputs),
+        job.payload,
     )
 
 

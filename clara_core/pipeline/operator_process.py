@@ -3,7 +3,8 @@
 Each operator runs in a new session (so a terminal's Ctrl-C reaches only the runner,
 which then stops operators in order) and is killed by the kernel if the runner dies
 (PR_SET_PDEATHSIG). Its stdout and stderr share one pipe, read by the runner's event
-loop; a pidfd makes its exit an event too, so the runner never polls.
+loop (and copied, as it comes, to the operator's log file); a pidfd makes its exit an
+event too, so the runner never polls.
 """
 
 from __future__ import annotations
@@ -30,21 +31,30 @@ def _die_with_parent(parent: int) -> None:
 class OperatorProcess:
     """A started operator command."""
 
-    def __init__(self, argv: list[str], cwd: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], cwd: str, env: Mapping[str, str], log: str | None = None
+    ) -> None:
         global _libc
         if _libc is None:
             _libc = ctypes.CDLL(None, use_errno=True)
         parent = os.getpid()
-        self.process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
-        )
+        # The log is closed with the output pipe (close_output), or here if the start fails.
+        self.log = open(log, "ab", buffering=0) if log else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(parent),
+            )
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+            raise
         self.pid = self.process.pid
         self.pidfd = os.pidfd_open(self.pid)
         assert self.process.stdout is not None
@@ -75,12 +85,16 @@ class OperatorProcess:
             data = os.read(self.output_fd, 65536)
         except BlockingIOError:
             return b""
+        if data and self.log is not None:
+            self.log.write(data)
         return data or None
 
     def close_output(self) -> None:
-        """Close the output pipe."""
+        """Close the output pipe (and the log file)."""
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def describe_exit(returncode: int) -> str:

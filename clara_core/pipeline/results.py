@@ -61,7 +61,10 @@ class RunResult:
     status: str = RUNNING  # succeeded, failed, timed-out, interrupted
     reason: str = ""
     duration: float = 0.0
-    kept: bool = False
+    kept: bool = False  # the context was kept (--keep)
+    job_dir: str = ""  # the job directory (payload, output folders, logs)
+    job_dir_kept: bool = False  # False: it was temporary and removed after a success
+    warnings: list[str] = field(default_factory=list)  # said at the start (e.g. services)
     operators: list[OperatorResult] = field(default_factory=list)
     variables: list[VariableRecord] = field(default_factory=list)
 
@@ -80,6 +83,9 @@ class RunResult:
 
 class Observer:
     """Receives the runner's events (all no-ops here; the CLI draws progress from them)."""
+
+    def began(self, job: RunResult) -> None:
+        """The job directory and the context exist; nothing has started yet."""
 
     def started(self, op: OperatorResult) -> None:
         """An operator's process started."""

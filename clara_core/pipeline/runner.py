@@ -5,17 +5,21 @@
 
 What it does, in Clara's roles (pod manager + orchestrator):
 
-1. creates the job's context, bound to this process (if the runner dies, leak-check
-   reports the context and everything in it as owner-dead);
+0. refuses at once, starting nothing, if an operator has no command (`bindings`);
+1. makes the job directory (`jobdir`: payload, output folders, logs) and the job's
+   context, bound to this process (if the runner dies, leak-check reports the context
+   and everything in it as owner-dead);
 2. starts each operator as soon as every operator it reads from has succeeded (several
-   at once when independent), after pre-allocating its static outputs and creating its
-   disk output directories; its environment is described in `operator_env`;
+   at once when independent), after pre-allocating its static outputs; its folders,
+   environment and command line come from `launch` (the per-operator half);
 3. after an operator exits 0, checks that each output it was to produce exists and is
    completely written, and frees every variable whose last consumer it was;
 4. on a failure, timeout, SIGINT, SIGTERM or SIGHUP: starts nothing more, stops running
    operators (SIGTERM to their process groups, SIGKILL after `grace` seconds), and
    reports each operator's fate;
-5. always ends by destroying the context (unless `keep`): nothing of the job remains.
+5. always ends by destroying the context (unless `keep`), and removes a temporary job
+   directory after a success (unless `keep`): nothing of the job remains but what was
+   asked for, and a failed job's directory, for its logs and outputs.
 
 It never polls: operator exits (pidfds), output pipes and signals (a wakeup pipe) are
 all events of one selector.
@@ -28,7 +32,6 @@ import contextlib
 import os
 import selectors
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -36,11 +39,13 @@ from collections.abc import Iterator
 
 from ..context import Context
 from ..errors import ClaraError, NotFound
-from .environment import OperatorIO
+from .bindings import require_commands
 from .job_variables import JobVariables
+from .jobdir import JobDirectory
+from .launch import prepare
 from .model import Operator, Pipeline
 from .operator_duties import OperatorDuties, drop_tally
-from .operator_io import describe_operator, job_plan
+from .operator_io import job_plan
 from .operator_process import OperatorProcess, describe_exit
 from .results import (
     FAILED,
@@ -70,9 +75,21 @@ def run(
     timeout: float | None = None,
     grace: float = 5.0,
     observer: Observer | None = None,
+    job_dir: str | None = None,
+    payload: str | None = None,
+    isolate: bool = False,
+    warnings: list[str] | None = None,
 ) -> RunResult:
-    """Run `pipeline` to its end; see the module docstring. Never leaves anything behind."""
-    return _Job(pipeline, context, keep, timeout, grace, observer or Observer()).run()
+    """Run `pipeline` to its end; see the module docstring. Never leaves anything behind.
+
+    `job_dir` (new or empty; default a temporary one) holds the job's files, `payload`
+    (a directory or file) is copied into it; `isolate` mounts container paths for real
+    (`isolate.unavailable()` says whether this machine can); `warnings` are recorded.
+    """
+    require_commands(pipeline)
+    job = _Job(pipeline, context, keep, timeout, grace, observer or Observer(), isolate)
+    job.result.warnings = list(warnings or [])
+    return job.run(job_dir, payload)
 
 
 class _Job:
@@ -84,12 +101,15 @@ class _Job:
         timeout: float | None,
         grace: float,
         observer: Observer,
+        isolate: bool,
     ) -> None:
         self.pipeline = pipeline
         self.keep = keep
         self.timeout = timeout
         self.grace = grace
         self.observer = observer
+        self.isolate = isolate
+        self.job: JobDirectory | None = None
         job_id = uuid.uuid4()
         name = context or f"{pipeline.name[:200]}-{job_id.hex[:8]}"
         self.result = RunResult(pipeline.name, pipeline.file, name, str(job_id), kept=keep)
@@ -112,12 +132,20 @@ class _Job:
 
     # -- the whole job ------------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def run(self, job_dir: str | None, payload: str | None) -> RunResult:
+        self.job = JobDirectory.create(self.pipeline.name, job_dir, payload)
+        self.result.job_dir = self.job.root
+        try:
+            self.ctx = Context.create(
+                self.result.context, owner_pid=None if self.keep else os.getpid()
+            )
+        except BaseException:
+            if self.job.temporary:
+                self.job.remove()  # nothing ran: nothing to keep
+            raise
+        self.observer.began(self.result)
         with self._signal_handling():
             try:
-                self.ctx = Context.create(
-                    self.result.context, owner_pid=None if self.keep else os.getpid()
-                )
                 self._loop()
             finally:
                 self._stop_all()
@@ -169,18 +197,22 @@ class _Job:
                 self._start(op, result)
 
     def _start(self, op: Operator, result: OperatorResult) -> None:
-        assert self.ctx is not None
+        assert self.ctx is not None and self.job is not None
         result.started = self._now()
         try:
-            io = describe_operator(self.pipeline, op, self.ctx.name, self.result.job_id)
-            duties = self.duties[op.name] = OperatorDuties(self.ctx, io, self.plan)
-            prepared = duties.prepare()
+            launch = prepare(
+                self.pipeline, op, self.job, self.ctx.name, self.result.job_id, self.isolate
+            )
+            duties = self.duties[op.name] = OperatorDuties(self.ctx, launch.io, self.plan)
+            prepared = duties.prepare()  # static outputs, output folders
             self.variables.allocated(prepared)
             self._stamp_allocated({name: None for name in prepared}, result.started)
-            process = OperatorProcess(list(op.command), self.pipeline.directory, self._env(op, io))
+            process = OperatorProcess(
+                launch.argv, launch.cwd, launch.env, self.job.log_path(op.name)
+            )
         except (ClaraError, OSError, ValueError) as exc:
             result.ended = self._now()
-            self._fail(result, FAILED, f"could not start: {exc}")
+            self._fail(result, FAILED, _could_not_start(op, exc))
             return
         result.status, result.pid = RUNNING, process.pid
         self.procs[op.name] = self.pipes[op.name] = process
@@ -188,17 +220,6 @@ class _Job:
         self.selector.register(process.pidfd, selectors.EVENT_READ, ("exit", op.name))
         self.selector.register(process.output_fd, selectors.EVENT_READ, ("output", op.name))
         self.observer.started(result)
-
-    def _env(self, op: Operator, io: OperatorIO) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"  # operators' output reaches the runner as it happens
-        env.update(op.variables)
-        bindir = os.path.dirname(sys.executable)  # `clara` and `python` of this interpreter
-        path = env.get("PATH", os.defpath)
-        if path.split(os.pathsep)[0] != bindir:
-            env["PATH"] = bindir + os.pathsep + path
-        env.update(io.environment())
-        return env
 
     # -- ending -------------------------------------------------------------------------
 
@@ -321,6 +342,11 @@ class _Job:
                     self.ctx.destroy()
         if self.result.status == RUNNING:
             self.result.status = SUCCEEDED
+        assert self.job is not None
+        if self.job.temporary and self.result.ok and not self.keep:
+            self.job.remove()
+        else:
+            self.result.job_dir_kept = True
         self.result.duration = self._now()
         self.selector.close()
 
@@ -384,3 +410,10 @@ class _Job:
                 self.selector.unregister(read_fd)
             os.close(read_fd)
             os.close(write_fd)
+
+
+def _could_not_start(op: Operator, exc: Exception) -> str:
+    """Why `op` did not start, naming its command and where that command was given."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"could not start {exc.filename} ({op.command_origin}): {exc.strerror}"
+    return f"could not start ({op.command_origin}): {exc}"

@@ -10,10 +10,11 @@ from .pipes import clara_run, operators
 
 
 def test_ct_smooth(examples: Path) -> None:
-    code, result, err = clara_run(examples / "ct-smooth.yaml")
+    job = examples / "job"
+    code, result, err = clara_run(examples / "ct-smooth.yaml", "--job-dir", str(job))
     assert code == 0, err
     assert [op["status"] for op in result["operators"]] == ["succeeded"] * 4
-    report = (examples / "output" / "ct-smooth" / "report.txt").read_text()
+    report = (job / "operators" / "report" / "report" / "report.txt").read_text()
     assert report.startswith("CT smoothing report")
     assert result["job_id"] in report
     assert {v["state"] for v in result["variables"]} == {"freed"}
@@ -23,13 +24,14 @@ def test_ct_smooth(examples: Path) -> None:
 
 
 def test_ct_branches(examples: Path) -> None:
-    code, result, err = clara_run(examples / "ct-branches.yaml")
+    job = examples / "job"
+    code, result, err = clara_run(examples / "ct-branches.yaml", "--job-dir", str(job))
     assert code == 0, err
     ops = operators(result)
     assert all(op["status"] == "succeeded" for op in ops.values())
     for branch in ("smooth", "segment"):  # both start once acquire is done, not later
         assert ops[branch]["started"] >= ops["acquire"]["ended"]
         assert ops[branch]["started"] < min(ops["smooth"]["ended"], ops["segment"]["ended"])
-    report = (examples / "output" / "ct-branches" / "report.txt").read_text()
+    report = (job / "operators" / "summarise" / "report" / "report.txt").read_text()
     assert "CNR" in report
     assert leaks.check().clean and Context.list() == []

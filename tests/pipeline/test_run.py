@@ -57,7 +57,7 @@ def test_three_operators_shell_and_python(tmp_path: Path) -> None:
     )
     y = "{name: y, type: array, element-type: float64, shape: [-1, 3]}"
     y_in = "{from: double, name: y, type: array, element-type: float64, shape: [0, 3]}"
-    out = "{name: result, type: stream, element-type: text, path: results}"
+    out = "{name: result, type: stream, element-type: text, path: /results}"
     pipeline = write(
         tmp_path,
         HEAD.format(name="three")
@@ -66,14 +66,16 @@ def test_three_operators_shell_and_python(tmp_path: Path) -> None:
         f"  input: [{x_from('produce')}]\n  output: [{y}]\n"
         + op("check", "check", inputs=[y_in], outputs=[out]),
     )
-    code, result, err = clara_run(pipeline)
+    code, result, err = clara_run(pipeline, "--job-dir", str(tmp_path / "job"))
     assert code == 0, err
     ops = operators(result)
     assert [o["status"] for o in ops.values()] == ["succeeded"] * 3
     assert lines(ops["check"], "shape") == ["5,3"]  # the producer's run-time shape
     assert lines(ops["check"], "doubled") == ["True"]
     assert "doubled-in-shell" in ops["double"]["output_tail"]
-    assert (tmp_path / "results" / "result.txt").read_text() == "(5, 3) True\n"
+    written = tmp_path / "job" / "operators" / "check" / "result" / "result.txt"
+    assert written.read_text() == "(5, 3) True\n"
+    assert not (tmp_path / "results").exists() and not Path("/results").exists()
     assert ops["produce"]["ended"] <= ops["double"]["started"]
     assert ops["double"]["ended"] <= ops["check"]["started"]
     variables = {v["name"]: v for v in result["variables"]}
@@ -225,7 +227,9 @@ def test_a_killed_runner_leaves_a_detectable_reclaimable_leak(tmp_path: Path) ->
 
 def test_an_untyped_0_4_pipeline_with_disk_edges_and_manual_allocations(tmp_path: Path) -> None:
     """Clara's manual flavour: the disk edge orders them, the context carries the data."""
-    (tmp_path / "seed.txt").write_text("21\n")
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    (payload / "seed.txt").write_text("21\n")
     pipeline = write(
         tmp_path,
         """\
@@ -234,17 +238,17 @@ def test_an_untyped_0_4_pipeline_with_disk_edges_and_manual_allocations(tmp_path
         operators:
         - name: writer
           container: {command: [bash, writer.sh]}
-          input: [{path: seed.txt}]
-          output: [{path: out/writer}]
+          input: [{path: /input}]
+          output: [{path: /output}]
         - name: reader
           container: {command: [bash, reader.sh]}
           input: [{from: writer, path: /input}]
-          output: [{path: out/reader}]
+          output: [{path: /output}]
         """,
         writer_sh="""\
         set -euo pipefail
         clara create allocation shared --dtype int32 --shape 2 >/dev/null
-        printf '%s %s\\n' "$(cat "$CLARA_INPUT")" 2 | clara map shared --write --in - --format txt
+        printf '%s %s\\n' "$(cat "$CLARA_INPUT/seed.txt")" 2 | clara map shared --write --in - --format txt
         echo written > "$CLARA_OUTPUT/marker"
         """,
         reader_sh="""\
@@ -253,10 +257,13 @@ def test_an_untyped_0_4_pipeline_with_disk_edges_and_manual_allocations(tmp_path
         clara map shared --read --out - --format txt | tr '\\n' ' ' > "$CLARA_OUTPUT/seen"
         """,
     )
-    code, result, err = clara_run(pipeline)
+    job = tmp_path / "job"
+    code, result, err = clara_run(pipeline, "--payload", str(payload), "--job-dir", str(job))
     assert code == 0, err
     assert operators(result)["reader"]["output_tail"] == ["written"]
-    assert (tmp_path / "out" / "reader" / "seen").read_text().split() == ["21", "2"]
+    assert (job / "operators" / "reader" / "output" / "seen").read_text().split() == ["21", "2"]
+    assert (job / "payload" / "seed.txt").read_text() == "21\n"  # a copy of --payload
+    assert (job / "logs" / "reader.log").read_text() == "written\n"
     assert result["variables"] == []
     assert_clean()
 
@@ -399,7 +406,9 @@ def test_a_command_that_cannot_start(tmp_path: Path) -> None:
     assert code == 1
     ops = operators(result)
     assert ops["ghost"]["status"] == "failed"
-    assert ops["ghost"]["reason"].startswith("could not start: [Errno 2]")
+    assert ops["ghost"]["reason"] == (
+        f"could not start ./no-such-program ({pipeline}:6): No such file or directory"
+    )
     assert ops["after"]["status"] == "skipped"  # the job stopped before it started
     assert_clean()
 
