@@ -73,6 +73,8 @@ def read_file(path: str) -> list[Binding]:
     if problems:
         line, message = problems[0]
         raise InvalidArgument(f"{path}:{line}: {message}")
+    if data is None:
+        return []  # an empty file binds nothing
     if not isinstance(data, Map):
         raise InvalidArgument(f"{path}: bindings are a mapping of operator: command")
     found = []

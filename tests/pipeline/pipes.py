@@ -20,9 +20,11 @@ def clara(*args: str, timeout: float = 60.0, **kwargs: Any) -> subprocess.Comple
     )
 
 
-def clara_run(pipeline: Path, *options: str, timeout: float = 60.0) -> tuple[int, dict, str]:
+def clara_run(
+    pipeline: Path, *options: str, timeout: float = 60.0, **kwargs: Any
+) -> tuple[int, dict, str]:
     """`clara --json run PIPELINE`; returns (exit code, the JSON result, stderr)."""
-    result = clara("--json", "run", str(pipeline), *options, timeout=timeout)
+    result = clara("--json", "run", str(pipeline), *options, timeout=timeout, **kwargs)
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout), result.stderr
 

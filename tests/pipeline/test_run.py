@@ -248,7 +248,8 @@ def test_an_untyped_0_4_pipeline_with_disk_edges_and_manual_allocations(tmp_path
         writer_sh="""\
         set -euo pipefail
         clara create allocation shared --dtype int32 --shape 2 >/dev/null
-        printf '%s %s\\n' "$(cat "$CLARA_INPUT/seed.txt")" 2 | clara map shared --write --in - --format txt
+        printf '%s %s\\n' "$(cat "$CLARA_INPUT/seed.txt")" 2 \\
+          | clara map shared --write --in - --format txt
         echo written > "$CLARA_OUTPUT/marker"
         """,
         reader_sh="""\

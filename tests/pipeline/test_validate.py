@@ -434,3 +434,170 @@ def test_the_examples_are_valid() -> None:
     assert len(files) >= 2
     for file in files:
         assert check(str(file))[1] == []
+
+
+# -- what Clara accepts and a local run treats apart -----------------------------------
+
+UNTYPED = "api-version: 0.4.0\nname: untyped\noperators:\n"
+
+
+def test_a_missing_command_is_a_warning_and_strict_makes_it_an_error(tmp_path: Path) -> None:
+    text = UNTYPED + "- name: a\n  container: {image: example.org/a, tag: '2'}\n"
+    assert problems(tmp_path, text) == []
+    assert problems(tmp_path, text, "warning") == [
+        (
+            5,
+            "operator 'a' has no container.command (image example.org/a:2: Clara runs the "
+            "image's entry-point); a local run needs `--bind a=COMMAND`",
+        )
+    ]
+    path = tmp_path / "pipeline.yaml"
+    plain = clara("validate", str(path))
+    assert plain.returncode == 0
+    assert plain.stdout.splitlines()[0].startswith(f"{path}:5: warning: operator 'a' has no")
+    assert "  a  first  (no command: needs --bind)" in plain.stdout
+    strict = clara("--json", "validate", "--strict", str(path))
+    assert strict.returncode == 2
+    report = json.loads(strict.stdout)["files"][0]
+    assert report["valid"] is False and report["warnings"] == []
+    assert "has no container.command" in report["problems"][0]["message"]
+
+
+def test_a_mistyped_key_names_the_closest_and_does_not_cascade(tmp_path: Path) -> None:
+    text = UNTYPED + textwrap.dedent(
+        """\
+        - name: reader
+          contianer: {command: [x]}
+          ouptut: [{name: scans, path: /output}]
+        - name: writer
+          container: {comand: [y]}
+          input: [{frm: reader, name: scans, path: /input}]
+        """
+    )
+    expect(
+        tmp_path,
+        text,
+        ("contianer", "unknown key 'contianer' in operator: did you mean 'container'?"),
+        ("ouptut", "unknown key 'ouptut' in operator: did you mean 'output'?"),
+        ("comand", "unknown key 'comand' in container: did you mean 'command'?"),
+        ("frm:", "unknown key 'frm' in input: did you mean 'from'?"),
+    )
+    assert problems(tmp_path, text, "warning") == []  # read as meant: commands exist
+    far = UNTYPED + "- name: a\n  container: {command: [x]}\n  colour: red\n"
+    expect(tmp_path, far, ("colour", "unknown key 'colour' in operator (known: name, "))
+
+
+def test_a_broken_output_does_not_cascade_into_its_readers(tmp_path: Path) -> None:
+    text = HEAD + textwrap.dedent(
+        """\
+        - name: maker
+          container: {command: [x]}
+          output: [{name: volume, type: arrray, element-type: f32, shape: [3]}]
+        - name: user
+          container: {command: [y]}
+          input: [{from: maker, name: volume, type: array, element-type: f32, shape: [3]}]
+        - name: broken
+          container: {command: [y]}
+          output: [{name: bad name, type: f32}]
+        - name: reader
+          container: {command: [y]}
+          input: [{from: broken, name: bad name, type: f32}]
+        """
+    )
+    found = problems(tmp_path, text)
+    assert [line for line, _ in found] == [
+        line_of(text, "arrray"),
+        line_of(text, "output: [{name: bad name"),
+        line_of(text, "input: [{from: broken"),  # its own bad name, not "no such output"
+    ]
+    assert "comes from" not in found[2][1] and "has no output" not in found[2][1]
+
+
+def test_several_unnamed_inputs_and_an_only_output_without_name(tmp_path: Path) -> None:
+    text = UNTYPED + textwrap.dedent(
+        """\
+        - name: a
+          container: {command: [x]}
+          output: [{name: reads, path: /output}]
+        - name: b
+          container: {command: [x]}
+          output: [{path: /output}]
+        - name: join
+          container: {command: [x]}
+          input: [{from: a, path: /in/a}, {from: b, path: /in/b}, {path: /in/payload}]
+          output: [{path: /o1}, {path: /o2}]
+        """
+    )
+    expect(tmp_path, text, ("{path: /o1}", "operator 'join' has more than one unnamed output"))
+    fixed = text.replace("{path: /o1}, {path: /o2}", "{path: /o1}")
+    assert problems(tmp_path, fixed) == []
+    twice = fixed.replace("{path: /in/payload}", "{path: /in/a/}")
+    expect(tmp_path, twice, ("{from: a, path: /in/a}", "declares path /in/a/ twice"))
+
+
+def test_variables_services_requests_models_and_import(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        api-version: 0.6.0
+        name: extras
+        operators:
+        - name: infer
+          variables: {LEVEL: info, SHARED: a}
+          container:
+            command: [x]
+            variables: {SHARED: b}
+          requests: {cpu: 2, gpus: 1}
+          models: [{name: lung}]
+          services:
+          - name: server
+            connections:
+              http: [{name: SERVER_URI, port: 8000}, {name: bad-name, port: 80}]
+        """
+    )
+    expect(
+        tmp_path,
+        text,
+        ("gpus", "unknown key 'gpus' in requests: did you mean 'gpu'?"),
+        ("bad-name", "http connection name 'bad-name' becomes an environment variable"),
+    )
+    fixed = text.replace("gpus", "gpu").replace(", {name: bad-name, port: 80}", "")
+    assert problems(tmp_path, fixed) == []
+    assert [line for line, _ in problems(tmp_path, fixed, "warning")] == [8]  # SHARED twice
+    notes = problems(tmp_path, fixed, "note")
+    assert [line for line, _ in notes] == [9, 10, 12]
+    assert "requests cpu 2, gpu 1: ignored by a local run" in notes[0][1]
+    assert "serves no Triton models" in notes[1][1]
+    assert "--service server=URI" in notes[2][1]
+    pipeline = load(str(tmp_path / "pipeline.yaml"))
+    infer = pipeline.operator("infer")
+    assert infer.variables == {"LEVEL": "info", "SHARED": "b"}
+    assert infer.services[0].connections[0].name == "SERVER_URI"
+    imported = UNTYPED + "- name: a\n  container: {command: [x]}\n  import: other.yaml\n"
+    expect(tmp_path, imported, ("import:", "import (document linking of api-version 0.2.0)"))
+
+
+def test_templates_resolve_before_the_rules(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    text = UNTYPED + textwrap.dedent(
+        """\
+        parameters: {source: first}
+        - name: first
+          container: {command: [x]}
+          output: [{path: /output}]
+        - name: second
+          container: {command: [x, "${{ undeclared }}"]}
+          input: [{from: "${{ source }}", path: /input}]
+        """
+    ).replace("parameters: {source: first}\n", "")
+    text = text.replace("operators:\n", "parameters: {source: first}\noperators:\n")
+    path.write_text(text)
+    pipeline, found = check(str(path))
+    assert pipeline is None
+    assert [(p.line, p.message) for p in found] == [
+        (9, "placeholder ${{ undeclared }} names no parameter (parameters: source)")
+    ]
+    path.write_text(text.replace('"${{ undeclared }}"', "y"))
+    assert load(str(path)).operator("second").upstream == ("first",)
+    with pytest.raises(PipelineInvalid) as caught:
+        load(str(path), {"source": "nobody"})
+    assert "comes from operator 'nobody', which does not exist" in str(caught.value)
