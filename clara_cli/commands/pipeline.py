@@ -19,7 +19,7 @@ import click
 
 from ..options import json_option, wants_json
 from ..render import emit
-from .validate import PARAM_HELP
+from .validate import PARAM_HELP, validate  # noqa: F401 (main.py lists validate here)
 
 if TYPE_CHECKING:
     from clara_core.pipeline.model import Pipeline
