@@ -12,8 +12,9 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 @pytest.fixture
 def examples(tmp_path: Path) -> Path:
-    """A copy of examples/ (their disk outputs land next to the pipeline files)."""
-    shutil.copytree(EXAMPLES / "operators", tmp_path / "operators")
+    """A copy of examples/ (to check that nothing is written next to the pipeline files)."""
+    for folder in ("operators", "stand-ins", "payload"):
+        shutil.copytree(EXAMPLES / folder, tmp_path / folder)
     for pipeline in EXAMPLES.glob("*.yaml"):
         shutil.copy(pipeline, tmp_path)
     return tmp_path

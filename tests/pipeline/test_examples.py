@@ -6,7 +6,11 @@ from pathlib import Path
 
 from clara_core import Context, leaks
 
-from .pipes import clara_run, operators
+from .pipes import clara, clara_run, operators
+
+
+def files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
 
 
 def test_ct_smooth(examples: Path) -> None:
@@ -34,4 +38,34 @@ def test_ct_branches(examples: Path) -> None:
         assert ops[branch]["started"] < min(ops["smooth"]["ended"], ops["segment"]["ended"])
     report = (job / "operators" / "summarise" / "report" / "report.txt").read_text()
     assert "CNR" in report
+    assert leaks.check().clean and Context.list() == []
+
+
+def test_dicom_seg_untyped_with_bindings(examples: Path) -> None:
+    """The untyped example: no command in the file, stand-ins bound from a YAML file."""
+    before = files(examples)
+    checked = clara("validate", str(examples / "dicom-seg.yaml"))
+    assert checked.returncode == 0 and checked.stdout.count(": warning: ") == 3
+    code, result, err = clara_run(
+        examples / "dicom-seg.yaml",
+        "--payload",
+        str(examples / "payload"),
+        "--bindings",
+        str(examples / "dicom-seg.bindings.yaml"),
+    )
+    assert code == 0, err
+    ops = operators(result)
+    assert ops["series-reader"]["output_tail"] == ["read 4 slices from the payload"]
+    assert ops["organ-seg"]["output_tail"] == ["segmented liver in 2 of 4 slices"]
+    summary = ops["series-writer"]["output_tail"]
+    assert summary[0] == f"dicom-seg summary (dicom-seg {result['job_id']})"
+    assert summary[1:] == [
+        "  slice 1  value 40  -",
+        "  slice 2  value 80  -",
+        "  slice 3  value 120  liver",
+        "  slice 4  value 160  liver",
+    ]
+    assert result["job_dir_kept"] is False and not Path(result["job_dir"]).exists()
+    assert files(examples) == before  # nothing written next to the pipeline
+    assert not Path("/publish").exists() and not Path("/output").exists()
     assert leaks.check().clean and Context.list() == []
