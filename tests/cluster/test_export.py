@@ -70,10 +70,10 @@ def test_disk_paths_are_claim_mounts() -> None:
     (mount,) = [m for m in report["volumeMounts"] if m["name"] == "data"]
     assert mount == {
         "name": "data",
-        "mountPath": "/output/ct-smooth",
+        "mountPath": "/output",
         "subPath": "results/{{workflow.name}}/{{inputs.parameters.payload}}/report/report",
     }
-    assert env_of(report)["CLARA_OUTPUT"] == "/output/ct-smooth"
+    assert env_of(report)["CLARA_OUTPUT"] == "/output"
 
 
 def test_payload_inputs_requests_and_shm_override(tmp_path: Path) -> None:
