@@ -84,10 +84,12 @@ def test_dot_is_valid_graphviz_with_dashed_disk_edges(tmp_path: Path):
 
 
 def test_demo_pipelines_draw_in_both_formats():
-    for example in sorted((ROOT / "examples").glob("*.yaml")):
+    for example in sorted((ROOT / "examples").glob("ct-*.yaml")):  # the typed demos
         for fmt in ("mermaid", "dot"):
             text = ok("graph", str(example), "--format", fmt).stdout.decode()
             assert "acquire" in text and "[?, 128, 128]" in text, (example, fmt)
+    untyped = ok("graph", str(ROOT / "examples" / "dicom-seg.yaml")).stdout.decode()
+    assert '"series-reader"' in untyped and '("/publish")' in untyped
 
 
 def test_bad_input_is_one_line_and_a_documented_code(tmp_path: Path):

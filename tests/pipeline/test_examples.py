@@ -51,7 +51,7 @@ def test_dicom_seg_untyped_with_bindings(examples: Path) -> None:
         "--payload",
         str(examples / "payload"),
         "--bindings",
-        str(examples / "dicom-seg.bindings.yaml"),
+        str(examples / "bindings/dicom-seg.yaml"),
     )
     assert code == 0, err
     ops = operators(result)
