@@ -162,9 +162,10 @@ def test_clara_run_uses_the_same_tally(tmp_path: Path, image: Path) -> None:
     from tests.pipeline.pipes import clara_run
 
     pipeline = image / "fan.yaml"
-    pipeline.write_text(PIPELINE.replace("path: /out", "path: out"))
-    code, result, err = clara_run(pipeline)
+    pipeline.write_text(PIPELINE)
+    code, result, err = clara_run(pipeline, "--job-dir", str(tmp_path / "job"))
     assert code == 0, err
-    assert (image / "out" / "r.txt").read_text() == "x freed before d: True; y = 10\n"
+    report = tmp_path / "job" / "operators" / "d" / "report" / "r.txt"  # /out, locally
+    assert report.read_text() == "x freed before d: True; y = 10\n"
     assert {v["state"] for v in result["variables"]} == {"freed"}
     assert Context.list() == []
