@@ -5,6 +5,7 @@ Results equal `clara run`'s and nothing is left in /dev/shm."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from tests.pipeline.pipes import clara_run
 from .simulate import argo_pod, job_pod, run_all_at_once, run_argo
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-# pipeline -> (the report's folder under the claim, the report's folder in a local run)
+# pipeline -> the report's folder, <operator>/<output>: under the claim, and under the
+# operators/ folder of a local run's job directory
 REPORTS = {
-    "ct-smooth": ("report/report", "ct-smooth"),
-    "ct-branches": ("summarise/report", "ct-branches"),
+    "ct-smooth": ("report/report",),
+    "ct-branches": ("summarise/report",),
 }
 
 
@@ -40,9 +42,10 @@ def export(pipeline: Path, *options: str) -> dict:
 
 def local_report(examples: Path, name: str) -> list[str]:
     """The report of `clara run` (job id line left out: it differs by design)."""
-    code, _, err = clara_run(examples / f"{name}.yaml")
+    job = Path(tempfile.mkdtemp(prefix="local-job-", dir=examples)) / "job"
+    code, _, err = clara_run(examples / f"{name}.yaml", "--job-dir", str(job))
     assert code == 0, err
-    return _without_job(examples / "output" / REPORTS[name][1] / "report.txt")
+    return _without_job(job / "operators" / REPORTS[name][0] / "report.txt")
 
 
 def _without_job(report: Path) -> list[str]:
