@@ -235,7 +235,10 @@ def test_clara_run_whose_variable_does_not_fit_fails_and_leaves_nothing(
     report = json.loads(result.stdout)
     ops = {op["name"]: op for op in report["operators"]}
     assert report["status"] == "failed"
-    assert report["reason"].startswith("operator 'make' could not start: "), report["reason"]
+    # names the operator and the file:line of its command (README: clara run, step 2)
+    assert report["reason"].startswith(f"operator 'make' could not start ({pipeline}:"), report[
+        "reason"
+    ]
     assert "not enough shared memory" in report["reason"]
     assert (ops["make"]["status"], ops["make"]["pid"]) == ("failed", None)  # never ran
     assert ops["use"]["status"] == "skipped"
