@@ -152,7 +152,11 @@ def remove_unused(files: list[tuple[str, FileId, bool]]) -> str:
     fds: list[int] = []
     try:
         held = []
+        locked: set[FileId] = set()  # one file may have two names (a publish killed midway)
         for file_name, file_id, is_context in files:
+            if file_id in locked:  # our own locks would refuse a second open of it
+                held.append((file_name, file_id))
+                continue
             try:
                 opened = segment.open_segment(file_name, file_name, ours_refusal, header=False)
             except NotFound:
@@ -168,6 +172,7 @@ def remove_unused(files: list[tuple[str, FileId, bool]]) -> str:
             if not locks.try_lock(opened.fd, byte, exclusive=True):
                 return f"{file_name} is being freed or destroyed"
             held.append((file_name, file_id))
+            locked.add(file_id)
         still_mapped = processes.mappers({file_id for _, file_id in held})
         if still_mapped:
             holders = ", ".join(str(m) for ms in still_mapped.values() for m in ms)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 
 import pytest
@@ -374,3 +375,32 @@ def test_a_context_held_open_across_its_destroy_never_reaches_the_next_one(area:
         old.close()
         if again is not None:
             again.destroy()
+
+
+def test_a_segment_left_with_two_names_is_reclaimed_with_its_dead_context() -> None:
+    """publish() of a recycled segment killed between linking its new name and removing
+    its pool name leaves one file under two names; when its context's owner is dead,
+    leak-check --fix removes the context and both names (a random kill found that the
+    reclaimer's own lock on the first name refused the second)."""
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        ctx = Context.create("job", owner_pid=owner.pid, pool_bytes="16M")
+    finally:
+        owner.kill()
+        owner.wait(SAFETY)
+    try:
+        x = ctx.create(1 << 20)
+        x.publish("x")
+        x.release()
+        published = os.path.join(shm_dir(), names.allocation_file("job", "a", "x"))
+        pooled = os.path.join(shm_dir(), names.allocation_file("job", "p", "100000-0123456789ab"))
+        os.link(published, pooled)  # what the killed publish leaves
+        kinds = sorted(f.status for f in leaks.check().findings if f.segment.context == "job")
+        assert kinds == ["owner-dead"] * 3, kinds
+        report = leaks.reclaim()
+        assert report.kept == [], report.kept
+        assert report.after.clean
+        assert not os.path.exists(published) and not os.path.exists(pooled)
+        assert not Context.exists("job")
+    finally:
+        ctx.close()
