@@ -41,9 +41,10 @@ def check_run(result: subprocess.CompletedProcess, report_dir) -> None:
     assert counted.group(1) == counted.group(2) and int(counted.group(1)) > 1000
 
 
-def test_the_example_pipeline_with_a_cpp_operator(operators):
-    result = clara("run", str(EXAMPLE), "--json", timeout=120)
-    check_run(result, ROOT / "examples" / "output" / "ct-native")
+def test_the_example_pipeline_with_a_cpp_operator(operators, tmp_path):
+    job = tmp_path / "job"  # the report's /output is a folder of the job directory
+    result = clara("run", str(EXAMPLE), "--json", "--job-dir", str(job), timeout=120)
+    check_run(result, job / "operators" / "report" / "report")
 
 
 def test_the_same_pipeline_with_the_c_operator(operators, tmp_path):
@@ -53,5 +54,6 @@ def test_the_same_pipeline_with_the_c_operator(operators, tmp_path):
     text = text.replace("operators/", f"{operators_dir}/")
     pipeline = tmp_path / "ct-native-c.yaml"
     pipeline.write_text(text)
-    result = clara("run", str(pipeline), "--json", timeout=120)
-    check_run(result, tmp_path / "output" / "ct-native")
+    job = tmp_path / "job"
+    result = clara("run", str(pipeline), "--json", "--job-dir", str(job), timeout=120)
+    check_run(result, job / "operators" / "report" / "report")
