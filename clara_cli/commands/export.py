@@ -11,6 +11,8 @@ import tempfile
 
 import click
 
+from .validate import PARAM_HELP
+
 
 @click.command("export")
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -41,6 +43,23 @@ import click
     metavar="SIZE",
     help="Size of the pod's /dev/shm (default: declared static outputs + headroom).",
 )
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
+@click.option(
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="OPERATOR=COMMAND",
+    help="The command OPERATOR's container runs (split as a shell would), for operators "
+    "without container.command or to replace it. Repeatable.",
+)
+@click.option(
+    "--bindings",
+    "binding_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="A YAML file of OPERATOR: COMMAND bindings (--bind wins over it).",
+)
 @click.option(
     "--shm-headroom",
     default="1G",
@@ -55,6 +74,9 @@ def export(
     payloads: str | None,
     claim: str,
     shm_size: str | None,
+    params: tuple[str, ...],
+    binds: tuple[str, ...],
+    binding_files: tuple[str, ...],
     shm_headroom: str,
 ) -> None:
     """Describe the pipeline FILE as a cluster manifest: one job is one pod.
@@ -68,9 +90,11 @@ def export(
     """
     from clara_core.dtypes import parse_size
     from clara_core.errors import InvalidArgument
+    from clara_core.pipeline import bindings
     from clara_core.pipeline.export import ExportOptions
     from clara_core.pipeline.export import export as build
     from clara_core.pipeline.loading import load
+    from clara_core.pipeline.templates import parse_arguments
 
     names = tuple(p.strip() for p in (payloads or "").split(",") if p.strip())
     if payloads is not None and not names:
@@ -86,7 +110,10 @@ def export(
         headroom=parse_size(shm_headroom),
         payloads=names,
     )
-    manifest = build(load(file), target, options)
+    pipeline = load(file, parse_arguments(params))  # the same templates as clara run
+    given = [b for path in binding_files for b in bindings.read_file(path)]
+    given += [bindings.parse_bind(text) for text in binds]
+    manifest = build(bindings.apply(pipeline, given), target, options)
     import yaml
 
     text = yaml.safe_dump(manifest, sort_keys=False, width=100)

@@ -221,3 +221,47 @@ def test_the_schema_checks_catch_an_unknown_key() -> None:
     job["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
     with pytest.raises(kubernetes_validate.ValidationError, match="volumeMount"):
         check_kubernetes(job)
+
+
+def test_param_and_bind_work_as_in_clara_run(tmp_path: Path) -> None:
+    """--param fills templates and --bind/--bindings give commands, as `clara run` does."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            """\
+            api-version: 0.4.0
+            name: p
+            parameters:
+              TAG: "1.0"
+            operators:
+            - name: reader
+              container: {image: example/reader, tag: "${{ TAG }}"}
+              output: [{path: /output}]
+            - name: writer
+              container: {image: example/writer, tag: "${{ TAG }}", command: [old]}
+              input: [{from: reader, path: /input}]
+            """
+        )
+    )
+    refused = clara("export", str(pipeline), "--to", "argo")
+    assert refused.returncode == 2 and "reader" in refused.stderr.decode()
+    bindings = tmp_path / "bindings.yaml"
+    bindings.write_text("reader: read --all\nwriter: from-file\n")
+    workflow = export(
+        pipeline,
+        "--to",
+        "argo",
+        "--param",
+        "TAG=2.5",
+        "--bindings",
+        str(bindings),
+        "--bind",
+        "writer=write /input 'two words'",
+    )
+    check_argo(workflow)
+    containers = {c["name"]: c for c in job_template(workflow)["containerSet"]["containers"]}
+    assert containers["reader"]["image"] == "example/reader:2.5"
+    assert containers["reader"]["args"] == ["read", "--all"]
+    assert containers["writer"]["args"] == ["write", "/input", "two words"]  # --bind wins
+    unknown = clara("export", str(pipeline), "--to", "argo", "--param", "NOPE=1")
+    assert unknown.returncode == 2
