@@ -13,9 +13,12 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
     pipeline/    the Clara pipeline language, the local runner, the operator side
                  (Variable, Driver); uses the object model like any user does
     context.py allocation.py mapping.py pool.py        the object model: what users hold
+    members.py lifecycle.py    how a context makes and opens its members; how an
+                               allocation gains and loses names (publish, handle, free)
     registry.py reference.py   their narrow insides: a context as its allocations see it,
-                               one reference's fd and maps
-    leaks.py inspect.py        tooling over segments: plain data, no rendering
+    removal.py waiting.py      one reference's fd and maps, the name-removal protocol,
+                               bounded waits for data
+    leaks.py inspect.py doctor/   tooling over segments: plain data, no rendering
     shm/         the only code that talks to the kernel: segment files, mmap, the header
                  format, OFD locks, /proc readers
     errors.py names.py dtypes.py   the vocabulary every layer shares

@@ -15,31 +15,26 @@ counts references for us, and a crashed process can never keep a count too high.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import pool, removal, waiting
+from . import waiting
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
-    AlreadyExists,
     Busy,
     ClaraError,
     Corrupt,
     InvalidArgument,
-    NotFound,
     ReadOnly,
     Timeout,
 )
+from .lifecycle import HANDLED, PRIVATE, SHARED, Lifecycle
 from .mapping import Mapping
-from .names import HANDLE, PUBLISHED, validate_name
 from .reference import Reference
 from .shm import header as hdr
-from .shm import locks, processes, segment, trust
-from .shm.header import DATA_OFFSET, Header, Layout
-from .shm.memory import Region
+from .shm import locks, processes, segment
+from .shm.header import Header, Layout
 
 if TYPE_CHECKING:
     import numpy
@@ -47,12 +42,8 @@ if TYPE_CHECKING:
     from .context import Context
     from .registry import Registry
 
-PRIVATE = "private"  # anonymous, known to this process only
-HANDLED = "handle"  # private, but reachable by handle from other processes
-SHARED = "published"
 
-
-class Allocation:
+class Allocation(Lifecycle):
     """A reference to a typed block of shared memory in a context."""
 
     def __init__(
@@ -201,84 +192,6 @@ class Allocation:
         yield "state", self._repr_state()
         yield "maps", 0 if self.released else len(self._maps)
 
-    # -- life-cycle ---------------------------------------------------------------------
-
-    def publish(self, name: str, timeout: float | None = None) -> None:
-        """Make this private allocation visible to the whole context under `name`.
-
-        Waits for the bookkeeping locks it needs at most `timeout` seconds (None: the
-        default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
-        """
-        validate_name(name, "allocation name")
-        self._check_open()
-        if self._visibility == SHARED:
-            raise InvalidArgument(f"{self.describe()} is already published")
-        self._require_writable_fd("publish")
-        self._registry.check_writable("publish into")
-        self._registry.check_alive()
-        file_name = self._registry.member_file(PUBLISHED, name)
-        what = f"allocation '{name}' in context '{self._registry.name}'"
-        if self._visibility == HANDLED:  # other processes may hold the handle too
-            with self._lifecycle_held(timeout) as lifecycle:
-                if lifecycle != hdr.PRIVATE:  # another one published or freed it
-                    raise NotFound(f"{self.describe()} was published or freed meanwhile")
-                self._publish_as(name, file_name, what, timeout)
-        else:  # only this reference can reach it
-            self._publish_as(name, file_name, what, timeout)
-        self._set_visibility(SHARED, name)
-        self._reference.recycle = None  # published: released references do not free it
-
-    def _publish_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
-        if self._registry.capacity is None:
-            self._link_as(name, file_name, what, timeout)
-        else:
-            size = self._layout.capacity + DATA_OFFSET
-            with self._registry.publishing(size, what, timeout):
-                self._link_as(name, file_name, what, timeout)
-        self._drop_old_name()
-
-    def _link_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
-        self._write(hdr.pack_name(name), hdr.NAME_AT)
-        self._write(hdr.pack_lifecycle(hdr.PUBLISHED), hdr.LIFECYCLE_AT)
-        try:
-            try:
-                segment.link(self._fd, file_name, what)
-            except AlreadyExists:
-                # The name may be held by what an earlier context of this name left
-                # (its destroy was killed, or could not finish): not ours to keep.
-                if not removal.remove_leftover(self._registry, file_name, timeout):
-                    raise
-                segment.link(self._fd, file_name, what)
-        except AlreadyExists:
-            self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
-            self._write(hdr.pack_name(""), hdr.NAME_AT)
-            raise AlreadyExists(f"{what} already exists{_taken_by(file_name)}") from None
-
-    def make_handle(self, holder_pid: int | None = None) -> str:
-        """Give this private allocation a handle other processes can open or publish.
-
-        The allocation then outlives this process until it is published and freed, or
-        until `clara leak-check` finds its holder (`holder_pid`, default this process)
-        dead. Returns the handle.
-        """
-        self._check_open()
-        if self._visibility == SHARED:
-            raise InvalidArgument(f"{self.describe()} is published: use its name, not a handle")
-        if self._visibility == HANDLED:
-            return self._key or ""
-        self._require_writable_fd("hand over")
-        self._registry.check_writable("hand over into")
-        pid, start = processes.identity(holder_pid)
-        origin = segment.read_header(self._fd, self.describe())[0].origin
-        updated = origin._replace(owner_pid=pid, owner_start=start)
-        self._write(updated.pack(), hdr.ORIGIN_AT)
-        handle = os.urandom(6).hex()
-        segment.link(self._fd, self._registry.member_file(HANDLE, handle), self.describe())
-        self._drop_old_name()
-        self._set_visibility(HANDLED, handle)
-        self._reference.recycle = None
-        return handle
-
     def set_type_and_dimensions(self, dtype: object, shape: object) -> None:
         """Change element type and shape (Clara's call); the bytes must fit the capacity."""
         self._check_open()
@@ -299,65 +212,10 @@ class Allocation:
         finally:
             locks.unlock(self._fd, locks.MAP_BYTE)
 
-    def release(self, recycle: bool = True) -> None:
-        """Drop this reference (unmapping it first); a private allocation is then gone
-        (offered to its context's pool for reuse, unless `recycle` is False)."""
-        if not recycle and self._visibility == PRIVATE:
-            self._reference.recycle = None
-            if self._pool_name is not None and not self.released:  # claimed: leave the pool
-                pool.leave(self._registry, self._fd, self._pool_name)
-                self._pool_name = None
-        self._reference.close()
-
-    close = release
-
     def __del__(self) -> None:
         reference = getattr(self, "_reference", None)  # absent if __init__ failed
         if reference is not None:
             reference.close()
-
-    def free(self, timeout: float | None = None) -> None:
-        """Forbid new get()s job-wide and drop this reference.
-
-        References and maps that others already hold stay valid; the memory is freed by
-        the kernel when the last of them is gone. When free() returns, the name is free
-        (whoever of several freeing it at once gets there first removes it). Waits for
-        the locks it needs at most `timeout` seconds (None: the default).
-        """
-        self._check_open()
-        if self._visibility != PRIVATE:
-            self._require_writable_fd("free")
-            kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            file_name = self._registry.member_file(kind, self._key or "")
-            expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
-            self._reference.unmap_all()  # write maps complete before it may be recycled
-            with self._lifecycle_held(timeout) as lifecycle:
-                # Names are removed only under this lock, by whoever finds the lifecycle
-                # unchanged and the name still denoting this segment: of several
-                # freeing it at once exactly one removes it, before any returns, and a
-                # name given since to a newer allocation is never touched.
-                if lifecycle == expected and segment.names_file(file_name, self._file_id):
-                    self._remove_name(file_name, timeout)
-            self._reference.recycle = None
-        self.release()
-
-    def _remove_name(self, file_name: str, timeout: float | None) -> None:
-        """Under the lifecycle lock: move the segment into the pool, or remove its name."""
-        size = DATA_OFFSET + self._layout.capacity
-        counted = self._visibility == SHARED  # only published bytes count toward a capacity
-        with self._registry.unpublishing(size if counted else 0, timeout):
-            warm = self._reference.take_warm()
-            if self._recycles(file_name, warm):
-                return
-            self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
-            segment.unlink(file_name, self.describe())
-
-    def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
-        """Offer the segment to the pool (taking over `warm`); False if it was not taken."""
-        try:
-            return pool.retire(self._registry, self._fd, self._layout.capacity, file_name, warm)
-        except (ClaraError, OSError):  # recycling is an optimisation only
-            return False
 
     def __enter__(self) -> Allocation:
         return self
@@ -441,16 +299,6 @@ class Allocation:
 
     # -- helpers ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _lifecycle_held(self, timeout: float | None = None) -> Iterator[int]:
-        """Hold the segment's lifecycle lock; yields the lifecycle as it is now."""
-        what = f"the lifecycle lock of {self.describe()}"
-        locks.acquire(self._fd, locks.LIFECYCLE_BYTE, True, what, timeout)
-        try:
-            yield self._pread(hdr.LIFECYCLE_AT, 1)[0]
-        finally:
-            locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
-
     def _holders(self) -> str:
         """Who holds the map lock (for messages): among the processes mapping it, those
         whose files hold the lock; a process may map it without a lock (an idle mapping
@@ -468,30 +316,6 @@ class Allocation:
         if self._stat is None:
             self._stat = os.fstat(self._fd)
         return (self._stat.st_dev, self._stat.st_ino)
-
-    def _drop_old_name(self) -> None:
-        """After a new name was linked: remove the handle or pool name it had before
-        (a handle under the lifecycle lock, held by the caller)."""
-        if self._visibility == HANDLED:
-            segment.remove_name(self._registry.member_file(HANDLE, self._key or ""), self._file_id)
-        if self._pool_name is not None:
-            pool.leave(self._registry, self._fd, self._pool_name)
-            self._pool_name = None
-
-    def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None]:
-        """At the close of a private allocation: offer it to the pool, else remove the
-        pool name it was claimed under (if any)."""
-        registry, capacity = self._registry, self._layout.capacity
-
-        def recycle(fd: int, warm: Region | None) -> None:
-            try:
-                pooled = pool.retire(registry, fd, capacity, pool_name, warm)
-            except (ClaraError, OSError):  # recycling is an optimisation only
-                pooled = False
-            if not pooled and pool_name is not None:
-                pool.leave(registry, fd, pool_name)
-
-        return recycle
 
     @property
     def path(self) -> str:
@@ -519,15 +343,6 @@ class Allocation:
 
     def _write(self, data: bytes, offset: int) -> None:
         segment.write_at(self._fd, data, offset, self.describe())
-
-
-def _taken_by(file_name: str) -> str:
-    """'' if the name is taken by one of ours, else who took it (a planted name)."""
-    found = segment.stat_named(file_name)
-    if found is None or (found.st_uid == os.geteuid() and stat.S_ISREG(found.st_mode)):
-        return "; choose another name or free it first"
-    kind = trust.file_type(found.st_mode)
-    return f" as {kind} of {trust.user_name(found.st_uid)}, not made by clara; choose another name"
 
 
 def _parse_mode(mode: str) -> bool:

@@ -9,7 +9,6 @@ made it, the process it is bound to (if any), the mode of its segments and its c
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import stat
@@ -18,16 +17,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import pool, removal, waiting
-from .allocation import HANDLED, PRIVATE, SHARED, Allocation
-from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
+from . import members, pool, removal, waiting
+from .allocation import HANDLED, SHARED, Allocation
+from .dtypes import parse_size
 from .errors import (
     AlreadyExists,
     ClaraError,
     Corrupt,
     InvalidArgument,
     NotFound,
-    OutOfSpace,
     Timeout,
 )
 from .names import (
@@ -41,8 +39,8 @@ from .names import (
 )
 from .registry import Registry
 from .shm import header as hdr
-from .shm import ledger, locks, processes, segment, trust
-from .shm.header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
+from .shm import ledger, processes, segment, trust
+from .shm.header import DataState, Header, Origin, Settings
 
 PAGE = 4096
 _HANDLE = re.compile(r"[0-9a-f]{12}")
@@ -253,58 +251,7 @@ class Context:
         Its memory is reserved now (OutOfSpace if it does not fit), and it vanishes
         if this process ends before publishing or handing it over.
         """
-        layout = _layout(size, dtype, shape)
-        what = f"new allocation in context '{self.name}'"
-        claimed = pool.claim(self._registry, layout.capacity)
-        fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
-        try:
-            if fd >= 0:  # a recycled segment may be larger than asked for
-                layout = layout._replace(capacity=os.fstat(fd).st_size - DATA_OFFSET)
-            header = Header(
-                kind=hdr.KIND_ALLOCATION,
-                lifecycle=hdr.PRIVATE,
-                data=DataState(hdr.EMPTY),
-                layout=layout,
-                origin=Origin(
-                    time.time_ns(),
-                    *processes.identity(),
-                    context_created_ns=self._registry.incarnation,
-                ),
-                settings=Settings(0, 0, 0),
-                context=self.name,
-                name="",
-            )
-            if fd >= 0:
-                segment.write_at(fd, header.pack(), 0, what)
-            else:
-                fd = self._fresh_segment(layout.capacity, what, header.pack())
-                locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
-            alloc = Allocation(
-                self, self._registry, fd, True, header, None, PRIVATE, pool_name=pool_name
-            )
-        except BaseException:
-            if warm is not None:
-                warm.release()
-            if fd >= 0:
-                os.close(fd)
-            raise
-        alloc._reference.warm = warm
-        return alloc
-
-    def _fresh_segment(self, capacity: int, what: str, header: bytes) -> int:
-        """A new anonymous segment; when /dev/shm is full, empty the pools and retry once.
-
-        It belongs to whoever the context admits (root gives it to the context's owner,
-        a group member gives it the context's group).
-        """
-        owner = self._registry.writers.new_owner()
-        size = DATA_OFFSET + capacity
-        try:
-            return segment.create_anonymous(size, self.mode, what, header, owner)
-        except OutOfSpace:
-            if not pool.evict():
-                raise
-        return segment.create_anonymous(size, self.mode, what, header, owner)
+        return members.new_allocation(self, self._registry, members.layout_for(size, dtype, shape))
 
     create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 
@@ -340,7 +287,9 @@ class Context:
                 )
             return found
         try:
-            return self._reference(file_name, what, SHARED, read_only, name, lock_wait)
+            return members.open_member(
+                self, self._registry, file_name, what, SHARED, read_only, name, lock_wait
+            )
         except NotFound:
             self._registry.check_alive()
             raise NotFound(f"{what} does not exist; publish it first or check the name") from None
@@ -350,7 +299,9 @@ class Context:
     ) -> Allocation | None:
         """A reference to `name` if it is published now, else None (the context must live)."""
         try:
-            return self._reference(file_name, what, SHARED, read_only, name, lock_wait)
+            return members.open_member(
+                self, self._registry, file_name, what, SHARED, read_only, name, lock_wait
+            )
         except NotFound:
             self._registry.check_alive()
             return None
@@ -362,54 +313,12 @@ class Context:
         what = f"private allocation {handle} in context '{self.name}'"
         try:
             file_name = self._registry.member_file(HANDLE, handle)
-            return self._reference(file_name, what, HANDLED, timeout=timeout)
+            return members.open_member(
+                self, self._registry, file_name, what, HANDLED, timeout=timeout
+            )
         except NotFound:
             self._registry.check_alive()
             raise NotFound(f"{what} does not exist (published, freed, or never made)") from None
-
-    def _reference(
-        self,
-        file_name: str,
-        what: str,
-        visibility: str,
-        read_only: bool = False,
-        name: str = "",
-        timeout: float | None = None,
-    ) -> Allocation:
-        # Owner, file type and header are checked before the reference lock is waited
-        # for (only while a reclaimer or recycler checks the segment, and bounded).
-        opened = segment.open_segment(
-            file_name,
-            what,
-            self._registry.writers.refusal,
-            read_only=read_only,
-            lock=(locks.REFERENCE_BYTE, False),
-            timeout=timeout,
-        )
-        fd, header, found = opened.fd, opened.header, opened.stat
-        assert header is not None
-        try:
-            expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
-            if header.kind != hdr.KIND_ALLOCATION:
-                raise Corrupt(f"{what} is corrupt (it is not an allocation)")
-            if not self._registry.made_here(header):
-                raise NotFound(f"{what} was left by an earlier context '{self.name}'")
-            if found.st_nlink == 0 or header.lifecycle != expected:
-                raise NotFound(f"{what} was freed")
-            # Between our open and our lock, the segment may have been freed, recycled
-            # and published again under another name: it must still be the one named.
-            if visibility == SHARED:
-                if not same_name(header.name, name):
-                    raise NotFound(f"{what} was freed")
-            elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
-                raise NotFound(f"{what} was freed")  # a handle is not in the header
-            key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-            return Allocation(
-                self, self._registry, fd, opened.writable, header, found, visibility, key
-            )
-        except BaseException:
-            os.close(fd)
-            raise
 
     def names(self) -> list[str]:
         """Names of the allocations published in this context, as published (members
@@ -452,25 +361,6 @@ def _squatter(name: str) -> str:
         f" as {trust.file_type(found.st_mode)} of {trust.user_name(found.st_uid)}, who "
         "took the name first: choose another name (or have that user remove it)"
     )
-
-
-def _layout(size: int | str | None, dtype: object, shape: object) -> Layout:
-    etype = UINT8 if dtype is None else element_type(dtype)
-    if shape is not None:
-        if size is not None:
-            raise InvalidArgument("give either a size or a shape, not both")
-        dims = static_shape(shape)
-        nbytes = nbytes_of(etype, dims)
-    elif size is not None:
-        nbytes = parse_size(size)
-        if nbytes % etype.itemsize:
-            raise InvalidArgument(
-                f"{nbytes} bytes is not a whole number of {etype.name} ({etype.itemsize} bytes)"
-            )
-        dims = (nbytes // etype.itemsize,)
-    else:
-        raise InvalidArgument("give a size in bytes, or an element type and a shape")
-    return Layout(etype, dims, nbytes, math.ceil(nbytes / PAGE) * PAGE)
 
 
 def _check_mode(mode: object) -> int:

@@ -4,7 +4,8 @@ Layers of clara_core, bottom to top (see clara_core/__init__.py):
 
     0  vocabulary   errors, names, dtypes
     1  shm          clara_core.shm.*  (the kernel: segments, mmap, header, locks, /proc)
-    2  object model context, allocation, mapping, pool, registry, reference, leaks, inspect
+    2  object model context, allocation, mapping, pool, members, lifecycle, registry,
+                 reference, removal, waiting, leaks, inspect, doctor
     3  pipeline     clara_core.pipeline.*
 
 A module may import from its own layer or below. Imports under `if TYPE_CHECKING:` are
@@ -205,6 +206,20 @@ def loaded_after(code: str) -> set[str]:
     result = run_python(script)
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
+
+
+# "No module over ~400 lines; split by job, not by size": a room that grows past this
+# has taken on a second job.
+MODULE_LINES = 430
+
+
+def test_no_module_of_the_core_outgrows_one_job():
+    sizes = {
+        str(path.relative_to(PACKAGE.parent)): len(path.read_text().splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert len(sizes) > 40  # the walk found the package
+    assert {path: n for path, n in sizes.items() if n > MODULE_LINES} == {}
 
 
 def test_importing_the_core_loads_no_click_rich_yaml_or_numpy():

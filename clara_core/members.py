@@ -1,0 +1,151 @@
+"""A context's members as they are made and opened.
+
+A new private allocation is a recycled segment claimed from the context's pool, or a fresh
+anonymous one whose memory is reserved at once. A reference to a published or handed-over
+allocation is opened by the one safe open (shm/segment.open_segment) and then proven to be
+the segment the name denotes, made by this incarnation of the context and still alive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import TYPE_CHECKING
+
+from . import pool
+from .allocation import PRIVATE, SHARED, Allocation
+from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
+from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
+from .names import same_name
+from .shm import header as hdr
+from .shm import locks, processes, segment
+from .shm.header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .registry import Registry
+
+PAGE = 4096
+
+
+def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
+    """The layout of a new allocation of `size` bytes, or of `dtype` elements in `shape`."""
+    etype = UINT8 if dtype is None else element_type(dtype)
+    if shape is not None:
+        if size is not None:
+            raise InvalidArgument("give either a size or a shape, not both")
+        dims = static_shape(shape)
+        nbytes = nbytes_of(etype, dims)
+    elif size is not None:
+        nbytes = parse_size(size)
+        if nbytes % etype.itemsize:
+            raise InvalidArgument(
+                f"{nbytes} bytes is not a whole number of {etype.name} ({etype.itemsize} bytes)"
+            )
+        dims = (nbytes // etype.itemsize,)
+    else:
+        raise InvalidArgument("give a size in bytes, or an element type and a shape")
+    return Layout(etype, dims, nbytes, math.ceil(nbytes / PAGE) * PAGE)
+
+
+def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allocation:
+    """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
+    what = f"new allocation in context '{registry.name}'"
+    claimed = pool.claim(registry, layout.capacity)
+    fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
+    try:
+        if fd >= 0:  # a recycled segment may be larger than asked for
+            layout = layout._replace(capacity=os.fstat(fd).st_size - DATA_OFFSET)
+        header = Header(
+            kind=hdr.KIND_ALLOCATION,
+            lifecycle=hdr.PRIVATE,
+            data=DataState(hdr.EMPTY),
+            layout=layout,
+            origin=Origin(
+                time.time_ns(),
+                *processes.identity(),
+                context_created_ns=registry.incarnation,
+            ),
+            settings=Settings(0, 0, 0),
+            context=registry.name,
+            name="",
+        )
+        if fd >= 0:
+            segment.write_at(fd, header.pack(), 0, what)
+        else:
+            fd = _fresh_segment(registry, layout.capacity, what, header.pack())
+            locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
+        alloc = Allocation(context, registry, fd, True, header, None, PRIVATE, pool_name=pool_name)
+    except BaseException:
+        if warm is not None:
+            warm.release()
+        if fd >= 0:
+            os.close(fd)
+        raise
+    alloc._reference.warm = warm
+    return alloc
+
+
+def _fresh_segment(registry: Registry, capacity: int, what: str, header: bytes) -> int:
+    """A new anonymous segment; when /dev/shm is full, empty the pools and retry once.
+
+    It belongs to whoever the context admits (root gives it to the context's owner,
+    a group member gives it the context's group).
+    """
+    owner = registry.writers.new_owner()
+    size = DATA_OFFSET + capacity
+    try:
+        return segment.create_anonymous(size, registry.mode, what, header, owner)
+    except OutOfSpace:
+        if not pool.evict():
+            raise
+    return segment.create_anonymous(size, registry.mode, what, header, owner)
+
+
+def open_member(
+    context: Context,
+    registry: Registry,
+    file_name: str,
+    what: str,
+    visibility: str,
+    read_only: bool = False,
+    name: str = "",
+    timeout: float | None = None,
+) -> Allocation:
+    """A new reference to the member named `file_name` (published, or a handle).
+
+    NotFound if it is not there, was freed, or was left by an earlier context of this name.
+    """
+    # Owner, file type and header are checked before the reference lock is waited
+    # for (only while a reclaimer or recycler checks the segment, and bounded).
+    opened = segment.open_segment(
+        file_name,
+        what,
+        registry.writers.refusal,
+        read_only=read_only,
+        lock=(locks.REFERENCE_BYTE, False),
+        timeout=timeout,
+    )
+    fd, header, found = opened.fd, opened.header, opened.stat
+    assert header is not None
+    try:
+        expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
+        if header.kind != hdr.KIND_ALLOCATION:
+            raise Corrupt(f"{what} is corrupt (it is not an allocation)")
+        if not registry.made_here(header):
+            raise NotFound(f"{what} was left by an earlier context '{registry.name}'")
+        if found.st_nlink == 0 or header.lifecycle != expected:
+            raise NotFound(f"{what} was freed")
+        # Between our open and our lock, the segment may have been freed, recycled
+        # and published again under another name: it must still be the one named.
+        if visibility == SHARED:
+            if not same_name(header.name, name):
+                raise NotFound(f"{what} was freed")
+        elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
+            raise NotFound(f"{what} was freed")  # a handle is not in the header
+        key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
+        return Allocation(context, registry, fd, opened.writable, header, found, visibility, key)
+    except BaseException:
+        os.close(fd)
+        raise
