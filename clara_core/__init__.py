@@ -28,7 +28,6 @@ No click, no rich: the `clara` command line (clara_cli) renders what this return
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .errors import (
@@ -45,6 +44,7 @@ from .errors import (
     ReadOnly,
     Timeout,
 )
+from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .allocation import Allocation
@@ -65,18 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'clara_core' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "Allocation",
