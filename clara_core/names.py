@@ -66,7 +66,7 @@ def shm_dir() -> str:
     Canonical (symbolic links resolved, no `//` or `..`) so that the path other tools see
     (/proc/PID/maps, CLARA_MAP_PATH) is the one we name.
     """
-    given = os.environ.get("CLARA_SHM_DIR") or DEFAULT_SHM_DIR
+    given = _environment_value(b"CLARA_SHM_DIR") or DEFAULT_SHM_DIR
     path = _canonical.get(given)
     if path is None:
         path = _canonical[given] = os.path.realpath(given)
@@ -74,6 +74,20 @@ def shm_dir() -> str:
 
 
 _canonical: dict[str, str] = {}
+# os.environ.get costs a raised and caught KeyError (~1 us) for an unset variable, and
+# shm_dir() runs on every open, link and unlink: read the dict os.environ keeps current
+# (os.environ.get and os.environ["..."] = ... go through it; bytes on POSIX) directly.
+_ENVIRON = getattr(os.environ, "_data", None)
+if not isinstance(_ENVIRON, dict) or not all(isinstance(k, bytes) for k in _ENVIRON):
+    _ENVIRON = None
+
+
+def _environment_value(name: bytes) -> str | None:
+    """The value of environment variable `name` (bytes), or None: os.environ's, faster."""
+    if _ENVIRON is None:
+        return os.environ.get(name.decode())
+    value = _ENVIRON.get(name)
+    return None if value is None else os.fsdecode(value)
 
 
 def _token(name: str, limit: int) -> str:
