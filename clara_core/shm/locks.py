@@ -109,6 +109,8 @@ def lock(fd: int, byte: int, exclusive: bool, timeout: float) -> bool:
 def acquire(fd: int, byte: int, exclusive: bool, what: str, timeout: float | None = None) -> None:
     """Take the lock within `timeout` seconds (None: `default_wait()`), else Timeout
     naming who holds it; `what` names the lock in the message."""
+    if try_lock(fd, byte, exclusive):  # the usual case: no need to read the environment
+        return
     wait = default_wait() if timeout is None else timeout
     if not lock(fd, byte, exclusive, wait):
         raise Timeout(f"waited {wait:g} s for {what}, held by {holders(fd, byte)}")
