@@ -197,26 +197,36 @@ def open_segment(
     would hang a plain open), read-write if this user may; `fstat`; refuse whatever
     `refusal` objects to (PermissionDenied: another user's, or more permissive than its
     context) and anything not a regular file (Corrupt); read and validate the header
-    (unless `header` is False). Only then `lock` = (byte, exclusive) is taken, waiting
-    at most `timeout` seconds (None: `locks.default_wait()`), and the header and stat
-    are read again under it.
+    (unless `header` is False). `lock` = (byte, exclusive) is then held: taken at once
+    if free (a try never waits, so it comes first, and the stat and header are then
+    read under it), else waited for only after those checks, at most `timeout` seconds
+    (None: `locks.default_wait()`), and the stat and header read again under it.
     """
     fd, writable = _open_nonblocking(file_name, what, read_only, refusal)
     try:
+        locked = lock is not None and _try_lock(fd, *lock)
         found = _fstat(fd, what)
         _check_file(found, what, refusal)
-        if lock is not None:
+        if lock is not None and not locked:
             byte, exclusive = lock
-            if not locks.try_lock(fd, byte, exclusive):
-                if header:
-                    _read(fd, what, found)  # no wait on a lock of a file that is no segment
-                locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
+            if header:
+                _read(fd, what, found)  # no wait on a lock of a file that is no segment
+            locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
             # What the lock protects may have changed until we held it: read it now.
             found = _fstat(fd, what)
         return Opened(fd, writable, found, _read(fd, what, found) if header else None)
     except BaseException:
         os.close(fd)
         raise
+
+
+def _try_lock(fd: int, byte: int, exclusive: bool) -> bool:
+    """The lock if it is free now; False if busy, or if the file takes no lock (it is
+    then refused by the checks that follow, or the wait raises)."""
+    try:
+        return locks.try_lock(fd, byte, exclusive)
+    except OSError:
+        return False
 
 
 def _open_nonblocking(
