@@ -30,13 +30,20 @@ _PROT_NONE = 0
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
 DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not moved
+_READ_WRITE = mmap.PROT_READ | mmap.PROT_WRITE
+_SHARED_POPULATE = mmap.MAP_SHARED | mmap.MAP_POPULATE
+_ZEROS_FIXED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
 _libc: Any = None
 _MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
+# Bound once by _lib(): these run a few times per map and unmap.
+_mmap: Any = None
+_munmap: Any = None
+_c_char: Any = None
 
 
 def _lib() -> Any:
     """libc with the signatures we call (ctypes is imported on first use)."""
-    global _libc, _MAP_FAILED
+    global _libc, _MAP_FAILED, _mmap, _munmap, _c_char
     if _libc is None:
         import ctypes
 
@@ -49,6 +56,7 @@ def _lib() -> Any:
         libc.mremap.argtypes = [pointer, size, size, number, pointer]
         libc.munmap.restype = number
         libc.munmap.argtypes = [pointer, size]
+        _mmap, _munmap, _c_char = libc.mmap, libc.munmap, ctypes.c_char
         _libc = libc
     return _libc
 
@@ -62,10 +70,6 @@ def _check(result: int | None, what: str) -> int:
     return result
 
 
-def _munmap(address: int, length: int) -> None:
-    _lib().munmap(address, length)
-
-
 class _Unmapper:
     """Hung on a cut-off holder: unmaps the zero pages that replaced the shared ones when
     the holder, i.e. the last view, dies (cheaper than weakref.finalize)."""
@@ -75,7 +79,7 @@ class _Unmapper:
     def __init__(self, address: int, length: int) -> None:
         self.address = address
         self.length = length
-        self.munmap = _lib().munmap  # still at hand if this dies at interpreter exit
+        self.munmap = _munmap  # still at hand if this dies at interpreter exit
 
     def __del__(self) -> None:
         self.munmap(self.address, self.length)
@@ -95,9 +99,11 @@ class Region:
     @classmethod
     def map(cls, fd: int, length: int, writable: bool, populate: bool) -> Region:
         """Map a segment (read-only pages unless `writable`; all pages now if `populate`)."""
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
-        address = _check(_lib().mmap(None, length, prot, flags, fd, 0), "mmap")
+        if _mmap is None:
+            _lib()
+        prot = _READ_WRITE if writable else mmap.PROT_READ
+        flags = _SHARED_POPULATE if populate else mmap.MAP_SHARED
+        address = _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
         return cls(address, length, writable)
 
     def lend(self, owner: object) -> memoryview:
@@ -111,9 +117,7 @@ class Region:
         long as it does."""
         holder = self._holder() if self._holder is not None else None
         if holder is None:
-            import ctypes
-
-            holder = (ctypes.c_char * self.length).from_address(self.address)
+            holder = (_c_char * self.length).from_address(self.address)
             holder.owner = owner
             self._holder = weakref.ref(holder)
         return holder
@@ -161,8 +165,7 @@ class Region:
         return Region(moved, self.length, self.writable)
 
     def _cut_off(self, holder: Any) -> None:
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
-        _check(_lib().mmap(self.address, self.length, prot, flags, -1, 0), "mmap")
+        prot = _READ_WRITE if self.writable else mmap.PROT_READ
+        _check(_mmap(self.address, self.length, prot, _ZEROS_FIXED, -1, 0), "mmap")
         holder.unmapper = _Unmapper(self.address, self.length)
         self._holder = None
