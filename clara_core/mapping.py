@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from .reference import Reference
 
 _CHUNK = 64 << 20  # per sendfile call: a progress bar moves, a signal is seen
+_numpy_frombuffer: Any = None
+
+
+def _frombuffer() -> Any:
+    """numpy.frombuffer, imported on first use (numpy loads only for those who need it)."""
+    global _numpy_frombuffer
+    if _numpy_frombuffer is None:
+        from numpy import frombuffer
+
+        _numpy_frombuffer = frombuffer
+    return _numpy_frombuffer
 
 
 class Mapping:
@@ -84,17 +95,18 @@ class Mapping:
     @property
     def array(self) -> numpy.ndarray:
         """A zero-copy numpy view of the data, read-only for a read map."""
-        self._check_mapped()
+        region = self._region
+        if region not in self._reference.maps:
+            self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
-            from numpy import frombuffer
-
-            layout, region = self.layout, self._region
+            layout = self.layout
             etype = layout.etype
             holder = region.holder(self)
             if not region.writable:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
-            array = frombuffer(holder, etype.numpy, layout.nbytes // etype.itemsize, DATA_OFFSET)
+            count = layout.nbytes // etype.itemsize
+            array = _frombuffer()(holder, etype.numpy, count, DATA_OFFSET)
             if len(layout.shape) > 1:
                 array = array.reshape(layout.shape)
             self._array = weakref.ref(array)
@@ -165,8 +177,8 @@ class Mapping:
         return self.array
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.mapped:
-            self.unmap(complete=exc_type is None)
+        if self._region in self._reference.maps:
+            self._reference.unmap(self._region, exc_type is None)
 
     def _check_mapped(self) -> None:
         if not self.mapped:

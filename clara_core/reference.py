@@ -52,27 +52,32 @@ class Reference:
         Returns the region, now one of `maps`, and the layout as found under the lock.
         `what` names the allocation in errors; `holders()` says who holds the lock.
         """
-        locked = bool(self.maps) or locks.try_lock(self.fd, locks.MAP_BYTE, writable)
+        fd = self.fd
+        locked = bool(self.maps) or locks.try_lock(fd, locks.MAP_BYTE, writable)
         if not locked and not timeout:
             raise Busy(f"{what} is mapped by {holders()}", _busy_hint(writable))
         # Mapping touches no data, so it may come before the lock: a map that had to
         # wait is then ready the moment the holder lets go.
-        region = self.take_warm(writable) or segment.map_segment(
-            self.fd, DATA_OFFSET + layout.capacity, writable, what, populate
-        )
+        if writable:
+            region, self.warm = self.warm, None
+        else:
+            region, self.warm_read = self.warm_read, None
+        if region is None:
+            length = DATA_OFFSET + layout.capacity
+            region = segment.map_segment(fd, length, writable, what, populate)
         try:
             if not locked:
                 assert timeout is not None
-                if not locks.lock(self.fd, locks.MAP_BYTE, writable, timeout):
+                if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
                     raise Timeout(
                         f"{what} stayed mapped by {holders()} for {timeout:g} s",
                         "wait longer with {timeout}",
                     )
             try:
-                layout = self._check_locked(region, writable, allow_incomplete, layout, what)
+                layout = self._check_locked(region, writable, allow_incomplete, what)
             except BaseException:
                 if not self.maps:
-                    locks.unlock(self.fd, locks.MAP_BYTE)
+                    locks.unlock(fd, locks.MAP_BYTE)
                 raise
         except BaseException:
             region.release()
@@ -81,7 +86,7 @@ class Reference:
         return region, layout
 
     def _check_locked(
-        self, region: Region, writable: bool, allow_incomplete: bool, layout: Layout, what: str
+        self, region: Region, writable: bool, allow_incomplete: bool, what: str
     ) -> Layout:
         """Under the map lock: the file still holds the region, the layout is valid, the
         data state allows this map (a write map marks it *writing*).
@@ -93,35 +98,40 @@ class Reference:
         """
         # Whether the file still covers the mapping: its last byte can be read (cheaper
         # than fstat, same answer).
+        fd, length = self.fd, region.length
         try:
-            last = os.pread(self.fd, 1, region.length - 1)
-            header = os.pread(self.fd, hdr.LAYOUT_END, 0)
+            last = os.pread(fd, 1, length - 1)
+            header = os.pread(fd, hdr.LAYOUT_END, 0)
         except OSError as exc:
             raise segment.translate(exc, what) from exc
         if not last or len(header) < hdr.LAYOUT_END:
             raise Corrupt(
-                f"{what} is corrupt (its file was cut short of the {region.length} bytes it "
+                f"{what} is corrupt (its file was cut short of the {length} bytes it "
                 "needs); remove it with `clara leak-check --fix`"
             )
-        layout = hdr.parse_layout(header, region.length, what)
-        data = hdr.read_data_state(header)
+        layout = hdr.parse_layout(header, length, what)
         if writable:
             pid, start = processes.identity()
-            self.writing = DataState(hdr.WRITING, pid, start, data.generation)
+            generation = hdr.read_data_state(header).generation
+            self.writing = DataState(hdr.WRITING, pid, start, generation)
             self._write_state(self.writing, what)
-        elif data.state == hdr.WRITING and not allow_incomplete:
-            raise Incomplete(
-                f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
-                "or failed mid-write",
-                "write it again, or read anyway with {allow_incomplete}",
-            )
-        elif data.state == hdr.EMPTY and not allow_incomplete:
-            raise NeverWritten(
-                f"{what} was never written",
-                "write it first, wait for its writer with {wait}, "
-                "or read what it holds anyway with {allow_incomplete} (zeros, or the old bytes of "
-                "a recycled segment)",
-            )
+        elif header[hdr.DATA_AT] != hdr.COMPLETE:  # the usual read needs no more than this
+            data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
+            if allow_incomplete:
+                pass
+            elif data.state == hdr.WRITING:
+                raise Incomplete(
+                    f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
+                    "or failed mid-write",
+                    "write it again, or read anyway with {allow_incomplete}",
+                )
+            else:
+                raise NeverWritten(
+                    f"{what} was never written",
+                    "write it first, wait for its writer with {wait}, "
+                    "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
+                    "bytes of a recycled segment)",
+                )
         return layout
 
     def _write_state(self, data: DataState, what: str) -> None:
@@ -133,25 +143,25 @@ class Reference:
             # What map() wrote stays as it was: the write lock kept every other clara out.
             _, pid, start, generation = self.writing
             self._write_state(DataState(hdr.COMPLETE, pid, start, generation + 1), "the data state")
-        self.maps.remove(region)
-        keep = (self.warm if region.writable else self.warm_read) is None
+        maps = self.maps
+        maps.remove(region)
+        writable = region.writable
+        keep = (self.warm if writable else self.warm_read) is None
         if region.lent():
             # Views outlive the map: cut them off before anyone else may map it.
             region = region.detach() if keep else region.release()
-            self._unlock_if_last()
+            if not maps:
+                locks.unlock(self.fd, locks.MAP_BYTE)
         else:
-            self._unlock_if_last()  # nothing reaches this memory: let waiters in first
+            if not maps:  # nothing reaches this memory: let waiters in first
+                locks.unlock(self.fd, locks.MAP_BYTE)
             if not keep:
                 region.release()
         if keep and region is not None:
-            if region.writable:
+            if writable:
                 self.warm = region
             else:
                 self.warm_read = region
-
-    def _unlock_if_last(self) -> None:
-        if not self.maps:
-            locks.unlock(self.fd, locks.MAP_BYTE)
 
     def unmap_all(self) -> None:
         """Finish every map (write maps are marked complete)."""
