@@ -170,7 +170,7 @@ class Mapping:
 
     def unmap(self, complete: bool = True) -> None:
         """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""
-        if self.mapped:
+        if self._region in self._reference.maps:
             self._reference.unmap(self._region, complete)
 
     def __enter__(self) -> numpy.ndarray:

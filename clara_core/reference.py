@@ -22,13 +22,13 @@ from .shm.memory import Region
 class Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("closed", "fd", "maps", "recycle", "warm", "warm_read", "writing")
+    __slots__ = ("closed", "completed", "fd", "maps", "recycle", "warm", "warm_read")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
         self.maps: list[Region] = []
-        self.writing = DataState(hdr.EMPTY)  # the data state a write map last marked
+        self.completed = b""  # the data state a write map's unmap marks (made by map)
         # Mappings no view can reach, kept for this reference's next map of that kind: no
         # mmap, no munmap, no page faults (for a big array, faulting its pages in again
         # costs more than the copy that follows). They hold no lock: others map meanwhile.
@@ -66,6 +66,19 @@ class Reference:
             length = DATA_OFFSET + layout.capacity
             region = segment.map_segment(fd, length, writable, what, populate)
         try:
+            # Whether the file still covers the mapping: its last byte can be read
+            # (cheaper than fstat, same answer). Checked before any wait (no clara ever
+            # shortens a segment, so the lock adds nothing to this check), which keeps
+            # it off the path of a waiting reader woken by its writer.
+            try:
+                last = os.pread(fd, 1, region.length - 1)
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
+            if not last:
+                raise Corrupt(
+                    f"{what} is corrupt (its file was cut short of the {region.length} "
+                    "bytes it needs); remove it with `clara leak-check --fix`"
+                )
             if not locked:
                 assert timeout is not None
                 if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
@@ -73,13 +86,11 @@ class Reference:
                         f"{what} stayed mapped by {holders()} for {timeout:g} s",
                         "wait longer with {timeout}",
                     )
-            try:
-                layout = self._check_locked(region, writable, allow_incomplete, what)
-            except BaseException:
-                if not self.maps:
-                    locks.unlock(fd, locks.MAP_BYTE)
-                raise
+                locked = True
+            layout = self._check_locked(region, writable, allow_incomplete, what)
         except BaseException:
+            if locked and not self.maps:
+                locks.unlock(fd, locks.MAP_BYTE)
             region.release()
             raise
         self.maps.append(region)
@@ -88,33 +99,32 @@ class Reference:
     def _check_locked(
         self, region: Region, writable: bool, allow_incomplete: bool, what: str
     ) -> Layout:
-        """Under the map lock: the file still holds the region, the layout is valid, the
-        data state allows this map (a write map marks it *writing*).
+        """Under the map lock: the layout is valid, the data state allows this map (a
+        write map marks it *writing*).
 
         The header is read and written through the fd, never through the map: a file cut
         short by another process (a writer of a shared-mode context) is then an error
         here, not a SIGBUS; and touching the header page of a fresh map would fault in its
         neighbours too, all of which unmap then has to tear down again.
         """
-        # Whether the file still covers the mapping: its last byte can be read (cheaper
-        # than fstat, same answer).
-        fd, length = self.fd, region.length
         try:
-            last = os.pread(fd, 1, length - 1)
-            header = os.pread(fd, hdr.LAYOUT_END, 0)
+            header = os.pread(self.fd, hdr.LAYOUT_END, 0)
         except OSError as exc:
             raise segment.translate(exc, what) from exc
-        if not last or len(header) < hdr.LAYOUT_END:
+        if len(header) < hdr.LAYOUT_END:
             raise Corrupt(
-                f"{what} is corrupt (its file was cut short of the {length} bytes it "
-                "needs); remove it with `clara leak-check --fix`"
+                f"{what} is corrupt (its file was cut to {len(header)} bytes); remove it "
+                "with `clara leak-check --fix`"
             )
-        layout = hdr.parse_layout(header, length, what)
+        layout = hdr.parse_layout(header, region.length, what)
         if writable:
             pid, start = processes.identity()
             generation = hdr.read_data_state(header).generation
-            self.writing = DataState(hdr.WRITING, pid, start, generation)
-            self._write_state(self.writing, what)
+            self._write_state(DataState(hdr.WRITING, pid, start, generation), what)
+            # What unmap will write, made now: waiters wake as soon as it is written.
+            self.completed = hdr.pack_data_state(
+                DataState(hdr.COMPLETE, pid, start, generation + 1)
+            )
         elif header[hdr.DATA_AT] != hdr.COMPLETE:  # the usual read needs no more than this
             data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
             if allow_incomplete:
@@ -139,13 +149,15 @@ class Reference:
 
     def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
-        if region.writable and complete:
+        writable = region.writable
+        if writable and complete:
             # What map() wrote stays as it was: the write lock kept every other clara out.
-            _, pid, start, generation = self.writing
-            self._write_state(DataState(hdr.COMPLETE, pid, start, generation + 1), "the data state")
+            try:
+                os.pwrite(self.fd, self.completed, hdr.DATA_AT)
+            except OSError as exc:
+                raise segment.translate(exc, "the data state") from exc
         maps = self.maps
         maps.remove(region)
-        writable = region.writable
         keep = (self.warm if writable else self.warm_read) is None
         if region.lent():
             # Views outlive the map: cut them off before anyone else may map it.
