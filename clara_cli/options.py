@@ -42,6 +42,29 @@ def context_option(func: F) -> F:
     )(func)
 
 
+def param_option(func: F) -> F:
+    """`--param NAME=VALUE` (repeatable): a template argument of a pipeline."""
+    return click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A template argument: replaces ${{ NAME }} (NAME must be a declared parameter).",
+    )(func)
+
+
+def bindings_option(func: F) -> F:
+    """`--bindings FILE` (repeatable): a YAML file of OPERATOR: COMMAND bindings."""
+    return click.option(
+        "--bindings",
+        "binding_files",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="A YAML file of OPERATOR: COMMAND bindings (--bind wins over it).",
+    )(func)
+
+
 def wants_json() -> bool:
     """Whether the user asked for JSON output."""
     ctx = click.get_current_context(silent=True)

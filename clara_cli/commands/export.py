@@ -11,7 +11,7 @@ import tempfile
 
 import click
 
-from .validate import PARAM_HELP
+from ..options import bindings_option, param_option
 
 
 @click.command("export")
@@ -43,7 +43,7 @@ from .validate import PARAM_HELP
     metavar="SIZE",
     help="Size of the pod's /dev/shm (default: declared static outputs + headroom).",
 )
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
+@param_option
 @click.option(
     "--bind",
     "binds",
@@ -52,14 +52,7 @@ from .validate import PARAM_HELP
     help="The command OPERATOR's container runs (split as a shell would), for operators "
     "without container.command or to replace it. Repeatable.",
 )
-@click.option(
-    "--bindings",
-    "binding_files",
-    multiple=True,
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="A YAML file of OPERATOR: COMMAND bindings (--bind wins over it).",
-)
+@bindings_option
 @click.option(
     "--shm-headroom",
     default="1G",

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..options import json_option, wants_json
+from ..options import bindings_option, json_option, param_option, wants_json
 from ..render import emit
-from .validate import PARAM_HELP, validate  # noqa: F401 (main.py lists validate here)
+from .validate import validate  # noqa: F401 (main.py lists validate here)
 
 if TYPE_CHECKING:
     from clara_core.pipeline.model import Pipeline
@@ -84,14 +84,7 @@ RUN_NOTES = ("requests", "models", "path")  # remarks of the file worth repeatin
     help="The local command of OPERATOR (split as a shell would; runs in FILE's "
     "directory). Repeatable; replaces container.command.",
 )
-@click.option(
-    "--bindings",
-    "binding_files",
-    multiple=True,
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="A YAML file of OPERATOR: COMMAND bindings (--bind wins over it).",
-)
+@bindings_option
 @click.option(
     "--service",
     "service_uris",
@@ -100,7 +93,7 @@ RUN_NOTES = ("requests", "models", "path")  # remarks of the file worth repeatin
     help="Address of a declared service (or one http connection) you run yourself; "
     "exported as the variable Clara would export. Repeatable.",
 )
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
+@param_option
 @click.option(
     "--isolate",
     is_flag=True,

@@ -11,18 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..options import json_option
+from ..options import json_option, param_option
 from ..render import emit
 
 if TYPE_CHECKING:
     from clara_core.pipeline.model import Pipeline, Problem
 
-PARAM_HELP = "A template argument: replaces ${{ NAME }} (NAME must be a declared parameter)."
-
 
 @click.command("validate")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=PARAM_HELP)
+@param_option
 @click.option("--strict", is_flag=True, help="Treat warnings (what a local run needs) as errors.")
 @json_option
 def validate(files: tuple[str, ...], params: tuple[str, ...], strict: bool) -> None:
