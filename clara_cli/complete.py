@@ -8,6 +8,7 @@ shell asks for completions.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import click
 from click.shell_completion import CompletionItem
@@ -18,21 +19,43 @@ def _matching(names: list[str], incomplete: str) -> list[CompletionItem]:
     return [CompletionItem(name) for name in names if name.lower().startswith(prefix)]
 
 
+def _offer(names: Callable[[], list[str]], incomplete: str) -> list[CompletionItem]:
+    """The names that match; nothing at all if finding them fails in any way."""
+    try:
+        return _matching(names(), incomplete)
+    except Exception:
+        return []
+
+
 def _context_of(ctx: click.Context) -> str | None:
     """The context the command line names so far (--context, CTX argument or $CLARA_CONTEXT)."""
     return ctx.params.get("context_name") or os.environ.get("CLARA_CONTEXT")
+
+
+def _live_contexts() -> list[str]:
+    from clara_core import Context
+
+    return Context.list()
+
+
+def _published_in(context_name: str) -> list[str]:
+    from clara_core import Context
+
+    with Context.open(context_name) as context:
+        return context.names()
+
+
+def _handles_in(context_name: str) -> list[str]:
+    from clara_core.inspect import context_members
+
+    return [m.name for m in context_members(context_name)[1] if m.kind == "handle"]
 
 
 def complete_contexts(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Names of the live contexts."""
-    try:
-        from clara_core import Context
-
-        return _matching(Context.list(), incomplete)
-    except Exception:
-        return []
+    return _offer(_live_contexts, incomplete)
 
 
 def complete_allocations(
@@ -42,13 +65,7 @@ def complete_allocations(
     context_name = _context_of(ctx)
     if not context_name:
         return []
-    try:
-        from clara_core import Context
-
-        with Context.open(context_name) as context:
-            return _matching(context.names(), incomplete)
-    except Exception:
-        return []
+    return _offer(lambda: _published_in(context_name), incomplete)
 
 
 def complete_handles(
@@ -58,13 +75,7 @@ def complete_handles(
     context_name = _context_of(ctx)
     if not context_name:
         return []
-    try:
-        from clara_core.inspect import context_members
-
-        members = context_members(context_name)[1]
-        return _matching([m.name for m in members if m.kind == "handle"], incomplete)
-    except Exception:
-        return []
+    return _offer(lambda: _handles_in(context_name), incomplete)
 
 
 def complete_names_or_handles(
