@@ -9,6 +9,7 @@ writes are drawn as cylinders named by their path.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -68,6 +69,16 @@ class _Nodes:
         self.files[key] = f"f{len(self.files)}"
         return self.files[key], True
 
+    def walk(self, edges: list[Edge]) -> Iterator[tuple[Edge, str, str, list[str]]]:
+        """Each edge with its source and target ids, and the file nodes it draws first."""
+        for edge in edges:
+            (source, new_source), (target, new_target) = (
+                self.of(edge.source, edge),
+                self.of(edge.target, edge),
+            )
+            files = [node for node, new in ((source, new_source), (target, new_target)) if new]
+            yield edge, source, target, files
+
 
 def mermaid(pipeline: Pipeline, edges: list[Edge]) -> str:
     """A Mermaid flowchart, left to right."""
@@ -78,15 +89,10 @@ def mermaid(pipeline: Pipeline, edges: list[Edge]) -> str:
     nodes = _Nodes(pipeline)
     lines = ["flowchart LR"]
     lines += [f"    {node}[{text(name)}]" for name, node in nodes.operators.items()]
-    for edge in edges:
-        ends = []
-        for operator in (edge.source, edge.target):
-            node, new = nodes.of(operator, edge)
-            if new:
-                lines.append(f"    {node}[({text(edge.path or edge.name)})]")
-            ends.append(node)
+    for edge, source, target, files in nodes.walk(edges):
+        lines += [f"    {node}[({text(edge.path or edge.name)})]" for node in files]
         arrow = "-.->" if edge.on_disk else "-->"
-        lines.append(f"    {ends[0]} {arrow}|{text(label(edge))}| {ends[1]}")
+        lines.append(f"    {source} {arrow}|{text(label(edge))}| {target}")
     return "\n".join(lines) + "\n"
 
 
@@ -103,14 +109,10 @@ def dot(pipeline: Pipeline, edges: list[Edge]) -> str:
         "    node [shape=box, style=rounded];",
     ]
     lines += [f"    {node} [label={text(name)}];" for name, node in nodes.operators.items()]
-    for edge in edges:
-        ends = []
-        for operator in (edge.source, edge.target):
-            node, new = nodes.of(operator, edge)
-            if new:
-                lines.append(f"    {node} [shape=cylinder, label={text(edge.path or edge.name)}];")
-            ends.append(node)
+    for edge, source, target, files in nodes.walk(edges):
+        file_label = text(edge.path or edge.name)
+        lines += [f"    {node} [shape=cylinder, label={file_label}];" for node in files]
         style = ", style=dashed" if edge.on_disk else ""
-        lines.append(f"    {ends[0]} -> {ends[1]} [label={text(label(edge))}{style}];")
+        lines.append(f"    {source} -> {target} [label={text(label(edge))}{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
