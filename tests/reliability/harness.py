@@ -20,6 +20,12 @@ from clara_core.names import namespace, shm_dir
 
 SAFETY = 30.0  # seconds before a blocked step counts as hung
 OTHER_UID = 65534  # nobody
+# How long a lock of a process just reaped may still be seen held. The kernel drops an
+# OFD lock when the last reference to its open file goes; a process reading the dead
+# one's /proc/PID/maps or fdinfo at that instant (leak-check, top, another test's scan)
+# holds such a reference for the length of its read, so the lock can outlive the death
+# by microseconds. A lock really left behind is still held after this.
+LEFT_LOCK = 5.0
 
 
 class Hang(AssertionError):

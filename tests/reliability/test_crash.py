@@ -23,7 +23,7 @@ from tests.cli.clirun import clara
 from tests.helpers import Child
 
 from .figures import Area
-from .harness import SAFETY, deadline, kill9, our_files
+from .harness import LEFT_LOCK, SAFETY, deadline, kill9, our_files
 from .trials import CLI_EVERY, TRIALS, Trials, reclaim
 
 SIZE = 256 << 10  # bytes of the allocation written and torn
@@ -142,7 +142,7 @@ def test_kill_9_of_a_process_using_the_library(point: str, area: Area, bystander
                 else:
                     assert _read_all(ctx) == b"\x01" * SIZE
                 with ctx.get("x") as x:
-                    mapping = x.map("w")  # no timeout: Busy if anyone still held a lock
+                    mapping = x.map("w", timeout=LEFT_LOCK)  # Timeout if a lock were left
                     mapping.buffer[:] = b"\x02" * SIZE
                     mapping.unmap()
                 assert _read_all(ctx) == b"\x02" * SIZE
@@ -231,7 +231,7 @@ def test_kill_9_at_a_random_instant(area: Area, bystander: Context) -> None:
                     if state == "complete":
                         data = _read_all(ctx, key)
                         assert len(set(data)) == 1 and data[0], f"{key} complete but torn"
-                    mapping = alloc.map("w")  # no timeout: Busy if a lock were left
+                    mapping = alloc.map("w", timeout=LEFT_LOCK)  # Timeout if a lock were left
                     mapping.unmap()
             seen["pooled"] += sum(".p." in f for f in our_files() if f".{name}." in f)
             seen["handles"] += sum(".h." in f for f in our_files() if f".{name}." in f)

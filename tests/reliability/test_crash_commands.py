@@ -26,7 +26,7 @@ from tests.cli.clirun import CLARA, clara, shim
 from tests.helpers import running
 
 from .figures import Area
-from .harness import SAFETY, deadline, kill9, our_files, wait_until
+from .harness import LEFT_LOCK, SAFETY, deadline, kill9, our_files, wait_until
 from .trials import CLI_EVERY, TRIALS, Trials, reclaim
 
 SIZE = 256 << 10  # bytes of the allocation CMD and the operators write
@@ -61,9 +61,9 @@ def job() -> Context:
 
 
 def _rewrite(ctx: Context) -> None:
-    """Write x completely, at once: Busy (a failure) if any lock were still held."""
+    """Write x completely: Timeout (a failure) if any lock were still held."""
     with ctx.get("x") as x:
-        mapping = x.map("w")
+        mapping = x.map("w", timeout=LEFT_LOCK)
         mapping.buffer[:] = b"\x05" * SIZE
         mapping.unmap()
 
