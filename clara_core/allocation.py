@@ -34,7 +34,7 @@ from .mapping import Mapping
 from .reference import Reference
 from .shm import header as hdr
 from .shm import locks, processes, segment
-from .shm.header import Header, Layout
+from .shm.header import Layout
 
 if TYPE_CHECKING:
     import numpy
@@ -52,29 +52,32 @@ class Allocation(Lifecycle):
         registry: Registry,
         fd: int,
         writable: bool,
-        header: Header,
+        layout: Layout,
+        created_ns: int,
         stat: os.stat_result | None,
         visibility: str,
         key: str | None = None,
         pool_name: str | None = None,
+        description: str | None = None,
     ) -> None:
-        assert header.layout is not None
         self.context = context
         self._registry = registry
         self._fd = fd
         self._writable = writable
-        self._set_visibility(visibility, key)
-        self._layout: Layout = header.layout
-        self.created: float = header.origin.created_ns / 1e9  # seconds since the epoch
+        self._visibility = visibility
+        self._key = key  # published name or handle
+        self._description = description  # what describe() would make, if known
+        self._layout = layout
+        self.created: float = created_ns / 1e9  # seconds since the epoch
         self._stat = stat  # None: fstat only when a message needs the file's identity
-        self._reference = Reference(fd)
-        self._maps = self._reference.maps
+        self._reference = reference = Reference(fd)
+        self._maps = reference.maps
         # A private allocation is reachable by its creator only: released means freed, so
         # it is offered to the pool. A recycled one still sits in the pool under
         # `pool_name`, held by our reference lock, until it is published.
         self._pool_name = pool_name
         if visibility == PRIVATE:
-            self._reference.recycle = self._recycler(pool_name)
+            reference.recycle = self._recycler(pool_name)
 
     # -- what it is ---------------------------------------------------------------------
 
@@ -245,9 +248,11 @@ class Allocation(Lifecycle):
         arrays used whole); pass False to touch a few pages of a huge allocation.
         Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
         """
-        writable = _parse_mode(mode)
-        self._check_open()
-        if writable and self.read_only:
+        writable = mode == "w" or (mode != "r" and _parse_mode(mode))
+        reference = self._reference
+        if reference.closed:
+            self._check_open()
+        if writable and not self._writable:
             raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
         if self._maps and (writable or self._maps[0].writable):
             raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
@@ -261,7 +266,7 @@ class Allocation(Lifecycle):
             timeout = max(timeout.left(), 1e-3)
         elif timeout is not None:
             waiting.seconds(timeout)  # checks it
-        region, self._layout = self._reference.map(
+        region, self._layout = reference.map(
             writable,
             timeout,
             allow_incomplete,
@@ -270,7 +275,7 @@ class Allocation(Lifecycle):
             self.describe(),
             self._holders,
         )
-        return Mapping(self, self._reference, region, self._layout)
+        return Mapping(self, reference, region, self._layout)
 
     def unmap(self) -> None:
         """Unmap every map this reference holds (write maps are marked complete)."""
@@ -342,7 +347,10 @@ class Allocation(Lifecycle):
             raise segment.translate(exc, self.describe()) from exc
 
     def _write(self, data: bytes, offset: int) -> None:
-        segment.write_at(self._fd, data, offset, self.describe())
+        try:
+            os.pwrite(self._fd, data, offset)
+        except OSError as exc:  # (describe() only when it is needed)
+            raise segment.translate(exc, self.describe()) from exc
 
 
 def _parse_mode(mode: str) -> bool:

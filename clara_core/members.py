@@ -20,7 +20,7 @@ from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
 from .names import same_name
 from .shm import header as hdr
 from .shm import locks, processes, segment
-from .shm.header import DATA_OFFSET, DataState, Header, Layout, Origin, Settings
+from .shm.header import DATA_OFFSET, Layout
 
 if TYPE_CHECKING:
     from .context import Context
@@ -57,26 +57,18 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
     try:
         if fd >= 0:  # a recycled segment may be larger than asked for
             layout = layout._replace(capacity=os.fstat(fd).st_size - DATA_OFFSET)
-        header = Header(
-            kind=hdr.KIND_ALLOCATION,
-            lifecycle=hdr.PRIVATE,
-            data=DataState(hdr.EMPTY),
-            layout=layout,
-            origin=Origin(
-                time.time_ns(),
-                *processes.identity(),
-                context_created_ns=registry.incarnation,
-            ),
-            settings=Settings(0, 0, 0),
-            context=registry.name,
-            name="",
-        )
+        created_ns = time.time_ns()
+        pid, start = processes.identity()
+        origin = (created_ns, pid, start, 0, 0, registry.incarnation)
+        header = hdr.pack_new_allocation(layout, origin, registry.name)
         if fd >= 0:
-            segment.write_at(fd, header.pack(), 0, what)
+            segment.write_at(fd, header, 0, what)
         else:
-            fd = _fresh_segment(registry, layout.capacity, what, header.pack())
+            fd = _fresh_segment(registry, layout.capacity, what, header)
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
-        alloc = Allocation(context, registry, fd, True, header, None, PRIVATE, pool_name=pool_name)
+        alloc = Allocation(
+            context, registry, fd, True, layout, created_ns, None, PRIVATE, pool_name=pool_name
+        )
     except BaseException:
         if warm is not None:
             warm.release()
@@ -145,7 +137,22 @@ def open_member(
         elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
             raise NotFound(f"{what} was freed")  # a handle is not in the header
         key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-        return Allocation(context, registry, fd, opened.writable, header, found, visibility, key)
+        layout, created_ns = header.layout, header.origin.created_ns
+        assert layout is not None  # an allocation's header has one
+        # Named as asked, `what` is what describe() would make: made once.
+        description = what if visibility == SHARED and key == name else None
+        return Allocation(
+            context,
+            registry,
+            fd,
+            opened.writable,
+            layout,
+            created_ns,
+            found,
+            visibility,
+            key,
+            description=description,
+        )
     except BaseException:
         os.close(fd)
         raise

@@ -154,6 +154,42 @@ class Header(NamedTuple):
         )
 
 
+def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -> bytes:
+    """The whole header of a new allocation: private, never written, nameless, made by
+    `origin` (an Origin's six fields) in `context`. What Header(...).pack() gives, without
+    building the named tuples (this runs on every create)."""
+    shape = layout.shape
+    context_name = context.encode("ascii")
+    return _WHOLE.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        KIND_ALLOCATION,
+        PRIVATE,
+        EMPTY,
+        0,
+        0,
+        0,
+        layout.etype.code,
+        len(shape),
+        *shape,
+        *_NO_DIMS[len(shape) :],
+        layout.nbytes,
+        layout.capacity,
+        DATA_OFFSET,
+        *origin,
+        0,
+        0,
+        0,
+        len(context_name),
+        context_name,
+        0,
+        b"",
+    )
+
+
+_NO_DIMS = (0,) * MAX_DIMS
+
+
 def pack_name(name: str) -> bytes:
     """A name block (length byte + up to 255 ASCII bytes)."""
     raw = name.encode("ascii")
