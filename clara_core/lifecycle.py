@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .shm.header import Layout
     from .shm.memory import Region
 
+_FREED = hdr.pack_lifecycle(hdr.FREED)
 PRIVATE = "private"  # anonymous, known to this process only
 HANDLED = "handle"  # private, but reachable by handle from other processes
 SHARED = "published"
@@ -155,26 +156,35 @@ class Lifecycle:
             file_name = self._registry.member_file(kind, self._key or "")
             expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
             self._reference.unmap_all()  # write maps complete before it may be recycled
-            with self._lifecycle_held(timeout) as lifecycle:
+            lifecycle = self._lock_lifecycle(timeout)
+            try:
                 # Names are removed only under this lock, by whoever finds the lifecycle
                 # unchanged and the name still denoting this segment: of several
                 # freeing it at once exactly one removes it, before any returns, and a
                 # name given since to a newer allocation is never touched.
                 if lifecycle == expected and segment.names_file(file_name, self._file_id):
                     self._remove_name(file_name, timeout)
+            finally:
+                locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
             self._reference.recycle = None
         self.release()
 
     def _remove_name(self, file_name: str, timeout: float | None) -> None:
         """Under the lifecycle lock: move the segment into the pool, or remove its name."""
+        if self._registry.capacity is None:  # no published bytes to count
+            self._retire_or_unlink(file_name)
+            return
         size = DATA_OFFSET + self._layout.capacity
         counted = self._visibility == SHARED  # only published bytes count toward a capacity
         with self._registry.unpublishing(size if counted else 0, timeout):
-            warm = self._reference.take_warm()
-            if self._recycles(file_name, warm):
-                return
-            self._write(hdr.pack_lifecycle(hdr.FREED), hdr.LIFECYCLE_AT)
-            segment.unlink(file_name, self.describe())
+            self._retire_or_unlink(file_name)
+
+    def _retire_or_unlink(self, file_name: str) -> None:
+        warm = self._reference.take_warm()
+        if self._recycles(file_name, warm):
+            return
+        self._write(_FREED, hdr.LIFECYCLE_AT)
+        segment.unlink(file_name, self.describe())
 
     def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
         """Offer the segment to the pool (taking over `warm`); False if it was not taken."""
@@ -186,12 +196,23 @@ class Lifecycle:
     @contextlib.contextmanager
     def _lifecycle_held(self, timeout: float | None = None) -> Iterator[int]:
         """Hold the segment's lifecycle lock; yields the lifecycle as it is now."""
-        what = f"the lifecycle lock of {self.describe()}"
-        locks.acquire(self._fd, locks.LIFECYCLE_BYTE, True, what, timeout)
+        lifecycle = self._lock_lifecycle(timeout)
         try:
-            yield self._pread(hdr.LIFECYCLE_AT, 1)[0]
+            yield lifecycle
         finally:
             locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
+
+    def _lock_lifecycle(self, timeout: float | None) -> int:
+        """Take the segment's lifecycle lock (the caller unlocks it); the lifecycle now."""
+        fd = self._fd
+        if not locks.try_lock(fd, locks.LIFECYCLE_BYTE, True):
+            what = f"the lifecycle lock of {self.describe()}"
+            locks.acquire(fd, locks.LIFECYCLE_BYTE, True, what, timeout)
+        try:
+            return self._pread(hdr.LIFECYCLE_AT, 1)[0]
+        except BaseException:
+            locks.unlock(fd, locks.LIFECYCLE_BYTE)
+            raise
 
     def _drop_old_name(self) -> None:
         """After a new name was linked: remove the handle or pool name it had before
