@@ -66,7 +66,7 @@ def shm_dir() -> str:
     Canonical (symbolic links resolved, no `//` or `..`) so that the path other tools see
     (/proc/PID/maps, CLARA_MAP_PATH) is the one we name.
     """
-    given = _environment_value(b"CLARA_SHM_DIR") or DEFAULT_SHM_DIR
+    given = _environment_value(SHM_DIR_ENV) or DEFAULT_SHM_DIR
     path = _canonical.get(given)
     if path is None:
         path = _canonical[given] = os.path.realpath(given)
@@ -74,12 +74,21 @@ def shm_dir() -> str:
 
 
 _canonical: dict[str, str] = {}
+SHM_DIR_ENV = b"CLARA_SHM_DIR"
 # os.environ.get costs a raised and caught KeyError (~1 us) for an unset variable, and
 # shm_dir() runs on every open, link and unlink: read the dict os.environ keeps current
 # (os.environ.get and os.environ["..."] = ... go through it; bytes on POSIX) directly.
 _ENVIRON = getattr(os.environ, "_data", None)
 if not isinstance(_ENVIRON, dict) or not all(isinstance(k, bytes) for k in _ENVIRON):
     _ENVIRON = None
+
+
+def shm_dir_setting() -> object:
+    """$CLARA_SHM_DIR as set (None if unset), cheaply: a key for caches of what
+    shm_dir() makes of it (which stays the same for a setting, see above)."""
+    if _ENVIRON is None:
+        return os.environ.get(SHM_DIR_ENV.decode())
+    return _ENVIRON.get(SHM_DIR_ENV)
 
 
 def _environment_value(name: bytes) -> str | None:

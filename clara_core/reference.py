@@ -194,11 +194,12 @@ class Reference:
             return
         self.closed = True
         try:
-            self.unmap_all()
+            if self.maps:
+                self.unmap_all()
             if self.warm_read is not None:
                 self.warm_read.release()
                 self.warm_read = None
-            warm = self.take_warm()
+            warm, self.warm = self.warm, None
             if self.recycle is not None and not _exiting:
                 self.recycle(self.fd, warm)  # takes over `warm`
             elif warm is not None:

@@ -36,13 +36,16 @@ from ..errors import (
     OutOfSpace,
     PermissionDenied,
 )
-from ..names import shm_dir
+from ..names import shm_dir, shm_dir_setting
 from . import locks
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
 from .trust import Refusal, file_type, user_name
 
-_directory_fds: dict[str, int] = {}
+_directory_fds: dict[str, int] = {}  # canonical path -> its descriptor
+# $CLARA_SHM_DIR as set -> the descriptor of what shm_dir() makes of it: every open,
+# link and unlink needs it, and this is one dictionary lookup.
+_by_setting: dict[object, int] = {}
 
 
 def directory_fd() -> int:
@@ -52,6 +55,10 @@ def directory_fd() -> int:
     write in it (as /dev/shm is): otherwise whoever owns it could rename or remove our
     segments at will.
     """
+    setting = shm_dir_setting()
+    fd = _by_setting.get(setting)
+    if fd is not None:
+        return fd
     path = shm_dir()
     fd = _directory_fds.get(path)
     if fd is None:
@@ -65,6 +72,7 @@ def directory_fd() -> int:
             os.close(fd)
             raise
         _directory_fds[path] = fd
+    _by_setting[setting] = fd
     return fd
 
 
@@ -87,6 +95,8 @@ def forget_directory(path: str) -> None:
     """Close the cached descriptor of a shared-memory directory (before unmounting it)."""
     fd = _directory_fds.pop(path, None)
     if fd is not None:
+        for setting in [key for key, value in _by_setting.items() if value == fd]:
+            del _by_setting[setting]
         os.close(fd)
 
 
