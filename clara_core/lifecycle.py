@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .shm.header import Layout
     from .shm.memory import Region
 
-_FREED = hdr.pack_lifecycle(hdr.FREED)
+_PUBLISHED, _FREED = hdr.pack_lifecycle(hdr.PUBLISHED), hdr.pack_lifecycle(hdr.FREED)
 PRIVATE = "private"  # anonymous, known to this process only
 HANDLED = "handle"  # private, but reachable by handle from other processes
 SHARED = "published"
@@ -89,7 +89,7 @@ class Lifecycle:
 
     def _link_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         self._write(hdr.pack_name(name), hdr.NAME_AT)
-        self._write(hdr.pack_lifecycle(hdr.PUBLISHED), hdr.LIFECYCLE_AT)
+        self._write(_PUBLISHED, hdr.LIFECYCLE_AT)
         try:
             try:
                 segment.link(self._fd, file_name, what)

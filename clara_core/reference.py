@@ -15,7 +15,7 @@ from collections.abc import Callable
 from .errors import Busy, Corrupt, Incomplete, NeverWritten, Timeout
 from .shm import header as hdr
 from .shm import locks, processes, segment
-from .shm.header import DATA_OFFSET, DataState, Layout
+from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
 
 
@@ -118,13 +118,9 @@ class Reference:
             )
         layout = hdr.parse_layout(header, region.length, what)
         if writable:
-            pid, start = processes.identity()
-            generation = hdr.read_data_state(header).generation
-            self._write_state(DataState(hdr.WRITING, pid, start, generation), what)
-            # What unmap will write, made now: waiters wake as soon as it is written.
-            self.completed = hdr.pack_data_state(
-                DataState(hdr.COMPLETE, pid, start, generation + 1)
-            )
+            # What unmap will write is made now: waiters wake as soon as it is written.
+            writing, self.completed = hdr.write_map_states(header, *processes.identity())
+            segment.write_at(self.fd, writing, hdr.DATA_AT, what)
         elif header[hdr.DATA_AT] != hdr.COMPLETE:  # the usual read needs no more than this
             data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
             if allow_incomplete:
@@ -143,9 +139,6 @@ class Reference:
                     "bytes of a recycled segment)",
                 )
         return layout
-
-    def _write_state(self, data: DataState, what: str) -> None:
-        segment.write_at(self.fd, hdr.pack_data_state(data), hdr.DATA_AT, what)
 
     def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""

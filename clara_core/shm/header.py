@@ -201,17 +201,23 @@ def pack_lifecycle(lifecycle: int) -> bytes:
     return _LIFECYCLE.pack(lifecycle)
 
 
-def pack_data_state(data: DataState) -> bytes:
-    """The data-state block (written at DATA_AT)."""
-    return data.pack()
-
-
 def read_data_state(buffer) -> DataState:
     """The data-state block from a segment's first bytes (checked under the map lock)."""
     state, pid, start, generation = _DATA.unpack_from(buffer, DATA_AT)
     if state >= len(DATA_STATES):
         raise Corrupt(f"data state {state} is not one of {DATA_STATES}")
     return DataState(state, pid, start, generation)
+
+
+def write_map_states(buffer, pid: int, start: int) -> tuple[bytes, bytes]:
+    """The data-state blocks a write map by process (pid, start) writes, from a segment's
+    first bytes as read under the map lock: *writing* now (generation unchanged), and
+    *complete* at its unmap (generation + 1)."""
+    state, _, _, generation = _DATA.unpack_from(buffer, DATA_AT)
+    if state >= len(DATA_STATES):
+        raise Corrupt(f"data state {state} is not one of {DATA_STATES}")
+    writing = _DATA.pack(WRITING, pid, start, generation)
+    return writing, _DATA.pack(COMPLETE, pid, start, generation + 1)
 
 
 def _corrupt(where: str, why: str) -> Corrupt:
