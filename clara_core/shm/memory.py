@@ -10,9 +10,11 @@ memoryviews) through one `holder` object and watches it with a weak reference:
   replaced by private zero-filled memory of the same protection (one mmap(MAP_FIXED)),
   so they stay safe to touch but can never again read or write the segment (a reader's
   stale view cannot see a later writer, a writer's cannot corrupt a reader); the holder
-  unmaps that range when the last view dies. With `detach()` a big mapping's shared pages
-  first move, page tables and all, to a new address that stays warm; a small one is not
-  worth the four extra system calls (its few pages fault in again for less).
+  unmaps that range when the last view dies, or, for a small read-only one, keeps it
+  for the next map of that length to replace in place. With `detach()` a big mapping's
+  shared pages first move, page tables and all, to a new address that stays warm; a
+  small one is not worth the four extra system calls (its few pages fault in again for
+  less).
 
 Every munmap, mremap or MAP_FIXED costs a TLB flush (on a VM, often an interrupt to the
 other CPU): the paths above use as few as they can.
@@ -70,19 +72,44 @@ def _check(result: int | None, what: str) -> int:
     return result
 
 
+# Address ranges of small read maps cut off from their segment whose last view has died,
+# by length. They stay mapped: private, read-only, never written, so they hold no memory
+# (a read of them maps the kernel's one zero page). The next map of that length replaces
+# one in place (mmap MAP_FIXED), which costs the kernel about half of what a new mapping
+# and the munmap of the old one do. Only this module maps or unmaps these ranges, so an
+# address found here is always ours to replace. A few per length, a few lengths.
+_spare: dict[int, list[int]] = {}
+_SPARE_PER_LENGTH = 2
+_SPARE_LENGTHS = 16
+
+
 class _Unmapper:
-    """Hung on a cut-off holder: unmaps the zero pages that replaced the shared ones when
-    the holder, i.e. the last view, dies (cheaper than weakref.finalize)."""
+    """Hung on a cut-off holder: when the holder, i.e. the last view, dies, unmaps the
+    zero pages that replaced the shared ones, or keeps them in `spare` for the next map
+    of their length (cheaper than weakref.finalize)."""
 
-    __slots__ = ("address", "length", "munmap")
+    __slots__ = ("address", "length", "munmap", "spare")
 
-    def __init__(self, address: int, length: int) -> None:
+    def __init__(self, address: int, length: int, spare: list[int] | None) -> None:
         self.address = address
         self.length = length
         self.munmap = _munmap  # still at hand if this dies at interpreter exit
+        self.spare = spare
 
     def __del__(self) -> None:
-        self.munmap(self.address, self.length)
+        spare = self.spare
+        if spare is not None and len(spare) < _SPARE_PER_LENGTH:
+            spare.append(self.address)
+        else:
+            self.munmap(self.address, self.length)
+
+
+def _spare_for(length: int) -> list[int] | None:
+    """The list keeping dead read cut-offs of `length`, or None if none is kept."""
+    spare = _spare.get(length)
+    if spare is None and len(_spare) < _SPARE_LENGTHS:
+        spare = _spare.setdefault(length, [])
+    return spare
 
 
 class Region:
@@ -103,6 +130,17 @@ class Region:
             _lib()
         prot = _READ_WRITE if writable else mmap.PROT_READ
         flags = _SHARED_POPULATE if populate else mmap.MAP_SHARED
+        spare = _spare.get(length)
+        if spare:
+            try:
+                unused = spare.pop()
+            except IndexError:  # another thread took it
+                unused = None
+            if unused is not None:
+                address = _mmap(unused, length, prot, flags | _MAP_FIXED, fd, 0)
+                if address is not None and address != _MAP_FAILED:
+                    return cls(address, length, writable)
+                # Failed: the range may be gone, so it is forgotten; a new mapping then.
         address = _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
         return cls(address, length, writable)
 
@@ -167,5 +205,8 @@ class Region:
     def _cut_off(self, holder: Any) -> None:
         prot = _READ_WRITE if self.writable else mmap.PROT_READ
         _check(_mmap(self.address, self.length, prot, _ZEROS_FIXED, -1, 0), "mmap")
-        holder.unmapper = _Unmapper(self.address, self.length)
+        # Read-only zeros hold no memory once their views die: kept for reuse. Zeros a
+        # write view may have written to are given back (unmapped) instead.
+        spare = None if self.writable or self.length >= DETACH_FROM else _spare_for(self.length)
+        holder.unmapper = _Unmapper(self.address, self.length, spare)
         self._holder = None

@@ -328,6 +328,33 @@ def test_a_cut_off_view_reads_zeros_and_gives_its_memory_back_when_it_dies(ctx, 
     alloc.release()
 
 
+def test_a_dead_read_view_leaves_a_range_the_next_map_replaces_in_place(ctx):
+    """A small read map cut off under a live view: once the view dies its zeros stay
+    mapped (anonymous, read-only: no memory) and the next map of that length takes the
+    range over, showing that segment's data, not zeros and not the first segment's."""
+    nbytes = 13 * 4096 + 1  # a length no other test maps
+    first, second = ctx.create(nbytes), ctx.create(nbytes)
+    for alloc, value in ((first, 1), (second, 2)):
+        with alloc.map("w") as array:
+            array[:] = value
+    with first.map("r") as view:
+        assert int(view.max()) == 1
+    address = view.__array_interface__["data"][0]
+    assert int(view.max()) == 0  # cut off
+    del view
+    gc.collect()
+    kept = _mapped_at(address)
+    assert kept is not None and "/dev/shm" not in kept and kept.split()[1].startswith("r-")
+    with second.map("r") as again:
+        assert again.__array_interface__["data"][0] == address
+        assert int(again.min()) == int(again.max()) == 2
+    del again
+    with first.map("r") as fresh:  # and the first segment's data is still its own
+        assert int(fresh.min()) == int(fresh.max()) == 1
+    first.release()
+    second.release()
+
+
 def test_a_view_keeps_its_map_and_reference_alive(ctx):
     alloc = ctx.create(dtype="u8", shape=(3,))
     with alloc.map("w") as array:
