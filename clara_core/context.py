@@ -271,9 +271,8 @@ class Context:
         Other waits (while a reclaimer or recycler checks the segment) are bounded by a
         numeric `timeout`, else by the default lock wait, and raise Timeout naming it.
         """
-        validate_name(name, "allocation name")
+        file_name = self._registry.published_file(name)  # (checks the name)
         what = f"allocation '{name}' in context '{self.name}'"
-        file_name = self._registry.member_file(PUBLISHED, name)
         lock_wait = timeout if isinstance(timeout, (int, float)) else None
         if wait:
             deadline = waiting.deadline(timeout)

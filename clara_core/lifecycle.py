@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import pool, removal
 from .errors import AlreadyExists, ClaraError, InvalidArgument, NotFound
-from .names import HANDLE, PUBLISHED, validate_name
+from .names import HANDLE, PUBLISHED
 from .shm import header as hdr
 from .shm import locks, processes, segment, trust
 from .shm.header import DATA_OFFSET
@@ -59,14 +59,13 @@ class Lifecycle:
         Waits for the bookkeeping locks it needs at most `timeout` seconds (None: the
         default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
         """
-        validate_name(name, "allocation name")
+        file_name = self._registry.published_file(name)  # (checks the name)
         self._check_open()
         if self._visibility == SHARED:
             raise InvalidArgument(f"{self.describe()} is already published")
         self._require_writable_fd("publish")
         self._registry.check_writable("publish into")
         self._registry.check_alive()
-        file_name = self._registry.member_file(PUBLISHED, name)
         what = f"allocation '{name}' in context '{self._registry.name}'"
         if self._visibility == HANDLED:  # other processes may hold the handle too
             with self._lifecycle_held(timeout) as lifecycle:

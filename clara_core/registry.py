@@ -25,7 +25,7 @@ import stat
 from collections.abc import Iterator
 
 from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied
-from .names import PUBLISHED, member_file
+from .names import PUBLISHED, member_file, validate_name
 from .shm import ledger, locks, segment
 from .shm.header import KIND_CONTEXT, Header
 from .shm.trust import Writers, ours_refusal
@@ -34,12 +34,14 @@ QUOTA_BYTE = 2
 POOL_BYTE = 3
 LIFECYCLE_BYTE = 4
 POOL_WAIT = 0.5  # seconds: the pool is an optimisation, never worth a long wait
+_NAMES_KEPT = 1024  # published file names remembered per context
 
 
 class Registry:
     """The open segment of a context, and the rules its allocations follow."""
 
     __slots__ = (
+        "_published_files",
         "capacity",
         "fd",
         "file_name",
@@ -75,6 +77,7 @@ class Registry:
         # The context's created_ns, stamped into every allocation made in it: a context
         # destroyed and created again has the same name but another incarnation.
         self.incarnation = incarnation
+        self._published_files: dict[str, str] = {}  # name -> file name, see published_file
 
     @classmethod
     @contextlib.contextmanager
@@ -116,6 +119,17 @@ class Registry:
     def member_file(self, kind: str, name: str) -> str:
         """File name of a member (published, handle or pooled) of this context."""
         return member_file(self.file_name, kind, name)
+
+    def published_file(self, name: str) -> str:
+        """File name of the allocation published as `name`, which must be a valid name
+        (InvalidArgument). Names met before are looked up: every get and publish asks."""
+        found = self._published_files.get(name) if type(name) is str else None
+        if found is None:
+            found = member_file(self.file_name, PUBLISHED, validate_name(name, "allocation name"))
+            if len(self._published_files) >= _NAMES_KEPT:
+                self._published_files.clear()
+            self._published_files[name] = found
+        return found
 
     def made_here(self, member: Header) -> bool:
         """Whether a member's header says it was made in this very context, not in an
