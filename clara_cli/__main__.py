@@ -1,5 +1,5 @@
 """`python -m clara_cli`: the same as the `clara` command."""
 
-from clara_cli.main import main
+from clara_cli.fastpath import main
 
 main()

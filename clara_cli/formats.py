@@ -23,6 +23,8 @@ from .transfer import (
     drain,
     file_error,
     fill,
+    fill_from,
+    plain_fd,
     regular_size,
 )
 
@@ -122,7 +124,11 @@ def write_into(allocation: Allocation, incoming: Incoming, timeout: float | None
     """
     what = allocation.describe()
     check(incoming, allocation.element_type, allocation.shape, what)
-    mapping = allocation.map("w", timeout=timeout)
+    # Data that streams from a file or pipe is copied by the kernel, never through the
+    # map's pages: they need not be mapped in first.
+    streamed = incoming.array is None and not incoming.fortran
+    direct = streamed and plain_fd(incoming.stream) is not None
+    mapping = allocation.map("w", timeout=timeout, populate=not direct)
     complete = False
     try:
         # The layout may have changed since the reference was taken: check again.
@@ -139,7 +145,7 @@ def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
             fill_loaded(incoming, mapping)
             return
         with Progress(f"writing {mapping.allocation.name}", mapping.nbytes) as advance:
-            fill(mapping.buffer, incoming.stream, incoming.path, advance)
+            fill_from(mapping, incoming.stream, incoming.path, advance)
     except ShortInput as short:
         raise InvalidArgument(
             f"{incoming.where} ended after {short.got} of {short.wanted} bytes; "

@@ -1,5 +1,6 @@
-"""The `clara` command group: lazy sub-commands, the global --json flag, and the ONE place
-where clara_core's errors become a one-line message and an exit code.
+"""The `clara` command group: lazy sub-commands, the global --json flag, and the place
+where clara_core's errors become a one-line message (spelled by clara_cli.exits, which the
+click-free fast path of clara_cli.fastpath shares) and an exit code.
 
 Exit codes: 0 ok · 1 leaks found, or an operator command failed · 2 usage or invalid input
 · 3 not found · 4 busy · 5 timeout · 6 incomplete data · 7 out of space
@@ -10,7 +11,6 @@ Exit codes: 0 ok · 1 leaks found, or an operator command failed · 2 usage or i
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -20,6 +20,13 @@ import click
 from clara_core import __version__
 from clara_core.errors import ClaraError
 
+from .exits import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    INTERRUPTED,
+    error_line,
+    quiet_broken_pipe,
+)
 from .options import SuggestingGroup
 
 # name -> "module:attribute". A command's module is imported only when that command runs
@@ -58,16 +65,6 @@ Exit codes:
 `clara map NAME -- CMD` exits with CMD's status.
 """
 
-# How the command line spells the options that clara_core's error hints name.
-CLI_SPELLING = {
-    "allow_incomplete": "--allow-incomplete",
-    "wait": "--wait",
-    "timeout": "--timeout SECONDS",
-}
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our stdout went away
-
 
 class ClaraGroup(SuggestingGroup):
     """A group whose commands load lazily and whose errors exit with documented codes."""
@@ -92,13 +89,13 @@ class ClaraGroup(SuggestingGroup):
         try:
             super().invoke(ctx)
         except ClaraError as exc:
-            click.echo(f"clara: error: {exc.explain(CLI_SPELLING)}", err=True)
+            click.echo(error_line(exc), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("clara: interrupted", err=True)
+            click.echo(INTERRUPTED, err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
-            _quiet_broken_pipe()
+            quiet_broken_pipe()
             ctx.exit(EXIT_BROKEN_PIPE)
         # The group returns nothing, so that main() can tell an exit code from a result.
 
@@ -125,7 +122,7 @@ class ClaraGroup(SuggestingGroup):
             click.echo(f"clara: error: {_one_line(exc)}", err=True)
             _exit(exc.exit_code)
         except (click.Abort, EOFError, KeyboardInterrupt):
-            click.echo("clara: interrupted", err=True)
+            click.echo(INTERRUPTED, err=True)
             _exit(EXIT_INTERRUPTED)
         _exit(code if isinstance(code, int) else 0)
 
@@ -136,13 +133,6 @@ def _one_line(exc: click.ClickException) -> str:
     if isinstance(exc, click.UsageError) and ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
     return message
-
-
-def _quiet_broken_pipe() -> None:
-    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def _exit(code: int) -> NoReturn:

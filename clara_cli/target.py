@@ -7,11 +7,14 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .options import require_context
-
 if TYPE_CHECKING:
     from clara_core import Allocation, Mapping
     from clara_core.waiting import Deadline
+
+
+def names_declared(handle: bool) -> bool:
+    """Whether a NAME (not a handle) names a declared variable: inside a pipeline operator."""
+    return not handle and bool(os.environ.get("CLARA_OPERATOR"))
 
 
 class Target:
@@ -28,7 +31,7 @@ class Target:
     ) -> None:
         """`declared`: inside a pipeline operator, NAME may be a declared input or output."""
         self.context_name, self.name, self.handle = context_name, name, handle
-        self.declared = declared and not handle and bool(os.environ.get("CLARA_OPERATOR"))
+        self.declared = declared and names_declared(handle)
         self.wait, self.timeout = wait, timeout
         self.deadline: Deadline | None = None
         if wait:
@@ -51,7 +54,12 @@ class Target:
             return open_declared(self.name, mode, shape=shape, dtype=dtype, length=length)
         from clara_core import Context
 
-        with Context.open(require_context(self.context_name)) as context:
+        context_name = self.context_name
+        if not context_name:
+            from .options import require_context  # imports click: only for this error
+
+            context_name = require_context(context_name)
+        with Context.open(context_name) as context:
             if self.handle:
                 return context.open_handle(self.name, timeout=self.timeout)
             if self.deadline is not None:

@@ -25,6 +25,9 @@ PROGRESS_FROM = 64 << 20  # copies shorter than this finish before a bar is wort
 
 Advance = Callable[[int], None]
 
+# What sendfile and splice answer for files they cannot copy between.
+_NO_KERNEL_COPY = (errno.EINVAL, errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP)
+
 
 class ShortInput(Exception):
     """The input ended before the allocation was full (`.got` bytes of `.wanted`)."""
@@ -126,6 +129,52 @@ def fill(buffer: memoryview, stream: BinaryIO, path: str, advance: Advance) -> N
         raise file_error(exc, path, "read") from exc
 
 
+def plain_fd(stream: BinaryIO) -> int | None:
+    """The file descriptor under `stream` if the kernel can copy to or from it directly
+    (a blocking file or pipe), else None (e.g. an in-memory stream)."""
+    try:
+        fd = stream.fileno()
+        return fd if os.get_blocking(fd) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def fill_from(mapping: Mapping, stream: BinaryIO, path: str, advance: Advance) -> None:
+    """Fill a write map from `stream`, as fill() does: kernel to kernel when it is a plain
+    file descriptor (no page of the map touched, so no SIGBUS if the segment is cut
+    short), else through the map's buffer."""
+    fd = plain_fd(stream)
+    if fd is not None:
+        copied = 0
+
+        def counted(count: int) -> None:
+            nonlocal copied
+            copied += count
+            advance(count)
+
+        try:
+            got = mapping.copy_from(fd, counted)
+        except OSError as exc:
+            if copied or exc.errno not in (
+                errno.EINVAL,
+                errno.EXDEV,
+                errno.ENOSYS,
+                errno.EOPNOTSUPP,
+            ):
+                raise file_error(exc, path, "read") from exc
+            # these files take no kernel copy (nothing was copied): copy by hand
+        else:
+            if got < mapping.nbytes:
+                raise ShortInput(got, mapping.nbytes)
+            try:
+                if stream.read(1):
+                    raise LongInput()
+            except OSError as exc:
+                raise file_error(exc, path, "read") from exc
+            return
+    fill(mapping.buffer, stream, path, advance)
+
+
 def drain(buffer: memoryview, stream: BinaryIO, path: str, advance: Advance) -> None:
     """Write all of `buffer` to `stream`."""
     view = buffer.cast("B") if buffer.format != "B" else buffer
@@ -149,12 +198,8 @@ def drain(buffer: memoryview, stream: BinaryIO, path: str, advance: Advance) -> 
 def send(mapping: Mapping, stream: BinaryIO, path: str, advance: Advance) -> None:
     """Write a mapping's data to `stream`: kernel to kernel when it is a plain file
     descriptor (no page of the map touched), else through the map's buffer."""
-    try:
-        fd = stream.fileno()
-        direct = os.get_blocking(fd)
-    except (AttributeError, OSError, ValueError):  # e.g. a test's in-memory stream
-        direct = False
-    if direct:
+    fd = plain_fd(stream)
+    if fd is not None:
         stream.flush()
         try:
             mapping.copy_to(fd, advance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,40 @@ class Mapping:
             left -= sent
             if advance is not None:
                 advance(sent)
+
+    def copy_from(self, fd: int, advance: Callable[[int], None] | None = None) -> int:
+        """Fill the data from `fd` (a file, read from its position on, or a pipe), kernel
+        to kernel (sendfile, splice): only for a write map, and no page of the map is
+        touched, so map with ``populate=False``.
+
+        Returns the bytes copied, fewer than nbytes if `fd` ended first. An OSError of a
+        kernel that cannot copy from this kind of file (EINVAL, ...) comes before any
+        byte is written; `advance` is told the bytes copied after each chunk.
+        """
+        self._check_mapped()
+        if not self._region.writable:
+            raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
+        target, total, done = self._reference.fd, self.layout.nbytes, 0
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            # sendfile writes at the target's file offset, which nothing else of this
+            # open file uses (every other access is positioned: pread, pwrite, mmap).
+            os.lseek(target, DATA_OFFSET, os.SEEK_SET)
+
+            def copy(count: int) -> int:
+                return os.sendfile(target, fd, None, count)
+        else:
+
+            def copy(count: int) -> int:
+                return os.splice(fd, target, count, offset_dst=DATA_OFFSET + done)
+
+        while done < total:
+            put = copy(min(total - done, _CHUNK))
+            if put == 0:
+                break
+            done += put
+            if advance is not None:
+                advance(put)
+        return done
 
     def read_into(self, buffer: Any) -> None:
         """Copy the data into `buffer` (nbytes long) through the file, not the map.

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import click
 
+from .. import copying
 from ..complete import complete_names_or_handles
 from ..options import context_option, json_option, wants_json
 from ..render import emit
 from ..target import Target
-
-if TYPE_CHECKING:
-    from clara_core import Allocation
 
 
 @click.command("map")
@@ -91,9 +88,9 @@ def map_command(
     _check_usage(mode, command, in_path, out_path, fmt, wait)
     target = Target(context_name, name, handle, wait, timeout)
     if in_path is not None:
-        _copy_in(target, in_path, fmt)
+        emit(copying.copy_in(target, in_path, fmt), lambda: None)
     elif out_path is not None:
-        _copy_out(target, out_path, fmt, allow_incomplete)
+        emit(copying.copy_out(target, out_path, fmt, allow_incomplete), lambda: None)
     else:
         _run(target, mode, command, allow_incomplete)
 
@@ -127,58 +124,6 @@ def _check_usage(
         raise click.UsageError("--wait waits for data to read: it needs --read")
 
 
-def _summary(allocation: Allocation, mode: str, **extra: object) -> dict:
-    return {
-        "context": allocation.context.name,
-        "name": allocation.name,
-        "handle": allocation.handle,
-        "mode": "write" if mode == "w" else "read",
-        "dtype": allocation.element_type.name,
-        "shape": list(allocation.shape),
-        "nbytes": allocation.nbytes,
-        **extra,
-    }
-
-
-def _copy_in(target: Target, path: str, fmt: str) -> None:
-    from .. import formats, transfer
-
-    with transfer.open_input(path) as stream:
-        incoming = formats.read_head(stream, path, fmt)
-        length = (lambda: formats.length(incoming)) if fmt == "raw" else None
-        with target.open("w", incoming.shape, incoming.dtype, length) as allocation:
-            formats.write_into(allocation, incoming, target.timeout)
-            data = _summary(allocation, "w", format=fmt, file=path)
-    emit(data, lambda: None)
-
-
-def _copy_out(target: Target, path: str, fmt: str, allow_incomplete: bool) -> None:
-    from .. import formats, transfer
-
-    with target.open("r") as allocation:
-        if fmt == "txt":
-            formats.text_check(allocation.shape)
-        # Nothing here touches the mapped pages (sendfile, or a copy through the file):
-        # a segment cut short meanwhile is an error, never a SIGBUS.
-        mapping = target.map(allocation, "r", allow_incomplete=allow_incomplete, populate=False)
-        try:
-            if fmt == "txt":
-                formats.text_check(mapping.shape)
-            with transfer.open_output(path, forbidden=allocation.file_id) as stream:
-                if fmt == "txt":
-                    formats.write_text(stream, path, formats.copy_out(mapping), lambda _n: None)
-                else:
-                    if fmt == "npy":
-                        formats.write_npy_header(stream, path, mapping.etype, mapping.shape)
-                    label = f"reading {allocation.name}"
-                    with transfer.Progress(label, mapping.nbytes) as advance:
-                        transfer.send(mapping, stream, path, advance)
-        finally:
-            mapping.unmap()
-        data = _summary(allocation, "r", format=fmt, file=path)
-    emit(data, lambda: None)
-
-
 def _run(target: Target, mode: str, command: tuple[str, ...], allow_incomplete: bool) -> None:
     from .. import child
 
@@ -200,7 +145,7 @@ def _run(target: Target, mode: str, command: tuple[str, ...], allow_incomplete: 
             status = child.run(command, executable, env)
         finally:
             mapping.unmap(complete=status == 0)
-        data = _summary(allocation, mode, command=list(command), exit_code=status)
+        data = copying.summary(allocation, mode, command=list(command), exit_code=status)
     emit(data, lambda: None)
     if status:
         click.get_current_context().exit(status)

@@ -20,10 +20,10 @@ runpy.run_module("clara_cli", run_name="__main__")
 """
 
 
-def heavy_modules(*args: str, stdin: bytes = b"") -> list[str]:
-    """Run `clara ARGS` and return which of numpy, rich and yaml it imported."""
+def heavy_modules(*args: str, stdin: bytes = b"", heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """Run `clara ARGS` and return which of `heavy` (numpy, rich and yaml) it imported."""
     result = subprocess.run(
-        [sys.executable, "-c", WRAPPER.format(heavy=HEAVY), *args],
+        [sys.executable, "-c", WRAPPER.format(heavy=heavy), *args],
         input=stdin,
         capture_output=True,
     )
@@ -69,3 +69,21 @@ def test_numpy_is_loaded_only_for_formats_that_need_it(ctx: str, fmt: str) -> No
     assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", "-", "--format", fmt) == [
         "numpy"
     ]
+
+
+def test_map_copies_load_not_even_click(ctx: str, tmp_path: Path) -> None:
+    """The copies of shell pipelines take the fast path; everything else loads click."""
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(bytes(4096))
+    light = ("click", *HEAVY)
+    ok("create", "context", ctx)
+    ok("create", "allocation", "vol", "-c", ctx, "--size", "4K")
+    assert heavy_modules("map", "vol", "-c", ctx, "--write", "--in", str(raw), heavy=light) == []
+    assert heavy_modules("map", "vol", "-c", ctx, "--read", "--out", "-", heavy=light) == []
+    out = str(tmp_path / "o")
+    assert (
+        heavy_modules("map", "vol", "-c", ctx, "--read", "--wait", "--out", out, heavy=light) == []
+    )
+    assert heavy_modules(
+        "--json", "map", "vol", "-c", ctx, "--read", "--out", out, heavy=light
+    ) == ["click"]

@@ -1,0 +1,150 @@
+"""The `clara` entry point, with a fast path for the copies shell pipelines run in bulk:
+`clara map NAME --write --in FILE` and `clara map NAME --read --out FILE`.
+
+Importing click and building its command costs a start-up that, for a small or medium
+copy, outweighs the copy itself. So these two forms are recognised here, without click,
+and run by the very code the click command runs (clara_cli.copying), with the same
+error lines and exit codes (clara_cli.exits). Anything else, and anything unusual about
+these forms (another option, a repeated one, `--json`, completion, a usage error), goes
+to the click command line in clara_cli.main, which owns the usage messages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NamedTuple
+
+FLAGS = {
+    "--read": "read",
+    "--write": "write",
+    "--wait": "wait",
+    "--allow-incomplete": "allow_incomplete",
+    "--handle": "handle",
+}
+VALUED = {
+    "--in": "in_path",
+    "--out": "out_path",
+    "-c": "context",
+    "--context": "context",
+    "--timeout": "timeout",
+    "--format": "fmt",
+}
+FORMATS = ("raw", "npy", "txt")
+
+
+class MapCopy(NamedTuple):
+    """A `clara map NAME --write --in FILE` or `--read --out FILE`, fully checked."""
+
+    name: str
+    context: str | None
+    in_path: str | None
+    out_path: str | None
+    fmt: str
+    handle: bool
+    wait: bool
+    timeout: float | None
+    allow_incomplete: bool
+
+
+def parse_map_copy(args: list[str]) -> MapCopy | None:
+    """The copy `args` ask for, or None unless they are a valid `map` copy in the plain
+    spelling (then click parses them, and explains what is wrong)."""
+    if len(args) < 2 or args[0] != "map" or "_CLARA_COMPLETE" in os.environ:
+        return None
+    given: dict[str, object] = {}
+    names: list[str] = []
+    rest = iter(args[1:])
+    for token in rest:
+        if not token.startswith("-") or token == "-":
+            names.append(token)
+            continue
+        key, equals, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        field = FLAGS.get(key) if not equals else None
+        if field is not None:
+            if field in given:
+                return None
+            given[field] = True
+        elif key in VALUED and (value := value if equals else next(rest, "")):
+            if value.startswith("-") and value != "-":
+                return None  # an option where a value should be: click decides
+            field = VALUED[key]
+            if field in given:
+                return None  # given twice (-c and --context too): click's rules decide
+            given[field] = value
+        else:
+            return None  # --help, --, -cNAME, an unknown option, a missing value ...
+    return _checked(names, given)
+
+
+def _checked(names: list[str], given: dict[str, object]) -> MapCopy | None:
+    read, write = bool(given.get("read")), bool(given.get("write"))
+    in_path, out_path = given.get("in_path"), given.get("out_path")
+    fmt = given.get("fmt", "raw")
+    handle = bool(given.get("handle"))
+    context = given.get("context") or os.environ.get("CLARA_CONTEXT")
+    if len(names) != 1 or read == write or fmt not in FORMATS:
+        return None
+    if (in_path is None) == (out_path is None) or (in_path is not None and not write):
+        return None
+    if (out_path is not None or given.get("wait")) and not read:
+        return None
+    if not context:
+        from .target import names_declared
+
+        if not names_declared(handle):
+            return None  # click says that a context is needed
+    timeout = None
+    if "timeout" in given:
+        try:
+            timeout = float(str(given["timeout"]))
+        except ValueError:
+            return None
+    return MapCopy(
+        names[0],
+        str(context) if context else None,
+        None if in_path is None else str(in_path),
+        None if out_path is None else str(out_path),
+        str(fmt),
+        handle,
+        bool(given.get("wait")),
+        timeout,
+        bool(given.get("allow_incomplete")),
+    )
+
+
+def run_map_copy(copy: MapCopy) -> int:
+    """Run the copy; its exit code (errors printed as the click command prints them)."""
+    from clara_core.errors import ClaraError
+
+    from . import copying, exits
+    from .target import Target
+
+    try:
+        target = Target(copy.context, copy.name, copy.handle, copy.wait, copy.timeout)
+        if copy.in_path is not None:
+            copying.copy_in(target, copy.in_path, copy.fmt)
+        else:
+            assert copy.out_path is not None
+            copying.copy_out(target, copy.out_path, copy.fmt, copy.allow_incomplete)
+    except ClaraError as exc:
+        sys.stderr.write(exits.error_line(exc) + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(exits.INTERRUPTED + "\n")
+        return exits.EXIT_INTERRUPTED
+    except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
+        exits.quiet_broken_pipe()
+        return exits.EXIT_BROKEN_PIPE
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point: the fast path when it applies, else the click CLI."""
+    copy = parse_map_copy(sys.argv[1:])
+    if copy is None:
+        from .main import main as click_main
+
+        click_main()
+    else:
+        sys.exit(run_map_copy(copy))

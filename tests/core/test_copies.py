@@ -1,0 +1,101 @@
+"""Kernel-to-kernel copies between a mapped allocation and a file or pipe."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from clara_core import Context, InvalidArgument
+
+NBYTES = 3 << 20  # more than one pipe buffer, not a multiple of a page
+
+
+@pytest.fixture
+def ctx():
+    context = Context.create("copies")
+    yield context
+    Context.destroy("copies")
+
+
+def pattern(nbytes: int) -> bytes:
+    return (np.arange(nbytes, dtype=np.uint64) * 2654435761 % 251).astype(np.uint8).tobytes()
+
+
+def test_copy_from_a_file_starts_at_its_position(ctx, tmp_path):
+    data = pattern(NBYTES)
+    source = tmp_path / "in.raw"
+    source.write_bytes(b"skip" + data)
+    alloc = ctx.create(NBYTES)
+    with open(source, "rb", buffering=0) as stream:
+        stream.seek(4)
+        mapping = alloc.map("w", populate=False)
+        copied = []
+        assert mapping.copy_from(stream.fileno(), copied.append) == NBYTES
+        mapping.unmap()
+        assert sum(copied) == NBYTES
+        assert stream.read() == b""  # the file's position moved past what was copied
+    with alloc.map("r") as array:
+        assert array.tobytes() == data
+    alloc.release()
+
+
+def test_copy_from_a_pipe(ctx):
+    data = pattern(NBYTES)
+    alloc = ctx.create(NBYTES)
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with open(write_end, "wb") as out:
+            out.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        mapping = alloc.map("w", populate=False)
+        assert mapping.copy_from(read_end) == NBYTES
+        mapping.unmap()
+    finally:
+        feeder.join()
+        os.close(read_end)
+    with alloc.map("r") as array:
+        assert array.tobytes() == data
+    alloc.release()
+
+
+def test_copy_from_a_short_file_says_how_much_it_copied(ctx, tmp_path):
+    source = tmp_path / "short.raw"
+    source.write_bytes(b"\x07" * 1000)
+    alloc = ctx.create(NBYTES)
+    with open(source, "rb", buffering=0) as stream:
+        mapping = alloc.map("w", populate=False)
+        assert mapping.copy_from(stream.fileno()) == 1000
+        mapping.unmap(complete=False)
+    alloc.release()
+
+
+def test_copy_from_needs_a_write_map(ctx, tmp_path):
+    source = tmp_path / "in.raw"
+    source.write_bytes(bytes(NBYTES))
+    alloc = ctx.create(NBYTES)
+    read_map = alloc.map("r", allow_incomplete=True)
+    with open(source, "rb", buffering=0) as stream, pytest.raises(InvalidArgument):
+        read_map.copy_from(stream.fileno())
+    read_map.unmap()
+    alloc.release()
+
+
+def test_copy_to_a_file_copies_the_data(ctx, tmp_path):
+    data = pattern(NBYTES)
+    alloc = ctx.create(NBYTES)
+    with alloc.map("w") as array:
+        array[:] = np.frombuffer(data, np.uint8)
+    target = tmp_path / "out.raw"
+    mapping = alloc.map("r", populate=False)
+    with open(target, "wb", buffering=0) as out:
+        mapping.copy_to(out.fileno())
+    mapping.unmap()
+    assert target.read_bytes() == data
+    alloc.release()
