@@ -70,6 +70,7 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
         "python -c 'import click'",
         "cat FILE 1<> x (no truncation)",
         "cat FILE > x (fresh pages)",
+        "floor: python -c pass + the same cat",
         "one-way pipe hand-off",
         "pipe round trip",
         ".npy files on tmpfs",
