@@ -5,7 +5,10 @@ Two directories of the benchmark's own (``/dev/shm/<ns>-files-p10-*``, tmpfs lik
 `crowd_files` unrelated files (half of them named like another namespace's segments,
 half plain names). Measured in each: create + free of 2 MiB in one context (default pool,
 as users get it), interleaved; in the crowded one, `clara dump CTX` and `clara leak-check`.
-Nothing else of /dev/shm is touched: the crowd lives in the benchmark's own directory.
+A third directory holds a context whose own names carry `crowd_files` files of another
+user (uid 65534, made by root: the bench must run as root, else that row is not
+measurable): planted files that `clara dump CTX` must count without opening any.
+Nothing else of /dev/shm is touched: the crowds live in the benchmark's own directories.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from clara_core import Context
-from clara_core.names import shm_dir
+from clara_core.names import context_file, shm_dir
 
 from .harness import (
     Check,
@@ -30,10 +33,12 @@ from .harness import (
     spreads,
     summarise,
     timed,
+    unmeasurable,
 )
 
 CYCLE_BYTES = 2 << 20
 EMPTY, CROWDED = "empty directory", "crowded directory"
+PLANTER_UID = 65534  # nobody: the other user of the security tests
 
 
 @contextmanager
@@ -56,6 +61,15 @@ def _crowd(path: str, count: int) -> None:
     for index in range(count):
         name = f"otherns.ctx{index % 97}.a.e{index}" if index % 2 else f"unrelated-{index}"
         os.close(os.open(os.path.join(path, name), flags, 0o600))
+
+
+def _plant(path: str, prefix: str, count: int) -> None:
+    """`count` files of another user named as members of the context `prefix` names."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    for index in range(count):
+        fd = os.open(os.path.join(path, f"{prefix}.a.planted{index}"), flags, 0o600)
+        os.fchown(fd, PLANTER_UID, PLANTER_UID)
+        os.close(fd)
 
 
 def p10(cfg: Config) -> list[Row]:
@@ -103,6 +117,7 @@ def p10(cfg: Config) -> list[Row]:
                     contexts[key].destroy()
         shutil.rmtree(base + "-empty", ignore_errors=True)
         shutil.rmtree(base + "-crowded", ignore_errors=True)
+    planted = _planted_dump(cfg, clara, base + "-planted")
     where = f"{cfg.crowd_files:,} unrelated files in the shared-memory directory"
     us = {key: ns_to_us(values) for key, values in cycles.items()}
     return [
@@ -132,4 +147,45 @@ def p10(cfg: Config) -> list[Row]:
             checks=[Check("<=", 1.0)],
             ours=summarise(ns_to_s(walls["leak-check"])),
         ),
+        planted,
     ]
+
+
+PLANTED_WHAT = "`clara dump CTX` (10 allocations) with {:,} files of another user under CTX's names"
+
+
+def _planted_dump(cfg: Config, clara: str, path: str) -> Row:
+    """`clara dump CTX` where another user planted `crowd_files` files as CTX's members."""
+    what = PLANTED_WHAT.format(cfg.crowd_files)
+    if os.geteuid() != 0:
+        return unmeasurable(
+            "P10.dump-planted", what, "s", "≤ 1 s", "needs root (to make another user's files)"
+        )
+    context = None
+    try:
+        os.mkdir(path)
+        os.chmod(path, 0o1777)
+        with shm_dir_set(path):
+            context = Context.create("p10")
+            for index in range(10):
+                alloc = context.create(4096)
+                alloc.publish(f"entry{index}")
+                alloc.release()
+            _plant(path, context_file("p10"), cfg.crowd_files)
+            run_command([clara, "dump", "p10"])  # warm-up
+            walls = interleave(
+                {"dump": lambda: run_command([clara, "dump", "p10"])}, cfg.scale_trials
+            )
+    finally:
+        if context is not None:
+            with shm_dir_set(path):
+                context.destroy()
+        shutil.rmtree(path, ignore_errors=True)
+    return Row(
+        id="P10.dump-planted",
+        what=what,
+        unit="s",
+        target="≤ 1 s",
+        checks=[Check("<=", 1.0)],
+        ours=summarise(ns_to_s(walls["dump"])),
+    )

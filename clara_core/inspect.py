@@ -7,6 +7,9 @@ from the kernel's locks. `clara dump` and `clara leak-check` are both built on `
 A member that its context does not admit (another user's file put there behind clara's
 back, see `shm.trust`) is reported as `foreign` from its stat alone: never opened, never
 read, never counted in a context's bytes. Neither is anything that is not a regular file.
+The listings of contexts (`contexts()`, `context_members()`) do not even list such files:
+they count them per context (`ContextSummary.foreign`), so that a crowd planted under a
+context's names costs them one stat per file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ClaraError, NotFound
@@ -31,7 +35,7 @@ from .shm import locks, segment
 from .shm.header import Header
 from .shm.locks import MAP_BYTE
 from .shm.processes import FileId, Mapper, is_alive, lock_holders, mappers
-from .shm.trust import Writers, file_type, header_trusted, user_name
+from .shm.trust import Refusal, Writers, file_type, header_trusted, user_name
 
 KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
 
@@ -117,26 +121,45 @@ class SegmentInfo:
 
 def survey(prefix: str | None = None) -> list[SegmentInfo]:
     """Every named segment whose file name starts with `prefix` (default: the namespace)."""
+    return _survey(prefix, foreign_rows=True)[0]
+
+
+def _survey(prefix: str | None, foreign_rows: bool) -> tuple[list[SegmentInfo], dict[str, int]]:
+    """The segments under `prefix`, and how many foreign members each context token has:
+    with `foreign_rows` each of those is a SegmentInfo too, else it is only counted, from
+    its stat (a planted crowd then costs one stat each and no object)."""
     ns = namespace()
     prefix = prefix or ns + "."
-    listed = []
-    writers: dict[str, Writers] = {}
+    found_infos = []
+    foreign: dict[str, int] = {}
+    # By name, a context's own segment comes before its members (its name is their
+    # prefix), so its writers are known before any member is judged.
+    rules: dict[str, tuple[Callable[[os.stat_result], bool], Refusal]] = {}
     for entry in segment.scan(prefix):
         parsed = parse_file_name(entry.name, ns)
         if parsed is None:
             continue
+        token, kind = parsed[0], parsed[1]
         try:
             found = entry.stat(follow_symlinks=False)
         except OSError:
             continue  # removed meanwhile
-        listed.append((entry.name, parsed[0], parsed[1], found))
-        if parsed[1] is None and stat.S_ISREG(found.st_mode):
-            writers[parsed[0]] = Writers.of(found)
-    found_infos = [
-        info
-        for name, token, kind, found in listed
-        if (info := _inspect(name, token, kind, found, writers.get(token))) is not None
-    ]
+        if kind is None:
+            if stat.S_ISREG(found.st_mode):
+                writers = Writers.of(found)
+                rules[token] = (writers.admits, writers.refusal)
+            refusal = _anyone
+        else:
+            if (rule := rules.get(token)) is None:
+                rule = rules[token] = _member_rule()
+            if not rule[0](found):
+                foreign[token] = foreign.get(token, 0) + 1
+                if not foreign_rows:
+                    continue
+            refusal = rule[1]
+        info = _inspect(entry.name, token, kind, found, refusal)
+        if info is not None:
+            found_infos.append(info)
     held = mappers({i.file_id for i in found_infos if not i.foreign and i.problem is None})
     for info in found_infos:
         info.mapped_by = held.get(info.file_id, [])
@@ -144,7 +167,7 @@ def survey(prefix: str | None = None) -> list[SegmentInfo]:
             # Who holds the map lock, and how; the others keep an idle mapping.
             locked = {m.pid: m for m in lock_holders(info.file_id, MAP_BYTE, info.mapped_by)}
             info.mapped_by = [locked.get(m.pid, m) for m in info.mapped_by]
-    return found_infos
+    return found_infos, foreign
 
 
 def _inspect(
@@ -152,7 +175,7 @@ def _inspect(
     context_token: str,
     kind: str | None,
     found: os.stat_result,
-    writers: Writers | None,
+    refusal: Refusal,
 ) -> SegmentInfo | None:
     info = SegmentInfo(
         file_name=file_name,
@@ -168,7 +191,6 @@ def _inspect(
         info.problem = f"{file_type(found.st_mode)} of {user_name(found.st_uid)}, not a segment"
         info.unusable = True
         return info
-    refusal = _member_refusal(writers) if kind is not None else _anyone
     why = refusal(found)
     if why is not None:
         info.foreign, info.problem = True, f"foreign: {why.split(':')[0]}"
@@ -202,18 +224,17 @@ def _anyone(_found: os.stat_result) -> str | None:
     return None  # any user's context may be looked at: a context holds no data
 
 
-def _member_refusal(writers: Writers | None):
-    """The context's admission rule; with no (regular) context, only our own files."""
-    if writers is not None:
-        return writers.refusal
+def _member_rule() -> tuple[Callable[[os.stat_result], bool], Refusal]:
+    """The admission rule of members whose context has no (regular) segment: only our
+    own files. As (admits, refusal), like a context's Writers."""
     me = os.geteuid()
 
-    def ours(found: os.stat_result) -> str | None:
+    def refusal(found: os.stat_result) -> str | None:
         if found.st_uid == me:
             return None
         return f"belongs to another user ({user_name(found.st_uid)}): its context is gone"
 
-    return ours
+    return (lambda found: found.st_uid == me), refusal
 
 
 @dataclass(frozen=True)
@@ -227,6 +248,7 @@ class ContextSummary:
     pooled_bytes: int
     owner_pid: int | None
     owner_alive: bool | None
+    foreign: int = 0  # files under its names not made by its writers: never read or counted
 
 
 def left_by_earlier(member: SegmentInfo, context: SegmentInfo | None) -> bool:
@@ -240,15 +262,17 @@ def left_by_earlier(member: SegmentInfo, context: SegmentInfo | None) -> bool:
 
 def contexts() -> list[ContextSummary]:
     """Every readable context of the namespace, with counts and sizes."""
-    return _summaries(survey())
+    return _summaries(*_survey(None, foreign_rows=False))
 
 
 def context_members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
-    """A context's summary and its allocations (published, handles, pooled)."""
+    """A context's summary and its allocations (published, handles, pooled). Foreign
+    members (see the module) are not among them: the summary only counts them."""
     validate_name(name, "context name")
     own = context_file(name)
-    infos = [i for i in survey(own) if i.file_name == own or i.file_name.startswith(own + ".")]
-    summaries = _summaries(infos)
+    found, foreign = _survey(own, foreign_rows=False)
+    infos = [i for i in found if i.file_name == own or i.file_name.startswith(own + ".")]
+    summaries = _summaries(infos, foreign)
     if not summaries:
         raise NotFound(f"context '{name}' does not exist")
     context = summaries[0].segment
@@ -257,7 +281,9 @@ def context_members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
     ]
 
 
-def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
+def _summaries(
+    infos: list[SegmentInfo], foreign: dict[str, int] | None = None
+) -> list[ContextSummary]:
     members: dict[str, list[SegmentInfo]] = {}
     for info in infos:
         if info.kind != "context":
@@ -283,6 +309,7 @@ def _summaries(infos: list[SegmentInfo]) -> list[ContextSummary]:
                 owner_alive=is_alive(origin.owner_pid, origin.owner_start)
                 if origin.owner_pid
                 else None,
+                foreign=(foreign or {}).get(info.context_token, 0),
             )
         )
     return sorted(out, key=lambda c: c.name.lower())

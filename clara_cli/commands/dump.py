@@ -118,6 +118,7 @@ def context_data(summary: ContextSummary) -> dict[str, Any]:
         "allocations": summary.allocations,
         "bytes": summary.nbytes,
         "pooled_bytes": summary.pooled_bytes,
+        "foreign": summary.foreign,
         "mode": f"{settings.mode:o}" if settings else None,
         "capacity": (settings.capacity or None) if settings else None,
         "created": info.created,
@@ -163,6 +164,7 @@ def _dump_all() -> None:
         if not rows:
             note(f"no contexts in namespace '{namespace()}'")
             return
+        _note_foreign(sum(r["foreign"] for r in rows), f"the contexts of namespace '{namespace()}'")
         table(
             ["context", "owner", "status", "allocations", "memory", "age"],
             [
@@ -212,6 +214,7 @@ def _dump_context(name: str, default_context: str | None = None) -> None:
     rows = [allocation_data(info) for info in members]
 
     def human() -> None:
+        _note_foreign(summary.foreign, f"context '{summary.name}'")
         if not rows:
             note(f"no allocations in context '{summary.name}'")
             return
@@ -235,6 +238,14 @@ def _dump_context(name: str, default_context: str | None = None) -> None:
         )
 
     emit({"context": context_data(summary), "allocations": rows}, human)
+
+
+def _note_foreign(count: int, whose: str) -> None:
+    if count:
+        note(
+            f"{count} file(s) under the names of {whose} were not made by a writer of the "
+            "context: ignored, never opened (`clara leak-check` lists them)"
+        )
 
 
 def _has_allocation(context_name: str, name: str) -> bool:

@@ -485,6 +485,33 @@ def test_item12_a_shm_dir_others_control_is_refused(how, tmp_path, monkeypatch, 
     assert os.listdir(directory) == []
 
 
+def test_item9_planted_members_are_counted_by_dump_never_listed(victim, area) -> None:
+    """Item 9: their files under our context's names (a crafted valid header, a FIFO, a
+    plain file) are not rows of `clara dump job` nor counted in its memory: dump says
+    how many there are; leak-check still lists each."""
+    as_other(
+        f"""
+        plant({_member("a", "planted")!r}, "header", data={_crafted()!r})
+        plant({_member("a", "fifo")!r}, "fifo")
+        plant({_member("p", "junk")!r}, "regular", 4096)
+        """,
+        shm_dir(),
+    )
+    shown = json.loads(clara("--json", "dump", "job", timeout=SAFETY).stdout)
+    assert [a["name"] for a in shown["allocations"]] == ["data"]
+    assert shown["context"]["foreign"] == 3
+    assert shown["context"]["bytes"] == 4096 + 4096  # data alone: header page + 4 KiB
+    every = json.loads(clara("--json", "dump", timeout=SAFETY).stdout)
+    assert [(c["name"], c["foreign"]) for c in every["contexts"]] == [("job", 3)]
+    human = clara("dump", "job", timeout=SAFETY)
+    assert b"planted" not in human.stdout and b"fifo" not in human.stdout
+    assert "3 file(s) under the names of context 'job'" in human.stderr.decode()
+    findings = json.loads(clara("--json", "leak-check", timeout=SAFETY).stdout)["findings"]
+    listed = {f["file"] for f in findings if f["status"] == "foreign"}
+    assert {_member("a", "planted"), _member("p", "junk")} <= listed
+    area.trials += 5
+
+
 def test_item13_a_planted_symlink_is_a_classified_error(victim, area) -> None:
     """Item 13: their symbolic link as <ns>.job.a.link: exit 8 (another user's), and ours
     would be 9 (not a segment), never exit 1 'Too many levels of symbolic links'."""
