@@ -22,6 +22,7 @@ CONTEXT_KEYS = {
     "allocations",
     "bytes",
     "pooled_bytes",
+    "foreign",
     "mode",
     "capacity",
     "created",
@@ -55,6 +56,7 @@ def test_dump_all_contexts(ctx: str) -> None:
     [summary] = data("dump")["contexts"]
     assert set(summary) == CONTEXT_KEYS
     assert summary["name"] == ctx
+    assert summary["foreign"] == 0  # no other user planted files under its names
     assert (summary["owner_pid"], summary["owner_alive"], summary["status"]) == (
         os.getpid(),
         True,
