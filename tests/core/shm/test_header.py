@@ -62,6 +62,21 @@ def test_a_truncated_segment_is_corrupt(published):
         ctx.get("data")
 
 
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_segment_cut_short_after_get_is_corrupt_at_map(published, wait):
+    """Cut short between get and map: the map says so (never a SIGBUS), whether it took
+    the map lock at once or had to wait for a writer first."""
+    ctx, path = published
+    ref = ctx.get("data")
+    writer = ctx.get("data").map("w") if wait else None
+    os.truncate(path, header.DATA_OFFSET + 8)
+    with pytest.raises(Corrupt, match="cut short"):
+        ref.map("r", timeout=5 if wait else None)
+    if writer is not None:
+        writer.unmap()
+    ref.release()
+
+
 def test_a_foreign_file_under_our_name_is_corrupt(namespace):
     path = os.path.join(shm_dir(), names.context_file("job"))
     with open(path, "wb") as f:
