@@ -89,6 +89,7 @@ class _Unmapper:
     of their length (cheaper than weakref.finalize)."""
 
     __slots__ = ("address", "length", "munmap", "spare")
+    KEEP = _SPARE_PER_LENGTH  # (on the class: still at hand at interpreter exit)
 
     def __init__(self, address: int, length: int, spare: list[int] | None) -> None:
         self.address = address
@@ -98,7 +99,7 @@ class _Unmapper:
 
     def __del__(self) -> None:
         spare = self.spare
-        if spare is not None and len(spare) < _SPARE_PER_LENGTH:
+        if spare is not None and len(spare) < self.KEEP:
             spare.append(self.address)
         else:
             self.munmap(self.address, self.length)
