@@ -335,7 +335,7 @@ class Context:
         return sorted(found, key=str.lower)
 
 
-def _header_of(entry: os.DirEntry, refusal: trust.Refusal) -> Header | None:
+def _header_of(entry: segment.Entry, refusal: trust.Refusal) -> Header | None:
     """The header of a listed file, or None if it is gone, refused, or not valid."""
     try:
         found = entry.stat(follow_symlinks=False)

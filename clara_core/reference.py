@@ -62,10 +62,14 @@ class Reference:
             region, self.warm = self.warm, None
         else:
             region, self.warm_read = self.warm_read, None
-        if region is None:
-            length = DATA_OFFSET + layout.capacity
-            region = segment.map_segment(fd, length, writable, what, populate)
         try:
+            if region is None:
+                length = DATA_OFFSET + layout.capacity
+                region = segment.map_segment(fd, length, writable, what, populate)
+            else:
+                # A new identity for the reused mapping: a Mapping of its earlier map
+                # must see itself unmapped, not take this map for its own.
+                region = region.reissue()
             # Whether the file still covers the mapping: its last byte can be read
             # (cheaper than fstat, same answer). Checked before any wait (no clara ever
             # shortens a segment, so the lock adds nothing to this check), which keeps
@@ -90,8 +94,9 @@ class Reference:
             layout = self._check_locked(region, writable, allow_incomplete, what)
         except BaseException:
             if locked and not self.maps:
-                locks.unlock(fd, locks.MAP_BYTE)
-            region.release()
+                locks.unlock(fd, locks.MAP_BYTE)  # also when mmap itself failed
+            if region is not None:
+                region.release()
             raise
         self.maps.append(region)
         return region, layout

@@ -145,6 +145,11 @@ class Region:
         address = _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
         return cls(address, length, writable)
 
+    def reissue(self) -> Region:
+        """The same mapping as a new Region, for a new map; this one must no longer be
+        used (it is to lend nothing: a warm mapping has no live views)."""
+        return Region(self.address, self.length, self.writable)
+
     def lend(self, owner: object) -> memoryview:
         """A byte memoryview of the whole region for views; `owner` lives as long as they do."""
         view = memoryview(self.holder(owner)).cast("B")

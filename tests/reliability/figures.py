@@ -18,6 +18,7 @@ TITLES = {
     "security": "security",
     "races": "races",
     "space": "space",
+    "hot_path": "hot-path attacks",
 }
 
 

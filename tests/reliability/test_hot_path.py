@@ -1,0 +1,136 @@
+"""Attacks on the hot paths (issue 14): each test is a break found by attacking them, kept
+so that it stays fixed. Real segments, real processes (forked or spawned), no mocks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from clara_core import Busy, Context, InvalidArgument
+from clara_core.names import shm_dir
+from clara_core.shm import segment
+from tests.helpers import Child
+
+from .figures import Area
+
+
+@pytest.fixture
+def ctx():
+    context = Context.create("job")
+    yield context
+    Context.destroy("job")
+
+
+def _ours(namespace: str) -> list[str]:
+    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace + "."))
+
+
+def test_a_mapping_unmapped_stays_unmapped_when_its_memory_is_reused(ctx, area: Area) -> None:
+    """A write map kept warm is reused by the next map: the first Mapping must not take
+    that map for its own (its unmap used to end the new map, mark half-written data
+    complete and let other processes in while it was still being written)."""
+    alloc = ctx.create(dtype="uint8", shape=(8192,))
+    alloc.publish("a")
+    first = alloc.map("w")
+    first.unmap()
+    second = alloc.map("w")
+    area.trials += 1
+    assert not first.mapped and second.mapped
+    first.unmap()  # a second unmap of the first map: a no-op
+    with pytest.raises(InvalidArgument, match="no longer mapped"):
+        first.array  # noqa: B018 (the property raises)
+    assert second.mapped and alloc.state == "writing"
+    reader = Child(
+        """
+        from clara_core import Busy, Context
+        try:
+            Context.open("job").get("a").map("r")
+            print("mapped")
+        except Busy:
+            print("busy")
+        """
+    )
+    assert reader.expect("") == "busy"
+    reader.finish()
+    second.array[:] = 7
+    second.unmap()
+    assert alloc.state == "complete"
+    with alloc.map("r") as data:
+        assert int(data.min()) == 7
+    alloc.free()
+
+
+def test_a_failed_mmap_leaves_no_map_lock_held(ctx, area: Area) -> None:
+    """mmap can fail (here: no address space left under RLIMIT_AS); the map lock that
+    map() took before it must be given back, or every other process stays Busy for as
+    long as the failed reference lives."""
+    alloc = ctx.create(dtype="uint8", shape=(64 << 20,))
+    alloc.publish("big")
+    with alloc.map("w", populate=False) as data:
+        data[0] = 1
+    child = Child(
+        """
+        import resource, sys
+        from clara_core import Context, OutOfSpace
+        big = Context.open("job").get("big")
+        with open("/proc/self/status") as f:
+            size = next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) << 10
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (size + (16 << 20), hard))
+        try:
+            big.map("w", populate=False)
+            outcome = "mapped"
+        except OutOfSpace:
+            outcome = "failed"
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        print(outcome, flush=True)
+        sys.stdin.readline()  # keeps its reference open meanwhile
+        """
+    )
+    try:
+        assert child.expect("") == "failed"
+        area.trials += 1
+        try:
+            with alloc.map("r", populate=False) as data:
+                assert data[0] == 1
+        except Busy as exc:
+            pytest.fail(f"a failed map kept its lock: {exc}")
+        assert alloc.state == "complete"
+    finally:
+        child.send("done")
+        child.finish()
+    alloc.free()
+
+
+def test_a_listing_is_whole_while_a_forked_child_lists_too(namespace: str, area: Area) -> None:
+    """The kept directory descriptor is shared with children forked since (and with
+    threads): scanning through it made destroy (and leak-check, dump, the pool's
+    eviction) miss every member while another process was in the middle of a listing."""
+    segment.directory_fd()  # kept before the fork, as in any process that used clara
+    ctx = Context.create("job")
+    for name in ("a", "b", "c"):
+        ctx.create(size=4096).publish(name)
+    assert len(_ours(namespace)) == 4
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: part-way through a listing (its first entry read)
+        try:
+            listing = os.scandir(segment.directory_fd())
+            next(listing)
+            os.write(ready_write, b"x")
+            os.read(go_read, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_read, 1) == b"x"
+        area.trials += 1
+        removed = Context.destroy("job")
+        left = _ours(namespace)
+    finally:
+        os.write(go_write, b"x")
+        os.waitpid(pid, 0)
+        for fd in (ready_read, ready_write, go_read, go_write):
+            os.close(fd)
+    assert left == [], f"destroy missed {left} (removed {removed})"
