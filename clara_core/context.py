@@ -39,7 +39,7 @@ from .names import (
 )
 from .registry import Registry
 from .shm import header as hdr
-from .shm import ledger, processes, segment, trust
+from .shm import ledger, listing, processes, segment, trust
 from .shm.header import DataState, Header, Origin, Settings
 
 PAGE = 4096
@@ -188,7 +188,7 @@ class Context:
         ns = namespace()
         refusal = trust.owner_refusal()
         found = []
-        for entry in segment.scan(ns + "."):
+        for entry in listing.scan(ns + "."):
             parsed = parse_file_name(entry.name, ns)
             if parsed is None or parsed[1] is not None:
                 continue
@@ -324,7 +324,7 @@ class Context:
         that another user put there behind clara's back are not among them)."""
         found = []
         refusal = self._registry.writers.refusal
-        for entry in segment.scan(f"{self.file_name}.{PUBLISHED}."):
+        for entry in listing.scan(f"{self.file_name}.{PUBLISHED}."):
             header = _header_of(entry, refusal)
             if (
                 header is not None

@@ -31,7 +31,7 @@ from .names import (
     validate_name,
 )
 from .shm import header as hdr
-from .shm import locks, segment
+from .shm import listing, locks, segment
 from .shm.header import Header
 from .shm.locks import MAP_BYTE
 from .shm.processes import FileId, Mapper, is_alive, lock_holders, mappers
@@ -135,7 +135,7 @@ def _survey(prefix: str | None, foreign_rows: bool) -> tuple[list[SegmentInfo], 
     # By name, a context's own segment comes before its members (its name is their
     # prefix), so its writers are known before any member is judged.
     rules: dict[str, tuple[Callable[[os.stat_result], bool], Refusal]] = {}
-    for entry in segment.scan(prefix):
+    for entry in listing.scan(prefix):
         parsed = parse_file_name(entry.name, ns)
         if parsed is None:
             continue

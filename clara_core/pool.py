@@ -33,7 +33,7 @@ from .errors import ClaraError
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
 from .registry import Registry
 from .shm import header as hdr
-from .shm import ledger, locks, segment
+from .shm import ledger, listing, locks, segment
 from .shm.header import DATA_OFFSET
 from .shm.ledger import Slot
 from .shm.memory import Region
@@ -318,7 +318,7 @@ def evict() -> int:
     ns = namespace()
     freed = 0
     touched: set[str] = set()
-    for entry in segment.scan(ns + "."):
+    for entry in listing.scan(ns + "."):
         parsed = parse_file_name(entry.name, ns)
         if parsed is None or parsed[1] != POOLED:
             continue

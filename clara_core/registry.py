@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied
 from .names import PUBLISHED, member_file, validate_name
-from .shm import ledger, locks, segment
+from .shm import ledger, listing, locks, segment
 from .shm.header import KIND_CONTEXT, Header
 from .shm.trust import Writers, ours_refusal
 
@@ -197,7 +197,7 @@ class Registry:
         (a ledger never written, and leak-check's repair; the caller holds the quota
         lock). Only members the context admits and that were made in it count."""
         total = 0
-        for entry in segment.scan(f"{self.file_name}.{PUBLISHED}."):
+        for entry in listing.scan(f"{self.file_name}.{PUBLISHED}."):
             try:
                 opened = segment.open_segment(
                     entry.name, entry.name, self.writers.refusal, read_only=True

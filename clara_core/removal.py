@@ -35,7 +35,7 @@ from .errors import ClaraError, NotFound, Timeout
 from .names import context_file
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
 from .registry import Registry
-from .shm import locks, processes, segment
+from .shm import listing, locks, processes, segment
 from .shm.header import KIND_ALLOCATION
 from .shm.processes import FileId
 from .shm.trust import Writers, header_trusted, ours_refusal, removable_refusal
@@ -68,7 +68,7 @@ def destroy_context(name: str, timeout: float | None = None) -> int:
             raise NotFound(f"{what} does not exist (destroyed meanwhile)")
         # Listed while the name is still ours: no newer context of that name can exist
         # yet, so every member listed is ours or an orphan of an older one.
-        members = [(entry.name, entry.inode()) for entry in segment.scan(own + ".")]
+        members = [(entry.name, entry.inode()) for entry in listing.scan(own + ".")]
         segment.unlink(own, what)
     finally:
         os.close(opened.fd)

@@ -1,6 +1,7 @@
 """The only code that talks to the kernel about shared memory.
 
     segment    segment files: open by name, O_TMPFILE + fallocate, link, unlink, rename
+    listing    the directory listed (tooling and repairs only)
     memory     mmap / mremap / munmap of a segment, and views cut off at unmap
     header     the self-describing header page: its format and its strict validation
     locks      OFD byte-range locks (released by the kernel when their holder dies)

@@ -387,47 +387,6 @@ def stat_named(file_name: str) -> os.stat_result | None:
         raise translate(exc, f"segment {file_name}") from exc
 
 
-class Entry(NamedTuple):
-    """A name listed by `scan` (the parts of os.DirEntry its callers use)."""
-
-    name: str
-    ino: int
-    directory: int  # the kept descriptor of the directory it was listed in
-
-    def inode(self) -> int:
-        """Its inode number, as listed."""
-        return self.ino
-
-    def stat(self, *, follow_symlinks: bool = False) -> os.stat_result:
-        """stat of the name now (OSError if it is gone)."""
-        return os.stat(self.name, dir_fd=self.directory, follow_symlinks=follow_symlinks)
-
-
-def scan(prefix: str) -> list[Entry]:
-    """Entries of the shared-memory directory whose names start with `prefix`, by name.
-
-    Lists the whole directory: for tooling and listings only, never for a create,
-    get, publish or free. It reads its own open of the directory: the kept descriptor's
-    read position is shared with every thread, and with children forked since, which
-    would make a listing running at the same time skip or repeat entries.
-    """
-    directory = directory_fd()
-    try:
-        own = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory)
-        try:
-            with os.scandir(own) as entries:
-                found = [
-                    Entry(entry.name, entry.inode(), directory)
-                    for entry in entries
-                    if entry.name.startswith(prefix)
-                ]
-        finally:
-            os.close(own)
-    except OSError as exc:
-        raise translate(exc, f"shared-memory directory {shm_dir()}") from exc
-    return sorted(found)
-
-
 def map_segment(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> Region:
     """Map the first `length` bytes of a segment, read-only unless `writable`.
 

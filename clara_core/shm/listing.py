@@ -1,0 +1,51 @@
+"""The shared-memory directory listed: for tooling and repairs only (dump, leak-check,
+destroy, the pool's eviction, a quota recount), never for a create, get, publish or free.
+
+Each listing reads an open of the directory of its own, made through the kept descriptor
+(`segment.directory_fd`): that descriptor's read position is shared with every thread
+and with every child forked since, so a listing going on there made another one skip
+names (destroy then left members behind) or repeat them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from ..names import shm_dir
+from .segment import directory_fd, translate
+
+
+class Entry(NamedTuple):
+    """A name listed by `scan` (the parts of os.DirEntry its callers use)."""
+
+    name: str
+    ino: int
+    directory: int  # the kept descriptor of the directory it was listed in
+
+    def inode(self) -> int:
+        """Its inode number, as listed."""
+        return self.ino
+
+    def stat(self, *, follow_symlinks: bool = False) -> os.stat_result:
+        """stat of the name now (OSError if it is gone)."""
+        return os.stat(self.name, dir_fd=self.directory, follow_symlinks=follow_symlinks)
+
+
+def scan(prefix: str) -> list[Entry]:
+    """Entries of the shared-memory directory whose names start with `prefix`, by name."""
+    directory = directory_fd()
+    try:
+        own = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory)
+        try:
+            with os.scandir(own) as entries:
+                found = [
+                    Entry(entry.name, entry.inode(), directory)
+                    for entry in entries
+                    if entry.name.startswith(prefix)
+                ]
+        finally:
+            os.close(own)
+    except OSError as exc:
+        raise translate(exc, f"shared-memory directory {shm_dir()}") from exc
+    return sorted(found)
