@@ -212,12 +212,15 @@ def read_data_state(buffer) -> DataState:
 def write_map_states(buffer, pid: int, start: int) -> tuple[bytes, bytes]:
     """The data-state blocks a write map by process (pid, start) writes, from a segment's
     first bytes as read under the map lock: *writing* now (generation unchanged), and
-    *complete* at its unmap (generation + 1)."""
+    *complete* at its unmap (generation + 1, modulo 2**64 as C's uint64_t counts)."""
     state, _, _, generation = _DATA.unpack_from(buffer, DATA_AT)
     if state >= len(DATA_STATES):
         raise Corrupt(f"data state {state} is not one of {DATA_STATES}")
     writing = _DATA.pack(WRITING, pid, start, generation)
-    return writing, _DATA.pack(COMPLETE, pid, start, generation + 1)
+    return writing, _DATA.pack(COMPLETE, pid, start, (generation + 1) & _U64_MAX)
+
+
+_U64_MAX = (1 << 64) - 1
 
 
 def _corrupt(where: str, why: str) -> Corrupt:

@@ -4,15 +4,20 @@ so that it stays fixed. Real segments, real processes (forked or spawned), no mo
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
 from clara_core import Busy, Context, InvalidArgument
 from clara_core.names import shm_dir
 from clara_core.shm import segment
+from clara_core.shm.header import DATA_AT
+from tests.cli.clirun import ok
 from tests.helpers import Child
 
 from .figures import Area
+
+GENERATION_AT = DATA_AT + 16  # the data-state block: state, pad, pid, start, generation
 
 
 @pytest.fixture
@@ -134,3 +139,19 @@ def test_a_listing_is_whole_while_a_forked_child_lists_too(namespace: str, area:
         for fd in (ready_read, ready_write, go_read, go_write):
             os.close(fd)
     assert left == [], f"destroy missed {left} (removed {removed})"
+
+
+@pytest.mark.parametrize("how", [("--in", "-"), ("--", "true")])
+def test_the_largest_generation_wraps_instead_of_a_traceback(ctx, how, area: Area) -> None:
+    """The generation is a u64 in a header others may write (or a long life may fill):
+    the write map that increments its largest value got struct.error, a traceback of
+    `clara map --write` (fast path and click path alike). It wraps to 0, as in C."""
+    alloc = ctx.create(dtype="uint8", shape=(16,))
+    alloc.publish("g")
+    segment.write_at(alloc._fd, struct.pack("<Q", (1 << 64) - 1), GENERATION_AT, "g")
+    area.trials += 1
+    ok("map", "g", "-c", "job", "--write", *how, input=bytes(range(16)))
+    assert alloc.state == "complete"
+    (generation,) = struct.unpack("<Q", os.pread(alloc._fd, 8, GENERATION_AT))
+    assert generation == 0
+    alloc.free()
