@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import pool, removal
-from .errors import AlreadyExists, ClaraError, InvalidArgument, NotFound
+from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
 from .names import HANDLE, PUBLISHED
 from .shm import header as hdr
 from .shm import locks, processes, segment, trust
@@ -208,7 +208,13 @@ class Lifecycle:
             what = f"the lifecycle lock of {self.describe()}"
             locks.acquire(fd, locks.LIFECYCLE_BYTE, True, what, timeout)
         try:
-            return self._pread(hdr.LIFECYCLE_AT, 1)[0]
+            lifecycle = self._pread(hdr.LIFECYCLE_AT, 1)
+            if not lifecycle:  # another process cut the file short
+                raise Corrupt(
+                    f"{self.describe()} is corrupt (its file was cut short); remove it "
+                    "with `clara leak-check --fix`"
+                )
+            return lifecycle[0]
         except BaseException:
             locks.unlock(fd, locks.LIFECYCLE_BYTE)
             raise

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 
 import pytest
 
-from clara_core import Busy, Context, InvalidArgument
+from clara_core import Busy, Context, Corrupt, InvalidArgument
 from clara_core.names import shm_dir
 from clara_core.shm import segment
 from clara_core.shm.header import DATA_AT
@@ -142,16 +143,36 @@ def test_a_listing_is_whole_while_a_forked_child_lists_too(namespace: str, area:
 
 
 @pytest.mark.parametrize("how", [("--in", "-"), ("--", "true")])
-def test_the_largest_generation_wraps_instead_of_a_traceback(ctx, how, area: Area) -> None:
+def test_the_largest_generation_wraps_instead_of_a_traceback(
+    ctx, namespace: str, how: tuple[str, str], area: Area
+) -> None:
     """The generation is a u64 in a header others may write (or a long life may fill):
     the write map that increments its largest value got struct.error, a traceback of
     `clara map --write` (fast path and click path alike). It wraps to 0, as in C."""
     alloc = ctx.create(dtype="uint8", shape=(16,))
     alloc.publish("g")
-    segment.write_at(alloc._fd, struct.pack("<Q", (1 << 64) - 1), GENERATION_AT, "g")
-    area.trials += 1
-    ok("map", "g", "-c", "job", "--write", *how, input=bytes(range(16)))
-    assert alloc.state == "complete"
-    (generation,) = struct.unpack("<Q", os.pread(alloc._fd, 8, GENERATION_AT))
+    fd = os.open(segment.path_of(f"{namespace}.job.a.g"), os.O_RDWR)
+    try:
+        os.pwrite(fd, struct.pack("<Q", (1 << 64) - 1), GENERATION_AT)
+        area.trials += 1
+        ok("map", "g", "-c", "job", "--write", *how, input=bytes(range(16)))
+        assert alloc.state == "complete"
+        (generation,) = struct.unpack("<Q", os.pread(fd, 8, GENERATION_AT))
+    finally:
+        os.close(fd)
     assert generation == 0
     alloc.free()
+
+
+def test_a_segment_cut_to_nothing_after_get_is_corrupt_at_free(
+    ctx, namespace: str, area: Area
+) -> None:
+    """Another process of the user empties the segment between get and free: free read
+    the lifecycle byte as `pread(...)[0]`, an IndexError (a traceback), not Corrupt."""
+    ctx.create(size=4096).publish("t")
+    held = ctx.get("t")
+    subprocess.run(["truncate", "-s", "0", segment.path_of(f"{namespace}.job.a.t")], check=True)
+    area.trials += 1
+    with pytest.raises(Corrupt, match="cut short"):
+        held.free()
+    held.release()
