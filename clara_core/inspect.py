@@ -124,10 +124,13 @@ def survey(prefix: str | None = None) -> list[SegmentInfo]:
     return _survey(prefix, foreign_rows=True)[0]
 
 
-def _survey(prefix: str | None, foreign_rows: bool) -> tuple[list[SegmentInfo], dict[str, int]]:
-    """The segments under `prefix`, and how many foreign members each context token has:
-    with `foreign_rows` each of those is a SegmentInfo too, else it is only counted, from
-    its stat (a planted crowd then costs one stat each and no object)."""
+def _survey(
+    prefix: str | None, foreign_rows: bool, token_only: str | None = None
+) -> tuple[list[SegmentInfo], dict[str, int]]:
+    """The segments under `prefix` (of the context token `token_only` alone, if given),
+    and how many foreign members each context token has: with `foreign_rows` each of
+    those is a SegmentInfo too, else it is only counted, from its stat (a planted crowd
+    then costs one stat each and no object)."""
     ns = namespace()
     prefix = prefix or ns + "."
     found_infos = []
@@ -137,8 +140,8 @@ def _survey(prefix: str | None, foreign_rows: bool) -> tuple[list[SegmentInfo], 
     rules: dict[str, tuple[Callable[[os.stat_result], bool], Refusal]] = {}
     for entry in listing.scan(prefix):
         parsed = parse_file_name(entry.name, ns)
-        if parsed is None:
-            continue
+        if parsed is None or (token_only is not None and parsed[0] != token_only):
+            continue  # not ours; or another context whose name starts with this one's
         token, kind = parsed[0], parsed[1]
         try:
             found = entry.stat(follow_symlinks=False)
@@ -270,8 +273,7 @@ def context_members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
     members (see the module) are not among them: the summary only counts them."""
     validate_name(name, "context name")
     own = context_file(name)
-    found, foreign = _survey(own, foreign_rows=False)
-    infos = [i for i in found if i.file_name == own or i.file_name.startswith(own + ".")]
+    infos, foreign = _survey(own, foreign_rows=False, token_only=own[len(namespace()) + 1 :])
     summaries = _summaries(infos, foreign)
     if not summaries:
         raise NotFound(f"context '{name}' does not exist")
