@@ -121,8 +121,10 @@ def run(
 
     \b
     Each operator runs as a local process (its --bind or container.command, in the
-    directory of FILE) as soon as every operator it reads from has succeeded, in
-    parallel when independent; an operator without either refuses the run before
+    directory of FILE) as soon as every operator it reads from on disk has succeeded,
+    in parallel when independent: one reading others only in shared memory starts with
+    the job, and each read of such an input waits until its producer has completed it
+    (a failed producer fails it). An operator without a command refuses the run before
     anything starts. Declared container paths are never used on this machine: each is
     a folder of the job directory (JOB/payload, JOB/operators/OP/OUTPUT, JOB/logs/OP.log),
     given to the operator in CLARA_INPUT[_NAME], CLARA_OUTPUT[_NAME], CLARA_PATHS and in

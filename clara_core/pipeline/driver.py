@@ -13,11 +13,14 @@ Life-cycle (each callback optional, called once; return False or raise to fail):
 
     prepare(driver)  ->  wait for inputs  ->  execute(driver, payload)  ->  cleanup(driver)
 
-`clara run` starts an operator once everything it reads is complete, so the wait only
-checks that every input is there and whole. The payload (variables, disk entries, the
-context) is valid during execute only: afterwards its maps are ended (write maps marked
-complete, or incomplete if execute failed) and its references dropped. Outside `clara
-run` there is no job: start() raises a clear InvalidArgument.
+`clara run` may start an operator before the operators it reads from have finished (when
+it reads from them in shared memory only), so that its prepare overlaps their work: the
+wait lasts until every producer of its inputs has completed them (UpstreamFailed, and a
+failed life-cycle, if one failed), then checks that every input is there and whole.
+The payload (variables, disk entries, the context) is valid during execute only:
+afterwards its maps are ended (write maps marked complete, or incomplete if execute
+failed) and its references dropped. Outside `clara run` there is no job: start() raises
+a clear InvalidArgument.
 """
 
 from __future__ import annotations
@@ -257,7 +260,9 @@ class Driver:
 
 
 def _check_inputs(payload: Payload) -> None:
-    """Every input variable is allocated and completely written."""
+    """Every input's producer has completed it; it is allocated and completely written."""
+    for variable in payload.inputs.values():
+        variable.wait_ready()
     for variable in payload.inputs.values():
         if not variable.is_allocated:
             raise NotFound(f"{variable.describe()} does not exist")

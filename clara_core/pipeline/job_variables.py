@@ -21,8 +21,9 @@ from .results import VariableRecord
 class JobVariables:
     """A record of every shared-memory variable of one job."""
 
-    def __init__(self, pipeline: Pipeline, keep: bool) -> None:
+    def __init__(self, pipeline: Pipeline, keep: bool, epoch: float = 0.0) -> None:
         self.keep = keep
+        self.epoch = epoch  # the job's time 0, in seconds since the Unix epoch
         self.records: dict[str, VariableRecord] = {}
         for op in pipeline.operators:
             for port in op.outputs:
@@ -44,6 +45,19 @@ class JobVariables:
         for name, size in nbytes.items():
             self.records[name].state = "allocated"
             self.records[name].nbytes = size
+
+    def stamp(self, created: dict[str, float | None], earliest: float, now: float) -> None:
+        """Note when variables were allocated (for traces), once each, in job time.
+
+        `created`: variable -> its segment's creation time (seconds since the Unix epoch),
+        or None for one allocated just now. Kept within [earliest, now]: its producer's run.
+        """
+        for name, when in created.items():
+            record = self.records[name]
+            if record.allocated_at is not None or record.nbytes is None:
+                continue
+            at = now if when is None else when - self.epoch
+            record.allocated_at = min(max(at, earliest), now)
 
     def observed(self, seen: dict[str, Observed]) -> None:
         """Record how a producer left its outputs."""

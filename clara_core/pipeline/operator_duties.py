@@ -49,13 +49,32 @@ class Tally:
     """The job's shared bookkeeping: int64 [status of each operator..., readers left of
     each variable..., operators left], published in the job's context as TALLY."""
 
-    def __init__(self, ctx: Context, plan: JobPlan) -> None:
+    def __init__(self, ctx: Context, plan: JobPlan, found: Allocation | None = None) -> None:
         self.plan = plan
         self.operators = {name: i for i, name in enumerate(plan.operators)}
         first = len(plan.operators)
         self.variables = {name: first + i for i, name in enumerate(plan.readers)}
         self.size = first + len(plan.readers) + 1
-        self.allocation = self._open_or_create(ctx)
+        self.allocation = self._checked(found) if found else self._open_or_create(ctx)
+
+    @classmethod
+    def find(cls, ctx: Context, plan: JobPlan) -> Tally | None:
+        """The job's tally, read-only, if one was made (None outside a job's context)."""
+        try:
+            found = ctx.get(TALLY, read_only=True)
+        except NotFound:
+            return None
+        return cls(ctx, plan, found)
+
+    def index(self, operator: str) -> int:
+        """Where `operator` (any case) is in the plan; InvalidArgument if it is not."""
+        for known, index in self.operators.items():
+            if known.lower() == operator.lower():
+                return index
+        raise InvalidArgument(
+            f"operator '{operator}' is not one of this job's (CLARA_JOB): "
+            f"{', '.join(self.plan.operators)}"
+        )
 
     def _open_or_create(self, ctx: Context) -> Allocation:
         try:
@@ -90,6 +109,11 @@ class Tally:
         """The status of each named operator now."""
         with self.allocation.map("r", timeout=LOCK_TIMEOUT) as values:
             return [int(values[self.operators[name]]) for name in names]
+
+    def status(self, index: int) -> int:
+        """The status of the operator at `index` of the plan now."""
+        with self.allocation.map("r", timeout=LOCK_TIMEOUT) as values:
+            return int(values[index])
 
     def failed(self, operator: str) -> None:
         """Record that `operator` failed (its readers will never start)."""

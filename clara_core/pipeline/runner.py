@@ -9,11 +9,13 @@ What it does, in Clara's roles (pod manager + orchestrator):
 1. makes the job directory (`jobdir`: payload, output folders, logs) and the job's
    context, bound to this process (if the runner dies, leak-check reports the context
    and everything in it as owner-dead);
-2. starts each operator as soon as every operator it reads from has succeeded (several
-   at once when independent), after pre-allocating its static outputs; its folders,
-   environment and command line come from `launch` (the per-operator half);
+2. starts each operator as soon as every operator it reads from *on disk* has succeeded
+   (`scheduling`: one reading only shared memory starts at job start, and its reads wait
+   for their producers, see `readiness`), after pre-allocating its static outputs; its
+   folders, environment and command line come from `launch` (the per-operator half);
 3. after an operator exits 0, checks that each output it was to produce exists and is
-   completely written, and frees every variable whose last consumer it was;
+   completely written, marks it succeeded (its readers go on) and frees every variable
+   whose last consumer it was; on a failure, marks it failed (its readers fail);
 4. on a failure, timeout, SIGINT, SIGTERM or SIGHUP: starts nothing more, stops running
    operators (SIGTERM to their process groups, SIGKILL after `grace` seconds), and
    reports each operator's fate;
@@ -32,14 +34,14 @@ import contextlib
 import os
 import selectors
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 from ..context import Context
 from ..errors import ClaraError, NotFound
+from . import scheduling
 from .bindings import require_commands
+from .environment import JOB
 from .job_variables import JobVariables
 from .jobdir import JobDirectory
 from .launch import prepare
@@ -47,6 +49,7 @@ from .model import Operator, Pipeline
 from .operator_duties import OperatorDuties, drop_tally
 from .operator_io import job_plan
 from .operator_process import OperatorProcess, describe_exit
+from .readiness import ReadyLocks
 from .results import (
     FAILED,
     INTERRUPTED,
@@ -61,11 +64,11 @@ from .results import (
     RunResult,
     VariableRecord,
 )
+from .stop_signals import signal_wakeups
 
 TAIL_LINES = 40
 MAX_LINE = 65536  # bytes of an operator's output line kept before it is shown anyway
 KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes before giving up on them
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run(
@@ -119,15 +122,16 @@ class _Job:
         self.pipes: dict[str, OperatorProcess] = {}  # output pipe still open
         self.partial: dict[str, bytes] = {}
         self.tails: dict[str, collections.deque[str]] = {}
-        self.variables = JobVariables(pipeline, keep)
+        self.t0 = time.monotonic()
+        self.variables = JobVariables(pipeline, keep, time.time())  # stamped in job time
         self.plan = job_plan(pipeline)
         self.duties: dict[str, OperatorDuties] = {}  # what the runner does for each operator
+        self.ready: ReadyLocks | None = None
+        self.unsettled: list[str] = []  # succeeded before what they read (see scheduling)
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
         self.stop_reason = ""  # set once the job is being stopped
         self.ctx: Context | None = None
-        self.t0 = time.monotonic()
-        self.wall0 = time.time()  # allocations are stamped with wall-clock time
         self.result.variables = list(self.variables.records.values())
 
     # -- the whole job ------------------------------------------------------------------
@@ -144,8 +148,9 @@ class _Job:
                 self.job.remove()  # nothing ran: nothing to keep
             raise
         self.observer.began(self.result)
-        with self._signal_handling():
+        with signal_wakeups(self.selector, self.signals):
             try:
+                self.ready = ReadyLocks(self.ctx, self.plan)
                 self._loop()
             finally:
                 self._stop_all()
@@ -188,13 +193,16 @@ class _Job:
     # -- starting -----------------------------------------------------------------------
 
     def _start_ready(self) -> None:
-        for op in self.pipeline.operators:
+        for op in self.pipeline.order():
             result = self.ops[op.name]
             if result.status != WAITING or self.stop_reason:
                 continue
-            upstream = [self.ops[self.pipeline.operator(u).name] for u in op.upstream]
-            if all(u.status == SUCCEEDED for u in upstream):
+            if scheduling.may_start(self.pipeline, op, self._settled):
                 self._start(op, result)
+
+    def _settled(self, name: str) -> bool:
+        """Whether operator `name` succeeded and the runner settled it (tally, frees)."""
+        return self.ops[name].status == SUCCEEDED and name not in self.unsettled
 
     def _start(self, op: Operator, result: OperatorResult) -> None:
         assert self.ctx is not None and self.job is not None
@@ -203,10 +211,11 @@ class _Job:
             launch = prepare(
                 self.pipeline, op, self.job, self.ctx.name, self.result.job_id, self.isolate
             )
+            launch.env[JOB] = self.plan.to_json()  # the job's tally: readiness of inputs
             duties = self.duties[op.name] = OperatorDuties(self.ctx, launch.io, self.plan)
             prepared = duties.prepare()  # static outputs, output folders
             self.variables.allocated(prepared)
-            self._stamp_allocated({name: None for name in prepared}, result.started)
+            self.variables.stamp({name: None for name in prepared}, result.started, self._now())
             process = OperatorProcess(
                 launch.argv, launch.cwd, launch.env, self.job.log_path(op.name)
             )
@@ -238,42 +247,34 @@ class _Job:
             result.reason = f"{describe_exit(code)} while the job was stopping"
             self.observer.finished(result)
             return
-        duties = self.duties[op.name]
         if code != 0:
-            duties.failed()
             self._fail(result, FAILED, describe_exit(code))
             return
-        problem, seen = duties.check()
+        problem, seen = self.duties[op.name].check()
         self.variables.observed(seen)
-        self._stamp_allocated({n: o.created for n, o in seen.items()}, result.started or 0.0)
+        created = {n: o.created for n, o in seen.items()}
+        self.variables.stamp(created, result.started or 0.0, self._now())
         if problem:
-            duties.failed()
             self._fail(result, FAILED, problem)
             return
-        freed, _ = duties.finish(self.keep)
         result.status = SUCCEEDED
         self.observer.finished(result)
-        self.variables.freed(freed, self._freed)
-
-    def _stamp_allocated(self, created: dict[str, float | None], earliest: float) -> None:
-        """Note when variables were allocated (for traces), once each.
-
-        `created`: variable -> its segment's creation time (seconds since the epoch), or
-        None for one allocated just now. Kept within [earliest, now]: the producer's run.
-        """
-        now = self._now()
-        for name, when in created.items():
-            record = self.variables.records[name]
-            if record.allocated_at is not None or record.nbytes is None:
-                continue
-            at = now if when is None else when - self.wall0
-            record.allocated_at = min(max(at, earliest), now)
+        self.unsettled.append(name)
+        for ready in scheduling.settle_order(self.pipeline, self.unsettled, self._settled):
+            self.unsettled.remove(ready)
+            freed, _ = self.duties[ready].finish(self.keep)
+            assert self.ready is not None
+            self.ready.release(ready)  # its readers go on
+            self.variables.freed(freed, self._freed)
 
     def _freed(self, record: VariableRecord) -> None:
         record.freed_at = self._now()
         self.observer.freed(record)
 
     def _fail(self, result: OperatorResult, status: str, reason: str) -> None:
+        if result.name in self.duties and self.ready is not None:
+            self.duties[result.name].failed()  # in the tally, then its readers wake (and fail)
+            self.ready.release(result.name)
         result.status, result.reason = status, reason
         self.observer.finished(result)
         self._abort(FAILED, f"operator '{result.name}' {reason}")
@@ -332,6 +333,8 @@ class _Job:
             result.output_tail = list(self.tails.get(result.name, ()))
         for duties in self.duties.values():
             duties.close()
+        if self.ready is not None:
+            self.ready.close()  # readers still waiting find their producer unfinished
         self.variables.finish(self.ctx)
         if self.ctx is not None:
             if self.keep:
@@ -385,31 +388,6 @@ class _Job:
 
     def _now(self) -> float:
         return time.monotonic() - self.t0
-
-    @contextlib.contextmanager
-    def _signal_handling(self) -> Iterator[None]:
-        """Turn SIGINT/SIGTERM/SIGHUP into orderly stops (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-        old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, lambda number, _frame: self.signals.append(number))
-        self.selector.register(read_fd, selectors.EVENT_READ, ("signal", ""))
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(read_fd)
-            os.close(read_fd)
-            os.close(write_fd)
 
 
 def _could_not_start(op: Operator, exc: Exception) -> str:

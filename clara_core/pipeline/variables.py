@@ -4,7 +4,9 @@
     dynamic  some dim -1/0, or string -> update_shape(full shape) -> allocate() -> map()
 
 Inputs are read-only (their reference refuses write maps with ReadOnly); outputs are
-read/write. A variable lives in the job's context under its allocation name
+read/write. Inside a job, the first use of an input's data, shape or allocation waits
+until its producer has completed it (`readiness`): `clara run` may start a reader early.
+A variable lives in the job's context under its allocation name
 (``<producer>--<output>``), so two operators may both call an output ``result``.
 `open_declared()` is what `clara map NAME` uses inside an operator.
 """
@@ -21,6 +23,7 @@ from ..dtypes import ElementType, element_type, format_size, static_shape
 from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, ReadOnly
 from ..names import validate_name
 from .environment import Declared, OperatorIO
+from .readiness import wait_for_producer
 
 if TYPE_CHECKING:
     import numpy
@@ -41,6 +44,7 @@ class Variable:
         self._shape: tuple[int, ...] = port.shape
         self._allocation: Allocation | None = None
         self._mapping = None
+        self._ready = not self.is_input or port.source is None
 
     # -- what it is (Clara: Name, Shape, Element Type, Size in Bytes, Dynamic Indices, ...) --
 
@@ -122,9 +126,9 @@ class Variable:
         return f"{self.port.direction} '{self.name}'{where}"
 
     def _repr_fields(self) -> tuple[tuple[int, ...], str, int | None]:
-        """(shape, state, nbytes) for the reprs, which must never raise."""
+        """(shape, state, nbytes) for the reprs, which must never raise (nor wait)."""
         try:
-            allocation = self._find()
+            allocation = self._find(wait=False)
             if allocation is None:
                 return self._shape, "unallocated", self.nbytes
             return allocation.shape, allocation.state, allocation.nbytes
@@ -295,9 +299,18 @@ class Variable:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _find(self) -> Allocation | None:
+    def wait_ready(self) -> None:
+        """An input: return once its producer has completed it, inside a job (UpstreamFailed
+        if it failed). Outputs, and inputs outside a job, never wait."""
+        if not self._ready:
+            wait_for_producer(self.context, self.port.source or "", self.describe())
+            self._ready = True
+
+    def _find(self, wait: bool = True) -> Allocation | None:
         if self._allocation is not None and not self._allocation.released:
             return self._allocation
+        if wait:
+            self.wait_ready()
         try:  # inputs are never writable (Clara's rule): the kernel enforces it
             allocation = self.context.get(self.allocation_name, read_only=self.is_input)
         except NotFound:

@@ -46,10 +46,22 @@ def _request(kind: int, byte: int) -> bytes:
     return _FLOCK.pack(kind, 0, byte, 1, 0)
 
 
-# Packed once: these run several times per get, map and unmap.
-_SHARED = [_request(fcntl.F_RDLCK, byte) for byte in range(8)]
-_EXCLUSIVE = [_request(fcntl.F_WRLCK, byte) for byte in range(8)]
-_UNLOCK = [_request(fcntl.F_UNLCK, byte) for byte in range(8)]
+class _Requests(dict):
+    """Requests of one kind by byte, each packed once when first used (these run several
+    times per get, map and unmap; a job's ready locks use bytes from 64 on)."""
+
+    def __init__(self, kind: int) -> None:
+        super().__init__((byte, _request(kind, byte)) for byte in range(8))
+        self.kind = kind
+
+    def __missing__(self, byte: int) -> bytes:
+        packed = self[byte] = _request(self.kind, byte)
+        return packed
+
+
+_SHARED = _Requests(fcntl.F_RDLCK)
+_EXCLUSIVE = _Requests(fcntl.F_WRLCK)
+_UNLOCK = _Requests(fcntl.F_UNLCK)
 _SETLK = fcntl.F_OFD_SETLK
 _fcntl = fcntl.fcntl
 

@@ -32,6 +32,7 @@ def test_the_constants(known):
     c_constants = dict(known["constant"])
     constants = spec.constants()
     del constants["POOL_MIN_BYTES"]  # the C library has no pool
+    del constants["LOCK_READY_BASE"]  # nor jobs (5.11)
     assert c_constants == constants
 
 

@@ -32,6 +32,29 @@ def produce(driver: Driver, payload, rows: str, name: str = "x") -> bool:
     return True
 
 
+def _await_file(flag: str) -> bool:
+    """Wait (30 s at most) until file `flag` exists: a reader's sign that it has started."""
+    deadline = time.monotonic() + 30
+    while not Path(flag).exists():
+        if time.monotonic() > deadline:
+            print("alone")
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def produce_when(driver: Driver, payload, flag: str, rows: str) -> bool:
+    """`produce`, once file `flag` exists."""
+    return _await_file(flag) and produce(driver, payload, rows)
+
+
+def fail_when(driver: Driver, payload, flag: str) -> bool:
+    """Fail without writing anything, once file `flag` exists."""
+    _await_file(flag)
+    print("failing")
+    return False
+
+
 def check(driver: Driver, payload) -> bool:
     """Print y's shape and whether y == 2 * arange; write a result file to the disk output."""
     y = payload.inputs["y"].read()
@@ -122,6 +145,8 @@ def nothing(driver: Driver, payload) -> bool:
 
 ROLES = {
     "produce": produce,
+    "produce-when": produce_when,
+    "fail-when": fail_when,
     "check": check,
     "read-only": read_only,
     "freed": freed,
@@ -145,6 +170,13 @@ if __name__ == "__main__":
     elif sys.argv[1] == "exit":
         print("exiting with", sys.argv[2])
         sys.exit(int(sys.argv[2]))
+    elif sys.argv[1] == "exit-after-inputs":  # once its producers have completed its inputs
+
+        def leave(driver: Driver, payload) -> None:
+            print("exiting with", sys.argv[2])
+            sys.exit(int(sys.argv[2]))
+
+        Driver(execute=leave).run()
     elif sys.argv[1] == "standalone":
         try:
             Driver(execute=lambda d, p: True).start()

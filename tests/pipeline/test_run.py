@@ -76,8 +76,9 @@ def test_three_operators_shell_and_python(tmp_path: Path) -> None:
     written = tmp_path / "job" / "operators" / "check" / "result" / "result.txt"
     assert written.read_text() == "(5, 3) True\n"
     assert not (tmp_path / "results").exists() and not Path("/results").exists()
-    assert ops["produce"]["ended"] <= ops["double"]["started"]
-    assert ops["double"]["ended"] <= ops["check"]["started"]
+    # They read each other only in shared memory: all three start at job start.
+    assert ops["double"]["started"] < ops["produce"]["ended"]
+    assert ops["check"]["started"] < ops["double"]["ended"]
     variables = {v["name"]: v for v in result["variables"]}
     assert variables["produce--x"]["shape"] == [5, 3]
     assert variables["produce--x"]["state"] == "freed"
@@ -107,13 +108,22 @@ def test_parallel_branches_overlap(tmp_path: Path) -> None:
 def test_dependents_of_a_failure_do_not_start_and_the_others_are_stopped(
     tmp_path: Path,
 ) -> None:
+    """`after` reads broken's output in shared memory: it started at job start, and is
+    stopped; `later` reads broken's folder: it never starts."""
+    folder = "{name: log, type: stream, element-type: text, path: /log}"
     pipeline = write(
         tmp_path,
         HEAD.format(name="failing")
         + op("source", "produce, '2'", outputs=[X])
-        + op("broken", "exit, '3'", inputs=[x_from("source")], outputs=["{name: y, type: float32}"])
+        + op(
+            "broken",
+            "exit-after-inputs, '3'",
+            inputs=[x_from("source")],
+            outputs=["{name: y, type: float32}", folder],
+        )
         + op("slow", "sleep, '600'", inputs=[x_from("source")])
-        + op("after", "nothing", inputs=["{from: broken, name: y, type: float32}"]),
+        + op("after", "nothing", inputs=["{from: broken, name: y, type: float32}"])
+        + op("later", "nothing", inputs=[folder.replace("{", "{from: broken, ")]),
     )
     code, result, err = clara_run(pipeline, "--grace", "5")
     assert code == 1
@@ -121,9 +131,11 @@ def test_dependents_of_a_failure_do_not_start_and_the_others_are_stopped(
     assert result["status"] == "failed"
     assert result["reason"] == "operator 'broken' exited with code 3"
     assert (ops["broken"]["status"], ops["broken"]["exit_code"]) == ("failed", 3)
+    assert ops["source"]["status"] == "succeeded"
     assert ops["slow"]["status"] == "stopped"
-    assert ops["after"]["status"] == "skipped" and ops["after"]["started"] is None
-    assert not alive(ops["slow"]["pid"])
+    assert ops["after"]["status"] == "stopped" and ops["after"]["started"] is not None
+    assert ops["later"]["status"] == "skipped" and ops["later"]["started"] is None
+    assert not alive(ops["slow"]["pid"]) and not alive(ops["after"]["pid"])
     assert "operator 'broken' exited with code 3" in err
     assert_clean()
 
@@ -144,7 +156,7 @@ def test_timeout_stops_the_job(tmp_path: Path) -> None:
     # the grace is long), rather than the job timing out before it ever started.
     assert ops["sleeper"]["pid"] and ops["sleeper"]["started"] is not None
     assert ops["sleeper"]["exit_code"] == -signal.SIGTERM
-    assert ops["after"]["status"] == "skipped"
+    assert ops["after"]["status"] == "timed-out"  # started early, waiting for y
     assert not alive(ops["sleeper"]["pid"])
     assert_clean()
 
@@ -183,7 +195,7 @@ def test_a_signal_stops_everything_and_frees_it(
     assert result["status"] == "interrupted"
     assert result["reason"] == f"interrupted by {signal.Signals(signum).name}"
     assert ops["holder"]["status"] == "stopped"
-    assert ops["after"]["status"] == "skipped"
+    assert ops["after"]["status"] == "stopped"  # started early, waiting for x
     expected = -signal.SIGKILL if ignore_term == "yes" else -signal.SIGTERM
     assert ops["holder"]["exit_code"] == expected
     assert not alive(holder_pid)
@@ -313,7 +325,7 @@ def test_a_variable_is_freed_after_its_last_reader_while_the_job_runs(tmp_path: 
     assert lines(ops["third"], "gone") == ["first--x"]  # its only reader, second, is done
     assert lines(ops["third"], "present") == ["second--w"]  # third itself still reads it
     variables = {v["name"]: v for v in result["variables"]}
-    assert variables["first--x"]["freed_at"] <= ops["third"]["started"]
+    assert ops["second"]["ended"] <= variables["first--x"]["freed_at"] <= ops["third"]["ended"]
     assert variables["second--w"]["freed_at"] >= ops["third"]["ended"]
     assert_clean()
 
@@ -342,7 +354,7 @@ def test_an_output_never_written_fails_its_producer(tmp_path: Path) -> None:
     assert ops["lazy"]["reason"] == (
         "exited 0 but never wrote output 's'; exited 0 but never allocated output 'x'"
     )
-    assert ops["reader"]["status"] == "skipped"
+    assert ops["reader"]["status"] == "stopped"  # started early, waiting for its inputs
     assert_clean()
 
 
@@ -359,7 +371,7 @@ def test_an_output_not_as_declared_fails_its_producer(tmp_path: Path) -> None:
     assert ops["liar"]["reason"] == (
         "wrote output 'x' as int32[2, 2], but it is declared float64[-1, 3]"
     )
-    assert ops["reader"]["status"] == "skipped"
+    assert ops["reader"]["status"] == "stopped"  # started early, waiting for x
     assert_clean()
 
 
@@ -419,7 +431,7 @@ def test_human_output_tables_and_account(tmp_path: Path) -> None:
         tmp_path,
         HEAD.format(name="human")
         + op("source", "produce, '2'", outputs=[X])
-        + op("broken", "exit, '4'", inputs=[x_from("source")]),
+        + op("broken", "exit-after-inputs, '4'", inputs=[x_from("source")]),
     )
     result = clara("run", str(pipeline))
     assert result.returncode == 1

@@ -92,10 +92,12 @@ name: fails
 operators:
 - name: first
   container: {command: [python, -c, "raise SystemExit(3)"]}
-  output: [{name: x, type: array, element-type: uint8, shape: [4]}]
+  output:
+  - {name: x, type: array, element-type: uint8, shape: [4]}
+  - {name: log, type: stream, element-type: text, path: /log}
 - name: second
   container: {command: [python, -c, "pass"]}
-  input: [{from: first, name: x, type: array, element-type: uint8, shape: [4]}]
+  input: [{from: first, name: log, type: stream, element-type: text, path: /log}]
 """
 
 

@@ -15,6 +15,7 @@ import pytest
 from clara_core import Context, Corrupt, names
 from clara_core.dtypes import BY_CODE, MAX_DIMS
 from clara_core.names import shm_dir
+from clara_core.pipeline.readiness import READY_BASE
 from clara_core.pool import MIN_BYTES
 from clara_core.registry import POOL_BYTE, QUOTA_BYTE
 from clara_core.shm import header as hdr
@@ -133,6 +134,7 @@ def test_the_constants():
     assert int(constants["LOCK_QUOTA"]) == QUOTA_BYTE
     assert int(constants["LOCK_POOL"]) == POOL_BYTE
     assert int(constants["POOL_MIN_BYTES"]) == MIN_BYTES
+    assert int(constants["LOCK_READY_BASE"]) == READY_BASE
 
 
 def test_the_element_types():

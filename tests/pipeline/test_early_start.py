@@ -1,0 +1,91 @@
+"""Early start: an operator reading only shared memory starts with the job, and each read
+of a declared input waits until its producer has completed it (or failed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .pipes import clara_run, operators, write
+from .test_run import HEAD, X, assert_clean, op
+
+S = "{name: s, type: array, element-type: int32, shape: [2]}"  # static: pre-allocated
+
+
+def reader(name: str, script: str, inputs: list[str], outputs: list[str] = ()) -> str:
+    text = f"- name: {name}\n  container: {{command: [bash, {script}]}}\n"
+    text += "  input:\n" + "".join(f"  - {i}\n" for i in inputs)
+    if outputs:
+        text += "  output:\n" + "".join(f"  - {o}\n" for o in outputs)
+    return text
+
+
+def from_produce(port: str) -> str:
+    return port.replace("{", "{from: produce, ")
+
+
+def test_a_shell_operator_started_early_reads_the_data_once_written(tmp_path: Path) -> None:
+    """The producer writes only after the shell reader has started: the reader's `clara
+    map` calls wait for the data (a dynamic output not yet allocated, a static one
+    allocated but not written) and read what the producer wrote."""
+    flag = tmp_path / "reader-started"
+    (tmp_path / "read.sh").write_text(
+        "set -euo pipefail\n"
+        f"touch {flag}\n"
+        'clara map x --read --out "$CLARA_OUTPUT_GOT/x.npy" --format npy\n'
+        'clara map s --read --out "$CLARA_OUTPUT_GOT/s.npy" --format npy\n'
+        "echo read-both\n"
+    )
+    got = "{name: got, type: stream, element-type: npy, path: /got}"
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="early")
+        + op("produce", f"produce-when, '{flag}', '4'", outputs=[X, S])
+        + reader("consume", "read.sh", [from_produce(X), from_produce(S)], [got]),
+    )
+    job = tmp_path / "job"
+    code, result, err = clara_run(pipeline, "--job-dir", str(job))
+    assert code == 0, err
+    ops = operators(result)
+    assert ops["consume"]["started"] < ops["produce"]["ended"]
+    assert "read-both" in ops["consume"]["output_tail"]
+    folder = job / "operators" / "consume" / "got"
+    x = np.load(folder / "x.npy")
+    assert x.dtype == np.float64
+    assert np.array_equal(x, np.arange(12.0).reshape(4, 3))
+    assert np.load(folder / "s.npy").tolist() == [4, 3]
+    assert {v["name"]: v["state"] for v in result["variables"]} == {
+        "produce--x": "freed",
+        "produce--s": "freed",
+    }
+    assert_clean()
+
+
+def test_a_failed_producer_wakes_its_waiting_reader_with_a_clear_error(tmp_path: Path) -> None:
+    """The reader ignores SIGTERM (so does its `clara map`), and the grace is long: only
+    the producer's failure can end its wait, with a message naming the producer."""
+    flag = tmp_path / "reader-started"
+    (tmp_path / "read.sh").write_text(
+        f"trap '' TERM\ntouch {flag}\nclara map x --read --out /dev/null\necho \"map-exit $?\"\n"
+    )
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="failing")
+        + op("produce", f"fail-when, '{flag}'", outputs=[X])
+        + reader("consume", "read.sh", [from_produce(X)]),
+    )
+    code, result, err = clara_run(pipeline, "--grace", "60", timeout=120)
+    assert code == 1, err
+    ops = operators(result)
+    assert result["reason"] == "operator 'produce' exited with code 1"
+    assert (ops["produce"]["status"], ops["produce"]["exit_code"]) == ("failed", 1)
+    tail = ops["consume"]["output_tail"]
+    assert (
+        "clara: error: input 'x' of operator 'consume' will never be complete: "
+        "operator 'produce' failed" in tail
+    ), tail
+    assert "map-exit 1" in tail  # UpstreamFailed: an operator failed
+    # It ended on its own (SIGTERM ignored, SIGKILL not yet due), once woken.
+    assert (ops["consume"]["status"], ops["consume"]["exit_code"]) == ("stopped", 0)
+    assert_clean()
