@@ -44,16 +44,18 @@ clara map x --read --out - --format txt \\
 """
 D_PY = """\
 import os
+import subprocess
 from clara_core import Context, NotFound
+def read(name):  # waits until its producer has completed it (clara run starts d early)
+    return subprocess.run(["clara", "map", name, "--read", "--out", "-", "--format", "txt"],
+                          capture_output=True, text=True, check=True).stdout.split()[0]
+y, z = read("y"), read("z")
 ctx = Context.open(os.environ["CLARA_CONTEXT"])
 try:
-    ctx.get("a--x")
+    ctx.get("a--x")  # b and c, its readers, are done
     gone = False
 except NotFound:
     gone = True
-import subprocess
-y = subprocess.run(["clara", "map", "y", "--read", "--out", "-", "--format", "txt"],
-                   capture_output=True, text=True, check=True).stdout.split()[0]
 with open(os.path.join(os.environ["CLARA_OUTPUT"], "r.txt"), "w") as f:
     f.write(f"x freed before d: {gone}; y = {float(y):g}\\n")
 """
