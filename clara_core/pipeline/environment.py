@@ -17,7 +17,9 @@ Every operator process gets, on top of the runner's own environment and its YAML
                                                or the only disk input / output
     CLARA_PATHS        JSON: {declared container path: local path} of every disk port
     CLARA_PAYLOAD      the job's payload folder
-    CLARA_JOB          JSON: the job's plan that `clara exec-operator` needs (see `JobPlan`)
+    CLARA_JOB          JSON: the job's plan that `clara exec-operator` needs (see `JobPlan`),
+                       and a read of an input to wait for its producer (see `readiness`)
+    CLARA_READY        the same for C: ``ALLOCATION INDEX PRODUCER`` per input (`readiness`)
 
 Local paths are folders of the job directory (see `operator_io`), never the declared
 container paths themselves. So an operator needs no YAML: `clara map NAME`, `Driver`

@@ -30,11 +30,24 @@ import os
 from ..context import Context
 from ..errors import Timeout
 from ..shm import locks, processes
-from .environment import JobPlan
+from .environment import SHARED_MEMORY, JobPlan, OperatorIO
 from .operator_duties import FAILED, WAITING, Tally, UpstreamFailed
 
 READY_BASE = 64  # the ready lock of operator i is byte READY_BASE + i of the tally
+READY = "CLARA_READY"  # for programs without a JSON parser (the C library), see ready_lines
 SLICE = 0.5  # seconds between two looks at the tally while the lock stays busy
+
+
+def ready_lines(io: OperatorIO, plan: JobPlan) -> str:
+    """CLARA_READY: one line per shared-memory input read from another operator,
+    ``ALLOCATION INDEX PRODUCER``, INDEX being the producer's place in the plan."""
+    places = {name.lower(): i for i, name in enumerate(plan.operators)}
+    return "".join(
+        f"{port.allocation} {places[port.source.lower()]} {port.source}\n"
+        for port in io.inputs
+        if port.medium == SHARED_MEMORY and port.allocation and port.source
+        if port.source.lower() in places
+    )
 
 
 class ReadyLocks:

@@ -49,7 +49,7 @@ from .model import Operator, Pipeline
 from .operator_duties import OperatorDuties, drop_tally
 from .operator_io import job_plan
 from .operator_process import OperatorProcess, describe_exit
-from .readiness import ReadyLocks
+from .readiness import READY, ReadyLocks, ready_lines
 from .results import (
     FAILED,
     INTERRUPTED,
@@ -212,6 +212,7 @@ class _Job:
                 self.pipeline, op, self.job, self.ctx.name, self.result.job_id, self.isolate
             )
             launch.env[JOB] = self.plan.to_json()  # the job's tally: readiness of inputs
+            launch.env[READY] = ready_lines(launch.io, self.plan)  # the same, for C
             duties = self.duties[op.name] = OperatorDuties(self.ctx, launch.io, self.plan)
             prepared = duties.prepare()  # static outputs, output folders
             self.variables.allocated(prepared)

@@ -220,7 +220,9 @@ int clara_operator_context(clara_context **out);
 int clara_operator_port(const char *name, clara_port *out);
 /*
  * The allocation behind input or output `name`: inputs are opened read-only (no write
- * map), outputs read-write. A dynamic output not allocated yet is CLARA_NOT_FOUND: size
+ * map), outputs read-write. An input is first waited for until its producer has completed
+ * it (`clara run` may start this operator before its producers end; CLARA_READY): a failed
+ * producer is CLARA_ERROR naming it. A dynamic output not allocated yet is CLARA_NOT_FOUND: size
  * it with clara_operator_allocate.
  */
 int clara_operator_get(clara_context *ctx, const char *name, clara_allocation **out);

@@ -581,3 +581,5 @@ bool clara_is_read_only(const clara_allocation *alloc) { return alloc && !alloc-
 void *clara_data(const clara_allocation *alloc) {
     return alloc && alloc->map ? alloc->map + CF_DATA_OFFSET : NULL;
 }
+
+int cf_fd_of(const clara_allocation *alloc) { return alloc->fd; }

@@ -189,6 +189,12 @@ struct clara_context {
  * its bits grant no more than the context's; its owner is the context's, or anyone if the
  * context lets others write, or a member of its group if it lets the group write. */
 bool cf_admits(const clara_context *ctx, const struct stat *member);
+
+/* The descriptor of a reference (for locks taken through a descriptor of one's own). */
+int cf_fd_of(const clara_allocation *alloc);
+/* Inside `clara run`: return once the producer of input `port` has completed it (ready.c). */
+struct clara_port;
+int cf_wait_for_producer(clara_context *ctx, const struct clara_port *port);
 /* Give a new segment the owner/group it needs to be admitted in `ctx`. */
 int cf_adopt_owner(const clara_context *ctx, int fd, const char *what);
 /* Whether the name `file` still denotes the file `st` (same device and inode). */

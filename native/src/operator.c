@@ -91,6 +91,8 @@ int clara_operator_get(clara_context *ctx, const char *name, clara_allocation **
     if (status) return status;
     if (ctx == NULL || out == NULL)
         return cf_fail(CLARA_INVALID, "clara_operator_get: %s is NULL", ctx ? "out" : "ctx");
+    /* `clara run` may have started this operator before its producers finished. */
+    if ((status = cf_wait_for_producer(ctx, &port))) return status;
     /* Inputs are never writable (Clara's rule): the kernel enforces it. */
     status = clara_get(ctx, port.allocation, port.is_input ? CLARA_READ_ONLY : 0, out);
     if (status == CLARA_NOT_FOUND)

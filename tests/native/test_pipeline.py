@@ -57,3 +57,37 @@ def test_the_same_pipeline_with_the_c_operator(operators, tmp_path):
     job = tmp_path / "job"
     result = clara("run", str(pipeline), "--json", "--job-dir", str(job), timeout=120)
     check_run(result, job / "operators" / "report" / "report")
+
+
+FAILING = """\
+api-version: 0.5.0
+name: c-early
+operators:
+- name: acquire
+  container: {{command: [python, -c, "raise SystemExit(3)"]}}
+  output: [{{name: volume, type: array, element-type: float32, shape: [-1, 128, 128]}}]
+- name: threshold
+  container: {{command: [bash, -c, "trap '' TERM; exec {threshold}"]}}
+  input:
+  - {{from: acquire, name: volume, type: array, element-type: float32, shape: [-1, 128, 128]}}
+  output:
+  - {{name: mask, type: array, element-type: uint8, shape: [-1, 128, 128]}}
+  - {{name: voxels, type: uint64}}
+"""
+
+
+def test_a_c_operator_started_early_hears_that_its_producer_failed(operators, tmp_path):
+    """threshold starts with the job (it reads acquire in shared memory) and ignores
+    SIGTERM: only the producer's failure, read from its ready lock, ends its wait."""
+    pipeline = tmp_path / "c-early.yaml"
+    pipeline.write_text(FAILING.format(threshold=operators["c"]))
+    result = clara("run", str(pipeline), "--json", "--grace", "60", timeout=120)
+    assert result.returncode == 1, result.stderr.decode()
+    document = json.loads(result.stdout)
+    assert document["reason"] == "operator 'acquire' exited with code 3"
+    threshold = next(op for op in document["operators"] if op["name"] == "threshold")
+    assert (
+        "threshold: error: input 'volume' of operator 'threshold' will never be complete: "
+        "operator 'acquire' failed" in threshold["output_tail"]
+    ), threshold["output_tail"]
+    assert (threshold["status"], threshold["exit_code"]) == ("stopped", 1)
