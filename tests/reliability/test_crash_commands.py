@@ -226,8 +226,10 @@ def test_kill_9_of_an_operator_inside_clara_run(area: Area, tmp_path: Path):
         result = json.loads(out)
         ops = {op["name"]: op for op in result["operators"]}
         assert (ops["writer"]["status"], ops["writer"]["exit_code"]) == ("failed", -9), ops
-        assert ops["reader"]["status"] == "skipped", ops
-        assert not running(operator_pid)
+        # The reader reads the writer in shared memory: it started with the job, waited
+        # for the writer, and was stopped when the writer failed.
+        assert ops["reader"]["status"] == "stopped", ops
+        assert not running(operator_pid) and not running(ops["reader"]["pid"])
         assert our_files() == before  # the runner destroyed the job's context
         fixed = clara("leak-check", "--fix", timeout=SAFETY)
         assert fixed.returncode == 0, fixed.stderr.decode()
