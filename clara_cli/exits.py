@@ -32,3 +32,40 @@ def quiet_broken_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+# Standard streams (0, 1, 2) that were closed when clara started (see reserve_standard_fds).
+closed_at_start: frozenset[int] = frozenset()
+
+
+def reserve_standard_fds() -> None:
+    """Give /dev/null to each of fds 0, 1 and 2 that was closed when clara started
+    (`clara ... >&-`), as daemons do.
+
+    Else the next file clara opens takes that number (the interpreter's script already
+    has, when it found it free): a segment or the shared-memory directory would then be
+    "standard output". Messages to a closed stream are dropped (as click drops them); a
+    copy from or to one (`--in -`, `--out -`) is refused, and a child gets /dev/null.
+    """
+    global closed_at_start
+    streams = (sys.stdin, sys.stdout, sys.stderr)  # None: closed when Python started
+    closed = {fd for fd, stream in enumerate(streams) if stream is None}
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    if not closed:
+        return
+    closed_at_start = frozenset(closed)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in closed:
+        if fd != null:
+            os.dup2(null, fd)  # inheritable, as a standard stream is
+    if null not in closed:
+        os.close(null)
+    else:
+        os.set_inheritable(null, True)
+    sys.stdin = sys.stdin or open(0, closefd=False)  # noqa: SIM115 (lives as the process)
+    sys.stdout = sys.stdout or open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115

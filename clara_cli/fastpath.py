@@ -141,6 +141,9 @@ def run_map_copy(copy: MapCopy) -> int:
 
 def main() -> None:
     """Console-script entry point: the fast path when it applies, else the click CLI."""
+    from .exits import reserve_standard_fds
+
+    reserve_standard_fds()
     copy = parse_map_copy(sys.argv[1:])
     if copy is None:
         from .main import main as click_main

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from clara_core.errors import ClaraError, Corrupt, InvalidArgument, OutOfSpace, PermissionDenied
 
+from . import exits
+
 if TYPE_CHECKING:
     from clara_core import Mapping
 
@@ -62,6 +64,7 @@ def open_input(path: str) -> BinaryIO:
     """An unbuffered binary reader of `path`, or of standard input for '-'."""
     try:
         if path == "-":
+            _check_open_at_start(0)
             return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
         return open(path, "rb", buffering=0)
     except OSError as exc:
@@ -76,6 +79,7 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
     """
     try:
         if path == "-":
+            _check_open_at_start(1)
             sys.stdout.flush()
             fd = os.dup(sys.stdout.fileno())
         else:
@@ -96,6 +100,13 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
         return open(fd, "wb", buffering=0)
     except OSError as exc:
         raise file_error(exc, path, "write") from exc
+
+
+def _check_open_at_start(fd: int) -> None:
+    """A standard stream closed when clara started holds /dev/null now: copying from or
+    to it would lose the data silently."""
+    if fd in exits.closed_at_start:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
 def regular_size(stream: BinaryIO) -> int | None:

@@ -1,0 +1,71 @@
+"""`clara ... >&-` and `<&-`: a standard stream closed when clara starts is no traceback
+(Python leaves sys.stdout None then), a copy from or to it is refused on one line, and no
+file clara opens ever becomes "standard output"."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .clirun import ok, write_in
+
+# The console script, as users run it (the interpreter then holds the script file open,
+# at the lowest free number: 1 if stdout is closed), and `python -m clara_cli`.
+LAUNCHERS = {
+    "script": [str(Path(sys.executable).parent / "clara")],
+    "module": [sys.executable, "-m", "clara_cli"],
+}
+
+
+def _run(launcher: str, args: list[str], redirect: str, stdin: bytes = b"") -> tuple:
+    """Run clara with `redirect` (e.g. '>&-') applied by a real shell."""
+    command = shlex.join([*LAUNCHERS[launcher], *args]) + " " + redirect
+    result = subprocess.run(["bash", "-c", command], input=stdin, capture_output=True, timeout=60)
+    return result.returncode, result.stderr.decode()
+
+
+def _one_error(err: str, text: str) -> None:
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == [f"clara: error: {text}"], err
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_copies_to_or_from_a_closed_stream_are_refused(ctx: str, launcher: str) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "v", "-c", ctx, "--dtype", "u8", "--shape", "4")
+    write_in(ctx, "v", b"abcd")
+    for fmt in ("raw", "npy"):
+        args = ["map", "v", "-c", ctx, "--read", "--out", "-", "--format", fmt]
+        code, err = _run(launcher, args, ">&-")
+        assert code == 2
+        _one_error(err, "cannot write standard output: Bad file descriptor")
+    code, err = _run(launcher, ["map", "v", "-c", ctx, "--write", "--in", "-"], "<&-")
+    assert code == 2
+    _one_error(err, "cannot read standard input: Bad file descriptor")
+    # Refused before anything was mapped: the data is as it was.
+    assert ok("map", "v", "-c", ctx, "--read", "--out", "-").stdout == b"abcd"
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_output_to_a_closed_stream_is_dropped_and_a_command_gets_dev_null(
+    ctx: str, launcher: str
+) -> None:
+    ok("create", "context", ctx)
+    ok("create", "allocation", "v", "-c", ctx, "--dtype", "u8", "--shape", "4")
+    write_in(ctx, "v", b"abcd")
+    for args in (
+        ["--json", "dump", ctx],
+        ["--json", "map", "v", "-c", ctx, "--read", "--out", "/dev/null"],
+    ):
+        code, err = _run(launcher, args, ">&-")
+        assert (code, err) == (0, "")
+    tell = "import os, sys; sys.stderr.write(os.readlink('/proc/self/fd/1'))"
+    args = ["map", "v", "-c", ctx, "--read", "--", sys.executable, "-c", tell]
+    code, err = _run(launcher, args, ">&-")
+    assert (code, err) == (0, "/dev/null")
+    code, err = _run(launcher, ["map", "nope", "-c", ctx, "--read", "--out", "-"], "2>&-")
+    assert (code, err) == (3, "")
