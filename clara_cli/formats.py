@@ -8,7 +8,6 @@ before the allocation is mapped, so bad input never touches it.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from clara_core.dtypes import ElementType
@@ -39,18 +38,20 @@ TEXT_FORMATS = {"i": "%d", "u": "%d", "b": "%d"}
 FLOAT_DIGITS = {2: 5, 4: 9, 8: 17}  # significant digits that round-trip each float size
 
 
-@dataclass
 class Incoming:
     """An input read up to its data: what it claims to hold, and the rest of the stream."""
 
-    stream: BinaryIO
-    path: str
-    format: str
-    nbytes: int | None = None  # bytes of data left to read (None: a pipe, unknown)
-    dtype: Any = None  # numpy dtype from an npy header
-    shape: tuple[int, ...] | None = None  # from an npy header
-    fortran: bool = False  # npy data in Fortran order (copied through numpy)
-    array: Any = None  # txt: the parsed values
+    __slots__ = ("array", "dtype", "format", "fortran", "nbytes", "path", "shape", "stream")
+
+    def __init__(self, stream: BinaryIO, path: str, format: str) -> None:
+        self.stream = stream
+        self.path = path
+        self.format = format
+        self.nbytes: int | None = None  # bytes of data left to read (None: a pipe, unknown)
+        self.dtype: Any = None  # numpy dtype from an npy header
+        self.shape: tuple[int, ...] | None = None  # from an npy header
+        self.fortran = False  # npy data in Fortran order (copied through numpy)
+        self.array: Any = None  # txt: the parsed values
 
     @property
     def where(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidArgument
 
@@ -17,8 +17,7 @@ MAX_DIMS = 8
 MAX_NBYTES = 2**62  # far beyond any machine; keeps every size arithmetic inside int64
 
 
-@dataclass(frozen=True)
-class ElementType:
+class ElementType(NamedTuple):
     """One element type: header code, long name (numpy's), short name, size in bytes."""
 
     code: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 _self_identity: tuple[int, int] | None = None
 
@@ -95,8 +95,7 @@ def command_line(pid: int) -> str:
     return " ".join(" ".join(arg.split()) or "''" for arg in args)
 
 
-@dataclass(frozen=True)
-class Mapper:
+class Mapper(NamedTuple):
     """A live process that maps a segment: how (writable?), and the map lock it holds.
 
     `lock` is 'read' or 'write' while the process holds a map, None for a mapping kept
@@ -221,7 +220,7 @@ def lock_holders(
         if modes:
             command = candidate.command if candidate.command != "?" else command_line(pid)
             lock = "write" if any(modes) else "read"
-            found.append(replace(candidate, command=command, lock=lock))
+            found.append(candidate._replace(command=command, lock=lock))
     return found
 
 
