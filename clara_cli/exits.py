@@ -69,3 +69,16 @@ def reserve_standard_fds() -> None:
     sys.stdin = sys.stdin or open(0, closefd=False)  # noqa: SIM115 (lives as the process)
     sys.stdout = sys.stdout or open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115
+
+
+def check_settings() -> None:
+    """Check at start the settings clara_core reads only when it needs them.
+
+    `$CLARA_LOCK_TIMEOUT` is read only when a lock is busy (reading the environment on
+    every lock costs the hot path): a bad value would otherwise pass unnoticed until the
+    first contended lock, under load. InvalidArgument if it is not valid.
+    """
+    if os.environ.get("CLARA_LOCK_TIMEOUT"):
+        from clara_core.shm.locks import default_wait
+
+        default_wait()

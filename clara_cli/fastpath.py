@@ -141,9 +141,17 @@ def run_map_copy(copy: MapCopy) -> int:
 
 def main() -> None:
     """Console-script entry point: the fast path when it applies, else the click CLI."""
-    from .exits import reserve_standard_fds
+    from clara_core.errors import ClaraError
+
+    from .exits import check_settings, error_line, reserve_standard_fds
 
     reserve_standard_fds()
+    if "_CLARA_COMPLETE" not in os.environ:  # completion must never fail loudly
+        try:
+            check_settings()
+        except ClaraError as exc:
+            sys.stderr.write(error_line(exc) + "\n")
+            sys.exit(exc.exit_code)
     copy = parse_map_copy(sys.argv[1:])
     if copy is None:
         from .main import main as click_main

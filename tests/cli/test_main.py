@@ -11,6 +11,8 @@ from click.testing import CliRunner
 import clara_core.errors as errors
 from clara_cli.main import COMMANDS, EXIT_CODES_HELP, cli
 
+from .clirun import clara, ok
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 OURS = ["completion", "create", "destroy", "dump", "free", "leak-check", "map", "publish"]
 
@@ -65,3 +67,19 @@ def test_json_flag_works_before_and_after_the_command() -> None:
     after = CliRunner().invoke(cli, ["dump", "--json"])
     assert before.exit_code == after.exit_code == 0
     assert before.stdout == after.stdout == '{\n  "contexts": []\n}\n'
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "inf"])
+def test_a_bad_lock_timeout_setting_fails_every_command_at_once(value: str, ctx: str) -> None:
+    """The core reads $CLARA_LOCK_TIMEOUT only when a lock is busy; the command line checks
+    it at start, so a bad value cannot hide until the first contended lock."""
+    ok("create", "context", ctx)
+    ok("create", "allocation", "v", "-c", ctx, "--size", "4K")
+    env = {"CLARA_LOCK_TIMEOUT": value}
+    for args in (("dump",), ("map", "v", "-c", ctx, "--read", "--out", "-")):  # click; fast path
+        result = clara(*args, env=env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.decode() == (
+            f"clara: error: invalid CLARA_LOCK_TIMEOUT '{value}': use seconds >= 0, e.g. 10\n"
+        )
+    assert ok("dump", env={"CLARA_LOCK_TIMEOUT": "2.5"}).stdout
