@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from clara_core.errors import ClaraError, Corrupt, InvalidArgument, OutOfSpace, PermissionDenied
+from clara_core.shm.header import MAGIC  # how every segment starts
 
 from . import exits
 
@@ -75,7 +76,8 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
     """An unbuffered binary writer of `path` (truncated), or of standard output for '-'.
 
     `forbidden` is the (device, inode) of the segment being read: an output that is the
-    segment itself (under any name) is refused before anything is truncated.
+    segment itself (under any name) is refused before anything is truncated, and so is
+    any other clara segment (another allocation, a context: its users would lose it).
     """
     try:
         if path == "-":
@@ -83,7 +85,7 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
             sys.stdout.flush()
             fd = os.dup(sys.stdout.fileno())
         else:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = _open_for_writing(path)
         try:
             found = os.fstat(fd)
             if forbidden is not None and (found.st_dev, found.st_ino) == forbidden:
@@ -93,6 +95,11 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
                     "what is read; choose another output"
                 )
             if path != "-" and stat.S_ISREG(found.st_mode):
+                if found.st_size >= len(MAGIC) and _starts_with_magic(fd):
+                    raise InvalidArgument(
+                        f"{path} is a clara segment: writing it would destroy it for "
+                        "everyone using it; choose another output"
+                    )
                 os.ftruncate(fd, 0)
         except BaseException:
             os.close(fd)
@@ -100,6 +107,23 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
         return open(fd, "wb", buffering=0)
     except OSError as exc:
         raise file_error(exc, path, "write") from exc
+
+
+def _open_for_writing(path: str) -> int:
+    """`path` opened for writing (created if need be), for reading too if we may: then
+    what it holds can be checked before it is truncated."""
+    flags = os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_RDWR, 0o666)
+    except PermissionError:  # write-only to us: it cannot be checked, nor be ours
+        return os.open(path, flags | os.O_WRONLY, 0o666)
+
+
+def _starts_with_magic(fd: int) -> bool:
+    try:
+        return os.pread(fd, len(MAGIC), 0) == MAGIC
+    except OSError:  # opened write-only
+        return False
 
 
 def _check_open_at_start(fd: int) -> None:

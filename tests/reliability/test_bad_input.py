@@ -261,6 +261,30 @@ def test_out_onto_the_segment_being_read_is_refused(job: Context, area: Area) ->
         assert (array == 7).all()
 
 
+@pytest.mark.parametrize("target", ["other", "context"])
+def test_out_onto_another_segment_is_refused(target: str, job: Context, area: Area) -> None:
+    """`--out` naming another allocation's segment (or the context's) truncated it and
+    wrote the data over its header: it was lost to everyone using it (found by brk).
+    Refused (exit 2) before anything is truncated; the other segment intact."""
+    from clara_core.names import allocation_file, context_file, shm_dir
+
+    other = job.create(dtype="u8", shape=(8,))
+    with other.map("w") as array:
+        array[...] = 9
+    other.publish("other")
+    other.release()
+    victim = allocation_file("job", "a", "other") if target == "other" else context_file("job")
+    before = Path(shm_dir(), victim).read_bytes()
+    result = clara("map", "vol", *C, "--read", "--out", f"{shm_dir()}/{victim}")
+    area.trials += 1
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert "is a clara segment" in err and "Traceback" not in err
+    assert Path(shm_dir(), victim).read_bytes() == before
+    with job.get("other") as found, found.map("r") as array:
+        assert (array == 9).all()
+
+
 def test_a_private_allocation_whose_caller_is_gone_is_refused(job: Context, area: Area):
     """Issue 9, item 12: `clara create allocation` (no name) whose parent shell exited
     before it ran would be held by pid 1 forever: refused with one line, nothing made."""
