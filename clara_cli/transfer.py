@@ -85,7 +85,7 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
             sys.stdout.flush()
             fd = os.dup(sys.stdout.fileno())
         else:
-            fd = _open_for_writing(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
             found = os.fstat(fd)
             if forbidden is not None and (found.st_dev, found.st_ino) == forbidden:
@@ -109,21 +109,17 @@ def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO
         raise file_error(exc, path, "write") from exc
 
 
-def _open_for_writing(path: str) -> int:
-    """`path` opened for writing (created if need be), for reading too if we may: then
-    what it holds can be checked before it is truncated."""
-    flags = os.O_CREAT | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | os.O_RDWR, 0o666)
-    except PermissionError:  # write-only to us: it cannot be checked, nor be ours
-        return os.open(path, flags | os.O_WRONLY, 0o666)
-
-
 def _starts_with_magic(fd: int) -> bool:
+    """Whether the regular file open (for writing) at `fd` starts as a segment does: read
+    through a new open of that very file (not of its name), if we may read it."""
     try:
-        return os.pread(fd, len(MAGIC), 0) == MAGIC
-    except OSError:  # opened write-only
+        reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # write-only to us: not a segment of ours to protect
         return False
+    try:
+        return os.pread(reader, len(MAGIC), 0) == MAGIC
+    finally:
+        os.close(reader)
 
 
 def _check_open_at_start(fd: int) -> None:
