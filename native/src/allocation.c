@@ -60,18 +60,9 @@ int clara_create(clara_context *ctx, clara_element_type type, int ndims, const i
     clara_allocation *alloc = calloc(1, sizeof *alloc);
     if (alloc == NULL) return cf_fail(CLARA_ERROR, "out of memory");
     unsigned char header[CF_HEADER_SIZE] = {0};
-    int32_t pid;
-    uint64_t start;
-    cf_identity(&pid, &start);
-    memcpy(header, CF_MAGIC, 8);
-    cf_store(header + AT_identity_version, CF_VERSION, 2);
-    header[AT_identity_kind] = CF_KIND_ALLOCATION;
-    header[AT_lifecycle] = CF_PRIVATE;
+    cf_pack_new(header, CF_KIND_ALLOCATION, CF_PRIVATE);
     header[AT_data_state] = CF_EMPTY;
     cf_pack_layout(header, &layout);
-    cf_store(header + AT_origin_created, cf_now_ns(), 8);
-    cf_store(header + AT_origin_creator_pid, (uint32_t)pid, 4);
-    cf_store(header + AT_origin_creator_start, start, 8);
     cf_store(header + AT_origin_context_created, ctx->created_ns, 8); /* its context's stamp */
     cf_pack_name(header + AT_context_length, ctx->name);
     status = cf_create_anonymous(ctx->dirfd, CF_DATA_OFFSET + layout.capacity, ctx->mode, header,

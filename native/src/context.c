@@ -86,16 +86,7 @@ int clara_context_create(const char *name, uint64_t capacity, unsigned mode, int
     struct statvfs fs;
     uint64_t pool_cap = fstatvfs(dirfd, &fs) == 0 ? (uint64_t)fs.f_blocks * fs.f_frsize / 4 : 0;
     unsigned char header[CF_HEADER_SIZE] = {0};
-    int32_t pid;
-    uint64_t start;
-    cf_identity(&pid, &start);
-    memcpy(header, CF_MAGIC, 8);
-    cf_store(header + AT_identity_version, CF_VERSION, 2);
-    header[AT_identity_kind] = CF_KIND_CONTEXT;
-    header[AT_lifecycle] = CF_PUBLISHED;
-    cf_store(header + AT_origin_created, cf_now_ns(), 8);
-    cf_store(header + AT_origin_creator_pid, (uint32_t)pid, 4);
-    cf_store(header + AT_origin_creator_start, start, 8);
+    cf_pack_new(header, CF_KIND_CONTEXT, CF_PUBLISHED);
     cf_store(header + AT_origin_owner_pid, (uint32_t)owner_pid, 4);
     cf_store(header + AT_origin_owner_start, owner_start, 8);
     cf_store(header + AT_settings_mode, mode, 4);

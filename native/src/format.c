@@ -189,6 +189,19 @@ int cf_parse(const unsigned char *raw, uint64_t file_size, const char *what, cf_
     return CLARA_OK;
 }
 
+void cf_pack_new(unsigned char *raw, int kind, int lifecycle) {
+    int32_t pid;
+    uint64_t start;
+    cf_identity(&pid, &start);
+    memcpy(raw, CF_MAGIC, 8);
+    cf_store(raw + AT_identity_version, CF_VERSION, 2);
+    raw[AT_identity_kind] = (unsigned char)kind;
+    raw[AT_lifecycle] = (unsigned char)lifecycle;
+    cf_store(raw + AT_origin_created, cf_now_ns(), 8);
+    cf_store(raw + AT_origin_creator_pid, (uint32_t)pid, 4);
+    cf_store(raw + AT_origin_creator_start, start, 8);
+}
+
 void cf_pack_layout(unsigned char *raw, const cf_layout *layout) {
     memset(raw + AT_layout_type, 0, LAYOUT_BLOCK_SIZE);
     raw[AT_layout_type] = (unsigned char)layout->type;

@@ -117,7 +117,10 @@ int cf_parse(const unsigned char *raw, uint64_t file_size, const char *what, cf_
 /* Validate just the layout block of `raw` against `file_size`. */
 int cf_parse_layout(const unsigned char *raw, uint64_t file_size, const char *what,
                     cf_layout *out);
-/* Fill a fresh header page (zeros elsewhere). */
+/* Begin a fresh header page (zeros elsewhere): magic, version, kind, lifecycle, and the
+ * origin's creation time and creator (this process). */
+void cf_pack_new(unsigned char *raw, int kind, int lifecycle);
+/* Fill the layout block of a header page. */
 void cf_pack_layout(unsigned char *raw, const cf_layout *layout);
 void cf_pack_name(unsigned char *block, const char *name); /* 256-byte name block */
 /* Check type and dims, compute nbytes (CLARA_INVALID on anything wrong). */
