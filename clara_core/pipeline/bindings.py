@@ -59,17 +59,10 @@ def parse_bind(text: str) -> Binding:
 
 def read_file(path: str) -> list[Binding]:
     """The bindings of a YAML file (operator: command); InvalidArgument with FILE:LINE."""
-    from .yamllines import Map, Seq
+    from .yamllines import Map, Seq, read_text
     from .yamllines import load as load_yaml
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise NotFound(f"bindings file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"cannot read bindings file {path}: {exc}") from None
-    data, problems = load_yaml(text)
+    data, problems = load_yaml(read_text(path, "bindings"))
     if problems:
         line, message = problems[0]
         raise InvalidArgument(f"{path}:{line}: {message}")

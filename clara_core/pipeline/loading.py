@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..errors import InvalidArgument, NotFound
 from . import schema, templates
 from .model import Pipeline, PipelineInvalid, Problem
+from .yamllines import read_text
 
 
 def check(
@@ -21,14 +21,7 @@ def check(
     Problems include warnings and notes (`Problem.severity`); the pipeline is None only
     when there is an error. Template placeholders are resolved first, with `arguments`.
     """
-    try:
-        with open(file, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise NotFound(f"pipeline file {file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"cannot read pipeline file {file}: {exc}") from None
-    text, problems = templates.resolve(text, file, arguments)
+    text, problems = templates.resolve(read_text(file, "pipeline"), file, arguments)
     if problems:  # the rules would only trip over what is left unresolved
         return None, problems
     return schema.parse(text, file)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidArgument, NotFound
+
 
 class Map(dict):
     """A YAML mapping: a dict with `line` (its start) and `lines[key]` (each value's line)."""
@@ -46,6 +48,18 @@ class Seq(list):
     def line_of(self, index: int) -> int:
         """Line of item `index`."""
         return self.lines[index] if 0 <= index < len(self.lines) else self.line
+
+
+def read_text(path: str, kind: str) -> str:
+    """The text of the `kind` file at `path` (e.g. "pipeline"): NotFound if it does not
+    exist, InvalidArgument if it cannot be read as UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise NotFound(f"{kind} file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read {kind} file {path}: {exc}") from None
 
 
 def load(text: str) -> tuple[Any, list[tuple[int, str]]]:
