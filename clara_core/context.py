@@ -41,6 +41,7 @@ from .registry import Registry
 from .shm import header as hdr
 from .shm import ledger, listing, processes, segment, trust
 from .shm.header import DataState, Header, Origin, Settings
+from .warm_pool import check as check_warm_pool
 
 PAGE = 4096
 _HANDLE = re.compile(r"[0-9a-f]{12}")
@@ -85,6 +86,7 @@ class Context:
         self.mode = self._registry.mode
         self.owner_uid = found.st_uid
         self._finalizer = weakref.finalize(self, os.close, fd)
+        self.warm_pool: Context | None = None  # the context whose pool this one uses
 
     # -- contexts -----------------------------------------------------------------------
 
@@ -95,15 +97,38 @@ class Context:
         mode: int = 0o600,
         owner_pid: int | None = None,
         pool_bytes: int | str | None = None,
+        warm_pool: str | None = None,
     ) -> Context:
         """Create a context; `owner_pid` binds it to a process (its death makes it a leak).
 
         `capacity` caps the bytes published in it (None: only /dev/shm's size); `mode` is
         the permission of every segment of the context (default owner only); `pool_bytes`
-        caps its recycling pool (None: a quarter of /dev/shm; 0: no recycling).
+        caps its recycling pool (None: a quarter of /dev/shm; 0: no recycling);
+        `warm_pool` names an existing context of yours, of the same mode, whose pool
+        this one claims from and frees into instead (see `clara_core.warm_pool`).
         """
         validate_name(name, "context name")
         mode = _check_mode(mode)
+        warm = None if warm_pool is None else cls._open_warm_pool(warm_pool, name, mode)
+        try:
+            context = cls._create_plain(name, capacity, mode, owner_pid, pool_bytes)
+        except BaseException:
+            if warm is not None:
+                warm.close()
+            raise
+        if warm is not None:
+            context._use_warm_pool(warm)
+        return context
+
+    @classmethod
+    def _create_plain(
+        cls,
+        name: str,
+        capacity: int | str | None,
+        mode: int,
+        owner_pid: int | None,
+        pool_bytes: int | str | None,
+    ) -> Context:
         quota = 0 if capacity is None else parse_size(capacity)
         if pool_bytes is None:
             pool_cap = pool.default_cap()
@@ -136,6 +161,21 @@ class Context:
         except BaseException:
             os.close(fd)
             raise
+
+    @classmethod
+    def _open_warm_pool(cls, pool_name: str, name: str, mode: int) -> Context:
+        """The context `pool_name`, checked fit to be the warm pool of `name` (`mode`)."""
+        warm = cls.open(pool_name)
+        try:
+            check_warm_pool(warm._registry, name, mode)
+        except BaseException:
+            warm.close()
+            raise
+        return warm
+
+    def _use_warm_pool(self, warm: Context) -> None:
+        self.warm_pool = warm
+        self._registry.warm_pool = warm._registry
 
     @classmethod
     def open(cls, name: str, owner: int | str | None = None) -> Context:
@@ -207,6 +247,8 @@ class Context:
     def close(self) -> None:
         """Close this handle on the context (the context itself stays)."""
         self._finalizer()
+        if self.warm_pool is not None:
+            self.warm_pool.close()
 
     def __enter__(self) -> Context:
         return self

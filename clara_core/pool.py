@@ -22,19 +22,27 @@ quarter of the shared-memory file system; 0 turns it off), `destroy` empties it,
 leak-check reports it as `pooled` (reclaimable, never a leak), and a create that meets a
 full file system empties the pools (of every context of the namespace) and tries once
 more.
+
+A context may instead use the pool of another, longer-lived context, its *warm pool*
+(`Registry.warm_pool`, see `warm_pool`): then it claims from and retires into that pool
+only. A segment retired there gets a whole new header (a pooled member of the warm pool,
+its incarnation); a claimed one is rewritten whole as a new member of the claimer's
+context (members.new_allocation), so each looks like any member of its context.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import NamedTuple
 
+from .dtypes import UINT8
 from .errors import ClaraError
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
 from .registry import Registry
 from .shm import header as hdr
-from .shm import ledger, listing, locks, segment
-from .shm.header import DATA_OFFSET
+from .shm import ledger, listing, locks, processes, segment
+from .shm.header import DATA_OFFSET, Layout
 from .shm.ledger import Slot
 from .shm.memory import Region
 from .shm.trust import ours_refusal
@@ -50,6 +58,11 @@ def default_cap() -> int:
     except OSError as exc:
         raise segment.translate(exc, f"shared-memory directory {shm_dir()}") from exc
     return stats.f_blocks * stats.f_frsize // DEFAULT_FRACTION
+
+
+def _home(context: Registry) -> Registry:
+    """The registry whose pool `context` uses: its warm pool if it has one, else its own."""
+    return context.warm_pool or context
 
 
 def _prefix(context: Registry) -> str:
@@ -83,42 +96,62 @@ def retire(
     just closes `fd`.
     """
     try:
-        if capacity < MIN_BYTES or capacity > context.pool_cap or not context.writable:
+        home = _home(context)
+        if capacity < MIN_BYTES or capacity > home.pool_cap or not home.writable:
             return False
+        if home is not context and os.fstat(home.fd).st_nlink == 0:
+            return False  # the warm pool was destroyed: its names would be orphans
         if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
             return False  # someone else still references it
-        in_pool = file_name is not None and file_name.startswith(_prefix(context))
-        what = f"pooled segment of context '{context.name}'"
-        with context.pool_locked() as locked:
+        in_pool = file_name is not None and file_name.startswith(_prefix(home))
+        what = f"pooled segment of context '{home.name}'"
+        # Of our own pool, only the lifecycle changes; into a warm pool, the whole header
+        # (it becomes a pooled member of the warm pool, nobody's data).
+        if home is context:
+            change, at = hdr.pack_lifecycle(hdr.POOLED), hdr.LIFECYCLE_AT
+        else:
+            change, at = _pooled_header(home, capacity), 0
+        with home.pool_locked() as locked:
             if not locked:
                 return False
             if in_pool:  # claimed, never published: its slot is still there
                 target = file_name or ""
-                segment.write_at(fd, hdr.pack_lifecycle(hdr.POOLED), hdr.LIFECYCLE_AT, what)
+                segment.write_at(fd, change, at, what)
             else:
-                index = _free_slot(context, capacity)
+                index = _free_slot(home, capacity)
                 if index is None:
                     return False
                 slot = Slot(capacity, int.from_bytes(os.urandom(6), "little"))
-                target = _name(context, slot)
-                ledger.write_slot(context.fd, index, slot)  # before the name exists
+                target = _name(home, slot)
+                ledger.write_slot(home.fd, index, slot)  # before the name exists
                 try:
-                    segment.write_at(fd, hdr.pack_lifecycle(hdr.POOLED), hdr.LIFECYCLE_AT, what)
+                    segment.write_at(fd, change, at, what)
                     if file_name is None:
                         segment.link(fd, target, what)
                     else:
                         segment.rename_new(file_name, target, what)
                 except BaseException:
-                    ledger.write_slot(context.fd, index, Slot(0, 0))
+                    ledger.write_slot(home.fd, index, Slot(0, 0))
                     raise
         if warm is not None:
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # held by the cache
-            _keep_warm(context, _Warm(os.dup(fd), warm, capacity, target))
+            _keep_warm(home, _Warm(os.dup(fd), warm, capacity, target))
             warm = None
         return True
     finally:
         if warm is not None:
             warm.release()
+
+
+def _pooled_header(home: Registry, capacity: int) -> bytes:
+    """The whole header of a segment retired into the warm pool `home`: a pooled, never
+    written, nameless member of it, made now by this process in its incarnation."""
+    pid, start = processes.identity()
+    origin = (time.time_ns(), pid, start, 0, 0, home.incarnation)
+    layout = Layout(UINT8, (capacity,), capacity, capacity)
+    whole = hdr.pack_new_allocation(layout, origin, home.name)
+    at = hdr.LIFECYCLE_AT
+    return whole[:at] + hdr.pack_lifecycle(hdr.POOLED) + whole[at + 1 :]
 
 
 def _free_slot(context: Registry, capacity: int) -> int | None:
@@ -155,25 +188,28 @@ def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | No
     pool name (and slot) until it is published (so if this process dies it is simply in
     the pool again). Its header is the caller's to rewrite. None if nothing fits.
     """
-    if nbytes < MIN_BYTES or nbytes > context.pool_cap or not context.writable:
+    home = _home(context)
+    if nbytes < MIN_BYTES or nbytes > home.pool_cap or not home.writable:
         return None
-    warm = _claim_warm(context, nbytes)
+    if not context.writable:
+        return None
+    warm = _claim_warm(home, nbytes)
     if warm is not None:
         return warm.fd, warm.file_name, warm.memory
-    with context.pool_locked() as locked:
+    with home.pool_locked() as locked:
         if not locked:
             return None
-        slots = ledger.read(context.fd).slots
+        slots = ledger.read(home.fd).slots
         fitting = sorted(
             (slot.capacity, index)
             for index, slot in enumerate(slots)
             if nbytes <= slot.capacity <= 2 * nbytes
         )
         for capacity, index in fitting:
-            file_name = _name(context, slots[index])
-            fd = _take(context, file_name, capacity)
+            file_name = _name(home, slots[index])
+            fd = _take(home, file_name, capacity)
             if fd == _GONE:
-                ledger.write_slot(context.fd, index, Slot(0, 0))
+                ledger.write_slot(home.fd, index, Slot(0, 0))
             elif fd != _BUSY:
                 return fd, file_name, None
     return None
@@ -221,14 +257,17 @@ def leave(context: Registry, fd: int, file_name: str) -> None:
     Pool names are never reused and only the claimer (who holds the one reference) or a
     destroy removes them, so the name still denotes this segment or nothing.
     """
+    home = context.warm_pool
+    if home is None or not file_name.startswith(_prefix(home)):
+        home = context  # claimed from its own pool
     found = os.fstat(fd)
     segment.remove_name(file_name, (found.st_dev, found.st_ino))
     slot = ledger.parse_suffix(file_name.rsplit(".", 1)[1])
-    with context.pool_locked() as locked:
+    with home.pool_locked() as locked:
         if locked and slot is not None:
-            for index, kept in enumerate(ledger.read(context.fd).slots):
+            for index, kept in enumerate(ledger.read(home.fd).slots):
                 if kept == slot:
-                    ledger.write_slot(context.fd, index, Slot(0, 0))  # after the name went
+                    ledger.write_slot(home.fd, index, Slot(0, 0))  # after the name went
 
 
 def _token() -> str:

@@ -50,6 +50,7 @@ class Registry:
         "name",
         "pool_cap",
         "uid",
+        "warm_pool",
         "writable",
         "writers",
     )
@@ -78,6 +79,8 @@ class Registry:
         # destroyed and created again has the same name but another incarnation.
         self.incarnation = incarnation
         self._published_files: dict[str, str] = {}  # name -> file name, see published_file
+        # Another context whose pool this one claims from and retires into (`warm_pool`).
+        self.warm_pool: Registry | None = None
 
     @classmethod
     @contextlib.contextmanager
