@@ -100,6 +100,13 @@ RUN_NOTES = ("requests", "models", "path")  # remarks of the file worth repeatin
     help="Mount each operator's declared container paths (/input, /output ...) for real, "
     "in a mount namespace of its own, so unmodified operators work.",
 )
+@click.option(
+    "--warm-pool",
+    metavar="NAME",
+    help="Claim the job's variables from the pool of context NAME and free them back "
+    "into it, so the next job finds warm pages (NAME is made on first use, without "
+    "owner; `clara destroy context NAME` empties it).",
+)
 @json_option
 def run(
     file: str,
@@ -116,6 +123,7 @@ def run(
     service_uris: tuple[str, ...],
     params: tuple[str, ...],
     isolate: bool,
+    warm_pool: str | None,
 ) -> None:
     """Run the pipeline FILE on this machine; exit 1 if an operator failed.
 
@@ -176,6 +184,7 @@ def run(
             payload=payload,
             isolate=isolate,
             warnings=warnings,
+            warm_pool=warm_pool,
         )
     if trace is not None:
         _write_trace(trace, result)

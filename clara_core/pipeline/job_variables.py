@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..context import Context
-from ..errors import NotFound
+from ..errors import ClaraError, NotFound
 from .model import SHARED_MEMORY, Pipeline
 from .operator_duties import Observed
 from .results import VariableRecord
@@ -94,3 +94,14 @@ class JobVariables:
         for record in self.records.values():
             if record.state in ("allocated", "written") and self.keep:
                 record.state = "kept"
+
+
+def recycle_left(ctx: Context) -> None:
+    """Free every variable still in the job's context, so that a context with a warm
+    pool gives their memory back to it (a destroy would remove it)."""
+    for name in ctx.names():
+        if "--" in name:  # a variable's name, never the tally's
+            try:
+                ctx.get(name).free()
+            except ClaraError:  # freed meanwhile, or still in use: the destroy decides
+                continue

@@ -65,6 +65,7 @@ class RunResult:
     job_dir: str = ""  # the job directory (payload, output folders, logs)
     job_dir_kept: bool = False  # False: it was temporary and removed after a success
     warnings: list[str] = field(default_factory=list)  # said at the start (e.g. services)
+    warm_pool: str | None = None  # the context whose pool the job's variables used
     operators: list[OperatorResult] = field(default_factory=list)
     variables: list[VariableRecord] = field(default_factory=list)
 

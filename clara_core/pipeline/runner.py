@@ -38,11 +38,11 @@ import time
 import uuid
 
 from ..context import Context
-from ..errors import ClaraError, NotFound
+from ..errors import AlreadyExists, ClaraError, NotFound
 from . import scheduling
 from .bindings import require_commands
 from .environment import JOB
-from .job_variables import JobVariables
+from .job_variables import JobVariables, recycle_left
 from .jobdir import JobDirectory
 from .launch import prepare
 from .model import Operator, Pipeline
@@ -82,16 +82,20 @@ def run(
     payload: str | None = None,
     isolate: bool = False,
     warnings: list[str] | None = None,
+    warm_pool: str | None = None,
 ) -> RunResult:
     """Run `pipeline` to its end; see the module docstring. Never leaves anything behind.
 
     `job_dir` (new or empty; default a temporary one) holds the job's files, `payload`
     (a directory or file) is copied into it; `isolate` mounts container paths for real
-    (`isolate.unavailable()` says whether this machine can); `warnings` are recorded.
+    (`isolate.unavailable()` says whether this machine can); `warnings` are recorded;
+    `warm_pool` names a context (created if missing) whose pool the job's variables are
+    claimed from and freed into (`clara_core.warm_pool`).
     """
     require_commands(pipeline)
     job = _Job(pipeline, context, keep, timeout, grace, observer or Observer(), isolate)
     job.result.warnings = list(warnings or [])
+    job.warm_pool = job.result.warm_pool = warm_pool
     return job.run(job_dir, payload)
 
 
@@ -132,6 +136,7 @@ class _Job:
         self.signals: list[int] = []
         self.stop_reason = ""  # set once the job is being stopped
         self.ctx: Context | None = None
+        self.warm_pool: str | None = None
         self.result.variables = list(self.variables.records.values())
 
     # -- the whole job ------------------------------------------------------------------
@@ -140,8 +145,12 @@ class _Job:
         self.job = JobDirectory.create(self.pipeline.name, job_dir, payload)
         self.result.job_dir = self.job.root
         try:
+            if self.warm_pool is not None:  # made on first use: it outlives the job
+                with contextlib.suppress(AlreadyExists):
+                    Context.create(self.warm_pool).close()
+            owner = None if self.keep else os.getpid()
             self.ctx = Context.create(
-                self.result.context, owner_pid=None if self.keep else os.getpid()
+                self.result.context, owner_pid=owner, warm_pool=self.warm_pool
             )
         except BaseException:
             if self.job.temporary:
@@ -338,6 +347,8 @@ class _Job:
             self.ready.close()  # readers still waiting find their producer unfinished
         self.variables.finish(self.ctx)
         if self.ctx is not None:
+            if self.warm_pool is not None and not self.keep:
+                recycle_left(self.ctx)  # what a failed job left: into the warm pool
             if self.keep:
                 drop_tally(self.ctx)
                 self.ctx.close()
