@@ -1,0 +1,162 @@
+"""`clara run --warm-pool NAME`: jobs claim their variables from a pool that outlives them.
+
+Real `clara run` subprocesses, shell operators using `clara map`; reuse is proven from
+inodes (the pooled segment's and the one the producer wrote), never from timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from clara_core import Context, leaks
+from clara_core.names import shm_dir
+
+from .pipes import clara, clara_run, operators, start_run, write
+from .test_run import HEAD
+
+NBYTES = 2 << 20  # above the pool's 1 MiB threshold
+V = f"{{name: v, type: array, element-type: uint8, shape: [{NBYTES}]}}"  # static
+
+# The producer first tries to read its freshly allocated output (a claimed segment must
+# look unwritten, whatever an earlier job left in it), then fills it with the byte in
+# fill.txt and prints its inode; the consumer counts the bytes that are not that byte.
+PRODUCE = f"""\
+set -uo pipefail
+clara map v --read --out /dev/null 2>/dev/null
+echo "unwritten-read-exit $?"
+head -c {NBYTES} /dev/zero | tr '\\0' "$(cat fill.txt)" | clara map v --write --in - || exit 1
+clara map v --read -- sh -c 'echo "inode $(stat -L -c %i "$CLARA_MAP_PATH")"' || exit 1
+test ! -e hold || {{ echo $$ > held; while test -e hold; do sleep 0.05; done; }}
+"""
+CONSUME = """\
+set -euo pipefail
+echo "other-bytes $(clara map v --read --out - | tr -d "$(cat fill.txt)" | wc -c)"
+"""
+
+
+def pipeline(directory: Path, name: str = "warm", fill: str = "a") -> Path:
+    (directory / "fill.txt").write_text(fill)
+    return write(
+        directory,
+        HEAD.format(name=name)
+        + "- name: produce\n  container: {command: [bash, produce.sh]}\n"
+        + f"  output:\n  - {V}\n"
+        + "- name: consume\n  container: {command: [bash, consume.sh]}\n"
+        + f"  input:\n  - {V.replace('{', '{from: produce, ')}\n",
+        produce_sh=PRODUCE,
+        consume_sh=CONSUME,
+    )
+
+
+def said(result: dict, operator: str, key: str) -> str:
+    for line in operators(result)[operator]["output_tail"]:
+        if line.startswith(key + " "):
+            return line.split()[1]
+    raise AssertionError(f"{operator} never said {key}: {result}")
+
+
+def pooled(namespace: str, context: str = "pool") -> dict[str, int]:
+    prefix = f"{namespace}.{context}.p."
+    found = {}
+    for name in os.listdir(shm_dir()):
+        if name.startswith(prefix):
+            found[name] = os.stat(os.path.join(shm_dir(), name)).st_ino
+    return found
+
+
+def test_a_second_run_reuses_the_first_runs_pages_and_never_shows_its_data(
+    tmp_path: Path, namespace: str
+) -> None:
+    path = pipeline(tmp_path, fill="a")
+    code, result, err = clara_run(path, "--warm-pool", "pool")
+    assert code == 0, err
+    assert result["warm_pool"] == "pool"
+    first = int(said(result, "produce", "inode"))
+    assert list(pooled(namespace).values()) == [first]  # made on first use, kept
+    (tmp_path / "fill.txt").write_text("b")
+    code, result, err = clara_run(path, "--warm-pool", "pool")
+    assert code == 0, err
+    assert int(said(result, "produce", "inode")) == first  # the same pages
+    assert said(result, "produce", "unwritten-read-exit") == "6"  # not run 1's bytes
+    assert said(result, "consume", "other-bytes") == "0"
+    assert list(pooled(namespace).values()) == [first]
+    # What the tools say: the warm pool is an idle context, its segment pooled, no leak.
+    check = json.loads(clara("--json", "leak-check").stdout)
+    statuses = sorted((f["kind"], f["status"]) for f in check["findings"])
+    assert statuses == [("context", "idle"), ("pooled", "pooled")]
+    dump = json.loads(clara("--json", "dump").stdout)
+    (summary,) = dump["contexts"]
+    assert (summary["name"], summary["pooled_bytes"]) == ("pool", 4096 + NBYTES)
+    destroyed = clara("destroy", "context", "pool")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert [f for f in os.listdir(shm_dir()) if f.startswith(namespace)] == []
+
+
+def test_two_runs_at_once_share_one_warm_pool(tmp_path: Path, namespace: str) -> None:
+    paths = []
+    for fill in "xy":
+        (tmp_path / fill).mkdir()
+        paths.append(pipeline(tmp_path / fill, name=f"job-{fill}", fill=fill))
+    clara_run(paths[0], "--warm-pool", "pool")  # prime it
+    runs = [start_run(path, "--warm-pool", "pool") for path in paths]
+    results = []
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        results.append(json.loads(out))
+    for result in results:
+        assert said(result, "produce", "unwritten-read-exit") == "6"
+        assert said(result, "consume", "other-bytes") == "0"
+    inodes = {int(said(result, "produce", "inode")) for result in results}
+    assert len(inodes) == 2  # never the same segment for both
+    assert set(pooled(namespace).values()) == inodes  # both went back to the pool
+    assert Context.list() == ["pool"]
+    assert leaks.check().clean
+    Context.destroy("pool")
+
+
+def test_a_run_killed_with_9_leaves_a_usable_warm_pool(tmp_path: Path, namespace: str) -> None:
+    path = pipeline(tmp_path)
+    code, result, err = clara_run(path, "--warm-pool", "pool")
+    assert code == 0, err
+    (tmp_path / "hold").touch()
+    run = start_run(path, "--warm-pool", "pool")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "held").exists() or not (tmp_path / "held").read_text():
+        assert time.monotonic() < deadline and run.poll() is None, run.stderr.read()
+        time.sleep(0.05)
+    os.kill(run.pid, signal.SIGKILL)  # the runner, mid-job
+    run.wait(10)
+    os.kill(int((tmp_path / "held").read_text()), signal.SIGKILL)  # its producer
+    assert pooled(namespace) == {}  # the variable it had claimed was published
+    check = json.loads(clara("--json", "leak-check").stdout)
+    dead = {f["context"] for f in check["findings"] if f["status"] == "owner-dead"}
+    assert dead and "pool" not in dead
+    fixed = clara("leak-check", "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    (tmp_path / "hold").unlink()
+    code, result, err = clara_run(path, "--warm-pool", "pool")  # the pool still serves
+    assert code == 0, err
+    assert said(result, "consume", "other-bytes") == "0"
+    assert list(pooled(namespace).values()) == [int(said(result, "produce", "inode"))]
+    assert Context.list() == ["pool"]
+    Context.destroy("pool")
+
+
+def test_a_warm_pool_that_cannot_serve_is_a_clear_error(tmp_path: Path, namespace: str) -> None:
+    path = pipeline(tmp_path)
+    Context.create("shared", mode=0o660).close()
+    try:
+        done = clara("run", str(path), "--warm-pool", "shared")
+        assert done.returncode == 2
+        assert done.stderr.startswith("clara: error: warm pool 'shared' has mode 660")
+        assert len(done.stderr.splitlines()) == 1
+        done = clara("run", str(path), "--warm-pool", "bad/name")
+        assert done.returncode == 2, done.stderr
+        assert Context.list() == ["shared"]  # no job context was left
+    finally:
+        Context.destroy("shared")
