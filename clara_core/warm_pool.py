@@ -87,4 +87,4 @@ def check(warm: Registry, context_name: str, mode: int) -> None:
             "segments keep their mode, so both must have the same"
         )
     if not warm.pool_cap:
-        raise InvalidArgument(f"{what} has no pool (created with pool_bytes=0)")
+        raise InvalidArgument(f"{what} has no pool (its pool cap is 0)")

@@ -36,12 +36,22 @@ def create() -> None:
     metavar="PID",
     help="Bind it to this process: once PID exits, leak-check reclaims it (e.g. $$).",
 )
+@click.option(
+    "--pool-bytes",
+    metavar="BYTES",
+    help="Cap on its recycling pool (default a quarter of /dev/shm; 0: none), e.g. for "
+    "a warm pool (clara run --warm-pool).",
+)
 @json_option
-def create_context(name: str, capacity: str | None, mode: str, owner_pid: int | None) -> None:
+def create_context(
+    name: str, capacity: str | None, mode: str, owner_pid: int | None, pool_bytes: str | None
+) -> None:
     """Create the context NAME and print its name."""
     from clara_core import Context
 
-    context = Context.create(name, capacity=capacity, mode=mode, owner_pid=owner_pid)
+    context = Context.create(
+        name, capacity=capacity, mode=mode, owner_pid=owner_pid, pool_bytes=pool_bytes
+    )
     data = {
         "context": context.name,
         "owner_pid": context.owner_pid,

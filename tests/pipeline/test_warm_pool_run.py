@@ -157,6 +157,14 @@ def test_a_warm_pool_that_cannot_serve_is_a_clear_error(tmp_path: Path, namespac
         assert len(done.stderr.splitlines()) == 1
         done = clara("run", str(path), "--warm-pool", "bad/name")
         assert done.returncode == 2, done.stderr
-        assert Context.list() == ["shared"]  # no job context was left
+        made = clara("create", "context", "none", "--pool-bytes", "0")
+        assert made.returncode == 0, made.stderr
+        done = clara("run", str(path), "--warm-pool", "none")
+        assert (done.returncode, done.stderr) == (
+            2,
+            "clara: error: warm pool 'none' has no pool (its pool cap is 0)\n",
+        )
+        assert Context.list() == ["none", "shared"]  # no job context was left
     finally:
         Context.destroy("shared")
+        Context.destroy("none")
