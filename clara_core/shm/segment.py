@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stats
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import (
     AlreadyExists,
@@ -328,8 +328,21 @@ def write_at(fd: int, data: bytes, offset: int, what: str) -> None:
 
 def link(fd: int, file_name: str, what: str) -> None:
     """Give the segment open at `fd` the name `file_name`; AlreadyExists if taken."""
+    global _empty_path
+    directory = directory_fd()
+    if _empty_path:
+        # linkat(fd, "", AT_EMPTY_PATH) names the open file itself, with no walk through
+        # /proc; Linux 6.10+ allows it to whoever opened the file (same credentials),
+        # older kernels only to CAP_DAC_READ_SEARCH (ENOENT otherwise): then, and from
+        # then on, /proc/self/fd, which names the same inode.
+        if _libc is None:
+            _load_libc()
+        if not _libc.linkat(fd, b"", directory, os.fsencode(file_name), _AT_EMPTY_PATH):
+            return
+        code = _get_errno()
+        if code not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
+            raise translate(OSError(code, os.strerror(code)), what)
     try:
-        directory = directory_fd()
         os.link(
             f"/proc/self/fd/{fd}",
             file_name,
@@ -339,6 +352,11 @@ def link(fd: int, file_name: str, what: str) -> None:
         )
     except OSError as exc:
         raise translate(exc, what) from exc
+    _empty_path = False  # the way above works here, AT_EMPTY_PATH did not
+
+
+_AT_EMPTY_PATH = 0x1000
+_empty_path = True  # linkat(AT_EMPTY_PATH) still worth trying (see link)
 
 
 def unlink(file_name: str, what: str = "") -> bool:
@@ -361,19 +379,27 @@ def rename_new(old: str, new: str, what: str) -> None:
 
 
 _RENAME_NOREPLACE = 1
-_libc = None
+_libc: Any = None
+_get_errno: Any = None
+
+
+def _load_libc() -> None:
+    """libc through ctypes (imported on first use), for the calls os does not offer."""
+    global _libc, _get_errno
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    number, text = ctypes.c_int, ctypes.c_char_p
+    libc.linkat.argtypes = [number, text, number, text, number]
+    _get_errno = ctypes.get_errno
+    _libc = libc
 
 
 def _renameat2(dir_fd: int, old: str, new: str) -> None:
-    global _libc
     if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
+        _load_libc()
     if _libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), _RENAME_NOREPLACE):
-        import ctypes
-
-        code = ctypes.get_errno()
+        code = _get_errno()
         raise OSError(code, os.strerror(code))
 
 
