@@ -46,6 +46,24 @@ if TYPE_CHECKING:
 class Allocation(Lifecycle):
     """A reference to a typed block of shared memory in a context."""
 
+    # Slots: one is made on every get() and create(), and attributes are set faster.
+    __slots__ = (
+        "__weakref__",
+        "_description",
+        "_fd",
+        "_key",
+        "_layout",
+        "_maps",
+        "_pool_name",
+        "_reference",
+        "_registry",
+        "_stat",
+        "_visibility",
+        "_writable",
+        "context",
+        "created",
+    )
+
     def __init__(
         self,
         context: Context,
@@ -166,7 +184,7 @@ class Allocation(Lifecycle):
     def _set_visibility(self, visibility: str, key: str | None) -> None:
         self._visibility = visibility
         self._key = key  # published name or handle
-        self._description: str | None = None
+        self._description = None
 
     def _repr_state(self) -> str:
         """The data state, or why there is none (a repr must never raise)."""

@@ -36,6 +36,8 @@ SHARED = "published"
 class Lifecycle:
     """The naming half of an Allocation (mixed into it): how it gains and loses names."""
 
+    __slots__ = ()  # (the Allocation's)
+
     # The state and helpers of the Allocation this is mixed into.
     _fd: int
     _registry: Registry

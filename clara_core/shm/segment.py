@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stats
-from typing import Any, NamedTuple
+from typing import NamedTuple, NoReturn
 
 from ..errors import (
     AlreadyExists,
@@ -37,7 +37,7 @@ from ..errors import (
     PermissionDenied,
 )
 from ..names import shm_dir, shm_dir_setting
-from . import locks
+from . import libc, locks
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
 from .trust import Refusal, file_type, user_name
@@ -214,9 +214,18 @@ def open_segment(
     """
     fd, writable = _open_nonblocking(file_name, what, read_only, refusal)
     try:
-        locked = lock is not None and _try_lock(fd, *lock)
-        found = _fstat(fd, what)
-        _check_file(found, what, refusal)
+        locked = False
+        if lock is not None:
+            try:  # noqa: SIM105 (inline, faster than suppress: this runs on every get)
+                locked = locks.try_lock(fd, *lock)
+            except OSError:  # a file that takes no lock: refused by the checks below
+                pass
+        try:
+            found = os.fstat(fd)
+        except OSError as exc:
+            raise translate(exc, what) from exc
+        if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
+            _check_file(found, what, refusal)  # raises, saying why
         if lock is not None and not locked:
             byte, exclusive = lock
             if header:
@@ -224,45 +233,52 @@ def open_segment(
             locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
             # What the lock protects may have changed until we held it: read it now.
             found = _fstat(fd, what)
-        return Opened(fd, writable, found, _read(fd, what, found) if header else None)
+        if not header:
+            return Opened(fd, writable, found, None)
+        try:
+            raw = os.pread(fd, HEADER_SIZE, 0)
+        except OSError as exc:
+            raise translate(exc, what) from exc
+        return Opened(fd, writable, found, parse(raw, found.st_size, what))
     except BaseException:
         os.close(fd)
         raise
 
 
-def _try_lock(fd: int, byte: int, exclusive: bool) -> bool:
-    """The lock if it is free now; False if busy, or if the file takes no lock (it is
-    then refused by the checks that follow, or the wait raises)."""
-    try:
-        return locks.try_lock(fd, byte, exclusive)
-    except OSError:
-        return False
-
-
 def _open_nonblocking(
     file_name: str, what: str, read_only: bool, refusal: Refusal
 ) -> tuple[int, bool]:
-    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     dir_fd = directory_fd()
-    attempts = (False,) if read_only else (True, False)
-    for writable in attempts:
-        try:
-            mode = os.O_RDWR if writable else os.O_RDONLY
-            return os.open(file_name, flags | mode, dir_fd=dir_fd), writable
+    if not read_only:
+        try:  # the usual case, first and alone
+            return os.open(file_name, _READ_WRITE, dir_fd=dir_fd), True
         except (PermissionError, IsADirectoryError):
-            if writable:
-                continue  # this user may only read it (or it is a directory)
-            found = stat_named(file_name)
-            if found is not None:  # say whose it is rather than just "denied"
-                _check_file(found, what, refusal)
-            raise PermissionDenied(f"{what}: permission denied") from None
+            pass  # this user may only read it (or it is a directory)
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link, a socket
-                found = stat_named(file_name)
-                if found is not None:
-                    _check_file(found, what, refusal)
-            raise translate(exc, what) from exc
+            _explain_refused(exc, file_name, what, refusal)
+    try:
+        return os.open(file_name, _READ_ONLY, dir_fd=dir_fd), False
+    except (PermissionError, IsADirectoryError):
+        found = stat_named(file_name)
+        if found is not None:  # say whose it is rather than just "denied"
+            _check_file(found, what, refusal)
+        raise PermissionDenied(f"{what}: permission denied") from None
+    except OSError as exc:
+        _explain_refused(exc, file_name, what, refusal)
     raise AssertionError("unreachable")
+
+
+_READ_ONLY = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDONLY
+_READ_WRITE = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDWR
+
+
+def _explain_refused(exc: OSError, file_name: str, what: str, refusal: Refusal) -> NoReturn:
+    """Raise the error for an open that failed with `exc` (not a permission error)."""
+    if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link, a socket
+        found = stat_named(file_name)
+        if found is not None:
+            _check_file(found, what, refusal)
+    raise translate(exc, what) from exc
 
 
 def _fstat(fd: int, what: str) -> os.stat_result:
@@ -330,18 +346,13 @@ def link(fd: int, file_name: str, what: str) -> None:
     """Give the segment open at `fd` the name `file_name`; AlreadyExists if taken."""
     global _empty_path
     directory = directory_fd()
-    if _empty_path:
-        # linkat(fd, "", AT_EMPTY_PATH) names the open file itself, with no walk through
-        # /proc; Linux 6.10+ allows it to whoever opened the file (same credentials),
-        # older kernels only to CAP_DAC_READ_SEARCH (ENOENT otherwise): then, and from
-        # then on, /proc/self/fd, which names the same inode.
-        if _libc is None:
-            _load_libc()
-        if not _libc.linkat(fd, b"", directory, os.fsencode(file_name), _AT_EMPTY_PATH):
+    if _empty_path:  # naming the open file itself costs less than a walk through /proc
+        try:
+            libc.link_open_file(fd, directory, file_name)
             return
-        code = _get_errno()
-        if code not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
-            raise translate(OSError(code, os.strerror(code)), what)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
+                raise translate(exc, what) from exc
     try:
         os.link(
             f"/proc/self/fd/{fd}",
@@ -352,10 +363,9 @@ def link(fd: int, file_name: str, what: str) -> None:
         )
     except OSError as exc:
         raise translate(exc, what) from exc
-    _empty_path = False  # the way above works here, AT_EMPTY_PATH did not
+    _empty_path = False  # /proc/self/fd works where AT_EMPTY_PATH did not: from now on
 
 
-_AT_EMPTY_PATH = 0x1000
 _empty_path = True  # linkat(AT_EMPTY_PATH) still worth trying (see link)
 
 
@@ -373,34 +383,9 @@ def unlink(file_name: str, what: str = "") -> bool:
 def rename_new(old: str, new: str, what: str) -> None:
     """Atomically rename a segment to a name nobody uses (AlreadyExists if one does)."""
     try:
-        _renameat2(directory_fd(), old, new)
+        libc.rename_new(directory_fd(), old, new)
     except OSError as exc:
         raise translate(exc, what) from exc
-
-
-_RENAME_NOREPLACE = 1
-_libc: Any = None
-_get_errno: Any = None
-
-
-def _load_libc() -> None:
-    """libc through ctypes (imported on first use), for the calls os does not offer."""
-    global _libc, _get_errno
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    number, text = ctypes.c_int, ctypes.c_char_p
-    libc.linkat.argtypes = [number, text, number, text, number]
-    _get_errno = ctypes.get_errno
-    _libc = libc
-
-
-def _renameat2(dir_fd: int, old: str, new: str) -> None:
-    if _libc is None:
-        _load_libc()
-    if _libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), _RENAME_NOREPLACE):
-        code = _get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def stat_named(file_name: str) -> os.stat_result | None:

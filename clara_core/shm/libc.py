@@ -1,0 +1,50 @@
+"""The kernel calls Python's os module does not offer, through ctypes (loaded on first use).
+
+Each returns like its os counterpart would: None, or raises OSError with the errno.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+AT_EMPTY_PATH = 0x1000
+_RENAME_NOREPLACE = 1
+_libc: Any = None
+_get_errno: Any = None
+
+
+def _load() -> Any:
+    global _libc, _get_errno
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    number, text = ctypes.c_int, ctypes.c_char_p
+    libc.linkat.argtypes = [number, text, number, text, number]
+    libc.renameat2.argtypes = [number, text, number, text, ctypes.c_uint]
+    _get_errno = ctypes.get_errno
+    _libc = libc
+    return libc
+
+
+def _failed() -> OSError:
+    code = _get_errno()
+    return OSError(code, os.strerror(code))
+
+
+def link_open_file(fd: int, dir_fd: int, name: str) -> None:
+    """linkat(fd, "", dir_fd, name, AT_EMPTY_PATH): give the open file `fd` a name.
+
+    Linux 6.10+ allows it to whoever opened the file (with the same credentials), older
+    kernels only to CAP_DAC_READ_SEARCH; a refusal is ENOENT.
+    """
+    libc = _libc or _load()
+    if libc.linkat(fd, b"", dir_fd, os.fsencode(name), AT_EMPTY_PATH):
+        raise _failed()
+
+
+def rename_new(dir_fd: int, old: str, new: str) -> None:
+    """renameat2(RENAME_NOREPLACE) within one directory: EEXIST if `new` exists."""
+    libc = _libc or _load()
+    if libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), _RENAME_NOREPLACE):
+        raise _failed()
