@@ -18,6 +18,11 @@ from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
 
+# Bound once: these run on every map.
+_pread = os.pread
+_parse_layout = hdr.parse_layout
+_LAYOUT_END, _DATA_AT, _COMPLETE = hdr.LAYOUT_END, hdr.DATA_AT, hdr.COMPLETE
+
 
 class Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
@@ -64,23 +69,25 @@ class Reference:
             region, self.warm_read = self.warm_read, None
         try:
             if region is None:
-                length = DATA_OFFSET + layout.capacity
-                region = segment.map_segment(fd, length, writable, what, populate)
+                region = segment.map_segment(
+                    fd, DATA_OFFSET + layout.capacity, writable, what, populate
+                )
             else:
                 # A new identity for the reused mapping: a Mapping of its earlier map
                 # must see itself unmapped, not take this map for its own.
                 region = region.reissue()
+            length = region.length
             # Whether the file still covers the mapping: its last byte can be read
             # (cheaper than fstat, same answer). Checked before any wait (no clara ever
             # shortens a segment, so the lock adds nothing to this check), which keeps
             # it off the path of a waiting reader woken by its writer.
             try:
-                last = os.pread(fd, 1, region.length - 1)
+                last = _pread(fd, 1, length - 1)
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
             if not last:
                 raise Corrupt(
-                    f"{what} is corrupt (its file was cut short of the {region.length} "
+                    f"{what} is corrupt (its file was cut short of the {length} "
                     "bytes it needs); remove it with `clara leak-check --fix`"
                 )
             if not locked:
@@ -91,7 +98,15 @@ class Reference:
                         "wait longer with {timeout}",
                     )
                 locked = True
-            layout = self._check_locked(region, writable, allow_incomplete, what)
+            # Under the map lock: the layout is valid, the data state allows this map.
+            try:
+                header = _pread(fd, _LAYOUT_END, 0)
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
+            if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
+                layout = self._check_locked(header, length, writable, allow_incomplete, what)
+            else:  # the usual read: complete data, needing no more than the layout
+                layout = _parse_layout(header, length, what)
         except BaseException:
             if locked and not self.maps:
                 locks.unlock(fd, locks.MAP_BYTE)  # also when mmap itself failed
@@ -102,31 +117,27 @@ class Reference:
         return region, layout
 
     def _check_locked(
-        self, region: Region, writable: bool, allow_incomplete: bool, what: str
+        self, header: bytes, length: int, writable: bool, allow_incomplete: bool, what: str
     ) -> Layout:
-        """Under the map lock: the layout is valid, the data state allows this map (a
-        write map marks it *writing*).
+        """Under the map lock, from the header's first bytes: the layout is valid, the
+        data state allows this map (a write map marks it *writing*).
 
         The header is read and written through the fd, never through the map: a file cut
         short by another process (a writer of a shared-mode context) is then an error
         here, not a SIGBUS; and touching the header page of a fresh map would fault in its
         neighbours too, all of which unmap then has to tear down again.
         """
-        try:
-            header = os.pread(self.fd, hdr.LAYOUT_END, 0)
-        except OSError as exc:
-            raise segment.translate(exc, what) from exc
-        if len(header) < hdr.LAYOUT_END:
+        if len(header) < _LAYOUT_END:
             raise Corrupt(
                 f"{what} is corrupt (its file was cut to {len(header)} bytes); remove it "
                 "with `clara leak-check --fix`"
             )
-        layout = hdr.parse_layout(header, region.length, what)
+        layout = _parse_layout(header, length, what)
         if writable:
             # What unmap will write is made now: waiters wake as soon as it is written.
             writing, self.completed = hdr.write_map_states(header, *processes.identity())
             segment.write_at(self.fd, writing, hdr.DATA_AT, what)
-        elif header[hdr.DATA_AT] != hdr.COMPLETE:  # the usual read needs no more than this
+        elif header[_DATA_AT] != _COMPLETE:
             data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
             if allow_incomplete:
                 pass
@@ -156,22 +167,25 @@ class Reference:
                 raise segment.translate(exc, "the data state") from exc
         maps = self.maps
         maps.remove(region)
-        keep = (self.warm if writable else self.warm_read) is None
-        if region.lent():
-            # Views outlive the map: cut them off before anyone else may map it.
-            region = region.detach() if keep else region.release()
+        if (self.warm if writable else self.warm_read) is None:  # keep it for the next map
+            # Views that outlive the map are cut off first, before anyone else may map
+            # it (detach returns None if then nothing of it stays mapped).
+            kept = region.detach()
             if not maps:
+                locks.unlock(self.fd, locks.MAP_BYTE)
+            if kept is not None:
+                if writable:
+                    self.warm = kept
+                else:
+                    self.warm_read = kept
+        elif region.lent():
+            region.release()  # views outlive the map: cut them off before anyone else
+            if not maps:  # may map it
                 locks.unlock(self.fd, locks.MAP_BYTE)
         else:
             if not maps:  # nothing reaches this memory: let waiters in first
                 locks.unlock(self.fd, locks.MAP_BYTE)
-            if not keep:
-                region.release()
-        if keep and region is not None:
-            if writable:
-                self.warm = region
-            else:
-                self.warm_read = region
+            region.release()
 
     def unmap_all(self) -> None:
         """Finish every map (write maps are marked complete)."""

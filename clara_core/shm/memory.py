@@ -209,10 +209,17 @@ class Region:
         return Region(moved, self.length, self.writable)
 
     def _cut_off(self, holder: Any) -> None:
-        prot = _READ_WRITE if self.writable else mmap.PROT_READ
-        _check(_mmap(self.address, self.length, prot, _ZEROS_FIXED, -1, 0), "mmap")
-        # Read-only zeros hold no memory once their views die: kept for reuse. Zeros a
-        # write view may have written to are given back (unmapped) instead.
-        spare = None if self.writable or self.length >= DETACH_FROM else _spare_for(self.length)
-        holder.unmapper = _Unmapper(self.address, self.length, spare)
+        length = self.length
+        if self.writable:
+            address = _mmap(self.address, length, _READ_WRITE, _ZEROS_FIXED, -1, 0)
+            spare = None  # zeros a write view may have written to are given back (unmapped)
+        else:
+            address = _mmap(self.address, length, mmap.PROT_READ, _ZEROS_FIXED, -1, 0)
+            # Read-only zeros hold no memory once their views die: kept for reuse.
+            spare = _spare.get(length)
+            if spare is None and length < DETACH_FROM:
+                spare = _spare_for(length)
+        if address is None or address == _MAP_FAILED:
+            _check(address, "mmap")
+        holder.unmapper = _Unmapper(self.address, length, spare)
         self._holder = None
