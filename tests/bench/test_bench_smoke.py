@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end (tiny sizes, one iteration) and reports every id.
 
 No timing is asserted here: the machine running the tests is shared and noisy. What is
-checked is that `python -m bench --smoke` measures P1..P12, P1b and P11b with their
+checked is that `python -m bench --smoke` measures P1..P12, P1b, P9w and P11b with their
 baselines, writes them as JSON, and leaves nothing behind (the namespace fixture also checks that).
 """
 
@@ -18,7 +18,7 @@ import pytest
 from bench.harness import Check, Row, percentile, summarise
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IDS = {*(f"P{n}" for n in range(1, 12)), "P1b", "P11b", "P12"}
+IDS = {*(f"P{n}" for n in range(1, 12)), "P1b", "P9w", "P11b", "P12"}
 
 
 def _number(value: object) -> bool:
@@ -75,6 +75,7 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
         "pipe round trip",
         ".npy files on tmpfs",
         ".npy files on disk",
+        "clara run, cold (P9)",
         "empty directory",
         "raw file, huge=always tmpfs",
     ):
