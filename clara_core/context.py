@@ -117,7 +117,7 @@ class Context:
                 warm.close()
             raise
         if warm is not None:
-            context._use_warm_pool(warm)
+            context.warm_pool, context._registry.warm_pool = warm, warm._registry
         return context
 
     @classmethod
@@ -173,9 +173,12 @@ class Context:
             raise
         return warm
 
-    def _use_warm_pool(self, warm: Context) -> None:
-        self.warm_pool = warm
-        self._registry.warm_pool = warm._registry
+    def use_warm_pool(self, name: str) -> None:
+        """From now on claim from and free into the pool of context `name` (see create)."""
+        warm = self._open_warm_pool(name, self.name, self.mode)
+        if self.warm_pool is not None:
+            self.warm_pool.close()
+        self.warm_pool, self._registry.warm_pool = warm, warm._registry
 
     @classmethod
     def open(cls, name: str, owner: int | str | None = None) -> Context:

@@ -36,7 +36,7 @@ from ..context import Context
 from ..errors import ClaraError, Incomplete, InvalidArgument, NotFound
 from .environment import Declared, OperatorIO
 from .model import SHARED_MEMORY
-from .variables import Variable
+from .variables import Variable, open_job_context
 
 Prepare = Callable[["Driver"], object]
 Execute = Callable[["Driver", "Payload"], object]
@@ -220,7 +220,7 @@ class Driver:
         assert self._io is not None
         self._set_state(WAITING, None)
         try:
-            context = Context.open(self._io.context)
+            context = open_job_context(self._io.context)
             payload = Payload(self._io, context)
             _check_inputs(payload)
         except ClaraError as exc:

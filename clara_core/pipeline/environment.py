@@ -20,6 +20,7 @@ Every operator process gets, on top of the runner's own environment and its YAML
     CLARA_JOB          JSON: the job's plan that `clara exec-operator` needs (see `JobPlan`),
                        and a read of an input to wait for its producer (see `readiness`)
     CLARA_READY        the same for C: ``ALLOCATION INDEX PRODUCER`` per input (`readiness`)
+    CLARA_WARM_POOL    the context whose pool the job's allocations use (`--warm-pool`)
 
 Local paths are folders of the job directory (see `operator_io`), never the declared
 container paths themselves. So an operator needs no YAML: `clara map NAME`, `Driver`
@@ -45,6 +46,7 @@ FASTIO = "CLARA_FASTIO"
 JOB = "CLARA_JOB"
 PATHS = "CLARA_PATHS"
 PAYLOAD = "CLARA_PAYLOAD"
+WARM_POOL = "CLARA_WARM_POOL"
 FORMAT = 1
 # The two media and the disk type; pipeline.py shares these (this module stays light,
 # since `clara map` imports it in every operator).

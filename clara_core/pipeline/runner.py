@@ -41,7 +41,7 @@ from ..context import Context
 from ..errors import AlreadyExists, ClaraError, NotFound
 from . import scheduling
 from .bindings import require_commands
-from .environment import JOB
+from .environment import JOB, WARM_POOL
 from .job_variables import JobVariables, recycle_left
 from .jobdir import JobDirectory
 from .launch import prepare
@@ -222,6 +222,8 @@ class _Job:
             )
             launch.env[JOB] = self.plan.to_json()  # the job's tally: readiness of inputs
             launch.env[READY] = ready_lines(launch.io, self.plan)  # the same, for C
+            if self.warm_pool is not None:  # its dynamic outputs are claimed from it too
+                launch.env[WARM_POOL] = self.warm_pool
             duties = self.duties[op.name] = OperatorDuties(self.ctx, launch.io, self.plan)
             prepared = duties.prepare()  # static outputs, output folders
             self.variables.allocated(prepared)

@@ -14,6 +14,7 @@ A variable lives in the job's context under its allocation name
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from ..context import Context
 from ..dtypes import ElementType, element_type, format_size, static_shape
 from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, ReadOnly
 from ..names import validate_name
-from .environment import Declared, OperatorIO
+from .environment import WARM_POOL, Declared, OperatorIO
 from .readiness import wait_for_producer
 
 if TYPE_CHECKING:
@@ -344,7 +345,7 @@ def open_declared(
     validate_name(name, "variable name")
     io = OperatorIO.from_environment()
     writing = str(mode).lower() in ("w", "write")
-    context = Context.open(io.context)
+    context = open_job_context(io.context)
     port = io.find(name)
     if port is None:
         try:
@@ -396,3 +397,13 @@ def open_declared(
         variable.update_shape((nbytes // itemsize,))
         variable.allocate()
     return variable.allocation
+
+
+def open_job_context(name: str) -> Context:
+    """The job's context `name`, using the job's warm pool if `clara run` names one."""
+    context = Context.open(name)
+    warm_pool = os.environ.get(WARM_POOL)
+    if warm_pool:
+        with contextlib.suppress(NotFound):  # destroyed meanwhile: fresh pages then
+            context.use_warm_pool(warm_pool)
+    return context

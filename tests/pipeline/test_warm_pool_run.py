@@ -19,7 +19,7 @@ from .pipes import clara, clara_run, operators, start_run, write
 from .test_run import HEAD
 
 NBYTES = 2 << 20  # above the pool's 1 MiB threshold
-V = f"{{name: v, type: array, element-type: uint8, shape: [{NBYTES}]}}"  # static
+V = "{name: v, type: array, element-type: uint8, shape: [DIMS]}"
 
 # The producer first tries to read its freshly allocated output (a claimed segment must
 # look unwritten, whatever an earlier job left in it), then fills it with the byte in
@@ -38,15 +38,17 @@ echo "other-bytes $(clara map v --read --out - | tr -d "$(cat fill.txt)" | wc -c
 """
 
 
-def pipeline(directory: Path, name: str = "warm", fill: str = "a") -> Path:
+def pipeline(directory: Path, name: str = "warm", fill: str = "a", dims: int = NBYTES) -> Path:
+    """produce -> consume over v, static (`dims` bytes) or dynamic (-1: made by produce)."""
     (directory / "fill.txt").write_text(fill)
+    port = V.replace("DIMS", str(dims))
     return write(
         directory,
         HEAD.format(name=name)
         + "- name: produce\n  container: {command: [bash, produce.sh]}\n"
-        + f"  output:\n  - {V}\n"
+        + f"  output:\n  - {port}\n"
         + "- name: consume\n  container: {command: [bash, consume.sh]}\n"
-        + f"  input:\n  - {V.replace('{', '{from: produce, ')}\n",
+        + f"  input:\n  - {port.replace('{', '{from: produce, ')}\n",
         produce_sh=PRODUCE,
         consume_sh=CONSUME,
     )
@@ -94,6 +96,25 @@ def test_a_second_run_reuses_the_first_runs_pages_and_never_shows_its_data(
     destroyed = clara("destroy", "context", "pool")
     assert destroyed.returncode == 0, destroyed.stderr
     assert [f for f in os.listdir(shm_dir()) if f.startswith(namespace)] == []
+
+
+def test_an_operators_dynamic_output_is_claimed_from_the_warm_pool(
+    tmp_path: Path, namespace: str
+) -> None:
+    """`clara run` names the warm pool to its operators (CLARA_WARM_POOL): an output the
+    operator sizes itself (`clara map --in` of a declared dynamic output) reuses it too."""
+    path = pipeline(tmp_path, dims=-1)
+    code, result, err = clara_run(path, "--warm-pool", "pool")
+    assert code == 0, err
+    first = int(said(result, "produce", "inode"))
+    assert list(pooled(namespace).values()) == [first]
+    (tmp_path / "fill.txt").write_text("c")
+    code, result, err = clara_run(path, "--warm-pool", "pool")
+    assert code == 0, err
+    assert int(said(result, "produce", "inode")) == first
+    assert said(result, "consume", "other-bytes") == "0"
+    assert list(pooled(namespace).values()) == [first]
+    Context.destroy("pool")
 
 
 def test_two_runs_at_once_share_one_warm_pool(tmp_path: Path, namespace: str) -> None:
