@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
 import pytest
 
+from clara_core import Context
+from clara_core.names import shm_dir
 from tests.cli.clirun import clara
 
 from .conftest import NATIVE, ROOT
@@ -91,3 +94,38 @@ def test_a_c_operator_started_early_hears_that_its_producer_failed(operators, tm
         "operator 'acquire' failed" in threshold["output_tail"]
     ), threshold["output_tail"]
     assert (threshold["status"], threshold["exit_code"]) == ("stopped", 1)
+
+
+def test_the_cpp_operator_reads_a_volume_claimed_from_a_warm_pool(operators, tmp_path, namespace):
+    """Run twice with --warm-pool: the second run's volume (1.5 MiB, allocated by the
+    Python operator) is the segment the first run freed into the pool, rewritten as a
+    member of the new job's context, and the C++ operator reads it like any other."""
+
+    def pooled() -> list[int]:
+        prefix = f"{namespace}.warm.p."
+        return [
+            os.stat(f"{shm_dir()}/{f}").st_ino
+            for f in os.listdir(shm_dir())
+            if f.startswith(prefix)
+        ]
+
+    try:
+        for attempt in ("first", "second"):
+            job = tmp_path / attempt
+            result = clara(
+                "run",
+                str(EXAMPLE),
+                "--json",
+                "--job-dir",
+                str(job),
+                "--warm-pool",
+                "warm",
+                timeout=120,
+            )
+            check_run(result, job / "operators" / "report" / "report")
+            if attempt == "first":
+                kept = pooled()
+                assert len(kept) == 1  # the volume; the rest is too small to pool
+        assert pooled() == kept  # the second run claimed it (else both would be pooled)
+    finally:
+        Context.destroy("warm")
