@@ -21,14 +21,12 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
     leaks.py inspect.py doctor/   tooling over segments: plain data, no rendering
     shm/         the only code that talks to the kernel: segment files, mmap, the header
                  format, OFD locks, /proc readers
-    errors.py names.py dtypes.py   the vocabulary every layer shares
+    errors.py names.py dtypes.py records.py   the vocabulary every layer shares
 
 No click, no rich: the `clara` command line (clara_cli) renders what this returns.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from .errors import (
     AlreadyExists,
@@ -46,6 +44,7 @@ from .errors import (
 )
 from .lazy import lazy_names
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from .allocation import Allocation
     from .context import Context

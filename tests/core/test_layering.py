@@ -2,7 +2,7 @@
 
 Layers of clara_core, bottom to top (see clara_core/__init__.py):
 
-    0  vocabulary   errors, names, dtypes, lazy (the facades' lazy loading)
+    0  vocabulary   errors, names, dtypes, records, lazy (the facades' lazy loading)
     1  shm          clara_core.shm.*  (the kernel: segments, mmap, header, locks, /proc)
     2  object model context, allocation, mapping, pool, members, lifecycle, registry,
                  reference, removal, waiting, leaks, inspect, doctor
@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.helpers import run_python
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clara_core"
-VOCABULARY = {"errors", "names", "dtypes", "lazy"}
+VOCABULARY = {"errors", "names", "dtypes", "records", "lazy"}
 
 
 def layer_of(module: str) -> int:

@@ -1,0 +1,70 @@
+"""clara_core.records.Record builds the same named tuples as typing.NamedTuple."""
+
+from __future__ import annotations
+
+import pickle
+from typing import NamedTuple, get_type_hints
+
+import pytest
+
+from clara_core.records import Record
+
+
+class Slot(Record):
+    """A record with a method and a default."""
+
+    capacity: int
+    token: str = "t"
+
+    def label(self) -> str:
+        return f"{self.capacity}-{self.token}"
+
+
+class TypedSlot(NamedTuple):
+    """A record with a method and a default."""
+
+    capacity: int
+    token: str = "t"
+
+    def label(self) -> str:
+        return f"{self.capacity}-{self.token}"
+
+
+def test_a_record_is_the_named_tuple_typing_would_build() -> None:
+    ours, theirs = Slot(4096), TypedSlot(4096)
+    assert isinstance(ours, tuple)
+    assert ours == theirs == (4096, "t")
+    assert repr(ours) == repr(theirs).replace("TypedSlot", "Slot")
+    assert Slot._fields == TypedSlot._fields == ("capacity", "token")
+    assert Slot._field_defaults == TypedSlot._field_defaults == {"token": "t"}
+    assert get_type_hints(Slot) == get_type_hints(TypedSlot) == {"capacity": int, "token": str}
+    assert Slot.__doc__ == TypedSlot.__doc__
+    assert (Slot.__module__, Slot.__qualname__) == (__name__, "Slot")
+    assert ours.label() == theirs.label() == "4096-t"
+    assert ours._replace(token="u") == (4096, "u")
+    assert ours._asdict() == {"capacity": 4096, "token": "t"}
+    assert Slot._make([1, "x"]).label() == "1-x"
+    assert Slot(capacity=2, token="y") == (2, "y")
+    assert pickle.loads(pickle.dumps(ours)) == ours
+    assert type(pickle.loads(pickle.dumps(ours))) is Slot
+    with pytest.raises(AttributeError):
+        ours.capacity = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Slot()  # type: ignore[call-arg]
+
+
+def test_a_field_without_default_after_one_with_is_refused() -> None:
+    with pytest.raises(TypeError, match="without a default follows"):
+
+        class Bad(Record):
+            first: int = 0
+            second: int
+
+
+def test_the_tuple_machinery_cannot_be_overwritten() -> None:
+    with pytest.raises(AttributeError, match="_replace"):
+
+        class Bad(Record):
+            value: int
+
+            def _replace(self) -> None: ...
