@@ -7,10 +7,9 @@ Imports no click, so that the fast path (clara_cli.fastpath) and the click comma
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import formats, transfer
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from clara_core import Allocation
 

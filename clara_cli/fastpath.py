@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple
+
+from clara_core.records import Record
 
 FLAGS = {
     "--read": "read",
@@ -33,7 +34,7 @@ VALUED = {
 FORMATS = ("raw", "npy", "txt")
 
 
-class MapCopy(NamedTuple):
+class MapCopy(Record):
     """A `clara map NAME --write --in FILE` or `--read --out FILE`, fully checked."""
 
     name: str

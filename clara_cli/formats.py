@@ -8,7 +8,6 @@ before the allocation is mapped, so bad input never touches it.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from clara_core.dtypes import ElementType
 from clara_core.errors import InvalidArgument
@@ -27,7 +26,10 @@ from .transfer import (
     regular_size,
 )
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from clara_core import Allocation, Mapping
 
 if TYPE_CHECKING:

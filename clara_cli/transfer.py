@@ -13,14 +13,16 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO
 
 from clara_core.errors import ClaraError, Corrupt, InvalidArgument, OutOfSpace, PermissionDenied
 from clara_core.shm.header import MAGIC  # how every segment starts
 
 from . import exits
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from clara_core import Mapping
 
 CHUNK = 8 << 20  # 8 MiB: large enough to amortise syscalls, small enough to stay cache-warm

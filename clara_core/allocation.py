@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from . import waiting
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
@@ -36,7 +35,10 @@ from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import Layout
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     import numpy
 
     from .context import Context

@@ -15,7 +15,6 @@ import stat
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from . import members, pool, removal, waiting
 from .allocation import HANDLED, SHARED, Allocation
@@ -42,6 +41,10 @@ from .shm import header as hdr
 from .shm import ledger, listing, processes, segment, trust
 from .shm.header import DataState, Header, Origin, Settings
 from .warm_pool import check as check_warm_pool
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 PAGE = 4096
 _HANDLE = re.compile(r"[0-9a-f]{12}")

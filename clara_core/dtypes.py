@@ -9,15 +9,15 @@ from __future__ import annotations
 import math
 import operator
 import re
-from typing import NamedTuple
 
 from .errors import InvalidArgument
+from .records import Record
 
 MAX_DIMS = 8
 MAX_NBYTES = 2**62  # far beyond any machine; keeps every size arithmetic inside int64
 
 
-class ElementType(NamedTuple):
+class ElementType(Record):
     """One element type: header code, long name (numpy's), short name, size in bytes."""
 
     code: int

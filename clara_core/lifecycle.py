@@ -12,7 +12,6 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from . import pool, removal
 from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
@@ -21,6 +20,7 @@ from .shm import header as hdr
 from .shm import locks, processes, segment, trust
 from .shm.header import DATA_OFFSET
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from .reference import Reference
     from .registry import Registry

@@ -6,14 +6,16 @@ import os
 import stat
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from .dtypes import ElementType, format_size
 from .errors import Corrupt, InvalidArgument
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     import numpy
 
     from .allocation import Allocation

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import TYPE_CHECKING
 
 from . import pool
 from .allocation import PRIVATE, SHARED, Allocation
@@ -22,6 +21,7 @@ from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
 
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from .context import Context
     from .registry import Registry

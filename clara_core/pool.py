@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
 
 from .dtypes import UINT8
 from .errors import ClaraError
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
+from .records import Record
 from .registry import Registry
 from .shm import header as hdr
 from .shm import ledger, listing, locks, processes, segment
@@ -277,7 +277,7 @@ def _token() -> str:
 # -- warm segments: pooled by this process, still mapped, held by its reference lock ---
 
 
-class _Warm(NamedTuple):
+class _Warm(Record):
     fd: int
     memory: Region
     capacity: int

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from .errors import InvalidArgument
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 DEFAULT_WAIT = 60.0  # seconds a wait lasts when no timeout is given (kubectl wait: 30 s)
 FIRST_PAUSE = 1e-3

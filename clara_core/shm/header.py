@@ -25,11 +25,11 @@ file's real size first.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from ..dtypes import BY_CODE, MAX_DIMS, ElementType
 from ..errors import Corrupt
 from ..names import validate_name
+from ..records import Record
 
 MAGIC = b"CLARAFIO"
 FORMAT_VERSION = 1
@@ -62,7 +62,7 @@ LAYOUT_END = LAYOUT_AT + _LAYOUT.size
 ORIGIN_AT, SETTINGS_AT, CONTEXT_AT, NAME_AT = 160, 208, 256, 512
 
 
-class Layout(NamedTuple):
+class Layout(Record):
     """Element type and shape of an allocation, and where its bytes live."""
 
     etype: ElementType
@@ -77,7 +77,7 @@ class Layout(NamedTuple):
         )
 
 
-class Origin(NamedTuple):
+class Origin(Record):
     """Who made a segment and when, and the process it is bound to (0 if none)."""
 
     created_ns: int
@@ -93,7 +93,7 @@ class Origin(NamedTuple):
         return _ORIGIN.pack(*self)
 
 
-class Settings(NamedTuple):
+class Settings(Record):
     """A context's settings: mode of its segments, capacity and pool cap (0: none)."""
 
     mode: int
@@ -104,7 +104,7 @@ class Settings(NamedTuple):
         return _SETTINGS.pack(self.mode, self.capacity, self.pool_cap)
 
 
-class DataState(NamedTuple):
+class DataState(Record):
     """Whether the data is complete, and who wrote it last."""
 
     state: int
@@ -116,7 +116,7 @@ class DataState(NamedTuple):
         return _DATA.pack(self.state, self.writer_pid, self.writer_start, self.generation)
 
 
-class Header(NamedTuple):
+class Header(Record):
     """A parsed, validated segment header."""
 
     kind: int

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import NamedTuple
+
+from ..records import Record
 
 LEDGER_AT = 1024
 MAGIC = b"CLARALDG"
@@ -35,7 +36,7 @@ SLOTS_AT = LEDGER_AT + _TOTALS.size
 SIZE = _TOTALS.size + SLOTS * _SLOT.size
 
 
-class Slot(NamedTuple):
+class Slot(Record):
     """One pooled segment: its capacity in bytes and the token in its file name."""
 
     capacity: int
@@ -47,7 +48,7 @@ class Slot(NamedTuple):
         return f"{self.capacity:x}-{self.token:012x}"
 
 
-class Ledger(NamedTuple):
+class Ledger(Record):
     """The ledger as read from a context's segment."""
 
     valid: bool  # False: never written (or wiped): count it again before trusting it

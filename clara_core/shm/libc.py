@@ -6,7 +6,10 @@ Each returns like its os counterpart would: None, or raises OSError with the err
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 AT_EMPTY_PATH = 0x1000
 _RENAME_NOREPLACE = 1

@@ -10,13 +10,13 @@ names (destroy then left members behind) or repeat them.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from ..names import shm_dir
+from ..records import Record
 from .segment import directory_fd, translate
 
 
-class Entry(NamedTuple):
+class Entry(Record):
     """A name listed by `scan` (the parts of os.DirEntry its callers use)."""
 
     name: str

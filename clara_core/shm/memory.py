@@ -25,7 +25,10 @@ from __future__ import annotations
 import mmap
 import os
 import weakref
-from typing import Any
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAP_FIXED = 0x10  # Linux, every architecture
 _PROT_NONE = 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+
+from ..records import Record
 
 _self_identity: tuple[int, int] | None = None
 
@@ -95,7 +96,7 @@ def command_line(pid: int) -> str:
     return " ".join(" ".join(arg.split()) or "''" for arg in args)
 
 
-class Mapper(NamedTuple):
+class Mapper(Record):
     """A live process that maps a segment: how (writable?), and the map lock it holds.
 
     `lock` is 'read' or 'write' while the process holds a map, None for a mapping kept

@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as stats
-from typing import NamedTuple, NoReturn
 
 from ..errors import (
     AlreadyExists,
@@ -37,10 +36,15 @@ from ..errors import (
     PermissionDenied,
 )
 from ..names import shm_dir, shm_dir_setting
+from ..records import Record
 from . import libc, locks
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
 from .trust import Refusal, file_type, user_name
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _directory_fds: dict[str, int] = {}  # canonical path -> its descriptor
 # $CLARA_SHM_DIR as set -> the descriptor of what shm_dir() makes of it: every open,
@@ -181,7 +185,7 @@ def _free_bytes(fd: int) -> int:
 _POPULATE_FROM = 256 << 10
 
 
-class Opened(NamedTuple):
+class Opened(Record):
     """A segment opened by `open_segment`: its fd, whether it is open for writing, its
     stat and (if asked for) its validated header."""
 

@@ -26,9 +26,9 @@ import functools
 import os
 import stat
 from collections.abc import Callable
-from typing import NamedTuple
 
 from ..errors import InvalidArgument
+from ..records import Record
 
 GROUP_WRITES = 0o020
 OTHERS_WRITE = 0o002
@@ -63,7 +63,7 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-class Writers(NamedTuple):
+class Writers(Record):
     """Who may write the segments of a context: from its segment's owner, group and mode."""
 
     uid: int
