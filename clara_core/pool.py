@@ -99,8 +99,6 @@ def retire(
         home = _home(context)
         if capacity < MIN_BYTES or capacity > home.pool_cap or not home.writable:
             return False
-        if home is not context and os.fstat(home.fd).st_nlink == 0:
-            return False  # the warm pool was destroyed: its names would be orphans
         if not locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
             return False  # someone else still references it
         in_pool = file_name is not None and file_name.startswith(_prefix(home))
@@ -112,7 +110,9 @@ def retire(
         else:
             change, at = _pooled_header(home, capacity), 0
         with home.pool_locked() as locked:
-            if not locked:
+            # Destroyed (even just now: destroy lists under this lock) its names would
+            # be orphans.
+            if not locked or os.fstat(home.fd).st_nlink == 0:
                 return False
             if in_pool:  # claimed, never published: its slot is still there
                 target = file_name or ""

@@ -34,7 +34,7 @@ from . import pool
 from .errors import ClaraError, NotFound, Timeout
 from .names import context_file
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
-from .registry import Registry
+from .registry import POOL_BYTE, POOL_WAIT, Registry
 from .shm import listing, locks, processes, segment
 from .shm.header import KIND_ALLOCATION
 from .shm.processes import FileId
@@ -66,6 +66,11 @@ def destroy_context(name: str, timeout: float | None = None) -> int:
         found = opened.stat
         if not segment.names_file(own, (found.st_dev, found.st_ino)):
             raise NotFound(f"{what} does not exist (destroyed meanwhile)")
+        # Listed and unlinked under the pool lock (held until the fd closes): a free
+        # moving a segment into the pool meanwhile either named it before we list, or
+        # finds the context destroyed (pool.retire). Waited for as briefly as every pool
+        # user does, and never failed for (others who may read the context can hold it).
+        locks.lock(opened.fd, POOL_BYTE, True, min(POOL_WAIT, _left(deadline)))
         # Listed while the name is still ours: no newer context of that name can exist
         # yet, so every member listed is ours or an orphan of an older one.
         members = [(entry.name, entry.inode()) for entry in listing.scan(own + ".")]

@@ -1,0 +1,94 @@
+"""Attacks on warm pools and recycling: interleavings of real processes that once lost
+memory or hid it, each pinned down by real locks (never by timing)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from clara_core import Context, leaks
+from clara_core.names import shm_dir
+from clara_core.registry import POOL_BYTE
+from clara_core.shm import locks
+from tests.helpers import Child, sleeping_in
+
+MIB = 1 << 20
+
+# A job of `context` (using warm pool `warm`, if given) publishes 2 MiB, then frees it
+# when told: the free moves it into the pool, waiting as long as it takes for the pool
+# lock (a real wait, patched long so that the test decides when it ends).
+FREER = """
+import sys
+from clara_core import Context, registry
+registry.POOL_WAIT = 60
+context, warm = sys.argv[1], sys.argv[2] or None
+ctx = Context.create(context, warm_pool=warm) if warm else Context.open(context)
+alloc = ctx.create(2 << 20)
+alloc.publish("v")
+print("published", flush=True)
+sys.stdin.readline()
+alloc.free()
+print("freed", flush=True)
+ctx.close()
+"""
+
+
+def names(namespace: str) -> list[str]:
+    return sorted(f for f in os.listdir(shm_dir()) if f.startswith(namespace + "."))
+
+
+def _hold_pool_lock(context: str, namespace: str) -> int:
+    fd = os.open(os.path.join(shm_dir(), f"{namespace}.{context}"), os.O_RDWR | os.O_CLOEXEC)
+    assert locks.try_lock(fd, POOL_BYTE, True)
+    return fd
+
+
+@pytest.mark.parametrize("pool_of", ["warm pool", "own context"])
+def test_a_free_into_a_pool_whose_context_is_destroyed_meanwhile_leaves_no_orphan(
+    namespace, pool_of
+):
+    """A free waits for the pool lock to move its segment into the pool (the warm
+    pool's, or its own context's); meanwhile that context is destroyed. The segment
+    used to be renamed into the destroyed context's pool all the same: an orphan that
+    only leak-check --fix removed (or a later destroy of a context of that name)."""
+    Context.create("warm", pool_bytes="64M").close()
+    if pool_of == "warm pool":
+        freer, destroyed = Child(FREER, "job", "warm"), "warm"
+    else:
+        Context.create("job", pool_bytes="64M").close()
+        freer, destroyed = Child(FREER, "job", ""), "job"
+    held = -1
+    try:
+        freer.expect("published")
+        held = _hold_pool_lock(destroyed, namespace)
+        freer.send("")
+        sleeping_in(freer.pid, ("hrtimer_nanosleep",))  # in retire, for the pool lock
+        destroyer = Child(
+            """
+            import sys
+            from clara_core import Context
+            print("destroying", flush=True)
+            Context.destroy(sys.argv[1])
+            print("destroyed", flush=True)
+            """,
+            destroyed,
+        )
+        destroyer.expect("destroying")
+        if destroyed == "warm":  # nothing else holds it up: it ends (its pool wait is short)
+            destroyer.expect("destroyed")
+        else:  # it waits for the lifecycle lock of the segment being freed
+            sleeping_in(destroyer.pid, ("hrtimer_nanosleep",))
+        os.close(held)
+        held = -1
+        freer.expect("freed")
+        code, _, err = destroyer.finish()
+        assert code == 0, err
+    finally:
+        if held >= 0:
+            os.close(held)
+        freer.kill()
+    survivor = "job" if destroyed == "warm" else "warm"
+    assert names(namespace) == [f"{namespace}.{survivor}"]  # nothing of the destroyed one
+    assert leaks.check().clean
+    Context.destroy(survivor)
