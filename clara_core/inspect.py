@@ -28,6 +28,7 @@ from .names import (
     context_file,
     namespace,
     parse_file_name,
+    same_name,
     validate_name,
 )
 from .shm import header as hdr
@@ -259,8 +260,20 @@ def left_by_earlier(member: SegmentInfo, context: SegmentInfo | None) -> bool:
     behind by a destroy that did not finish), not in that context itself."""
     if member.header is None or context is None or context.header is None:
         return False
+    if claimed_elsewhere(member, context):  # its header is its claimer's, not a leftover's
+        return False
     made_in = member.header.origin.context_created_ns
     return bool(made_in) and made_in != context.header.origin.created_ns
+
+
+def claimed_elsewhere(member: SegmentInfo, pool_context: SegmentInfo) -> bool:
+    """Whether a pooled member was claimed from a warm pool by another context: still
+    private, its header rewritten as that context's. Its pool name is the fact that
+    counts: if its claimer is gone, the next claim takes it (pool._take)."""
+    header, owner = member.header, pool_context.header
+    if member.kind != "pooled" or header is None or owner is None:
+        return False
+    return header.lifecycle == hdr.PRIVATE and not same_name(header.context, owner.name)
 
 
 def contexts() -> list[ContextSummary]:

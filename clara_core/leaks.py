@@ -38,8 +38,7 @@ from dataclasses import dataclass
 
 from . import pool, removal
 from .errors import ClaraError
-from .inspect import SegmentInfo, left_by_earlier, survey
-from .names import same_name
+from .inspect import SegmentInfo, claimed_elsewhere, left_by_earlier, survey
 from .registry import Registry
 from .shm import header as hdr
 from .shm import processes
@@ -185,7 +184,7 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
         if context is None:  # a name that is gone: a fact, whoever could write headers
             return Finding(info, ORPHANED, "its context is gone")
         return Finding(info, ORPHANED, "its context is corrupt", trusted=context.trusted)
-    if info.kind == "pooled" and _claimed_elsewhere(info, context.segment):
+    if claimed_elsewhere(info, context.segment):
         claimer = f"claimed by context '{info.header.context}'"
         if users:  # a job using a warm pool (`warm_pool`), not yet published
             return Finding(info, LIVE, f"{claimer}, used by {users}", owner)
@@ -203,16 +202,6 @@ def _member_finding(info: SegmentInfo, context: Finding | None) -> Finding:
     if info.kind == "pooled":
         return Finding(info, POOLED, "kept for recycling", owner)
     return Finding(info, LIVE, "published", owner)
-
-
-def _claimed_elsewhere(info: SegmentInfo, pool_context: SegmentInfo) -> bool:
-    """Whether a pooled segment was claimed from a warm pool by another context: still
-    private, its header rewritten as that context's. Its pool name is the fact that
-    counts: if its claimer is gone, the next claim takes it (pool._take)."""
-    header, owner = info.header, pool_context.header
-    if header is None or owner is None or header.lifecycle != hdr.PRIVATE:
-        return False
-    return not same_name(header.context, owner.name)
 
 
 def _unreadable(info: SegmentInfo) -> Finding | None:
