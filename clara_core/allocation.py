@@ -183,10 +183,12 @@ class Allocation(Lifecycle):
                 self._description = f"private allocation {where}"
         return self._description
 
-    def _set_visibility(self, visibility: str, key: str | None) -> None:
+    def _set_visibility(
+        self, visibility: str, key: str | None, description: str | None = None
+    ) -> None:
         self._visibility = visibility
         self._key = key  # published name or handle
-        self._description = None
+        self._description = description  # what describe() makes now, if known
 
     def _repr_state(self) -> str:
         """The data state, or why there is none (a repr must never raise)."""

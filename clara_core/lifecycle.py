@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 from . import pool, removal
 from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
-from .names import HANDLE, PUBLISHED
+from .names import HANDLE
 from .shm import header as hdr
 from .shm import locks, processes, segment, trust
 from .shm.header import DATA_OFFSET
@@ -49,7 +49,7 @@ class Lifecycle:
     _file_id: tuple[int, int]
     released: bool
     describe: Callable[[], str]
-    _set_visibility: Callable[[str, str | None], None]
+    _set_visibility: Callable[[str, str | None, str | None], None]
     _check_open: Callable[[], None]
     _require_writable_fd: Callable[[str], None]
     _pread: Callable[[int, int], bytes]
@@ -76,7 +76,7 @@ class Lifecycle:
                 self._publish_as(name, file_name, what, timeout)
         else:  # only this reference can reach it
             self._publish_as(name, file_name, what, timeout)
-        self._set_visibility(SHARED, name)
+        self._set_visibility(SHARED, name, what)  # (`what` is what describe() makes)
         self._reference.recycle = None  # published: released references do not free it
 
     def _publish_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
@@ -150,13 +150,19 @@ class Lifecycle:
         (whoever of several freeing it at once gets there first removes it). Waits for
         the locks it needs at most `timeout` seconds (None: the default).
         """
-        self._check_open()
+        reference = self._reference
+        if reference.closed:
+            self._check_open()
         if self._visibility != PRIVATE:
             self._require_writable_fd("free")
-            kind = PUBLISHED if self._visibility == SHARED else HANDLE
-            file_name = self._registry.member_file(kind, self._key or "")
-            expected = hdr.PUBLISHED if self._visibility == SHARED else hdr.PRIVATE
-            self._reference.unmap_all()  # write maps complete before it may be recycled
+            if self._visibility == SHARED:
+                file_name = self._registry.published_file(self._key or "")
+                expected = hdr.PUBLISHED
+            else:
+                file_name = self._registry.member_file(HANDLE, self._key or "")
+                expected = hdr.PRIVATE
+            if reference.maps:
+                reference.unmap_all()  # write maps complete before it may be recycled
             lifecycle = self._lock_lifecycle(timeout)
             try:
                 # Names are removed only under this lock, by whoever finds the lifecycle
@@ -167,8 +173,8 @@ class Lifecycle:
                     self._remove_name(file_name, timeout)
             finally:
                 locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
-            self._reference.recycle = None
-        self.release()
+            reference.recycle = None
+        reference.close()  # as release() does: a private one is offered to the pool
 
     def _remove_name(self, file_name: str, timeout: float | None) -> None:
         """Under the lifecycle lock: move the segment into the pool, or remove its name."""

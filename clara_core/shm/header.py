@@ -60,6 +60,7 @@ IDENTITY_AT, LIFECYCLE_AT, DATA_AT, LAYOUT_AT = 0, 16, 24, 64
 DATA_END = DATA_AT + _DATA.size
 LAYOUT_END = LAYOUT_AT + _LAYOUT.size
 ORIGIN_AT, SETTINGS_AT, CONTEXT_AT, NAME_AT = 160, 208, 256, 512
+_ORIGIN_END = ORIGIN_AT + _ORIGIN.size
 
 
 class Layout(Record):
@@ -157,7 +158,22 @@ class Header(Record):
 def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -> bytes:
     """The whole header of a new allocation: private, never written, nameless, made by
     `origin` (an Origin's six fields) in `context`. What Header(...).pack() gives, without
-    building the named tuples (this runs on every create)."""
+    building the named tuples (this runs on every create): all but the origin is the same
+    for every allocation of a layout in a context, so it is packed once."""
+    key = (layout, context)
+    template = _templates.get(key)
+    if template is None:
+        template = _pack_new_allocation(layout, (0,) * len(Origin._fields), context)
+        if len(_templates) >= _PARSED_MAX:
+            _templates.clear()
+        _templates[key] = template
+    return b"".join((template[:ORIGIN_AT], _ORIGIN.pack(*origin), template[_ORIGIN_END:]))
+
+
+_templates: dict[tuple[Layout, str], bytes] = {}  # (layout, context) -> header, no origin
+
+
+def _pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -> bytes:
     shape = layout.shape
     context_name = context.encode("ascii")
     return _WHOLE.pack(

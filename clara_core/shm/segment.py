@@ -161,7 +161,7 @@ def create_anonymous(
             # /dev/shm can wake the out-of-memory killer for the whole machine.
             raise OSError(errno.ENOSPC, "larger than the free space")
         if size <= _WRITE_WHOLE_BELOW:
-            if os.pwrite(fd, header + bytes(size - len(header)), 0) < size:
+            if os.pwritev(fd, (header, _ZEROS[: size - len(header)]), 0) < size:
                 raise OSError(errno.ENOSPC, "short write")
         else:
             os.posix_fallocate(fd, 0, size)
@@ -174,6 +174,7 @@ def create_anonymous(
 
 
 _WRITE_WHOLE_BELOW = 64 << 10
+_ZEROS = memoryview(bytes(_WRITE_WHOLE_BELOW))  # what follows the header of a small one
 _CHECK_FREE_FROM = 1 << 20
 
 
