@@ -132,7 +132,7 @@ def open_member(
         # Between our open and our lock, the segment may have been freed, recycled
         # and published again under another name: it must still be the one named.
         if visibility == SHARED:
-            if not same_name(header.name, name):
+            if header.name != name and not same_name(header.name, name):
                 raise NotFound(f"{what} was freed")
         elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
             raise NotFound(f"{what} was freed")  # a handle is not in the header

@@ -244,7 +244,8 @@ def open_segment(
             raw = os.pread(fd, HEADER_SIZE, 0)
         except OSError as exc:
             raise translate(exc, what) from exc
-        return Opened(fd, writable, found, parse(raw, found.st_size, what))
+        # (tuple.__new__: a NamedTuple's own __new__ is Python code; this runs every get)
+        return tuple.__new__(Opened, (fd, writable, found, parse(raw, found.st_size, what)))
     except BaseException:
         os.close(fd)
         raise
