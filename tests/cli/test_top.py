@@ -159,16 +159,23 @@ def test_live_rows_follow_readers_and_writers_and_q_quits(terminal: Terminal, ct
 
     reader = map_in_background(ctx, "read")
     try:
-        screen = terminal.wait_for("a reader", lambda s: f"{reader.pid} " in row(s, "vol"))
-        assert " read " in row(screen, "vol")
+        # Its reference shows before its map: wait for both (the wait fails if never).
+        terminal.wait_for(
+            "a reader",
+            lambda s: all(f" {word} " in row(s, "vol") for word in (str(reader.pid), "read")),
+        )
     finally:
         stop(reader)
     terminal.wait_for("the reader gone", lambda s: f"{reader.pid} " not in row(s, "vol"))
 
     writer = map_in_background(ctx, "write")
-    try:
-        screen = terminal.wait_for("a writer", lambda s: f"{writer.pid} " in row(s, "vol"))
-        assert " write " in row(screen, "vol") and " writing " in row(screen, "vol")
+    try:  # the same for a writer
+        terminal.wait_for(
+            "a writer",
+            lambda s: all(
+                f" {word} " in row(s, "vol") for word in (str(writer.pid), "write", "writing")
+            ),
+        )
     finally:
         stop(writer)
     screen = terminal.wait_for("the writer gone", lambda s: f"{writer.pid} " not in row(s, "vol"))
