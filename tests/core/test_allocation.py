@@ -301,6 +301,23 @@ def test_views_outliving_their_map_are_cut_off_from_shared_memory(ctx):
     alloc.release()
 
 
+def test_a_view_is_cut_off_when_its_reference_already_keeps_a_mapping(ctx):
+    """An unmap whose mapping is not kept for reuse (the reference keeps one already)
+    still cuts off the views of it that are alive."""
+    alloc = ctx.create(dtype="i32", shape=(8,))
+    with alloc.map("w") as array:
+        array[:] = 3
+    del array
+    viewed, unviewed = alloc.map("r"), alloc.map("r")
+    view = viewed.array
+    unviewed.unmap()  # no view: its mapping is kept for the next map
+    viewed.unmap()
+    assert view.tolist() == [0] * 8
+    with alloc.map("r") as again:
+        assert again.tolist() == [3] * 8
+    alloc.release()
+
+
 def _mapped_at(address: int) -> str | None:
     """The /proc/self/maps line of the mapping holding `address`, if any."""
     with open("/proc/self/maps") as maps:
