@@ -193,7 +193,8 @@ def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | No
         return None
     if not context.writable:
         return None
-    warm = _claim_warm(home, nbytes)
+    group = _group_of(context)
+    warm = _claim_warm(home, nbytes, group)
     if warm is not None:
         return warm.fd, warm.file_name, warm.memory
     with home.pool_locked() as locked:
@@ -207,7 +208,7 @@ def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | No
         )
         for capacity, index in fitting:
             file_name = _name(home, slots[index])
-            fd = _take(home, file_name, capacity)
+            fd = _take(home, file_name, capacity, group)
             if fd == _GONE:
                 ledger.write_slot(home.fd, index, Slot(0, 0))
             elif fd != _BUSY:
@@ -218,9 +219,18 @@ def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | No
 _GONE, _BUSY = -1, -2
 
 
-def _take(context: Registry, file_name: str, capacity: int) -> int:
+def _group_of(context: Registry) -> int | None:
+    """The group a claimed segment must belong to, if the mode of `context` lets its
+    group read (None: any). A segment keeps the group of the process that made it,
+    which may be another of this user's groups (sg, newgrp): claimed as it is, our data
+    would be readable by that group."""
+    return context.writers.gid if context.mode & 0o070 else None
+
+
+def _take(context: Registry, file_name: str, capacity: int, group: int | None) -> int:
     """The pooled segment `file_name` with a shared reference lock, proven to be that
-    pool entry; _BUSY if someone holds it, _GONE if it is no longer a usable entry."""
+    pool entry; _BUSY if someone holds it (or it is not of `group`), _GONE if it is no
+    longer a usable entry."""
     what = f"pooled segment {file_name}"
     try:
         opened = segment.open_segment(file_name, what, context.writers.refusal, header=False)
@@ -238,6 +248,9 @@ def _take(context: Registry, file_name: str, capacity: int) -> int:
     # It is still ours to take only if the pool name still denotes it, nothing else
     # names it, and its header still says it is pooled (or claimed by one who died).
     found = os.fstat(fd)
+    if group is not None and found.st_gid != group:
+        os.close(fd)
+        return _BUSY  # a pool entry still, for a claimer of its group
     lifecycle = os.pread(fd, 1, hdr.LIFECYCLE_AT)
     if (
         segment.names_file(file_name, (found.st_dev, found.st_ino))
@@ -320,13 +333,14 @@ def _keep_warm(context: Registry, entry: _Warm) -> None:
         _drop(oldest)
 
 
-def _claim_warm(context: Registry, nbytes: int) -> _Warm | None:
+def _claim_warm(context: Registry, nbytes: int, group: int | None) -> _Warm | None:
     entries = _warm_list(context.file_name)
     for entry in list(entries):
-        if os.fstat(entry.fd).st_nlink == 0:  # evicted or destroyed meanwhile
+        found = os.fstat(entry.fd)
+        if found.st_nlink == 0:  # evicted or destroyed meanwhile
             entries.remove(entry)
             _drop(entry)
-        elif nbytes <= entry.capacity <= 2 * nbytes:
+        elif nbytes <= entry.capacity <= 2 * nbytes and group in (None, found.st_gid):
             entries.remove(entry)
             return entry
     return None

@@ -20,6 +20,9 @@ How a segment crosses contexts, safely (the threat model of design.md):
   owner it had as a member of the job's context, is admitted by both contexts' rules
   (`shm.trust`), and another uid never gets our pages: a claim opens a pool name only
   by the one safe open, with the warm pool's admission rule (our uid, no wider mode).
+  Nor does another group: when the mode lets the group read (640), a context claims
+  only segments of its own group (one made by a process of ours running under another
+  of our groups, `sg`, keeps that group; `pool._group_of`).
 - **Claim** (`pool.claim`): under the warm pool's pool lock, a slot of its ledger names
   the candidate; it is opened, its exclusive reference lock taken, and then, under that
   lock, proven to be still that pool entry (the pool name denotes this very inode,

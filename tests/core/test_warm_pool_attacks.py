@@ -4,6 +4,8 @@ memory or hid it, each pinned down by real locks (never by timing)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +15,7 @@ from clara_core.registry import POOL_BYTE
 from clara_core.shm import locks
 from tests.cli.clirun import data
 from tests.helpers import Child, sleeping_in
+from tests.reliability.harness import require_root
 
 MIB = 1 << 20
 
@@ -128,3 +131,64 @@ def test_dump_shows_a_segment_claimed_from_the_warm_pool(namespace):
     job.destroy()
     Context.destroy("job-2")
     warm.destroy()
+
+
+# A job in a process of group sys.argv[2] (the same user, as `sg GROUP` runs it): a
+# context of mode 640 using the warm pool, one 2 MiB allocation filled with the byte
+# sys.argv[3], published, and its inode and group printed; freed into the warm pool.
+GROUP_JOB = """
+import os, sys
+from clara_core import Context
+ctx = Context.create(sys.argv[1], mode=0o640, warm_pool="warm")
+alloc = ctx.create(2 << 20)
+with alloc.map("w") as array:
+    array[:] = int(sys.argv[3])
+alloc.publish("secret")
+found = os.fstat(alloc._fd)
+print(found.st_ino, found.st_gid, flush=True)
+alloc.free()
+ctx.destroy()
+"""
+
+
+def test_a_claim_never_gives_a_segment_of_another_group_to_a_context_its_group_reads(
+    namespace,
+):
+    """The same user runs jobs under two of its groups (sg, newgrp) on one warm pool of
+    mode 640. A segment keeps the group of the process that made it: a job of group 0
+    used to claim the segment a job of group 1000 had freed, so what it published was
+    readable by every member of group 1000."""
+    require_root()
+    Context.create("warm", mode=0o640, pool_bytes="64M").close()
+
+    def job(name: str, group: int, fill: int) -> tuple[int, int]:
+        as_group = ["setpriv", f"--regid={group}", "--clear-groups"]
+        done = subprocess.run(
+            [*as_group, sys.executable, "-c", GROUP_JOB, name, str(group), str(fill)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        inode, gid = done.stdout.split()
+        return int(inode), int(gid)
+
+    try:
+        theirs, gid = job("job-1", 1000, 1)
+        assert gid == 1000 and list(pooled_inodes(namespace).values()) == [theirs]
+        ours, gid = job("job-2", 0, 2)
+        assert gid == 0 and ours != theirs  # a fresh segment: theirs stays in the pool
+        assert sorted(pooled_inodes(namespace).values()) == sorted([ours, theirs])
+        again, gid = job("job-3", 1000, 3)
+        assert (again, gid) == (theirs, 1000)  # a job of its own group still reuses it
+    finally:
+        Context.destroy("warm")
+
+
+def pooled_inodes(namespace: str) -> dict[str, int]:
+    prefix = f"{namespace}.warm.p."
+    return {
+        f: os.stat(os.path.join(shm_dir(), f)).st_ino
+        for f in os.listdir(shm_dir())
+        if f.startswith(prefix)
+    }
