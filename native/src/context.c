@@ -243,6 +243,11 @@ int clara_context_destroy(const char *name) {
     if (status == CLARA_OK && fstat(ctx->fd, &st) != 0) status = cf_errno(errno, what);
     if (status == CLARA_OK && !cf_names_file(ctx->dirfd, ctx->file, &st))
         status = cf_fail(CLARA_NOT_FOUND, "%s does not exist (destroyed meanwhile)", what);
+    /* Listed and unlinked under the pool lock (held until the context is closed): a free
+     * moving a segment into its pool meanwhile (another implementation's, 5.9) either
+     * named it before we list, or finds the context destroyed. Waited for briefly, as by
+     * every pool user, and never failed for (a reader of the context can hold it). */
+    if (status == CLARA_OK) (void)cf_lock(ctx->fd, CF_LOCK_POOL, true, CF_POOL_WAIT);
     /* Listed while the name is still ours: no newer context of that name can exist yet,
      * so every member listed is ours or an orphan of an older one. */
     int listing = status == CLARA_OK ? dup(ctx->dirfd) : -1;

@@ -35,6 +35,7 @@
 #define CF_LOCK_QUOTA 2
 #define CF_LOCK_POOL 3
 #define CF_LOCK_CONTEXT_LIFECYCLE 4
+#define CF_POOL_WAIT 0.5 /* seconds: the pool lock is never worth a long wait (5.9) */
 #define CF_LEDGER_AT 1024 /* a context's ledger (section 2.5): magic, published bytes, slots */
 #define CF_LEDGER_MAGIC "CLARALDG"
 #define CF_LEDGER_TOTALS 24

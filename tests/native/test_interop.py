@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 
 import numpy as np
 import pytest
 
 from clara_core import Context, NotFound, OutOfSpace
 from clara_core.names import shm_dir
+from clara_core.registry import POOL_BYTE
+from clara_core.shm import locks
 from tests.cli.clirun import ok
+from tests.helpers import sleeping_in
 
 from .conftest import HERE, run
 
@@ -167,3 +171,32 @@ def test_a_capacity_is_shared_by_c_and_python(namespace, tool):
         assert run(tool, "write", "quota", "c3", "u8", "4096", page).returncode == 0
     finally:
         ctx.destroy()
+
+
+def test_a_c_destroy_lists_and_removes_under_the_pool_lock(namespace, tool):
+    """A free moving a segment into the pool of a context being destroyed must either
+    name it before the destroy lists, or find the context destroyed (docs 5.9): the C
+    destroy holds the pool lock from before it lists, as the Python one does. Here it
+    waits for a member's lifecycle lock (held by this test) after listing: the pool lock
+    must still be its."""
+    context = Context.create("doomed", pool_bytes="64M")
+    alloc = context.create(4096)
+    alloc.publish("v")
+    member = os.open(os.path.join(shm_dir(), f"{namespace}.doomed.a.v"), os.O_RDWR)
+    own = os.open(os.path.join(shm_dir(), f"{namespace}.doomed"), os.O_RDWR)
+    try:
+        assert locks.try_lock(member, locks.LIFECYCLE_BYTE, True)
+        destroyer = subprocess.Popen([str(tool), "context", "destroy", "doomed"])
+        sleeping_in(destroyer.pid, ("hrtimer_nanosleep",))  # listed; waits for v's lock
+        pool_busy = not locks.try_lock(own, POOL_BYTE, True)
+        os.close(member)
+        member = -1
+        assert destroyer.wait(timeout=30) == 0
+    finally:
+        if member >= 0:
+            os.close(member)
+        os.close(own)
+    alloc.release()
+    context.close()
+    assert pool_busy
+    assert not [f for f in os.listdir(shm_dir()) if f.startswith(namespace + ".")]
