@@ -52,6 +52,7 @@ def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
 def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allocation:
     """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
     what = f"new allocation in context '{registry.name}'"
+    asked = layout
     claimed = pool.claim(registry, layout.capacity)
     fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
     try:
@@ -61,9 +62,16 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         pid, start = processes.identity()
         origin = (created_ns, pid, start, 0, 0, registry.incarnation)
         header = hdr.pack_new_allocation(layout, origin, registry.name)
-        if fd >= 0:
-            segment.write_at(fd, header, 0, what)
-        else:
+        if fd >= 0 and not _rewrite_claimed(fd, header, what):
+            # Its pool name went with a destroy of the pool's context (a warm pool):
+            # a file without a name can never be linked again, nor so be published.
+            if warm is not None:
+                warm.release()
+                warm = None
+            os.close(fd)
+            fd = -1
+            return new_allocation(context, registry, asked)  # from the pool, or fresh
+        if fd < 0:
             fd = _fresh_segment(registry, layout.capacity, what, header)
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
         alloc = Allocation(
@@ -77,6 +85,18 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         raise
     alloc._reference.warm = warm
     return alloc
+
+
+def _rewrite_claimed(fd: int, header: bytes, what: str) -> bool:
+    """Write a claimed segment's new header, under its lifecycle lock, which a destroy
+    takes to remove its pool name (`removal`): False if that name is gone already, else
+    the destroy will see it claimed and leave the name to us."""
+    locks.acquire(fd, locks.LIFECYCLE_BYTE, True, f"the lifecycle lock of {what}")
+    try:
+        segment.write_at(fd, header, 0, what)
+        return os.fstat(fd).st_nlink > 0
+    finally:
+        locks.unlock(fd, locks.LIFECYCLE_BYTE)
 
 
 def _fresh_segment(registry: Registry, capacity: int, what: str, header: bytes) -> int:

@@ -32,11 +32,11 @@ import time
 
 from . import pool
 from .errors import ClaraError, NotFound, Timeout
-from .names import context_file
+from .names import POOLED, context_file, same_name
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
 from .registry import POOL_BYTE, POOL_WAIT, Registry
 from .shm import listing, locks, processes, segment
-from .shm.header import KIND_ALLOCATION
+from .shm.header import KIND_ALLOCATION, PRIVATE
 from .shm.processes import FileId
 from .shm.trust import Writers, header_trusted, ours_refusal, removable_refusal
 
@@ -78,11 +78,21 @@ def destroy_context(name: str, timeout: float | None = None) -> int:
     finally:
         os.close(opened.fd)
     writers = Writers.of(found)
-    return sum(_remove_member(file_name, inode, writers, deadline) for file_name, inode in members)
+    return sum(
+        _remove_member(file_name, inode, writers, deadline, name) for file_name, inode in members
+    )
 
 
-def _remove_member(file_name: str, inode: int, writers: Writers, deadline: float) -> bool:
-    """Remove one member listed by destroy, if it is still that file and ours to remove."""
+def _remove_member(
+    file_name: str, inode: int, writers: Writers, deadline: float, context: str
+) -> bool:
+    """Remove one member listed by destroy, if it is still that file and ours to remove.
+
+    A pool name whose segment another context claimed (a warm pool's, see `warm_pool`)
+    stays while that claimer holds it: it is the only name the claimer can publish the
+    segment from (a file without a name can never be linked again). The claimer removes
+    it when it publishes or lets go (`pool.leave`); leak-check, if the claimer dies.
+    """
     me = os.geteuid()
     try:
         found = segment.stat_named(file_name)
@@ -105,9 +115,23 @@ def _remove_member(file_name: str, inode: int, writers: Writers, deadline: float
             locks.acquire(opened.fd, locks.LIFECYCLE_BYTE, True, what, _left(deadline))
         except Timeout:
             return False  # held too long: left as an orphan for leak-check
+        if f".{POOLED}." in file_name and _claimed_by_other(opened.fd, context):
+            return False
         return segment.remove_name(file_name, file_id)
     finally:
         os.close(opened.fd)
+
+
+def _claimed_by_other(fd: int, context: str) -> bool:
+    """Under its lifecycle lock (which a claimer takes to rewrite the header): whether a
+    pooled segment is claimed by a context other than `context` and still referenced."""
+    if locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
+        return False  # nobody holds it: a claimer that died leaves it to the destroy
+    try:
+        header, _ = segment.read_header(fd, "pooled segment")
+    except ClaraError:
+        return False
+    return header.lifecycle == PRIVATE and not same_name(header.context, context)
 
 
 def remove_leftover(context: Registry, file_name: str, timeout: float | None = None) -> bool:

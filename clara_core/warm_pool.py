@@ -48,7 +48,9 @@ user's: pools never cross owners or modes.
 **Tools.** The warm pool is a context like any other: `dump`, `top` and `leak-check`
 show its pooled bytes as `pooled` (reclaimable, never a leak; a segment claimed by a
 job whose process died is pooled again, and the next claim takes it); `destroy`
-empties it (a job using it then frees normally); `leak-check --fix` may empty it. A full
+empties it (a job using it then frees normally; a segment a job claimed keeps its pool
+name, the only one the job can publish it from, until the job publishes or frees it:
+`removal`); `leak-check --fix` may empty it. A full
 file system empties every idle pool of the namespace, warm pools included, and retries.
 
 **Concurrency.** Jobs sharing a warm pool at once serialise only on its pool lock (a

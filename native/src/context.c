@@ -211,6 +211,21 @@ void clara_context_close(clara_context *ctx) {
 const char *clara_context_name(const clara_context *ctx) { return ctx ? ctx->name : ""; }
 
 
+/* Under its lifecycle lock (which a claimer takes to rewrite the header, 5.9): whether a
+ * pooled segment is claimed by another context than `ctx` and still referenced. Its pool
+ * name is then the only name its claimer can publish it from: left to the claimer. */
+static bool claimed_by_other(const clara_context *ctx, int fd, const struct stat *st) {
+    if (cf_try_lock(fd, CF_LOCK_REFERENCE, true) != 1) return false; /* nobody holds it */
+    unsigned char raw[CF_HEADER_SIZE];
+    cf_header header;
+    if (cf_pread_all(fd, raw, sizeof raw, 0, "pooled segment") != CLARA_OK ||
+        cf_parse(raw, (uint64_t)st->st_size, "pooled segment", &header) != CLARA_OK) {
+        cf_clear();
+        return false;
+    }
+    return header.lifecycle == CF_PRIVATE && !cf_same_name(header.context, ctx->name);
+}
+
 /* Remove one member listed by destroy: only if it is still that file, ours to remove,
  * and under its lifecycle lock (which every remover takes). */
 static bool remove_member(clara_context *ctx, const char *file, ino_t inode) {
@@ -221,8 +236,10 @@ static bool remove_member(clara_context *ctx, const char *file, ino_t inode) {
     if (fstatat(ctx->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_ino != inode) return false;
     if (st.st_uid != me && !(me == 0 && cf_admits(ctx, &st))) return false; /* theirs */
     if (cf_open_named(ctx->dirfd, file, false, file, &fd, &writable, &st) != CLARA_OK) return false;
+    bool pooled = strstr(file + strlen(ctx->file), ".p.") != NULL;
     bool removed = st.st_ino == inode &&
                    cf_lock(fd, CF_LOCK_LIFECYCLE, true, cf_lock_wait()) == CLARA_OK &&
+                   !(pooled && claimed_by_other(ctx, fd, &st)) &&
                    cf_names_file(ctx->dirfd, file, &st) && unlinkat(ctx->dirfd, file, 0) == 0;
     close(fd);
     return removed;

@@ -192,3 +192,100 @@ def pooled_inodes(namespace: str) -> dict[str, int]:
         for f in os.listdir(shm_dir())
         if f.startswith(prefix)
     }
+
+
+# A job claims 2 MiB from the warm pool (a segment an earlier job freed), then, when told,
+# fills and publishes it and reads it back through a new reference.
+CLAIMER = """
+import sys
+from clara_core import Context
+ctx = Context.create("job", warm_pool="warm")
+alloc = ctx.create(2 << 20)
+print("claimed", alloc._pool_name, flush=True)
+sys.stdin.readline()
+with alloc.map("w") as array:
+    array[:] = 7
+alloc.publish("v")
+with ctx.get("v").map("r") as array:
+    print("published", int(array.sum()) == 7 * (2 << 20), flush=True)
+alloc.free()
+ctx.destroy()
+"""
+
+
+def pooled_one(namespace: str) -> str:
+    """Fill the warm pool with one 2 MiB segment; returns its pool name."""
+    job = Context.create("job-0", warm_pool="warm")
+    job.create(2 * MIB).release()
+    job.destroy()
+    (name,) = pooled_inodes(namespace)
+    return name
+
+
+def test_a_job_publishes_what_it_claimed_from_a_warm_pool_destroyed_meanwhile(namespace):
+    """`clara destroy context WARM` while a job holds a segment it claimed from it: the
+    destroy removed its pool name, the only name it had, and a file without a name can
+    never be linked again: the job's publish failed ("does not exist")."""
+    Context.create("warm", pool_bytes="64M").close()
+    pool_name = pooled_one(namespace)
+    claimer = Child(CLAIMER)
+    try:
+        assert claimer.expect("claimed").split()[1] == pool_name
+        Context.destroy("warm")  # leaves the claimed name to its claimer
+        claimer.send("")
+        assert claimer.expect("published").split()[1] == "True"
+        code, _, err = claimer.finish()
+        assert code == 0, err
+    finally:
+        claimer.kill()
+    assert names(namespace) == []  # publishing took the pool name away
+
+
+def test_a_job_killed_holding_a_claim_from_a_destroyed_warm_pool_leaves_a_fixable_orphan(
+    namespace,
+):
+    Context.create("warm", pool_bytes="64M").close()
+    pool_name = pooled_one(namespace)
+    claimer = Child(CLAIMER)
+    try:
+        claimer.expect("claimed")
+        Context.destroy("warm")
+    finally:
+        claimer.kill()
+    assert names(namespace) == sorted([pool_name, f"{namespace}.job"])
+    report = leaks.check()
+    assert {f.segment.file_name: f.status for f in report.leaks} == {pool_name: "orphaned"}
+    leaks.reclaim()
+    Context.destroy("job")
+    assert names(namespace) == []
+
+
+def test_a_claim_that_a_destroy_of_its_warm_pool_overtakes_makes_a_fresh_segment(namespace):
+    """The destroy removes the pool name between the claim and the header rewrite (both
+    wait here for the lifecycle lock this test holds, then race): the claimer must not
+    keep a segment it could never publish."""
+    Context.create("warm", pool_bytes="64M").close()
+    pool_name = pooled_one(namespace)
+    held = os.open(os.path.join(shm_dir(), pool_name), os.O_RDWR | os.O_CLOEXEC)
+    assert locks.try_lock(held, locks.LIFECYCLE_BYTE, True)
+    claimer = destroyer = None
+    try:
+        claimer = Child(CLAIMER)
+        sleeping_in(claimer.pid, ("hrtimer_nanosleep",))  # claimed: waits to rewrite it
+        destroyer = Child("from clara_core import Context; Context.destroy('warm')")
+        sleeping_in(destroyer.pid, ("hrtimer_nanosleep",))  # listed: waits to remove it
+        os.close(held)
+        held = -1
+        claimer.expect("claimed")
+        claimer.send("")
+        assert claimer.expect("published").split()[1] == "True"
+        for process in (claimer, destroyer):
+            code, _, err = process.finish()
+            assert code == 0, err
+    finally:
+        if held >= 0:
+            os.close(held)
+        for process in (claimer, destroyer):
+            if process is not None:
+                process.kill()
+    assert names(namespace) == []

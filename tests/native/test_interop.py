@@ -14,7 +14,8 @@ from clara_core.names import shm_dir
 from clara_core.registry import POOL_BYTE
 from clara_core.shm import locks
 from tests.cli.clirun import ok
-from tests.helpers import sleeping_in
+from tests.core.test_warm_pool_attacks import CLAIMER, pooled_one
+from tests.helpers import Child, sleeping_in
 
 from .conftest import HERE, run
 
@@ -199,4 +200,22 @@ def test_a_c_destroy_lists_and_removes_under_the_pool_lock(namespace, tool):
     alloc.release()
     context.close()
     assert pool_busy
+    assert not [f for f in os.listdir(shm_dir()) if f.startswith(namespace + ".")]
+
+
+def test_a_c_destroy_of_a_warm_pool_leaves_a_claimed_segment_to_its_claimer(namespace, tool):
+    """As the Python destroy does (tests/core/test_warm_pool_attacks.py): the pool name
+    of a segment another context claimed is the only name its claimer can publish from."""
+    Context.create("warm", pool_bytes="64M").close()
+    pool_name = pooled_one(namespace)
+    claimer = Child(CLAIMER)
+    try:
+        assert claimer.expect("claimed").split()[1] == pool_name
+        assert run(tool, "context", "destroy", "warm").returncode == 0
+        claimer.send("")
+        assert claimer.expect("published").split()[1] == "True"
+        code, _, err = claimer.finish()
+        assert code == 0, err
+    finally:
+        claimer.kill()
     assert not [f for f in os.listdir(shm_dir()) if f.startswith(namespace + ".")]
