@@ -17,6 +17,7 @@ from .allocation import PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
 from .names import same_name
+from .registry import POOL_WAIT
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
@@ -63,14 +64,13 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         origin = (created_ns, pid, start, 0, 0, registry.incarnation)
         header = hdr.pack_new_allocation(layout, origin, registry.name)
         if fd >= 0 and not _rewrite_claimed(fd, header, what):
-            # Its pool name went with a destroy of the pool's context (a warm pool):
-            # a file without a name can never be linked again, nor so be published.
+            # Not ours to use after all (it stays in the pool, or is gone): fresh instead.
             if warm is not None:
                 warm.release()
                 warm = None
             os.close(fd)
-            fd = -1
-            return new_allocation(context, registry, asked)  # from the pool, or fresh
+            fd, pool_name, layout = -1, None, asked
+            header = hdr.pack_new_allocation(layout, origin, registry.name)
         if fd < 0:
             fd = _fresh_segment(registry, layout.capacity, what, header)
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
@@ -89,9 +89,12 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
 
 def _rewrite_claimed(fd: int, header: bytes, what: str) -> bool:
     """Write a claimed segment's new header, under its lifecycle lock, which a destroy
-    takes to remove its pool name (`removal`): False if that name is gone already, else
-    the destroy will see it claimed and leave the name to us."""
-    locks.acquire(fd, locks.LIFECYCLE_BYTE, True, f"the lifecycle lock of {what}")
+    takes to remove its pool name (`removal`): False if that name is gone already (a
+    file without a name can never be linked again, nor so be published; after that, the
+    destroy sees it claimed and leaves the name to us), or if the lock stays busy for the
+    pool's short wait (a reader of a 644 pool can hold it)."""
+    if not locks.lock(fd, locks.LIFECYCLE_BYTE, True, POOL_WAIT):
+        return False
     try:
         segment.write_at(fd, header, 0, what)
         return os.fstat(fd).st_nlink > 0

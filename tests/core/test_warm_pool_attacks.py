@@ -14,8 +14,8 @@ from clara_core.names import shm_dir
 from clara_core.registry import POOL_BYTE
 from clara_core.shm import locks
 from tests.cli.clirun import data
-from tests.helpers import Child, sleeping_in
-from tests.reliability.harness import require_root
+from tests.helpers import Child, run_python, sleeping_in
+from tests.reliability.harness import as_other_user, require_root
 
 MIB = 1 << 20
 
@@ -289,3 +289,58 @@ def test_a_claim_that_a_destroy_of_its_warm_pool_overtakes_makes_a_fresh_segment
             if process is not None:
                 process.kill()
     assert names(namespace) == []
+
+
+def test_another_user_holding_a_pooled_segments_lifecycle_lock_costs_a_job_nothing(
+    namespace, monkeypatch
+):
+    """In a warm pool of mode 644 every user may open its segments and hold a read lock
+    on any byte, the lifecycle byte a claim takes to rewrite the header included: the job
+    must then make a fresh segment, never fail or wait long (CLARA_LOCK_TIMEOUT is 60 s
+    here, so a claim that waited on it as on other locks would fail the test)."""
+    require_root()
+    monkeypatch.setenv("CLARA_LOCK_TIMEOUT", "60")
+    Context.create("warm", mode=0o644, pool_bytes="64M").close()
+    job = Context.create("job-0", mode=0o644, warm_pool="warm")
+    job.create(2 * MIB).release()
+    job.destroy()
+    ((pool_name, pooled),) = pooled_inodes(namespace).items()
+    holder = subprocess.Popen(
+        [*as_other_user(), sys.executable, "-c", HOLD_READ_LOCK, pool_name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        done = run_python(
+            """
+            import os
+            from clara_core import Context
+            ctx = Context.create("job", mode=0o644, warm_pool="warm")
+            alloc = ctx.create(2 << 20)
+            print(os.fstat(alloc._fd).st_ino, alloc._pool_name)
+            alloc.release()
+            ctx.destroy()
+            """
+        )
+        assert done.returncode == 0, done.stderr
+        inode, claimed_from = done.stdout.split()
+        assert int(inode) != pooled and claimed_from == "None"  # fresh: the pooled one stays
+        assert pooled_inodes(namespace)[pool_name] == pooled
+    finally:
+        holder.communicate("\n", timeout=30)
+        Context.destroy("warm")
+
+
+# As another user: open a pooled segment read-only and hold a read lock on its lifecycle
+# byte until a line comes in.
+HOLD_READ_LOCK = """
+import os, sys
+from clara_core.names import shm_dir
+from clara_core.shm import locks
+fd = os.open(os.path.join(shm_dir(), sys.argv[1]), os.O_RDONLY)
+assert locks.try_lock(fd, locks.LIFECYCLE_BYTE, False)
+print("holding", flush=True)
+sys.stdin.readline()
+"""
