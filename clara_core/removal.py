@@ -36,7 +36,7 @@ from .names import POOLED, context_file, same_name
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
 from .registry import POOL_BYTE, POOL_WAIT, Registry
 from .shm import listing, locks, processes, segment
-from .shm.header import KIND_ALLOCATION, PRIVATE
+from .shm.header import KIND_ALLOCATION
 from .shm.processes import FileId
 from .shm.trust import Writers, header_trusted, ours_refusal, removable_refusal
 
@@ -124,14 +124,15 @@ def _remove_member(
 
 def _claimed_by_other(fd: int, context: str) -> bool:
     """Under its lifecycle lock (which a claimer takes to rewrite the header): whether a
-    pooled segment is claimed by a context other than `context` and still referenced."""
+    pooled segment is claimed by a context other than `context` and still referenced
+    (its lifecycle private, or already published while its claimer links the name)."""
     if locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=True):
         return False  # nobody holds it: a claimer that died leaves it to the destroy
     try:
         header, _ = segment.read_header(fd, "pooled segment")
     except ClaraError:
         return False
-    return header.lifecycle == PRIVATE and not same_name(header.context, context)
+    return not same_name(header.context, context)
 
 
 def remove_leftover(context: Registry, file_name: str, timeout: float | None = None) -> bool:

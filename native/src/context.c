@@ -212,8 +212,9 @@ const char *clara_context_name(const clara_context *ctx) { return ctx ? ctx->nam
 
 
 /* Under its lifecycle lock (which a claimer takes to rewrite the header, 5.9): whether a
- * pooled segment is claimed by another context than `ctx` and still referenced. Its pool
- * name is then the only name its claimer can publish it from: left to the claimer. */
+ * pooled segment is claimed by another context than `ctx` (its lifecycle private, or
+ * published while the claimer links its name) and still referenced. Its pool name is
+ * then the only name its claimer can publish it from: left to the claimer. */
 static bool claimed_by_other(const clara_context *ctx, int fd, const struct stat *st) {
     if (cf_try_lock(fd, CF_LOCK_REFERENCE, true) != 1) return false; /* nobody holds it */
     unsigned char raw[CF_HEADER_SIZE];
@@ -223,7 +224,7 @@ static bool claimed_by_other(const clara_context *ctx, int fd, const struct stat
         cf_clear();
         return false;
     }
-    return header.lifecycle == CF_PRIVATE && !cf_same_name(header.context, ctx->name);
+    return !cf_same_name(header.context, ctx->name);
 }
 
 /* Remove one member listed by destroy: only if it is still that file, ours to remove,

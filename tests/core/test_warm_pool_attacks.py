@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -344,3 +345,41 @@ assert locks.try_lock(fd, locks.LIFECYCLE_BYTE, False)
 print("holding", flush=True)
 sys.stdin.readline()
 """
+
+
+def test_a_destroy_of_the_warm_pool_while_a_claimer_is_publishing_leaves_it_the_name(namespace):
+    """Publish marks the header published before it links the new name: a destroy of the
+    warm pool in between took the header for no claim and removed the pool name, the
+    segment's only name, and the publish then failed ('does not exist')."""
+    publish_while_destroyed(namespace, lambda: Context.destroy("warm"))
+
+
+def publish_while_destroyed(namespace: str, destroy_warm: Callable[[], object]) -> None:
+    """A claimer's publish is held between marking the header published and linking the
+    name by a leftover under that name (an earlier context 'job' whose destroy could not
+    finish), whose lifecycle lock this test holds; meanwhile `destroy_warm()`."""
+    Context.create("warm", pool_bytes="64M").close()
+    pool_name = pooled_one(namespace)
+    earlier = Context.create("job")
+    left = earlier.create(4096)
+    left.publish("v")
+    leftover = os.open(os.path.join(shm_dir(), f"{namespace}.job.a.v"), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        assert locks.try_lock(leftover, locks.LIFECYCLE_BYTE, True)
+        Context.destroy("job", timeout=0.2)  # cannot remove v: a leftover of it
+        left.release()
+        earlier.close()
+        claimer = Child(CLAIMER)
+        assert claimer.expect("claimed").split()[1] == pool_name
+        claimer.send("")
+        sleeping_in(claimer.pid, ("hrtimer_nanosleep",))  # publishing: waits for the leftover
+        destroy_warm()
+    finally:
+        os.close(leftover)
+    try:
+        assert claimer.expect("published").split()[1] == "True"
+        code, _, err = claimer.finish()
+        assert code == 0, err
+    finally:
+        claimer.kill()
+    assert names(namespace) == []

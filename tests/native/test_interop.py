@@ -14,7 +14,7 @@ from clara_core.names import shm_dir
 from clara_core.registry import POOL_BYTE
 from clara_core.shm import locks
 from tests.cli.clirun import ok
-from tests.core.test_warm_pool_attacks import CLAIMER, pooled_one
+from tests.core.test_warm_pool_attacks import CLAIMER, pooled_one, publish_while_destroyed
 from tests.helpers import Child, sleeping_in
 
 from .conftest import HERE, run
@@ -219,3 +219,10 @@ def test_a_c_destroy_of_a_warm_pool_leaves_a_claimed_segment_to_its_claimer(name
     finally:
         claimer.kill()
     assert not [f for f in os.listdir(shm_dir()) if f.startswith(namespace + ".")]
+
+
+def test_a_c_destroy_of_the_warm_pool_while_a_claimer_is_publishing_leaves_it_the_name(
+    namespace, tool
+):
+    """See the Python destroy's test of the same name (tests/core/test_warm_pool_attacks)."""
+    publish_while_destroyed(namespace, lambda: run(tool, "context", "destroy", "warm"))
