@@ -32,10 +32,10 @@ import time
 
 from . import pool
 from .errors import ClaraError, NotFound, Timeout
-from .names import POOLED, context_file, same_name
+from .names import POOLED, context_file, member_file, same_name
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
 from .registry import POOL_BYTE, POOL_WAIT, Registry
-from .shm import listing, locks, processes, segment
+from .shm import ledger, listing, locks, processes, segment
 from .shm.header import KIND_ALLOCATION
 from .shm.processes import FileId
 from .shm.trust import Writers, header_trusted, ours_refusal, removable_refusal
@@ -176,12 +176,14 @@ def remove_unused(files: list[tuple[str, FileId, bool]]) -> str:
     Returns '' when they are gone, else why none was removed: a file is not the one
     checked any more, is referenced or mapped by a live process, or someone is freeing
     or destroying it. Holds every file's exclusive reference and lifecycle locks while
-    it checks /proc and the names, so nothing can start using them meanwhile.
+    it checks /proc and the names, so nothing can start using them meanwhile; and a
+    context's pool lock, so that nothing enters its pool unseen (as in destroy).
     """
     _enough_descriptors(len(files))
     fds: list[int] = []
     try:
         held = []
+        pools: list[tuple[int, str]] = []  # (fd, file name) of each context held
         locked: set[FileId] = set()  # one file may have two names (a publish killed midway)
         for file_name, file_id, is_context in files:
             if file_id in locked:  # our own locks would refuse a second open of it
@@ -201,6 +203,10 @@ def remove_unused(files: list[tuple[str, FileId, bool]]) -> str:
             byte = CONTEXT_LIFECYCLE_BYTE if is_context else locks.LIFECYCLE_BYTE
             if not locks.try_lock(opened.fd, byte, exclusive=True):
                 return f"{file_name} is being freed or destroyed"
+            if is_context:
+                if not locks.try_lock(opened.fd, POOL_BYTE, exclusive=True):
+                    return f"the pool of {file_name} is in use"
+                pools.append((opened.fd, file_name))
             held.append((file_name, file_id))
             locked.add(file_id)
         still_mapped = processes.mappers({file_id for _, file_id in held})
@@ -209,12 +215,28 @@ def remove_unused(files: list[tuple[str, FileId, bool]]) -> str:
             return f"mapped by {holders}"
         if not all(segment.names_file(file_name, file_id) for file_name, file_id in held):
             return "a name changed while being checked"
+        names = {file_name for file_name, _ in held}
+        if any(_pooled_since(fd, file_name, names) for fd, file_name in pools):
+            return "a segment entered a pool while being checked"
         for file_name, file_id in held:
             segment.remove_name(file_name, file_id)
         return ""
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _pooled_since(fd: int, context_file: str, names: set[str]) -> bool:
+    """Under the context's pool lock: whether its ledger names a segment of ours that is
+    not among `names` (retired into its pool since they were listed)."""
+    me = os.geteuid()
+    for slot in ledger.read(fd).slots:
+        name = member_file(context_file, POOLED, slot.suffix)
+        if slot.capacity and name not in names:
+            found = segment.stat_named(name)
+            if found is not None and found.st_uid == me and stat.S_ISREG(found.st_mode):
+                return True
+    return False
 
 
 def _enough_descriptors(count: int) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from clara_core import Context, leaks
+from clara_core import Context, leaks, removal
 from clara_core.names import shm_dir
 from clara_core.registry import POOL_BYTE
 from clara_core.shm import locks
@@ -382,4 +382,33 @@ def publish_while_destroyed(namespace: str, destroy_warm: Callable[[], object]) 
         assert code == 0, err
     finally:
         claimer.kill()
+    assert names(namespace) == []
+
+
+def test_a_reclaim_of_a_warm_pool_sees_what_entered_its_pool_since_its_scan(namespace):
+    """leak-check --fix removes an owner-dead warm pool with every member its scan listed;
+    a job freeing into that pool in between named a segment the removal did not know,
+    and left it an orphan of the removed pool. The removal holds the pool lock (nothing
+    enters meanwhile), and refuses when the ledger names a segment it was not given."""
+    made = run_python(
+        "import os; from clara_core import Context; "
+        "Context.create('warm', owner_pid=os.getpid(), pool_bytes='64M')"
+    )
+    assert made.returncode == 0, made.stderr
+    scanned = leaks.check().findings
+    assert [(f.segment.kind, f.status) for f in scanned] == [("context", "owner-dead")]
+    group = [(f.segment.file_name, f.segment.file_id, True) for f in scanned]
+    job = Context.create("job", warm_pool="warm")
+    job.create(2 * MIB).release()  # retired into the owner-dead warm pool
+    assert removal.remove_unused(group) == "a segment entered a pool while being checked"
+    held = _hold_pool_lock("warm", namespace)
+    try:
+        kept = leaks.reclaim().kept
+        assert {why for _, why in kept} == {f"the pool of {namespace}.warm is in use; rerun --fix"}
+    finally:
+        os.close(held)
+    pooled = set(pooled_inodes(namespace))
+    removed = {f.segment.file_name for f in leaks.reclaim().removed}
+    assert len(pooled) == 1 and removed == {f"{namespace}.warm", *pooled}
+    job.destroy()
     assert names(namespace) == []
