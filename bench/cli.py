@@ -9,9 +9,7 @@ P6  `clara map NAME --write --in FILE` of 256 MiB into a published, already-touc
     (truncated: fresh pages);
     `clara map NAME --read --out FILE`  vs  `cat x > FILE` (both write a fresh file);
     the floor of any Python program doing it, `python -c pass` + the same cat, is shown
-    beside them (these two forms of `clara map` do not load click: clara_cli.fastpath);
-    so is the same cat with x reserved by fallocate, as a segment is at create (on tmpfs a
-    file made so is slower to write and to read than one that cat wrote: not a check)
+    beside them (these two forms of `clara map` do not load click: clara_cli.fastpath)
 
 P6's files live in a tmpfs directory of the benchmark's namespace, so that disk write-back
 adds noise to neither side.
@@ -112,21 +110,6 @@ CAT_IN = "cat FILE 1<> x (no truncation)"
 CAT_FRESH = "cat FILE > x (fresh pages)"
 CAT_OUT = "cat x > FILE"
 FLOOR = "floor: python -c pass + the same cat"
-RESERVED_IN = "cat FILE 1<> x, x reserved (fallocate) as a segment is"
-RESERVED_OUT = "cat x > FILE, x reserved (fallocate) as a segment is"
-
-
-def _reserved_copy(path: str, source: str, nbytes: int) -> None:
-    """Make `path` as clara makes a segment's data: space reserved by fallocate, then
-    written (here from `source`)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, nbytes)
-        with open(source, "rb") as data:
-            while chunk := data.read(8 << 20):
-                os.write(fd, chunk)
-    finally:
-        os.close(fd)
 
 
 def p6(cfg: Config) -> list[Row]:
@@ -136,7 +119,6 @@ def p6(cfg: Config) -> list[Row]:
     os.makedirs(files, exist_ok=True)
     source, target = os.path.join(files, "in.raw"), os.path.join(files, "out.raw")
     x, y = os.path.join(files, "x"), os.path.join(files, "y")
-    reserved = os.path.join(files, "x-reserved")
     ctx = Context.create("p6")
     try:
         _file_of(source, cfg.big_bytes)
@@ -152,11 +134,8 @@ def p6(cfg: Config) -> list[Row]:
         python = shlex.join([sys.executable, "-c", "pass"])
         floor_in = ["sh", "-c", f"{python} && cat {source} 1<> {x}"]
         floor_out = ["sh", "-c", f"{python} && cat {x} > {target}"]
-        reserved_in = ["sh", "-c", f"cat {source} 1<> {reserved}"]
-        reserved_out = ["sh", "-c", f"cat {reserved} > {target}"]
         run_command(write)  # warm up: first touch of the allocation's pages
         run_command(["sh", "-c", f"cat {source} > {x}"])  # x exists, full size, touched
-        _reserved_copy(reserved, source, cfg.big_bytes)
 
         def fresh_trial() -> float:
             try:
@@ -174,8 +153,6 @@ def p6(cfg: Config) -> list[Row]:
                 "cat_out": lambda: run_command(cat_out),
                 "floor_in": lambda: run_command(floor_in),
                 "floor_out": lambda: run_command(floor_out),
-                "reserved_in": lambda: run_command(reserved_in),
-                "reserved_out": lambda: run_command(reserved_out),
             },
             cfg.transfer_trials,
             warmup=1,
@@ -187,17 +164,9 @@ def p6(cfg: Config) -> list[Row]:
     size = cfg.big_label
 
     def row(
-        bench_id: str,
-        what: str,
-        ours: str,
-        baseline: str,
-        name: str,
-        floor: str | None = None,
-        reserved: tuple[str, str] | None = None,
+        bench_id: str, what: str, ours: str, baseline: str, name: str, floor: str | None = None
     ) -> Row:
         shown = {name: ms[baseline], **({FLOOR: ms[floor]} if floor else {})}
-        if reserved is not None:
-            shown[reserved[0]] = ms[reserved[1]]
         return Row(
             id=bench_id,
             what=f"{what}, {size} (tmpfs file)",
@@ -211,13 +180,7 @@ def p6(cfg: Config) -> list[Row]:
 
     return [
         row(
-            "P6.write",
-            "`clara map NAME --write --in FILE`",
-            "write",
-            "cat_in",
-            CAT_IN,
-            "floor_in",
-            (RESERVED_IN, "reserved_in"),
+            "P6.write", "`clara map NAME --write --in FILE`", "write", "cat_in", CAT_IN, "floor_in"
         ),
         row(
             "P6.write-fresh",
@@ -227,12 +190,6 @@ def p6(cfg: Config) -> list[Row]:
             CAT_FRESH,
         ),
         row(
-            "P6.read",
-            "`clara map NAME --read --out FILE`",
-            "read",
-            "cat_out",
-            CAT_OUT,
-            "floor_out",
-            (RESERVED_OUT, "reserved_out"),
+            "P6.read", "`clara map NAME --read --out FILE`", "read", "cat_out", CAT_OUT, "floor_out"
         ),
     ]

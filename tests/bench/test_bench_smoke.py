@@ -71,8 +71,6 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
         "cat FILE 1<> x (no truncation)",
         "cat FILE > x (fresh pages)",
         "floor: python -c pass + the same cat",
-        "cat FILE 1<> x, x reserved (fallocate) as a segment is",
-        "cat x > FILE, x reserved (fallocate) as a segment is",
         "one-way pipe hand-off",
         "pipe round trip",
         ".npy files on tmpfs",
