@@ -314,10 +314,6 @@ def _unusable(info: SegmentInfo) -> str:
     return f"{info.problem or 'it cannot be opened'}: remove it by hand"
 
 
-def _unusable(info: SegmentInfo) -> str:
-    return f"{info.problem or 'it cannot be opened'}: remove it by hand"
-
-
 def _untrusted(info: SegmentInfo) -> str:
     return (
         f"others may write its header (mode {info.mode:o}): no proof; free or destroy it yourself"
