@@ -7,6 +7,8 @@ Imports no click, so that the fast path (clara_cli.fastpath) and the click comma
 
 from __future__ import annotations
 
+import os
+
 from . import formats, transfer
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -45,21 +47,27 @@ def copy_out(target: Target, path: str, fmt: str, allow_incomplete: bool) -> dic
     with target.open("r") as allocation:
         if fmt == "txt":
             formats.text_check(allocation.shape)
-        # Nothing here touches the mapped pages (sendfile, or a copy through the file):
-        # a segment cut short meanwhile is an error, never a SIGBUS.
-        mapping = target.map(allocation, "r", allow_incomplete=allow_incomplete, populate=False)
+        fifo = transfer.open_fifo(path)  # its wait for a reader holds no lock
         try:
-            if fmt == "txt":
-                formats.text_check(mapping.shape)
-            with transfer.open_output(path, forbidden=allocation.file_id) as stream:
+            # Nothing here touches the mapped pages (sendfile, or a copy through the
+            # file): a segment cut short meanwhile is an error, never a SIGBUS.
+            mapping = target.map(allocation, "r", allow_incomplete=allow_incomplete, populate=False)
+            try:
                 if fmt == "txt":
-                    formats.write_text(stream, path, formats.copy_out(mapping), lambda _n: None)
-                else:
-                    if fmt == "npy":
-                        formats.write_npy_header(stream, path, mapping.etype, mapping.shape)
-                    label = f"reading {allocation.name}"
-                    with transfer.Progress(label, mapping.nbytes) as advance:
-                        transfer.send(mapping, stream, path, advance)
+                    formats.text_check(mapping.shape)
+                opened, fifo = fifo, None  # open_output owns it now (and closes it on error)
+                with transfer.open_output(path, allocation.file_id, opened) as stream:
+                    if fmt == "txt":
+                        formats.write_text(stream, path, formats.copy_out(mapping), lambda _n: None)
+                    else:
+                        if fmt == "npy":
+                            formats.write_npy_header(stream, path, mapping.etype, mapping.shape)
+                        label = f"reading {allocation.name}"
+                        with transfer.Progress(label, mapping.nbytes) as advance:
+                            transfer.send(mapping, stream, path, advance)
+            finally:
+                mapping.unmap()
         finally:
-            mapping.unmap()
+            if fifo is not None:
+                os.close(fifo)
         return summary(allocation, "r", format=fmt, file=path)

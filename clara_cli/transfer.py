@@ -74,15 +74,39 @@ def open_input(path: str) -> BinaryIO:
         raise file_error(exc, path, "read") from exc
 
 
-def open_output(path: str, forbidden: tuple[int, int] | None = None) -> BinaryIO:
+def open_fifo(path: str) -> int | None:
+    """The write end of `path` if it is a FIFO, once it has a reader; else None.
+
+    Call it before taking the read map: a FIFO's open waits for its reader for as long as
+    it takes, and that wait must not hold the lock that the allocation's writers wait for.
+    """
+    if path == "-":
+        return None
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return None  # (opened after the map, as before: it may not even exist)
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise file_error(exc, path, "write") from exc
+
+
+def open_output(
+    path: str, forbidden: tuple[int, int] | None = None, opened: int | None = None
+) -> BinaryIO:
     """An unbuffered binary writer of `path` (truncated), or of standard output for '-'.
 
     `forbidden` is the (device, inode) of the segment being read: an output that is the
     segment itself (under any name) is refused before anything is truncated, and so is
     any other clara segment (another allocation, a context: its users would lose it).
+    `opened`: a descriptor of `path` already open for writing (`open_fifo`), checked the
+    same way.
     """
     try:
-        if path == "-":
+        if opened is not None:
+            fd = opened
+        elif path == "-":
             _check_open_at_start(1)
             sys.stdout.flush()
             fd = os.dup(sys.stdout.fileno())

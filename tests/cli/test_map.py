@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import Child
+from tests.helpers import Child, sleeping_in
 
 from .clirun import CLARA, clara, data, fails, ok, write_in
 
@@ -441,3 +441,29 @@ def test_reader_that_stops_early_is_not_an_error(ctx: str) -> None:
     assert process.wait(30) == 128 + signal.SIGPIPE
     assert err == b""
     assert state(ctx) == "empty"
+
+
+def test_out_to_a_fifo_waits_for_its_reader_without_holding_the_map(
+    ctx: str, tmp_path: Path
+) -> None:
+    """Opening a FIFO waits for its reader as long as it takes: meanwhile no lock is held,
+    so a writer of the allocation is not shut out, and the reader gets what it wrote."""
+    make(ctx, "vol", "u8", "8")
+    write_in(ctx, "vol", bytes(8))
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    command = [*CLARA, "map", "vol", "-c", ctx, "--read", "--out", str(fifo)]
+    copier = subprocess.Popen(command, stderr=subprocess.PIPE)
+    try:
+        sleeping_in(copier.pid, ("wait_for_partner",))  # in the FIFO's open: no reader yet
+        write_in(ctx, "vol", bytes(range(8)))  # exit 4 (busy) if the read map were held
+        with open(fifo, "rb") as stream:
+            got = stream.read()
+        assert copier.wait(timeout=30) == 0, copier.stderr.read() if copier.stderr else ""
+    finally:
+        if copier.poll() is None:
+            copier.kill()
+            copier.wait()
+        if copier.stderr:
+            copier.stderr.close()
+    assert got == bytes(range(8))
