@@ -69,6 +69,7 @@ from .stop_signals import signal_wakeups
 TAIL_LINES = 40
 MAX_LINE = 65536  # bytes of an operator's output line kept before it is shown anyway
 KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes before giving up on them
+_WARM_POOL_TRIES = 5  # makes of a warm pool that others destroy as fast (see _create_context)
 
 
 def run(
@@ -145,13 +146,7 @@ class _Job:
         self.job = JobDirectory.create(self.pipeline.name, job_dir, payload)
         self.result.job_dir = self.job.root
         try:
-            if self.warm_pool is not None:  # made on first use: it outlives the job
-                with contextlib.suppress(AlreadyExists):
-                    Context.create(self.warm_pool).close()
-            owner = None if self.keep else os.getpid()
-            self.ctx = Context.create(
-                self.result.context, owner_pid=owner, warm_pool=self.warm_pool
-            )
+            self.ctx = self._create_context()
         except BaseException:
             if self.job.temporary:
                 self.job.remove()  # nothing ran: nothing to keep
@@ -165,6 +160,29 @@ class _Job:
                 self._stop_all()
                 self._finish()
         return self.result
+
+    def _create_context(self) -> Context:
+        """The job's context, using the warm pool (made on first use: it outlives jobs).
+
+        Someone may destroy the warm pool between its creation here and its opening by
+        `Context.create`: it is then made again, a few times before giving up.
+        """
+        owner = None if self.keep else os.getpid()
+        name, warm_pool = self.result.context, self.warm_pool
+        if warm_pool is None:
+            return Context.create(name, owner_pid=owner)
+        for attempt in range(_WARM_POOL_TRIES):
+            with contextlib.suppress(AlreadyExists):
+                Context.create(warm_pool).close()
+            try:
+                return Context.create(name, owner_pid=owner, warm_pool=warm_pool)
+            except NotFound:  # only the warm pool is looked up: destroyed meanwhile
+                if attempt == _WARM_POOL_TRIES - 1:
+                    raise NotFound(
+                        f"warm pool '{warm_pool}' was destroyed each time it was made "
+                        f"({_WARM_POOL_TRIES} times)"
+                    ) from None
+        raise AssertionError("unreachable")
 
     def _loop(self) -> None:
         deadline = None if self.timeout is None else self.t0 + self.timeout

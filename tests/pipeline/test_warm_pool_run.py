@@ -12,8 +12,12 @@ import signal
 import time
 from pathlib import Path
 
-from clara_core import Context, leaks
+import pytest
+
+from clara_core import Context, NotFound, leaks
 from clara_core.names import shm_dir
+from clara_core.pipeline import runner
+from clara_core.pipeline.loading import load
 
 from .pipes import clara, clara_run, operators, start_run, write
 from .test_run import HEAD
@@ -189,3 +193,48 @@ def test_a_warm_pool_that_cannot_serve_is_a_clear_error(tmp_path: Path, namespac
     finally:
         Context.destroy("shared")
         Context.destroy("none")
+
+
+def trivial(directory: Path) -> Path:
+    """A one-operator pipeline that does nothing (what is tested happens before it)."""
+    return write(
+        directory, HEAD.format(name="trivial") + "- name: op\n  container: {command: [true]}\n"
+    )
+
+
+def destroying_each_warm_pool_made(monkeypatch, namespace: str, times: int) -> list[int]:
+    """Let another process destroy the warm pool 'pool' right after each of the first
+    `times` makes of it by the runner (before the job's context opens it): the runner
+    closes the context it made just then. Returns the exit codes of those destroys."""
+    destroys: list[int] = []
+    close = Context.close
+
+    def close_then_destroy(self: Context) -> None:
+        close(self)
+        if self.name == "pool" and len(destroys) < times:
+            destroys.append(clara("destroy", "context", "pool").returncode)
+
+    monkeypatch.setattr(Context, "close", close_then_destroy)
+    return destroys
+
+
+def test_a_warm_pool_destroyed_as_the_run_starts_is_made_again(
+    tmp_path: Path, namespace: str, monkeypatch
+) -> None:
+    """`clara run --warm-pool` makes the warm pool, then the job's context opens it: a
+    destroy in between (another process's, real) made the run fail, 'does not exist'."""
+    destroys = destroying_each_warm_pool_made(monkeypatch, namespace, times=2)
+    result = runner.run(load(str(trivial(tmp_path))), warm_pool="pool")
+    assert result.ok, result
+    assert destroys == [0, 0]  # both really destroyed it in the gap
+    Context.destroy("pool")
+
+
+def test_a_warm_pool_destroyed_at_every_make_is_a_clear_error(
+    tmp_path: Path, namespace: str, monkeypatch
+) -> None:
+    destroys = destroying_each_warm_pool_made(monkeypatch, namespace, times=99)
+    with pytest.raises(NotFound, match="warm pool 'pool' was destroyed each time it was made"):
+        runner.run(load(str(trivial(tmp_path))), warm_pool="pool")
+    assert destroys and set(destroys) == {0}
+    assert not Context.exists("pool")
