@@ -10,7 +10,6 @@ made it, the process it is bound to (if any), the mode of its segments and its c
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 import weakref
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 PAGE = 4096
-_HANDLE = re.compile(r"[0-9a-f]{12}")
+_HANDLE_DIGITS = "0123456789abcdef"  # 12 of them; str methods, not `re` (start-up)
 
 
 class _ClassOrInstance:
@@ -355,7 +354,7 @@ class Context:
 
     def open_handle(self, handle: str, timeout: float | None = None) -> Allocation:
         """A new reference to a private allocation handed over with make_handle()."""
-        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+        if not isinstance(handle, str) or len(handle) != 12 or handle.strip(_HANDLE_DIGITS):
             raise InvalidArgument(f"invalid handle {handle!r}: a handle is 12 hex digits")
         what = f"private allocation {handle} in context '{self.name}'"
         try:

@@ -8,7 +8,6 @@ whose pid now belongs to someone else is correctly seen as dead.
 from __future__ import annotations
 
 import os
-import re
 
 from ..records import Record
 
@@ -70,7 +69,12 @@ def command_name(pid: int) -> str:
         return "?"
 
 
-_INTERPRETER = re.compile(r"python[0-9.]*")
+def _is_interpreter(program: str) -> bool:
+    """Whether a program's name is python's: python, python3, python3.11 ...
+
+    (str methods, not `re`: this module is loaded by every `clara`, see clara_cli.fastpath)
+    """
+    return program.startswith("python") and not program[6:].strip("0123456789.")
 
 
 def command_line(pid: int) -> str:
@@ -91,7 +95,7 @@ def command_line(pid: int) -> str:
     if not args:
         return command_name(pid)
     args[0] = os.path.basename(args[0])
-    if len(args) > 1 and _INTERPRETER.fullmatch(args[0]) and os.path.isabs(args[1]):
+    if len(args) > 1 and _is_interpreter(args[0]) and os.path.isabs(args[1]):
         args = [os.path.basename(args[1]), *args[2:]]
     return " ".join(" ".join(arg.split()) or "''" for arg in args)
 

@@ -10,6 +10,9 @@ import pytest
 
 from .clirun import ok, write_in
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+LAUNCHER = REPOSITORY / "bin" / "clara"
+
 HEAVY = ("numpy", "rich", "yaml")
 WRAPPER = """
 import atexit, runpy, sys
@@ -90,3 +93,50 @@ def test_map_copies_load_not_even_click(ctx: str, tmp_path: Path) -> None:
         "--json", "map", "vol", "-c", ctx, "--read", "--out", out, heavy=light
     )
     assert "click" in json_copy  # click itself imports typing
+
+
+def imported_by_launcher(*args: str, launcher: Path = LAUNCHER) -> set[str]:
+    """Every module `clara ARGS` imports when run by `launcher` (`python -X importtime`)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(launcher), *args], capture_output=True
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()
+    modules = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    assert "clara_cli.fastpath" in modules, result.stderr.decode()  # really the import log
+    return modules
+
+
+# What the copies of shell pipelines must not import: each costs every `clara map` copy
+# start-up time (measured in README, Benchmarks, P6), and none is needed by one.
+NOT_FOR_A_COPY = {
+    "re": "regular expressions, with enum and functools (~3-4 ms): names are checked with str",
+    "enum": "imported by re",
+    "typing": "~3 ms (see clara_core.records)",
+    "click": "the fast path's reason to be",
+    "dataclasses": "imports inspect, ast and tokenize",
+}
+
+
+def test_the_launcher_imports_nothing_a_copy_does_not_need(ctx: str, tmp_path: Path) -> None:
+    """bin/clara, the installed `clara`, runs the copies without re, enum, typing, click ..."""
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(bytes(4096))
+    ok("create", "context", ctx)
+    ok("create", "allocation", "vol", "-c", ctx, "--size", "4K")
+    copy_in = imported_by_launcher("map", "vol", "-c", ctx, "--write", "--in", str(raw))
+    copy_out = imported_by_launcher("map", "vol", "-c", ctx, "--read", "--out", str(tmp_path / "o"))
+    for modules in (copy_in, copy_out):
+        assert sorted(set(NOT_FOR_A_COPY) & modules) == []
+    # The click command line (anything but a plain copy) is still reached through it.
+    assert "click" in imported_by_launcher("--version")
+
+
+def test_the_installed_clara_is_this_launcher() -> None:
+    """`pip install` (-e or a wheel) puts bin/clara beside the interpreter, its first line
+    naming the interpreter; not a console-script wrapper (which imports re)."""
+    installed = Path(sys.executable).parent / "clara"
+    assert installed.exists(), "install the project first: pip install -e ."
+    first, _, body = installed.read_text().partition("\n")
+    assert first.startswith("#!") and "python" in first
+    assert body == LAUNCHER.read_text().partition("\n")[2]

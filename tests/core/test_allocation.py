@@ -489,6 +489,30 @@ def test_handles_hand_a_private_allocation_to_another_process(ctx, namespace):
         ctx.open_handle("../x")
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ABCDEF012345",
+        "abcdef01234",
+        "abcdef0123456",
+        "abcdef01234\n",
+        " abcdef01234",
+        "abcdef01234g",
+        "\uff10" * 12,
+        "",
+        123456789012,
+    ],
+)
+def test_a_handle_must_be_12_lowercase_hex_digits(ctx, bad):
+    with pytest.raises(InvalidArgument, match="12 hex digits"):
+        ctx.open_handle(bad)
+
+
+def test_a_well_formed_unknown_handle_is_not_found(ctx):
+    with pytest.raises(NotFound, match="does not exist"):
+        ctx.open_handle("0123456789ab")
+
+
 def test_garbage_collection_releases_a_reference(ctx):
     alloc = ctx.create(8)
     alloc.publish("data")

@@ -1,8 +1,17 @@
 """Clara's name rule and the mapping of user names to file names."""
 
+import os
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clara_core import InvalidArgument, names
+
+# Characters around the rule's edges: allowed ones, and near misses (other ASCII, digits and
+# letters of other scripts, whitespace, NUL).
+EDGE_CHARS = st.sampled_from("aZz09_-.~/ \t\n\x00\u00e9\u0660\uff10\u212a")
 
 
 @pytest.mark.parametrize("good", ["a", "A-b_9", "x" * 255, "volume-01", "_", "-"])
@@ -16,6 +25,33 @@ def test_valid_names(good):
 def test_invalid_names_are_refused(bad):
     with pytest.raises(InvalidArgument, match="invalid"):
         names.validate_name(bad)
+
+
+@given(st.text(EDGE_CHARS, max_size=260) | st.text(max_size=8))
+def test_the_name_rule_is_the_documented_pattern(text):
+    """The rule is checked without `re` (start-up): it must accept exactly the pattern."""
+    rule = re.fullmatch(r"[A-Za-z0-9_-]{1,255}", text) is not None
+    try:
+        accepted = names.validate_name(text) == text
+    except InvalidArgument:
+        accepted = False
+    assert accepted == rule
+
+
+@given(st.text(EDGE_CHARS, max_size=70))
+def test_the_namespace_rule_is_the_documented_pattern(text):
+    if "\x00" in text:  # an environment variable cannot hold NUL
+        return
+    rule = re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text) is not None
+    saved = os.environ["CLARA_NAMESPACE"]  # the test's own (tests/conftest.py)
+    os.environ["CLARA_NAMESPACE"] = text
+    try:
+        accepted = names.namespace() == (text or names.DEFAULT_NAMESPACE)
+    except InvalidArgument:
+        accepted = False
+    finally:
+        os.environ["CLARA_NAMESPACE"] = saved
+    assert accepted == (rule or not text)  # empty: the default namespace
 
 
 def test_names_are_case_insensitive_in_files():

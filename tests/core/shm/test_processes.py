@@ -34,3 +34,31 @@ def test_openers_names_other_holders_but_never_the_asking_process():
         finally:
             holder.kill()
             holder.wait(30)
+
+
+def _command_line_of(argv0: str, tmp_path) -> str:
+    """processes.command_line of a real python process started with argv[0] = `argv0`."""
+    script = tmp_path / "tool.py"
+    script.write_text("import sys, time; print(1, flush=True); time.sleep(60)\n")
+    child = subprocess.Popen(
+        [argv0, str(script), "--flag", "two words"],
+        executable=sys.executable,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"1\n"
+        return processes.command_line(child.pid)
+    finally:
+        child.kill()
+        child.wait(30)
+
+
+def test_a_python_script_is_named_by_its_script(tmp_path):
+    for interpreter in ("python", "python3", "/usr/bin/python3.11"):
+        assert _command_line_of(interpreter, tmp_path) == "tool.py --flag two words"
+
+
+def test_a_program_merely_named_like_python_keeps_its_name(tmp_path):
+    for program in ("pythonx", "python3-config", "ipython3"):
+        line = _command_line_of(program, tmp_path)
+        assert line == f"{program} {tmp_path / 'tool.py'} --flag two words"
