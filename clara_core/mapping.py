@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 from .dtypes import ElementType, format_size
 from .errors import Corrupt, InvalidArgument
+from .shm import segment
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
 
@@ -93,7 +94,11 @@ class Mapping:
     def buffer(self) -> memoryview:
         """The data as a flat byte memoryview (no numpy needed), read-only for a read map."""
         self._check_mapped()
-        return self._region.lend(self)[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
+        try:
+            view = self._region.lend(self)
+        except OSError as exc:  # a map made with populate=False maps its pages now
+            raise segment.translate(exc, self.allocation.describe()) from exc
+        return view[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
 
     @property
     def array(self) -> numpy.ndarray:
@@ -105,7 +110,10 @@ class Mapping:
         if array is None:
             layout = self.layout
             etype = layout.etype
-            holder = region.holder(self)
+            try:
+                holder = region.holder(self)
+            except OSError as exc:  # a map made with populate=False maps its pages now
+                raise segment.translate(exc, self.allocation.describe()) from exc
             if not region.writable:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
             count = layout.nbytes // etype.itemsize

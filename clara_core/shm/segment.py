@@ -409,7 +409,11 @@ def map_segment(fd: int, length: int, writable: bool, what: str, populate: bool 
 
     `populate` maps every page now (one kernel call) instead of one fault per page; it
     only pays off for large mappings, so small ones always fault their few pages in.
+    Without it the mapping is deferred to the first view of it (Region.deferred): a map
+    whose data only moves through the fd (sendfile, splice) never maps a page.
     """
+    if not populate:
+        return Region.deferred(fd, length, writable)
     try:
         return Region.map(fd, length, writable, populate and length >= _POPULATE_FROM)
     except OSError as exc:

@@ -115,6 +115,7 @@ NOT_FOR_A_COPY = {
     "typing": "~3 ms (see clara_core.records)",
     "click": "the fast path's reason to be",
     "dataclasses": "imports inspect, ast and tokenize",
+    "ctypes": "~2 ms: a copy's map is deferred, never mapped (Region.deferred)",
 }
 
 

@@ -99,3 +99,44 @@ def test_copy_to_a_file_copies_the_data(ctx, tmp_path):
     mapping.unmap()
     assert target.read_bytes() == data
     alloc.release()
+
+
+def mapped_here(file_id: tuple[int, int]) -> int:
+    """How many ranges of this process's address space map the file `file_id`."""
+    inode = str(file_id[1])
+    with open("/proc/self/maps") as maps:
+        return sum(line.split()[4] == inode for line in maps)
+
+
+def test_a_map_without_populate_maps_no_page_until_a_view_is_taken(ctx, tmp_path):
+    """The copies (`clara map --in/--out`) move data through the fd: their map maps
+    nothing, so it needs neither the mmap nor ctypes. A view maps the pages then."""
+    data = pattern(NBYTES)
+    source = tmp_path / "in.raw"
+    source.write_bytes(data)
+    alloc = ctx.create(NBYTES)
+    with open(source, "rb", buffering=0) as stream:
+        mapping = alloc.map("w", populate=False)
+        assert mapped_here(alloc.file_id) == 0
+        assert mapping.copy_from(stream.fileno()) == NBYTES
+        assert mapped_here(alloc.file_id) == 0
+        mapping.unmap()
+    assert mapped_here(alloc.file_id) == 0  # and nothing is left mapped (warm) after it
+    mapping = alloc.map("r", populate=False)
+    assert mapped_here(alloc.file_id) == 0
+    assert bytes(mapping.buffer) == data  # the first view maps it
+    assert mapped_here(alloc.file_id) == 1
+    mapping.unmap()
+    with pytest.raises(InvalidArgument, match="no longer mapped"):
+        mapping.buffer  # noqa: B018
+    alloc.release()
+
+
+def test_a_view_of_a_map_without_populate_writes_the_segment(ctx):
+    alloc = ctx.create(dtype="u8", shape=(NBYTES,))
+    mapping = alloc.map("w", populate=False)
+    mapping.array[:] = np.frombuffer(pattern(NBYTES), np.uint8)
+    mapping.unmap()
+    with alloc.map("r", populate=False) as array:
+        assert array.tobytes() == pattern(NBYTES)
+    alloc.release()
