@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
-from . import members, pool, removal, waiting
+from . import members, pool, waiting
 from .allocation import HANDLED, SHARED, Allocation
 from .dtypes import parse_size
 from .errors import (
@@ -216,6 +216,8 @@ class Context:
         `removal.destroy_context`); waits for locks at most `timeout` seconds in all.
         """
         validate_name(name, "context name")
+        from . import removal  # here: not loaded by the many commands that never destroy
+
         return removal.destroy_context(name, timeout)
 
     def _destroy_self(self) -> int:

@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 
-from . import pool, removal
+from . import pool
 from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
 from .names import HANDLE
 from .shm import header as hdr
@@ -95,6 +95,8 @@ class Lifecycle:
             try:
                 segment.link(self._fd, file_name, what)
             except AlreadyExists:
+                from . import removal  # here: rarely needed, and clara map loads no removal
+
                 # The name may be held by what an earlier context of this name left
                 # (its destroy was killed, or could not finish): not ours to keep.
                 if not removal.remove_leftover(self._registry, file_name, timeout):

@@ -116,6 +116,8 @@ NOT_FOR_A_COPY = {
     "click": "the fast path's reason to be",
     "dataclasses": "imports inspect, ast and tokenize",
     "ctypes": "~2 ms: a copy's map is deferred, never mapped (Region.deferred)",
+    "importlib": "with warnings, ~0.3 ms: clara_core.lazy uses __import__",
+    "clara_core.removal": "with resource, ~0.3 ms: only destroy and a leftover name need it",
 }
 
 
