@@ -267,7 +267,9 @@ class Allocation(Lifecycle):
         `timeout` seconds (default 60), until a writer has finished: the data is complete
         (or incomplete, if that writer failed), which lets a reader start before its
         producer. `populate` maps every page at once (much faster than page by page for
-        arrays used whole); pass False to touch a few pages of a huge allocation.
+        arrays used whole); pass False to touch a few pages of a huge allocation (then
+        nothing is mapped until the first `.array` or `.buffer`: a map used only for
+        copy_to/copy_from maps no page at all).
         Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
         """
         writable = mode == "w" or (mode != "r" and _parse_mode(mode))
