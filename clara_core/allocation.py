@@ -160,14 +160,15 @@ class Allocation(Lifecycle):
     def state(self) -> str:
         """'empty', 'writing', 'complete', or 'incomplete' (its writer died mid-write)."""
         self._check_open()
-        raw = self._pread(0, hdr.DATA_END)
+        pending = self._reference.pending  # (kept in memory while nobody else can see it)
+        raw = self._pread(0, hdr.DATA_END) if pending is None else pending
         if len(raw) < hdr.DATA_END:
             raise Corrupt(f"{self.describe()} is corrupt (its file was cut to {len(raw)} bytes)")
         data = hdr.read_data_state(raw)
         if data.state in (hdr.COMPLETE, hdr.EMPTY):
             return hdr.DATA_STATES[data.state]
-        writing = any(m.writable for m in self._maps) or locks.held_by_others(
-            self._fd, locks.MAP_BYTE, exclusive_only=True
+        writing = any(m.writable for m in self._maps) or (
+            pending is None and locks.held_by_others(self._fd, locks.MAP_BYTE, exclusive_only=True)
         )
         return "writing" if writing else "incomplete"
 
@@ -228,6 +229,7 @@ class Allocation(Lifecycle):
                 f"{self._layout.capacity}"
             )
         self._require_writable_fd("retype")
+        self._reference.materialize(self.describe())  # (rare: as any segment from now on)
         if self._maps or not locks.try_lock(self._fd, locks.MAP_BYTE, exclusive=True):
             raise Busy(f"{self.describe()} is mapped by {self._holders()}; unmap it first")
         try:

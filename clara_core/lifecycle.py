@@ -89,8 +89,14 @@ class Lifecycle:
         self._drop_old_name()
 
     def _link_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
-        self._write(hdr.pack_name(name), hdr.NAME_AT)
-        self._write(_PUBLISHED, hdr.LIFECYCLE_AT)
+        pending = self._reference.go_public(what)
+        if pending is None:
+            self._write(hdr.pack_name(name), hdr.NAME_AT)
+            self._write(_PUBLISHED, hdr.LIFECYCLE_AT)
+        else:  # never seen by anyone: its data state, lifecycle and name in one write
+            pending[hdr.LIFECYCLE_AT] = hdr.PUBLISHED
+            pending[hdr.NAME_AT :] = hdr.pack_name(name)
+            self._write(memoryview(pending)[hdr.LIFECYCLE_AT :], hdr.LIFECYCLE_AT)
         try:
             try:
                 segment.link(self._fd, file_name, what)
@@ -121,6 +127,7 @@ class Lifecycle:
             return self._key or ""
         self._require_writable_fd("hand over")
         self._registry.check_writable("hand over into")
+        self._reference.materialize(self.describe())
         pid, start = processes.identity(holder_pid)
         origin = segment.read_header(self._fd, self.describe())[0].origin
         updated = origin._replace(owner_pid=pid, owner_start=start)

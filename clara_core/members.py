@@ -71,12 +71,14 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
             os.close(fd)
             fd, pool_name, layout = -1, None, asked
             header = hdr.pack_new_allocation(layout, origin, registry.name)
-        if fd < 0:
+        fresh = fd < 0
+        if fresh:
             fd = _fresh_segment(registry, layout.capacity, what, header)
-            locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)
         alloc = Allocation(
             context, registry, fd, True, layout, created_ns, None, PRIVATE, pool_name=pool_name
         )
+        if fresh:  # no name, so no other process can reach it: its locks wait (Reference)
+            alloc._reference.defer(header)
     except BaseException:
         if warm is not None:
             warm.release()

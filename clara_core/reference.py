@@ -4,15 +4,23 @@ A reference is an open file of the segment holding a shared lock on REFERENCE_BY
 kernel counts references). Its maps are Regions under the map lock; mappings no view can
 reach any more are kept ("warm") for its next map of the same kind, and at close the
 segment may be offered to the pool (`recycle`).
+
+A fresh private segment has no name: no other process can open it, so while it has none
+its reference lock, map lock, the checks under that lock and the data-state writes would
+count, exclude and tell nobody. They wait (the header it would have is kept `pending`, in
+memory) until `go_public`, which the allocation calls before the file gets a name
+(publish, make_handle); and before this process forks, so that a child sharing the file
+sees the same segment as we do (docs/segment-format.md, 5.3).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from collections.abc import Callable
 
-from .errors import Busy, Corrupt, Incomplete, NeverWritten, Timeout
+from .errors import Busy, ClaraError, Corrupt, Incomplete, NeverWritten, Timeout
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
@@ -22,12 +30,13 @@ from .shm.memory import Region
 _pread = os.pread
 _parse_layout = hdr.parse_layout
 _LAYOUT_END, _DATA_AT, _COMPLETE = hdr.LAYOUT_END, hdr.DATA_AT, hdr.COMPLETE
+_DATA_END = hdr.DATA_END
 
 
 class Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("closed", "completed", "fd", "maps", "recycle", "warm", "warm_read")
+    __slots__ = ("closed", "completed", "fd", "maps", "pending", "recycle", "warm", "warm_read")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -41,6 +50,38 @@ class Reference:
         self.warm_read: Region | None = None
         # Called at close to offer the segment to the pool (or to free its name).
         self.recycle: Callable[[int, Region | None], None] | None = None
+        # A nameless segment's header as it will be written when it goes public (data
+        # state included), while nothing else can reach the file; None once it has.
+        self.pending: bytearray | None = None
+
+    def defer(self, header: bytes) -> None:
+        """Keep the locks and data state of a fresh, nameless segment (starting with
+        `header`) in memory until `go_public` (this reference holds no lock yet)."""
+        self.pending = bytearray(header)
+        _private[id(self)] = self
+
+    def go_public(self, what: str) -> bytearray | None:
+        """Before the file may reach another process: take the locks deferred while it
+        had no name (the reference lock; the map lock of the maps held). Returns the
+        header it was kept in memory, whose data state the caller writes (see
+        `materialize`), or None if nothing was deferred."""
+        pending = self.pending
+        if pending is None:
+            return None
+        fd = self.fd
+        # Nobody else can hold these: the file has had no name, no other open file.
+        locks.try_lock(fd, locks.REFERENCE_BYTE, False)
+        if self.maps and not locks.try_lock(fd, locks.MAP_BYTE, self.maps[0].writable):
+            raise Busy(f"{what} is locked by a process that should not reach it")
+        self.pending = None
+        _private.pop(id(self), None)
+        return pending
+
+    def materialize(self, what: str) -> None:
+        """`go_public`, and write the data state kept in memory to the file."""
+        pending = self.go_public(what)
+        if pending is not None:
+            segment.write_at(self.fd, pending[_DATA_AT:_DATA_END], _DATA_AT, what)
 
     def map(
         self,
@@ -57,6 +98,9 @@ class Reference:
         Returns the region, now one of `maps`, and the layout as found under the lock.
         `what` names the allocation in errors; `holders()` says who holds the lock.
         """
+        pending = self.pending
+        if pending is not None:
+            return self._map_private(pending, writable, allow_incomplete, populate, layout, what)
         fd = self.fd
         locked = bool(self.maps) or locks.try_lock(fd, locks.MAP_BYTE, writable)
         if not locked and not timeout:
@@ -116,6 +160,37 @@ class Reference:
         self.maps.append(region)
         return region, layout
 
+    def _map_private(
+        self,
+        pending: bytearray,
+        writable: bool,
+        allow_incomplete: bool,
+        populate: bool,
+        layout: Layout,
+        what: str,
+    ) -> tuple[Region, Layout]:
+        """`map` of a segment no other process can reach (see `defer`): no lock to take,
+        no file that anyone else could have cut short or retyped, the data state in
+        `pending`."""
+        if writable:
+            writing, completed = hdr.write_map_states(pending, *processes.identity())
+            region, self.warm = self.warm, None
+        else:
+            if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
+                raise _unreadable(hdr.read_data_state(pending), what)
+            region, self.warm_read = self.warm_read, None
+        if region is None:
+            region = segment.map_segment(
+                self.fd, DATA_OFFSET + layout.capacity, writable, what, populate
+            )
+        else:
+            region = region.reissue()  # (see map)
+        if writable:
+            pending[_DATA_AT:_DATA_END] = writing
+            self.completed = completed
+        self.maps.append(region)
+        return region, layout
+
     def _check_locked(
         self, header: bytes, length: int, writable: bool, allow_incomplete: bool, what: str
     ) -> Layout:
@@ -139,39 +214,31 @@ class Reference:
             segment.write_at(self.fd, writing, hdr.DATA_AT, what)
         elif header[_DATA_AT] != _COMPLETE:
             data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
-            if allow_incomplete:
-                pass
-            elif data.state == hdr.WRITING:
-                raise Incomplete(
-                    f"{what} is incomplete: its writer (pid {data.writer_pid}) died "
-                    "or failed mid-write",
-                    "write it again, or read anyway with {allow_incomplete}",
-                )
-            else:
-                raise NeverWritten(
-                    f"{what} was never written",
-                    "write it first, wait for its writer with {wait}, "
-                    "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
-                    "bytes of a recycled segment)",
-                )
+            if not allow_incomplete:
+                raise _unreadable(data, what)
         return layout
 
     def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
         writable = region.writable
+        pending = self.pending
         if writable and complete:
-            # What map() wrote stays as it was: the write lock kept every other clara out.
-            try:
-                os.pwrite(self.fd, self.completed, hdr.DATA_AT)
-            except OSError as exc:
-                raise segment.translate(exc, "the data state") from exc
+            if pending is not None:  # nobody else can see it yet (see defer)
+                pending[_DATA_AT:_DATA_END] = self.completed
+            else:
+                # What map() wrote stays as it was: the write lock kept every other clara out.
+                try:
+                    os.pwrite(self.fd, self.completed, _DATA_AT)
+                except OSError as exc:
+                    raise segment.translate(exc, "the data state") from exc
         maps = self.maps
         maps.remove(region)
+        unlock = not maps and pending is None  # (a deferred map holds no lock)
         if (self.warm if writable else self.warm_read) is None:  # keep it for the next map
             # Views that outlive the map are cut off first, before anyone else may map
             # it (detach returns None if then nothing of it stays mapped).
             kept = region.detach()
-            if not maps:
+            if unlock:
                 locks.unlock(self.fd, locks.MAP_BYTE)
             if kept is not None:
                 if writable:
@@ -180,10 +247,10 @@ class Reference:
                     self.warm_read = kept
         elif region.lent():
             region.release()  # views outlive the map: cut them off before anyone else
-            if not maps:  # may map it
+            if unlock:  # may map it
                 locks.unlock(self.fd, locks.MAP_BYTE)
         else:
-            if not maps:  # nothing reaches this memory: let waiters in first
+            if unlock:  # nothing reaches this memory: let waiters in first
                 locks.unlock(self.fd, locks.MAP_BYTE)
             region.release()
 
@@ -205,6 +272,8 @@ class Reference:
         if self.closed:
             return
         self.closed = True
+        if self.pending is not None:
+            _private.pop(id(self), None)
         try:
             if self.maps:
                 self.unmap_all()
@@ -218,6 +287,35 @@ class Reference:
                 warm.release()
         finally:
             os.close(self.fd)
+
+
+def _unreadable(data: hdr.DataState, what: str) -> Incomplete | NeverWritten:
+    """Why data in `data`'s state cannot be read (not complete)."""
+    if data.state == hdr.WRITING:
+        return Incomplete(
+            f"{what} is incomplete: its writer (pid {data.writer_pid}) died or failed mid-write",
+            "write it again, or read anyway with {allow_incomplete}",
+        )
+    return NeverWritten(
+        f"{what} was never written",
+        "write it first, wait for its writer with {wait}, "
+        "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
+        "bytes of a recycled segment)",
+    )
+
+
+# References whose locks wait in memory (see Reference.defer), by id: before a fork they
+# are taken, so that parent and child, sharing the open file, share one truth about it.
+_private: dict[int, Reference] = {}
+
+
+def _go_public_before_fork() -> None:
+    for reference in list(_private.values()):
+        with contextlib.suppress(ClaraError, OSError):  # (a fork hook must not raise)
+            reference.materialize("a private allocation")
+
+
+os.register_at_fork(before=_go_public_before_fork)
 
 
 def _busy_hint(writable: bool) -> str:

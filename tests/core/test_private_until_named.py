@@ -1,0 +1,115 @@
+"""A fresh private allocation keeps its locks and data state in memory while it has no name
+(no other process can reach it); everything must be in the file, and every lock held,
+before the file gets a name or a forked child shares it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from clara_core import Context, Incomplete, NeverWritten
+from clara_core.shm import locks
+from tests.helpers import run_python
+
+
+@pytest.fixture
+def ctx():
+    context = Context.create("job")
+    yield context
+    Context.destroy("job")
+
+
+def _map_elsewhere(how: str) -> str:
+    """In another process: `how` gives a reference; map it for reading; what happened."""
+    result = run_python(
+        f"""
+        from clara_core import Context, ClaraError
+        ctx = Context.open("job")
+        try:
+            with {how}.map("r") as array:
+                print("read", array.tolist())
+        except ClaraError as exc:
+            print(type(exc).__name__)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_publishing_while_still_writing_keeps_readers_out(ctx):
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    mapping = alloc.map("w")
+    mapping.array[:] = [1, 2, 3, 4]
+    alloc.publish("data")  # still mapped for writing: its write lock comes with the name
+    assert _map_elsewhere('ctx.get("data")') == "Busy"
+    mapping.unmap()
+    assert _map_elsewhere('ctx.get("data")') == "read [1, 2, 3, 4]"
+    alloc.release()
+
+
+def test_a_handle_given_while_writing_keeps_readers_out(ctx):
+    alloc = ctx.create(dtype="u8", shape=(2,))
+    mapping = alloc.map("w")
+    mapping.array[:] = [7, 8]
+    handle = alloc.make_handle()
+    assert _map_elsewhere(f'ctx.open_handle("{handle}")') == "Busy"
+    mapping.unmap()
+    assert _map_elsewhere(f'ctx.open_handle("{handle}")') == "read [7, 8]"
+    alloc.free()
+
+
+def test_the_data_state_reaches_the_file_at_publish(ctx):
+    """Written (complete), failed mid-write (incomplete) or never written (empty) before
+    publish: readers elsewhere see what the creator saw."""
+    written = ctx.create(dtype="u8", shape=(3,))
+    failed = ctx.create(dtype="u8", shape=(3,))
+    empty = ctx.create(dtype="u8", shape=(3,))
+    with written.map("w") as array:
+        array[:] = 5
+    with pytest.raises(RuntimeError), failed.map("w") as array:
+        array[:] = 6
+        raise RuntimeError("operator bug")
+    assert [a.state for a in (written, failed, empty)] == ["complete", "incomplete", "empty"]
+    with pytest.raises(Incomplete):
+        failed.map("r")
+    with pytest.raises(NeverWritten):
+        empty.map("r")
+    for alloc, name in ((written, "written"), (failed, "failed"), (empty, "empty")):
+        alloc.publish(name)
+    assert _map_elsewhere('ctx.get("written")') == "read [5, 5, 5]"
+    assert _map_elsewhere('ctx.get("failed")') == "Incomplete"
+    assert _map_elsewhere('ctx.get("empty")') == "NeverWritten"
+    for alloc in (written, failed, empty):
+        alloc.release()
+
+
+def test_a_published_creator_is_a_counted_reference(ctx):
+    alloc = ctx.create(4096)
+    alloc.publish("data")
+    fd = os.open(alloc.path, os.O_RDONLY | os.O_CLOEXEC)  # another open file, holding nothing
+    try:
+        assert locks.held_by_others(fd, locks.REFERENCE_BYTE)
+    finally:
+        os.close(fd)
+    alloc.release()
+
+
+def test_a_child_forked_to_fill_a_private_allocation_writes_what_its_parent_publishes(ctx):
+    alloc = ctx.create(dtype="i32", shape=(8,))
+    pid = os.fork()
+    if pid == 0:  # the child: fills the allocation it shares, never returns into pytest
+        code = 1
+        try:
+            with alloc.map("w") as array:
+                array[:] = np.arange(8) * 3
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert alloc.state == "complete"
+    alloc.publish("filled")
+    assert _map_elsewhere('ctx.get("filled")') == f"read {list(range(0, 24, 3))}"
+    alloc.release()
