@@ -196,9 +196,10 @@ class Lifecycle:
             self._retire_or_unlink(file_name)
 
     def _retire_or_unlink(self, file_name: str) -> None:
-        warm = self._reference.take_warm()
-        if self._recycles(file_name, warm):
-            return
+        if self._layout.capacity >= pool.MIN_BYTES:  # (smaller ones are never pooled)
+            warm = self._reference.take_warm()
+            if self._recycles(file_name, warm):
+                return
         self._write(_FREED, hdr.LIFECYCLE_AT)
         segment.unlink(file_name, self.describe())
 
@@ -245,10 +246,13 @@ class Lifecycle:
             pool.leave(self._registry, self._fd, self._pool_name)
             self._pool_name = None
 
-    def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None]:
+    def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None] | None:
         """At the close of a private allocation: offer it to the pool, else remove the
-        pool name it was claimed under (if any)."""
+        pool name it was claimed under (if any). None if there is nothing to do (too
+        small for the pool, never in it)."""
         registry, capacity = self._registry, self._layout.capacity
+        if capacity < pool.MIN_BYTES and pool_name is None:
+            return None
 
         def recycle(fd: int, warm: Region | None) -> None:
             try:

@@ -32,6 +32,26 @@ PAGE = 4096
 
 def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
     """The layout of a new allocation of `size` bytes, or of `dtype` elements in `shape`."""
+    # The usual create(size) or create(size, dtype="..."): looked up. Only exact ints and
+    # strings are keys (4096.0 == 4096, True == 1, but they are not valid alike).
+    if shape is None and type(size) in _EXACT and (dtype is None or type(dtype) is str):
+        key = (type(size), size, dtype)
+        layout = _sized.get(key)
+        if layout is None:
+            layout = _layout_for(size, dtype, shape)
+            if len(_sized) >= _SIZED_MAX:
+                _sized.clear()
+            _sized[key] = layout
+        return layout
+    return _layout_for(size, dtype, shape)
+
+
+_EXACT = (int, str)
+_sized: dict[tuple[type, int | str, str | None], Layout] = {}
+_SIZED_MAX = 256
+
+
+def _layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
     etype = UINT8 if dtype is None else element_type(dtype)
     if shape is not None:
         if size is not None:
@@ -54,7 +74,8 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
     """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
     what = f"new allocation in context '{registry.name}'"
     asked = layout
-    claimed = pool.claim(registry, layout.capacity)
+    # (smaller than the pool's smallest, the usual case: no claim)
+    claimed = pool.claim(registry, layout.capacity) if layout.capacity >= pool.MIN_BYTES else None
     fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
     try:
         if fd >= 0:  # a recycled segment may be larger than asked for

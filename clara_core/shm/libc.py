@@ -6,6 +6,7 @@ Each returns like its os counterpart would: None, or raises OSError with the err
 from __future__ import annotations
 
 import os
+import sys
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -15,6 +16,8 @@ AT_EMPTY_PATH = 0x1000
 _RENAME_NOREPLACE = 1
 _libc: Any = None
 _get_errno: Any = None
+# What os.fsencode does to a str, without its Python frames (a link on every publish).
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _load() -> Any:
@@ -42,7 +45,7 @@ def link_open_file(fd: int, dir_fd: int, name: str) -> None:
     kernels only to CAP_DAC_READ_SEARCH; a refusal is ENOENT.
     """
     libc = _libc or _load()
-    if libc.linkat(fd, b"", dir_fd, os.fsencode(name), AT_EMPTY_PATH):
+    if libc.linkat(fd, b"", dir_fd, name.encode(_FS_ENCODING, _FS_ERRORS), AT_EMPTY_PATH):
         raise _failed()
 
 
