@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,30 @@ def test_the_installed_clara_is_this_launcher() -> None:
     first, _, body = installed.read_text().partition("\n")
     assert first.startswith("#!") and "python" in first
     assert body == LAUNCHER.read_text().partition("\n")[2]
+
+
+def test_run_and_a_wait_for_a_declared_input_load_no_numpy(tmp_path: Path) -> None:
+    """The runner and a shell operator's `clara map` of a declared input (which waits for
+    its producer through the job's tally) load no numpy: the runner's own start-up
+    delays every operator, and numpy costs ~0.1 s of CPU to import."""
+    wrapped = f"[{sys.executable}, -c, {json.dumps(WRAPPER.format(heavy=HEAVY))}"
+    s = "{name: s, type: array, element-type: int32, shape: [2]}"
+    pipeline = tmp_path / "light.yaml"
+    pipeline.write_text(
+        "api-version: 0.5.0\norchestrator: Clara\nname: light\noperators:\n"
+        "- name: produce\n"
+        "  container: {command: [bash, -c, 'printf 12345678 | clara map s --write --in -']}\n"
+        f"  output:\n  - {s}\n"
+        "- name: consume\n"
+        f"  container: {{command: {wrapped}, map, s, --read, --out, /dev/null]}}\n"
+        f"  input:\n  - {s.replace('{', '{from: produce, ')}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", WRAPPER.format(heavy=HEAVY), "--json", "run", str(pipeline)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "LOADED:yaml"  # the runner's
+    consume = json.loads(result.stdout)["operators"][1]
+    assert consume["output_tail"] == ["LOADED:"], consume  # the operator's `clara map`
