@@ -468,3 +468,34 @@ def test_the_driver_outside_clara_run_says_so(tmp_path: Path) -> None:
         [sys.executable, str(OPS), "standalone"], capture_output=True, text=True, env=env
     ).stdout
     assert out.startswith("InvalidArgument not running inside `clara run`")
+
+
+def test_a_driver_operator_freezes_what_exists_before_its_life_cycle(tmp_path: Path) -> None:
+    """Driver.run() freezes the objects that exist when it is called (the collections at
+    exit then skip them), and still collects what the callbacks leave: a reference cycle
+    made in execute is finalized, at the latest at exit."""
+    marker = tmp_path / "collected"
+    (tmp_path / "op.py").write_text(
+        "import gc, sys\n"
+        "from clara_core.pipeline import Driver\n"
+        "class Cycle:\n"
+        "    def __init__(self):\n"
+        "        self.me = self\n"
+        "    def __del__(self):\n"
+        f"        open({str(marker)!r}, 'w').write('finalized')\n"
+        "def execute(driver, payload):\n"
+        "    print('frozen', gc.get_freeze_count() > 1000)\n"
+        "    Cycle()\n"
+        "    return True\n"
+        "Driver(execute=execute).run()\n"
+    )
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="frozen")
+        + f"- name: only\n  container:\n    command: [python, {tmp_path / 'op.py'}]\n",
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, err
+    assert operators(result)["only"]["output_tail"] == ["frozen True"]
+    assert marker.read_text() == "finalized"
+    assert_clean()
