@@ -10,6 +10,7 @@ Exit codes: 0 ok · 1 leaks found, or an operator command failed · 2 usage or i
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -136,6 +137,9 @@ def _one_line(exc: click.ClickException) -> str:
 
 
 def _exit(code: int) -> NoReturn:
+    # Every object left is ours and dies with the process: the cyclic garbage collector
+    # need not walk them all again at exit (10-30 ms after `clara run`'s last operator).
+    gc.freeze()
     sys.exit(code)
 
 

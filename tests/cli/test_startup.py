@@ -171,3 +171,21 @@ def test_run_and_a_wait_for_a_declared_input_load_no_numpy(tmp_path: Path) -> No
     assert result.stderr.strip().splitlines()[-1] == "LOADED:yaml"  # the runner's
     consume = json.loads(result.stdout)["operators"][1]
     assert consume["output_tail"] == ["LOADED:"], consume  # the operator's `clara map`
+
+
+def test_clara_leaves_its_objects_to_the_exit_not_to_a_last_collection(ctx: str) -> None:
+    """A command (here through click) freezes its objects before it exits: the cyclic
+    garbage collector's collections at exit would walk them all again (10-30 ms after
+    `clara run`'s last operator ended)."""
+    wrapper = (
+        "import atexit, gc, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'FROZEN:{gc.get_freeze_count()}\\n'))\n"
+        "sys.argv = ['clara', *sys.argv[1:]]\n"
+        "runpy.run_module('clara_cli', run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, "create", "context", ctx], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    frozen = result.stderr.strip().splitlines()[-1]
+    assert frozen.startswith("FROZEN:") and int(frozen[len("FROZEN:") :]) > 1000, frozen
