@@ -144,6 +144,11 @@ def _integer(value: object) -> int:
     return operator.index(value)  # type: ignore[arg-type]
 
 
+def shapes_match(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Same number of dimensions, each equal or dynamic (-1/0) on either side."""
+    return len(a) == len(b) and all(x == y or x <= 0 or y <= 0 for x, y in zip(a, b, strict=False))
+
+
 def nbytes_of(etype: ElementType, shape: tuple[int, ...]) -> int:
     """Size in bytes of an array; refuses sizes no machine could hold."""
     total = math.prod(shape) * etype.itemsize

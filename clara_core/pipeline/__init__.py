@@ -23,9 +23,9 @@ Everything here uses the object model (Context, Allocation), never the reverse.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..lazy import lazy_names
+
+TYPE_CHECKING = False  # as typing's, without importing typing (an operator's start-up)
 
 if TYPE_CHECKING:
     from .driver import Driver

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import gc
 import sys
-import traceback
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
 
 from ..context import Context
 from ..errors import ClaraError, Incomplete, InvalidArgument, NotFound
-from .environment import Declared, OperatorIO
-from .model import SHARED_MEMORY
+from .environment import SHARED_MEMORY, Declared, OperatorIO
 from .variables import Variable, open_job_context
+
+TYPE_CHECKING = False  # as typing's: the operator's start-up does without typing
+if TYPE_CHECKING:
+    import uuid
+    from typing import NoReturn
 
 Prepare = Callable[["Driver"], object]
 Execute = Callable[["Driver", "Payload"], object]
@@ -174,6 +175,8 @@ class Driver:
     @property
     def job_id(self) -> uuid.UUID | None:
         """The run's id (None before start)."""
+        import uuid  # here: only for those who ask (start-up)
+
         return uuid.UUID(self._io.job_id) if self._io else None
 
     @property
@@ -250,6 +253,8 @@ class Driver:
         try:
             result = callback(self, *args)
         except Exception:
+            import traceback  # here: only when a callback fails (start-up)
+
             self._report(f"{callback.__name__} raised:\n{traceback.format_exc().rstrip()}")
             return False
         if result is False:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from .. import waiting
 from ..allocation import Allocation
 from ..context import Context
+from ..dtypes import shapes_match
 from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, Timeout
 from .environment import DISK, SHARED_MEMORY, JobPlan, OperatorIO
-from .schema import shapes_match
 
 TALLY = "clara-tally"  # never a variable's name: those always hold "--"
 WAITING, SUCCEEDED, FAILED = 0, 1, 2

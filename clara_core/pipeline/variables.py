@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from ..allocation import Allocation
 from ..context import Context
@@ -26,7 +25,10 @@ from ..names import validate_name
 from .environment import WARM_POOL, Declared, OperatorIO
 from .readiness import wait_for_producer
 
+TYPE_CHECKING = False  # as typing's, without importing typing (an operator's start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     import numpy
 
 READ_ONLY = "read-only"

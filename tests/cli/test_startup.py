@@ -189,3 +189,16 @@ def test_clara_leaves_its_objects_to_the_exit_not_to_a_last_collection(ctx: str)
     assert result.returncode == 0, result.stderr
     frozen = result.stderr.strip().splitlines()[-1]
     assert frozen.startswith("FROZEN:") and int(frozen[len("FROZEN:") :]) > 1000, frozen
+
+
+def test_an_operator_s_driver_loads_none_of_the_pipeline_language() -> None:
+    """`from clara_core.pipeline import Driver`, every Python operator's start-up, loads
+    neither the pipeline language (model, schema, yaml: ~20 ms) nor typing."""
+    code = (
+        "import sys\nfrom clara_core.pipeline import Driver\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith(("
+        "'clara_core.pipeline.model', 'clara_core.pipeline.schema', 'yaml', 'typing')))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

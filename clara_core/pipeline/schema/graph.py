@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...dtypes import shapes_match
 from ..model import SHARED_MEMORY, STREAM, Operator, Port, selected_output
 from .base import RuleBase
 
@@ -90,11 +91,6 @@ class GraphRules(RuleBase):
 
     def has_typed_io(self, operators: list[Operator]) -> bool:
         return any(p.medium == SHARED_MEMORY for op in operators for p in op.inputs + op.outputs)
-
-
-def shapes_match(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    """Same number of dimensions, each equal or dynamic (-1/0) on either side."""
-    return len(a) == len(b) and all(x == y or x <= 0 or y <= 0 for x, y in zip(a, b, strict=False))
 
 
 def _cycle_through(start: str, upstream: dict[str, list[str]], done: set[str]) -> list[str]:
