@@ -303,6 +303,19 @@ class Allocation(Lifecycle):
         )
         return Mapping(self, reference, region, self._layout)
 
+    def premap(self, mode: str = "r") -> None:
+        """Prepare a later map(mode) now: fill this process's page tables for it (what
+        ``populate`` does), without the map lock and without touching the data, so that
+        the map itself is then instant. An operator does it while it waits for its inputs.
+        """
+        reference = self._reference
+        if reference.closed:
+            self._check_open()
+        writable = mode == "w" or (mode != "r" and _parse_mode(mode))
+        if writable and not self._writable:
+            raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
+        reference.premap(writable, hdr.DATA_OFFSET + self._layout.capacity, self.describe())
+
     def unmap(self) -> None:
         """Unmap every map this reference holds (write maps are marked complete)."""
         self._reference.unmap_all()

@@ -259,6 +259,18 @@ class Reference:
         for region in list(self.maps):
             self.unmap(region, complete=True)
 
+    def premap(self, writable: bool, length: int, what: str) -> None:
+        """Map the segment now, populated, as the mapping the next map of this kind will
+        reuse; nothing if one is kept already. No lock is taken: mapping touches no data
+        (see map), which checks the file and the data state under the lock as always."""
+        if (self.warm if writable else self.warm_read) is not None:
+            return
+        region = segment.map_segment(self.fd, length, writable, what, populate=True)
+        if writable:
+            self.warm = region
+        else:
+            self.warm_read = region
+
     def take_warm(self, writable: bool = True) -> Region | None:
         """A kept mapping of the right kind, if any, for reuse by a new map."""
         if writable:

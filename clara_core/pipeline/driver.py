@@ -25,6 +25,7 @@ a clear InvalidArgument.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -234,6 +235,7 @@ class Driver:
         try:
             context = open_job_context(self._io.context)
             payload = Payload(self._io, context)
+            _premap(payload)
             _check_inputs(payload)
         except ClaraError as exc:
             self._report(f"inputs are not available: {exc}")
@@ -271,6 +273,15 @@ class Driver:
         print(f"clara driver [{self.stage_name}]: {message}", file=sys.stderr)
         if self._notify is not None:
             self._notify(self, "error", message)
+
+
+def _premap(payload: Payload) -> None:
+    """While the inputs' producers may still be at work: prepare the maps execute will
+    take (page tables filled now, off the critical path). Best effort: any problem is
+    left for the map itself to report."""
+    for variable in [*payload.inputs.values(), *payload.outputs.values()]:
+        with contextlib.suppress(ClaraError, OSError):
+            variable.premap()
 
 
 def _check_inputs(payload: Payload) -> None:

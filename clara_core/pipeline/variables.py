@@ -233,6 +233,14 @@ class Variable:
         self._mapping = self.allocation.map(mode, timeout=timeout)
         return self._mapping.array
 
+    def premap(self) -> None:
+        """Prepare its map (read for inputs, write for outputs) ahead, if it is allocated:
+        the page tables are filled now, while nothing else is to be done (the driver does it
+        while the operator waits for its inputs), and the map after the wait is instant."""
+        allocation = self._find(wait=False)
+        if allocation is not None:
+            allocation.premap("r" if self.is_input else "w")
+
     def unmap(self, complete: bool = True) -> None:
         """End the map (a write map marks the data complete, or incomplete if not `complete`)."""
         mapping, self._mapping = self._mapping, None

@@ -20,10 +20,12 @@ from clara_core import (
     Incomplete,
     InvalidArgument,
     NotFound,
+    ReadOnly,
     Timeout,
     names,
 )
 from clara_core.names import shm_dir
+from clara_core.shm.header import DATA_OFFSET
 from tests.helpers import Child, run_python, sleeping_in
 
 
@@ -590,4 +592,49 @@ def test_busy_names_the_lock_holder_not_an_idle_mapping(ctx):
         assert f"pid {os.getpid()} " not in message
     finally:
         child.kill()
+    alloc.release()
+
+
+def _mappings_of(path: str) -> list[tuple[int, str]]:
+    """(start address, permissions) of each mapping of the file at `path` in this process."""
+    inode = os.stat(path).st_ino
+    with open("/proc/self/maps") as maps:
+        fields = [line.split() for line in maps]
+    mine = [f for f in fields if len(f) > 5 and int(f[4]) == inode]
+    return [(int(f[0].split("-")[0], 16), f[1]) for f in mine]
+
+
+@pytest.mark.parametrize("mode", ["r", "w"])
+def test_premap_prepares_the_next_map_taking_no_lock_and_touching_nothing(ctx, mode):
+    """premap(mode) maps the segment now (what an operator does while it waits for its
+    inputs) without the map lock and without changing the data state; the next map of
+    that mode then takes over that very mapping, and sees what was written meanwhile."""
+    alloc = ctx.create(dtype="uint8", shape=(1 << 20,))
+    alloc.publish("v")
+    assert _mappings_of(alloc.path) == []
+    alloc.premap(mode)
+    [(address, permissions)] = _mappings_of(alloc.path)
+    assert permissions.startswith("rw" if mode == "w" else "r-")
+    assert alloc.state == "empty"  # a premapped write map is not *writing*
+    writer = ctx.get("v")  # another reference: no lock is held, so its write map goes
+    with writer.map("w") as array:
+        array[:] = 5
+    del array
+    writer.release()
+    with alloc.map(mode) as array:
+        assert array.__array_interface__["data"][0] == address + DATA_OFFSET
+        assert int(array.min()) == int(array.max()) == 5
+    del array
+    alloc.release()
+    assert "/dev/shm" not in (_mapped_at(address) or "")  # released with the reference
+
+
+def test_premap_of_an_input_refuses_a_write_map(ctx):
+    alloc = ctx.create(dtype="uint8", shape=(4096,))
+    alloc.publish("v")
+    reader = ctx.get("v", read_only=True)
+    with pytest.raises(ReadOnly):
+        reader.premap("w")
+    assert _mappings_of(reader.path) == []
+    reader.release()
     alloc.release()

@@ -89,3 +89,55 @@ def test_a_failed_producer_wakes_its_waiting_reader_with_a_clear_error(tmp_path:
     # It ended on its own (SIGTERM ignored, SIGKILL not yet due), once woken.
     assert (ops["consume"]["status"], ops["consume"]["exit_code"]) == ("stopped", 0)
     assert_clean()
+
+
+def test_an_operator_prepares_its_maps_while_it_waits_for_its_inputs(tmp_path: Path) -> None:
+    """The driver maps an operator's inputs and outputs (populated) while it waits for
+    their producers, so that its maps after the wait are instant: the producer here
+    writes only once it sees both segments mapped by the waiting reader."""
+    pid_file = tmp_path / "consume.pid"
+    (tmp_path / "produce.py").write_text(
+        "import time\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
+        "def mapped_by_reader():\n"
+        f"    pid = Path({str(pid_file)!r})\n"
+        "    if not pid.exists() or not pid.read_text():\n"
+        "        return False\n"
+        "    maps = Path(f'/proc/{pid.read_text()}/maps').read_text()\n"
+        "    return '.a.produce--x' in maps and '.a.consume--y' in maps\n"
+        "def execute(driver, payload):\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while not mapped_by_reader():\n"
+        "        if time.monotonic() > deadline:\n"
+        "            print('the reader never mapped x and y')\n"
+        "            return False\n"
+        "        time.sleep(0.01)\n"
+        "    payload.outputs['x'].write([1, 2, 3, 4])\n"
+        "    return True\n"
+        "Driver(execute=execute).run()\n"
+    )
+    (tmp_path / "consume.py").write_text(
+        "import os\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
+        "def prepare(driver):\n"
+        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        "def execute(driver, payload):\n"
+        "    with payload.inputs['x'].mapped() as x, payload.outputs['y'].mapped() as y:\n"
+        "        y[:] = x * 2\n"
+        "        print('y', y.tolist())\n"
+        "    return True\n"
+        "Driver(prepare=prepare, execute=execute).run()\n"
+    )
+    x = "{name: x, type: array, element-type: int32, shape: [4]}"
+    y = "{name: y, type: array, element-type: int32, shape: [4]}"
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="premap")
+        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'produce.py'}]}}\n"
+        + f"  output:\n  - {x}\n"
+        + f"- name: consume\n  container: {{command: [python, {tmp_path / 'consume.py'}]}}\n"
+        + f"  input:\n  - {from_produce(x)}\n  output:\n  - {y}\n",
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, (err, result["operators"])
+    ops = operators(result)
+    assert ops["consume"]["output_tail"] == ["y [2, 4, 6, 8]"]
+    assert_clean()
