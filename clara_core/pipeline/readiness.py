@@ -119,8 +119,11 @@ def _wait(ctx: Context, tally: Tally, index: int, what: str) -> int:
     try:
         bound = locks.default_wait()
         waited = 0.0
+        # Asleep in the kernel until the runner lets go: the reader goes on at once,
+        # not after the next look of a poll.
+        lock = locks.KernelWait(fd, byte, exclusive=False)
         while True:
-            if locks.lock(fd, byte, False, SLICE):
+            if lock.granted(SLICE):
                 locks.unlock(fd, byte)
                 status = tally.status(index)
                 if status == WAITING:

@@ -137,6 +137,46 @@ def holders(fd: int, byte: int) -> str:
     return "a process this user cannot see (another user's)"
 
 
+class KernelWait:
+    """A wait for a lock that sleeps in the kernel and still lets its caller look up.
+
+    A helper thread blocks in F_OFD_SETLKW on a duplicate of `fd` (the same open file,
+    so the lock it gets is `fd`'s) and wakes the moment the holder lets go; the caller
+    waits for that in slices (`granted(seconds)`) and may look at anything in between,
+    which a bounded poll (`lock`) does with a delay of up to 5 ms. A caller that gives
+    up leaves the thread behind: it closes its duplicate once it has the lock (which
+    goes with the open file, once the caller has closed `fd` too) or the process ends.
+    """
+
+    def __init__(self, fd: int, byte: int, exclusive: bool) -> None:
+        import threading  # here: only waiting readers need it
+
+        self._done = threading.Event()
+        self._error: OSError | None = None
+        request = (_EXCLUSIVE if exclusive else _SHARED)[byte]
+        own = os.dup(fd)  # its own descriptor: `fd` may be closed while it waits
+
+        def block() -> None:
+            try:
+                fcntl.fcntl(own, fcntl.F_OFD_SETLKW, request)
+            except OSError as exc:
+                self._error = exc
+            finally:
+                os.close(own)
+                self._done.set()
+
+        threading.Thread(target=block, name="clara-lock-wait", daemon=True).start()
+
+    def granted(self, seconds: float) -> bool:
+        """Whether the lock is held (by `fd`'s open file) within `seconds`; an error of
+        the wait itself (OSError) is raised."""
+        if not self._done.wait(seconds):
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+
 def unlock(fd: int, byte: int) -> None:
     """Drop this descriptor's lock on `byte` (a no-op if it holds none)."""
     _fcntl(fd, _SETLK, _UNLOCK[byte])

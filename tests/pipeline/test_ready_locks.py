@@ -4,10 +4,13 @@ away without settling a producer fails its readers instead of leaving them waiti
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -119,6 +122,36 @@ def test_readers_go_on_when_the_runner_settles_the_producer(job: Context) -> Non
         reader = subprocess.Popen(
             [sys.executable, "-c", READ, job.name], stdout=subprocess.PIPE, text=True
         )
+        runner.tally.succeeded("produce", [], [])
+        runner.release("produce")
+        out, _ = reader.communicate(timeout=60)
+        assert (reader.returncode, out) == (0, "ready\n")
+    finally:
+        runner.close()
+
+
+def blocked_in_a_lock_wait(pid: int) -> bool:
+    """Whether a thread of process `pid` sleeps in fcntl(F_OFD_SETLKW), in the kernel."""
+    wanted = hex(fcntl.F_OFD_SETLKW)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/syscall") as syscall:
+            if syscall.read().split()[2:3] == [wanted]:
+                return True
+    return False
+
+
+def test_a_waiting_reader_sleeps_in_the_kernel_until_the_runner_lets_go(job: Context) -> None:
+    """The reader does not poll the ready lock (which would add up to a poll's pause to
+    every edge of the pipeline): it sleeps in F_OFD_SETLKW and goes on when woken."""
+    runner = ReadyLocks(job, PLAN)
+    try:
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READ, job.name], stdout=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60  # against a hang only: the reader must get there
+        while not blocked_in_a_lock_wait(reader.pid):
+            assert reader.poll() is None and time.monotonic() < deadline, "never blocked"
+            time.sleep(0.01)
         runner.tally.succeeded("produce", [], [])
         runner.release("produce")
         out, _ = reader.communicate(timeout=60)
