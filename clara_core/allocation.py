@@ -241,7 +241,7 @@ class Allocation(Lifecycle):
 
     def __del__(self) -> None:
         reference = getattr(self, "_reference", None)  # absent if __init__ failed
-        if reference is not None:
+        if reference is not None and not reference.closed:
             reference.close()
 
     def __enter__(self) -> Allocation:
@@ -282,7 +282,9 @@ class Allocation(Lifecycle):
             raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
         if self._maps and (writable or self._maps[0].writable):
             raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
-        if wait:
+        if timeout is None and not wait:
+            pass  # the usual map: nothing to wait for
+        elif wait:
             if writable:
                 raise InvalidArgument(
                     "wait waits for data to read; a write map waits for readers with timeout"

@@ -40,6 +40,7 @@ class Lifecycle:
 
     # The state and helpers of the Allocation this is mixed into.
     _fd: int
+    _writable: bool
     _registry: Registry
     _layout: Layout
     _reference: Reference
@@ -61,15 +62,20 @@ class Lifecycle:
         Waits for the bookkeeping locks it needs at most `timeout` seconds (None: the
         default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
         """
-        file_name = self._registry.published_file(name)  # (checks the name)
-        self._check_open()
-        if self._visibility == SHARED:
+        registry = self._registry
+        file_name = registry.published_file(name)  # (checks the name)
+        if self._reference.closed:  # (the checks inline, their messages out of line)
+            self._check_open()
+        visibility = self._visibility
+        if visibility == SHARED:
             raise InvalidArgument(f"{self.describe()} is already published")
-        self._require_writable_fd("publish")
-        self._registry.check_writable("publish into")
-        self._registry.check_alive()
-        what = f"allocation '{name}' in context '{self._registry.name}'"
-        if self._visibility == HANDLED:  # other processes may hold the handle too
+        if not self._writable:
+            self._require_writable_fd("publish")
+        if not registry.writable:
+            registry.check_writable("publish into")
+        registry.check_alive()
+        what = f"allocation '{name}' in context '{registry.name}'"
+        if visibility == HANDLED:  # other processes may hold the handle too
             with self._lifecycle_held(timeout) as lifecycle:
                 if lifecycle != hdr.PRIVATE:  # another one published or freed it
                     raise NotFound(f"{self.describe()} was published or freed meanwhile")
@@ -86,7 +92,8 @@ class Lifecycle:
             size = self._layout.capacity + DATA_OFFSET
             with self._registry.publishing(size, what, timeout):
                 self._link_as(name, file_name, what, timeout)
-        self._drop_old_name()
+        if self._visibility == HANDLED or self._pool_name is not None:
+            self._drop_old_name()
 
     def _link_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         pending = self._reference.go_public(what)
@@ -163,7 +170,8 @@ class Lifecycle:
         if reference.closed:
             self._check_open()
         if self._visibility != PRIVATE:
-            self._require_writable_fd("free")
+            if not self._writable:
+                self._require_writable_fd("free")
             if self._visibility == SHARED:
                 file_name = self._registry.published_file(self._key or "")
                 expected = hdr.PUBLISHED
