@@ -414,6 +414,9 @@ def open_job_context(name: str) -> Context:
     context = Context.open(name)
     warm_pool = os.environ.get(WARM_POOL)
     if warm_pool:
-        with contextlib.suppress(NotFound):  # destroyed meanwhile: fresh pages then
+        # Destroyed meanwhile, or made again unfit for this job (another mode, another
+        # user's: anyone may take a free name): fresh pages then. A job never depends on
+        # its warm pool, and nobody can make its operators fail through it.
+        with contextlib.suppress(ClaraError):
             context.use_warm_pool(warm_pool)
     return context

@@ -18,6 +18,7 @@ from clara_core import Context, NotFound, leaks
 from clara_core.names import shm_dir
 from clara_core.pipeline import runner
 from clara_core.pipeline.loading import load
+from tests.reliability.harness import require_root
 
 from .pipes import clara, clara_run, operators, start_run, write
 from .test_run import HEAD
@@ -238,3 +239,46 @@ def test_a_warm_pool_destroyed_at_every_make_is_a_clear_error(
         runner.run(load(str(trivial(tmp_path))), warm_pool="pool")
     assert destroys and set(destroys) == {0}
     assert not Context.exists("pool")
+
+
+REMADE_BY = {
+    "another mode": "clara create context pool --mode 644 --pool-bytes 64M",
+    "another user": "setpriv --reuid=65534 --regid=65534 --clear-groups "
+    "clara create context pool --pool-bytes 64M",
+}
+
+
+@pytest.mark.parametrize("remade_by", sorted(REMADE_BY))
+def test_an_operator_goes_on_with_fresh_pages_when_the_warm_pool_cannot_serve_it(
+    tmp_path: Path, namespace: str, remade_by: str
+) -> None:
+    """The warm pool is destroyed mid-job and made again, unfit for the job (another
+    mode; another user's, as anyone may do once the name is free): an operator's
+    dynamic output failed then (exit 2 or 8); the job never depends on its warm pool."""
+    if remade_by == "another user":
+        require_root()
+    produce = (
+        "set -eu\nclara destroy context pool\n"
+        + REMADE_BY[remade_by]
+        + f"\nhead -c {NBYTES} /dev/zero | tr '\\0' a | clara map v --write --in -\n"
+    )
+    port = V.replace("DIMS", "-1")
+    path = write(
+        tmp_path,
+        HEAD.format(name="remade")
+        + "- name: produce\n  container: {command: [bash, produce.sh]}\n"
+        + f"  output:\n  - {port}\n"
+        + "- name: consume\n  container: {command: [bash, consume.sh]}\n"
+        + f"  input:\n  - {port.replace('{', '{from: produce, ')}\n",
+        produce_sh=produce,
+        consume_sh=CONSUME,
+    )
+    (tmp_path / "fill.txt").write_text("a")
+    try:
+        code, result, err = clara_run(path, "--warm-pool", "pool")
+        assert code == 0, (err, result)
+        assert said(result, "consume", "other-bytes") == "0"
+    finally:
+        for name in os.listdir(shm_dir()):  # root removes what it, or the other user, made
+            if name.startswith(f"{namespace}.pool"):
+                os.unlink(os.path.join(shm_dir(), name))
