@@ -97,7 +97,7 @@ class Mapping:
         try:
             view = self._region.lend(self)
         except OSError as exc:  # a map made with populate=False maps its pages now
-            raise segment.translate(exc, self.allocation.describe()) from exc
+            raise self._unmappable(exc) from exc
         return view[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
 
     @property
@@ -113,7 +113,7 @@ class Mapping:
             try:
                 holder = region.holder(self)
             except OSError as exc:  # a map made with populate=False maps its pages now
-                raise segment.translate(exc, self.allocation.describe()) from exc
+                raise self._unmappable(exc) from exc
             if not region.writable:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
             count = layout.nbytes // etype.itemsize
@@ -224,6 +224,12 @@ class Mapping:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._region in self._reference.maps:
             self._reference.unmap(self._region, exc_type is None)
+
+    def _unmappable(self, exc: OSError) -> Exception:
+        """Its pages could not be mapped: the map is undone (no lock stays held, a write
+        map's data state is what it was), and this is the error to raise."""
+        self._reference.abandon(self._region)
+        return segment.translate(exc, self.allocation.describe())
 
     def _check_mapped(self) -> None:
         if not self.mapped:

@@ -36,13 +36,24 @@ _DATA_END = hdr.DATA_END
 class Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
-    __slots__ = ("closed", "completed", "fd", "maps", "pending", "recycle", "warm", "warm_read")
+    __slots__ = (
+        "closed",
+        "completed",
+        "fd",
+        "maps",
+        "pending",
+        "recycle",
+        "undone",
+        "warm",
+        "warm_read",
+    )
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
         self.maps: list[Region] = []
         self.completed = b""  # the data state a write map's unmap marks (made by map)
+        self.undone = b""  # the data state before that write map (see `abandon`)
         # Mappings no view can reach, kept for this reference's next map of that kind: no
         # mmap, no munmap, no page faults (for a big array, faulting its pages in again
         # costs more than the copy that follows). They hold no lock: others map meanwhile.
@@ -186,6 +197,7 @@ class Reference:
         else:
             region = region.reissue()  # (see map)
         if writable:
+            self.undone = bytes(pending[_DATA_AT:_DATA_END])
             pending[_DATA_AT:_DATA_END] = writing
             self.completed = completed
         self.maps.append(region)
@@ -211,6 +223,7 @@ class Reference:
         if writable:
             # What unmap will write is made now: waiters wake as soon as it is written.
             writing, self.completed = hdr.write_map_states(header, *processes.identity())
+            self.undone = header[_DATA_AT:_DATA_END]
             segment.write_at(self.fd, writing, hdr.DATA_AT, what)
         elif header[_DATA_AT] != _COMPLETE:
             data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
@@ -253,6 +266,23 @@ class Reference:
             if unlock:  # nothing reaches this memory: let waiters in first
                 locks.unlock(self.fd, locks.MAP_BYTE)
             region.release()
+
+    def abandon(self, region: Region) -> None:
+        """Undo a map whose pages could not be mapped when its first view was taken (a
+        map made with populate=False): nothing was written through it, so a write map
+        puts back the data state it found (still under its lock), then it is unmapped,
+        as if map() itself had failed."""
+        if region not in self.maps:
+            return
+        if region.writable and len(self.maps) == 1:
+            if self.pending is not None:  # nobody else can see it yet (see defer)
+                self.pending[_DATA_AT:_DATA_END] = self.undone
+            else:
+                try:
+                    os.pwrite(self.fd, self.undone, _DATA_AT)
+                except OSError as exc:
+                    raise segment.translate(exc, "the data state") from exc
+        self.unmap(region, complete=False)
 
     def unmap_all(self) -> None:
         """Finish every map (write maps are marked complete)."""
