@@ -143,7 +143,9 @@ def test_the_installed_clara_is_this_launcher() -> None:
     assert installed.exists(), "install the project first: pip install -e ."
     first, _, body = installed.read_text().partition("\n")
     assert first.startswith("#!") and "python" in first
-    assert body == LAUNCHER.read_text().partition("\n")[2]
+    assert body == LAUNCHER.read_text().partition("\n")[2], (
+        f"{installed} is not bin/clara (an install from before it?): pip install -e '.[test]'"
+    )
 
 
 def test_run_and_a_wait_for_a_declared_input_load_no_numpy(tmp_path: Path) -> None:
