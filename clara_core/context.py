@@ -153,7 +153,7 @@ class Context:
             name=name,
         )
         page = header.pack() + bytes(ledger.LEDGER_AT - hdr.HEADER_SIZE) + ledger.initial()
-        fd = segment.create_anonymous(PAGE, mode, what, page)
+        fd = segment.create_anonymous(PAGE, mode, what, page)[0]
         try:
             segment.link(fd, context_file(name), what)
             return cls(fd, True, header, os.fstat(fd))

@@ -93,10 +93,11 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
             fd, pool_name, layout = -1, None, asked
             header = hdr.pack_new_allocation(layout, origin, registry.name)
         fresh = fd < 0
+        made = None  # (a claimed one is fstat'ed when its identity is needed)
         if fresh:
-            fd = _fresh_segment(registry, layout.capacity, what, header)
+            fd, made = _fresh_segment(registry, layout.capacity, what, header)
         alloc = Allocation(
-            context, registry, fd, True, layout, created_ns, None, PRIVATE, pool_name=pool_name
+            context, registry, fd, True, layout, created_ns, made, PRIVATE, pool_name=pool_name
         )
         if fresh:  # no name, so no other process can reach it: its locks wait (Reference)
             alloc._reference.defer(header)
@@ -125,8 +126,11 @@ def _rewrite_claimed(fd: int, header: bytes, what: str) -> bool:
         locks.unlock(fd, locks.LIFECYCLE_BYTE)
 
 
-def _fresh_segment(registry: Registry, capacity: int, what: str, header: bytes) -> int:
-    """A new anonymous segment; when /dev/shm is full, empty the pools and retry once.
+def _fresh_segment(
+    registry: Registry, capacity: int, what: str, header: bytes
+) -> tuple[int, os.stat_result]:
+    """A new anonymous segment and its stat (see `segment.create_anonymous`); when
+    /dev/shm is full, empty the pools and retry once.
 
     It belongs to whoever the context admits (root gives it to the context's owner,
     a group member gives it the context's group).

@@ -140,11 +140,12 @@ def create_anonymous(
     what: str,
     header: bytes = b"",
     owner: tuple[int, int] = (-1, -1),
-) -> int:
+) -> tuple[int, os.stat_result]:
     """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
 
-    Returns its fd. `owner` (uid, gid; -1 leaves one as it is) gives it to whoever its
-    context admits (see `trust.Writers.new_owner`). Small segments are reserved by
+    Returns its fd, and its stat as made (its identity: device and inode; the mode may
+    have been set since). `owner` (uid, gid; -1 leaves one as it is) gives it to whoever
+    its context admits (see `trust.Writers.new_owner`). Small segments are reserved by
     writing them whole (one call), large ones with posix_fallocate (no copying).
     """
     try:
@@ -154,7 +155,12 @@ def create_anonymous(
     try:
         if owner != (-1, -1):
             os.fchown(fd, *owner)
-        os.fchmod(fd, mode)  # exact mode, whatever the umask (and after fchown)
+        # The exact mode, whatever the umask (and after fchown). The stat costs no more
+        # than the fchmod it usually saves (a umask that leaves the mode as it is), and
+        # it is the file's identity, which a free of it needs (no fstat then).
+        made = os.fstat(fd)
+        if stats.S_IMODE(made.st_mode) != mode:
+            os.fchmod(fd, mode)
         if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):
             # tmpfs refuses at once only what exceeds its *total* size; anything between
             # free and total it fills page by page before failing, which on a RAM-sized
@@ -170,7 +176,7 @@ def create_anonymous(
     except OSError as exc:
         os.close(fd)  # an anonymous file vanishes with its last descriptor
         raise translate(exc, f"{what} of {size} bytes") from exc
-    return fd
+    return fd, made
 
 
 _WRITE_WHOLE_BELOW = 64 << 10

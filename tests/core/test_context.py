@@ -123,3 +123,27 @@ def test_capacity_limits_published_bytes(namespace):
         assert ctx.names() == ["second", "third"]
     finally:
         ctx.destroy()
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077, 0o777])
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o644, 0o660, 0o666])
+def test_segments_get_their_context_mode_whatever_the_umask(umask, mode):
+    """The context's mode exactly, for the context and a published allocation, whether
+    the umask takes bits away (then clara sets the mode) or none (then it needs not)."""
+    old = os.umask(umask)
+    try:
+        ctx = Context.create("moded", mode=mode)
+        try:
+            alloc = ctx.create(4096)
+            alloc.publish("data")
+            for file_name in (
+                names.context_file("moded"),
+                names.allocation_file("moded", "a", "data"),
+            ):
+                found = os.stat(os.path.join(names.shm_dir(), file_name))
+                assert stat.S_IMODE(found.st_mode) == mode, (file_name, oct(found.st_mode))
+            alloc.free()
+        finally:
+            Context.destroy("moded")
+    finally:
+        os.umask(old)
