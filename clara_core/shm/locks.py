@@ -146,15 +146,21 @@ class KernelWait:
     which a bounded poll (`lock`) does with a delay of up to 5 ms. A caller that gives
     up leaves the thread behind: it closes its duplicate once it has the lock (which
     goes with the open file, once the caller has closed `fd` too) or the process ends.
+    Where no thread (or descriptor) can be had, `granted` polls as `lock` does.
     """
 
     def __init__(self, fd: int, byte: int, exclusive: bool) -> None:
         import threading  # here: only waiting readers need it
 
-        self._done = threading.Event()
+        self._fd, self._byte, self._exclusive = fd, byte, exclusive
+        self._done: threading.Event | None = None  # None: no thread, `granted` polls
         self._error: OSError | None = None
         request = (_EXCLUSIVE if exclusive else _SHARED)[byte]
-        own = os.dup(fd)  # its own descriptor: `fd` may be closed while it waits
+        try:
+            own = os.dup(fd)  # its own descriptor: `fd` may be closed while it waits
+        except OSError:  # no descriptor to spare (EMFILE): a bounded poll does it too
+            return
+        done = threading.Event()
 
         def block() -> None:
             try:
@@ -163,13 +169,20 @@ class KernelWait:
                 self._error = exc
             finally:
                 os.close(own)
-                self._done.set()
+                done.set()
 
-        threading.Thread(target=block, name="clara-lock-wait", daemon=True).start()
+        try:
+            threading.Thread(target=block, name="clara-lock-wait", daemon=True).start()
+        except RuntimeError:  # no thread to spare (RLIMIT_NPROC, a cgroup's pids.max):
+            os.close(own)  # the poll then, rather than a traceback and a lost descriptor
+            return
+        self._done = done
 
     def granted(self, seconds: float) -> bool:
         """Whether the lock is held (by `fd`'s open file) within `seconds`; an error of
         the wait itself (OSError) is raised."""
+        if self._done is None:
+            return lock(self._fd, self._byte, self._exclusive, seconds)
         if not self._done.wait(seconds):
             return False
         if self._error is not None:

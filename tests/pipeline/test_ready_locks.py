@@ -180,3 +180,24 @@ def test_outside_a_job_nothing_is_waited_for(job: Context, monkeypatch: pytest.M
     monkeypatch.delenv(JOB)
     Tally(job, PLAN).release()
     wait_for_producer(job, "produce", "input 'x'")
+
+
+def test_a_reader_that_may_start_no_thread_still_waits_a_bounded_time(job: Context) -> None:
+    """The wait sleeps in a helper thread; a process that may start none (RLIMIT_NPROC,
+    a container's pids limit) polls instead: the same Timeout, no traceback."""
+    tally = Tally(job, PLAN)  # produce: waiting, and nobody settles it
+    holder = hold_ready_lock(job)  # not the runner (this process)
+    no_threads = "import resource\nresource.setrlimit(resource.RLIMIT_NPROC, (1, 1))\n"
+    try:
+        reader = subprocess.run(
+            [*other_user(), sys.executable, "-c", no_threads + READ, job.name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reader.stderr == ""
+        assert reader.returncode == Timeout.exit_code, reader.stdout
+        assert reader.stdout.startswith("Timeout waited 1 s to read input 'x' of operator")
+    finally:
+        stop(holder)
+        tally.release()
