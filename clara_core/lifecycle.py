@@ -115,10 +115,15 @@ class Lifecycle:
                 if not removal.remove_leftover(self._registry, file_name, timeout):
                     raise
                 segment.link(self._fd, file_name, what)
-        except AlreadyExists:
+        except Exception as exc:  # (not an interrupt: that may come after the link)
+            # Not named: whatever stopped it (the name taken, no inode left for a
+            # handle's second name ...), its header says private again, else a handle
+            # would keep a header its free() does not recognise (and never remove it).
             self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
             self._write(hdr.pack_name(""), hdr.NAME_AT)
-            raise AlreadyExists(f"{what} already exists{_taken_by(file_name)}") from None
+            if isinstance(exc, AlreadyExists):
+                raise AlreadyExists(f"{what} already exists{_taken_by(file_name)}") from None
+            raise
 
     def make_handle(self, holder_pid: int | None = None) -> str:
         """Give this private allocation a handle other processes can open or publish.

@@ -13,6 +13,7 @@ import os
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,11 +39,21 @@ def namespace(clara_namespace: str) -> str:
 
 
 @pytest.fixture
-def small_shm_dir(monkeypatch: pytest.MonkeyPatch):
+def small_shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh 64 MiB tmpfs as CLARA_SHM_DIR, to fill up for real (needs mount rights)."""
+    yield from _mounted_shm_dir(monkeypatch, "size=64m,mode=1777")
+
+
+@pytest.fixture
+def few_inodes_shm_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh tmpfs of 64 inodes as CLARA_SHM_DIR, to run out of names for real."""
+    yield from _mounted_shm_dir(monkeypatch, "size=64m,nr_inodes=64,mode=1777")
+
+
+def _mounted_shm_dir(monkeypatch: pytest.MonkeyPatch, options: str) -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="clara-small-shm-")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m,mode=1777", "tmpfs", path],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", path],
         capture_output=True,
         text=True,
     )

@@ -243,3 +243,40 @@ def test_clara_run_whose_variable_does_not_fit_fails_and_leaves_nothing(
     assert (ops["make"]["status"], ops["make"]["pid"]) == ("failed", None)  # never ran
     assert ops["use"]["status"] == "skipped"
     assert _listing(small_shm_dir) == set()
+
+
+def test_a_handle_whose_publish_finds_no_inode_left_stays_a_handle(
+    few_inodes_shm_dir: str,
+) -> None:
+    """Publishing a handle gives its file a second name, which on tmpfs takes an inode:
+    with none left, publish fails (out of space) and the handle is as it was: another
+    process still opens it, and its free() removes its name (it said 'published' in its
+    header before, so free() left the name behind for good)."""
+    ctx = Context.create("inodes")
+    try:
+        alloc = ctx.create(64)
+        handle = alloc.make_handle()
+        junk = []
+        with pytest.raises(OSError):  # every inode taken
+            while True:
+                path = os.path.join(few_inodes_shm_dir, f"junk-{len(junk)}")
+                open(path, "w").close()
+                junk.append(path)
+        try:
+            with pytest.raises(OutOfSpace):
+                alloc.publish("data")
+        finally:
+            for path in junk:
+                os.unlink(path)
+        assert not alloc.is_published
+        opened = run_python(
+            f"""
+            from clara_core import Context
+            print(Context.open("inodes").open_handle("{handle}").state)
+            """
+        )
+        assert (opened.returncode, opened.stdout, opened.stderr) == (0, "empty\n", "")
+        alloc.free()
+        assert [name for name in _listing(few_inodes_shm_dir) if ".h." in name] == []
+    finally:
+        ctx.destroy()
