@@ -141,3 +141,59 @@ def test_an_operator_prepares_its_maps_while_it_waits_for_its_inputs(tmp_path: P
     ops = operators(result)
     assert ops["consume"]["output_tail"] == ["y [2, 4, 6, 8]"]
     assert_clean()
+
+
+def test_premap_false_leaves_the_maps_to_execute(tmp_path: Path) -> None:
+    """With Driver(premap=False) nothing is mapped during the wait: the producer looks at
+    the reader's mappings once the reader sleeps in its wait for x, then writes x."""
+    pid_file = tmp_path / "consume.pid"
+    (tmp_path / "produce.py").write_text(
+        "import fcntl, os, time\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
+        "def waiting(pid):\n"
+        "    for tid in os.listdir(f'/proc/{pid}/task'):\n"
+        "        syscall = Path(f'/proc/{pid}/task/{tid}/syscall').read_text().split()\n"
+        "        if syscall[2:3] == [hex(fcntl.F_OFD_SETLKW)]:\n"
+        "            return True\n"
+        "    return False\n"
+        "def execute(driver, payload):\n"
+        f"    pid_file = Path({str(pid_file)!r})\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    pid = lambda: pid_file.exists() and pid_file.read_text()\n"
+        "    while not (pid() and waiting(pid())):\n"
+        "        if time.monotonic() > deadline:\n"
+        "            print('the reader never waited')\n"
+        "            return False\n"
+        "        time.sleep(0.01)\n"
+        "    maps = Path(f'/proc/{pid_file.read_text()}/maps').read_text()\n"
+        "    print('premapped', '.a.produce--x' in maps or '.a.consume--y' in maps)\n"
+        "    payload.outputs['x'].write([1, 2, 3, 4])\n"
+        "    return True\n"
+        "Driver(execute=execute).run()\n"
+    )
+    (tmp_path / "consume.py").write_text(
+        "import os\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
+        "def prepare(driver):\n"
+        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        "def execute(driver, payload):\n"
+        "    with payload.inputs['x'].mapped() as x, payload.outputs['y'].mapped() as y:\n"
+        "        y[:] = x * 2\n"
+        "        print('y', y.tolist())\n"
+        "    return True\n"
+        "Driver(prepare=prepare, execute=execute, premap=False).run()\n"
+    )
+    x = "{name: x, type: array, element-type: int32, shape: [4]}"
+    y = "{name: y, type: array, element-type: int32, shape: [4]}"
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="no-premap")
+        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'produce.py'}]}}\n"
+        + f"  output:\n  - {x}\n"
+        + f"- name: consume\n  container: {{command: [python, {tmp_path / 'consume.py'}]}}\n"
+        + f"  input:\n  - {from_produce(x)}\n  output:\n  - {y}\n",
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, (err, result["operators"])
+    ops = operators(result)
+    assert ops["produce"]["output_tail"] == ["premapped False"]
+    assert ops["consume"]["output_tail"] == ["y [2, 4, 6, 8]"]
+    assert_clean()
