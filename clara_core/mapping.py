@@ -54,6 +54,7 @@ class Mapping:
         self._region = region
         self.layout = layout
         self._array: weakref.ref[Any] | None = None
+        self._written = False  # whether data went in through the fd (copy_from, write_from)
 
     @property
     def mode(self) -> str:
@@ -170,6 +171,7 @@ class Mapping:
             put = copy(min(total - done, _CHUNK))
             if put == 0:
                 break
+            self._written = True
             done += put
             if advance is not None:
                 advance(put)
@@ -205,6 +207,7 @@ class Mapping:
         done = 0
         while done < len(view):
             put = os.pwrite(self._reference.fd, view[done : done + _CHUNK], DATA_OFFSET + done)
+            self._written = True
             done += put
 
     def _cut_short(self) -> Corrupt:
@@ -227,8 +230,13 @@ class Mapping:
 
     def _unmappable(self, exc: OSError) -> Exception:
         """Its pages could not be mapped: the map is undone (no lock stays held, a write
-        map's data state is what it was), and this is the error to raise."""
-        self._reference.abandon(self._region)
+        map's data state is what it was), and this is the error to raise. A write map
+        that already wrote through the fd ends as a failed write instead: *incomplete*
+        (what it found may have been complete: now it is partly other bytes)."""
+        if self._written:
+            self.unmap(complete=False)
+        else:
+            self._reference.abandon(self._region)
         return segment.translate(exc, self.allocation.describe())
 
     def _check_mapped(self) -> None:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from clara_core import Busy, Context, Corrupt, InvalidArgument
+from clara_core import Busy, Context, Corrupt, Incomplete, InvalidArgument
 from clara_core.names import shm_dir
 from clara_core.shm import segment
 from clara_core.shm.header import DATA_AT
@@ -139,6 +139,46 @@ def test_a_failed_first_view_of_a_fresh_allocation_leaves_it_never_written(ctx) 
     )
     assert child.expect("") == "failed empty complete"
     child.finish()
+
+
+def test_a_failed_first_view_after_a_copy_through_the_file_leaves_the_data_incomplete(
+    ctx,
+) -> None:
+    """A map made with populate=False may be written through its file before any view
+    (copy_from, write_from): if its first view then cannot be mapped, the data it found
+    complete is partly other bytes now, so it is *incomplete*, never 'complete' again."""
+    alloc = ctx.create(dtype="uint8", shape=(64 << 20,))
+    with alloc.map("w") as data:
+        data[:] = 1
+    alloc.publish("big")
+    child = Child(
+        """
+        import os, resource
+        from clara_core import Context, OutOfSpace
+        big = Context.open("job").get("big")
+        mapping = big.map("w", populate=False)
+        read, write = os.pipe()
+        os.write(write, bytes([7]) * 4096)
+        os.close(write)
+        copied = mapping.copy_from(read)
+        with open("/proc/self/status") as f:
+            size = next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) << 10
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (size + (16 << 20), hard))
+        try:
+            mapping.array
+            outcome = "mapped"
+        except OutOfSpace:
+            outcome = "failed"
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        print(copied, outcome, big.state, flush=True)
+        """
+    )
+    assert child.expect("") == "4096 failed incomplete"
+    child.finish()
+    with pytest.raises(Incomplete):
+        alloc.map("r")
+    alloc.free()
 
 
 def test_a_listing_is_whole_while_a_forked_child_lists_too(namespace: str, area: Area) -> None:
