@@ -37,6 +37,7 @@ class Reference:
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
     __slots__ = (
+        "born",
         "closed",
         "completed",
         "fd",
@@ -51,6 +52,7 @@ class Reference:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
+        self.born = _forks  # a child of a later fork inherits it (see close)
         self.maps: list[Region] = []
         self.completed = b""  # the data state a write map's unmap marks (made by map)
         self.undone = b""  # the data state before that write map (see `abandon`)
@@ -316,6 +318,9 @@ class Reference:
         self.closed = True
         if self.pending is not None:
             _private.pop(id(self), None)
+        if self.born != _forks:
+            self._close_inherited()
+            return
         try:
             if self.maps:
                 self.unmap_all()
@@ -327,6 +332,21 @@ class Reference:
                 self.recycle(self.fd, warm)  # takes over `warm`
             elif warm is not None:
                 warm.release()
+        finally:
+            os.close(self.fd)
+
+    def _close_inherited(self) -> None:
+        """Close in a forked child a reference its parent made: the open file, and so its
+        locks, are the parent's too, which may still be writing through its map. Only
+        this process's mappings and descriptor go: no write map is marked complete, no
+        lock dropped, nothing offered to the pool (an explicit unmap still does its part).
+        """
+        try:
+            for region in [*self.maps, self.warm, self.warm_read]:
+                if region is not None:
+                    region.release()
+            self.maps.clear()
+            self.warm = self.warm_read = None
         finally:
             os.close(self.fd)
 
@@ -357,7 +377,15 @@ def _go_public_before_fork() -> None:
             reference.materialize("a private allocation")
 
 
-os.register_at_fork(before=_go_public_before_fork)
+_forks = 0  # how many forks made this process (a child counts its parent's and its own)
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(before=_go_public_before_fork, after_in_child=_count_fork)
 
 
 def _busy_hint(writable: bool) -> str:

@@ -113,3 +113,35 @@ def test_a_child_forked_to_fill_a_private_allocation_writes_what_its_parent_publ
     alloc.publish("filled")
     assert _map_elsewhere('ctx.get("filled")') == f"read {list(range(0, 24, 3))}"
     alloc.release()
+
+
+def test_a_forked_child_leaves_what_it_inherited_to_its_parent(ctx, namespace):
+    """A child shares its parent's open files, and so their locks. When it lets go of what
+    it inherited (a release, the finalizers of a normal exit) it must not mark its
+    parent's unfinished write complete, drop its lock, or put a private allocation its
+    parent still uses into the pool."""
+    result = run_python(
+        """
+        import os, sys
+        from clara_core import Context
+        from clara_core.names import shm_dir
+        ctx = Context.open("job")
+        alloc = ctx.create(dtype="u8", shape=(4,))
+        alloc.publish("data")
+        mapping = alloc.map("w")
+        mapping.array[:2] = [1, 2]  # half written
+        big = ctx.create(2 << 20)  # big enough for the pool
+        pid = os.fork()
+        if pid == 0:
+            big.release()
+            sys.exit(0)  # a normal exit: finalizers close what it inherited
+        os.waitpid(pid, 0)
+        pooled = [n for n in os.listdir(shm_dir()) if n.startswith(sys.argv[1] + ".job.p.")]
+        print(ctx.get("data").state, pooled)
+        mapping.unmap()
+        alloc.free()
+        big.release(recycle=False)
+        """,
+        namespace,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "writing []\n", "")
