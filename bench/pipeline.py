@@ -13,7 +13,7 @@ job, see clara_core/warm_pool.py): each trial is a second (or later) run, whose 
 are claimed from the pages the run before it freed into the pool, measured in the same
 interleaving as P9 and held against the same baselines (and against P9 itself).
 
-Beside them, two floors: `clara run` of the same pipeline moving 4 KiB (the runner and
+Beside them, two floors: `clara run` of the same pipeline moving 1 MiB (the runner and
 three interpreters importing numpy and the driver, started together) and the files
 variant's three `import numpy` in sequence; no data movement can take either below them.
 
@@ -98,9 +98,10 @@ def _checksum(argv: list[str], env: dict[str, str] | None = None) -> float:
 NPY_TMPFS = ".npy files on tmpfs"
 NPY_DISK = ".npy files on disk"
 # The floors (what no data can go below, with today's operators): `clara run` of the same
-# pipeline moving 4 KiB (runner, three interpreters importing numpy and the driver, the
-# readiness waits), and the files variant's interpreters alone, started one after another.
-FLOOR_RUN = "floor: clara run moving 4 KiB"
+# pipeline moving 1 MiB, its smallest volume (runner, three interpreters importing numpy
+# and the driver, the readiness waits), and the files variant's interpreters alone,
+# started one after another.
+FLOOR_RUN = "floor: clara run moving 1 MiB"
 FLOOR_IMPORTS = "floor: 3 x import numpy, in sequence"
 COLD_RUN = "clara run, cold (P9)"
 
