@@ -91,6 +91,33 @@ def test_a_failed_producer_wakes_its_waiting_reader_with_a_clear_error(tmp_path:
     assert_clean()
 
 
+def produce_then_consume(tmp_path: Path, pid_file: Path, name: str, options: str = "") -> Path:
+    """Pipeline `name`: tmp_path's produce.py writes x; a Driver operator (with `options`)
+    that writes its pid to `pid_file` in prepare reads x and writes y = 2x."""
+    driver_args = ", ".join(["prepare=prepare", "execute=execute", *filter(None, [options])])
+    (tmp_path / "consume.py").write_text(
+        "import os\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
+        "def prepare(driver):\n"
+        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        "def execute(driver, payload):\n"
+        "    with payload.inputs['x'].mapped() as x, payload.outputs['y'].mapped() as y:\n"
+        "        y[:] = x * 2\n"
+        "        print('y', y.tolist())\n"
+        "    return True\n"
+        f"Driver({driver_args}).run()\n"
+    )
+    x = "{name: x, type: array, element-type: int32, shape: [4]}"
+    y = "{name: y, type: array, element-type: int32, shape: [4]}"
+    return write(
+        tmp_path,
+        HEAD.format(name=name)
+        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'produce.py'}]}}\n"
+        + f"  output:\n  - {x}\n"
+        + f"- name: consume\n  container: {{command: [python, {tmp_path / 'consume.py'}]}}\n"
+        + f"  input:\n  - {from_produce(x)}\n  output:\n  - {y}\n",
+    )
+
+
 def test_an_operator_prepares_its_maps_while_it_waits_for_its_inputs(tmp_path: Path) -> None:
     """The driver maps an operator's inputs and outputs (populated) while it waits for
     their producers, so that its maps after the wait are instant: the producer here
@@ -115,28 +142,7 @@ def test_an_operator_prepares_its_maps_while_it_waits_for_its_inputs(tmp_path: P
         "    return True\n"
         "Driver(execute=execute).run()\n"
     )
-    (tmp_path / "consume.py").write_text(
-        "import os\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
-        "def prepare(driver):\n"
-        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
-        "def execute(driver, payload):\n"
-        "    with payload.inputs['x'].mapped() as x, payload.outputs['y'].mapped() as y:\n"
-        "        y[:] = x * 2\n"
-        "        print('y', y.tolist())\n"
-        "    return True\n"
-        "Driver(prepare=prepare, execute=execute).run()\n"
-    )
-    x = "{name: x, type: array, element-type: int32, shape: [4]}"
-    y = "{name: y, type: array, element-type: int32, shape: [4]}"
-    pipeline = write(
-        tmp_path,
-        HEAD.format(name="premap")
-        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'produce.py'}]}}\n"
-        + f"  output:\n  - {x}\n"
-        + f"- name: consume\n  container: {{command: [python, {tmp_path / 'consume.py'}]}}\n"
-        + f"  input:\n  - {from_produce(x)}\n  output:\n  - {y}\n",
-    )
-    code, result, err = clara_run(pipeline)
+    code, result, err = clara_run(produce_then_consume(tmp_path, pid_file, "premap"))
     assert code == 0, (err, result["operators"])
     ops = operators(result)
     assert ops["consume"]["output_tail"] == ["y [2, 4, 6, 8]"]
@@ -170,28 +176,9 @@ def test_premap_false_leaves_the_maps_to_execute(tmp_path: Path) -> None:
         "    return True\n"
         "Driver(execute=execute).run()\n"
     )
-    (tmp_path / "consume.py").write_text(
-        "import os\nfrom pathlib import Path\nfrom clara_core.pipeline import Driver\n"
-        "def prepare(driver):\n"
-        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
-        "def execute(driver, payload):\n"
-        "    with payload.inputs['x'].mapped() as x, payload.outputs['y'].mapped() as y:\n"
-        "        y[:] = x * 2\n"
-        "        print('y', y.tolist())\n"
-        "    return True\n"
-        "Driver(prepare=prepare, execute=execute, premap=False).run()\n"
+    code, result, err = clara_run(
+        produce_then_consume(tmp_path, pid_file, "no-premap", "premap=False")
     )
-    x = "{name: x, type: array, element-type: int32, shape: [4]}"
-    y = "{name: y, type: array, element-type: int32, shape: [4]}"
-    pipeline = write(
-        tmp_path,
-        HEAD.format(name="no-premap")
-        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'produce.py'}]}}\n"
-        + f"  output:\n  - {x}\n"
-        + f"- name: consume\n  container: {{command: [python, {tmp_path / 'consume.py'}]}}\n"
-        + f"  input:\n  - {from_produce(x)}\n  output:\n  - {y}\n",
-    )
-    code, result, err = clara_run(pipeline)
     assert code == 0, (err, result["operators"])
     ops = operators(result)
     assert ops["produce"]["output_tail"] == ["premapped False"]
