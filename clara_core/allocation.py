@@ -281,6 +281,12 @@ class Allocation(Lifecycle):
         if writable and not self._writable:
             raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
         if self._maps and (writable or self._maps[0].writable):
+            if reference.mapped_by_parent():
+                raise Busy(
+                    f"{self.describe()} is mapped by the process this one was forked from, "
+                    "through the reference it inherited (their locks are one)",
+                    "get() a reference of its own to map it",
+                )
             raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
         if timeout is None and not wait:
             pass  # the usual map: nothing to wait for

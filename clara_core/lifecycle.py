@@ -156,7 +156,8 @@ class Lifecycle:
         (offered to its context's pool for reuse, unless `recycle` is False)."""
         if not recycle and self._visibility == PRIVATE:
             self._reference.recycle = None
-            if self._pool_name is not None and not self.released:  # claimed: leave the pool
+            if self._pool_name is not None and not self.released and not self._reference.inherited:
+                # Claimed: leave the pool (not for a forked child: its parent's to leave).
                 pool.leave(self._registry, self._fd, self._pool_name)
                 self._pool_name = None
         self._reference.close()
@@ -209,7 +210,10 @@ class Lifecycle:
             self._retire_or_unlink(file_name)
 
     def _retire_or_unlink(self, file_name: str) -> None:
-        if self._layout.capacity >= pool.MIN_BYTES:  # (smaller ones are never pooled)
+        # Smaller ones are never pooled; nor one a forked child inherited: its parent
+        # holds it through the same open file, so the child's "no other reference"
+        # (its exclusive reference lock) proves nothing.
+        if self._layout.capacity >= pool.MIN_BYTES and not self._reference.inherited:
             warm = self._reference.take_warm()
             if self._recycles(file_name, warm):
                 return

@@ -16,11 +16,12 @@ sees the same segment as we do (docs/segment-format.md, 5.3).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 from collections.abc import Callable
 
-from .errors import Busy, ClaraError, Corrupt, Incomplete, NeverWritten, Timeout
+from . import forks
+from .errors import Busy, Corrupt, Incomplete, NeverWritten, Timeout
+from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
@@ -33,7 +34,7 @@ _LAYOUT_END, _DATA_AT, _COMPLETE = hdr.LAYOUT_END, hdr.DATA_AT, hdr.COMPLETE
 _DATA_END = hdr.DATA_END
 
 
-class Reference:
+class Reference(Inheritance):
     """The operating-system side of one reference: its fd and maps (also the finalizer)."""
 
     __slots__ = (
@@ -42,8 +43,10 @@ class Reference:
         "completed",
         "fd",
         "maps",
+        "parents",
         "pending",
         "recycle",
+        "seen",
         "undone",
         "warm",
         "warm_read",
@@ -52,7 +55,13 @@ class Reference:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
-        self.born = _forks  # a child of a later fork inherits it (see close)
+        self.born = forks.count  # a child of a later fork inherits it (see close)
+        self.seen = forks.count  # when `maps` was last sorted (see forks.Inheritance)
+        # Maps made by the process this one was forked from, still mapped here; None
+        # while there are none (the usual case).
+        self.parents: list[Region] | None = None
+        # This process's maps, and a ParentsMap for each map of a parent process that
+        # this one has let go of (the parent's map and lock remain).
         self.maps: list[Region] = []
         self.completed = b""  # the data state a write map's unmap marks (made by map)
         self.undone = b""  # the data state before that write map (see `abandon`)
@@ -71,7 +80,7 @@ class Reference:
         """Keep the locks and data state of a fresh, nameless segment (starting with
         `header`) in memory until `go_public` (this reference holds no lock yet)."""
         self.pending = bytearray(header)
-        _private[id(self)] = self
+        forks.private[id(self)] = self
 
     def go_public(self, what: str) -> bytearray | None:
         """Before the file may reach another process: take the locks deferred while it
@@ -87,7 +96,7 @@ class Reference:
         if self.maps and not locks.try_lock(fd, locks.MAP_BYTE, self.maps[0].writable):
             raise Busy(f"{what} is locked by a process that should not reach it")
         self.pending = None
-        _private.pop(id(self), None)
+        forks.private.pop(id(self), None)
         return pending
 
     def materialize(self, what: str) -> None:
@@ -111,6 +120,8 @@ class Reference:
         Returns the region, now one of `maps`, and the layout as found under the lock.
         `what` names the allocation in errors; `holders()` says who holds the lock.
         """
+        if self.seen != forks.count:
+            self.adopt()
         pending = self.pending
         if pending is not None:
             return self._map_private(pending, writable, allow_incomplete, populate, layout, what)
@@ -235,6 +246,11 @@ class Reference:
 
     def unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
+        if self.seen != forks.count:
+            self.adopt()
+        if self.parents and region in self.parents:
+            self.leave_to_parent(region)
+            return
         writable = region.writable
         pending = self.pending
         if writable and complete:
@@ -276,6 +292,11 @@ class Reference:
         as if map() itself had failed."""
         if region not in self.maps:
             return
+        if self.seen != forks.count:
+            self.adopt()
+        if self.parents and region in self.parents:
+            self.leave_to_parent(region)
+            return
         if region.writable and len(self.maps) == 1:
             if self.pending is not None:  # nobody else can see it yet (see defer)
                 self.pending[_DATA_AT:_DATA_END] = self.undone
@@ -287,9 +308,11 @@ class Reference:
         self.unmap(region, complete=False)
 
     def unmap_all(self) -> None:
-        """Finish every map (write maps are marked complete)."""
+        """Finish every map (write maps are marked complete); in a forked child, its
+        parent's maps are only unmapped here (see `_leave_to_parent`)."""
         for region in list(self.maps):
-            self.unmap(region, complete=True)
+            if type(region) is not ParentsMap:
+                self.unmap(region, complete=True)
 
     def premap(self, writable: bool, length: int, what: str) -> None:
         """Map the segment now, populated, as the mapping the next map of this kind will
@@ -317,9 +340,9 @@ class Reference:
             return
         self.closed = True
         if self.pending is not None:
-            _private.pop(id(self), None)
-        if self.born != _forks:
-            self._close_inherited()
+            forks.private.pop(id(self), None)
+        if self.born != forks.count:
+            self.close_inherited()
             return
         try:
             if self.maps:
@@ -332,21 +355,6 @@ class Reference:
                 self.recycle(self.fd, warm)  # takes over `warm`
             elif warm is not None:
                 warm.release()
-        finally:
-            os.close(self.fd)
-
-    def _close_inherited(self) -> None:
-        """Close in a forked child a reference its parent made: the open file, and so its
-        locks, are the parent's too, which may still be writing through its map. Only
-        this process's mappings and descriptor go: no write map is marked complete, no
-        lock dropped, nothing offered to the pool (an explicit unmap still does its part).
-        """
-        try:
-            for region in [*self.maps, self.warm, self.warm_read]:
-                if region is not None:
-                    region.release()
-            self.maps.clear()
-            self.warm = self.warm_read = None
         finally:
             os.close(self.fd)
 
@@ -364,28 +372,6 @@ def _unreadable(data: hdr.DataState, what: str) -> Incomplete | NeverWritten:
         "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
         "bytes of a recycled segment)",
     )
-
-
-# References whose locks wait in memory (see Reference.defer), by id: before a fork they
-# are taken, so that parent and child, sharing the open file, share one truth about it.
-_private: dict[int, Reference] = {}
-
-
-def _go_public_before_fork() -> None:
-    for reference in list(_private.values()):
-        with contextlib.suppress(ClaraError, OSError):  # (a fork hook must not raise)
-            reference.materialize("a private allocation")
-
-
-_forks = 0  # how many forks made this process (a child counts its parent's and its own)
-
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(before=_go_public_before_fork, after_in_child=_count_fork)
 
 
 def _busy_hint(writable: bool) -> str:

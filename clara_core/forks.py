@@ -1,0 +1,124 @@
+"""What a process made by fork() shares with its parent, and how references keep apart.
+
+A forked child has its own copies of its parent's objects but the same open files, and
+so the same OFD locks: a lock one of them drops, the other has lost too, and a lock one
+takes, the other "holds" too. So:
+
+- before any fork, every private allocation whose locks and data state wait in memory
+  (`Reference.defer`) brings them to its file: parent and child see the same segment;
+- a reference made before the fork is *inherited* in the child (`count` differs from the
+  one it was made under); the maps it held then are its parent's (`Inheritance.adopt`):
+  the child may unmap them in itself (its pages, its views), never finish them (mark
+  them complete, drop their lock), and never maps against them; its own maps are its
+  own; nothing it inherited goes to the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+from .errors import ClaraError
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from .reference import Reference
+    from .shm.memory import Region
+
+count = 0  # how many forks made this process (a child counts its parent's and its own)
+
+# References whose locks wait in memory (see Reference.defer), by id: before a fork they
+# are taken, so that parent and child, sharing the open file, share one truth about it.
+private: dict[int, Reference] = {}
+
+
+def _go_public_before_fork() -> None:
+    for reference in list(private.values()):
+        with contextlib.suppress(ClaraError, OSError):  # (a fork hook must not raise)
+            reference.materialize("a private allocation")
+
+
+def _count_fork() -> None:
+    global count
+    count += 1
+
+
+os.register_at_fork(before=_go_public_before_fork, after_in_child=_count_fork)
+
+
+class ParentsMap:
+    """Stands in `Reference.maps` for a parent process's map that a forked child has
+    unmapped in itself: that map (and its lock on the shared open file) is still held."""
+
+    __slots__ = ("writable",)
+
+    def __init__(self, writable: bool) -> None:
+        self.writable = writable
+
+
+class Inheritance:
+    """A Reference's side of fork (mixed into it): which of its maps are a parent's."""
+
+    __slots__ = ()  # (the Reference's)
+
+    born: int  # `count` when the reference was made
+    seen: int  # `count` when its maps were last sorted into a parent's and its own
+    parents: list[Region] | None  # maps a parent made, still mapped here
+    maps: list[Region]
+    warm: Region | None
+    warm_read: Region | None
+    fd: int
+    unmap: Callable[[Region, bool], None]
+
+    @property
+    def inherited(self) -> bool:
+        """Whether this reference was made by a process this one was forked from: its
+        open file, and so its locks, are that process's too."""
+        return self.born != count
+
+    def mapped_by_parent(self) -> bool:
+        """Whether a map this reference holds is a parent process's (see `adopt`)."""
+        if self.seen != count:
+            self.adopt()
+        return any(type(r) is ParentsMap for r in self.maps) or bool(self.parents)
+
+    def adopt(self) -> None:
+        """At the first use in a forked child of a reference made before the fork: the
+        maps it holds are its parent's (the child shares their open file and locks)."""
+        self.seen = count
+        maps = [r for r in self.maps if type(r) is not ParentsMap]
+        self.parents = maps or None
+
+    def leave_to_parent(self, region: Region) -> None:
+        """Unmap in this process a map its parent made: the parent's pages, data state and
+        lock stay as they are (the parent finishes its own map); a ParentsMap stands in
+        for it, so that this process neither drops that lock nor maps against it."""
+        assert self.parents is not None
+        self.parents.remove(region)
+        maps: list = self.maps
+        maps[maps.index(region)] = ParentsMap(region.writable)
+        region.release()
+
+    def close_inherited(self) -> None:
+        """Close in a forked child a reference its parent made: the open file, and so its
+        locks, are the parent's too, which may still be writing through its map. The
+        child's own maps end as any close ends them; of its parent's maps only this
+        process's mappings go (not marked complete, not unlocked); nothing is offered to
+        the pool."""
+        try:
+            if self.seen != count:
+                self.adopt()
+            parents = self.parents or []
+            for region in list(self.maps):
+                # The child's own (a parent's map, still in `maps`, keeps its lock held).
+                if type(region) is not ParentsMap and region not in parents:
+                    self.unmap(region, True)
+            for kept in [*parents, self.warm, self.warm_read]:
+                if kept is not None:
+                    kept.release()
+            self.maps.clear()
+            self.parents = None
+            self.warm = self.warm_read = None
+        finally:
+            os.close(self.fd)
