@@ -375,8 +375,13 @@ class Allocation(Lifecycle):
 
         It is this reference's descriptor (/proc/PID/fd/N), never the name: a name may be
         freed and given to another allocation meanwhile, and whoever opened that name
-        would read or write the other one, whose locks nobody holds.
+        would read or write the other one, whose locks nobody holds. A private
+        allocation first brings the locks and data state it kept in memory to its file
+        (as publish does): whoever opens the path sees what this process sees.
         """
+        reference = self._reference
+        if reference.pending is not None:
+            reference.materialize(self.describe())
         return f"/proc/{os.getpid()}/fd/{self._fd}"
 
     def _check_open(self) -> None:

@@ -145,3 +145,35 @@ def test_a_forked_child_leaves_what_it_inherited_to_its_parent(ctx, namespace):
         namespace,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "writing []\n", "")
+
+
+def _seen_through(path: str) -> str:
+    """In another process: the data state, and the locks others hold, of the file at `path`."""
+    result = run_python(
+        f"""
+        import os
+        from clara_core.shm import header, locks
+        fd = os.open({path!r}, os.O_RDONLY)
+        state = header.read_data_state(os.pread(fd, header.DATA_END, 0)).state
+        print(header.DATA_STATES[state], locks.held_by_others(fd, locks.REFERENCE_BYTE),
+              locks.held_by_others(fd, locks.MAP_BYTE, exclusive_only=True))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_private_allocations_path_shows_other_programs_the_true_state(ctx):
+    """`path` (and Mapping.path) hands the file to other programs: they must see the data
+    state and the locks its creator kept in memory while nobody else could reach it."""
+    written = ctx.create(dtype="u8", shape=(4,))
+    with written.map("w") as array:
+        array[:] = 9
+    assert _seen_through(written.path) == "complete True False"
+    writing = ctx.create(dtype="u8", shape=(4,))
+    mapping = writing.map("w")
+    assert _seen_through(mapping.path) == "writing True True"
+    mapping.unmap()
+    assert _seen_through(writing.path) == "complete True False"
+    for alloc in (written, writing):
+        alloc.release()
