@@ -121,7 +121,7 @@ def _wait(ctx: Context, tally: Tally, index: int, what: str) -> int:
         waited = 0.0
         # Asleep in the kernel until the runner lets go: the reader goes on at once,
         # not after the next look of a poll.
-        lock = locks.KernelWait(fd, byte, exclusive=False)
+        lock = locks.KernelWait(fd, byte, False, f"the ready lock of operator '{producer}'")
         while True:
             if lock.granted(SLICE):
                 locks.unlock(fd, byte)

@@ -30,7 +30,7 @@ import os
 import struct
 import time
 
-from ..errors import InvalidArgument, Timeout
+from ..errors import ClaraError, InvalidArgument, Timeout
 from . import processes
 
 REFERENCE_BYTE = 0
@@ -149,10 +149,10 @@ class KernelWait:
     Where no thread (or descriptor) can be had, `granted` polls as `lock` does.
     """
 
-    def __init__(self, fd: int, byte: int, exclusive: bool) -> None:
+    def __init__(self, fd: int, byte: int, exclusive: bool, what: str = "a lock") -> None:
         import threading  # here: only waiting readers need it
 
-        self._fd, self._byte, self._exclusive = fd, byte, exclusive
+        self._fd, self._byte, self._exclusive, self._what = fd, byte, exclusive, what
         self._done: threading.Event | None = None  # None: no thread, `granted` polls
         self._error: OSError | None = None
         request = (_EXCLUSIVE if exclusive else _SHARED)[byte]
@@ -180,13 +180,18 @@ class KernelWait:
 
     def granted(self, seconds: float) -> bool:
         """Whether the lock is held (by `fd`'s open file) within `seconds`; an error of
-        the wait itself (OSError) is raised."""
-        if self._done is None:
-            return lock(self._fd, self._byte, self._exclusive, seconds)
-        if not self._done.wait(seconds):
-            return False
-        if self._error is not None:
-            raise self._error
+        the wait itself (the kernel's lock table full: ENOLCK ...) is a ClaraError
+        naming `what`."""
+        try:
+            if self._done is None:
+                return lock(self._fd, self._byte, self._exclusive, seconds)
+            if not self._done.wait(seconds):
+                return False
+            if self._error is not None:
+                raise self._error
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ClaraError(f"cannot wait for {self._what}: {reason}") from exc
         return True
 
 

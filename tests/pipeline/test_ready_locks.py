@@ -16,11 +16,12 @@ from collections.abc import Iterator
 import pytest
 
 from clara_core import Context
-from clara_core.errors import Timeout
+from clara_core.errors import ClaraError, Timeout
 from clara_core.names import PUBLISHED, allocation_file
 from clara_core.pipeline.environment import JOB, JobPlan
 from clara_core.pipeline.operator_duties import TALLY, Tally, UpstreamFailed
 from clara_core.pipeline.readiness import READY_BASE, ReadyLocks, wait_for_producer
+from clara_core.shm import locks
 from clara_core.shm.segment import path_of
 
 PLAN = JobPlan(("produce", "consume"), {"produce--x": 1})
@@ -201,3 +202,21 @@ def test_a_reader_that_may_start_no_thread_still_waits_a_bounded_time(job: Conte
     finally:
         stop(holder)
         tally.release()
+
+
+def test_an_error_of_the_kernel_wait_is_a_clara_error(tmp_path) -> None:
+    """The kernel may refuse the wait itself (ENOLCK: its lock table is full; here EBADF:
+    a write lock on a file open for reading): one of clara's errors naming the lock (a
+    clear line and an exit code), not a raw OSError out of the waiting reader."""
+    path = tmp_path / "tally"
+    path.write_bytes(bytes(4096))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        wait = locks.KernelWait(fd, READY_BASE, True, "the ready lock of operator 'produce'")
+        with pytest.raises(ClaraError) as raised:
+            wait.granted(60)
+        assert str(raised.value) == (
+            "cannot wait for the ready lock of operator 'produce': Bad file descriptor"
+        )
+    finally:
+        os.close(fd)
