@@ -11,6 +11,11 @@ P2  create + map('w') + write + unmap + publish + free  vs  the same work with p
 P7  a context of 10,000 published allocations: P1's get vs the same in a context of 10;
     `clara dump CTX` and `clara leak-check` wall time (target: at most 1 s)
 
+Beside P1 and P2, their floors (bench/floors.py): the very system calls clara's form makes,
+in its order, with almost no Python; each is a baseline of its row (ours / floor: what
+Python costs above the calls) and a row of its own (floor / raw: what the calls cost above
+raw's, against the same target). tests/bench/test_floor_calls.py keeps them clara's calls.
+
 P1, P1b and P2 time the form people write: the view stays bound after the ``with`` block
 (``with ref.map("r") as arr: total = arr.sum()``), so clara's unmap must cut off a live
 view; it dies when the operation returns, inside the timed region, as the baselines' views
@@ -26,6 +31,7 @@ from collections.abc import Callable
 from clara_core import Context
 
 from . import baselines as base
+from . import floors
 from .harness import (
     Check,
     Config,
@@ -87,6 +93,8 @@ RAW = "raw posix_ipc+mmap"
 RAW_DELETED = "raw posix_ipc+mmap, view deleted"
 RAW_FD = "raw mmap+munmap of the held fd"
 RAW_FD_DELETED = "raw mmap+munmap of the held fd, view deleted"
+FLOOR = "floor: clara's system calls, almost no Python"
+FLOOR_DELETED = "floor: clara's system calls, almost no Python, view deleted"
 MICRO = {"show_p99": True}
 
 
@@ -106,20 +114,43 @@ def p1(cfg: Config) -> list[Row]:
                 RAW: _timer(base.raw_attach_read(raw, READ_BYTES)),
                 RAW_DELETED: _timer(base.raw_attach_read(raw, READ_BYTES, delete=True)),
                 "SharedArray attach": _timer(base.sa_attach_read(shared_array)),
+                FLOOR: _timer(floors.get_map_unmap("p1", "vol")),
+                FLOOR_DELETED: _timer(floors.get_map_unmap("p1", "vol", delete=True)),
             },
             cfg.micro_trials,
             cfg.micro_warmup,
         )
     finally:
+        floors.release()
         Context.destroy("p1")
         base.raw_unlink(raw)
         base.sa_delete(shared_array)
-    return _rows_idiomatic_and_deleted(
-        "P1",
-        f"get + map(read) + unmap, {size_label(READ_BYTES)} allocation",
-        samples,
-        {RAW: 2.0, RAW_DELETED: 1.8},
-        extra=["SharedArray attach"],
+    what = f"get + map(read) + unmap, {size_label(READ_BYTES)} allocation"
+    rows = _rows_idiomatic_and_deleted(
+        "P1", what, samples, {RAW: 2.0, RAW_DELETED: 1.8}, ["SharedArray attach"], FLOOR
+    )
+    return [
+        *rows,
+        _floor_row("P1.floor", what, samples, FLOOR, RAW, 2.0),
+        _floor_row("P1.deleted.floor", what, samples, FLOOR_DELETED, RAW_DELETED, 1.8),
+    ]
+
+
+def _floor_row(
+    row_id: str, what: str, samples: dict[str, list[float]], floor: str, raw: str, limit: float
+) -> Row:
+    """A floor against raw, under the target of its row: if it is not met here, the
+    target lies below what clara's system calls themselves cost."""
+    us = {name: ns_to_us(values) for name, values in samples.items()}
+    return Row(
+        id=row_id,
+        what=f"the floor of {what}: clara's system calls in its order, almost no Python",
+        unit="µs",
+        target=f"≤ {limit:g}x raw (the row's own)",
+        checks=[Check("<=", limit, raw)],
+        ours=summarise(us[floor]),
+        baselines={raw: summarise(us[raw])},
+        details={**MICRO, "ratio_spread": spreads(us[floor], {raw: us[raw]})},
     )
 
 
@@ -129,10 +160,12 @@ def _rows_idiomatic_and_deleted(
     samples: dict[str, list[float]],
     limits: dict[str, float],
     extra: list[str] | None = None,
+    floor: str | None = None,
 ) -> list[Row]:
     """Two rows: clara's idiomatic form against the raw idiomatic form (`limits`' first
     key), and the deleted-view form against the raw deleted form (its second key); each
-    row shows both raw forms and the `extra` baselines."""
+    row shows both raw forms, the `extra` baselines and its form's `floor` (its name, and
+    that name + ", view deleted")."""
     us = {name: ns_to_us(values) for name, values in samples.items()}
     raw_forms = list(limits)
     rows = []
@@ -141,6 +174,8 @@ def _rows_idiomatic_and_deleted(
         (".deleted", "clara, view deleted", raw_forms[1], "view deleted in the block"),
     ):
         shown = [raw, *(n for n in raw_forms if n != raw), *(extra or [])]
+        if floor is not None:
+            shown.append(floor + suffix.replace(".deleted", ", view deleted"))
         baselines = {name: us[name] for name in shown}
         rows.append(
             Row(
@@ -225,24 +260,24 @@ def p2(cfg: Config) -> list[Row]:
                     base.mp_create_write_unlink(names["mp"], SMALL_BYTES)
                 ),
                 "SharedArray": _timer(base.sa_create_write_delete(names["sa"], SMALL_BYTES)),
+                FLOOR: _timer(floors.create_write_publish_free("p2", "floor", SMALL_BYTES)),
             },
             cfg.micro_trials,
             cfg.micro_warmup,
         )
     finally:
+        floors.release()
         Context.destroy("p2")
         base.raw_unlink(names["raw"])
         base.raw_unlink(names["mp"])
         base.sa_delete(names["sa"])
     us = {name: ns_to_us(values) for name, values in samples.items()}
     ours_samples = us.pop("clara")
+    what = f"create + map(write) + write + unmap + publish + free, {size_label(SMALL_BYTES)}"
     return [
         Row(
             id="P2",
-            what=(
-                f"create + map(write) + write + unmap + publish + free, "
-                f"{size_label(SMALL_BYTES)} (peers: create + map + write + unmap + unlink)"
-            ),
+            what=f"{what} (peers: create + map + write + unmap + unlink)",
             unit="µs",
             target="≤ 2x raw, faster than both peers",
             checks=[
@@ -253,7 +288,8 @@ def p2(cfg: Config) -> list[Row]:
             ours=summarise(ours_samples),
             baselines={name: summarise(s) for name, s in us.items()},
             details={**MICRO, "ratio_spread": spreads(ours_samples, us)},
-        )
+        ),
+        _floor_row("P2.floor", what, samples, FLOOR, RAW, 2.0),
     ]
 
 

@@ -2,7 +2,8 @@
 
 No timing is asserted here: the machine running the tests is shared and noisy. What is
 checked is that `python -m bench --smoke` measures P1..P12, P1b, P9w and P11b with their
-baselines, writes them as JSON, and leaves nothing behind (the namespace fixture also checks that).
+baselines (and the floors of P1 and P2), writes them as JSON, and leaves nothing behind
+(the namespace fixture also checks that).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
         "raw posix_ipc+mmap",
         "raw posix_ipc+mmap, view deleted",
         "SharedArray attach",
+        "floor: clara's system calls, almost no Python",
+        "floor: clara's system calls, almost no Python, view deleted",
         "multiprocessing.shared_memory",
         "SharedArray",
         "numpy copy, private arrays",
@@ -80,6 +83,20 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
         "raw file, huge=always tmpfs",
     ):
         assert expected in names
+
+
+def test_the_floors_are_rows_too(smoke: dict) -> None:
+    rows = {row["id"]: row for row in smoke["results"]}
+    for floor, raw in (
+        ("P1.floor", "raw posix_ipc+mmap"),
+        ("P1.deleted.floor", "raw posix_ipc+mmap, view deleted"),
+        ("P2.floor", "raw posix_ipc+mmap"),
+    ):
+        assert list(rows[floor]["baselines"]) == [raw]
+        owner = rows[floor.removesuffix(".floor")]
+        floor_name = [name for name in owner["baselines"] if name.startswith("floor:")]
+        assert len(floor_name) == 1
+        assert owner["baselines"][floor_name[0]] == rows[floor]["ours"]
 
 
 def test_nothing_left_behind(smoke: dict) -> None:
