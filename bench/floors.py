@@ -26,9 +26,8 @@ P1 (get + map('r') + unmap; the view alive after the block, or deleted in it):
     (a cut-off range is kept, at most two per length, for the next map to replace)
 
 P2 (create + map('w') + write + unmap + publish + free of 4 KiB):
-    geteuid                                                     the new file's owner
     openat(dir, ".", O_TMPFILE|O_RDWR|O_CLOEXEC, mode)          create: a nameless file
-    fstat                                                       its mode and identity
+    fstat                                                       its owner, mode, identity
     pwritev(header 768 + zeros)                                 its memory, reserved
     mmap(PROT_READ|PROT_WRITE, MAP_SHARED)                      map('w')
     mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED)                   unmap: the cut-off
@@ -225,20 +224,12 @@ def create_write_publish_free(context: str, name: str, nbytes: int) -> Callable[
     length = hdr.DATA_OFFSET + capacity
     zeros = memoryview(bytes(length - len(new)))
     data_at, lifecycle_at = hdr.DATA_OFFSET, hdr.LIFECYCLE_AT
-    geteuid, os_open, fstat, pwritev, pwrite, pread = (
-        os.geteuid,
-        os.open,
-        os.fstat,
-        os.pwritev,
-        os.pwrite,
-        os.pread,
-    )
+    os_open, fstat, pwritev, pwrite, pread = os.open, os.fstat, os.pwritev, os.pwrite, os.pread
     fcntl_, stat, unlink, close = fcntl.fcntl, os.stat, os.unlink, os.close
     mmap_, linkat, c_char, frombuffer = _mmap, _linkat, _c_char, np.frombuffer
     parts = (new, zeros)
 
     def operation() -> object:
-        geteuid()
         fd = os_open(".", _TMPFILE, mode, dir_fd=dir_fd)
         fstat(fd)
         pwritev(fd, parts, 0)

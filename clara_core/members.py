@@ -135,7 +135,7 @@ def _fresh_segment(
     It belongs to whoever the context admits (root gives it to the context's owner,
     a group member gives it the context's group).
     """
-    owner = registry.writers.new_owner()
+    owner = registry.writers.new_owner
     size = DATA_OFFSET + capacity
     try:
         return segment.create_anonymous(size, registry.mode, what, header, owner)

@@ -44,6 +44,7 @@ from .trust import Refusal, file_type, user_name
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
 _directory_fds: dict[str, int] = {}  # canonical path -> its descriptor
@@ -139,26 +140,29 @@ def create_anonymous(
     mode: int,
     what: str,
     header: bytes = b"",
-    owner: tuple[int, int] = (-1, -1),
+    owner: Callable[[int], tuple[int, int]] | None = None,
 ) -> tuple[int, os.stat_result]:
     """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
 
-    Returns its fd, and its stat as made (its identity: device and inode; the mode may
-    have been set since). `owner` (uid, gid; -1 leaves one as it is) gives it to whoever
-    its context admits (see `trust.Writers.new_owner`). Small segments are reserved by
-    writing them whole (one call), large ones with posix_fallocate (no copying).
+    Returns its fd, and its stat as made (its identity; owner and mode may be set since).
+    `owner`, given the uid the new file got, says whom to give it to (uid, gid; -1: as
+    it is) for its context to admit it (`trust.Writers.new_owner`). Small segments are
+    reserved by writing them whole (one call), large ones with posix_fallocate.
     """
     try:
         fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
     except OSError as exc:
         raise translate(exc, what) from exc
     try:
-        if owner != (-1, -1):
-            os.fchown(fd, *owner)
-        # The exact mode, whatever the umask (and after fchown). The stat costs no more
-        # than the fchmod it usually saves (a umask that leaves the mode as it is), and
-        # it is the file's identity, which a free of it needs (no fstat then).
+        # The stat costs no more than the fchmod it usually saves (a umask that leaves
+        # the mode as it is); it is the identity a free needs; its uid is who made it
+        # (no geteuid). A nameless file is ours alone: what it shows holds.
         made = os.fstat(fd)
+        if owner is not None:
+            uid, gid = owner(made.st_uid)
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+        # The exact mode, whatever the umask, after fchown (which keeps these bits).
         if stats.S_IMODE(made.st_mode) != mode:
             os.fchmod(fd, mode)
         if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):

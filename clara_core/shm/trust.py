@@ -103,13 +103,13 @@ class Writers(Record):
             "put there behind clara's back and is ignored"
         )
 
-    def new_owner(self) -> tuple[int, int]:
-        """(uid, gid) a new segment of ours must get to be admitted (-1: leave as is).
+    def new_owner(self, me: int) -> tuple[int, int]:
+        """(uid, gid) a new segment made by uid `me` (the owner it got) must get to be
+        admitted (-1: leave as is).
 
         Root gives it to the context's owner; a group member gives it the context's
         group; the owner and, in a mode that lets others write, anyone leave it alone.
         """
-        me = os.geteuid()
         if me == self.uid or self.mode & OTHERS_WRITE:
             return -1, -1
         if me == 0:

@@ -320,6 +320,87 @@ def test_our_allocation_in_another_users_shared_context_is_not_ours_to_reclaim(a
     assert our_files() == set()
 
 
+THEIR_CONTEXT = """
+from clara_core import Context
+Context.create("theirs", mode=0o640)
+print("{}")
+"""
+THEIR_READ_AND_DESTROY = """
+import json
+from clara_core import Context
+with Context.open("theirs") as ctx, ctx.get("ours") as ref, ref.map("r") as array:
+    total = int(array.sum())
+Context.destroy("theirs")
+print(json.dumps({"total": total}))
+"""
+
+
+def test_root_gives_what_it_creates_in_another_users_context_to_that_user(area: Area):
+    """Root publishing into another user's 0640 context: the segment is theirs, with
+    their context's mode (else their own clara would refuse it), and they read it."""
+    require_root()
+    _as_other(THEIR_CONTEXT)
+    try:
+        with Context.open("theirs", owner=OTHER_UID) as theirs:
+            alloc = theirs.create(4096)
+            with alloc.map("w") as array:
+                array[...] = 1
+            alloc.publish("ours")
+            alloc.release()
+        found = os.stat(os.path.join(shm_dir(), names.allocation_file("theirs", "a", "ours")))
+        area.trials += 1
+        assert (found.st_uid, found.st_gid, stat.S_IMODE(found.st_mode)) == (
+            OTHER_UID,
+            OTHER_UID,
+            0o640,
+        )
+    finally:
+        read = _as_other(THEIR_READ_AND_DESTROY)
+    assert read == {"total": 4096}
+
+
+OUR_GROUP_PUBLISHES = """
+import json
+from clara_core import Context
+with Context.open("grp", owner=0) as ctx:
+    alloc = ctx.create(4096)
+    with alloc.map("w") as array:
+        array[...] = 2
+    alloc.publish("theirs")
+    alloc.release()
+print("{}")
+"""
+
+
+def test_a_group_member_gives_what_it_creates_the_contexts_group(area: Area):
+    """A member of a 0660 context's group (uid 65534, group 0 besides its own) creates
+    in it: the segment gets the context's group and mode, so the context admits it."""
+    require_root()
+    ctx = Context.create("grp", mode=0o660)
+    try:
+        os.chown(os.path.join(shm_dir(), names.context_file("grp")), 0, 0)
+        member = ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--groups=0"]
+        done = subprocess.run(
+            [*member, sys.executable, "-c", OUR_GROUP_PUBLISHES],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        assert done.returncode == 0, done.stderr
+        found = os.stat(os.path.join(shm_dir(), names.allocation_file("grp", "a", "theirs")))
+        area.trials += 1
+        assert (found.st_uid, found.st_gid, stat.S_IMODE(found.st_mode)) == (
+            OTHER_UID,
+            0,
+            0o660,
+        )
+        with ctx.get("theirs") as ref, ref.map("r") as array:
+            assert int(array.sum()) == 2 * 4096
+    finally:
+        Context.destroy("grp")
+
+
 ESCAPES = ["..", "../x", "/", "/etc/passwd", "a/../b", ".", "a.b", "x" * 256, "", "é", "名", "a\0b"]
 
 
