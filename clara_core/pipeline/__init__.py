@@ -15,6 +15,7 @@
                      for `clara run` and `clara exec-operator`
     pod_operator     `clara exec-operator`: one operator inside a pod, no runner
     operator_process one operator's process (group, death with the runner, output pipe)
+    completion       an operator tells the runner its outputs are complete, before its exit
     export/          the job as one pod: an Argo Workflow or a Kubernetes Indexed Job
     results          what a run reports (RunResult, OperatorResult, VariableRecord)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from ..context import Context
 from ..errors import ClaraError, Incomplete, InvalidArgument, NotFound
+from .completion import tell_runner_complete
 from .environment import SHARED_MEMORY, Declared, OperatorIO
 from .variables import Variable, open_job_context
 
@@ -144,10 +145,16 @@ class Payload:
         """End every map and drop every reference; the payload is unusable afterwards."""
         if self._closed:
             return
+        self._end_maps(complete)
         self._closed = True
         for variable in [*self._inputs.values(), *self._outputs.values()]:
-            variable.unmap(complete=complete)
             variable.release()
+
+    def _end_maps(self, complete: bool) -> None:
+        """End every map (write maps complete, or incomplete), keeping the references:
+        what is then left to do, unmapping, is off the readers' path."""
+        for variable in [*self._inputs.values(), *self._outputs.values()]:
+            variable.unmap(complete=complete)
 
     def _check(self, value):
         if self._closed:
@@ -178,6 +185,7 @@ class Driver:
         self._notify = notify
         self.app_data = app_data
         self.state = INITIALIZED
+        self._tell_runner = False  # run(): the life-cycle is the process's last work
         self._io: OperatorIO | None = None
         self._outcome: bool | None = None
 
@@ -226,10 +234,16 @@ class Driver:
         What exists when run() is called (imported modules, the operator's module-level
         objects) is frozen first (`gc.freeze`): the cyclic garbage collector then never
         walks it again, neither during the life-cycle nor in its collections at exit,
-        which otherwise take 20-40 ms of a numpy operator's exit, and the readers of its
-        outputs wait for that exit. What the callbacks create is collected as usual.
+        which otherwise take 20-40 ms of a numpy operator's exit. What the callbacks
+        create is collected as usual.
+
+        Once execute has succeeded and its maps are ended, the driver tells `clara run`
+        that the operator's outputs are complete (`completion`): the runner checks them
+        and lets their readers go on then, before cleanup and the exit. (start() alone
+        never does: its caller may go on to write.)
         """
         gc.freeze()
+        self._tell_runner = True
         try:
             ok = self.start()
         except ClaraError as exc:
@@ -253,6 +267,9 @@ class Driver:
         try:
             ok = self._step(EXECUTING, self._execute, payload)
         finally:
+            payload._end_maps(complete=ok)
+            if ok and self._tell_runner:
+                tell_runner_complete()
             payload.close(complete=ok)
             context.close()
         return ok

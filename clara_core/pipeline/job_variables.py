@@ -4,18 +4,44 @@ Each output in shared memory is one variable, published in the job's context as
 ``<operator>--<output>``. What is done to them (allocating static ones before their
 producer starts, checking them after it exits, freeing each after its last reader) is
 `OperatorDuties`, the same code `clara exec-operator` runs in a pod; this module keeps
-the runner's account of it for the final report.
+the runner's account of it for the final report. The job's context itself is made by
+`create_job_context`, from a warm pool if asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from ..context import Context
-from ..errors import ClaraError, NotFound
+from ..errors import AlreadyExists, ClaraError, NotFound
 from .model import SHARED_MEMORY, Pipeline
 from .operator_duties import Observed
 from .results import VariableRecord
+
+_WARM_POOL_TRIES = 5  # makes of a warm pool that others destroy as fast (see below)
+
+
+def create_job_context(name: str, owner: int | None, warm_pool: str | None) -> Context:
+    """The job's context, using the warm pool if any (made on first use: it outlives jobs).
+
+    Someone may destroy the warm pool between its creation here and its opening by
+    `Context.create`: it is then made again, a few times before giving up.
+    """
+    if warm_pool is None:
+        return Context.create(name, owner_pid=owner)
+    for attempt in range(_WARM_POOL_TRIES):
+        with contextlib.suppress(AlreadyExists):
+            Context.create(warm_pool).close()
+        try:
+            return Context.create(name, owner_pid=owner, warm_pool=warm_pool)
+        except NotFound:  # only the warm pool is looked up: destroyed meanwhile
+            if attempt == _WARM_POOL_TRIES - 1:
+                raise NotFound(
+                    f"warm pool '{warm_pool}' was destroyed each time it was made "
+                    f"({_WARM_POOL_TRIES} times)"
+                ) from None
+    raise AssertionError("unreachable")
 
 
 class JobVariables:

@@ -115,3 +115,10 @@ def substitute_paths(argv: Sequence[str], paths: Mapping[str, str]) -> list[str]
         replaced = local(value) if sep and name else None
         result.append(f"{name}={replaced}" if replaced is not None else arg)
     return result
+
+
+def could_not_start(op: Operator, exc: Exception) -> str:
+    """Why `op` did not start, naming its command and where that command was given."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"could not start {exc.filename} ({op.command_origin}): {exc.strerror}"
+    return f"could not start ({op.command_origin}): {exc}"

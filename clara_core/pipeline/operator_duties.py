@@ -3,6 +3,7 @@
 
     duties = OperatorDuties(ctx, io, plan)
     duties.prepare()                 # before it starts: static outputs, disk folders
+    duties.complete()                # if it says its outputs are complete: checked, marked
     problem, seen = duties.check()   # after it exits 0: outputs someone reads, as declared
     freed, left = duties.finish()    # marks it succeeded; frees what it was last to read
 
@@ -116,6 +117,12 @@ class Tally:
         """The status of the operator at `index` of the plan now."""
         with _values(self.allocation, "r") as values:
             return values[index]
+
+    def completed(self, operator: str) -> None:
+        """Record that `operator` completed its outputs (checked) before it exited: its
+        readers may read. What it read is still counted until it has exited (`succeeded`)."""
+        with _values(self.allocation, "w") as values:
+            values[self.operators[operator]] = SUCCEEDED
 
     def failed(self, operator: str) -> None:
         """Record that `operator` failed (its readers will never start)."""
@@ -265,6 +272,18 @@ class OperatorDuties:
                         f"{list(port.shape or ())}"
                     )
         return "; ".join(problems), seen
+
+    def complete(self) -> bool:
+        """The operator says its outputs are complete, before its exit: if `check` finds
+        them so, record it in the tally (its readers may read). Whether it did."""
+        try:
+            problem, _ = self.check()
+            if not problem:
+                self.tally.completed(self.io.operator)
+                return True
+        except ClaraError:
+            pass
+        return False
 
     def failed(self) -> None:
         """Record in the tally that this operator failed."""

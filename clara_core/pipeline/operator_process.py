@@ -32,7 +32,12 @@ class OperatorProcess:
     """A started operator command."""
 
     def __init__(
-        self, argv: list[str], cwd: str, env: Mapping[str, str], log: str | None = None
+        self,
+        argv: list[str],
+        cwd: str,
+        env: Mapping[str, str],
+        log: str | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         global _libc
         if _libc is None:
@@ -49,6 +54,7 @@ class OperatorProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=pass_fds,
                 preexec_fn=lambda: _die_with_parent(parent),
             )
         except BaseException:

@@ -15,7 +15,9 @@ What it does, in Clara's roles (pod manager + orchestrator):
    folders, environment and command line come from `launch` (the per-operator half);
 3. after an operator exits 0, checks that each output it was to produce exists and is
    completely written, marks it succeeded (its readers go on) and frees every variable
-   whose last consumer it was; on a failure, marks it failed (its readers fail);
+   whose last consumer it was; on a failure, marks it failed (its readers fail). An
+   operator may say earlier that its outputs are complete (`completion`): the same
+   check then lets its readers go before it exits; its exit still decides its fate;
 4. on a failure, timeout, SIGINT, SIGTERM or SIGHUP: starts nothing more, stops running
    operators (SIGTERM to their process groups, SIGKILL after `grace` seconds), and
    reports each operator's fate;
@@ -23,13 +25,12 @@ What it does, in Clara's roles (pod manager + orchestrator):
    directory after a success (unless `keep`): nothing of the job remains but what was
    asked for, and a failed job's directory, for its logs and outputs.
 
-It never polls: operator exits (pidfds), output pipes and signals (a wakeup pipe) are
-all events of one selector.
+It never polls: operator exits (pidfds), output pipes, completion messages and signals
+(a wakeup pipe) are all events of one selector.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import selectors
@@ -38,16 +39,18 @@ import time
 import uuid
 
 from ..context import Context
-from ..errors import AlreadyExists, ClaraError, NotFound
+from ..errors import ClaraError, NotFound
 from . import scheduling
 from .bindings import require_commands
+from .completion import COMPLETE_FD, CompletionChannel
 from .environment import JOB, WARM_POOL
-from .job_variables import JobVariables, recycle_left
+from .job_variables import JobVariables, create_job_context, recycle_left
 from .jobdir import JobDirectory
-from .launch import prepare
+from .launch import could_not_start, prepare
 from .model import Operator, Pipeline
 from .operator_duties import OperatorDuties, drop_tally
 from .operator_io import job_plan
+from .operator_output import OutputLines
 from .operator_process import OperatorProcess, describe_exit
 from .readiness import READY, ReadyLocks, ready_lines
 from .results import (
@@ -66,10 +69,7 @@ from .results import (
 )
 from .stop_signals import signal_wakeups
 
-TAIL_LINES = 40
-MAX_LINE = 65536  # bytes of an operator's output line kept before it is shown anyway
 KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes before giving up on them
-_WARM_POOL_TRIES = 5  # makes of a warm pool that others destroy as fast (see _create_context)
 
 
 def run(
@@ -125,14 +125,15 @@ class _Job:
         self.result.operators = list(self.ops.values())
         self.procs: dict[str, OperatorProcess] = {}  # running (not yet reaped)
         self.pipes: dict[str, OperatorProcess] = {}  # output pipe still open
-        self.partial: dict[str, bytes] = {}
-        self.tails: dict[str, collections.deque[str]] = {}
+        self.lines = OutputLines(lambda name, line: observer.output(self.ops[name], line))
         self.t0 = time.monotonic()
         self.variables = JobVariables(pipeline, keep, time.time())  # stamped in job time
         self.plan = job_plan(pipeline)
         self.duties: dict[str, OperatorDuties] = {}  # what the runner does for each operator
         self.ready: ReadyLocks | None = None
         self.unsettled: list[str] = []  # succeeded before what they read (see scheduling)
+        self.channels: dict[str, CompletionChannel] = {}  # of operators not yet reaped
+        self.completed: set[str] = set()  # marked succeeded in the tally, readers let go
         self.selector = selectors.DefaultSelector()
         self.signals: list[int] = []
         self.stop_reason = ""  # set once the job is being stopped
@@ -146,7 +147,8 @@ class _Job:
         self.job = JobDirectory.create(self.pipeline.name, job_dir, payload)
         self.result.job_dir = self.job.root
         try:
-            self.ctx = self._create_context()
+            owner = None if self.keep else os.getpid()
+            self.ctx = create_job_context(self.result.context, owner, self.warm_pool)
         except BaseException:
             if self.job.temporary:
                 self.job.remove()  # nothing ran: nothing to keep
@@ -160,29 +162,6 @@ class _Job:
                 self._stop_all()
                 self._finish()
         return self.result
-
-    def _create_context(self) -> Context:
-        """The job's context, using the warm pool (made on first use: it outlives jobs).
-
-        Someone may destroy the warm pool between its creation here and its opening by
-        `Context.create`: it is then made again, a few times before giving up.
-        """
-        owner = None if self.keep else os.getpid()
-        name, warm_pool = self.result.context, self.warm_pool
-        if warm_pool is None:
-            return Context.create(name, owner_pid=owner)
-        for attempt in range(_WARM_POOL_TRIES):
-            with contextlib.suppress(AlreadyExists):
-                Context.create(warm_pool).close()
-            try:
-                return Context.create(name, owner_pid=owner, warm_pool=warm_pool)
-            except NotFound:  # only the warm pool is looked up: destroyed meanwhile
-                if attempt == _WARM_POOL_TRIES - 1:
-                    raise NotFound(
-                        f"warm pool '{warm_pool}' was destroyed each time it was made "
-                        f"({_WARM_POOL_TRIES} times)"
-                    ) from None
-        raise AssertionError("unreachable")
 
     def _loop(self) -> None:
         deadline = None if self.timeout is None else self.t0 + self.timeout
@@ -214,6 +193,8 @@ class _Job:
                     os.read(key.fd, 512)
             elif kind == "exit":
                 self._exited(name)
+            elif kind == "complete":
+                self._claimed(name)
             else:
                 self._read_output(name)
 
@@ -246,25 +227,59 @@ class _Job:
             prepared = duties.prepare()  # static outputs, output folders
             self.variables.allocated(prepared)
             self.variables.stamp({name: None for name in prepared}, result.started, self._now())
-            process = OperatorProcess(
-                launch.argv, launch.cwd, launch.env, self.job.log_path(op.name)
-            )
+            channel = CompletionChannel()  # its end of it is passed on as COMPLETE_FD
+            try:
+                launch.env[COMPLETE_FD], fds = str(channel.child_fd), (channel.child_fd,)
+                log = self.job.log_path(op.name)
+                process = OperatorProcess(launch.argv, launch.cwd, launch.env, log, fds)
+            except BaseException:
+                channel.close()
+                raise
+            channel.started()
         except (ClaraError, OSError, ValueError) as exc:
             result.ended = self._now()
-            self._fail(result, FAILED, _could_not_start(op, exc))
+            self._fail(result, FAILED, could_not_start(op, exc))
             return
         result.status, result.pid = RUNNING, process.pid
         self.procs[op.name] = self.pipes[op.name] = process
-        self.tails[op.name] = collections.deque(maxlen=TAIL_LINES)
         self.selector.register(process.pidfd, selectors.EVENT_READ, ("exit", op.name))
         self.selector.register(process.output_fd, selectors.EVENT_READ, ("output", op.name))
+        self.channels[op.name] = channel
+        self.selector.register(channel.fd, selectors.EVENT_READ, ("complete", op.name))
         self.observer.started(result)
+
+    # -- completion ---------------------------------------------------------------------
+
+    def _claimed(self, name: str) -> None:
+        """A message on `name`'s completion channel: if it is the operator's own claim
+        that its outputs are complete, they are (checked as at its exit), and everything
+        it reads from has completed, its readers go on now; otherwise its exit decides."""
+        channel = self.channels.get(name)  # (gone if its exit came first in this batch)
+        if channel is None or not channel.claimed_by(self.procs[name].pid):
+            return
+        op = self.pipeline.operator(name)
+        if name in self.completed or self.ops[name].status != RUNNING or self.stop_reason:
+            return
+        if not scheduling.upstream(self.pipeline, op) <= self.completed:
+            return  # its readers never go before those of what it reads from
+        if not self.duties[name].complete():
+            return  # (the same check at its exit will say what is wrong)
+        self.completed.add(name)
+        assert self.ready is not None
+        self.ready.release(name)  # its readers go on
+
+    def _close_channel(self, name: str) -> None:
+        channel = self.channels.pop(name, None)
+        if channel is not None:
+            self.selector.unregister(channel.fd)
+            channel.close()
 
     # -- ending -------------------------------------------------------------------------
 
     def _exited(self, name: str) -> None:
         process = self.procs.pop(name)
         self.selector.unregister(process.pidfd)
+        self._close_channel(name)  # before the reap: its pid must not be anyone else's
         code = process.reap()
         result = self.ops[name]
         result.ended, result.exit_code = self._now(), code
@@ -272,7 +287,7 @@ class _Job:
             self.observer.finished(result)
             return
         op = self.pipeline.operator(name)
-        if self.stop_reason:
+        if self.stop_reason and name not in self.completed:
             result.status = STOPPED
             result.reason = f"{describe_exit(code)} while the job was stopping"
             self.observer.finished(result)
@@ -294,7 +309,8 @@ class _Job:
             self.unsettled.remove(ready)
             freed, _ = self.duties[ready].finish(self.keep)
             assert self.ready is not None
-            self.ready.release(ready)  # its readers go on
+            self.completed.add(ready)
+            self.ready.release(ready)  # its readers go on (unless they already have)
             self.variables.freed(freed, self._freed)
 
     def _freed(self, record: VariableRecord) -> None:
@@ -310,13 +326,16 @@ class _Job:
         self._abort(FAILED, f"operator '{result.name}' {reason}")
 
     def _abort(self, status: str, reason: str) -> None:
-        """Stop the job: nothing starts any more; running operators get SIGTERM."""
+        """Stop the job: nothing starts any more; running operators get SIGTERM (on a
+        failure, those that completed their outputs are left to end, within `grace`)."""
         if self.stop_reason:
             return
         self.stop_reason = reason
         self.result.status, self.result.reason = status, reason
         for name, process in self.procs.items():
             result = self.ops[name]
+            if status == FAILED and name in self.completed:
+                continue  # its work is done, it is only ending: its exit still judges it
             if status == TIMED_OUT:
                 result.status, result.reason = TIMED_OUT, reason
             elif status == INTERRUPTED:
@@ -351,6 +370,7 @@ class _Job:
         for name in list(self.procs):  # unkillable (stuck in the kernel): give up on it
             self.ops[name].reason += "; did not die after SIGKILL"
             self.procs.pop(name)
+            self._close_channel(name)
         for name in list(self.pipes):
             self._close_output(name)
 
@@ -360,7 +380,7 @@ class _Job:
                 result.status = SKIPPED
                 result.reason = "not started: " + (self.stop_reason or "upstream failed")
                 self.observer.finished(result)
-            result.output_tail = list(self.tails.get(result.name, ()))
+            result.output_tail = self.lines.tail(result.name)
         for duties in self.duties.values():
             duties.close()
         if self.ready is not None:
@@ -391,39 +411,18 @@ class _Job:
         data = self.pipes[name].read_output()
         if data is None:
             self._close_output(name)
-            return
-        lines = (self.partial.pop(name, b"") + data).split(b"\n")
-        rest = lines.pop()
-        if len(rest) > MAX_LINE:  # no newline in sight: show what came so far
-            lines.append(rest)
-            rest = b""
-        self.partial[name] = rest
-        for raw in lines:
-            self._line(name, raw)
+        else:
+            self.lines.feed(name, data)
 
     def _close_output(self, name: str) -> None:
         process = self.pipes.pop(name, None)
         if process is None:
             return
-        rest = self.partial.pop(name, b"")
-        if rest:
-            self._line(name, rest)
+        self.lines.end(name)
         self.selector.unregister(process.output_fd)
         process.close_output()
-
-    def _line(self, name: str, raw: bytes) -> None:
-        line = raw.decode("utf-8", "replace").rstrip("\r")
-        self.tails[name].append(line)
-        self.observer.output(self.ops[name], line)
 
     # -- helpers ------------------------------------------------------------------------
 
     def _now(self) -> float:
         return time.monotonic() - self.t0
-
-
-def _could_not_start(op: Operator, exc: Exception) -> str:
-    """Why `op` did not start, naming its command and where that command was given."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"could not start {exc.filename} ({op.command_origin}): {exc.strerror}"
-    return f"could not start ({op.command_origin}): {exc}"

@@ -312,7 +312,8 @@ def test_a_variable_is_freed_after_its_last_reader_while_the_job_runs(tmp_path: 
         tmp_path,
         HEAD.format(name="freeing")
         + op("first", "produce, '3'", outputs=[X])
-        + op("second", "produce, '4', w", inputs=[x_from("first")], outputs=[w])
+        # (at-exit: third goes on once second has exited, not when its outputs are complete)
+        + op("second", "at-exit, produce, '4', w", inputs=[x_from("first")], outputs=[w])
         + op(
             "third",
             "freed, first--x, second--w",
