@@ -5,7 +5,9 @@ so the same OFD locks: a lock one of them drops, the other has lost too, and a l
 takes, the other "holds" too. So:
 
 - before any fork, every private allocation whose locks and data state wait in memory
-  (`Reference.defer`) brings them to its file: parent and child see the same segment;
+  (`Reference.defer`) brings them to its file: parent and child see the same segment
+  (a thread mapping or unmapping one meanwhile brings them there again when it is done:
+  `Reference._public_meanwhile`);
 - a reference made before the fork is *inherited* in the child (`count` differs from the
   one it was made under); the maps it held then are its parent's (`Inheritance.adopt`):
   the child may unmap them in itself (its pages, its views), never finish them (mark

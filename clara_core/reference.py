@@ -214,7 +214,21 @@ class Reference(Inheritance):
             pending[_DATA_AT:_DATA_END] = writing
             self.completed = completed
         self.maps.append(region)
+        if self.pending is not pending:  # another thread forked meanwhile
+            self._public_meanwhile(pending)
         return region, layout
+
+    def _public_meanwhile(self, pending: bytearray) -> None:
+        """Another thread forked while this one changed a map of a deferred segment: the
+        fork brought its locks and data state to the file (`forks`) before the change
+        was done (mmap lets the GIL go). Bring them there again, as the change left them."""
+        fd = self.fd
+        if self.maps:
+            if not locks.try_lock(fd, locks.MAP_BYTE, self.maps[0].writable):
+                raise Busy("a private allocation is locked by a process that should not reach it")
+        else:
+            locks.unlock(fd, locks.MAP_BYTE)
+        segment.write_at(fd, pending[_DATA_AT:_DATA_END], _DATA_AT, "a private allocation")
 
     def _check_locked(
         self, header: bytes, length: int, writable: bool, allow_incomplete: bool, what: str
@@ -284,6 +298,8 @@ class Reference(Inheritance):
             if unlock:  # nothing reaches this memory: let waiters in first
                 locks.unlock(self.fd, locks.MAP_BYTE)
             region.release()
+        if pending is not None and self.pending is not pending:  # (see _map_private)
+            self._public_meanwhile(pending)
 
     def abandon(self, region: Region) -> None:
         """Undo a map whose pages could not be mapped when its first view was taken (a

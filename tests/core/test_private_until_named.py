@@ -177,3 +177,47 @@ def test_a_private_allocations_path_shows_other_programs_the_true_state(ctx):
     assert _seen_through(writing.path) == "complete True False"
     for alloc in (written, writing):
         alloc.release()
+
+
+def test_a_fork_in_another_thread_never_loses_a_private_maps_lock_or_state(ctx):
+    """A fork brings every private allocation's deferred locks and data state to its file
+    (in the forking thread, see clara_core/forks.py). Another thread mapping or unmapping
+    one of them at that moment (mmap lets the GIL go) must not end with the file saying
+    'empty' under its write map, nor with a map lock nobody holds a map for."""
+    result = run_python(
+        """
+        import os, sys, threading
+        from clara_core import Context
+        from clara_core.shm import locks
+        sys.setswitchinterval(1e-6)  # switch threads as often as CPython can
+        ctx = Context.open("job")
+        wrong, done = [], threading.Event()
+
+        def write_fresh_allocations():
+            while not done.is_set():
+                alloc = ctx.create(dtype="u8", shape=(500_000,))  # (too small to pool)
+                mapping = alloc.map("w")  # populated: mmap takes a while, GIL let go
+                if alloc.state != "writing":
+                    wrong.append(f"mapped for writing, but {alloc.state}")
+                mapping.unmap()
+                if alloc.state != "complete":
+                    wrong.append(f"unmapped, but {alloc.state}")
+                fd = os.open(alloc.path, os.O_RDONLY)
+                if not locks.try_lock(fd, locks.MAP_BYTE, False):
+                    wrong.append("unmapped, but still locked")
+                os.close(fd)
+                alloc.release()
+
+        writer = threading.Thread(target=write_fresh_allocations)
+        writer.start()
+        for _ in range(150):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        done.set()
+        writer.join()
+        print(sorted(set(wrong)))
+        """
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "[]\n")
