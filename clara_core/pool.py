@@ -32,6 +32,7 @@ context (members.new_allocation), so each looks like any member of its context.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -300,15 +301,24 @@ class _Warm(Record):
 WARM_PER_CONTEXT = 4  # warm segments one process keeps per context
 WARM_FRACTION = 16  # and at most this part of the shared-memory file system in all
 _warm: dict[str, list[_Warm]] = {}
-_warm_pid = 0
 
 
 def _warm_list(context_file: str) -> list[_Warm]:
-    global _warm_pid
-    if _warm_pid != os.getpid():  # inherited across fork: those belong to the parent
-        _warm.clear()
-        _warm_pid = os.getpid()
     return _warm.setdefault(context_file, [])
+
+
+def _drop_inherited() -> None:
+    """In a forked child: its parent's warm segments are the parent's (the same open
+    files); the child's copies go at once, else they would hold those segments (their
+    memory, their reference lock) after the parent let them go, as long as it lives."""
+    for entries in _warm.values():
+        for entry in entries:
+            with contextlib.suppress(OSError):  # (a fork hook must not raise)
+                _drop(entry)
+    _warm.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited)
 
 
 def _keep_warm(context: Registry, entry: _Warm) -> None:

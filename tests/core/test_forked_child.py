@@ -125,3 +125,43 @@ def test_a_childs_free_of_what_its_parent_writes_removes_the_name_only(namespace
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "writing []\n"
+
+
+def test_a_forked_child_keeps_none_of_its_parents_warm_segments(small_shm_dir):
+    """A process keeps what it put into the pool mapped ("warm") for its next create. A
+    child forked later has copies of those (the same open files): they must go at the
+    fork, else they keep that memory after the parent lets it go (here: a destroy) for
+    as long as the child lives."""
+    result = run_python(
+        """
+        import os, sys
+        from clara_core import Context
+
+        def used_mib():
+            found = os.statvfs(sys.argv[1])
+            return (found.f_blocks - found.f_bfree) * found.f_frsize >> 20
+
+        before = used_mib()
+        ctx = Context.create("job")
+        alloc = ctx.create(3 << 20)
+        alloc.map("w").unmap()
+        alloc.release()  # into the pool, still mapped by this process for its next create
+        read, write = os.pipe()
+        ready_read, ready = os.pipe()
+        child = os.fork()
+        if child == 0:  # a worker that lives on
+            os.close(write)
+            os.write(ready, b"!")  # (after the fork hooks)
+            os.read(read, 1)
+            os._exit(0)
+        os.close(read)
+        os.read(ready_read, 1)
+        ctx.close()
+        Context.destroy("job")
+        print(used_mib() - before)
+        os.close(write)
+        os.waitpid(child, 0)
+        """,
+        small_shm_dir,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "0\n")
