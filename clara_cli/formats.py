@@ -14,7 +14,6 @@ from clara_core.errors import InvalidArgument
 
 from .transfer import (
     CHUNK,
-    Advance,
     LongInput,
     Progress,
     ShortInput,
@@ -32,8 +31,7 @@ if TYPE_CHECKING:
 
     from clara_core import Allocation, Mapping
 
-if TYPE_CHECKING:
-    from clara_core import Mapping
+    from .transfer import Advance
 
 FORMATS = ("raw", "npy", "txt")
 TEXT_FORMATS = {"i": "%d", "u": "%d", "b": "%d"}

@@ -4,10 +4,10 @@ long it may wait for it: one deadline for the name to be published and its data 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from clara_core import Allocation, Mapping

@@ -12,7 +12,6 @@ import errno
 import os
 import stat
 import sys
-from collections.abc import Callable
 
 from clara_core.errors import ClaraError, Corrupt, InvalidArgument, OutOfSpace, PermissionDenied
 from clara_core.shm.header import MAGIC  # how every segment starts
@@ -21,14 +20,15 @@ from . import exits
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
 
     from clara_core import Mapping
 
+    Advance = Callable[[int], None]  # told how many more bytes were copied
+
 CHUNK = 8 << 20  # 8 MiB: large enough to amortise syscalls, small enough to stay cache-warm
 PROGRESS_FROM = 64 << 20  # copies shorter than this finish before a bar is worth drawing
-
-Advance = Callable[[int], None]
 
 # What sendfile and splice answer for files they cannot copy between.
 _NO_KERNEL_COPY = (errno.EINVAL, errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP)

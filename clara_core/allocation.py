@@ -16,9 +16,7 @@ counts references for us, and a crashed process can never keep a count too high.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-from . import waiting
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
     Busy,
@@ -37,12 +35,14 @@ from .shm.header import Layout
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     import numpy
 
     from .context import Context
     from .registry import Registry
+    from .waiting import Deadline
 
 
 class Allocation(Lifecycle):
@@ -255,7 +255,7 @@ class Allocation(Lifecycle):
     def map(
         self,
         mode: str = "r",
-        timeout: float | waiting.Deadline | None = None,
+        timeout: float | Deadline | None = None,
         allow_incomplete: bool = False,
         populate: bool = True,
         wait: bool = False,
@@ -295,11 +295,16 @@ class Allocation(Lifecycle):
                 raise InvalidArgument(
                     "wait waits for data to read; a write map waits for readers with timeout"
                 )
-            timeout = self._await_written(waiting.deadline(timeout))
-        elif isinstance(timeout, waiting.Deadline):
-            timeout = max(timeout.left(), 1e-3)
-        elif timeout is not None:
-            waiting.seconds(timeout)  # checks it
+            from .waiting import deadline  # (loaded by the maps that wait only)
+
+            timeout = self._await_written(deadline(timeout))
+        else:
+            from .waiting import Deadline, seconds
+
+            if isinstance(timeout, Deadline):
+                timeout = max(timeout.left(), 1e-3)
+            else:
+                seconds(timeout)  # checks it
         region, self._layout = reference.map(
             writable,
             timeout,
@@ -328,7 +333,7 @@ class Allocation(Lifecycle):
         """Unmap every map this reference holds (write maps are marked complete)."""
         self._reference.unmap_all()
 
-    def _await_written(self, deadline: waiting.Deadline) -> float:
+    def _await_written(self, deadline: Deadline) -> float:
         """Wait until a writer has finished (complete or incomplete data); Timeout if none
         has by the deadline. Returns the seconds left for the map lock (never 0: a read
         map arriving just as its writer let go would otherwise be called busy)."""
@@ -337,7 +342,9 @@ class Allocation(Lifecycle):
             state = self.state
             return state if state in ("complete", "incomplete") else None
 
-        finished = waiting.until(finished_state, deadline)
+        from .waiting import until
+
+        finished = until(finished_state, deadline)
         if finished is None:
             if self.state == "empty":
                 why = "was not written"

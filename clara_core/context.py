@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import stat
 import time
-import weakref
-from collections.abc import Callable, Iterator
 
-from . import members, pool, waiting
+from . import members
 from .allocation import HANDLED, SHARED, Allocation
 from .dtypes import parse_size
 from .errors import (
@@ -37,13 +35,15 @@ from .names import (
 )
 from .registry import Registry
 from .shm import header as hdr
-from .shm import ledger, listing, processes, segment, trust
+from .shm import processes, segment, trust
 from .shm.header import DataState, Header, Origin, Settings
-from .warm_pool import check as check_warm_pool
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from typing import Any
+
+    from .waiting import Deadline
 
 PAGE = 4096
 _HANDLE_DIGITS = "0123456789abcdef"  # 12 of them; str methods, not `re` (start-up)
@@ -61,6 +61,23 @@ class _ClassOrInstance:
         if instance is None:
             return self.on_class.__get__(None, owner)
         return self.on_instance.__get__(instance, owner)
+
+
+class _Closer:
+    """Closes a descriptor once: when called, or when it dies with its Context (as
+    weakref.finalize would, without loading weakref: ~1 ms of a `clara map` copy)."""
+
+    __slots__ = ("close", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.close = fd, os.close  # (os.close: still at hand at interpreter exit)
+
+    def __call__(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            self.close(fd)
+
+    __del__ = __call__
 
 
 class Context:
@@ -87,7 +104,7 @@ class Context:
         # The segment's own mode, which only its owner can change (not the header's).
         self.mode = self._registry.mode
         self.owner_uid = found.st_uid
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._finalizer = _Closer(fd)  # closes it when called, or with this Context
         self.warm_pool: Context | None = None  # the context whose pool this one uses
 
     # -- contexts -----------------------------------------------------------------------
@@ -110,7 +127,7 @@ class Context:
         this one claims from and frees into instead (see `clara_core.warm_pool`).
         """
         validate_name(name, "context name")
-        mode = _check_mode(mode)
+        mode = trust.checked_mode(mode)
         warm = None if warm_pool is None else cls._open_warm_pool(warm_pool, name, mode)
         try:
             context = cls._create_plain(name, capacity, mode, owner_pid, pool_bytes)
@@ -133,7 +150,9 @@ class Context:
     ) -> Context:
         quota = 0 if capacity is None else parse_size(capacity)
         if pool_bytes is None:
-            pool_cap = pool.default_cap()
+            from .pool import default_cap  # (not loaded by the copies: start-up)
+
+            pool_cap = default_cap()
         else:
             pool_cap = 0 if pool_bytes in (0, "0") else parse_size(pool_bytes)
         owner = (0, 0)
@@ -152,6 +171,8 @@ class Context:
             context=name,
             name=name,
         )
+        from .shm import ledger
+
         page = header.pack() + bytes(ledger.LEDGER_AT - hdr.HEADER_SIZE) + ledger.initial()
         fd = segment.create_anonymous(PAGE, mode, what, page)[0]
         try:
@@ -167,6 +188,8 @@ class Context:
     @classmethod
     def _open_warm_pool(cls, pool_name: str, name: str, mode: int) -> Context:
         """The context `pool_name`, checked fit to be the warm pool of `name` (`mode`)."""
+        from .warm_pool import check as check_warm_pool
+
         warm = cls.open(pool_name)
         try:
             check_warm_pool(warm._registry, name, mode)
@@ -232,6 +255,8 @@ class Context:
     @classmethod
     def list(cls) -> list[str]:
         """Names of the contexts of this namespace that this user can open."""
+        from .shm import listing
+
         ns = namespace()
         refusal = trust.owner_refusal()
         found = []
@@ -239,7 +264,7 @@ class Context:
             parsed = parse_file_name(entry.name, ns)
             if parsed is None or parsed[1] is not None:
                 continue
-            header = _header_of(entry, refusal)
+            header = entry.header(refusal)
             if header is not None and header.kind == hdr.KIND_CONTEXT:
                 found.append(header.name)
         return sorted(found, key=str.lower)
@@ -309,7 +334,7 @@ class Context:
         name: str,
         read_only: bool = False,
         wait: bool = False,
-        timeout: float | waiting.Deadline | None = None,
+        timeout: float | Deadline | None = None,
     ) -> Allocation:
         """A new reference to the allocation published under `name`.
 
@@ -324,6 +349,8 @@ class Context:
         what = f"allocation '{name}' in context '{self.name}'"
         lock_wait = timeout if isinstance(timeout, (int, float)) else None
         if wait:
+            from . import waiting
+
             deadline = waiting.deadline(timeout)
             found = waiting.until(
                 lambda: self._published(file_name, what, read_only, name, lock_wait), deadline
@@ -371,10 +398,12 @@ class Context:
     def names(self) -> list[str]:
         """Names of the allocations published in this context, as published (members
         that another user put there behind clara's back are not among them)."""
+        from .shm import listing
+
         found = []
         refusal = self._registry.writers.refusal
         for entry in listing.scan(f"{self.file_name}.{PUBLISHED}."):
-            header = _header_of(entry, refusal)
+            header = entry.header(refusal)
             if (
                 header is not None
                 and header.lifecycle == hdr.PUBLISHED
@@ -382,22 +411,6 @@ class Context:
             ):
                 found.append(header.name)  # (not one whose freer died mid-free)
         return sorted(found, key=str.lower)
-
-
-def _header_of(entry: segment.Entry, refusal: trust.Refusal) -> Header | None:
-    """The header of a listed file, or None if it is gone, refused, or not valid."""
-    try:
-        found = entry.stat(follow_symlinks=False)
-    except OSError:
-        return None
-    if not stat.S_ISREG(found.st_mode) or refusal(found) is not None:
-        return None  # cheap: no open for what we would refuse anyway
-    try:
-        opened = segment.open_segment(entry.name, entry.name, refusal, read_only=True)
-    except ClaraError:  # gone meanwhile, refused, or corrupt (leak-check reports it)
-        return None
-    os.close(opened.fd)
-    return opened.header
 
 
 def _squatter(name: str) -> str:
@@ -409,19 +422,6 @@ def _squatter(name: str) -> str:
         f" as {trust.file_type(found.st_mode)} of {trust.user_name(found.st_uid)}, who "
         "took the name first: choose another name (or have that user remove it)"
     )
-
-
-def _check_mode(mode: object) -> int:
-    if isinstance(mode, str):
-        try:
-            mode = int(mode, 8)
-        except ValueError:
-            mode = -1
-    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
-        raise InvalidArgument(f"invalid mode {mode!r}: use octal permission bits such as 600")
-    if mode & 0o600 != 0o600:
-        raise InvalidArgument(f"invalid mode {mode:o}: the owner needs read and write (6xx)")
-    return mode
 
 
 def _check_pid(pid: object) -> int:

@@ -6,9 +6,6 @@ complex128. Every element type has a stable one-byte code stored in segment head
 
 from __future__ import annotations
 
-import math
-import operator
-
 from .errors import InvalidArgument
 from .records import Record
 
@@ -134,6 +131,8 @@ def _dims(value: object) -> tuple[int, ...]:
 
 
 def _integer(value: object) -> int:
+    if type(value) is int:  # (the usual case)
+        return value  # type: ignore[return-value]
     if isinstance(value, bool):
         raise TypeError
     if isinstance(value, str):
@@ -141,6 +140,8 @@ def _integer(value: object) -> int:
             return int(value.strip())
         except ValueError:
             raise TypeError from None
+    import operator  # (not loaded at start-up: a `clara map` copy parses no shape)
+
     return operator.index(value)  # type: ignore[arg-type]
 
 
@@ -151,7 +152,9 @@ def shapes_match(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 def nbytes_of(etype: ElementType, shape: tuple[int, ...]) -> int:
     """Size in bytes of an array; refuses sizes no machine could hold."""
-    total = math.prod(shape) * etype.itemsize
+    total = etype.itemsize
+    for dim in shape:  # (math.prod, without loading math)
+        total *= dim
     if total > MAX_NBYTES:
         raise InvalidArgument(
             f"shape {list(shape)} of {etype.name} needs {total} bytes, more than any machine has"

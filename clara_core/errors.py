@@ -24,7 +24,10 @@ passes them (`allow_incomplete=True`); the command line spells them as its flags
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 __all__ = [
     "AlreadyExists",

@@ -17,14 +17,14 @@ takes, the other "holds" too. So:
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable
 
 from .errors import ClaraError
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .reference import Reference
     from .shm.memory import Region
 
@@ -37,8 +37,10 @@ private: dict[int, Reference] = {}
 
 def _go_public_before_fork() -> None:
     for reference in list(private.values()):
-        with contextlib.suppress(ClaraError, OSError):  # (a fork hook must not raise)
+        try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
             reference.materialize("a private allocation")
+        except (ClaraError, OSError):  # (a fork hook must not raise)
+            pass
 
 
 def _count_fork() -> None:

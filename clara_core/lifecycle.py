@@ -8,20 +8,21 @@ context's ledger; a freed or released private segment is offered to the context'
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
 
-from . import pool
 from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
+from .lazy import contextmanager
 from .names import HANDLE
+from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
 from .shm import locks, processes, segment, trust
 from .shm.header import DATA_OFFSET
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from .reference import Reference
     from .registry import Registry
     from .shm.header import Layout
@@ -158,7 +159,9 @@ class Lifecycle:
             self._reference.recycle = None
             if self._pool_name is not None and not self.released and not self._reference.inherited:
                 # Claimed: leave the pool (not for a forked child: its parent's to leave).
-                pool.leave(self._registry, self._fd, self._pool_name)
+                from .pool import leave
+
+                leave(self._registry, self._fd, self._pool_name)
                 self._pool_name = None
         self._reference.close()
 
@@ -213,7 +216,7 @@ class Lifecycle:
         # Smaller ones are never pooled; nor one a forked child inherited: its parent
         # holds it through the same open file, so the child's "no other reference"
         # (its exclusive reference lock) proves nothing.
-        if self._layout.capacity >= pool.MIN_BYTES and not self._reference.inherited:
+        if self._layout.capacity >= POOL_MIN_BYTES and not self._reference.inherited:
             warm = self._reference.take_warm()
             if self._recycles(file_name, warm):
                 return
@@ -222,12 +225,14 @@ class Lifecycle:
 
     def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
         """Offer the segment to the pool (taking over `warm`); False if it was not taken."""
+        from .pool import retire  # (loaded on first use: the copies never need it)
+
         try:
-            return pool.retire(self._registry, self._fd, self._layout.capacity, file_name, warm)
+            return retire(self._registry, self._fd, self._layout.capacity, file_name, warm)
         except (ClaraError, OSError):  # recycling is an optimisation only
             return False
 
-    @contextlib.contextmanager
+    @contextmanager
     def _lifecycle_held(self, timeout: float | None = None) -> Iterator[int]:
         """Hold the segment's lifecycle lock; yields the lifecycle as it is now."""
         lifecycle = self._lock_lifecycle(timeout)
@@ -260,7 +265,9 @@ class Lifecycle:
         if self._visibility == HANDLED:
             segment.remove_name(self._registry.member_file(HANDLE, self._key or ""), self._file_id)
         if self._pool_name is not None:
-            pool.leave(self._registry, self._fd, self._pool_name)
+            from .pool import leave
+
+            leave(self._registry, self._fd, self._pool_name)
             self._pool_name = None
 
     def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None] | None:
@@ -268,16 +275,18 @@ class Lifecycle:
         pool name it was claimed under (if any). None if there is nothing to do (too
         small for the pool, never in it)."""
         registry, capacity = self._registry, self._layout.capacity
-        if capacity < pool.MIN_BYTES and pool_name is None:
+        if capacity < POOL_MIN_BYTES and pool_name is None:
             return None
 
         def recycle(fd: int, warm: Region | None) -> None:
+            from .pool import leave, retire
+
             try:
-                pooled = pool.retire(registry, fd, capacity, pool_name, warm)
+                pooled = retire(registry, fd, capacity, pool_name, warm)
             except (ClaraError, OSError):  # recycling is an optimisation only
                 pooled = False
             if not pooled and pool_name is not None:
-                pool.leave(registry, fd, pool_name)
+                leave(registry, fd, pool_name)
 
         return recycle
 

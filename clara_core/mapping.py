@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-import weakref
-from collections.abc import Callable, Iterator
+from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .dtypes import ElementType, format_size
 from .errors import Corrupt, InvalidArgument
@@ -15,6 +14,7 @@ from .shm.memory import Region
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     import numpy
@@ -53,7 +53,7 @@ class Mapping:
         self._reference = reference
         self._region = region
         self.layout = layout
-        self._array: weakref.ref[Any] | None = None
+        self._array: weak_ref[Any] | None = None
         self._written = False  # whether data went in through the fd (copy_from, write_from)
 
     @property
@@ -121,7 +121,7 @@ class Mapping:
             array = _frombuffer()(holder, etype.numpy, count, DATA_OFFSET)
             if len(layout.shape) > 1:
                 array = array.reshape(layout.shape)
-            self._array = weakref.ref(array)
+            self._array = weak_ref(array)
         return array
 
     def copy_to(self, fd: int, advance: Callable[[int], None] | None = None) -> None:

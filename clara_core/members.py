@@ -8,16 +8,14 @@ the segment the name denotes, made by this incarnation of the context and still 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
-from . import pool
 from .allocation import PRIVATE, SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
 from .names import same_name
-from .registry import POOL_WAIT
+from .registry import POOL_MIN_BYTES, POOL_WAIT
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
@@ -67,15 +65,18 @@ def _layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
         dims = (nbytes // etype.itemsize,)
     else:
         raise InvalidArgument("give a size in bytes, or an element type and a shape")
-    return Layout(etype, dims, nbytes, math.ceil(nbytes / PAGE) * PAGE)
+    return Layout(etype, dims, nbytes, -(-nbytes // PAGE) * PAGE)  # whole pages
 
 
 def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allocation:
     """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
     what = f"new allocation in context '{registry.name}'"
     asked = layout
-    # (smaller than the pool's smallest, the usual case: no claim)
-    claimed = pool.claim(registry, layout.capacity) if layout.capacity >= pool.MIN_BYTES else None
+    claimed = None
+    if layout.capacity >= POOL_MIN_BYTES:  # (smaller, the usual case: no claim, no pool)
+        from .pool import claim
+
+        claimed = claim(registry, layout.capacity)
     fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
     try:
         if fd >= 0:  # a recycled segment may be larger than asked for
@@ -140,7 +141,9 @@ def _fresh_segment(
     try:
         return segment.create_anonymous(size, registry.mode, what, header, owner)
     except OutOfSpace:
-        if not pool.evict():
+        from .pool import evict
+
+        if not evict():
             raise
     return segment.create_anonymous(size, registry.mode, what, header, owner)
 

@@ -40,7 +40,7 @@ from .dtypes import UINT8
 from .errors import ClaraError
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
 from .records import Record
-from .registry import Registry
+from .registry import POOL_MIN_BYTES, Registry
 from .shm import header as hdr
 from .shm import ledger, listing, locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
@@ -48,7 +48,7 @@ from .shm.ledger import Slot
 from .shm.memory import Region
 from .shm.trust import ours_refusal
 
-MIN_BYTES = 1 << 20  # below this, a fresh segment is cheaper than looking for one
+MIN_BYTES = POOL_MIN_BYTES  # (kept with the context's registry: the pool loads on first use)
 DEFAULT_FRACTION = 4  # default pool cap: 1/4 of the shared-memory file system
 
 

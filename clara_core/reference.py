@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Callable
 
 from . import forks
 from .errors import Busy, Corrupt, Incomplete, NeverWritten, Timeout
@@ -26,6 +25,10 @@ from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Bound once: these run on every map.
 _pread = os.pread

@@ -19,21 +19,25 @@ the directory, so that junk in /dev/shm costs a create or free nothing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Iterator
 
 from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied
+from .lazy import contextmanager
 from .names import PUBLISHED, member_file, validate_name
-from .shm import ledger, listing, locks, segment
+from .shm import locks, segment
 from .shm.header import KIND_CONTEXT, Header
 from .shm.trust import Writers, ours_refusal
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 QUOTA_BYTE = 2
 POOL_BYTE = 3
 LIFECYCLE_BYTE = 4
 POOL_WAIT = 0.5  # seconds: the pool is an optimisation, never worth a long wait
+POOL_MIN_BYTES = 1 << 20  # below this, a fresh segment is cheaper than looking for one
 _NAMES_KEPT = 1024  # published file names remembered per context
 
 
@@ -83,7 +87,7 @@ class Registry:
         self.warm_pool: Registry | None = None
 
     @classmethod
-    @contextlib.contextmanager
+    @contextmanager
     def of_file(
         cls, file_name: str, file_id: tuple[int, int] | None = None
     ) -> Iterator[Registry | None]:
@@ -155,11 +159,13 @@ class Registry:
         if os.fstat(self.fd).st_nlink == 0:  # its name is gone: destroyed
             raise NotFound(f"context '{self.name}' was destroyed")
 
-    @contextlib.contextmanager
+    @contextmanager
     def publishing(self, nbytes: int, what: str, timeout: float | None = None) -> Iterator[None]:
         """Count `nbytes` as published for the body, which links the name (contexts
         with a capacity only): OutOfSpace if they do not fit; uncounted if it raises."""
         assert self.capacity is not None
+        from .shm.ledger import write_published  # (contexts with a capacity only)
+
         locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
         try:
             used = self._published()
@@ -168,39 +174,45 @@ class Registry:
                     f"{what} does not fit: context '{self.name}' holds {used} of its "
                     f"{self.capacity} bytes; free something first"
                 )
-            ledger.write_published(self.fd, used + nbytes)  # counted before it is linked
+            write_published(self.fd, used + nbytes)  # counted before it is linked
             try:
                 yield
             except BaseException:
-                ledger.write_published(self.fd, self._published() - nbytes)
+                write_published(self.fd, self._published() - nbytes)
                 raise
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
 
-    @contextlib.contextmanager
+    @contextmanager
     def unpublishing(self, nbytes: int, timeout: float | None = None) -> Iterator[None]:
         """Hold the quota lock while the body removes a published name, then uncount
         its `nbytes` (no-op for contexts without a capacity)."""
         if self.capacity is None:
             yield
             return
+        from .shm.ledger import write_published
+
         locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
         try:
             yield
-            ledger.write_published(self.fd, self._published() - nbytes)
+            write_published(self.fd, self._published() - nbytes)
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
 
     def _published(self) -> int:
-        found = ledger.read(self.fd)
+        from .shm.ledger import read
+
+        found = read(self.fd)
         return found.published if found.valid else self.count_published()
 
     def count_published(self) -> int:
         """Sizes of the segments published in the context, counted from the directory
         (a ledger never written, and leak-check's repair; the caller holds the quota
         lock). Only members the context admits and that were made in it count."""
+        from .shm.listing import scan
+
         total = 0
-        for entry in listing.scan(f"{self.file_name}.{PUBLISHED}."):
+        for entry in scan(f"{self.file_name}.{PUBLISHED}."):
             try:
                 opened = segment.open_segment(
                     entry.name, entry.name, self.writers.refusal, read_only=True
@@ -214,13 +226,15 @@ class Registry:
 
     def recount_published(self, timeout: float | None = None) -> None:
         """Count the published bytes again from the directory (leak-check's repair)."""
+        from .shm.ledger import write_published
+
         locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
         try:
-            ledger.write_published(self.fd, self.count_published())
+            write_published(self.fd, self.count_published())
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
 
-    @contextlib.contextmanager
+    @contextmanager
     def pool_locked(self) -> Iterator[bool]:
         """Hold the pool's lock; yields False (and holds nothing) if it stayed busy for
         POOL_WAIT seconds: the caller then does without the pool."""

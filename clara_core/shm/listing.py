@@ -10,10 +10,17 @@ names (destroy then left members behind) or repeat them.
 from __future__ import annotations
 
 import os
+import stat
 
+from ..errors import ClaraError
 from ..names import shm_dir
 from ..records import Record
-from .segment import directory_fd, translate
+from .segment import directory_fd, open_segment, translate
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from .header import Header
+    from .trust import Refusal
 
 
 class Entry(Record):
@@ -30,6 +37,21 @@ class Entry(Record):
     def stat(self, *, follow_symlinks: bool = False) -> os.stat_result:
         """stat of the name now (OSError if it is gone)."""
         return os.stat(self.name, dir_fd=self.directory, follow_symlinks=follow_symlinks)
+
+    def header(self, refusal: Refusal) -> Header | None:
+        """The header of its file, or None if it is gone, refused (`refusal`), or not valid."""
+        try:
+            found = self.stat(follow_symlinks=False)
+        except OSError:
+            return None
+        if not stat.S_ISREG(found.st_mode) or refusal(found) is not None:
+            return None  # cheap: no open for what we would refuse anyway
+        try:
+            opened = open_segment(self.name, self.name, refusal, read_only=True)
+        except ClaraError:  # gone meanwhile, refused, or corrupt (leak-check reports it)
+            return None
+        os.close(opened.fd)
+        return opened.header
 
 
 def scan(prefix: str) -> list[Entry]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import math
 import os
 import struct
 import time
@@ -66,6 +65,7 @@ _SETLK = fcntl.F_OFD_SETLK
 _fcntl = fcntl.fcntl
 
 DEFAULT_WAIT = 10.0  # seconds; $CLARA_LOCK_TIMEOUT overrides it
+INFINITY = float("inf")  # math.inf, without loading math (start-up)
 WAIT_ENV = "CLARA_LOCK_TIMEOUT"
 
 
@@ -78,7 +78,7 @@ def default_wait() -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value < math.inf:
+    if not 0 <= value < INFINITY:
         raise InvalidArgument(f"invalid {WAIT_ENV} {text!r}: use seconds >= 0, e.g. 10")
     return value
 
@@ -103,7 +103,7 @@ def lock(fd: int, byte: int, exclusive: bool, timeout: float) -> bool:
     """
     if try_lock(fd, byte, exclusive):
         return True
-    if timeout == math.inf:
+    if timeout == INFINITY:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, (_EXCLUSIVE if exclusive else _SHARED)[byte])
         return True
     deadline = time.monotonic() + timeout

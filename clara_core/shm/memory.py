@@ -23,9 +23,8 @@ other CPU): the paths above use as few as they can.
 from __future__ import annotations
 
 import errno
-import mmap
 import os
-import weakref
+from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -36,9 +35,8 @@ _PROT_NONE = 0
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
 DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not moved
-_READ_WRITE = mmap.PROT_READ | mmap.PROT_WRITE
-_SHARED_POPULATE = mmap.MAP_SHARED | mmap.MAP_POPULATE
-_ZEROS_FIXED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
+# The mmap module's constants, set by _lib() (a copy through the file maps nothing).
+_READ = _READ_WRITE = _SHARED = _SHARED_POPULATE = _PRIVATE_ZEROS = _ZEROS_FIXED = 0
 _libc: Any = None
 _MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
 # Bound once by _lib(): these run a few times per map and unmap.
@@ -50,8 +48,15 @@ _c_char: Any = None
 def _lib() -> Any:
     """libc with the signatures we call (ctypes is imported on first use)."""
     global _libc, _MAP_FAILED, _mmap, _munmap, _c_char
+    global _READ, _READ_WRITE, _SHARED, _SHARED_POPULATE, _PRIVATE_ZEROS, _ZEROS_FIXED
     if _libc is None:
         import ctypes
+        import mmap
+
+        _READ, _READ_WRITE = mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE
+        _SHARED, _SHARED_POPULATE = mmap.MAP_SHARED, mmap.MAP_SHARED | mmap.MAP_POPULATE
+        _PRIVATE_ZEROS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        _ZEROS_FIXED = _PRIVATE_ZEROS | _MAP_FIXED
 
         _MAP_FAILED = ctypes.c_void_p(-1).value
         libc = ctypes.CDLL(None, use_errno=True)
@@ -131,7 +136,7 @@ class Region:
         self.address = address  # 0: deferred, not mapped (yet)
         self.length = length
         self.writable = writable
-        self._holder: weakref.ref[Any] | None = None
+        self._holder: weak_ref[Any] | None = None
         self._fd = -1  # a deferred region's file, until it is mapped or released
 
     @classmethod
@@ -147,8 +152,8 @@ class Region:
         """Map a segment (read-only pages unless `writable`; all pages now if `populate`)."""
         if _mmap is None:
             _lib()
-        prot = _READ_WRITE if writable else mmap.PROT_READ
-        flags = _SHARED_POPULATE if populate else mmap.MAP_SHARED
+        prot = _READ_WRITE if writable else _READ
+        flags = _SHARED_POPULATE if populate else _SHARED
         spare = _spare.get(length)
         if spare:
             try:
@@ -183,7 +188,7 @@ class Region:
                 self._map_deferred()
             holder = (_c_char * self.length).from_address(self.address)
             holder.owner = owner
-            self._holder = weakref.ref(holder)
+            self._holder = weak_ref(holder)
         return holder
 
     def _map_deferred(self) -> None:
@@ -226,9 +231,8 @@ class Region:
         # Reserve a spot whose address is congruent to ours modulo 2 MiB: then the kernel
         # moves whole page-table pages (about 0.08 ms for 256 MiB) instead of one entry
         # per 4 KiB page (about 0.9 ms).
-        private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
         span = self.length + _PMD_SIZE
-        spot = _check(libc.mmap(None, span, _PROT_NONE, private, -1, 0), "mmap")
+        spot = _check(libc.mmap(None, span, _PROT_NONE, _PRIVATE_ZEROS, -1, 0), "mmap")
         target = spot + (self.address - spot) % _PMD_SIZE
         flags = _MREMAP_MAYMOVE | _MREMAP_FIXED
         moved = _check(libc.mremap(self.address, self.length, self.length, flags, target), "mremap")
@@ -245,7 +249,7 @@ class Region:
             address = _mmap(self.address, length, _READ_WRITE, _ZEROS_FIXED, -1, 0)
             spare = None  # zeros a write view may have written to are given back (unmapped)
         else:
-            address = _mmap(self.address, length, mmap.PROT_READ, _ZEROS_FIXED, -1, 0)
+            address = _mmap(self.address, length, _READ, _ZEROS_FIXED, -1, 0)
             # Read-only zeros hold no memory once their views die: kept for reuse.
             spare = _spare.get(length)
             if spare is None and length < DETACH_FROM:

@@ -119,6 +119,18 @@ NOT_FOR_A_COPY = {
     "ctypes": "~2 ms: a copy's map is deferred, never mapped (Region.deferred)",
     "importlib": "with warnings, ~0.3 ms: clara_core.lazy uses __import__",
     "clara_core.removal": "with resource, ~0.3 ms: only destroy and a leftover name need it",
+    "collections": "~2 ms with itertools, keyword, operator, reprlib: see clara_core.records",
+    "functools": "imports collections (user names are cached in a dict)",
+    "contextlib": "with functools: clara_core.lazy.contextmanager loads it at first use",
+    "weakref": "~1 ms with types and _weakrefset: weakref.ref is _weakref's",
+    "math": "a shared library to load, for math.inf and math.prod",
+    "operator": "only for a shape that is not made of ints",
+    "mmap": "its constants are read when something is mapped (a copy maps nothing)",
+    "clara_core.pool": "a copy recycles nothing (the pool's threshold lives in the registry)",
+    "clara_core.shm.ledger": "only contexts with a capacity count published bytes",
+    "clara_core.shm.listing": "a copy lists no directory",
+    "clara_core.warm_pool": "only a context that uses a warm pool",
+    "clara_core.waiting": "only a copy that waits (--wait, --timeout)",
 }
 
 

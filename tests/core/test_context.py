@@ -147,3 +147,42 @@ def test_segments_get_their_context_mode_whatever_the_umask(umask, mode):
             Context.destroy("moded")
     finally:
         os.umask(old)
+
+
+def _descriptors_of(path: str) -> list[int]:
+    """This process's descriptors open on `path`'s file (by device and inode)."""
+    wanted = os.stat(path)
+    found = []
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat(int(entry))
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
+            found.append(int(entry))
+    return found
+
+
+def test_a_context_closes_its_descriptor_once_when_closed_or_dropped(namespace):
+    segment = os.path.join(shm_dir(), names.context_file("job"))
+    Context.create("job").close()
+    try:
+        ctx = Context.open("job")
+        assert len(_descriptors_of(segment)) == 1
+        del ctx  # dropped without close(): its descriptor goes with it
+        assert _descriptors_of(segment) == []
+        ctx = Context.open("job")
+        (fd,) = _descriptors_of(segment)
+        other = os.open(os.devnull, os.O_RDONLY)  # (another number than the context's)
+        ctx.close()
+        assert _descriptors_of(segment) == []
+        os.dup2(other, fd)  # another file now has the number the context had
+        try:
+            ctx.close()  # a second close must not close it
+            del ctx
+            os.fstat(fd)
+        finally:
+            os.close(fd)
+            os.close(other)
+    finally:
+        Context.destroy("job")

@@ -68,3 +68,36 @@ def test_the_tuple_machinery_cannot_be_overwritten() -> None:
             value: int
 
             def _replace(self) -> None: ...
+
+
+def test_a_field_named_like_the_machinery_is_refused() -> None:
+    """As typing.NamedTuple: `_cls`, `_fields` ... would clash with the tuple's own names."""
+    with pytest.raises(ValueError, match="_cls"):
+
+        class Bad(Record):
+            _cls: int
+
+    with pytest.raises(ValueError, match="cannot start with"):
+
+        class Typed(NamedTuple):
+            _cls: int
+
+
+def test_records_of_as_many_fields_keep_their_own_names_and_defaults() -> None:
+    """The `__new__` of records with as many fields is compiled once, then renamed."""
+
+    class Point(Record):
+        x: int
+        y: int = 7
+
+    class Span(Record):
+        start: int = 1
+        stop: int = 2
+
+    assert Point(y=3, x=4) == (4, 3) and Point(5) == (5, 7)
+    assert Span() == (1, 2) and Span(stop=9) == (1, 9)
+    assert Point(x=1, y=2)._asdict() == {"x": 1, "y": 2}
+    with pytest.raises(TypeError, match=r"Span\.__new__.*'x'"):
+        Span(start=1, x=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'x'"):
+        Point(y=1)  # type: ignore[call-arg]
