@@ -229,3 +229,22 @@ def test_an_operator_tells_only_the_runner_s_socket(tmp_path: Path) -> None:
             got = None
         assert got is None
         assert mine.fileno() >= 0  # left open
+
+
+def test_a_flood_on_the_channel_never_holds_the_runner_up(tmp_path: Path) -> None:
+    """Four processes of the operator write to the channel without end: the runner reads
+    a bounded number of messages per wake-up, so its --timeout still ends the job."""
+    flood = "import os\nfd = int(os.environ['CLARA_COMPLETE_FD'])\nos.fork(); os.fork()\n"
+    flood += "while True:\n    os.write(fd, b'x' * 60)\n"
+    (tmp_path / "flood.py").write_text(flood)
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="flood")
+        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'flood.py'}]}}\n"
+        + f"  output:\n  - {X}\n",
+    )
+    code, result, err = clara_run(pipeline, "--timeout", "3", "--grace", "1", timeout=60)
+    assert code == 1, err
+    assert result["reason"] == "timed out after 3 s"
+    assert operators(result)["produce"]["status"] == "timed-out"
+    assert_clean()
