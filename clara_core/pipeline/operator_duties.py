@@ -31,6 +31,9 @@ from .environment import DISK, SHARED_MEMORY, JobPlan, OperatorIO
 TALLY = "clara-tally"  # never a variable's name: those always hold "--"
 WAITING, SUCCEEDED, FAILED = 0, 1, 2
 LOCK_TIMEOUT = 60.0  # seconds an update of the tally waits for another one
+# Seconds a check on an operator's claim that its outputs are complete waits for a lock:
+# the claimer is alive and may hold one; a busy lock leaves the decision to its exit.
+CLAIM_LOCK_WAIT = 0.1
 
 
 class UpstreamFailed(ClaraError):
@@ -118,10 +121,10 @@ class Tally:
         with _values(self.allocation, "r") as values:
             return values[index]
 
-    def completed(self, operator: str) -> None:
+    def completed(self, operator: str, timeout: float = LOCK_TIMEOUT) -> None:
         """Record that `operator` completed its outputs (checked) before it exited: its
         readers may read. What it read is still counted until it has exited (`succeeded`)."""
-        with _values(self.allocation, "w") as values:
+        with _values(self.allocation, "w", timeout) as values:
             values[self.operators[operator]] = SUCCEEDED
 
     def failed(self, operator: str) -> None:
@@ -154,14 +157,16 @@ class Tally:
 
 
 @contextlib.contextmanager
-def _values(allocation: Allocation, mode: str) -> Iterator[memoryview]:
+def _values(
+    allocation: Allocation, mode: str, timeout: float = LOCK_TIMEOUT
+) -> Iterator[memoryview]:
     """The tally's int64 values as a memoryview, mapped `mode` for the block.
 
     No numpy: the runner, and `clara map` on a declared input, never need it, and its
     import (~0.1 s of CPU) would delay every operator's start. The view is released
     before the unmap, so the unmap is a plain munmap (nothing to cut off).
     """
-    mapping = allocation.map(mode, timeout=LOCK_TIMEOUT)
+    mapping = allocation.map(mode, timeout=timeout)
     complete = False
     try:
         with mapping.buffer.cast("q") as values:
@@ -235,10 +240,11 @@ class OperatorDuties:
                 allocation.release()  # published: it stays until freed
         return allocated
 
-    def check(self) -> tuple[str, dict[str, Observed]]:
+    def check(self, lock_wait: float | None = None) -> tuple[str, dict[str, Observed]]:
         """Each shared-memory output someone reads: there, completely written, as declared.
 
-        Returns the problems found ('' if none) and how each output was left.
+        Returns the problems found ('' if none) and how each output was left. Opening an
+        output waits for its reference lock `lock_wait` seconds (None: the default).
         """
         problems = []
         seen: dict[str, Observed] = {}
@@ -247,7 +253,7 @@ class OperatorDuties:
                 continue
             read = self.plan.readers.get(port.allocation, 0) > 0
             try:  # a fresh reference: it sees the layout as the producer left it
-                allocation = self.ctx.get(port.allocation)
+                allocation = self.ctx.get(port.allocation, timeout=lock_wait)
             except NotFound:
                 seen[port.allocation] = Observed(tuple(port.shape or ()), 0, "missing")
                 if read:
@@ -276,10 +282,10 @@ class OperatorDuties:
     def complete(self) -> bool:
         """The operator says its outputs are complete, before its exit: if `check` finds
         them so, record it in the tally (its readers may read). Whether it did."""
-        try:
-            problem, _ = self.check()
+        try:  # (a lock the claimer holds never holds up the runner)
+            problem, _ = self.check(CLAIM_LOCK_WAIT)
             if not problem:
-                self.tally.completed(self.io.operator)
+                self.tally.completed(self.io.operator, CLAIM_LOCK_WAIT)
                 return True
         except ClaraError:
             pass

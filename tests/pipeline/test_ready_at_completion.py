@@ -248,3 +248,41 @@ def test_a_flood_on_the_channel_never_holds_the_runner_up(tmp_path: Path) -> Non
     assert result["reason"] == "timed out after 3 s"
     assert operators(result)["produce"]["status"] == "timed-out"
     assert_clean()
+
+
+def test_a_claim_while_the_claimer_holds_a_lock_never_holds_the_runner_up(
+    tmp_path: Path,
+) -> None:
+    """The operator writes x, then holds x's reference lock exclusively (so no check can
+    open x) and claims completion: the runner gives up on the claim at once, rather than
+    waiting $CLARA_LOCK_TIMEOUT (here 600 s) for the lock, so its --timeout still works."""
+    (tmp_path / "hold.py").write_text(
+        "import os, subprocess, time\n"
+        "from clara_core import Context\nfrom clara_core.shm import locks\n"
+        "subprocess.run(['clara', 'map', 'x', '--write', '--in', '-', '--format', 'txt'],"
+        " input=b'1 2 3 4', check=True)\n"
+        "with Context.open(os.environ['CLARA_CONTEXT']) as ctx, ctx.get('produce--x') as x:\n"
+        "    mapping = x.map('r')\n"
+        "    fd = os.open(mapping.path, os.O_RDWR)  # an open file of its own\n"
+        "    mapping.unmap()\n"
+        "locks.acquire(fd, locks.REFERENCE_BYTE, True, 'x')\n"
+        "os.write(int(os.environ['CLARA_COMPLETE_FD']), b'complete')\n"
+        "print('holding', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="held")
+        + f"- name: produce\n  container: {{command: [python, {tmp_path / 'hold.py'}]}}\n"
+        + f"  output:\n  - {X}\n"
+        + reader("consume", str(tmp_path / "read.sh"), [from_produce(X)]),
+    )
+    (tmp_path / "read.sh").write_text("clara map x --read --out /dev/null\n")
+    env = dict(os.environ, CLARA_LOCK_TIMEOUT="600")
+    code, result, err = clara_run(pipeline, "--timeout", "5", "--grace", "1", timeout=60, env=env)
+    assert code == 1, err
+    assert result["reason"] == "timed out after 5 s"
+    ops = operators(result)
+    assert ops["produce"]["output_tail"] == ["holding"]
+    assert ops["produce"]["status"] == "timed-out"
+    assert_clean()
