@@ -305,7 +305,7 @@ class Allocation(Lifecycle):
                 timeout = max(timeout.left(), 1e-3)
             else:
                 seconds(timeout)  # checks it
-        region, self._layout = reference.map(
+        mapping: Mapping = reference.map(
             writable,
             timeout,
             allow_incomplete,
@@ -313,8 +313,11 @@ class Allocation(Lifecycle):
             self._layout,
             self.describe(),
             self._holders,
+            Mapping,  # made as Mapping(self, reference, region, layout)
+            self,
         )
-        return Mapping(self, reference, region, self._layout)
+        self._layout = mapping.layout
+        return mapping
 
     def premap(self, mode: str = "r") -> None:
         """Prepare a later map(mode) now: fill this process's page tables for it (what

@@ -19,7 +19,7 @@ import atexit
 import os
 
 from . import forks
-from .errors import Busy, Corrupt, Incomplete, NeverWritten, Timeout
+from .errors import Busy, ClaraError, Corrupt, Incomplete, NeverWritten, Timeout
 from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, processes, segment
@@ -29,12 +29,13 @@ from .shm.memory import Region
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 # Bound once: these run on every map.
 _pread = os.pread
 _parse_layout = hdr.parse_layout
-_LAYOUT_END, _DATA_AT, _COMPLETE = hdr.LAYOUT_END, hdr.DATA_AT, hdr.COMPLETE
-_DATA_END = hdr.DATA_END
+_LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
+_DATA_END, _COMPLETE = hdr.DATA_END, hdr.COMPLETE
 
 
 class Reference(Inheritance):
@@ -117,17 +118,20 @@ class Reference(Inheritance):
         layout: Layout,
         what: str,
         holders: Callable[[], str],
-    ) -> tuple[Region, Layout]:
+        make: Callable[..., Any],
+        owner: object,
+    ) -> Any:
         """Take the map lock (Busy, or wait up to `timeout`), map the segment, check it.
 
-        Returns the region, now one of `maps`, and the layout as found under the lock.
-        `what` names the allocation in errors; `holders()` says who holds the lock.
+        Returns make(owner, self, region, layout): region now one of `maps`, layout as found
+        under the lock. `what` names the allocation in errors, `holders()` the lock's holders.
         """
         if self.seen != forks.count:
             self.adopt()
         pending = self.pending
         if pending is not None:
-            return self._map_private(pending, writable, allow_incomplete, populate, layout, what)
+            mapped = self._map_private(pending, writable, allow_incomplete, populate, layout, what)
+            return make(owner, self, *mapped)
         fd = self.fd
         locked = bool(self.maps) or locks.try_lock(fd, locks.MAP_BYTE, writable)
         if not locked and not timeout:
@@ -161,8 +165,14 @@ class Reference(Inheritance):
                     f"{what} is corrupt (its file was cut short of the {length} "
                     "bytes it needs); remove it with `clara leak-check --fix`"
                 )
+            made, seen = None, b""
             if not locked:
                 assert timeout is not None
+                if not writable:
+                    # Before it sleeps, its result is made from the header as it is now;
+                    # woken, it only checks the data state and layout bytes under the lock.
+                    seen, now = self._layout_now(length, what)
+                    made = make(owner, self, region, now) if seen else None
                 if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
                     raise Timeout(
                         f"{what} stayed mapped by {holders()} for {timeout:g} s",
@@ -174,6 +184,9 @@ class Reference(Inheritance):
                 header = _pread(fd, _LAYOUT_END, 0)
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
+            if seen and header.startswith(seen, _LAYOUT_AT) and header[_DATA_AT] == _COMPLETE:
+                self.maps.append(region)
+                return made
             if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
                 layout = self._check_locked(header, length, writable, allow_incomplete, what)
             else:  # the usual read: complete data, needing no more than the layout
@@ -185,7 +198,16 @@ class Reference(Inheritance):
                 region.release()
             raise
         self.maps.append(region)
-        return region, layout
+        return make(owner, self, region, layout)
+
+    def _layout_now(self, length: int, what: str) -> tuple[bytes, Layout | None]:
+        """Layout bytes and layout in the header now (no lock: a guess); b"" if not valid."""
+        try:
+            if len(now := _pread(self.fd, _LAYOUT_END, 0)) == _LAYOUT_END:
+                return now[_LAYOUT_AT:], _parse_layout(now, length, what)
+        except (ClaraError, OSError):
+            pass
+        return b"", None
 
     def _map_private(
         self,

@@ -24,8 +24,9 @@ from clara_core import (
     Timeout,
     names,
 )
+from clara_core.dtypes import element_type
 from clara_core.names import shm_dir
-from clara_core.shm.header import DATA_OFFSET
+from clara_core.shm.header import DATA_OFFSET, LAYOUT_AT, Layout
 from tests.helpers import Child, run_python, sleeping_in
 
 
@@ -234,6 +235,48 @@ def test_a_waiting_map_gets_the_lock_when_the_writer_lets_go(ctx, timeout, wait)
             sleeping_in(child.pid, (wait,))
             array[500:] = 7
         assert child.expect("read") == "read [7]"
+        assert child.finish()[0] == 0
+    finally:
+        child.kill()
+    alloc.release()
+
+
+@pytest.mark.parametrize("change", ["layout", "failed write"])
+def test_a_waiting_reader_checks_under_the_lock_what_it_prepared_before_it_slept(ctx, change):
+    """A read map that waits makes its result from the header as it is before it sleeps;
+    woken, it must still find, under the lock, the layout and data state as they are now:
+    a layout rewritten meanwhile is the one it gets, a failed write is Incomplete."""
+    alloc = ctx.create(dtype="u32", shape=(1000,))
+    with alloc.map("w") as array:
+        array[:] = 7
+    alloc.publish("data")
+    child = Child(
+        """
+        import math
+        from clara_core import Context, Incomplete
+        ref = Context.open("job").get("data")
+        print("mapping", flush=True)
+        try:
+            with ref.map("r", timeout=math.inf) as array:
+                print("read", array.dtype, array.shape, int(array.view("u4")[0]), flush=True)
+        except Incomplete:
+            print("read incomplete", flush=True)
+        """
+    )
+    try:
+        mapping = alloc.map("w")
+        child.expect("mapping")
+        sleeping_in(child.pid, ("fcntl_setlk",))  # its guess is made: the old layout
+        if change == "layout":  # as a retype would, while the lock is held
+            layout = Layout(element_type("f32"), (500,), 2000, alloc.capacity)
+            fd = os.open(alloc.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, layout.pack(), LAYOUT_AT)
+            finally:
+                os.close(fd)
+        mapping.unmap(complete=change != "failed write")
+        expected = "read float32 (500,) 7" if change == "layout" else "read incomplete"
+        assert child.expect("read") == expected
         assert child.finish()[0] == 0
     finally:
         child.kill()
