@@ -99,6 +99,19 @@ def test_the_floors_are_rows_too(smoke: dict) -> None:
         assert owner["baselines"][floor_name[0]] == rows[floor]["ours"]
 
 
+def test_the_handoff_row_says_which_wake_up_regime_each_side_had(smoke: dict) -> None:
+    """P8's ratio depends on where the reader wakes (see bench.handoff): the row gives, for
+    clara and the one-way pipe, the share of trials woken on the writer's CPU."""
+    (row,) = [row for row in smoke["results"] if row["id"] == "P8"]
+    regimes = row["details"]["regimes"]
+    assert set(regimes) == {"clara", "one-way pipe hand-off"}
+    for regime in regimes.values():
+        assert 0 <= regime["same_cpu_share"] <= 1
+        medians = [regime["same_cpu_median"], regime["other_cpu_median"]]
+        assert any(_number(median) for median in medians), regime
+    assert "woke on the writer's CPU in" in row["note"]
+
+
 def test_nothing_left_behind(smoke: dict) -> None:
     assert smoke["meta"]["leftovers"] == []
     assert smoke["meta"]["mode"] == "smoke"
