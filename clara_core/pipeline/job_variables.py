@@ -22,14 +22,17 @@ from .results import VariableRecord
 _WARM_POOL_TRIES = 5  # makes of a warm pool that others destroy as fast (see below)
 
 
-def create_job_context(name: str, owner: int | None, warm_pool: str | None) -> Context:
+def create_job_context(
+    name: str, owner: int | None, warm_pool: str | None, pooled: bool = True
+) -> Context:
     """The job's context, using the warm pool if any (made on first use: it outlives jobs).
 
-    Someone may destroy the warm pool between its creation here and its opening by
-    `Context.create`: it is then made again, a few times before giving up.
+    Without one, the context pools what the job frees for its later allocations only if
+    `pooled`. Someone may destroy the warm pool between its creation here and its
+    opening by `Context.create`: it is then made again, a few times before giving up.
     """
     if warm_pool is None:
-        return Context.create(name, owner_pid=owner)
+        return Context.create(name, owner_pid=owner, pool_bytes=None if pooled else 0)
     for attempt in range(_WARM_POOL_TRIES):
         with contextlib.suppress(AlreadyExists):
             Context.create(warm_pool).close()

@@ -148,7 +148,8 @@ class _Job:
         self.result.job_dir = self.job.root
         try:
             owner = None if self.keep else os.getpid()
-            self.ctx = create_job_context(self.result.context, owner, self.warm_pool)
+            pooled = scheduling.allocates_late(self.pipeline)
+            self.ctx = create_job_context(self.result.context, owner, self.warm_pool, pooled)
         except BaseException:
             if self.job.temporary:
                 self.job.remove()  # nothing ran: nothing to keep

@@ -1,4 +1,5 @@
-"""When `clara run` starts an operator, and when it may settle one that ended early.
+"""When `clara run` starts an operator, when it may settle one that ended early, and
+whether its job can reuse what it frees.
 
 The rule (README, "When operators start"):
 
@@ -63,3 +64,18 @@ def settle_order(
                 waiting.remove(name)
                 progress = True
     return done
+
+
+def allocates_late(pipeline: Pipeline) -> bool:
+    """Whether a shared-memory output of `pipeline` may be allocated after a variable was
+    freed: a dynamic one (its operator sizes and allocates it as it runs), or a static one
+    of an operator that starts only once another has succeeded. Only then can what the
+    job frees serve it again; otherwise the job's context keeps no pool, and the memory
+    of a freed variable goes back while the job runs, not all at its end."""
+    for op in pipeline.operators:
+        for port in op.outputs:
+            if port.medium != SHARED_MEMORY:
+                continue
+            if not port.shape or port.is_dynamic or disk_upstream(pipeline, op):
+                return True
+    return False

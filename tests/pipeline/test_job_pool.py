@@ -1,0 +1,51 @@
+"""Without a warm pool, a job's context pools what it frees only if a later allocation
+could use it; otherwise freed variables give their memory back while the job runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .pipes import clara_run, operators, write
+from .test_early_start import from_produce, reader
+from .test_run import HEAD, assert_clean
+
+MIB2 = 2 << 20
+X = "{name: x, type: array, element-type: uint8, shape: [2097152]}"
+
+
+@pytest.mark.parametrize(
+    ("y_shape", "pooled"), [("[2097152]", 0), ("[-1]", 1)], ids=["static", "dynamic"]
+)
+def test_a_job_pools_what_it_frees_only_for_a_later_allocation(
+    tmp_path: Path, y_shape: str, pooled: int
+) -> None:
+    """produce writes x, transform reads x and writes y, consume reads y, then counts the
+    pooled segments of the job's context: x was freed (its last reader, transform, is
+    settled before consume may read y). With y dynamic (allocated by transform as it
+    runs) a later allocation could have used x's memory: x is pooled; with every output
+    static, nothing could: x is gone."""
+    y = f"{{name: y, type: array, element-type: uint8, shape: {y_shape}}}"
+    (tmp_path / "produce.sh").write_text(f"head -c {MIB2} /dev/zero | clara map x --write --in -\n")
+    (tmp_path / "transform.sh").write_text(
+        "set -euo pipefail\nclara map x --read --out /dev/null\n"
+        f"head -c {MIB2} /dev/zero | clara map y --write --in -\n"
+    )
+    (tmp_path / "consume.sh").write_text(
+        "set -euo pipefail\nclara map y --read --out /dev/null\n"
+        'clara --json dump "$CLARA_CONTEXT" | python -c "import json, sys; '
+        "found = json.load(sys.stdin)['allocations']; "
+        "print('pooled', sum(a['kind'] == 'pooled' for a in found))\"\n"
+    )
+    pipeline = write(
+        tmp_path,
+        HEAD.format(name="job-pool")
+        + reader("produce", str(tmp_path / "produce.sh"), [], [X]).replace("  input:\n", "")
+        + reader("transform", str(tmp_path / "transform.sh"), [from_produce(X)], [y])
+        + reader("consume", str(tmp_path / "consume.sh"), [y.replace("{", "{from: transform, ")]),
+    )
+    code, result, err = clara_run(pipeline)
+    assert code == 0, (err, result["operators"])
+    assert operators(result)["consume"]["output_tail"] == [f"pooled {pooled}"]
+    assert_clean()
