@@ -359,6 +359,7 @@ class _Job:
                     for process in self.procs.values():
                         process.signal_group(signal.SIGKILL)
                     killed_at = now
+                    self.completed -= self.procs.keys()  # its exit is ours now, not its own
                 if killed_at is not None and now - killed_at > KILL_WAIT:
                     break
                 wait = term_deadline - now if killed_at is None else KILL_WAIT

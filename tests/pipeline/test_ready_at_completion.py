@@ -123,6 +123,26 @@ def test_a_reader_s_failure_lets_its_completed_producer_end_as_it_would(
     assert_clean()
 
 
+def test_a_completed_producer_the_runner_kills_after_grace_is_stopped_not_failed(
+    tmp_path: Path,
+) -> None:
+    """The reader fails; its producer, outputs complete, is left to end on its own but
+    is still in its cleanup when --grace runs out: the runner kills it. That exit is the
+    runner's doing, not the producer's failure: it is reported stopped (as any operator
+    the runner stops), and the job's reason stays the reader's."""
+    flag = tmp_path / "consumer-done"
+    slow = "import time; time.sleep(60)"
+    pipeline = driver_pipeline(tmp_path, "killed-after-grace", flag, slow, "sys.exit(3)")
+    code, result, err = clara_run(pipeline, "--grace", "1", timeout=120)
+    assert code == 1, (err, result["operators"])
+    assert result["reason"] == "operator 'consume' exited with code 3"
+    ops = operators(result)
+    assert (ops["consume"]["status"], ops["consume"]["exit_code"]) == ("failed", 3)
+    assert ops["produce"]["status"] == "stopped", ops["produce"]
+    assert ops["produce"]["reason"] == "was killed by SIGKILL while the job was stopping"
+    assert_clean()
+
+
 def shell_pipeline(tmp_path: Path, name: str, produce: str) -> tuple[Path, Path]:
     """produce (bash script `produce`) -> consume (bash: reads x, prints it, creates a
     flag file, whose path the producer finds in $FLAG)."""
