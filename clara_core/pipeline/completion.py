@@ -9,8 +9,9 @@ the runner checks the outputs as it would at the exit, and lets the readers go a
 The channel is an unnamed Unix datagram socket pair per operator: the runner keeps one
 end (SO_PASSCRED on), the operator inherits the other as descriptor $CLARA_COMPLETE_FD.
 A message ``complete`` (a trailing newline allowed) counts only if it comes from the
-process the runner started (its pid, attached by the kernel to each message: a process
-cannot claim another's pid), whatever that process has exec'd since; anything else is
+process the runner started (its pid, attached by the kernel to each message: only a
+process with CAP_SYS_ADMIN, such as root, can claim another's pid, and only the
+operator's own processes hold its end), whatever it has exec'd since; anything else is
 read and ignored. The message is a claim, never trusted as such: the runner then checks
 every output someone reads, exactly as at the exit (there, completely written, as
 declared), and only if that passes, and every operator it reads from has completed,
