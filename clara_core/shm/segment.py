@@ -227,7 +227,16 @@ def open_segment(
     read under it), else waited for only after those checks, at most `timeout` seconds
     (None: `locks.default_wait()`), and the stat and header read again under it.
     """
-    fd, writable = _open_nonblocking(file_name, what, read_only, refusal)
+    if read_only:
+        fd, writable = _open_read_only(file_name, what, refusal), False
+    else:
+        dir_fd = directory_fd()
+        try:  # the usual case, first and alone (inline: this runs on every get)
+            fd, writable = os.open(file_name, _READ_WRITE, dir_fd=dir_fd), True
+        except (PermissionError, IsADirectoryError):  # may only read it (or a directory)
+            fd, writable = _open_read_only(file_name, what, refusal), False
+        except OSError as exc:
+            _explain_refused(exc, file_name, what, refusal)
     try:
         locked = False
         if lock is not None:
@@ -261,19 +270,9 @@ def open_segment(
         raise
 
 
-def _open_nonblocking(
-    file_name: str, what: str, read_only: bool, refusal: Refusal
-) -> tuple[int, bool]:
-    dir_fd = directory_fd()
-    if not read_only:
-        try:  # the usual case, first and alone
-            return os.open(file_name, _READ_WRITE, dir_fd=dir_fd), True
-        except (PermissionError, IsADirectoryError):
-            pass  # this user may only read it (or it is a directory)
-        except OSError as exc:
-            _explain_refused(exc, file_name, what, refusal)
+def _open_read_only(file_name: str, what: str, refusal: Refusal) -> int:
     try:
-        return os.open(file_name, _READ_ONLY, dir_fd=dir_fd), False
+        return os.open(file_name, _READ_ONLY, dir_fd=directory_fd())
     except (PermissionError, IsADirectoryError):
         found = stat_named(file_name)
         if found is not None:  # say whose it is rather than just "denied"
@@ -281,7 +280,6 @@ def _open_nonblocking(
         raise PermissionDenied(f"{what}: permission denied") from None
     except OSError as exc:
         _explain_refused(exc, file_name, what, refusal)
-    raise AssertionError("unreachable")
 
 
 _READ_ONLY = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDONLY

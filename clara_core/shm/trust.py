@@ -107,24 +107,27 @@ class Writers(Record):
 
     def admits(self, member: os.stat_result) -> bool:
         """Whether one of the writers made this member (see the module's rules)."""
-        if stat.S_IMODE(member.st_mode) & ~self.mode:
-            return False  # grants someone more than the context does: not made by clara
-        if member.st_uid == self.uid or self.mode & OTHERS_WRITE:
-            return True
-        return bool(self.mode & GROUP_WRITES) and member.st_gid == self.gid
+        return self.refusal(member) is None
 
     def refusal(self, member: os.stat_result) -> str | None:
-        """None if the member may be used, else why not (for messages)."""
-        if self.admits(member):
+        """None if the member may be used (one of the writers made it: see the module's
+        rules), else why not (for messages). This runs on every get: one frame."""
+        mode = self.mode
+        more = stat.S_IMODE(member.st_mode) & ~mode  # grants what the context does not
+        if not more and (
+            member.st_uid == self.uid
+            or mode & OTHERS_WRITE
+            or (mode & GROUP_WRITES and member.st_gid == self.gid)
+        ):
             return None
-        if stat.S_IMODE(member.st_mode) & ~self.mode:
+        if more:
             return (
                 f"has mode {stat.S_IMODE(member.st_mode):o}, more than its context's "
-                f"{self.mode:o}: clara did not make it"
+                f"{mode:o}: clara did not make it"
             )
         return (
             f"belongs to another user ({user_name(member.st_uid)}), who may not write "
-            f"into this context (mode {self.mode:o} of {user_name(self.uid)}): it was "
+            f"into this context (mode {mode:o} of {user_name(self.uid)}): it was "
             "put there behind clara's back and is ignored"
         )
 
