@@ -248,7 +248,7 @@ class Allocation(Lifecycle):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        self._reference.close()  # release(), whose other steps are for recycle=False only
 
     # -- maps ---------------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class Allocation(Lifecycle):
             allow_incomplete,
             populate,
             self._layout,
-            self.describe(),
+            self._description or self.describe(),
             self._holders,
             Mapping,  # made as Mapping(self, reference, region, layout)
             self,

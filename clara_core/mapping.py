@@ -118,7 +118,8 @@ class Mapping:
             if not region.writable:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
             count = layout.nbytes // etype.itemsize
-            array = _frombuffer()(holder, etype.numpy, count, DATA_OFFSET)
+            frombuffer = _numpy_frombuffer or _frombuffer()
+            array = frombuffer(holder, etype.numpy, count, DATA_OFFSET)
             if len(layout.shape) > 1:
                 array = array.reshape(layout.shape)
             self._array = weak_ref(array)
@@ -221,8 +222,9 @@ class Mapping:
         if self._region in self._reference.maps:
             self._reference.unmap(self._region, complete)
 
-    def __enter__(self) -> numpy.ndarray:
-        return self.array
+    # ``with alloc.map(...) as array``: the array itself (the property's getter, no
+    # frame of its own: every map runs it).
+    __enter__ = array.fget  # type: ignore[assignment]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._region in self._reference.maps:
