@@ -178,7 +178,8 @@ def open_member(
         expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
         if header.kind != hdr.KIND_ALLOCATION:
             raise Corrupt(f"{what} is corrupt (it is not an allocation)")
-        if not registry.made_here(header):
+        origin = header.origin
+        if origin.context_created_ns not in registry.made_in:  # made_here(), inline
             raise NotFound(f"{what} was left by an earlier context '{registry.name}'")
         if found.st_nlink == 0 or header.lifecycle != expected:
             raise NotFound(f"{what} was freed")
@@ -190,7 +191,7 @@ def open_member(
         elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
             raise NotFound(f"{what} was freed")  # a handle is not in the header
         key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-        layout, created_ns = header.layout, header.origin.created_ns
+        layout, created_ns = header.layout, origin.created_ns
         assert layout is not None  # an allocation's header has one
         # Named as asked, `what` is what describe() would make: made once.
         description = what if visibility == SHARED and key == name else None
@@ -204,7 +205,8 @@ def open_member(
             found,
             visibility,
             key,
-            description=description,
+            None,  # (no pool name)
+            description,
         )
     except BaseException:
         os.close(fd)

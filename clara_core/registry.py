@@ -50,6 +50,7 @@ class Registry:
         "fd",
         "file_name",
         "incarnation",
+        "made_in",
         "mode",
         "name",
         "pool_cap",
@@ -82,6 +83,7 @@ class Registry:
         # The context's created_ns, stamped into every allocation made in it: a context
         # destroyed and created again has the same name but another incarnation.
         self.incarnation = incarnation
+        self.made_in = (0, incarnation)  # what made_here() accepts (see there)
         self._published_files: dict[str, str] = {}  # name -> file name, see published_file
         # Another context whose pool this one claims from and retires into (`warm_pool`).
         self.warm_pool: Registry | None = None
@@ -143,8 +145,7 @@ class Registry:
         earlier one of the same name (left behind by a destroy that could not finish:
         killed, or a member's lock held too long). 0 (a writer that does not stamp
         members) is taken on trust."""
-        made_in = member.origin.context_created_ns
-        return made_in in (0, self.incarnation)
+        return member.origin.context_created_ns in self.made_in
 
     def check_writable(self, action: str) -> None:
         """PermissionDenied unless this user may write the context (its mode says so)."""
