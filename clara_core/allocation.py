@@ -240,14 +240,17 @@ class Allocation(Lifecycle):
             locks.unlock(self._fd, locks.MAP_BYTE)
 
     def __del__(self) -> None:
-        reference = getattr(self, "_reference", None)  # absent if __init__ failed
-        if reference is not None and not reference.closed:
+        try:
+            reference = self._reference
+        except AttributeError:  # __init__ failed before it was made
+            return
+        if not reference.closed:
             reference.close()
 
     def __enter__(self) -> Allocation:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._reference.close()  # release(), whose other steps are for recycle=False only
 
     # -- maps ---------------------------------------------------------------------------

@@ -347,7 +347,7 @@ class Context:
         """
         file_name = self._registry.published_file(name)  # (checks the name)
         what = f"allocation '{name}' in context '{self.name}'"
-        lock_wait = timeout if isinstance(timeout, (int, float)) else None
+        lock_wait = None if timeout is None or not isinstance(timeout, (int, float)) else timeout
         if wait:
             from . import waiting
 

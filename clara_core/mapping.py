@@ -46,6 +46,9 @@ class Mapping:
     (they read zeros), so copy what you want to keep.
     """
 
+    # Slots: one is made (and dies) on every map: no attribute dict to build and free.
+    __slots__ = ("_array", "_reference", "_region", "_written", "allocation", "layout")
+
     def __init__(
         self, allocation: Allocation, reference: Reference, region: Region, layout: Layout
     ) -> None:
@@ -109,19 +112,17 @@ class Mapping:
             self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
-            layout = self.layout
-            etype = layout.etype
+            etype, shape, nbytes, _ = self.layout  # (one unpack, not three field lookups)
             try:
                 holder = region.holder(self)
             except OSError as exc:  # a map made with populate=False maps its pages now
                 raise self._unmappable(exc) from exc
             if not region.writable:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
-            count = layout.nbytes // etype.itemsize
             frombuffer = _numpy_frombuffer or _frombuffer()
-            array = frombuffer(holder, etype.numpy, count, DATA_OFFSET)
-            if len(layout.shape) > 1:
-                array = array.reshape(layout.shape)
+            array = frombuffer(holder, etype.numpy, nbytes // etype.itemsize, DATA_OFFSET)
+            if len(shape) > 1:
+                array = array.reshape(shape)
             self._array = weak_ref(array)
         return array
 

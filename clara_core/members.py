@@ -148,6 +148,9 @@ def _fresh_segment(
     return segment.create_anonymous(size, registry.mode, what, header, owner)
 
 
+_SHARED_REFERENCE = (locks.REFERENCE_BYTE, False)  # the lock a reference holds (open_member)
+
+
 def open_member(
     context: Context,
     registry: Registry,
@@ -169,29 +172,30 @@ def open_member(
         what,
         registry.writers.refusal,
         read_only=read_only,
-        lock=(locks.REFERENCE_BYTE, False),
+        lock=_SHARED_REFERENCE,
         timeout=timeout,
     )
-    fd, header, found = opened.fd, opened.header, opened.stat
+    fd, writable, found, header = opened  # (one unpack: see below)
     assert header is not None
     try:
+        # One unpack each, not a lookup per field (~30 ns each): this runs on every get.
+        kind, lifecycle, _, layout, origin, _, _, header_name = header
+        created_ns, _, _, _, _, made_in = origin
         expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
-        if header.kind != hdr.KIND_ALLOCATION:
+        if kind != hdr.KIND_ALLOCATION:
             raise Corrupt(f"{what} is corrupt (it is not an allocation)")
-        origin = header.origin
-        if origin.context_created_ns not in registry.made_in:  # made_here(), inline
+        if made_in not in registry.made_in:  # registry.made_here(header), inline
             raise NotFound(f"{what} was left by an earlier context '{registry.name}'")
-        if found.st_nlink == 0 or header.lifecycle != expected:
+        if found.st_nlink == 0 or lifecycle != expected:
             raise NotFound(f"{what} was freed")
         # Between our open and our lock, the segment may have been freed, recycled
         # and published again under another name: it must still be the one named.
         if visibility == SHARED:
-            if header.name != name and not same_name(header.name, name):
+            if header_name != name and not same_name(header_name, name):
                 raise NotFound(f"{what} was freed")
         elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
             raise NotFound(f"{what} was freed")  # a handle is not in the header
-        key = header.name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-        layout, created_ns = header.layout, origin.created_ns
+        key = header_name if visibility == SHARED else file_name.rsplit(".", 1)[1]
         assert layout is not None  # an allocation's header has one
         # Named as asked, `what` is what describe() would make: made once.
         description = what if visibility == SHARED and key == name else None
@@ -199,7 +203,7 @@ def open_member(
             context,
             registry,
             fd,
-            opened.writable,
+            writable,
             layout,
             created_ns,
             found,

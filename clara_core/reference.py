@@ -218,11 +218,11 @@ class Reference(Inheritance):
         layout: Layout,
         what: str,
     ) -> tuple[Region, Layout]:
-        """`map` of a segment no other process can reach (see `defer`): no lock to take,
-        no file that anyone else could have cut short or retyped, the data state in
-        `pending`."""
+        """`map` of a segment no other process can reach (see `defer`): no lock to take, no
+        file that anyone else could have cut short or retyped, the data state in `pending`."""
         if writable:
-            writing, completed = hdr.write_map_states(pending, *processes.identity())
+            pid, start = processes.identity()  # (not *identity(): no args tuple, P2's path)
+            writing, completed = hdr.write_map_states(pending, pid, start)
             region, self.warm = self.warm, None
         else:
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:

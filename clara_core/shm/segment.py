@@ -241,7 +241,7 @@ def open_segment(
         locked = False
         if lock is not None:
             try:  # noqa: SIM105 (inline, faster than suppress: this runs on every get)
-                locked = locks.try_lock(fd, *lock)
+                locked = locks.try_lock(fd, lock[0], lock[1])  # (not *lock: no args tuple)
             except OSError:  # a file that takes no lock: refused by the checks below
                 pass
         try:

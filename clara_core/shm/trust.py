@@ -112,12 +112,12 @@ class Writers(Record):
     def refusal(self, member: os.stat_result) -> str | None:
         """None if the member may be used (one of the writers made it: see the module's
         rules), else why not (for messages). This runs on every get: one frame."""
-        mode = self.mode
+        uid, gid, mode = self  # (one unpack, not three field lookups)
         more = stat.S_IMODE(member.st_mode) & ~mode  # grants what the context does not
         if not more and (
-            member.st_uid == self.uid
+            member.st_uid == uid
             or mode & OTHERS_WRITE
-            or (mode & GROUP_WRITES and member.st_gid == self.gid)
+            or (mode & GROUP_WRITES and member.st_gid == gid)
         ):
             return None
         if more:
@@ -127,7 +127,7 @@ class Writers(Record):
             )
         return (
             f"belongs to another user ({user_name(member.st_uid)}), who may not write "
-            f"into this context (mode {mode:o} of {user_name(self.uid)}): it was "
+            f"into this context (mode {mode:o} of {user_name(uid)}): it was "
             "put there behind clara's back and is ignored"
         )
 
