@@ -170,7 +170,7 @@ def open_member(
     opened = segment.open_segment(
         file_name,
         what,
-        registry.writers.refusal,
+        registry.refusal,
         read_only=read_only,
         lock=_SHARED_REFERENCE,
         timeout=timeout,

@@ -54,6 +54,7 @@ class Registry:
         "mode",
         "name",
         "pool_cap",
+        "refusal",
         "uid",
         "warm_pool",
         "writable",
@@ -76,6 +77,7 @@ class Registry:
         self.fd = fd
         self.writable = writable
         self.writers = Writers.of(found)
+        self.refusal = self.writers.refusal  # (bound once: every get asks it)
         self.uid = found.st_uid
         self.mode = stat.S_IMODE(found.st_mode)
         self.capacity = capacity

@@ -88,6 +88,9 @@ def _check(result: int | None, what: str) -> int:
 # and the munmap of the old one do. Only this module maps or unmaps these ranges, so an
 # address found here is always ours to replace. A few per length, a few lengths.
 _spare: dict[int, list[int]] = {}
+# The ctypes array type of a holder, by length (a few lengths): a dict lookup costs a
+# third of `c_char * n`, which builds a key for ctypes' own cache of the same types.
+_holder_types: dict[int, type] = {}
 _SPARE_PER_LENGTH = 2
 _SPARE_LENGTHS = 16
 
@@ -186,7 +189,12 @@ class Region:
         if holder is None:
             if not self.address:
                 self._map_deferred()
-            holder = (_c_char * self.length).from_address(self.address)
+            kind = _holder_types.get(self.length)
+            if kind is None:
+                if len(_holder_types) >= _SPARE_LENGTHS:
+                    _holder_types.clear()
+                kind = _holder_types[self.length] = _c_char * self.length
+            holder = kind.from_address(self.address)
             holder.owner = owner
             self._holder = weak_ref(holder)
         return holder
