@@ -47,7 +47,16 @@ class Mapping:
     """
 
     # Slots: one is made (and dies) on every map: no attribute dict to build and free.
-    __slots__ = ("_array", "_reference", "_region", "_written", "allocation", "layout")
+    # (and one may be referred to weakly, as an Allocation may: a public class kept that)
+    __slots__ = (
+        "__weakref__",
+        "_array",
+        "_reference",
+        "_region",
+        "_written",
+        "allocation",
+        "layout",
+    )
 
     def __init__(
         self, allocation: Allocation, reference: Reference, region: Region, layout: Layout

@@ -9,6 +9,7 @@ import math
 import os
 import resource
 import signal
+import weakref
 
 import numpy as np
 import pytest
@@ -680,4 +681,14 @@ def test_premap_of_an_input_refuses_a_write_map(ctx):
         reader.premap("w")
     assert _mappings_of(reader.path) == []
     reader.release()
+    alloc.release()
+
+
+def test_allocations_and_mappings_may_be_referred_to_weakly(ctx):
+    """Both are public classes with slots: a cache of them keyed weakly must still work."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    mapping = alloc.map("w")
+    refs = weakref.ref(alloc), weakref.ref(mapping)
+    assert (refs[0](), refs[1]()) == (alloc, mapping)
+    mapping.unmap()
     alloc.release()
