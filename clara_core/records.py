@@ -37,10 +37,13 @@ else:
             items = params + ("," if len(fields) == 1 else "")
             template = eval(f"lambda _cls, {params}: _tuple_new(_cls, ({items}))", _NEW_GLOBALS)
             _new_by_arity[len(fields)] = template
-        code = template.__code__.replace(
-            co_varnames=("_cls", *fields), co_name="__new__", co_qualname=f"{name}.__new__"
+        names = {"co_varnames": ("_cls", *fields), "co_name": "__new__"}
+        if hasattr(template.__code__, "co_qualname"):  # Python 3.11 on; 3.10 has none
+            names["co_qualname"] = f"{name}.__new__"
+        new = type(template)(
+            template.__code__.replace(**names), _NEW_GLOBALS, "__new__", defaults or None
         )
-        new = type(template)(code, _NEW_GLOBALS, "__new__", defaults or None)
+        new.__qualname__ = f"{name}.__new__"
         new.__doc__ = f"Create new instance of {name}({', '.join(fields)})"
         return new
 
