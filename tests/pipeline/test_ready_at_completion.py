@@ -167,6 +167,17 @@ def shell_pipeline(tmp_path: Path, name: str, produce: str) -> tuple[Path, Path]
     return pipeline, flag
 
 
+def assert_reader_went_on(pipeline: Path, before_exit: bool) -> None:
+    """Run a `shell_pipeline`: it succeeds, its reader reads x, and the producer saw the
+    reader finish before its own exit exactly when `before_exit`."""
+    code, result, err = clara_run(pipeline, timeout=120)
+    assert code == 0, (err, result["operators"])
+    ops = operators(result)
+    assert ops["produce"]["output_tail"] == [f"reader done before my exit: {before_exit}"]
+    assert ops["consume"]["output_tail"] == ["1", "2", "3", "4"]
+    assert_clean()
+
+
 def test_a_shell_operator_says_complete_through_its_descriptor(tmp_path: Path) -> None:
     """`printf complete >&$CLARA_COMPLETE_FD` from the operator's own shell, twice (a
     repeated claim is read and ignored, and never fails the writer)."""
@@ -178,12 +189,7 @@ def test_a_shell_operator_says_complete_through_its_descriptor(tmp_path: Path) -
         'printf "complete\\n" >&"$CLARA_COMPLETE_FD"\n'
         '$AWAIT "$FLAG" 30\n',
     )
-    code, result, err = clara_run(pipeline, timeout=120)
-    assert code == 0, (err, result["operators"])
-    ops = operators(result)
-    assert ops["produce"]["output_tail"] == ["reader done before my exit: True"]
-    assert ops["consume"]["output_tail"] == ["1", "2", "3", "4"]
-    assert_clean()
+    assert_reader_went_on(pipeline, before_exit=True)
 
 
 def test_claims_on_incomplete_data_or_from_another_process_release_no_reader(
@@ -200,12 +206,7 @@ def test_claims_on_incomplete_data_or_from_another_process_release_no_reader(
         "python -c \"import os; os.write(int(os.environ['CLARA_COMPLETE_FD']), b'complete')\"\n"
         '$AWAIT "$FLAG" 3\n',
     )
-    code, result, err = clara_run(pipeline, timeout=120)
-    assert code == 0, (err, result["operators"])
-    ops = operators(result)
-    assert ops["produce"]["output_tail"] == ["reader done before my exit: False"]
-    assert ops["consume"]["output_tail"] == ["1", "2", "3", "4"]
-    assert_clean()
+    assert_reader_went_on(pipeline, before_exit=False)
 
 
 def test_the_channel_counts_only_complete_from_the_process_it_names() -> None:
