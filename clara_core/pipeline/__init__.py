@@ -1,6 +1,6 @@
 """Clara pipelines: the language, the local runner, and the operator side.
 
-    model            Pipeline, Operator, Port: plain dataclasses and the DAG
+    model            Pipeline, Operator, Port: read-only records and the DAG
     schema/          the rules of Clara's pipeline language, with line numbers
     yamllines        YAML with a line number on every node
     loading          load(file) / check(file): a file through the rules into a Pipeline

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 
 from ..errors import InvalidArgument, NotFound
+from ..records import Record
 from .model import Operator, Pipeline
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(Record):
     """A local command for one operator, and where it was given (for messages)."""
 
     operator: str
@@ -99,12 +98,12 @@ def apply(pipeline: Pipeline, bindings: Iterable[Binding]) -> Pipeline:
             ) from None
         commands[op.name] = binding
     operators = tuple(
-        replace(op, command=commands[op.name].argv, command_origin=commands[op.name].origin)
+        op._replace(command=commands[op.name].argv, command_origin=commands[op.name].origin)
         if op.name in commands
         else op
         for op in pipeline.operators
     )
-    return replace(pipeline, operators=operators)
+    return pipeline._replace(operators=operators)
 
 
 def require_commands(pipeline: Pipeline) -> None:

@@ -29,10 +29,10 @@ import contextlib
 import gc
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 
 from ..context import Context
 from ..errors import ClaraError, Incomplete, InvalidArgument, NotFound
+from ..records import Record
 from .completion import tell_runner_complete
 from .environment import SHARED_MEMORY, Declared, OperatorIO
 from .variables import Variable, open_job_context
@@ -51,8 +51,7 @@ INITIALIZED, PREPARING, WAITING, EXECUTING = "initialized", "preparing", "waitin
 CLEANING_UP, FINALIZED = "cleaning-up", "finalized"
 
 
-@dataclass(frozen=True)
-class PayloadEntry:
+class PayloadEntry(Record):
     """A disk input or output: its declared name (may be empty) and local path."""
 
     name: str

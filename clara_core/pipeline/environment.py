@@ -33,9 +33,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 
 from ..errors import InvalidArgument
+from ..records import Record
 
 CONTEXT = "CLARA_CONTEXT"
 OPERATOR = "CLARA_OPERATOR"
@@ -58,8 +58,7 @@ def env_suffix(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
-@dataclass(frozen=True)
-class Declared:
+class Declared(Record):
     """One input or output as its operator sees it at run time."""
 
     direction: str  # "input" or "output"
@@ -82,8 +81,7 @@ class Declared:
         return f"{self.direction} '{self.name or ''}' of operator '{operator}'"
 
 
-@dataclass(frozen=True)
-class OperatorIO:
+class OperatorIO(Record):
     """Everything an operator process needs to know about its job and declared I/O."""
 
     job_id: str
@@ -108,7 +106,9 @@ class OperatorIO:
 
     def to_json(self) -> str:
         """The CLARA_IO document."""
-        data = asdict(self)
+        data = self._asdict()
+        for key in ("inputs", "outputs"):
+            data[key] = [port._asdict() for port in data[key]]
         data["format"] = FORMAT
         return json.dumps(data, separators=(",", ":"))
 
@@ -190,8 +190,7 @@ class OperatorIO:
         return env
 
 
-@dataclass(frozen=True)
-class JobPlan:
+class JobPlan(Record):
     """What every operator of a job must agree on to do the runner's duties without it.
 
     The same for every operator of a job: its operators (in a dependency order) and, for

@@ -8,14 +8,12 @@ is left out of the picture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..records import Record
 from .environment import DISK
 from .model import Pipeline, Port
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(Record):
     """One variable flowing from `source` to `target` (an operator, or None for a file)."""
 
     source: str | None

@@ -23,9 +23,9 @@ import os
 import posixpath
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from ..errors import InvalidArgument
+from ..records import Record
 from . import isolate as isolation
 from .environment import OperatorIO
 from .jobdir import JobDirectory
@@ -33,8 +33,7 @@ from .model import Operator, Pipeline
 from .operator_io import describe_operator, disk_paths
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(Record):
     """What starting one operator takes: argv, working directory, environment, its I/O."""
 
     argv: list[str]

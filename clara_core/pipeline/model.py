@@ -1,4 +1,4 @@
-"""Clara pipeline definitions: plain dataclasses and the DAG of operators.
+"""Clara pipeline definitions: read-only records and the DAG of operators.
 
     for op in pipeline.order(): ...   # a Pipeline comes from `loading.load(file)`
 
@@ -9,15 +9,19 @@ Clara would mount the volume), never a path on this machine: `operator_io` says 
 lives in a local job. Edges come from every input's `from`, disk and shared memory alike,
 so ordering never needs dummy disk I/O. The validation rules live in `schema`; loading a
 file is `loading`'s job.
+
+The definitions are `clara_core.records` records (named tuples: change one with
+`_replace`), not dataclasses: `clara run` imports this module before its first operator
+starts, and the dataclasses module (with inspect, ast and tokenize) plus the code each
+dataclass generates at import cost ~15 ms of that start-up.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from functools import cached_property
 
 from ..errors import InvalidArgument, NotFound
+from ..records import Record
 from .environment import DISK, SHARED_MEMORY, STREAM
 
 STRING = "string"
@@ -28,8 +32,7 @@ SEPARATOR = "--"  # allocation name of a variable: <operator>--<output>
 ERROR, WARNING, NOTE = "error", "warning", "note"
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Record):
     """One remark about a pipeline file, at a line.
 
     An error makes the file invalid; a warning is valid Clara that a local run cannot do
@@ -68,8 +71,7 @@ class PipelineInvalid(InvalidArgument):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(Record):
     """One declared input or output of an operator."""
 
     name: str | None
@@ -100,8 +102,7 @@ class Port:
         return f"'{self.name}'" if self.name else "(unnamed)"
 
 
-@dataclass(frozen=True)
-class Connection:
+class Connection(Record):
     """How operators reach a service: `http` (an environment variable NAME holding the
     service's URI) or `volume` (a mounted path)."""
 
@@ -113,8 +114,7 @@ class Connection:
     uri: str | None = None  # http: given by `clara run --service NAME=URI`
 
 
-@dataclass(frozen=True)
-class Service:
+class Service(Record):
     """A long-running helper an operator declares (Clara's `services`, deprecated in 0.7.1)."""
 
     name: str
@@ -124,8 +124,7 @@ class Service:
     line: int = 0
 
 
-@dataclass(frozen=True)
-class Operator:
+class Operator(Record):
     """One operator: a command (may be empty: Clara runs the image's entry-point), its
     environment, and its declared I/O.
 
@@ -137,7 +136,8 @@ class Operator:
     command: tuple[str, ...]
     inputs: tuple[Port, ...] = ()
     outputs: tuple[Port, ...] = ()
-    variables: dict[str, str] = field(default_factory=dict)
+    # (one empty dict shared by every Operator made without: nothing changes a record's)
+    variables: dict[str, str] = {}  # noqa: RUF012
     description: str = ""
     image: str = ""
     tag: str = ""
@@ -146,7 +146,7 @@ class Operator:
     services: tuple[Service, ...] = ()
     # Clara's `requests` (hardware minimums): cpu, gpu, memory (MB) as written; a local run
     # ignores them, a cluster export turns them into resource requests.
-    requests: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, str] = {}  # noqa: RUF012
 
     @property
     def image_ref(self) -> str:
@@ -174,16 +174,53 @@ class Operator:
         return None
 
 
-@dataclass(frozen=True)
 class Pipeline:
-    """A validated pipeline definition."""
+    """A validated pipeline definition (read-only: `_replace` makes a changed copy)."""
+
+    _fields = ("name", "api_version", "operators", "file", "orchestrator", "remarks")
+    __slots__ = (*_fields, "_names")
 
     name: str
     api_version: str
     operators: tuple[Operator, ...]
-    file: str = ""
-    orchestrator: str | None = None
-    remarks: tuple[Problem, ...] = ()  # warnings and notes of a valid file
+    file: str
+    orchestrator: str | None
+    remarks: tuple[Problem, ...]  # warnings and notes of a valid file
+
+    def __init__(
+        self,
+        name: str,
+        api_version: str,
+        operators: tuple[Operator, ...],
+        file: str = "",
+        orchestrator: str | None = None,
+        remarks: tuple[Problem, ...] = (),
+    ) -> None:
+        # (a plain class, not a record, for the allocation names it computes once)
+        values = (name, api_version, operators, file, orchestrator, remarks, None)
+        for slot, value in zip(self.__slots__, values, strict=True):  # (_names last)
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Pipeline is read-only: use _replace({name}=...)")
+
+    def _replace(self, **changes: object) -> Pipeline:
+        """A copy with some fields changed."""
+        values = {field: changes.pop(field, getattr(self, field)) for field in self._fields}
+        if changes:
+            raise ValueError(f"Got unexpected field names: {list(changes)!r}")
+        return Pipeline(**values)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]  # (its operators hold dicts, as before)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{field}={getattr(self, field)!r}" for field in self._fields)
+        return f"Pipeline({fields})"
 
     @property
     def directory(self) -> str:
@@ -238,9 +275,12 @@ class Pipeline:
 
     def allocation_name(self, producer: Operator, output: Port) -> str:
         """The name under which `output` of `producer` is published in the job's context."""
-        return self._allocation_names[(producer.name.lower(), (output.name or "").lower())]
+        names = self._names
+        if names is None:
+            names = self._allocation_names()
+            object.__setattr__(self, "_names", names)
+        return names[(producer.name.lower(), (output.name or "").lower())]
 
-    @cached_property
     def _allocation_names(self) -> dict[tuple[str, str], str]:
         # <operator>--<output> is readable in `clara dump`; names are free to contain "--",
         # so a (rare) clash or an over-long name falls back to a hashed, unique one.

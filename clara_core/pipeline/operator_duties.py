@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from .. import waiting
 from ..allocation import Allocation
 from ..context import Context
 from ..dtypes import shapes_match
 from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound, Timeout
+from ..records import Record
 from .environment import DISK, SHARED_MEMORY, JobPlan, OperatorIO
 
 TALLY = "clara-tally"  # never a variable's name: those always hold "--"
@@ -40,8 +40,7 @@ class UpstreamFailed(ClaraError):
     """An operator this one reads from failed: it will never run."""
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(Record):
     """An output as its producer left it."""
 
     shape: tuple[int, ...]

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 
+from ..records import Record
 from .environment import Declared, JobPlan, OperatorIO
 from .jobdir import JobDirectory
 from .model import SHARED_MEMORY, Operator, Pipeline, Port
@@ -25,8 +25,7 @@ from .model import SHARED_MEMORY, Operator, Pipeline, Port
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-@dataclass(frozen=True)
-class DiskPath:
+class DiskPath(Record):
     """One declared disk input or output of an operator and its folder in the job."""
 
     direction: str  # "input" or "output"

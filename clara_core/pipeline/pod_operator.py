@@ -14,7 +14,6 @@ wrapper's; a failure is recorded in the job's tally so that waiting readers give
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 
@@ -39,7 +38,7 @@ def exec_operator(
     io = OperatorIO.from_environment(env)
     plan = JobPlan.from_environment(env)
     if not io.job_id and env.get(JOB_ID):
-        io = dataclasses.replace(io, job_id=env[JOB_ID])
+        io = io._replace(job_id=env[JOB_ID])
         env[IO] = io.to_json()
     ctx = _open_or_create(io.context)
     try:

@@ -14,7 +14,6 @@ and returns a warning for every connection left without one (never a silent unse
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from ..errors import InvalidArgument
 from .model import Operator, Pipeline
@@ -50,7 +49,7 @@ def bind(pipeline: Pipeline, assignments: dict[str, str]) -> tuple[Pipeline, lis
             )
     warnings: list[str] = []
     operators = tuple(_bind_operator(op, assignments, warnings) for op in pipeline.operators)
-    return replace(pipeline, operators=operators), warnings
+    return pipeline._replace(operators=operators), warnings
 
 
 def _bind_operator(op: Operator, assignments: dict[str, str], warnings: list[str]) -> Operator:
@@ -71,6 +70,6 @@ def _bind_operator(op: Operator, assignments: dict[str, str], warnings: list[str
                     f"{connection.name} is not set for operator '{op.name}': service "
                     f"'{service.name}' has no address; give --service {service.name}=URI"
                 )
-            connections.append(replace(connection, uri=uri))
-        services.append(replace(service, connections=tuple(connections)))
-    return replace(op, services=tuple(services))
+            connections.append(connection._replace(uri=uri))
+        services.append(service._replace(connections=tuple(connections)))
+    return op._replace(services=tuple(services))

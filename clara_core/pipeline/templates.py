@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from ..errors import InvalidArgument
 from ..names import validate_name
+from ..records import Record
 from .model import Problem
 
 PLACEHOLDER = re.compile(r"\$\{\{\s*([^{}\s]*)\s*\}\}")
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
-@dataclass(frozen=True)
-class _Scope:
+class _Scope(Record):
     """Parameters declared at one level: the pipeline (whole text) or one operator."""
 
     start: int  # character span of the text where these defaults apply

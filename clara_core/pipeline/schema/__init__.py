@@ -23,7 +23,6 @@ these rules, by `templates`.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from ...errors import InvalidArgument
@@ -65,7 +64,7 @@ def parse(text: str, file: str) -> tuple[Pipeline | None, list[Problem]]:
     problems = sorted(rules.problems, key=lambda p: p.line)
     if pipeline is None or any(p.is_error for p in problems):
         return None, problems
-    return replace(pipeline, remarks=tuple(problems)), problems
+    return pipeline._replace(remarks=tuple(problems)), problems
 
 
 class _Rules(PortRules, GraphRules, ExtrasRules):
