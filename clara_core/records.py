@@ -6,8 +6,10 @@ each from its string) costs about 5 ms of every `clara` start-up; `collections` 
 itertools, keyword, operator and reprlib) about 2 ms more, and `namedtuple` compiles a
 `__new__` for every record. `clara map --in/--out` is a shell pipeline's copy, measured
 against `cat`: so a record is built here from the same parts (a tuple subclass, C field
-getters, a `__new__` whose parameters are the fields), compiling one `__new__` per number
-of fields. Type checkers see `typing.NamedTuple`.
+getters, a `__new__` whose parameters are the fields). Each `__new__` is a copy of a
+template written below for its number of fields, renamed: compiling one at import cost
+~100 us a number of fields, ~0.5 ms of the copy's start-up. Type checkers see
+`typing.NamedTuple`.
 """
 
 from __future__ import annotations
@@ -25,17 +27,44 @@ else:
         | {"_make", "_replace", "_asdict", "_source"}
     )
     _SPECIAL = frozenset({"__module__", "__name__", "__annotations__"})
-    _NEW_GLOBALS = {"_tuple_new": tuple.__new__, "__builtins__": {}}
-    _new_by_arity: dict[int, object] = {}  # a compiled `__new__` per number of fields
+    _tuple_new = tuple.__new__
+    _NEW_GLOBALS = {"_tuple_new": _tuple_new, "__builtins__": {}}
+    # `__new__` for 0, 1, 2 ... fields, its parameters renamed for each record (below).
+    # Written out, not compiled at import (~100 us each, at every start-up of `clara`).
+    _new_by_arity: dict[int, object] = dict(
+        enumerate(
+            (
+                lambda _cls: _tuple_new(_cls, ()),
+                lambda _cls, _0: _tuple_new(_cls, (_0,)),
+                lambda _cls, _0, _1: _tuple_new(_cls, (_0, _1)),
+                lambda _cls, _0, _1, _2: _tuple_new(_cls, (_0, _1, _2)),
+                lambda _cls, _0, _1, _2, _3: _tuple_new(_cls, (_0, _1, _2, _3)),
+                lambda _cls, _0, _1, _2, _3, _4: _tuple_new(_cls, (_0, _1, _2, _3, _4)),
+                lambda _cls, _0, _1, _2, _3, _4, _5: _tuple_new(_cls, (_0, _1, _2, _3, _4, _5)),
+                lambda _cls, _0, _1, _2, _3, _4, _5, _6: _tuple_new(
+                    _cls, (_0, _1, _2, _3, _4, _5, _6)
+                ),
+                lambda _cls, _0, _1, _2, _3, _4, _5, _6, _7: _tuple_new(
+                    _cls, (_0, _1, _2, _3, _4, _5, _6, _7)
+                ),
+                lambda _cls, _0, _1, _2, _3, _4, _5, _6, _7, _8: _tuple_new(
+                    _cls, (_0, _1, _2, _3, _4, _5, _6, _7, _8)
+                ),
+                lambda _cls, _0, _1, _2, _3, _4, _5, _6, _7, _8, _9: _tuple_new(
+                    _cls, (_0, _1, _2, _3, _4, _5, _6, _7, _8, _9)
+                ),
+            )
+        )
+    )
 
     def _new_for(name: str, fields: tuple[str, ...], defaults: tuple) -> object:
         """`__new__(_cls, FIELD, ...)` as namedtuple makes it: parameters named after the
-        fields (keywords work, errors name them), compiled once per number of fields."""
+        fields (keywords work, errors name them), from the template for as many fields
+        (compiled here, once, beyond the ones written out)."""
         template = _new_by_arity.get(len(fields))
         if template is None:
             params = ", ".join(f"_{index}" for index in range(len(fields)))
-            items = params + ("," if len(fields) == 1 else "")
-            template = eval(f"lambda _cls, {params}: _tuple_new(_cls, ({items}))", _NEW_GLOBALS)
+            template = eval(f"lambda _cls, {params}: _tuple_new(_cls, ({params}))", _NEW_GLOBALS)
             _new_by_arity[len(fields)] = template
         names = {"co_varnames": ("_cls", *fields), "co_name": "__new__"}
         if hasattr(template.__code__, "co_qualname"):  # Python 3.11 on; 3.10 has none
