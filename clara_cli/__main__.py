@@ -1,5 +1,8 @@
 """`python -m clara_cli`: the same as the `clara` command."""
 
-from clara_cli.fastpath import main
+import gc
+
+gc.disable()  # before any import: clara_cli.fastpath.main says why
+from clara_cli.fastpath import main  # noqa: E402
 
 main()
