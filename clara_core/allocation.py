@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from . import forks
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
     Busy,
@@ -24,11 +25,9 @@ from .errors import (
     Corrupt,
     InvalidArgument,
     ReadOnly,
-    Timeout,
 )
 from .lifecycle import HANDLED, PRIVATE, SHARED, Lifecycle
-from .mapping import Mapping
-from .reference import Reference
+from .maps import Maps
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import Layout
@@ -42,25 +41,33 @@ if TYPE_CHECKING:
 
     from .context import Context
     from .registry import Registry
-    from .waiting import Deadline
 
 
-class Allocation(Lifecycle):
+class Allocation(Lifecycle, Maps):
     """A reference to a typed block of shared memory in a context."""
 
     # Slots: one is made on every get() and create(), and attributes are set faster.
     __slots__ = (
         "__weakref__",
+        "_born",
+        "_closed",
+        "_completed",
         "_description",
         "_fd",
         "_key",
         "_layout",
         "_maps",
+        "_parents",
+        "_pending",
         "_pool_name",
-        "_reference",
+        "_recycle",
         "_registry",
+        "_seen",
         "_stat",
+        "_undone",
         "_visibility",
+        "_warm",
+        "_warm_read",
         "_writable",
         "context",
         "created",
@@ -90,14 +97,19 @@ class Allocation(Lifecycle):
         self._layout = layout
         self.created: float = created_ns / 1e9  # seconds since the epoch
         self._stat = stat  # None: fstat only when a message needs the file's identity
-        self._reference = reference = Reference(fd)
-        self._maps = reference.maps
+        # The reference (see reference.Reference): this object is it.
+        self._closed = False
+        self._born = self._seen = forks.count  # a child of a later fork inherits it
+        self._parents = None
+        self._maps = []
+        self._completed = self._undone = b""
+        self._warm = self._warm_read = None
+        self._pending = None
         # A private allocation is reachable by its creator only: released means freed, so
         # it is offered to the pool. A recycled one still sits in the pool under
         # `pool_name`, held by our reference lock, until it is published.
         self._pool_name = pool_name
-        if visibility == PRIVATE:
-            reference.recycle = self._recycler(pool_name)
+        self._recycle = self._recycler(pool_name) if visibility == PRIVATE else None
 
     # -- what it is ---------------------------------------------------------------------
 
@@ -149,7 +161,7 @@ class Allocation(Lifecycle):
     @property
     def released(self) -> bool:
         """Whether this reference has been released or freed."""
-        return self._reference.closed
+        return self._closed
 
     @property
     def read_only(self) -> bool:
@@ -160,7 +172,7 @@ class Allocation(Lifecycle):
     def state(self) -> str:
         """'empty', 'writing', 'complete', or 'incomplete' (its writer died mid-write)."""
         self._check_open()
-        pending = self._reference.pending  # (kept in memory while nobody else can see it)
+        pending = self._pending  # (kept in memory while nobody else can see it)
         raw = self._pread(0, hdr.DATA_END) if pending is None else pending
         if len(raw) < hdr.DATA_END:
             raise Corrupt(f"{self.describe()} is corrupt (its file was cut to {len(raw)} bytes)")
@@ -229,7 +241,7 @@ class Allocation(Lifecycle):
                 f"{self._layout.capacity}"
             )
         self._require_writable_fd("retype")
-        self._reference.materialize(self.describe())  # (rare: as any segment from now on)
+        self._materialize(self.describe())  # (rare: as any segment from now on)
         if self._maps or not locks.try_lock(self._fd, locks.MAP_BYTE, exclusive=True):
             raise Busy(f"{self.describe()} is mapped by {self._holders()}; unmap it first")
         try:
@@ -241,126 +253,17 @@ class Allocation(Lifecycle):
 
     def __del__(self) -> None:
         try:
-            reference = self._reference
-        except AttributeError:  # __init__ failed before it was made
+            closed = self._closed
+        except AttributeError:  # __init__ failed before the reference was made
             return
-        if not reference.closed:
-            reference.close()
+        if not closed:
+            self._close()
 
     def __enter__(self) -> Allocation:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._reference.close()  # release(), whose other steps are for recycle=False only
-
-    # -- maps ---------------------------------------------------------------------------
-
-    def map(
-        self,
-        mode: str = "r",
-        timeout: float | Deadline | None = None,
-        allow_incomplete: bool = False,
-        populate: bool = True,
-        wait: bool = False,
-    ) -> Mapping:
-        """Map for reading ('r') or writing ('w'); many readers or one writer at a time.
-
-        A conflicting map fails at once with Busy (naming the holder) unless `timeout`
-        gives seconds to wait (math.inf: as long as it takes); then Timeout. Reading data
-        that was never written raises NeverWritten, data whose writer died mid-write
-        Incomplete, unless `allow_incomplete`. With `wait` a read map first waits, up to
-        `timeout` seconds (default 60), until a writer has finished: the data is complete
-        (or incomplete, if that writer failed), which lets a reader start before its
-        producer. `populate` maps every page at once (much faster than page by page for
-        arrays used whole); pass False to touch a few pages of a huge allocation (then
-        nothing is mapped until the first `.array` or `.buffer`: a map used only for
-        copy_to/copy_from maps no page at all).
-        Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
-        """
-        writable = mode == "w" or (mode != "r" and _parse_mode(mode))
-        reference = self._reference
-        if reference.closed:
-            self._check_open()
-        if writable and not self._writable:
-            raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
-        if self._maps and (writable or self._maps[0].writable):
-            if reference.mapped_by_parent():
-                raise Busy(
-                    f"{self.describe()} is mapped by the process this one was forked from, "
-                    "through the reference it inherited (their locks are one)",
-                    "get() a reference of its own to map it",
-                )
-            raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
-        if timeout is None and not wait:
-            pass  # the usual map: nothing to wait for
-        elif wait:
-            if writable:
-                raise InvalidArgument(
-                    "wait waits for data to read; a write map waits for readers with timeout"
-                )
-            from .waiting import deadline  # (loaded by the maps that wait only)
-
-            timeout = self._await_written(deadline(timeout))
-        else:
-            from .waiting import Deadline, seconds
-
-            if isinstance(timeout, Deadline):
-                timeout = max(timeout.left(), 1e-3)
-            else:
-                seconds(timeout)  # checks it
-        mapping: Mapping = reference.map(
-            writable,
-            timeout,
-            allow_incomplete,
-            populate,
-            self._layout,
-            self._description or self.describe(),
-            self._holders,
-            Mapping,  # made as Mapping(self, reference, region, layout)
-            self,
-        )
-        self._layout = mapping.layout
-        return mapping
-
-    def premap(self, mode: str = "r") -> None:
-        """Prepare a later map(mode) now: fill this process's page tables for it (what
-        ``populate`` does), without the map lock and without touching the data, so that
-        the map itself is then instant. An operator does it while it waits for its inputs.
-        """
-        reference = self._reference
-        if reference.closed:
-            self._check_open()
-        writable = mode == "w" or (mode != "r" and _parse_mode(mode))
-        if writable and not self._writable:
-            raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
-        reference.premap(writable, hdr.DATA_OFFSET + self._layout.capacity, self.describe())
-
-    def unmap(self) -> None:
-        """Unmap every map this reference holds (write maps are marked complete)."""
-        self._reference.unmap_all()
-
-    def _await_written(self, deadline: Deadline) -> float:
-        """Wait until a writer has finished (complete or incomplete data); Timeout if none
-        has by the deadline. Returns the seconds left for the map lock (never 0: a read
-        map arriving just as its writer let go would otherwise be called busy)."""
-
-        def finished_state() -> str | None:
-            state = self.state
-            return state if state in ("complete", "incomplete") else None
-
-        from .waiting import until
-
-        finished = until(finished_state, deadline)
-        if finished is None:
-            if self.state == "empty":
-                why = "was not written"
-            else:
-                why = f"was still being written by {self._holders()}"
-            raise Timeout(
-                f"{self.describe()} {why} within {deadline.length:g} s",
-                "wait longer with {timeout}",
-            )
-        return max(deadline.left(), 1e-3)
+        self._close()  # release(), whose other steps are for recycle=False only
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -392,9 +295,8 @@ class Allocation(Lifecycle):
         allocation first brings the locks and data state it kept in memory to its file
         (as publish does): whoever opens the path sees what this process sees.
         """
-        reference = self._reference
-        if reference.pending is not None:
-            reference.materialize(self.describe())
+        if self._pending is not None:
+            self._materialize(self.describe())
         return f"/proc/{os.getpid()}/fd/{self._fd}"
 
     def _check_open(self) -> None:
@@ -416,12 +318,3 @@ class Allocation(Lifecycle):
             os.pwrite(self._fd, data, offset)
         except OSError as exc:  # (describe() only when it is needed)
             raise segment.translate(exc, self.describe()) from exc
-
-
-def _parse_mode(mode: str) -> bool:
-    value = str(mode).lower()
-    if value in ("r", "read"):
-        return False
-    if value in ("w", "write"):
-        return True
-    raise InvalidArgument(f"invalid map mode {mode!r}: use 'r' (read) or 'w' (write)")

@@ -5,11 +5,11 @@ so the same OFD locks: a lock one of them drops, the other has lost too, and a l
 takes, the other "holds" too. So:
 
 - before any fork, every private allocation whose locks and data state wait in memory
-  (`Reference.defer`) brings them to its file: parent and child see the same segment
+  (`Reference._defer`) brings them to its file: parent and child see the same segment
   (a thread mapping or unmapping one meanwhile brings them there again when it is done:
   `Reference._public_meanwhile`);
 - a reference made before the fork is *inherited* in the child (`count` differs from the
-  one it was made under); the maps it held then are its parent's (`Inheritance.adopt`):
+  one it was made under); the maps it held then are its parent's (`Inheritance._adopt`):
   the child may unmap them in itself (its pages, its views), never finish them (mark
   them complete, drop their lock), and never maps against them; its own maps are its
   own; nothing it inherited goes to the pool.
@@ -18,6 +18,7 @@ takes, the other "holds" too. So:
 from __future__ import annotations
 
 import os
+from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .errors import ClaraError
 
@@ -30,15 +31,20 @@ if TYPE_CHECKING:
 
 count = 0  # how many forks made this process (a child counts its parent's and its own)
 
-# References whose locks wait in memory (see Reference.defer), by id: before a fork they
-# are taken, so that parent and child, sharing the open file, share one truth about it.
-private: dict[int, Reference] = {}
+# References whose locks wait in memory (see Reference._defer), by id, held weakly (a
+# reference is the Allocation itself, which must die, and so be released, as any other):
+# before a fork they are taken, so that parent and child, sharing the open file, share
+# one truth about it.
+private: dict[int, weak_ref[Reference]] = {}
 
 
 def _go_public_before_fork() -> None:
-    for reference in list(private.values()):
+    for held in list(private.values()):
+        reference = held()
+        if reference is None:  # dying: its close takes it out of `private`
+            continue
         try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
-            reference.materialize("a private allocation")
+            reference._materialize("a private allocation")
         except (ClaraError, OSError):  # (a fork hook must not raise)
             pass
 
@@ -62,67 +68,67 @@ class ParentsMap:
 
 
 class Inheritance:
-    """A Reference's side of fork (mixed into it): which of its maps are a parent's."""
+    """A reference's side of fork (mixed into Reference): which of its maps are a parent's."""
 
-    __slots__ = ()  # (the Reference's)
+    __slots__ = ()  # (the Allocation's)
 
-    born: int  # `count` when the reference was made
-    seen: int  # `count` when its maps were last sorted into a parent's and its own
-    parents: list[Region] | None  # maps a parent made, still mapped here
-    maps: list[Region]
-    warm: Region | None
-    warm_read: Region | None
-    fd: int
-    unmap: Callable[[Region, bool], None]
+    _born: int  # `count` when the reference was made
+    _seen: int  # `count` when its maps were last sorted into a parent's and its own
+    _parents: list[Region] | None  # maps a parent made, still mapped here
+    _maps: list[Region]
+    _warm: Region | None
+    _warm_read: Region | None
+    _fd: int
+    _unmap: Callable[[Region, bool], None]
 
     @property
-    def inherited(self) -> bool:
+    def _inherited(self) -> bool:
         """Whether this reference was made by a process this one was forked from: its
         open file, and so its locks, are that process's too."""
-        return self.born != count
+        return self._born != count
 
-    def mapped_by_parent(self) -> bool:
-        """Whether a map this reference holds is a parent process's (see `adopt`)."""
-        if self.seen != count:
-            self.adopt()
-        return any(type(r) is ParentsMap for r in self.maps) or bool(self.parents)
+    def _mapped_by_parent(self) -> bool:
+        """Whether a map this reference holds is a parent process's (see `_adopt`)."""
+        if self._seen != count:
+            self._adopt()
+        return any(type(r) is ParentsMap for r in self._maps) or bool(self._parents)
 
-    def adopt(self) -> None:
+    def _adopt(self) -> None:
         """At the first use in a forked child of a reference made before the fork: the
         maps it holds are its parent's (the child shares their open file and locks)."""
-        self.seen = count
-        maps = [r for r in self.maps if type(r) is not ParentsMap]
-        self.parents = maps or None
+        self._seen = count
+        maps = [r for r in self._maps if type(r) is not ParentsMap]
+        self._parents = maps or None
 
-    def leave_to_parent(self, region: Region) -> None:
+    def _leave_to_parent(self, region: Region) -> None:
         """Unmap in this process a map its parent made: the parent's pages, data state and
         lock stay as they are (the parent finishes its own map); a ParentsMap stands in
         for it, so that this process neither drops that lock nor maps against it."""
-        assert self.parents is not None
-        self.parents.remove(region)
-        maps: list = self.maps
+        assert self._parents is not None
+        self._parents.remove(region)
+        maps: list = self._maps
         maps[maps.index(region)] = ParentsMap(region.writable)
         region.release()
 
-    def close_inherited(self) -> None:
+    def _close_inherited(self) -> None:
         """Close in a forked child a reference its parent made: the open file, and so its
         locks, are the parent's too, which may still be writing through its map. The
         child's own maps end as any close ends them; of its parent's maps only this
         process's mappings go (not marked complete, not unlocked); nothing is offered to
         the pool."""
         try:
-            if self.seen != count:
-                self.adopt()
-            parents = self.parents or []
-            for region in list(self.maps):
+            if self._seen != count:
+                self._adopt()
+            parents = self._parents or []
+            for region in list(self._maps):
                 # The child's own (a parent's map, still in `maps`, keeps its lock held).
                 if type(region) is not ParentsMap and region not in parents:
-                    self.unmap(region, True)
-            for kept in [*parents, self.warm, self.warm_read]:
+                    self._unmap(region, True)
+            for kept in [*parents, self._warm, self._warm_read]:
                 if kept is not None:
                     kept.release()
-            self.maps.clear()
-            self.parents = None
-            self.warm = self.warm_read = None
+            self._maps.clear()
+            self._parents = None
+            self._warm = self._warm_read = None
         finally:
-            os.close(self.fd)
+            os.close(self._fd)

@@ -14,6 +14,7 @@ import stat
 from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
 from .lazy import contextmanager
 from .names import HANDLE
+from .reference import Reference
 from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
 from .shm import locks, processes, segment, trust
@@ -23,7 +24,6 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .reference import Reference
     from .registry import Registry
     from .shm.header import Layout
     from .shm.memory import Region
@@ -34,7 +34,7 @@ HANDLED = "handle"  # private, but reachable by handle from other processes
 SHARED = "published"
 
 
-class Lifecycle:
+class Lifecycle(Reference):
     """The naming half of an Allocation (mixed into it): how it gains and loses names."""
 
     __slots__ = ()  # (the Allocation's)
@@ -44,7 +44,6 @@ class Lifecycle:
     _writable: bool
     _registry: Registry
     _layout: Layout
-    _reference: Reference
     _visibility: str
     _key: str | None
     _pool_name: str | None
@@ -65,7 +64,7 @@ class Lifecycle:
         """
         registry = self._registry
         file_name = registry.published_file(name)  # (checks the name)
-        if self._reference.closed:  # (the checks inline, their messages out of line)
+        if self._closed:  # (the checks inline, their messages out of line)
             self._check_open()
         visibility = self._visibility
         if visibility == SHARED:
@@ -84,7 +83,7 @@ class Lifecycle:
         else:  # only this reference can reach it
             self._publish_as(name, file_name, what, timeout)
         self._set_visibility(SHARED, name, what)  # (`what` is what describe() makes)
-        self._reference.recycle = None  # published: released references do not free it
+        self._recycle = None  # published: released references do not free it
 
     def _publish_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         if self._registry.capacity is None:
@@ -97,7 +96,7 @@ class Lifecycle:
             self._drop_old_name()
 
     def _link_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
-        pending = self._reference.go_public(what)
+        pending = self._go_public(what)
         if pending is None:
             self._write(hdr.pack_name(name), hdr.NAME_AT)
             self._write(_PUBLISHED, hdr.LIFECYCLE_AT)
@@ -140,7 +139,7 @@ class Lifecycle:
             return self._key or ""
         self._require_writable_fd("hand over")
         self._registry.check_writable("hand over into")
-        self._reference.materialize(self.describe())
+        self._materialize(self.describe())
         pid, start = processes.identity(holder_pid)
         origin = segment.read_header(self._fd, self.describe())[0].origin
         updated = origin._replace(owner_pid=pid, owner_start=start)
@@ -149,21 +148,21 @@ class Lifecycle:
         segment.link(self._fd, self._registry.member_file(HANDLE, handle), self.describe())
         self._drop_old_name()
         self._set_visibility(HANDLED, handle)
-        self._reference.recycle = None
+        self._recycle = None
         return handle
 
     def release(self, recycle: bool = True) -> None:
         """Drop this reference (unmapping it first); a private allocation is then gone
         (offered to its context's pool for reuse, unless `recycle` is False)."""
         if not recycle and self._visibility == PRIVATE:
-            self._reference.recycle = None
-            if self._pool_name is not None and not self.released and not self._reference.inherited:
+            self._recycle = None
+            if self._pool_name is not None and not self.released and not self._inherited:
                 # Claimed: leave the pool (not for a forked child: its parent's to leave).
                 from .pool import leave
 
                 leave(self._registry, self._fd, self._pool_name)
                 self._pool_name = None
-        self._reference.close()
+        self._close()
 
     close = release
 
@@ -175,8 +174,7 @@ class Lifecycle:
         (whoever of several freeing it at once gets there first removes it). Waits for
         the locks it needs at most `timeout` seconds (None: the default).
         """
-        reference = self._reference
-        if reference.closed:
+        if self._closed:
             self._check_open()
         if self._visibility != PRIVATE:
             if not self._writable:
@@ -187,8 +185,8 @@ class Lifecycle:
             else:
                 file_name = self._registry.member_file(HANDLE, self._key or "")
                 expected = hdr.PRIVATE
-            if reference.maps:
-                reference.unmap_all()  # write maps complete before it may be recycled
+            if self._maps:
+                self._unmap_all()  # write maps complete before it may be recycled
             lifecycle = self._lock_lifecycle(timeout)
             try:
                 # Names are removed only under this lock, by whoever finds the lifecycle
@@ -199,8 +197,8 @@ class Lifecycle:
                     self._remove_name(file_name, timeout)
             finally:
                 locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
-            reference.recycle = None
-        reference.close()  # as release() does: a private one is offered to the pool
+            self._recycle = None
+        self._close()  # as release() does: a private one is offered to the pool
 
     def _remove_name(self, file_name: str, timeout: float | None) -> None:
         """Under the lifecycle lock: move the segment into the pool, or remove its name."""
@@ -216,8 +214,8 @@ class Lifecycle:
         # Smaller ones are never pooled; nor one a forked child inherited: its parent
         # holds it through the same open file, so the child's "no other reference"
         # (its exclusive reference lock) proves nothing.
-        if self._layout.capacity >= POOL_MIN_BYTES and not self._reference.inherited:
-            warm = self._reference.take_warm()
+        if self._layout.capacity >= POOL_MIN_BYTES and not self._inherited:
+            warm = self._take_warm()
             if self._recycles(file_name, warm):
                 return
         self._write(_FREED, hdr.LIFECYCLE_AT)

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     import numpy
 
     from .allocation import Allocation
-    from .reference import Reference
 
 _CHUNK = 64 << 20  # per sendfile call: a progress bar moves, a signal is seen
 _numpy_frombuffer: Any = None
@@ -51,18 +50,16 @@ class Mapping:
     __slots__ = (
         "__weakref__",
         "_array",
-        "_reference",
+        "_maps",
         "_region",
         "_written",
         "allocation",
         "layout",
     )
 
-    def __init__(
-        self, allocation: Allocation, reference: Reference, region: Region, layout: Layout
-    ) -> None:
+    def __init__(self, allocation: Allocation, region: Region, layout: Layout) -> None:
         self.allocation = allocation
-        self._reference = reference
+        self._maps = allocation._maps  # its reference's maps: this one, while it is mapped
         self._region = region
         self.layout = layout
         self._array: weak_ref[Any] | None = None
@@ -76,7 +73,7 @@ class Mapping:
     @property
     def mapped(self) -> bool:
         """Whether this map is still in place."""
-        return self._region in self._reference.maps
+        return self._region in self._maps
 
     @property
     def etype(self) -> ElementType:
@@ -117,7 +114,7 @@ class Mapping:
     def array(self) -> numpy.ndarray:
         """A zero-copy numpy view of the data, read-only for a read map."""
         region = self._region
-        if region not in self._reference.maps:
+        if region not in self._maps:
             self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
@@ -143,7 +140,7 @@ class Mapping:
         the bytes copied after each chunk.
         """
         self._check_mapped()
-        source, offset, left = self._reference.fd, DATA_OFFSET, self.layout.nbytes
+        source, offset, left = self.allocation._fd, DATA_OFFSET, self.layout.nbytes
         while left:
             sent = os.sendfile(fd, source, offset, min(left, _CHUNK))
             if sent == 0:
@@ -165,7 +162,7 @@ class Mapping:
         self._check_mapped()
         if not self._region.writable:
             raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
-        target, total, done = self._reference.fd, self.layout.nbytes, 0
+        target, total, done = self.allocation._fd, self.layout.nbytes, 0
         if stat.S_ISREG(os.fstat(fd).st_mode):
             # sendfile writes at the target's file offset, which nothing else of this
             # open file uses (every other access is positioned: pread, pwrite, mmap).
@@ -201,7 +198,7 @@ class Mapping:
             raise InvalidArgument(f"need a buffer of {self.layout.nbytes} bytes, not {len(view)}")
         done = 0
         while done < len(view):
-            got = os.preadv(self._reference.fd, [view[done : done + _CHUNK]], DATA_OFFSET + done)
+            got = os.preadv(self.allocation._fd, [view[done : done + _CHUNK]], DATA_OFFSET + done)
             if got == 0:
                 raise self._cut_short()
             done += got
@@ -217,7 +214,7 @@ class Mapping:
             raise InvalidArgument(f"need {self.layout.nbytes} bytes of data, not {len(view)}")
         done = 0
         while done < len(view):
-            put = os.pwrite(self._reference.fd, view[done : done + _CHUNK], DATA_OFFSET + done)
+            put = os.pwrite(self.allocation._fd, view[done : done + _CHUNK], DATA_OFFSET + done)
             self._written = True
             done += put
 
@@ -229,16 +226,16 @@ class Mapping:
 
     def unmap(self, complete: bool = True) -> None:
         """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""
-        if self._region in self._reference.maps:
-            self._reference.unmap(self._region, complete)
+        if self._region in self._maps:
+            self.allocation._unmap(self._region, complete)
 
     # ``with alloc.map(...) as array``: the array itself (the property's getter, no
     # frame of its own: every map runs it).
     __enter__ = array.fget  # type: ignore[assignment]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._region in self._reference.maps:
-            self._reference.unmap(self._region, exc_type is None)
+        if self._region in self._maps:
+            self.allocation._unmap(self._region, exc_type is None)
 
     def _unmappable(self, exc: OSError) -> Exception:
         """Its pages could not be mapped: the map is undone (no lock stays held, a write
@@ -248,7 +245,7 @@ class Mapping:
         if self._written:
             self.unmap(complete=False)
         else:
-            self._reference.abandon(self._region)
+            self.allocation._abandon(self._region)
         return segment.translate(exc, self.allocation.describe())
 
     def _check_mapped(self) -> None:

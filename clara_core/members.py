@@ -100,15 +100,15 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         alloc = Allocation(
             context, registry, fd, True, layout, created_ns, made, PRIVATE, pool_name=pool_name
         )
-        if fresh:  # no name, so no other process can reach it: its locks wait (Reference)
-            alloc._reference.defer(header)
+        if fresh:  # no name, so no other process can reach it: its locks wait (reference.py)
+            alloc._defer(header)
     except BaseException:
         if warm is not None:
             warm.release()
         if fd >= 0:
             os.close(fd)
         raise
-    alloc._reference.warm = warm
+    alloc._warm = warm
     return alloc
 
 

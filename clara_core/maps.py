@@ -1,0 +1,326 @@
+"""Taking maps of an allocation: the map lock, the mapping, the checks under the lock.
+
+Many readers or one writer, across all processes: a map holds a shared (read) or
+exclusive (write) lock on MAP_BYTE of its reference's open file. Under it the header is
+read again through the fd (the layout may have been retyped since get, a writer may have
+come and gone): the layout must be valid and the data state must allow the map
+(NeverWritten, Incomplete); a write map marks the data *writing* until its unmap.
+Mixed into Allocation (see reference.Reference for the state it works on).
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import forks
+from .errors import (
+    Busy,
+    ClaraError,
+    Corrupt,
+    Incomplete,
+    InvalidArgument,
+    NeverWritten,
+    ReadOnly,
+    Timeout,
+)
+from .mapping import Mapping
+from .reference import Reference
+from .shm import header as hdr
+from .shm import locks, processes, segment
+from .shm.header import DATA_OFFSET, Layout
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .shm.memory import Region
+    from .waiting import Deadline
+
+# Bound once: these run on every map.
+_pread = os.pread
+_parse_layout = hdr.parse_layout
+_LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
+_DATA_END, _COMPLETE = hdr.DATA_END, hdr.COMPLETE
+
+
+class Maps(Reference):
+    """The map side of an Allocation (mixed into it): map, premap, unmap."""
+
+    __slots__ = ()  # (the Allocation's)
+
+    _layout: Layout
+    _description: str | None
+    _writable: bool
+    describe: Callable[[], str]
+    _holders: Callable[[], str]
+    _check_open: Callable[[], None]
+    state: str
+
+    def map(
+        self,
+        mode: str = "r",
+        timeout: float | Deadline | None = None,
+        allow_incomplete: bool = False,
+        populate: bool = True,
+        wait: bool = False,
+    ) -> Mapping:
+        """Map for reading ('r') or writing ('w'); many readers or one writer at a time.
+
+        A conflicting map fails at once with Busy (naming the holder) unless `timeout`
+        gives seconds to wait (math.inf: as long as it takes); then Timeout. Reading data
+        that was never written raises NeverWritten, data whose writer died mid-write
+        Incomplete, unless `allow_incomplete`. With `wait` a read map first waits, up to
+        `timeout` seconds (default 60), until a writer has finished: the data is complete
+        (or incomplete, if that writer failed), which lets a reader start before its
+        producer. `populate` maps every page at once (much faster than page by page for
+        arrays used whole); pass False to touch a few pages of a huge allocation (then
+        nothing is mapped until the first `.array` or `.buffer`: a map used only for
+        copy_to/copy_from maps no page at all).
+        Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
+        """
+        writable = mode == "w" or (mode != "r" and _parse_mode(mode))
+        if self._closed:
+            self._check_open()
+        if writable and not self._writable:
+            raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
+        if self._maps and (writable or self._maps[0].writable):
+            if self._mapped_by_parent():
+                raise Busy(
+                    f"{self.describe()} is mapped by the process this one was forked from, "
+                    "through the reference it inherited (their locks are one)",
+                    "get() a reference of its own to map it",
+                )
+            raise Busy(f"{self.describe()} is already mapped by this reference; unmap it first")
+        if timeout is None and not wait:
+            pass  # the usual map: nothing to wait for
+        elif wait:
+            if writable:
+                raise InvalidArgument(
+                    "wait waits for data to read; a write map waits for readers with timeout"
+                )
+            from .waiting import deadline  # (loaded by the maps that wait only)
+
+            timeout = self._await_written(deadline(timeout))
+        else:
+            from .waiting import Deadline, seconds
+
+            if isinstance(timeout, Deadline):
+                timeout = max(timeout.left(), 1e-3)
+            else:
+                seconds(timeout)  # checks it
+        what = self._description or self.describe()
+        if self._seen != forks.count:
+            self._adopt()
+        pending = self._pending
+        if pending is not None:
+            region, layout = self._map_private(pending, writable, allow_incomplete, populate, what)
+            return Mapping(self, region, layout)
+        fd = self._fd
+        maps = self._maps
+        locked = bool(maps) or locks.try_lock(fd, locks.MAP_BYTE, writable)
+        if not locked and not timeout:
+            raise Busy(f"{what} is mapped by {self._holders()}", _busy_hint(writable))
+        # Mapping touches no data, so it may come before the lock: a map that had to
+        # wait is then ready the moment the holder lets go.
+        if writable:
+            region, self._warm = self._warm, None
+        else:
+            region, self._warm_read = self._warm_read, None
+        try:
+            if region is None:
+                region = segment.map_segment(
+                    fd, DATA_OFFSET + self._layout.capacity, writable, what, populate
+                )
+            else:
+                # A new identity for the reused mapping: a Mapping of its earlier map
+                # must see itself unmapped, not take this map for its own.
+                region = region.reissue()
+            length = region.length
+            # Whether the file still covers the mapping: its last byte can be read
+            # (cheaper than fstat, same answer). Checked before any wait (no clara ever
+            # shortens a segment, so the lock adds nothing to this check), which keeps
+            # it off the path of a waiting reader woken by its writer.
+            try:
+                last = _pread(fd, 1, length - 1)
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
+            if not last:
+                raise Corrupt(
+                    f"{what} is corrupt (its file was cut short of the {length} "
+                    "bytes it needs); remove it with `clara leak-check --fix`"
+                )
+            made, seen = None, b""
+            if not locked:
+                assert timeout is not None
+                if not writable:
+                    # Before it sleeps, its result is made from the header as it is now;
+                    # woken, it only checks the data state and layout bytes under the lock.
+                    seen, now = self._layout_now(length, what)
+                    made = Mapping(self, region, now) if seen else None
+                if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
+                    raise Timeout(
+                        f"{what} stayed mapped by {self._holders()} for {timeout:g} s",
+                        "wait longer with {timeout}",
+                    )
+                locked = True
+            # Under the map lock: the layout is valid, the data state allows this map.
+            try:
+                header = _pread(fd, _LAYOUT_END, 0)
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
+            if seen and header.startswith(seen, _LAYOUT_AT) and header[_DATA_AT] == _COMPLETE:
+                maps.append(region)
+                self._layout = made.layout
+                return made
+            if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
+                layout = self._check_locked(header, length, writable, allow_incomplete, what)
+            else:  # the usual read: complete data, needing no more than the layout
+                layout = _parse_layout(header, length, what)
+        except BaseException:
+            if locked and not maps:
+                locks.unlock(fd, locks.MAP_BYTE)  # also when mmap itself failed
+            if region is not None:
+                region.release()
+            raise
+        maps.append(region)
+        self._layout = layout
+        return Mapping(self, region, layout)
+
+    def premap(self, mode: str = "r") -> None:
+        """Prepare a later map(mode) now: fill this process's page tables for it (what
+        ``populate`` does), without the map lock and without touching the data, so that
+        the map itself is then instant. An operator does it while it waits for its inputs.
+        """
+        if self._closed:
+            self._check_open()
+        writable = mode == "w" or (mode != "r" and _parse_mode(mode))
+        if writable and not self._writable:
+            raise ReadOnly(f"{self.describe()} is read-only here; it cannot be mapped for writing")
+        self._premap(writable, hdr.DATA_OFFSET + self._layout.capacity, self.describe())
+
+    def unmap(self) -> None:
+        """Unmap every map this reference holds (write maps are marked complete)."""
+        self._unmap_all()
+
+    def _await_written(self, deadline: Deadline) -> float:
+        """Wait until a writer has finished (complete or incomplete data); Timeout if none
+        has by the deadline. Returns the seconds left for the map lock (never 0: a read
+        map arriving just as its writer let go would otherwise be called busy)."""
+
+        def finished_state() -> str | None:
+            state = self.state
+            return state if state in ("complete", "incomplete") else None
+
+        from .waiting import until
+
+        finished = until(finished_state, deadline)
+        if finished is None:
+            if self.state == "empty":
+                why = "was not written"
+            else:
+                why = f"was still being written by {self._holders()}"
+            raise Timeout(
+                f"{self.describe()} {why} within {deadline.length:g} s",
+                "wait longer with {timeout}",
+            )
+        return max(deadline.left(), 1e-3)
+
+    def _layout_now(self, length: int, what: str) -> tuple[bytes, Layout | None]:
+        """Layout bytes and layout in the header now (no lock: a guess); b"" if not valid."""
+        try:
+            if len(now := _pread(self._fd, _LAYOUT_END, 0)) == _LAYOUT_END:
+                return now[_LAYOUT_AT:], _parse_layout(now, length, what)
+        except (ClaraError, OSError):
+            pass
+        return b"", None
+
+    def _map_private(
+        self,
+        pending: bytearray,
+        writable: bool,
+        allow_incomplete: bool,
+        populate: bool,
+        what: str,
+    ) -> tuple[Region, Layout]:
+        """`map` of a segment no other process can reach (see `defer`): no lock to take, no
+        file that anyone else could have cut short or retyped, the data state in `pending`."""
+        if writable:
+            pid, start = processes.identity()  # (not *identity(): no args tuple, P2's path)
+            writing, completed = hdr.write_map_states(pending, pid, start)
+            region, self._warm = self._warm, None
+        else:
+            if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
+                raise _unreadable(hdr.read_data_state(pending), what)
+            region, self._warm_read = self._warm_read, None
+        if region is None:
+            region = segment.map_segment(
+                self._fd, DATA_OFFSET + self._layout.capacity, writable, what, populate
+            )
+        else:
+            region = region.reissue()  # (see `map`)
+        if writable:
+            self._undone = bytes(pending[_DATA_AT:_DATA_END])
+            pending[_DATA_AT:_DATA_END] = writing
+            self._completed = completed
+        self._maps.append(region)
+        if self._pending is not pending:  # another thread forked meanwhile
+            self._public_meanwhile(pending)
+        return region, self._layout
+
+    def _check_locked(
+        self, header: bytes, length: int, writable: bool, allow_incomplete: bool, what: str
+    ) -> Layout:
+        """Under the map lock, from the header's first bytes: the layout is valid, the
+        data state allows this map (a write map marks it *writing*).
+
+        The header is read and written through the fd, never through the map: a file cut
+        short by another process (a writer of a shared-mode context) is then an error
+        here, not a SIGBUS; and touching the header page of a fresh map would fault in its
+        neighbours too, all of which unmap then has to tear down again.
+        """
+        if len(header) < _LAYOUT_END:
+            raise Corrupt(
+                f"{what} is corrupt (its file was cut to {len(header)} bytes); remove it "
+                "with `clara leak-check --fix`"
+            )
+        layout = _parse_layout(header, length, what)
+        if writable:
+            # What unmap will write is made now: waiters wake as soon as it is written.
+            writing, self._completed = hdr.write_map_states(header, *processes.identity())
+            self._undone = header[_DATA_AT:_DATA_END]
+            segment.write_at(self._fd, writing, hdr.DATA_AT, what)
+        elif header[_DATA_AT] != _COMPLETE:
+            data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
+            if not allow_incomplete:
+                raise _unreadable(data, what)
+        return layout
+
+
+def _unreadable(data: hdr.DataState, what: str) -> Incomplete | NeverWritten:
+    """Why data in `data`'s state cannot be read (not complete)."""
+    if data.state == hdr.WRITING:
+        return Incomplete(
+            f"{what} is incomplete: its writer (pid {data.writer_pid}) died or failed mid-write",
+            "write it again, or read anyway with {allow_incomplete}",
+        )
+    return NeverWritten(
+        f"{what} was never written",
+        "write it first, wait for its writer with {wait}, "
+        "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
+        "bytes of a recycled segment)",
+    )
+
+
+def _busy_hint(writable: bool) -> str:
+    if writable:
+        return "try again later, or wait for it with {timeout}"
+    return "wait for its writer to finish with {wait} (or {timeout})"
+
+
+def _parse_mode(mode: str) -> bool:
+    value = str(mode).lower()
+    if value in ("r", "read"):
+        return False
+    if value in ("w", "write"):
+        return True
+    raise InvalidArgument(f"invalid map mode {mode!r}: use 'r' (read) or 'w' (write)")
