@@ -16,8 +16,9 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
     members.py lifecycle.py    how a context makes and opens its members; how an
                                allocation gains and loses names (publish, handle, free)
     registry.py reference.py   their narrow insides: a context as its allocations see it,
-    forks.py removal.py        one reference's fd and maps (and what a forked child may
-    waiting.py                 do with them), the name-removal protocol, bounded waits
+    maps.py forks.py           an allocation's reference (its fd; mixed into it), its maps
+    removal.py waiting.py      and what a forked child may do with them, the name-removal
+                               protocol, bounded waits
     leaks.py inspect.py doctor/   tooling over segments: plain data, no rendering
     shm/         the only code that talks to the kernel: segment files, mmap, the header
                  format, OFD locks, /proc readers

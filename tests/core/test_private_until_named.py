@@ -4,7 +4,9 @@ before the file gets a name or a forked child shares it."""
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 
 import numpy as np
 import pytest
@@ -221,3 +223,25 @@ def test_a_fork_in_another_thread_never_loses_a_private_maps_lock_or_state(ctx):
         """
     )
     assert (result.returncode, result.stderr, result.stdout) == (0, "", "[]\n")
+
+
+def test_a_private_allocation_dropped_unreleased_is_released_at_once(ctx):
+    """While its locks wait in memory it is listed for the fork hook (forks.private): that
+    list must not keep it alive, or an allocation dropped without release() would keep
+    its file open (and its memory out of the pool) until the process ends."""
+    gc_was_on = gc.isenabled()
+    gc.disable()  # released by its last reference going, not by a collection
+    try:
+        alloc = ctx.create(4096)
+        with alloc.map("w") as array:
+            array[...] = 7
+        del array
+        fd, dropped = alloc._fd, weakref.ref(alloc)
+        assert os.fstat(fd).st_nlink == 0  # nameless: its locks still wait in memory
+        del alloc
+        assert dropped() is None
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed with it (or already another file's: then not nameless)
+    finally:
+        if gc_was_on:
+            gc.enable()
