@@ -13,7 +13,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from .options import wants_json
+# Whether --json was given, when the click-free command line (clara_cli.fastrun: `clara
+# run`) parsed it; None: click's context knows (the group's --json, options.json_option).
+json_requested: bool | None = None
+
+
+def wants_json() -> bool:
+    """Whether the user asked for JSON output."""
+    if json_requested is not None:
+        return json_requested
+    from .options import wants_json as in_click_context
+
+    return in_click_context()
 
 
 def emit(data: object, human: Callable[[], None]) -> None:
