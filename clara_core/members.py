@@ -148,7 +148,8 @@ def _fresh_segment(
     return segment.create_anonymous(size, registry.mode, what, header, owner)
 
 
-_SHARED_REFERENCE = (locks.REFERENCE_BYTE, False)  # the lock a reference holds (open_member)
+# The lock a reference holds (open_member), with its request (segment.open_segment).
+_SHARED_REFERENCE = (locks.REFERENCE_BYTE, False, locks.requests(locks.REFERENCE_BYTE)[0])
 
 
 def open_member(

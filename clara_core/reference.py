@@ -1,7 +1,7 @@
 """The operating-system side of an allocation reference: its fd, its maps, its close.
 
 A reference is an open file of the segment holding a shared lock on REFERENCE_BYTE (the
-kernel counts references). Its maps are Regions under the map lock (taken by `maps.Maps`);
+kernel counts references). Its maps (Mappings) hold the map lock (taken by `maps.Maps`);
 mappings no view can reach any more are kept ("warm") for its next map of the same kind,
 and at close the segment may be offered to the pool (`_recycle`).
 
@@ -19,6 +19,7 @@ sees the same segment as we do (docs/segment-format.md, 5.3).
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
@@ -27,14 +28,16 @@ from .errors import Busy
 from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, segment
+from .shm.memory import Region
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .shm.memory import Region
+    from .shm.memory import Mapped
 
 _DATA_AT, _DATA_END = hdr.DATA_AT, hdr.DATA_END
+_fcntl, _SETLK, _UNLOCK_MAP = fcntl.fcntl, fcntl.F_OFD_SETLK, locks.requests(locks.MAP_BYTE)[2]
 
 
 class Reference(Inheritance):
@@ -48,7 +51,7 @@ class Reference(Inheritance):
     # This process's maps, and a ParentsMap for each map of a parent process that this
     # one has let go of (the parent's map and lock remain). `_parents`: maps made by the
     # process this one was forked from, still mapped here; None while there are none.
-    _maps: list[Region]
+    _maps: list[Mapped]
     _completed: bytes  # the data state a write map's unmap marks (made by map)
     _undone: bytes  # the data state before that write map (see `_abandon`)
     # Mappings no view can reach, kept for this reference's next map of that kind: no
@@ -103,7 +106,7 @@ class Reference(Inheritance):
             locks.unlock(fd, locks.MAP_BYTE)
         segment.write_at(fd, pending[_DATA_AT:_DATA_END], _DATA_AT, "a private allocation")
 
-    def _unmap(self, region: Region, complete: bool) -> None:
+    def _unmap(self, region: Mapped, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
         if self._seen != forks.count:
             self._adopt()
@@ -127,26 +130,26 @@ class Reference(Inheritance):
         if (self._warm if writable else self._warm_read) is None:  # keep it for the next map
             # Views that outlive the map are cut off first, before anyone else may map
             # it (detach returns None if then nothing of it stays mapped).
-            kept = region.detach()
+            kept = region._detach()
             if unlock:
-                locks.unlock(self._fd, locks.MAP_BYTE)
+                _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
             if kept is not None:
                 if writable:
                     self._warm = kept
                 else:
                     self._warm_read = kept
-        elif region.lent():
-            region.release()  # views outlive the map: cut them off before anyone else
+        elif region._lent():
+            region._release()  # views outlive the map: cut them off before anyone else
             if unlock:  # may map it
-                locks.unlock(self._fd, locks.MAP_BYTE)
+                _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
         else:
             if unlock:  # nothing reaches this memory: let waiters in first
-                locks.unlock(self._fd, locks.MAP_BYTE)
-            region.release()
+                _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
+            region._release()
         if pending is not None and self._pending is not pending:  # (see _map_private)
             self._public_meanwhile(pending)
 
-    def _abandon(self, region: Region) -> None:
+    def _abandon(self, region: Mapped) -> None:
         """Undo a map whose pages could not be mapped when its first view was taken (a
         map made with populate=False): nothing was written through it, so a write map
         puts back the data state it found (still under its lock), then it is unmapped,
@@ -182,7 +185,8 @@ class Reference(Inheritance):
         as always."""
         if (self._warm if writable else self._warm_read) is not None:
             return
-        region = segment.map_segment(self._fd, length, writable, what, populate=True)
+        address = segment.map_address(self._fd, length, writable, what, populate=True)
+        region = Region(address, length, writable)
         if writable:
             self._warm = region
         else:

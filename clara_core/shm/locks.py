@@ -83,6 +83,21 @@ def default_wait() -> float:
     return value
 
 
+def requests(byte: int) -> tuple[bytes, bytes, bytes]:
+    """The (shared, exclusive, unlock) requests of `byte`, for the hot paths (every get,
+    map and unmap) to issue themselves, a frame fewer than try_lock and unlock:
+    ``fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)``; an OSError is then `busy`'s."""
+    return _SHARED[byte], _EXCLUSIVE[byte], _UNLOCK[byte]
+
+
+def busy(exc: OSError) -> bool:
+    """After a try at a lock failed with `exc`: True if it is busy (held by others in a
+    conflicting mode), else `exc` is raised (try_lock's answer, for callers of `requests`)."""
+    if exc.errno in _BUSY:
+        return True
+    raise exc
+
+
 def try_lock(fd: int, byte: int, exclusive: bool) -> bool:
     """Take the lock at once if nobody holds it in a conflicting mode; False if busy."""
     try:

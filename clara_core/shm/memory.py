@@ -125,63 +125,55 @@ def _spare_for(length: int) -> list[int] | None:
     return spare
 
 
-class Region:
-    """A mapping of the first `length` bytes of a segment file.
+def map_address(fd: int, length: int, writable: bool, populate: bool) -> int:
+    """Map the first `length` bytes of a segment file (read-only pages unless `writable`;
+    all pages now if `populate`); its address."""
+    if _mmap is None:
+        _lib()
+    prot = _READ_WRITE if writable else _READ
+    flags = _SHARED_POPULATE if populate else _SHARED
+    spare = _spare.get(length)
+    if spare:
+        try:
+            unused = spare.pop()
+        except IndexError:  # another thread took it
+            unused = None
+        if unused is not None:
+            address = _mmap(unused, length, prot, flags | _MAP_FIXED, fd, 0)
+            if address is not None and address != _MAP_FAILED:
+                return address
+            # Failed: the range may be gone, so it is forgotten; a new mapping then.
+    return _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
 
-    A deferred one (`Region.deferred`) is mapped when a view of it is first lent: the
-    copies of `clara map --in/--out` move the data through the file descriptor and never
-    need its pages, nor ctypes (~2 ms of their start-up).
+
+def unmap_range(address: int, length: int) -> None:
+    """Unmap a mapping no view was made of (see `map_address`)."""
+    _munmap(address, length)
+
+
+class Mapped:
+    """A mapping of the first `length` bytes of a segment file and the views lent from
+    it: what a Region and a live map (the object model's Mapping, which is one) share.
+
+    `address` 0: deferred, mapped (never populated) only when a view is first lent from
+    `_fd`, which must stay open meanwhile (its reference keeps it open while mapped).
+    The methods are private: a Mapping is public, and must not offer them to its users.
     """
 
     __slots__ = ("__weakref__", "_fd", "_holder", "address", "length", "writable")
 
-    def __init__(self, address: int, length: int, writable: bool) -> None:
-        self.address = address  # 0: deferred, not mapped (yet)
-        self.length = length
-        self.writable = writable
-        self._holder: weak_ref[Any] | None = None
-        self._fd = -1  # a deferred region's file, until it is mapped or released
+    address: int
+    length: int
+    writable: bool
+    _holder: weak_ref[Any] | None
+    _fd: int
 
-    @classmethod
-    def deferred(cls, fd: int, length: int, writable: bool) -> Region:
-        """A region of `fd` mapped (never populated) only when a view is first lent: while
-        it is lent from, `fd` must stay open (a Reference keeps it open while it is mapped)."""
-        region = cls(0, length, writable)
-        region._fd = fd
-        return region
-
-    @classmethod
-    def map(cls, fd: int, length: int, writable: bool, populate: bool) -> Region:
-        """Map a segment (read-only pages unless `writable`; all pages now if `populate`)."""
-        if _mmap is None:
-            _lib()
-        prot = _READ_WRITE if writable else _READ
-        flags = _SHARED_POPULATE if populate else _SHARED
-        spare = _spare.get(length)
-        if spare:
-            try:
-                unused = spare.pop()
-            except IndexError:  # another thread took it
-                unused = None
-            if unused is not None:
-                address = _mmap(unused, length, prot, flags | _MAP_FIXED, fd, 0)
-                if address is not None and address != _MAP_FAILED:
-                    return cls(address, length, writable)
-                # Failed: the range may be gone, so it is forgotten; a new mapping then.
-        address = _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
-        return cls(address, length, writable)
-
-    def reissue(self) -> Region:
-        """The same mapping as a new Region, for a new map; this one must no longer be
-        used (it is to lend nothing: a warm mapping has no live views)."""
-        return Region(self.address, self.length, self.writable)
-
-    def lend(self, owner: object) -> memoryview:
+    def _lend(self, owner: object) -> memoryview:
         """A byte memoryview of the whole region for views; `owner` lives as long as they do."""
-        view = memoryview(self.holder(owner)).cast("B")
+        view = memoryview(self._hold(owner)).cast("B")
         return view if self.writable else view.toreadonly()
 
-    def holder(self, owner: object) -> Any:
+    def _hold(self, owner: object) -> Any:
         """The one object every view of the region is made from (a buffer, writable even
         for a read-only region: callers make read-only views of those); `owner` lives as
         long as it does."""
@@ -202,18 +194,15 @@ class Region:
     def _map_deferred(self) -> None:
         if self._fd < 0:  # released: its fd may be closed, or another file's now
             raise OSError(errno.EBADF, "mmap: this mapping was released")
-        mapped = Region.map(self._fd, self.length, self.writable, populate=False)
-        self.address, self._fd = mapped.address, -1
+        self.address = map_address(self._fd, self.length, self.writable, populate=False)
+        self._fd = -1
 
-    def lent(self) -> bool:
+    def _lent(self) -> bool:
         """Whether any view lent out is still alive."""
         return self._holder is not None and self._holder() is not None
 
-    def release(self) -> None:
-        """Unmap now, or cut off the views still alive (unmapped when they die).
-
-        Returns None, so that ``region = region.release()`` forgets it.
-        """
+    def _release(self) -> None:
+        """Unmap now, or cut off the views still alive (unmapped when they die)."""
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             self._fd = -1
@@ -222,7 +211,11 @@ class Region:
         else:
             self._cut_off(holder)
 
-    def detach(self) -> Region | None:
+    def _kept(self) -> Region:
+        """This mapping, without views, to keep warm for a later map (a Region)."""
+        return Region(self.address, self.length, self.writable)
+
+    def _detach(self) -> Region | None:
         """Move the shared pages (page tables and all) to a new address, away from the
         views lent out, which are cut off; returns the moved, warm Region. A region
         smaller than DETACH_FROM is only cut off (None: nothing stays mapped)."""
@@ -231,7 +224,7 @@ class Region:
             if not self.address:  # deferred and never mapped: nothing is warm
                 self._fd = -1
                 return None
-            return self
+            return self._kept()
         if self.length < DETACH_FROM:
             self._cut_off(holder)
             return None
@@ -266,3 +259,40 @@ class Region:
             _check(address, "mmap")
         holder.unmapper = _Unmapper(self.address, length, spare)
         self._holder = None
+
+
+class Region(Mapped):
+    """A mapping of a segment kept apart from any map: warm for a reference's next map,
+    or a pooled segment's (see Mapped).
+
+    A deferred one (`Region.deferred`) is mapped when a view of it is first lent: the
+    copies of `clara map --in/--out` move the data through the file descriptor and never
+    need its pages, nor ctypes (~2 ms of their start-up).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, address: int, length: int, writable: bool) -> None:
+        self.address = address  # 0: deferred, not mapped (yet)
+        self.length = length
+        self.writable = writable
+        self._holder = None
+        self._fd = -1  # a deferred region's file, until it is mapped or released
+
+    @classmethod
+    def deferred(cls, fd: int, length: int, writable: bool) -> Region:
+        """A region of `fd` mapped (never populated) only when a view is first lent: while
+        it is lent from, `fd` must stay open (a Reference keeps it open while it is mapped)."""
+        region = cls(0, length, writable)
+        region._fd = fd
+        return region
+
+    @classmethod
+    def map(cls, fd: int, length: int, writable: bool, populate: bool) -> Region:
+        """Map a segment (read-only pages unless `writable`; all pages now if `populate`)."""
+        return cls(map_address(fd, length, writable, populate), length, writable)
+
+    def _kept(self) -> Region:
+        return self  # (already apart from any map)
+
+    release = Mapped._release  # (public: a Region is no public object)

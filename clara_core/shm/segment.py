@@ -23,6 +23,7 @@ OSErrors are translated here into clara_core's errors, naming the object (`what`
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat as stats
 
@@ -37,9 +38,8 @@ from ..errors import (
 )
 from ..names import shm_dir, shm_dir_setting
 from ..records import Record
-from . import libc, locks
+from . import libc, locks, memory
 from .header import HEADER_SIZE, Header, parse
-from .memory import Region
 from .trust import Refusal, file_type, user_name
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -213,7 +213,7 @@ def open_segment(
     *,
     read_only: bool = False,
     header: bool = True,
-    lock: tuple[int, bool] | None = None,
+    lock: tuple[int, bool, bytes] | None = None,
     timeout: float | None = None,
 ) -> Opened:
     """Open a name of the shared-memory directory, the one safe way.
@@ -222,10 +222,10 @@ def open_segment(
     would hang a plain open), read-write if this user may; `fstat`; refuse whatever
     `refusal` objects to (PermissionDenied: another user's, or more permissive than its
     context) and anything not a regular file (Corrupt); read and validate the header
-    (unless `header` is False). `lock` = (byte, exclusive) is then held: taken at once
-    if free (a try never waits, so it comes first, and the stat and header are then
-    read under it), else waited for only after those checks, at most `timeout` seconds
-    (None: `locks.default_wait()`), and the stat and header read again under it.
+    (unless `header` is False). `lock` = (byte, exclusive, its `locks.requests` one) is
+    then held: taken at once if free (a try never waits, so it comes first, and the stat
+    and header are then read under it), else waited for only after those checks, at most
+    `timeout` seconds (None: `locks.default_wait()`), and the stat and header read again.
     """
     if read_only:
         fd, writable = _open_read_only(file_name, what, refusal), False
@@ -240,9 +240,10 @@ def open_segment(
     try:
         locked = False
         if lock is not None:
-            try:  # noqa: SIM105 (inline, faster than suppress: this runs on every get)
-                locked = locks.try_lock(fd, lock[0], lock[1])  # (not *lock: no args tuple)
-            except OSError:  # a file that takes no lock: refused by the checks below
+            try:  # (locks.try_lock, inline: this runs on every get)
+                _fcntl(fd, _SETLK, lock[2])
+                locked = True
+            except OSError:  # busy (waited for below), or a file that takes no lock (refused)
                 pass
         try:
             found = os.fstat(fd)
@@ -251,7 +252,7 @@ def open_segment(
         if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
             _check_file(found, what, refusal)  # raises, saying why
         if lock is not None and not locked:
-            byte, exclusive = lock
+            byte, exclusive, _ = lock
             if header:
                 _read(fd, what, found)  # no wait on a lock of a file that is no segment
             locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
@@ -282,6 +283,7 @@ def _open_read_only(file_name: str, what: str, refusal: Refusal) -> int:
         _explain_refused(exc, file_name, what, refusal)
 
 
+_fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
 _READ_ONLY = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDONLY
 _READ_WRITE = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDWR
 
@@ -412,17 +414,17 @@ def stat_named(file_name: str) -> os.stat_result | None:
         raise translate(exc, f"segment {file_name}") from exc
 
 
-def map_segment(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> Region:
-    """Map the first `length` bytes of a segment, read-only unless `writable`.
+def map_address(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> int:
+    """Map the first `length` bytes of a segment, read-only unless `writable`: its address.
 
     `populate` maps every page now (one kernel call) instead of one fault per page; it
     only pays off for large mappings, so small ones always fault their few pages in.
-    Without it the mapping is deferred to the first view of it (Region.deferred): a map
-    whose data only moves through the fd (sendfile, splice) never maps a page.
+    Without it the mapping is deferred to the first view of it (0: see memory.Mapped): a
+    map whose data only moves through the fd (sendfile, splice) never maps a page.
     """
     if not populate:
-        return Region.deferred(fd, length, writable)
+        return 0
     try:
-        return Region.map(fd, length, writable, populate and length >= _POPULATE_FROM)
+        return memory.map_address(fd, length, writable, length >= _POPULATE_FROM)
     except OSError as exc:
         raise translate(exc, what) from exc

@@ -364,6 +364,27 @@ def test_a_view_is_cut_off_when_its_reference_already_keeps_a_mapping(ctx):
     alloc.release()
 
 
+def test_a_map_that_reuses_a_kept_mapping_is_not_the_earlier_maps(ctx):
+    """A Mapping is its mapping: when an unmapped one's pages are kept and the next map
+    reuses them, that map is a new Mapping, and the earlier one stays unmapped (its
+    unmap is a no-op, it lends no view): it never takes the new map for its own."""
+    alloc = ctx.create(dtype="i32", shape=(8,))
+    with alloc.map("w") as array:
+        array[:] = 5
+    del array
+    first = alloc.map("r")
+    first.unmap()  # no view: its pages are kept for the next read map
+    second = alloc.map("r")
+    assert second is not first and second.address == first.address  # the kept pages
+    assert second.mapped and not first.mapped
+    with pytest.raises(InvalidArgument, match="no longer mapped"):
+        first.array  # noqa: B018
+    first.unmap()
+    assert second.mapped and second.array.tolist() == [5] * 8
+    second.unmap()
+    alloc.release()
+
+
 def _mapped_at(address: int) -> str | None:
     """The /proc/self/maps line of the mapping holding `address`, if any."""
     with open("/proc/self/maps") as maps:
