@@ -258,6 +258,10 @@ class Mapped:
         if address is None or address == _MAP_FAILED:
             _check(address, "mmap")
         holder.unmapper = _Unmapper(self.address, length, spare)
+        # The views need nothing of their map any more: the owner (a Mapping, and through
+        # it the allocation) must not live on with them, nor the reference's other maps
+        # and locks (`with ref.map("r") as old:` leaves `old` bound after the block).
+        holder.owner = None
         self._holder = None
 
 

@@ -456,6 +456,30 @@ def test_a_view_keeps_its_map_and_reference_alive(ctx):
         pass
 
 
+@pytest.mark.parametrize("nbytes", [24, 4 << 20])  # cut off in place; moved first
+def test_a_cut_off_view_keeps_nothing_of_its_reference_alive(ctx, nbytes):
+    """A view whose map has ended reads zeros and needs nothing of the segment: it must
+    not keep its reference (and the reference's other maps and locks) alive. The
+    idiomatic `with ref.map("r") as old:` leaves `old` bound after the block."""
+    alloc = ctx.create(nbytes)
+    with alloc.map("w") as array:
+        array[:] = 3
+    del array
+    alloc.publish("data")
+    alloc.release()
+    reference = ctx.get("data")
+    with reference.map("r") as old:
+        assert int(old.min()) == 3
+    probe = weakref.ref(reference)
+    view = reference.map("r").array  # a second map, its Mapping dropped at once
+    del reference, view
+    gc.collect()
+    assert probe() is None  # released: its read map and lock went with it
+    assert int(old.max()) == 0
+    with ctx.get("data").map("w"):
+        pass
+
+
 def test_a_private_allocation_released_by_its_creator_is_gone(ctx, namespace):
     alloc = ctx.create("512K")  # below the recycling threshold
     path = alloc.map("w").path  # /proc/<pid>/fd/N while anonymous
