@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import os
+import sys
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from . import forks
@@ -171,12 +172,12 @@ class Reference(Inheritance):
                     raise segment.translate(exc, "the data state") from exc
         self._unmap(region, complete=False)
 
-    def _unmap_all(self) -> None:
-        """Finish every map (write maps are marked complete); in a forked child, its
-        parent's maps are only unmapped here (see `_leave_to_parent`)."""
+    def _unmap_all(self, complete: bool = True) -> None:
+        """Finish every map (write maps are marked complete, unless not `complete`); in a
+        forked child, its parent's maps are only unmapped here (see `_leave_to_parent`)."""
         for region in list(self._maps):
             if type(region) is not ParentsMap:
-                self._unmap(region, complete=True)
+                self._unmap(region, complete)
 
     def _premap(self, writable: bool, length: int, what: str) -> None:
         """Map the segment now, populated, as the mapping the next map of this kind will
@@ -212,7 +213,9 @@ class Reference(Inheritance):
             return
         try:
             if self._maps:
-                self._unmap_all()
+                # A write map still held when an uncaught exception ends the interpreter
+                # was cut short, not finished: its data is left incomplete.
+                self._unmap_all(complete=not _crashed)
             if self._warm_read is not None:
                 self._warm_read.release()
                 self._warm_read = None
@@ -226,9 +229,14 @@ class Reference(Inheritance):
 
 
 _exiting = False  # at interpreter exit the kernel frees everything: nothing to recycle
+_crashed = False  # the interpreter is ending on an uncaught exception (^C included)
 
 
 @atexit.register
 def _at_exit() -> None:
-    global _exiting
+    global _exiting, _crashed
     _exiting = True
+    # The interpreter's report of an uncaught exception (not SystemExit) keeps it here
+    # before the atexit hooks run; every object alive when it was raised still is (its
+    # traceback holds their frames), and dies only in the teardown that follows.
+    _crashed = hasattr(sys, "last_value")

@@ -614,6 +614,40 @@ def test_garbage_collection_releases_a_reference(ctx):
     alloc.release()
 
 
+@pytest.mark.parametrize("ending", ["raise RuntimeError('mid-write')", "raise KeyboardInterrupt"])
+def test_a_write_map_held_when_an_uncaught_exception_ends_python_is_incomplete(ctx, ending):
+    """A writer that dies mid-write leaves the data incomplete (README, "What a crash
+    cannot do here"): so does one whose uncaught exception ends the interpreter while it
+    holds a write map outside a `with` block (its teardown releases the reference). A
+    program that ends normally (or by sys.exit) finishes its maps as release() does."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    with alloc.map("w") as array:
+        array[:] = 1
+    del array
+    alloc.publish("data")
+    program = """
+        import sys
+        from clara_core import Context
+
+        def fill(mapping):
+            mapping.array[:2] = 9
+            ENDING
+
+        held = Context.open("job").get("data").map("w")
+        fill(held)
+        """
+    for end, state in ((ending, "incomplete"), ("pass", "complete"), ("sys.exit(0)", "complete")):
+        result = run_python(program.replace("ENDING", end))
+        assert result.returncode in (0, 1, -signal.SIGINT), result.stderr
+        assert ctx.get("data").state == state, (end, result.stderr)
+        with alloc.map("w") as array:
+            array[:] = 1
+    run_python(program.replace("ENDING", ending))
+    with pytest.raises(Incomplete):
+        ctx.get("data").map("r")
+    alloc.release()
+
+
 def test_context_manager_releases(ctx):
     with ctx.create(8) as alloc:
         alloc.publish("data")
