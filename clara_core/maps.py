@@ -43,7 +43,7 @@ _fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
 _MAP_SHARED, _MAP_EXCLUSIVE, _ = locks.requests(locks.MAP_BYTE)
 _parse_layout = hdr.parse_layout
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
-_DATA_END, _COMPLETE = hdr.DATA_END, hdr.COMPLETE
+_DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
 
 
 class Maps(Reference):
@@ -258,9 +258,10 @@ class Maps(Reference):
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
                 raise _unreadable(hdr.read_data_state(pending), what)
             warm, self._warm_read = self._warm_read, None
-        if warm is None:
+        if warm is None:  # a fresh segment never written: its pages are fresh too
+            fresh = pending[_DATA_AT] == _EMPTY
             length = DATA_OFFSET + self._layout.capacity
-            address = segment.map_address(self._fd, length, writable, what, populate)
+            address = segment.map_address(self._fd, length, writable, what, populate, fresh)
         else:
             address, length = warm.address, warm.length  # (see `map`)
         if writable:

@@ -42,12 +42,14 @@ _MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
 # Bound once by _lib(): these run a few times per map and unmap.
 _mmap: Any = None
 _munmap: Any = None
+_madvise: Any = None
 _c_char: Any = None
+_MADV_POPULATE_WRITE = 23  # Linux 5.14
 
 
 def _lib() -> Any:
     """libc with the signatures we call (ctypes is imported on first use)."""
-    global _libc, _MAP_FAILED, _mmap, _munmap, _c_char
+    global _libc, _MAP_FAILED, _mmap, _munmap, _madvise, _c_char
     global _READ, _READ_WRITE, _SHARED, _SHARED_POPULATE, _PRIVATE_ZEROS, _ZEROS_FIXED
     if _libc is None:
         import ctypes
@@ -67,7 +69,9 @@ def _lib() -> Any:
         libc.mremap.argtypes = [pointer, size, size, number, pointer]
         libc.munmap.restype = number
         libc.munmap.argtypes = [pointer, size]
-        _mmap, _munmap, _c_char = libc.mmap, libc.munmap, ctypes.c_char
+        libc.madvise.restype = number
+        libc.madvise.argtypes = [pointer, size, number]
+        _mmap, _munmap, _madvise, _c_char = libc.mmap, libc.munmap, libc.madvise, ctypes.c_char
         _libc = libc
     return _libc
 
@@ -125,9 +129,21 @@ def _spare_for(length: int) -> list[int] | None:
     return spare
 
 
-def map_address(fd: int, length: int, writable: bool, populate: bool) -> int:
+def map_address(fd: int, length: int, writable: bool, populate: bool, fresh: bool = False) -> int:
     """Map the first `length` bytes of a segment file (read-only pages unless `writable`;
-    all pages now if `populate`); its address."""
+    all pages now if `populate`); its address.
+
+    `fresh`: pages not yet written since the file was made (a fresh fallocate, not yet
+    cleared). MAP_POPULATE takes a read fault for each of them (the kernel's fault-around
+    finds nothing to map: each page is cleared on its own fault), which costs ~40% more
+    than the write faults of a fill, so a writable map populates them for writing
+    (MADV_POPULATE_WRITE): ~30% less. Best effort, as MAP_POPULATE: where it fails
+    (before Linux 5.14), the pages fault in as they are written.
+    """
+    if populate and fresh and writable:
+        address = map_address(fd, length, writable, False)
+        _madvise(address, length, _MADV_POPULATE_WRITE)
+        return address
     if _mmap is None:
         _lib()
     prot = _READ_WRITE if writable else _READ

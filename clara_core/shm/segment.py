@@ -414,17 +414,16 @@ def stat_named(file_name: str) -> os.stat_result | None:
         raise translate(exc, f"segment {file_name}") from exc
 
 
-def map_address(fd: int, length: int, writable: bool, what: str, populate: bool = False) -> int:
+def map_address(
+    fd: int, length: int, writable: bool, what: str, populate: bool = False, fresh: bool = False
+) -> int:
     """Map the first `length` bytes of a segment, read-only unless `writable`: its address.
-
-    `populate` maps every page now (one kernel call) instead of one fault per page; it
-    only pays off for large mappings, so small ones always fault their few pages in.
-    Without it the mapping is deferred to the first view of it (0: see memory.Mapped): a
-    map whose data only moves through the fd (sendfile, splice) never maps a page.
-    """
+    With `populate`, a large one's pages are all mapped now (`fresh` ones for writing: see
+    memory.map_address); else it waits for its first view (0: see memory.Mapped), so a map
+    whose data only moves through the fd (sendfile, splice) never maps a page."""
     if not populate:
         return 0
     try:
-        return memory.map_address(fd, length, writable, length >= _POPULATE_FROM)
+        return memory.map_address(fd, length, writable, length >= _POPULATE_FROM, fresh)
     except OSError as exc:
         raise translate(exc, what) from exc
