@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+
+from clara_core.records import Record
 
 # Whether --json was given, when the click-free command line (clara_cli.fastrun: `clara
 # run`) parsed it; None: click's context knows (the group's --json, options.json_option).
@@ -51,7 +52,7 @@ def note(message: str) -> None:
     sys.stderr.write(f"clara: {message}\n")
 
 
-class Styled(NamedTuple):
+class Styled(Record):
     """A table cell with a colour for terminals (e.g. leaks in red); plain text elsewhere."""
 
     text: str

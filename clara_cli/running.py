@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from clara_core.records import Record
 
 from .render import emit, wants_json
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     from clara_core.pipeline.model import Pipeline
     from clara_core.pipeline.results import OperatorResult, RunResult, VariableRecord

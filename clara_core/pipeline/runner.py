@@ -36,14 +36,13 @@ import os
 import selectors
 import signal
 import time
-import uuid
 
 from ..context import Context
 from ..errors import ClaraError, NotFound
 from . import scheduling
 from .bindings import require_commands
 from .completion import COMPLETE_FD, CompletionChannel
-from .environment import JOB, WARM_POOL
+from .environment import JOB, WARM_POOL, new_job_id
 from .job_variables import JobVariables, create_job_context, recycle_left
 from .jobdir import JobDirectory
 from .launch import could_not_start, prepare
@@ -118,9 +117,9 @@ class _Job:
         self.observer = observer
         self.isolate = isolate
         self.job: JobDirectory | None = None
-        job_id = uuid.uuid4()
-        name = context or f"{pipeline.name[:200]}-{job_id.hex[:8]}"
-        self.result = RunResult(pipeline.name, pipeline.file, name, str(job_id), kept=keep)
+        job_id = new_job_id()
+        name = context or f"{pipeline.name[:200]}-{job_id[:8]}"
+        self.result = RunResult(pipeline.name, pipeline.file, name, job_id, kept=keep)
         self.ops = {op.name: OperatorResult(op.name) for op in pipeline.operators}
         self.result.operators = list(self.ops.values())
         self.procs: dict[str, OperatorProcess] = {}  # running (not yet reaped)

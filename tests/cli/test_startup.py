@@ -165,7 +165,9 @@ def test_run_and_a_wait_for_a_declared_input_load_no_numpy(tmp_path: Path) -> No
     its producer through the job's tally) load no numpy: the runner's own start-up
     delays every operator, and numpy costs ~0.1 s of CPU to import. Nor does the runner
     load dataclasses (with inspect, ast and tokenize, and the code each dataclass
-    generates: ~15 ms of that start-up; the pipeline's records are clara_core.records)."""
+    generates: ~15 ms of that start-up; the pipeline's records are clara_core.records),
+    click (clara_cli.fastrun), typing (~2 ms), uuid (with platform, ~2 ms) or difflib
+    (only to suggest a key for a misspelt one)."""
     wrapped = f"[{sys.executable}, -c, {json.dumps(WRAPPER.format(heavy=HEAVY))}"
     s = "{name: s, type: array, element-type: int32, shape: [2]}"
     pipeline = tmp_path / "light.yaml"
@@ -178,7 +180,7 @@ def test_run_and_a_wait_for_a_declared_input_load_no_numpy(tmp_path: Path) -> No
         f"  container: {{command: {wrapped}, map, s, --read, --out, /dev/null]}}\n"
         f"  input:\n  - {s.replace('{', '{from: produce, ')}\n"
     )
-    runner_heavy = (*HEAVY, "dataclasses")
+    runner_heavy = (*HEAVY, "dataclasses", "click", "typing", "uuid", "difflib")
     result = subprocess.run(
         [sys.executable, "-c", WRAPPER.format(heavy=runner_heavy), "--json", "run", str(pipeline)],
         capture_output=True,

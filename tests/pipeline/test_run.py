@@ -500,3 +500,22 @@ def test_a_driver_operator_freezes_what_exists_before_its_life_cycle(tmp_path: P
     assert operators(result)["only"]["output_tail"] == ["frozen True"]
     assert marker.read_text() == "finalized"
     assert_clean()
+
+
+def test_a_job_s_id_is_a_random_uuid4_and_names_its_context(tmp_path: Path) -> None:
+    """The runner spells job ids itself (without importing uuid): each must be what
+    str(uuid.uuid4()) gives, and a job's default context ends with its first 8 digits."""
+    import uuid
+
+    from clara_core.pipeline.environment import new_job_id
+
+    ids = {new_job_id() for _ in range(200)}
+    assert len(ids) == 200
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert (str(parsed), parsed.version, parsed.variant) == (job_id, 4, uuid.RFC_4122)
+    pipeline = write(tmp_path, HEAD.format(name="ids") + op("only", "sleep, '0'"))
+    code, result, err = clara_run(pipeline)
+    assert code == 0, err
+    assert uuid.UUID(result["job_id"]).version == 4
+    assert result["context"] == f"ids-{result['job_id'][:8]}"

@@ -603,3 +603,37 @@ def test_templates_resolve_before_the_rules(tmp_path: Path) -> None:
     with pytest.raises(PipelineInvalid) as caught:
         load(str(path), {"source": "nobody"})
     assert "comes from operator 'nobody', which does not exist" in str(caught.value)
+
+
+PARSER_CASES = {
+    "block": HEAD + "- name: a\n  container: {command: [x]}\n  input: [{name: v, type: u8}]\n",
+    "anchors": "base: &b {x: 1, y: [2, 3]}\nother:\n  <<: *b\n  y: 4\nlist:\n- *b\n- 'q'\n",
+    "scalars": "a: 0o17\nb: 1_000\nc: 2026-11-29\nd: ~\ne: yes\nf: .inf\ng: '12'\nh: |\n  x\n",
+    "duplicate": "a: 1\nb: 2\na: 3\n[1]: x\n",
+    "unclosed": HEAD + "- name: a\n  container: {command: [x]\n  bad: ]\n",
+    "indent": "a:\n  b: 1\n c: 2\n",
+    "tab": "a:\n\tb: 1\n",
+    "control": "a: 'x\x07y'\n",
+    "two documents": "a: 1\n---\nb: 2\n",
+    "python tag": "a: !!python/object:os.system x\n",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("text", PARSER_CASES.values(), ids=PARSER_CASES.keys())
+def test_libyaml_and_the_pure_parser_give_the_same_data_lines_and_messages(text: str) -> None:
+    """yamllines parses with libyaml when PyYAML has it, and falls back to PyYAML's own
+    parser on any error: whichever runs, the result is what the pure parser gives."""
+    from clara_core.pipeline import yamllines
+
+    def plain(value: object) -> object:  # the data with every line it remembers
+        if isinstance(value, yamllines.Map):
+            items = {key: plain(item) for key, item in value.items()}
+            return ("map", value.line, value.lines, value.key_lines, items)
+        if isinstance(value, yamllines.Seq):
+            return ("seq", value.line, value.lines, [plain(item) for item in value])
+        return value
+
+    fast_data, fast_problems = yamllines.load(text)
+    pure_data, pure_problems = yamllines.load(text, fast=False)
+    assert (plain(fast_data), fast_problems) == (plain(pure_data), pure_problems)

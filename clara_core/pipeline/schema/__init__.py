@@ -23,8 +23,6 @@ these rules, by `templates`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ...errors import InvalidArgument
 from ..model import Operator, Pipeline, Problem, version_tuple
 from ..yamllines import Map, Seq
@@ -33,6 +31,10 @@ from .base import TYPED, text_of
 from .extras import ExtrasRules
 from .graph import GraphRules, shapes_match
 from .ports import PortRules
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["parse", "shapes_match"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 from ...errors import InvalidArgument
 from ...names import validate_name
 from ..model import ERROR, NOTE, WARNING, Problem
@@ -53,6 +51,8 @@ class RuleBase:
                     "write the imported definition here instead",
                 )
                 continue
+            import difflib  # only for an unknown key (with heapq: ~1 ms of `clara run`)
+
             absent = [k for k in known if k not in data]
             match = difflib.get_close_matches(str(key), absent, n=1, cutoff=0.75)
             if match:

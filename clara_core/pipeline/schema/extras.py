@@ -6,11 +6,14 @@ which is said as a note rather than silently."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from ..model import Connection, Service
 from ..yamllines import Map, Seq
 from .base import RuleBase, text_of
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 SERVICE_KEYS = ("name", "description", "container", "connections", "requests", "variables")
 SERVICE_CONTAINER_KEYS = ("image", "tag", "command", "variables")

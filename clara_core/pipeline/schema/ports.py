@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
 from ...dtypes import CLARA_PRIMITIVES, declared_shape, element_type
 from ...errors import InvalidArgument
@@ -11,6 +10,10 @@ from ..environment import env_suffix
 from ..model import ARRAY, SHARED_MEMORY, STREAM, STRING, Port
 from ..yamllines import Map, Seq
 from .base import TYPED, RuleBase, text_of
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 INPUT_KEYS = ("from", "name", "type", "element-type", "shape", "path")
 OUTPUT_KEYS = ("name", "type", "element-type", "shape", "path")
