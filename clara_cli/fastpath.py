@@ -169,8 +169,7 @@ def main() -> None:
 
         request = fastrun.parse_run(sys.argv[1:])
         if request is not None:
-            gc.enable()  # a job may run for hours: as the click CLI, it runs with it
-            code = fastrun.run(*request)
+            code = fastrun.run(*request)  # (its job turns the collector on: running.py)
             gc.freeze()  # as the click command line does: no last collection at exit
             sys.exit(code)
     copy = parse_map_copy(sys.argv[1:])
