@@ -121,6 +121,13 @@ class _Unmapper:
             self.munmap(self.address, self.length)
 
 
+def _holder_type(length: int) -> type:
+    """The type of a holder of `length` bytes: ctypes' array of them, with slots for its
+    owner and its unmapper (no attribute dict to make and free with every holder)."""
+    array = _c_char * length
+    return type(array)("Holder", (array,), {"__slots__": ("owner", "unmapper")})
+
+
 def _spare_for(length: int) -> list[int] | None:
     """The list keeping dead read cut-offs of `length`, or None if none is kept."""
     spare = _spare.get(length)
@@ -201,7 +208,7 @@ class Mapped:
             if kind is None:
                 if len(_holder_types) >= _SPARE_LENGTHS:
                     _holder_types.clear()
-                kind = _holder_types[self.length] = _c_char * self.length
+                kind = _holder_types[self.length] = _holder_type(self.length)
             holder = kind.from_address(self.address)
             holder.owner = owner
             self._holder = weak_ref(holder)
