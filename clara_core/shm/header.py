@@ -24,7 +24,7 @@ file's real size first.
 
 from __future__ import annotations
 
-import struct
+from _struct import Struct  # struct's C half (the module struct only re-exports it)
 
 from ..dtypes import BY_CODE, MAX_DIMS, ElementType
 from ..errors import Corrupt
@@ -45,15 +45,15 @@ LIFECYCLES = ("private", "published", "freed", "pooled")
 EMPTY, WRITING, COMPLETE = 0, 1, 2
 DATA_STATES = ("empty", "writing", "complete")
 
-_IDENTITY = struct.Struct("<8sHB")  # at 0
-_LIFECYCLE = struct.Struct("<B")  # at 16
-_DATA = struct.Struct("<B3xiQQ")  # at 24: state, writer pid, writer start, generation
-_LAYOUT = struct.Struct(f"<BB6x{MAX_DIMS}qQQQ")  # at 64: dtype, ndim, shape, nbytes, cap, off
-_ORIGIN = struct.Struct("<QiQiQQ")  # at 160: created ns, creator pid+start, owner pid+start,
+_IDENTITY = Struct("<8sHB")  # at 0
+_LIFECYCLE = Struct("<B")  # at 16
+_DATA = Struct("<B3xiQQ")  # at 24: state, writer pid, writer start, generation
+_LAYOUT = Struct(f"<BB6x{MAX_DIMS}qQQQ")  # at 64: dtype, ndim, shape, nbytes, cap, off
+_ORIGIN = Struct("<QiQiQQ")  # at 160: created ns, creator pid+start, owner pid+start,
 # and (allocations) the created ns of the context they were made in
-_SETTINGS = struct.Struct("<IQQ")  # at 208: mode, capacity, pool cap
-_NAME = struct.Struct("<B255s")  # at 256 (context) and 512 (own name)
-_WHOLE = struct.Struct("<8sHB5x B7x B3xiQQ16x BB6x8qQQQ QiQiQQ8x IQQ28x B255s B255s")
+_SETTINGS = Struct("<IQQ")  # at 208: mode, capacity, pool cap
+_NAME = Struct("<B255s")  # at 256 (context) and 512 (own name)
+_WHOLE = Struct("<8sHB5x B7x B3xiQQ16x BB6x8qQQQ QiQiQQ8x IQQ28x B255s B255s")
 assert _WHOLE.size == HEADER_SIZE
 
 IDENTITY_AT, LIFECYCLE_AT, DATA_AT, LAYOUT_AT = 0, 16, 24, 64

@@ -26,8 +26,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import struct
 import time
+from _struct import Struct  # struct's C half (the module struct only re-exports it)
 
 from ..errors import ClaraError, InvalidArgument, Timeout
 from . import processes
@@ -37,7 +37,7 @@ MAP_BYTE = 1
 LIFECYCLE_BYTE = 2
 
 # struct flock: l_type, l_whence, l_start, l_len, l_pid (must be 0 for OFD locks), padding.
-_FLOCK = struct.Struct("hhqqi4x")
+_FLOCK = Struct("hhqqi4x")
 _BUSY = (errno.EAGAIN, errno.EACCES)
 
 

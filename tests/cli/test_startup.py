@@ -131,6 +131,7 @@ NOT_FOR_A_COPY = {
     "clara_core.shm.listing": "a copy lists no directory",
     "clara_core.warm_pool": "only a context that uses a warm pool",
     "clara_core.waiting": "only a copy that waits (--wait, --timeout)",
+    "struct": "a module to find and run, only to re-export _struct's Struct (header, locks)",
 }
 
 
