@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .reference import Reference
-    from .shm.memory import Mapped, Region
+    from .shm.memory import Region
 
 count = 0  # how many forks made this process (a child counts its parent's and its own)
 
@@ -74,12 +74,12 @@ class Inheritance:
 
     _born: int  # `count` when the reference was made
     _seen: int  # `count` when its maps were last sorted into a parent's and its own
-    _parents: list[Mapped] | None  # maps a parent made, still mapped here
-    _maps: list[Mapped]
+    _parents: list[Region] | None  # maps a parent made, still mapped here
+    _maps: list[Region]
     _warm: Region | None
     _warm_read: Region | None
     _fd: int
-    _unmap: Callable[[Mapped, bool], None]
+    _unmap: Callable[[Region, bool], None]
 
     @property
     def _inherited(self) -> bool:
@@ -100,7 +100,7 @@ class Inheritance:
         maps = [r for r in self._maps if type(r) is not ParentsMap]
         self._parents = maps or None
 
-    def _leave_to_parent(self, region: Mapped) -> None:
+    def _leave_to_parent(self, region: Region) -> None:
         """Unmap in this process a map its parent made: the parent's pages, data state and
         lock stay as they are (the parent finishes its own map); a ParentsMap stands in
         for it, so that this process neither drops that lock nor maps against it."""
@@ -108,7 +108,7 @@ class Inheritance:
         self._parents.remove(region)
         maps: list = self._maps
         maps[maps.index(region)] = ParentsMap(region.writable)
-        region._release()
+        region.release()
 
     def _close_inherited(self) -> None:
         """Close in a forked child a reference its parent made: the open file, and so its
@@ -126,7 +126,7 @@ class Inheritance:
                     self._unmap(region, True)
             for kept in [*parents, self._warm, self._warm_read]:
                 if kept is not None:
-                    kept._release()
+                    kept.release()
             self._maps.clear()
             self._parents = None
             self._warm = self._warm_read = None

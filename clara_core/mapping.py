@@ -10,7 +10,7 @@ from .dtypes import ElementType, format_size
 from .errors import Corrupt, InvalidArgument
 from .shm import segment
 from .shm.header import DATA_OFFSET, Layout
-from .shm.memory import Mapped
+from .shm.memory import Region
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def _frombuffer() -> Any:
     return _numpy_frombuffer
 
 
-class Mapping(Mapped):
+class Mapping:
     """An allocation mapped for reading (``'r'``) or writing (``'w'``).
 
     ``with alloc.map('r') as array:`` yields a numpy view and unmaps at the end of the
@@ -43,25 +43,24 @@ class Mapping(Mapped):
     a writer that dies does. Views keep the map (and the reference) alive as long as they
     live; views still alive after an explicit unmap are cut off from the shared memory
     (they read zeros), so copy what you want to keep.
-
-    It is the mapping itself (memory.Mapped: `address`, `length` bytes of the segment
-    file from its start, `writable`), not an object on top of one.
     """
 
     # Slots: one is made (and dies) on every map: no attribute dict to build and free.
     # (and one may be referred to weakly, as an Allocation may: a public class kept that)
-    __slots__ = ("_array", "_maps", "_written", "allocation", "layout")
+    __slots__ = (
+        "__weakref__",
+        "_array",
+        "_maps",
+        "_region",
+        "_written",
+        "allocation",
+        "layout",
+    )
 
-    def __init__(
-        self, allocation: Allocation, address: int, length: int, writable: bool, layout: Layout
-    ) -> None:
+    def __init__(self, allocation: Allocation, region: Region, layout: Layout) -> None:
         self.allocation = allocation
         self._maps = allocation._maps  # its reference's maps: this one, while it is mapped
-        self.address = address  # 0: deferred, mapped when a view is first taken
-        self.length = length
-        self.writable = writable
-        self._holder = None
-        self._fd = -1 if address else allocation._fd  # (see memory.Mapped)
+        self._region = region
         self.layout = layout
         self._array: weak_ref[Any] | None = None
         self._written = False  # whether data went in through the fd (copy_from, write_from)
@@ -69,12 +68,12 @@ class Mapping(Mapped):
     @property
     def mode(self) -> str:
         """'w' for a write map, 'r' for a read map."""
-        return "w" if self.writable else "r"
+        return "w" if self._region.writable else "r"
 
     @property
     def mapped(self) -> bool:
         """Whether this map is still in place."""
-        return self in self._maps
+        return self._region in self._maps
 
     @property
     def etype(self) -> ElementType:
@@ -106,7 +105,7 @@ class Mapping(Mapped):
         """The data as a flat byte memoryview (no numpy needed), read-only for a read map."""
         self._check_mapped()
         try:
-            view = self._lend(self)
+            view = self._region.lend(self)
         except OSError as exc:  # a map made with populate=False maps its pages now
             raise self._unmappable(exc) from exc
         return view[DATA_OFFSET : DATA_OFFSET + self.layout.nbytes]
@@ -114,16 +113,17 @@ class Mapping(Mapped):
     @property
     def array(self) -> numpy.ndarray:
         """A zero-copy numpy view of the data, read-only for a read map."""
-        if self not in self._maps:
+        region = self._region
+        if region not in self._maps:
             self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
             etype, shape, nbytes, _ = self.layout  # (one unpack, not three field lookups)
             try:
-                holder = self._hold(self)
+                holder = region.holder(self)
             except OSError as exc:  # a map made with populate=False maps its pages now
                 raise self._unmappable(exc) from exc
-            if not self.writable:
+            if not region.writable:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
             frombuffer = _numpy_frombuffer or _frombuffer()
             array = frombuffer(holder, etype.numpy, nbytes // etype.itemsize, DATA_OFFSET)
@@ -160,7 +160,7 @@ class Mapping(Mapped):
         byte is written; `advance` is told the bytes copied after each chunk.
         """
         self._check_mapped()
-        if not self.writable:
+        if not self._region.writable:
             raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
         target, total, done = self.allocation._fd, self.layout.nbytes, 0
         if stat.S_ISREG(os.fstat(fd).st_mode):
@@ -207,7 +207,7 @@ class Mapping(Mapped):
         """Copy `data` (nbytes long) into the allocation through the file, not the map
         (see read_into). Only for a write map."""
         self._check_mapped()
-        if not self.writable:
+        if not self._region.writable:
             raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
         view = memoryview(data).cast("B")
         if len(view) != self.layout.nbytes:
@@ -226,16 +226,16 @@ class Mapping(Mapped):
 
     def unmap(self, complete: bool = True) -> None:
         """Unmap; a write map marks the data complete, or incomplete if `complete` is False."""
-        if self in self._maps:
-            self.allocation._unmap(self, complete)
+        if self._region in self._maps:
+            self.allocation._unmap(self._region, complete)
 
     # ``with alloc.map(...) as array``: the array itself (the property's getter, no
     # frame of its own: every map runs it).
     __enter__ = array.fget  # type: ignore[assignment]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self in self._maps:
-            self.allocation._unmap(self, exc_type is None)
+        if self._region in self._maps:
+            self.allocation._unmap(self._region, exc_type is None)
 
     def _unmappable(self, exc: OSError) -> Exception:
         """Its pages could not be mapped: the map is undone (no lock stays held, a write
@@ -245,7 +245,7 @@ class Mapping(Mapped):
         if self._written:
             self.unmap(complete=False)
         else:
-            self.allocation._abandon(self)
+            self.allocation._abandon(self._region)
         return segment.translate(exc, self.allocation.describe())
 
     def _check_mapped(self) -> None:

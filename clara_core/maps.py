@@ -29,12 +29,12 @@ from .reference import Reference
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import DATA_OFFSET, Layout
-from .shm.memory import unmap_range
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .shm.memory import Region
     from .waiting import Deadline
 
 # Bound once: these run on every map.
@@ -116,7 +116,8 @@ class Maps(Reference):
             self._adopt()
         pending = self._pending
         if pending is not None:
-            return self._map_private(pending, writable, allow_incomplete, populate, what)
+            region, layout = self._map_private(pending, writable, allow_incomplete, populate, what)
+            return Mapping(self, region, layout)
         fd = self._fd
         maps = self._maps
         locked = bool(maps)
@@ -131,16 +132,19 @@ class Maps(Reference):
         # Mapping touches no data, so it may come before the lock: a map that had to
         # wait is then ready the moment the holder lets go.
         if writable:
-            warm, self._warm = self._warm, None
+            region, self._warm = self._warm, None
         else:
-            warm, self._warm_read = self._warm_read, None
-        address = 0
+            region, self._warm_read = self._warm_read, None
         try:
-            if warm is None:
-                length = DATA_OFFSET + self._layout.capacity
-                address = segment.map_address(fd, length, writable, what, populate)
-            else:  # the kept mapping (never deferred), now this map's
-                address, length = warm.address, warm.length
+            if region is None:
+                region = segment.map_segment(
+                    fd, DATA_OFFSET + self._layout.capacity, writable, what, populate
+                )
+            else:
+                # A new identity for the reused mapping: a Mapping of its earlier map
+                # must see itself unmapped, not take this map for its own.
+                region = region.reissue()
+            length = region.length
             # Whether the file still covers the mapping: its last byte can be read
             # (cheaper than fstat, same answer). Checked before any wait (no clara ever
             # shortens a segment, so the lock adds nothing to this check), which keeps
@@ -161,7 +165,7 @@ class Maps(Reference):
                     # Before it sleeps, its result is made from the header as it is now;
                     # woken, it only checks the data state and layout bytes under the lock.
                     seen, now = self._layout_now(length, what)
-                    made = Mapping(self, address, length, writable, now) if seen else None
+                    made = Mapping(self, region, now) if seen else None
                 if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
                     raise Timeout(
                         f"{what} stayed mapped by {self._holders()} for {timeout:g} s",
@@ -174,7 +178,7 @@ class Maps(Reference):
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
             if seen and header.startswith(seen, _LAYOUT_AT) and header[_DATA_AT] == _COMPLETE:
-                maps.append(made)
+                maps.append(region)
                 self._layout = made.layout
                 return made
             if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
@@ -184,13 +188,12 @@ class Maps(Reference):
         except BaseException:
             if locked and not maps:
                 locks.unlock(fd, locks.MAP_BYTE)  # also when mmap itself failed
-            if address:  # (no view of it was made yet)
-                unmap_range(address, length)
+            if region is not None:
+                region.release()
             raise
-        mapping = Mapping(self, address, length, writable, layout)
-        maps.append(mapping)
+        maps.append(region)
         self._layout = layout
-        return mapping
+        return Mapping(self, region, layout)
 
     def premap(self, mode: str = "r") -> None:
         """Prepare a later map(mode) now: fill this process's page tables for it (what
@@ -247,32 +250,32 @@ class Maps(Reference):
         allow_incomplete: bool,
         populate: bool,
         what: str,
-    ) -> Mapping:
+    ) -> tuple[Region, Layout]:
         """`map` of a segment no other process can reach (see `_defer`): no lock to take, no
         file that anyone else could have cut short or retyped, the data state in `pending`."""
         if writable:
             pid, start = processes.identity()  # (not *identity(): no args tuple, P2's path)
             writing, completed = hdr.write_map_states(pending, pid, start)
-            warm, self._warm = self._warm, None
+            region, self._warm = self._warm, None
         else:
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
                 raise _unreadable(hdr.read_data_state(pending), what)
-            warm, self._warm_read = self._warm_read, None
-        if warm is None:  # a fresh segment never written: its pages are fresh too
+            region, self._warm_read = self._warm_read, None
+        if region is None:  # a fresh segment never written: its pages are fresh too
             fresh = pending[_DATA_AT] == _EMPTY
-            length = DATA_OFFSET + self._layout.capacity
-            address = segment.map_address(self._fd, length, writable, what, populate, fresh)
+            region = segment.map_segment(
+                self._fd, DATA_OFFSET + self._layout.capacity, writable, what, populate, fresh
+            )
         else:
-            address, length = warm.address, warm.length  # (see `map`)
+            region = region.reissue()  # (see `map`)
         if writable:
             self._undone = bytes(pending[_DATA_AT:_DATA_END])
             pending[_DATA_AT:_DATA_END] = writing
             self._completed = completed
-        mapping = Mapping(self, address, length, writable, self._layout)
-        self._maps.append(mapping)
+        self._maps.append(region)
         if self._pending is not pending:  # another thread forked meanwhile
             self._public_meanwhile(pending)
-        return mapping
+        return region, self._layout
 
     def _check_locked(
         self, header: bytes, length: int, writable: bool, allow_incomplete: bool, what: str

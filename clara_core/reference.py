@@ -1,7 +1,7 @@
 """The operating-system side of an allocation reference: its fd, its maps, its close.
 
 A reference is an open file of the segment holding a shared lock on REFERENCE_BYTE (the
-kernel counts references). Its maps (Mappings) hold the map lock (taken by `maps.Maps`);
+kernel counts references). Its maps are Regions under the map lock (taken by `maps.Maps`);
 mappings no view can reach any more are kept ("warm") for its next map of the same kind,
 and at close the segment may be offered to the pool (`_recycle`).
 
@@ -29,13 +29,12 @@ from .errors import Busy
 from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, segment
-from .shm.memory import Region
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .shm.memory import Mapped
+    from .shm.memory import Region
 
 _DATA_AT, _DATA_END = hdr.DATA_AT, hdr.DATA_END
 _fcntl, _SETLK, _UNLOCK_MAP = fcntl.fcntl, fcntl.F_OFD_SETLK, locks.requests(locks.MAP_BYTE)[2]
@@ -52,7 +51,7 @@ class Reference(Inheritance):
     # This process's maps, and a ParentsMap for each map of a parent process that this
     # one has let go of (the parent's map and lock remain). `_parents`: maps made by the
     # process this one was forked from, still mapped here; None while there are none.
-    _maps: list[Mapped]
+    _maps: list[Region]
     _completed: bytes  # the data state a write map's unmap marks (made by map)
     _undone: bytes  # the data state before that write map (see `_abandon`)
     # Mappings no view can reach, kept for this reference's next map of that kind: no
@@ -107,7 +106,7 @@ class Reference(Inheritance):
             locks.unlock(fd, locks.MAP_BYTE)
         segment.write_at(fd, pending[_DATA_AT:_DATA_END], _DATA_AT, "a private allocation")
 
-    def _unmap(self, region: Mapped, complete: bool) -> None:
+    def _unmap(self, region: Region, complete: bool) -> None:
         """Finish one map: mark a write map complete (or leave it incomplete), unmap."""
         if self._seen != forks.count:
             self._adopt()
@@ -131,7 +130,7 @@ class Reference(Inheritance):
         if (self._warm if writable else self._warm_read) is None:  # keep it for the next map
             # Views that outlive the map are cut off first, before anyone else may map
             # it (detach returns None if then nothing of it stays mapped).
-            kept = region._detach()
+            kept = region.detach()
             if unlock:
                 _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
             if kept is not None:
@@ -139,18 +138,18 @@ class Reference(Inheritance):
                     self._warm = kept
                 else:
                     self._warm_read = kept
-        elif region._lent():
-            region._release()  # views outlive the map: cut them off before anyone else
+        elif region.lent():
+            region.release()  # views outlive the map: cut them off before anyone else
             if unlock:  # may map it
                 _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
         else:
             if unlock:  # nothing reaches this memory: let waiters in first
                 _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
-            region._release()
+            region.release()
         if pending is not None and self._pending is not pending:  # (see _map_private)
             self._public_meanwhile(pending)
 
-    def _abandon(self, region: Mapped) -> None:
+    def _abandon(self, region: Region) -> None:
         """Undo a map whose pages could not be mapped when its first view was taken (a
         map made with populate=False): nothing was written through it, so a write map
         puts back the data state it found (still under its lock), then it is unmapped,
@@ -186,8 +185,7 @@ class Reference(Inheritance):
         as always."""
         if (self._warm if writable else self._warm_read) is not None:
             return
-        address = segment.map_address(self._fd, length, writable, what, populate=True)
-        region = Region(address, length, writable)
+        region = segment.map_segment(self._fd, length, writable, what, populate=True)
         if writable:
             self._warm = region
         else:

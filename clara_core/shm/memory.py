@@ -136,67 +136,77 @@ def _spare_for(length: int) -> list[int] | None:
     return spare
 
 
-def map_address(fd: int, length: int, writable: bool, populate: bool, fresh: bool = False) -> int:
-    """Map the first `length` bytes of a segment file (read-only pages unless `writable`;
-    all pages now if `populate`); its address.
+class Region:
+    """A mapping of the first `length` bytes of a segment file.
 
-    `fresh`: pages not yet written since the file was made (a fresh fallocate, not yet
-    cleared). MAP_POPULATE takes a read fault for each of them (the kernel's fault-around
-    finds nothing to map: each page is cleared on its own fault), which costs ~40% more
-    than the write faults of a fill, so a writable map populates them for writing
-    (MADV_POPULATE_WRITE): ~30% less. Best effort, as MAP_POPULATE: where it fails
-    (before Linux 5.14), the pages fault in as they are written.
-    """
-    if populate and fresh and writable:
-        address = map_address(fd, length, writable, False)
-        _madvise(address, length, _MADV_POPULATE_WRITE)
-        return address
-    if _mmap is None:
-        _lib()
-    prot = _READ_WRITE if writable else _READ
-    flags = _SHARED_POPULATE if populate else _SHARED
-    spare = _spare.get(length)
-    if spare:
-        try:
-            unused = spare.pop()
-        except IndexError:  # another thread took it
-            unused = None
-        if unused is not None:
-            address = _mmap(unused, length, prot, flags | _MAP_FIXED, fd, 0)
-            if address is not None and address != _MAP_FAILED:
-                return address
-            # Failed: the range may be gone, so it is forgotten; a new mapping then.
-    return _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
-
-
-def unmap_range(address: int, length: int) -> None:
-    """Unmap a mapping no view was made of (see `map_address`)."""
-    _munmap(address, length)
-
-
-class Mapped:
-    """A mapping of the first `length` bytes of a segment file and the views lent from
-    it: what a Region and a live map (the object model's Mapping, which is one) share.
-
-    `address` 0: deferred, mapped (never populated) only when a view is first lent from
-    `_fd`, which must stay open meanwhile (its reference keeps it open while mapped).
-    The methods are private: a Mapping is public, and must not offer them to its users.
+    A deferred one (`Region.deferred`) is mapped when a view of it is first lent: the
+    copies of `clara map --in/--out` move the data through the file descriptor and never
+    need its pages, nor ctypes (~2 ms of their start-up).
     """
 
     __slots__ = ("__weakref__", "_fd", "_holder", "address", "length", "writable")
 
-    address: int
-    length: int
-    writable: bool
-    _holder: weak_ref[Any] | None
-    _fd: int
+    def __init__(self, address: int, length: int, writable: bool) -> None:
+        self.address = address  # 0: deferred, not mapped (yet)
+        self.length = length
+        self.writable = writable
+        self._holder: weak_ref[Any] | None = None
+        self._fd = -1  # a deferred region's file, until it is mapped or released
 
-    def _lend(self, owner: object) -> memoryview:
+    @classmethod
+    def deferred(cls, fd: int, length: int, writable: bool) -> Region:
+        """A region of `fd` mapped (never populated) only when a view is first lent: while
+        it is lent from, `fd` must stay open (a Reference keeps it open while it is mapped)."""
+        region = cls(0, length, writable)
+        region._fd = fd
+        return region
+
+    @classmethod
+    def map(
+        cls, fd: int, length: int, writable: bool, populate: bool, fresh: bool = False
+    ) -> Region:
+        """Map a segment (read-only pages unless `writable`; all pages now if `populate`).
+
+        `fresh`: pages not yet written since the file was made (a fresh fallocate, not yet
+        cleared). MAP_POPULATE takes a read fault for each of them (the kernel's
+        fault-around finds nothing to map: each page is cleared on its own fault), which
+        costs ~40% more than the write faults of a fill, so a writable map populates them
+        for writing (MADV_POPULATE_WRITE): ~30% less. Best effort, as MAP_POPULATE: where
+        it fails (before Linux 5.14), the pages fault in as they are written.
+        """
+        if populate and fresh and writable:
+            region = cls.map(fd, length, writable, False)
+            _madvise(region.address, length, _MADV_POPULATE_WRITE)
+            return region
+        if _mmap is None:
+            _lib()
+        prot = _READ_WRITE if writable else _READ
+        flags = _SHARED_POPULATE if populate else _SHARED
+        spare = _spare.get(length)
+        if spare:
+            try:
+                unused = spare.pop()
+            except IndexError:  # another thread took it
+                unused = None
+            if unused is not None:
+                address = _mmap(unused, length, prot, flags | _MAP_FIXED, fd, 0)
+                if address is not None and address != _MAP_FAILED:
+                    return cls(address, length, writable)
+                # Failed: the range may be gone, so it is forgotten; a new mapping then.
+        address = _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
+        return cls(address, length, writable)
+
+    def reissue(self) -> Region:
+        """The same mapping as a new Region, for a new map; this one must no longer be
+        used (it is to lend nothing: a warm mapping has no live views)."""
+        return Region(self.address, self.length, self.writable)
+
+    def lend(self, owner: object) -> memoryview:
         """A byte memoryview of the whole region for views; `owner` lives as long as they do."""
-        view = memoryview(self._hold(owner)).cast("B")
+        view = memoryview(self.holder(owner)).cast("B")
         return view if self.writable else view.toreadonly()
 
-    def _hold(self, owner: object) -> Any:
+    def holder(self, owner: object) -> Any:
         """The one object every view of the region is made from (a buffer, writable even
         for a read-only region: callers make read-only views of those); `owner` lives as
         long as it does."""
@@ -217,15 +227,18 @@ class Mapped:
     def _map_deferred(self) -> None:
         if self._fd < 0:  # released: its fd may be closed, or another file's now
             raise OSError(errno.EBADF, "mmap: this mapping was released")
-        self.address = map_address(self._fd, self.length, self.writable, populate=False)
-        self._fd = -1
+        mapped = Region.map(self._fd, self.length, self.writable, populate=False)
+        self.address, self._fd = mapped.address, -1
 
-    def _lent(self) -> bool:
+    def lent(self) -> bool:
         """Whether any view lent out is still alive."""
         return self._holder is not None and self._holder() is not None
 
-    def _release(self) -> None:
-        """Unmap now, or cut off the views still alive (unmapped when they die)."""
+    def release(self) -> None:
+        """Unmap now, or cut off the views still alive (unmapped when they die).
+
+        Returns None, so that ``region = region.release()`` forgets it.
+        """
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             self._fd = -1
@@ -234,11 +247,7 @@ class Mapped:
         else:
             self._cut_off(holder)
 
-    def _kept(self) -> Region:
-        """This mapping, without views, to keep warm for a later map (a Region)."""
-        return Region(self.address, self.length, self.writable)
-
-    def _detach(self) -> Region | None:
+    def detach(self) -> Region | None:
         """Move the shared pages (page tables and all) to a new address, away from the
         views lent out, which are cut off; returns the moved, warm Region. A region
         smaller than DETACH_FROM is only cut off (None: nothing stays mapped)."""
@@ -247,7 +256,7 @@ class Mapped:
             if not self.address:  # deferred and never mapped: nothing is warm
                 self._fd = -1
                 return None
-            return self._kept()
+            return self
         if self.length < DETACH_FROM:
             self._cut_off(holder)
             return None
@@ -286,40 +295,3 @@ class Mapped:
         # and locks (`with ref.map("r") as old:` leaves `old` bound after the block).
         holder.owner = None
         self._holder = None
-
-
-class Region(Mapped):
-    """A mapping of a segment kept apart from any map: warm for a reference's next map,
-    or a pooled segment's (see Mapped).
-
-    A deferred one (`Region.deferred`) is mapped when a view of it is first lent: the
-    copies of `clara map --in/--out` move the data through the file descriptor and never
-    need its pages, nor ctypes (~2 ms of their start-up).
-    """
-
-    __slots__ = ()
-
-    def __init__(self, address: int, length: int, writable: bool) -> None:
-        self.address = address  # 0: deferred, not mapped (yet)
-        self.length = length
-        self.writable = writable
-        self._holder = None
-        self._fd = -1  # a deferred region's file, until it is mapped or released
-
-    @classmethod
-    def deferred(cls, fd: int, length: int, writable: bool) -> Region:
-        """A region of `fd` mapped (never populated) only when a view is first lent: while
-        it is lent from, `fd` must stay open (a Reference keeps it open while it is mapped)."""
-        region = cls(0, length, writable)
-        region._fd = fd
-        return region
-
-    @classmethod
-    def map(cls, fd: int, length: int, writable: bool, populate: bool) -> Region:
-        """Map a segment (read-only pages unless `writable`; all pages now if `populate`)."""
-        return cls(map_address(fd, length, writable, populate), length, writable)
-
-    def _kept(self) -> Region:
-        return self  # (already apart from any map)
-
-    release = Mapped._release  # (public: a Region is no public object)

@@ -38,8 +38,9 @@ from ..errors import (
 )
 from ..names import shm_dir, shm_dir_setting
 from ..records import Record
-from . import libc, locks, memory
+from . import libc, locks
 from .header import HEADER_SIZE, Header, parse
+from .memory import Region
 from .trust import Refusal, file_type, user_name
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -414,16 +415,16 @@ def stat_named(file_name: str) -> os.stat_result | None:
         raise translate(exc, f"segment {file_name}") from exc
 
 
-def map_address(
+def map_segment(
     fd: int, length: int, writable: bool, what: str, populate: bool = False, fresh: bool = False
-) -> int:
-    """Map the first `length` bytes of a segment, read-only unless `writable`: its address.
+) -> Region:
+    """Map the first `length` bytes of a segment, read-only unless `writable`.
     With `populate`, a large one's pages are all mapped now (`fresh` ones for writing: see
-    memory.map_address); else it waits for its first view (0: see memory.Mapped), so a map
+    memory.Region.map); else it waits for its first view (Region.deferred), so a map
     whose data only moves through the fd (sendfile, splice) never maps a page."""
     if not populate:
-        return 0
+        return Region.deferred(fd, length, writable)
     try:
-        return memory.map_address(fd, length, writable, length >= _POPULATE_FROM, fresh)
+        return Region.map(fd, length, writable, length >= _POPULATE_FROM, fresh)
     except OSError as exc:
         raise translate(exc, what) from exc
