@@ -345,8 +345,7 @@ class Context:
         Other waits (while a reclaimer or recycler checks the segment) are bounded by a
         numeric `timeout`, else by the default lock wait, and raise Timeout naming it.
         """
-        file_name = self._registry.published_file(name)  # (checks the name)
-        what = f"allocation '{name}' in context '{self.name}'"
+        file_name, what = self._registry.published(name)  # (checks the name)
         lock_wait = None if timeout is None or not isinstance(timeout, (int, float)) else timeout
         if wait:
             from . import waiting

@@ -63,7 +63,7 @@ class Lifecycle(Reference):
         default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
         """
         registry = self._registry
-        file_name = registry.published_file(name)  # (checks the name)
+        file_name, what = registry.published(name)  # (checks the name)
         if self._closed:  # (the checks inline, their messages out of line)
             self._check_open()
         visibility = self._visibility
@@ -74,7 +74,6 @@ class Lifecycle(Reference):
         if not registry.writable:
             registry.check_writable("publish into")
         registry.check_alive()
-        what = f"allocation '{name}' in context '{registry.name}'"
         if visibility == HANDLED:  # other processes may hold the handle too
             with self._lifecycle_held(timeout) as lifecycle:
                 if lifecycle != hdr.PRIVATE:  # another one published or freed it

@@ -45,7 +45,7 @@ class Registry:
     """The open segment of a context, and the rules its allocations follow."""
 
     __slots__ = (
-        "_published_files",
+        "_published_names",
         "capacity",
         "fd",
         "file_name",
@@ -86,7 +86,7 @@ class Registry:
         # destroyed and created again has the same name but another incarnation.
         self.incarnation = incarnation
         self.made_in = (0, incarnation)  # what made_here() accepts (see there)
-        self._published_files: dict[str, str] = {}  # name -> file name, see published_file
+        self._published_names: dict[str, tuple[str, str]] = {}  # name -> see `published`
         # Another context whose pool this one claims from and retires into (`warm_pool`).
         self.warm_pool: Registry | None = None
 
@@ -131,16 +131,23 @@ class Registry:
         """File name of a member (published, handle or pooled) of this context."""
         return member_file(self.file_name, kind, name)
 
-    def published_file(self, name: str) -> str:
-        """File name of the allocation published as `name`, which must be a valid name
-        (InvalidArgument). Names met before are looked up: every get and publish asks."""
-        found = self._published_files.get(name) if type(name) is str else None
+    def published(self, name: str) -> tuple[str, str]:
+        """(file name, how messages name it) of the allocation published as `name`, which
+        must be a valid name (InvalidArgument). Names met before are looked up: every get
+        and publish asks."""
+        found = self._published_names.get(name) if type(name) is str else None
         if found is None:
-            found = member_file(self.file_name, PUBLISHED, validate_name(name, "allocation name"))
-            if len(self._published_files) >= _NAMES_KEPT:
-                self._published_files.clear()
-            self._published_files[name] = found
+            valid = validate_name(name, "allocation name")
+            what = f"allocation '{valid}' in context '{self.name}'"
+            found = (member_file(self.file_name, PUBLISHED, valid), what)
+            if len(self._published_names) >= _NAMES_KEPT:
+                self._published_names.clear()
+            self._published_names[name] = found
         return found
+
+    def published_file(self, name: str) -> str:
+        """File name of the allocation published as `name` (see `published`)."""
+        return self.published(name)[0]
 
     def made_here(self, member: Header) -> bool:
         """Whether a member's header says it was made in this very context, not in an
