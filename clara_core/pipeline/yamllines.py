@@ -71,11 +71,13 @@ def load(text: str, fast: bool = True) -> tuple[Any, list[tuple[int, str]]]:
     libyaml's parser (PyYAML's CSafeLoader, ~0.5 ms for a pipeline file instead of ~4-5
     ms: `clara run` parses before its first operator starts) is used when PyYAML has it
     and `fast`; it is trusted only when it succeeds: on any error the document is parsed
-    again by PyYAML's own parser, whose messages are the ones users always got.
+    again by PyYAML's own parser, whose messages are the ones users always got. A text
+    with a tab or a '?' goes to the pure parser only: libyaml accepts tabs PyYAML
+    refuses (`a: 1<TAB>`) and reads '?' in flow collections otherwise.
     """
     import yaml
 
-    if fast and hasattr(yaml, "CSafeLoader"):
+    if fast and "\t" not in text and "?" not in text and hasattr(yaml, "CSafeLoader"):
         try:
             return _parse(text, yaml.CSafeLoader)
         except Exception:  # the pure parser below decides, and explains
