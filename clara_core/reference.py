@@ -206,13 +206,13 @@ class Reference(Inheritance):
         self._closed = True
         if self._pending is not None:
             forks.private.pop(id(self), None)
+        # A write map still held when an uncaught exception ends the interpreter was cut
+        # short, not finished: its data is left incomplete.
         if self._born != forks.count:
-            self._close_inherited()
+            self._close_inherited(complete=not _crashed)
             return
         try:
             if self._maps:
-                # A write map still held when an uncaught exception ends the interpreter
-                # was cut short, not finished: its data is left incomplete.
                 self._unmap_all(complete=not _crashed)
             if self._warm_read is not None:
                 self._warm_read.release()

@@ -96,6 +96,40 @@ def test_a_child_may_not_map_against_its_parents_lock():
     assert out == "child: Busy True\nwriting Busy\ncomplete [1, 2, 3, 4]\n"
 
 
+def test_a_childs_own_write_map_is_incomplete_when_an_uncaught_exception_ends_it():
+    """The "fork to fill" case: a child writes through its own map of a reference it
+    inherited (its parent holds none) and dies of an uncaught exception: the data is
+    left incomplete, as a writer that dies leaves it; a child that ends normally
+    finishes its map (complete)."""
+    program = """
+        import os, sys
+        from clara_core import Context
+
+        ctx = Context.create("job")
+        alloc = ctx.create(dtype="u8", shape=(4,))
+        with alloc.map("w") as array:
+            array[:] = 1
+        del array
+        alloc.publish("data")
+        pid = os.fork()
+        if pid == 0:
+            held = alloc.map("w")  # the child's own map
+            held.array[:2] = 9
+            ENDING
+        os.waitpid(pid, 0)
+        print(ctx.get("data").state, flush=True)
+        alloc.free()
+        Context.destroy("job")
+        """
+    for ending, state in (
+        ("raise RuntimeError('mid-write')", "incomplete"),
+        ("sys.exit(0)", "complete"),
+    ):
+        result = run_python(program.replace("ENDING", ending))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{state}\n", (ending, result.stderr)
+
+
 def test_a_childs_free_of_what_its_parent_writes_removes_the_name_only(namespace):
     """free() is job-wide (the name goes, as when any process frees it), but the segment
     its parent still writes is neither marked complete nor put into the pool."""
