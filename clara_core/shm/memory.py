@@ -216,9 +216,10 @@ class Region:
                 self._map_deferred()
             kind = _holder_types.get(self.length)
             if kind is None:
-                if len(_holder_types) >= _SPARE_LENGTHS:
-                    _holder_types.clear()
-                kind = _holder_types[self.length] = _holder_type(self.length)
+                if len(_holder_types) < _SPARE_LENGTHS:
+                    kind = _holder_types[self.length] = _holder_type(self.length)
+                else:  # never a class per map: it costs more than the map, and it is a
+                    kind = _c_char * self.length  # reference cycle (ctypes keeps this one)
             holder = kind.from_address(self.address)
             holder.owner = owner
             self._holder = weak_ref(holder)

@@ -411,6 +411,36 @@ def test_a_dropped_reference_and_its_map_are_released_at_once(ctx):
         gc.enable()
 
 
+def test_views_of_many_lengths_in_turn_make_no_class_per_map(ctx):
+    """A view's holder has a type of its own per length, for the first lengths met; more
+    lengths in turn must not make one class per map: a class is a reference cycle, left
+    to the cyclic collector (which clara's launchers run without), and making one costs
+    more than the map itself."""
+    allocations = [ctx.create(4096 * (index + 1)) for index in range(24)]
+    for alloc in allocations:
+        with alloc.map("w") as array:
+            array[:1] = 1
+    del array
+
+    def holder_classes() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, type) and o.__name__ == "Holder")
+
+    gc.disable()
+    try:
+        counts = []
+        for _ in range(3):
+            for alloc in allocations:
+                with alloc.map("r") as view:
+                    assert view[0] == 1
+            del view
+            counts.append(holder_classes())
+        assert counts[0] == counts[1] == counts[2], counts
+    finally:
+        gc.enable()
+    for alloc in allocations:
+        alloc.release()
+
+
 def _mapped_at(address: int) -> str | None:
     """The /proc/self/maps line of the mapping holding `address`, if any."""
     with open("/proc/self/maps") as maps:
