@@ -72,12 +72,14 @@ def load(text: str, fast: bool = True) -> tuple[Any, list[tuple[int, str]]]:
     ms: `clara run` parses before its first operator starts) is used when PyYAML has it
     and `fast`; it is trusted only when it succeeds: on any error the document is parsed
     again by PyYAML's own parser, whose messages are the ones users always got. A text
-    with a tab or a '?' goes to the pure parser only: libyaml accepts tabs PyYAML
-    refuses (`a: 1<TAB>`) and reads '?' in flow collections otherwise.
+    with a tab, a '?' or a byte-order mark past its start goes to the pure parser only:
+    libyaml accepts tabs PyYAML refuses (`a: 1<TAB>`), reads '?' in flow collections
+    otherwise, and skips a BOM anywhere (`cat` of two files saved with one) where PyYAML
+    reads a character.
     """
     import yaml
 
-    if fast and "\t" not in text and "?" not in text and hasattr(yaml, "CSafeLoader"):
+    if fast and _libyaml_reads_as_pyyaml(text) and hasattr(yaml, "CSafeLoader"):
         try:
             return _parse(text, yaml.CSafeLoader)
         except Exception:  # the pure parser below decides, and explains
@@ -90,6 +92,11 @@ def load(text: str, fast: bool = True) -> tuple[Any, list[tuple[int, str]]]:
         return None, [(line, f"YAML syntax error: {exc.problem or exc.context}")]
     except yaml.YAMLError as exc:
         return None, [(1, f"YAML error: {exc}")]
+
+
+def _libyaml_reads_as_pyyaml(text: str) -> bool:
+    """Whether nothing in `text` is known to be read differently by libyaml (see load)."""
+    return "\t" not in text and "?" not in text and "\ufeff" not in text[1:]
 
 
 def _parse(text: str, base: type) -> tuple[Any, list[tuple[int, str]]]:

@@ -617,6 +617,8 @@ PARSER_CASES = {
     "tab in a flow mapping": "{a: 1,\tb: 2}\n",
     "question mark in a flow mapping": "ops: {image: t, comman? d: [x]}\n",
     "explicit key": "? a\n: 1\n? b\n",
+    "byte-order mark after a line": "a: 1\n\ufeff",
+    "byte-order mark before a key": "x:\n\ufeffparameters: {a: 1}\n",
     "control": "a: 'x\x07y'\n",
     "two documents": "a: 1\n---\nb: 2\n",
     "python tag": "a: !!python/object:os.system x\n",
