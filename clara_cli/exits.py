@@ -10,6 +10,10 @@ import sys
 
 from clara_core.errors import ClaraError
 
+TYPE_CHECKING = False  # as typing's, without importing it (nor collections: a copy's start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # How the command line spells the options that clara_core's error hints name.
 CLI_SPELLING = {
     "allow_incomplete": "--allow-incomplete",
@@ -25,6 +29,22 @@ INTERRUPTED = "clara: interrupted"
 def error_line(exc: ClaraError) -> str:
     """The one line a ClaraError prints on stderr (its exit code is `exc.exit_code`)."""
     return f"clara: error: {exc.explain(CLI_SPELLING)}"
+
+
+def exit_code_of(action: Callable[[], int]) -> int:
+    """`action()`'s exit code, or the one its failure means, reported as the click group
+    reports it (clara_cli.main): a ClaraError's one line, ^C, a reader of stdout gone."""
+    try:
+        return action()
+    except ClaraError as exc:
+        sys.stderr.write(error_line(exc) + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(INTERRUPTED + "\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
+        quiet_broken_pipe()
+        return EXIT_BROKEN_PIPE
 
 
 def quiet_broken_pipe() -> None:

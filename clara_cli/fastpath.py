@@ -121,28 +121,19 @@ def _checked(names: list[str], given: dict[str, object]) -> MapCopy | None:
 
 def run_map_copy(copy: MapCopy) -> int:
     """Run the copy; its exit code (errors printed as the click command prints them)."""
-    from clara_core.errors import ClaraError
-
     from . import copying, exits
     from .target import Target
 
-    try:
+    def copy_it() -> int:
         target = Target(copy.context, copy.name, copy.handle, copy.wait, copy.timeout)
         if copy.in_path is not None:
             copying.copy_in(target, copy.in_path, copy.fmt)
         else:
             assert copy.out_path is not None
             copying.copy_out(target, copy.out_path, copy.fmt, copy.allow_incomplete)
-    except ClaraError as exc:
-        sys.stderr.write(exits.error_line(exc) + "\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write(exits.INTERRUPTED + "\n")
-        return exits.EXIT_INTERRUPTED
-    except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
-        exits.quiet_broken_pipe()
-        return exits.EXIT_BROKEN_PIPE
-    return 0
+        return 0
+
+    return exits.exit_code_of(copy_it)
 
 
 def main() -> None:

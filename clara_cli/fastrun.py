@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 
 from .running import RunRequest
 
@@ -107,20 +106,8 @@ def _readable(path: str, directory_ok: bool, missing_ok: bool) -> bool:
 def run(request: RunRequest, as_json: bool) -> int:
     """Run the job; its exit code, errors reported as the click command line reports them
     (clara_cli.main's group: one `clara: error:` line and the error's exit code)."""
-    from clara_core.errors import ClaraError
-
     from . import exits, render
     from .running import run_job
 
     render.json_requested = as_json
-    try:
-        return run_job(request)
-    except ClaraError as exc:
-        sys.stderr.write(exits.error_line(exc) + "\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write(exits.INTERRUPTED + "\n")
-        return exits.EXIT_INTERRUPTED
-    except BrokenPipeError:
-        exits.quiet_broken_pipe()
-        return exits.EXIT_BROKEN_PIPE
+    return exits.exit_code_of(lambda: run_job(request))
