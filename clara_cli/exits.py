@@ -37,14 +37,28 @@ def exit_code_of(action: Callable[[], int]) -> int:
     try:
         return action()
     except ClaraError as exc:
-        sys.stderr.write(error_line(exc) + "\n")
+        report(error_line(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(INTERRUPTED + "\n")
+        report(INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
         quiet_broken_pipe()
         return EXIT_BROKEN_PIPE
+
+
+def report(line: str) -> None:
+    """Write one line on stderr. If stderr cannot take it (a full disk, a reader gone),
+    the line is lost but the exit code still says what happened: stderr is pointed at
+    /dev/null, so that neither this nor the interpreter's last flush fails (which
+    would end the process with a traceback and exit code 1 or 120, as if it had failed)."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # (ValueError: stderr was closed)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
 
 def quiet_broken_pipe() -> None:

@@ -27,6 +27,7 @@ from .exits import (
     INTERRUPTED,
     error_line,
     quiet_broken_pipe,
+    report,
 )
 from .options import SuggestingGroup
 
@@ -90,10 +91,10 @@ class ClaraGroup(SuggestingGroup):
         try:
             super().invoke(ctx)
         except ClaraError as exc:
-            click.echo(error_line(exc), err=True)
+            report(error_line(exc))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo(INTERRUPTED, err=True)
+            report(INTERRUPTED)
             ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # `clara map x --read --out - | head`: not an error
             quiet_broken_pipe()
@@ -120,10 +121,10 @@ class ClaraGroup(SuggestingGroup):
             click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
             _exit(2)
         except click.ClickException as exc:
-            click.echo(f"clara: error: {_one_line(exc)}", err=True)
+            report(f"clara: error: {_one_line(exc)}")
             _exit(exc.exit_code)
         except (click.Abort, EOFError, KeyboardInterrupt):
-            click.echo(INTERRUPTED, err=True)
+            report(INTERRUPTED)
             _exit(EXIT_INTERRUPTED)
         _exit(code if isinstance(code, int) else 0)
 

@@ -4,6 +4,7 @@ file clara opens ever becomes "standard output"."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -69,3 +70,27 @@ def test_output_to_a_closed_stream_is_dropped_and_a_command_gets_dev_null(
     assert (code, err) == (0, "/dev/null")
     code, err = _run(launcher, ["map", "nope", "-c", ctx, "--read", "--out", "-"], "2>&-")
     assert (code, err) == (3, "")
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_an_error_line_stderr_cannot_take_keeps_the_errors_exit_code(launcher: str) -> None:
+    """stderr on a full disk, or a pipe whose reader is gone: the line is lost, but the
+    exit code still says what happened (not 1, "leaks or an operator failed", as the
+    traceback of the failed write made it), for the copies, clara run and click alike."""
+    commands = [
+        (["map", "nothing", "-c", "nothing", "--read", "--out", os.devnull], 3),  # a copy
+        (["run", "/nonexistent/pipeline.yaml"], 3),  # clara run without click
+        (["dump", "nothing"], 3),  # the click command line
+        (["no-such-command"], 2),  # a usage error
+    ]
+    for args, code in commands:
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([*LAUNCHERS[launcher], *args], stderr=full, timeout=60)
+        assert done.returncode == code, (args, "stderr on /dev/full")
+        reader, writer = os.pipe()
+        os.close(reader)  # nobody reads stderr
+        try:
+            done = subprocess.run([*LAUNCHERS[launcher], *args], stderr=writer, timeout=60)
+        finally:
+            os.close(writer)
+        assert done.returncode == code, (args, "stderr a pipe without reader")
