@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 
 class Child:
@@ -130,3 +133,27 @@ def run_python(code: str, *args: str, timeout: float = 60.0) -> subprocess.Compl
         text=True,
         timeout=timeout,
     )
+
+
+def strace_lines(
+    tmp_path: object, options: list[str], command: list[str], cwd: str | None = None
+) -> list[str]:
+    """The lines `strace -f -qq OPTIONS` writes about a real run of `command` (which must
+    succeed); the test is skipped where strace is missing or may not trace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    out = os.path.join(str(tmp_path), "calls.strace")
+    done = subprocess.run(
+        [strace, "-f", "-qq", *options, "-o", out, *command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0 and "ptrace" in done.stderr:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, encoding="utf-8", errors="replace") as lines:
+        return lines.readlines()

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
 
 import pytest
+
+from tests.helpers import strace_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = "tests/bench/floor_calls.py"
@@ -34,35 +34,20 @@ _FOREIGN = {"brk", "madvise", "mprotect"}  # Python's allocator, never clara's
 
 def _trace(tmp_path: object, steps: list[str]) -> dict[str, list[list[str]]]:
     """Each form's calls ('clara', 'floor'), one list of lines per step."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    out = os.path.join(str(tmp_path), "calls.strace")
-    done = subprocess.run(
-        [strace, "-f", "-qq", "-y", "-o", out, sys.executable, DRIVER, *steps],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0 and "ptrace" in done.stderr:
-        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[-200:]}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    lines = strace_lines(tmp_path, ["-y"], [sys.executable, DRIVER, *steps], cwd=REPO)
     forms: dict[str, list[list[str]]] = {}
     current: list[str] | None = None
-    with open(out, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            marker = _MARKER.search(line)
-            if marker:
-                label = marker.group(1)
-                if label == "end":
-                    break
-                form = label.split()[0]
-                current = []
-                forms.setdefault(form, []).append(current)
-            elif current is not None:
-                current.append(line.rstrip("\n"))
+    for line in lines:
+        marker = _MARKER.search(line)
+        if marker:
+            label = marker.group(1)
+            if label == "end":
+                break
+            form = label.split()[0]
+            current = []
+            forms.setdefault(form, []).append(current)
+        elif current is not None:
+            current.append(line.rstrip("\n"))
     return forms
 
 

@@ -8,12 +8,9 @@ are mapped with MAP_POPULATE (the kernel maps them 16 at a time: ~2x faster ther
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 
-import pytest
+from tests.helpers import strace_lines
 
 NBYTES = 4 << 20  # above the size from which maps are populated
 MARKER = "/clara-populate-step "
@@ -46,29 +43,16 @@ finally:
 
 def _steps(tmp_path: object) -> dict[str, list[str]]:
     """The mmap and madvise calls of each step of DRIVER, as strace shows them."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    out = os.path.join(str(tmp_path), "calls.strace")
-    python = [sys.executable, "-c", DRIVER]
-    done = subprocess.run(
-        [strace, "-f", "-qq", "-e", "trace=mmap,madvise,access", "-o", out, *python],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    lines = strace_lines(
+        tmp_path, ["-e", "trace=mmap,madvise,access"], [sys.executable, "-c", DRIVER]
     )
-    if done.returncode != 0 and "ptrace" in done.stderr:
-        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[-200:]}")
-    assert done.returncode == 0, done.stderr[-3000:]
     steps: dict[str, list[str]] = {}
     current: list[str] | None = None
-    with open(out, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if MARKER in line:
-                current = steps.setdefault(line.split(MARKER)[1].split('"')[0], [])
-            elif current is not None and ("mmap(" in line or "madvise(" in line):
-                current.append(line.strip())
+    for line in lines:
+        if MARKER in line:
+            current = steps.setdefault(line.split(MARKER)[1].split('"')[0], [])
+        elif current is not None and ("mmap(" in line or "madvise(" in line):
+            current.append(line.strip())
     return steps
 
 
