@@ -48,12 +48,17 @@ def exit_code_of(action: Callable[[], int]) -> int:
 
 
 def report(line: str) -> None:
-    """Write one line on stderr. If stderr cannot take it (a full disk, a reader gone),
-    the line is lost but the exit code still says what happened: stderr is pointed at
+    """Write one line on stderr (see write_stderr)."""
+    write_stderr(line + "\n")
+
+
+def write_stderr(text: str) -> None:
+    """Write `text` on stderr. If stderr cannot take it (a full disk, a reader gone), the
+    text is lost but the exit code still says what happened: stderr is pointed at
     /dev/null, so that neither this nor the interpreter's last flush fails (which
     would end the process with a traceback and exit code 1 or 120, as if it had failed)."""
     try:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(text)
         sys.stderr.flush()
     except (OSError, ValueError):  # (ValueError: stderr was closed)
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -146,16 +146,16 @@ def main() -> None:
     """
     from clara_core.errors import ClaraError
 
-    from .exits import check_settings, error_line, reserve_standard_fds
+    from .exits import check_settings, error_line, report, reserve_standard_fds
 
     reserve_standard_fds()
     if "_CLARA_COMPLETE" not in os.environ:  # completion must never fail loudly
         try:
             check_settings()
         except ClaraError as exc:
-            sys.stderr.write(error_line(exc) + "\n")
+            report(error_line(exc))
             sys.exit(exc.exit_code)
-    if "run" in sys.argv[1:3]:  # `clara run ...` or `clara --json run ...`
+    if sys.argv[1:2] == ["run"] or sys.argv[1:3] == ["--json", "run"]:
         from . import fastrun
 
         request = fastrun.parse_run(sys.argv[1:])
@@ -188,8 +188,9 @@ def end_now(code: int) -> NoReturn:
     garbage collection (the collector is off). A thread still running, or a flush that
     fails, takes the interpreter's own exit, which waits for it or reports it as always.
     """
-    if "threading" in sys.modules:  # threads may be running: the interpreter joins them
-        sys.exit(code)
+    threading = sys.modules.get("threading")  # (imported by a .pth file, say: no thread)
+    if threading is not None and threading.active_count() > 1:
+        sys.exit(code)  # threads are running: the interpreter joins them
     import atexit
 
     atexit._run_exitfuncs()  # (it forgets them: the interpreter's exit would not rerun them)

@@ -118,7 +118,7 @@ class ClaraGroup(SuggestingGroup):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            report(exc.ctx.get_help() if exc.ctx else exc.format_message())
             _exit(2)
         except click.ClickException as exc:
             report(f"clara: error: {_one_line(exc)}")

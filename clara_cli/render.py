@@ -49,7 +49,9 @@ def console(stderr: bool = False):  # -> rich.console.Console
 
 def note(message: str) -> None:
     """A message for the person at the terminal: stderr, never stdout."""
-    sys.stderr.write(f"clara: {message}\n")
+    from .exits import report
+
+    report(f"clara: {message}")
 
 
 class Styled(Record):

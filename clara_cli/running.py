@@ -18,6 +18,7 @@ import time
 
 from clara_core.records import Record
 
+from .exits import write_stderr
 from .render import emit, wants_json
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING: typing is not imported at run time
@@ -228,11 +229,7 @@ _MARKS = {
 
 
 def _write(text: str) -> None:
-    try:
-        sys.stderr.write(text)
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass
+    write_stderr(text)  # (a stderr that cannot take it never stops the job)
 
 
 def _print_result(result: RunResult) -> None:

@@ -236,5 +236,6 @@ def _at_exit() -> None:
     _exiting = True
     # The interpreter's report of an uncaught exception (not SystemExit) keeps it here
     # before the atexit hooks run; every object alive when it was raised still is (its
-    # traceback holds their frames), and dies only in the teardown that follows.
-    _crashed = hasattr(sys, "last_value")
+    # traceback holds their frames), and dies only in the teardown that follows. An
+    # interactive prompt (sys.ps1) keeps one after every error it showed and went on.
+    _crashed = hasattr(sys, "last_value") and not hasattr(sys, "ps1")

@@ -123,7 +123,8 @@ class _Unmapper:
 
 def _holder_type(length: int) -> type:
     """The type of a holder of `length` bytes: ctypes' array of them, with slots for its
-    owner and its unmapper (no attribute dict to make and free with every holder)."""
+    owner and its unmapper (ctypes still gives it a `__dict__`, but it stays empty and
+    unmade: no dict to fill and free with every holder)."""
     array = _c_char * length
     return type(array)("Holder", (array,), {"__slots__": ("owner", "unmapper")})
 

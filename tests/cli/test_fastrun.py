@@ -185,3 +185,21 @@ def test_which_command_lines_the_fast_path_takes(tmp_path: Path) -> None:
         ["--version"],
     ):
         assert parse_run(refused) is None, refused
+
+
+def test_a_stderr_that_cannot_take_the_runs_lines_changes_no_exit_code(tmp_path: Path) -> None:
+    """The operators' lines, remarks and the unbound-operator list go to stderr while the
+    job runs: on a full disk they are lost, but the job runs on and its exit code is its
+    own (not 1 from the failed write's traceback), on both command lines."""
+    good, unbound = pipeline(tmp_path), tmp_path / "unbound.yaml"
+    unbound.write_text(PIPELINE.format(extra="- name: third\n  container: {image: busybox}\n"))
+    for command in (FAST, CLICK):
+        for file, code in ((good, 0), (unbound, 2)):
+            with open("/dev/full", "w") as full:
+                done = subprocess.run(
+                    [*command, "run", str(file), "--context", f"full-{code}"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=full,
+                    timeout=60,
+                )
+            assert done.returncode == code, (command, file.name)

@@ -230,11 +230,12 @@ def test_an_operator_s_driver_loads_none_of_the_pipeline_language() -> None:
 def test_a_copy_ends_without_tearing_the_interpreter_down(ctx: str, tmp_path: Path) -> None:
     """A copy's process ends with os._exit once its atexit hooks ran and stdout and stderr
     are flushed (clara_cli.fastpath.end_now): the interpreter's teardown (every module
-    cleared, `python -v` says so) costs ~1 ms of each copy. Its exit code is kept."""
+    cleared, `python -v` says so) costs ~1 ms of each copy. Its exit code is kept. That
+    `threading` was imported (a .pth file may do it) does not matter: no thread runs."""
     raw = tmp_path / "in.raw"
     raw.write_bytes(bytes(4096))
     wrapper = (
-        "import atexit, runpy, sys\n"
+        "import atexit, runpy, sys, threading\n"
         "atexit.register(lambda: sys.stderr.write('HOOK RAN'))\n"
         "sys.stdout.write('PENDING')\n"
         "sys.argv = ['clara', *sys.argv[1:]]\n"

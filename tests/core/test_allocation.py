@@ -9,6 +9,8 @@ import math
 import os
 import resource
 import signal
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -702,6 +704,27 @@ def test_a_write_map_held_when_an_uncaught_exception_ends_python_is_incomplete(c
     with pytest.raises(Incomplete):
         ctx.get("data").map("r")
     alloc.release()
+
+
+def test_a_write_map_held_at_the_normal_end_of_an_interactive_session_is_complete(ctx):
+    """An interactive prompt keeps the error it showed (sys.last_value) and goes on: a
+    session that then ends normally did not crash, and finishes its maps as complete."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    alloc.publish("data")
+    session = (
+        "from clara_core import Context\n"
+        "held = Context.open('job').get('data').map('w')\n"
+        "held.array[:] = 7\n"
+        "1 / 0\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-i", "-q"], input=session, capture_output=True, text=True, timeout=60
+    )
+    assert "ZeroDivisionError" in done.stderr and done.returncode == 0, done.stderr
+    assert ctx.get("data").state == "complete"
+    with ctx.get("data").map("r") as array:
+        assert array.tolist() == [7, 7, 7, 7]
+    alloc.free()
 
 
 def test_context_manager_releases(ctx):
