@@ -169,8 +169,12 @@ def test_arrows_point_down_only():
     assert upward_arrows(import_graph(PACKAGE)) == []
 
 
+# A private C extension is imported by the one module that wraps it, and by no other.
+_WRAPPERS = ["clara_core/shm/native.py: _calls"]
+
+
 def test_no_module_imports_another_modules_private_names():
-    assert private_imports(PACKAGE) == []
+    assert private_imports(PACKAGE) == _WRAPPERS
 
 
 def test_the_checker_sees_cycles_upward_arrows_and_private_imports(tmp_path):

@@ -1,0 +1,31 @@
+"""The C extension `_calls` (clara_core/shm/c/), or None.
+
+`_calls` issues the system-call sequences of the hot paths (get, map, unmap, create,
+publish, free) in one call each. It is built at install when a C compiler and Python's
+headers are there; without it, or with CLARA_PURE_PYTHON=1 in the environment, clara
+issues the same calls from Python, with the same results and errors, only slower.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from types import ModuleType
+
+VERSION = 1  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("CLARA_PURE_PYTHON"):
+        return None
+    try:
+        from . import _calls
+    except ImportError:
+        return None
+    # A build left from other sources (an editable install not rebuilt) is not used.
+    return _calls if getattr(_calls, "VERSION", None) == VERSION else None
+
+
+calls = _load()

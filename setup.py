@@ -1,0 +1,23 @@
+"""The C extension clara_core.shm._calls (everything else is in pyproject.toml).
+
+It is optional: without a C compiler or Python's headers the install still succeeds and
+clara runs the same system calls from Python (clara_core/shm/native.py), only slower.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "clara_core.shm._calls",
+            sources=[
+                "clara_core/shm/c/module.c",
+                "clara_core/shm/c/access.c",
+                "clara_core/shm/c/making.c",
+            ],
+            depends=["clara_core/shm/c/calls.h"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"],
+            optional=True,
+        )
+    ]
+)

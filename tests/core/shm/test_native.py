@@ -1,0 +1,35 @@
+"""The C extension clara_core.shm._calls: built where CI requires it, and switched off by
+CLARA_PURE_PYTHON (the pure-Python calls then run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clara_core.shm import native
+
+_WHICH = "from clara_core.shm import native; print(native.calls is not None)"
+
+
+def _loaded(**environment: str) -> bool:
+    env = {k: v for k, v in os.environ.items() if k != "CLARA_PURE_PYTHON"} | environment
+    done = subprocess.run(
+        [sys.executable, "-c", _WHICH], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CLARA_REQUIRE_NATIVE"), reason="the extension is optional here"
+)
+def test_the_extension_is_built_and_loaded_where_required() -> None:
+    assert _loaded()
+    if not os.environ.get("CLARA_PURE_PYTHON"):
+        assert native.calls is not None and native.calls.VERSION == native.VERSION
+
+
+def test_pure_python_switches_the_extension_off() -> None:
+    assert not _loaded(CLARA_PURE_PYTHON="1")
