@@ -54,6 +54,7 @@ class Allocation(Lifecycle, Maps):
         "_completed",
         "_description",
         "_fd",
+        "_identity",
         "_key",
         "_layout",
         "_maps",
@@ -63,7 +64,6 @@ class Allocation(Lifecycle, Maps):
         "_recycle",
         "_registry",
         "_seen",
-        "_stat",
         "_undone",
         "_visibility",
         "_warm",
@@ -81,7 +81,7 @@ class Allocation(Lifecycle, Maps):
         writable: bool,
         layout: Layout,
         created_ns: int,
-        stat: os.stat_result | None,
+        identity: tuple[int, int] | None,
         visibility: str,
         key: str | None = None,
         pool_name: str | None = None,
@@ -96,7 +96,7 @@ class Allocation(Lifecycle, Maps):
         self._description = description  # what describe() would make, if known
         self._layout = layout
         self.created: float = created_ns / 1e9  # seconds since the epoch
-        self._stat = stat  # None: fstat only when a message needs the file's identity
+        self._identity = identity  # (st_dev, st_ino); None: fstat when first needed
         # The reference (see reference.Reference): this object is it.
         self._closed = False
         self._born = self._seen = forks.count  # a child of a later fork inherits it
@@ -281,9 +281,11 @@ class Allocation(Lifecycle, Maps):
     @property
     def _file_id(self) -> tuple[int, int]:
         """(device, inode) of the segment (fetched when first needed)."""
-        if self._stat is None:
-            self._stat = os.fstat(self._fd)
-        return (self._stat.st_dev, self._stat.st_ino)
+        identity = self._identity
+        if identity is None:
+            found = os.fstat(self._fd)
+            identity = self._identity = (found.st_dev, found.st_ino)
+        return identity
 
     @property
     def path(self) -> str:

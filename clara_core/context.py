@@ -35,7 +35,7 @@ from .names import (
 )
 from .registry import Registry
 from .shm import header as hdr
-from .shm import processes, segment, trust
+from .shm import making, processes, segment, trust
 from .shm.header import DataState, Header, Origin, Settings
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -174,7 +174,7 @@ class Context:
         from .shm import ledger
 
         page = header.pack() + bytes(ledger.LEDGER_AT - hdr.HEADER_SIZE) + ledger.initial()
-        fd = segment.create_anonymous(PAGE, mode, what, page)[0]
+        fd = making.create_anonymous(PAGE, mode, what, page)[0]
         try:
             segment.link(fd, context_file(name), what)
             return cls(fd, True, header, os.fstat(fd))

@@ -17,7 +17,7 @@ from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
 from .names import same_name
 from .registry import POOL_MIN_BYTES, POOL_WAIT
 from .shm import header as hdr
-from .shm import locks, processes, segment
+from .shm import locks, making, processes, segment
 from .shm.header import DATA_OFFSET, Layout
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -129,8 +129,8 @@ def _rewrite_claimed(fd: int, header: bytes, what: str) -> bool:
 
 def _fresh_segment(
     registry: Registry, capacity: int, what: str, header: bytes
-) -> tuple[int, os.stat_result]:
-    """A new anonymous segment and its stat (see `segment.create_anonymous`); when
+) -> tuple[int, tuple[int, int]]:
+    """A new anonymous segment and its identity (see `making.create_anonymous`); when
     /dev/shm is full, empty the pools and retry once.
 
     It belongs to whoever the context admits (root gives it to the context's owner,
@@ -139,13 +139,13 @@ def _fresh_segment(
     owner = registry.writers.new_owner
     size = DATA_OFFSET + capacity
     try:
-        return segment.create_anonymous(size, registry.mode, what, header, owner)
+        return making.create_anonymous(size, registry.mode, what, header, owner)
     except OutOfSpace:
         from .pool import evict
 
         if not evict():
             raise
-    return segment.create_anonymous(size, registry.mode, what, header, owner)
+    return making.create_anonymous(size, registry.mode, what, header, owner)
 
 
 # The lock a reference holds (open_member), with its request (segment.open_segment).
@@ -207,7 +207,7 @@ def open_member(
             writable,
             layout,
             created_ns,
-            found,
+            (found.st_dev, found.st_ino),
             visibility,
             key,
             None,  # (no pool name)

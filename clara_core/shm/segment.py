@@ -45,7 +45,6 @@ from .trust import Refusal, file_type, user_name
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import NoReturn
 
 _directory_fds: dict[str, int] = {}  # canonical path -> its descriptor
@@ -134,64 +133,6 @@ def translate(exc: OSError, what: str) -> ClaraError:
     if code in (errno.EMFILE, errno.ENFILE):
         return ClaraError(f"{what}: too many open files; release allocations you no longer use")
     return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
-
-
-def create_anonymous(
-    size: int,
-    mode: int,
-    what: str,
-    header: bytes = b"",
-    owner: Callable[[int], tuple[int, int]] | None = None,
-) -> tuple[int, os.stat_result]:
-    """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
-
-    Returns its fd, and its stat as made (its identity; owner and mode may be set since).
-    `owner`, given the uid the new file got, says whom to give it to (uid, gid; -1: as
-    it is) for its context to admit it (`trust.Writers.new_owner`). Small segments are
-    reserved by writing them whole (one call), large ones with posix_fallocate.
-    """
-    try:
-        fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
-    except OSError as exc:
-        raise translate(exc, what) from exc
-    try:
-        # The stat costs no more than the fchmod it usually saves (a umask that leaves
-        # the mode as it is); it is the identity a free needs; its uid is who made it
-        # (no geteuid). A nameless file is ours alone: what it shows holds.
-        made = os.fstat(fd)
-        if owner is not None:
-            uid, gid = owner(made.st_uid)
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-        # The exact mode, whatever the umask, after fchown (which keeps these bits).
-        if stats.S_IMODE(made.st_mode) != mode:
-            os.fchmod(fd, mode)
-        if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):
-            # tmpfs refuses at once only what exceeds its *total* size; anything between
-            # free and total it fills page by page before failing, which on a RAM-sized
-            # /dev/shm can wake the out-of-memory killer for the whole machine.
-            raise OSError(errno.ENOSPC, "larger than the free space")
-        if size <= _WRITE_WHOLE_BELOW:
-            if os.pwritev(fd, (header, _ZEROS[: size - len(header)]), 0) < size:
-                raise OSError(errno.ENOSPC, "short write")
-        else:
-            os.posix_fallocate(fd, 0, size)
-            if header:
-                os.pwrite(fd, header, 0)
-    except OSError as exc:
-        os.close(fd)  # an anonymous file vanishes with its last descriptor
-        raise translate(exc, f"{what} of {size} bytes") from exc
-    return fd, made
-
-
-_WRITE_WHOLE_BELOW = 64 << 10
-_ZEROS = memoryview(bytes(_WRITE_WHOLE_BELOW))  # what follows the header of a small one
-_CHECK_FREE_FROM = 1 << 20
-
-
-def _free_bytes(fd: int) -> int:
-    stats = os.fstatvfs(fd)
-    return stats.f_bavail * stats.f_frsize
 
 
 _POPULATE_FROM = 256 << 10
@@ -384,6 +325,12 @@ def link(fd: int, file_name: str, what: str) -> None:
 
 
 _empty_path = True  # linkat(AT_EMPTY_PATH) still worth trying (see link)
+
+
+def links_open_files() -> bool:
+    """Whether linkat(AT_EMPTY_PATH) names an open file here (else `link` goes through
+    /proc), as far as known: a caller may try it itself, and then calls `link` if not."""
+    return _empty_path
 
 
 def unlink(file_name: str, what: str = "") -> bool:

@@ -1,8 +1,386 @@
-/* Making and ending segments: create, publish, free. */
+/* Making and ending segments: create, publish, free.
+ *
+ * The system calls of a new allocation's create, of its first publish and of a free,
+ * each sequence in one call; every check on what they return stays in Python (see
+ * clara_core/shm/making.py, where each function's pure-Python twin is).
+ */
 #include "calls.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* The segment format (clara_core/shm/header.py and locks.py); exported as constants so
+ * that a test holds them equal to Python's. */
+#define LIFECYCLE_AT 16
+#define REFERENCE_BYTE 0
+#define LIFECYCLE_BYTE 2
+/* What follows the header of a small segment (segment._WRITE_WHOLE_BELOW). */
+#define ZEROS_SIZE (64 << 10)
+
+static const char zeros[ZEROS_SIZE];
+
+/* After a call failed: whether to retry it (EINTR, and no signal handler raised), as
+ * PEP 475 has Python's os functions do. False with an exception set if a handler raised. */
+static int retry_after_signal(void) { return errno == EINTR && PyErr_CheckSignals() == 0; }
+
+/* NULL with an OSError from errno, unless a signal handler's exception is set already. */
+static PyObject *fail(void) {
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+/* fail(), after closing `fd` (keeping the errno of what failed). */
+static PyObject *fail_closing(int fd) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return fail();
+}
+
+static int set_lock(int fd, short type, off_t byte) {
+    struct flock request = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    int result;
+    do {
+        result = fcntl(fd, F_OFD_SETLK, &request);
+    } while (result < 0 && retry_after_signal());
+    return result;
+}
+
+/* Drop the lock on `byte`, keeping the errno of what failed before. */
+static void unlock_keeping_errno(int fd, off_t byte) {
+    int saved = errno;
+    struct flock request = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    fcntl(fd, F_OFD_SETLK, &request);
+    errno = saved;
+}
+
+/* fail(), after dropping the lock on `byte`. */
+static PyObject *fail_unlocking(int fd, off_t byte) {
+    unlock_keeping_errno(fd, byte);
+    return fail();
+}
+
+static int wrong_count(const char *name, Py_ssize_t given, Py_ssize_t wanted) {
+    if (given == wanted) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name, wanted,
+                 given);
+    return 1;
+}
+
+static int as_int(PyObject *value, int *result) {
+    long number = PyLong_AsLong(value);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (number < INT_MIN || number > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "integer out of range");
+        return -1;
+    }
+    *result = (int)number;
+    return 0;
+}
+
+/* A tuple of `count` new references (consumed, even on failure); NULL if one is NULL. */
+static PyObject *tuple_of(Py_ssize_t count, PyObject **items) {
+    PyObject *tuple = NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (items[i] == NULL) {
+            goto done;
+        }
+    }
+    tuple = PyTuple_New(count);
+    if (tuple != NULL) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyTuple_SET_ITEM(tuple, i, items[i]);
+            items[i] = NULL;
+        }
+    }
+done:
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_XDECREF(items[i]);
+    }
+    return tuple;
+}
+
+/* create(dir_fd, mode, header, size) -> (fd, uid, mode, dev, ino)
+ *
+ * A nameless file of `size` bytes (at most 64 KiB) in the directory: openat(O_TMPFILE),
+ * fstat (who made it, its mode, its identity), then its memory reserved by writing it
+ * whole, `header` then zeros (a short write is ENOSPC). Closed again on any failure. */
+static PyObject *create(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int dir_fd, mode;
+    if (wrong_count("create", nargs, 4) || as_int(args[0], &dir_fd) < 0 ||
+        as_int(args[1], &mode) < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer header;
+    if (PyObject_GetBuffer(args[2], &header, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (header.len > size || size - header.len > ZEROS_SIZE) {
+        PyBuffer_Release(&header);
+        PyErr_SetString(PyExc_ValueError, "create() writes a header and at most 64 KiB of zeros");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int fd;
+    do {
+        fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+    } while (fd < 0 && retry_after_signal());
+    if (fd < 0) {
+        result = fail();
+        goto done;
+    }
+    struct stat made;
+    if (fstat(fd, &made) < 0) {
+        result = fail_closing(fd);
+        goto done;
+    }
+    struct iovec parts[2] = {
+        {.iov_base = header.buf, .iov_len = (size_t)header.len},
+        {.iov_base = (void *)zeros, .iov_len = (size_t)(size - header.len)},
+    };
+    ssize_t written;
+    do {  // pwritev2 without flags: the call os.pwritev makes (the twin's, one strace for both);
+          // its cost grows with the size: other threads run meanwhile
+        Py_BEGIN_ALLOW_THREADS written = pwritev2(fd, parts, 2, 0, 0);
+        Py_END_ALLOW_THREADS
+    } while (written < 0 && retry_after_signal());
+    if (written >= 0 && written < size) {
+        errno = ENOSPC;  // (tmpfs writes whole pages or fails: a short write is no room)
+        written = -1;
+    }
+    if (written < 0) {
+        result = fail_closing(fd);
+        goto done;
+    }
+    PyObject *items[5] = {
+        PyLong_FromLong(fd),
+        PyLong_FromUnsignedLong(made.st_uid),
+        PyLong_FromUnsignedLong(made.st_mode),
+        PyLong_FromUnsignedLongLong(made.st_dev),
+        PyLong_FromUnsignedLongLong(made.st_ino),
+    };
+    result = tuple_of(5, items);
+    if (result == NULL) {
+        close(fd);
+    }
+done:
+    PyBuffer_Release(&header);
+    return result;
+}
+
+/* Encodes a str or bytes name for the file system (as os functions do); None stays NULL. */
+static int file_name(PyObject *name, PyObject **encoded) {
+    *encoded = NULL;
+    if (name == Py_None) {
+        return 0;
+    }
+    return PyUnicode_FSConverter(name, encoded) ? 0 : -1;
+}
+
+/* publish(context_fd, fd, tail, dir_fd, name) -> the context's link count
+ *
+ * A nameless segment's first publish: fstat of its context's file (0 links: destroyed,
+ * and nothing else is done), the shared reference lock (busy is no failure: nobody else
+ * can hold it), `tail` written from the lifecycle on (lifecycle, data state, name), then
+ * linkat(AT_EMPTY_PATH) to `name` (skipped if None: the caller links it). */
+static PyObject *publish(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int context_fd, fd, dir_fd;
+    if (wrong_count("publish", nargs, 5) || as_int(args[0], &context_fd) < 0 ||
+        as_int(args[1], &fd) < 0 || as_int(args[3], &dir_fd) < 0) {
+        return NULL;
+    }
+    PyObject *name;
+    if (file_name(args[4], &name) < 0) {
+        return NULL;
+    }
+    Py_buffer tail;
+    if (PyObject_GetBuffer(args[2], &tail, PyBUF_SIMPLE) < 0) {
+        Py_XDECREF(name);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    struct stat context;
+    if (fstat(context_fd, &context) < 0) {
+        result = fail();
+        goto done;
+    }
+    if (context.st_nlink == 0) {
+        result = PyLong_FromLong(0);
+        goto done;
+    }
+    if (set_lock(fd, F_RDLCK, REFERENCE_BYTE) < 0 && errno != EAGAIN && errno != EACCES) {
+        result = fail();
+        goto done;
+    }
+    ssize_t written;
+    do {
+        written = pwrite(fd, tail.buf, (size_t)tail.len, LIFECYCLE_AT);
+    } while (written < 0 && retry_after_signal());
+    if (written < 0) {
+        result = fail();
+        goto done;
+    }
+    if (name != NULL) {
+        int linked;
+        do {
+            linked = linkat(fd, "", dir_fd, PyBytes_AS_STRING(name), AT_EMPTY_PATH);
+        } while (linked < 0 && retry_after_signal());
+        if (linked < 0) {
+            result = fail();
+            goto done;
+        }
+    }
+    result = PyLong_FromUnsignedLong(context.st_nlink);
+done:
+    PyBuffer_Release(&tail);
+    Py_XDECREF(name);
+    return result;
+}
+
+/* lock_lifecycle(fd, dir_fd, name) -> None, or (lifecycle, dev, ino)
+ *
+ * The exclusive lifecycle lock, if nobody holds it (None: busy, not taken); then the
+ * lifecycle byte (-1: the file was cut short) and what `name` denotes now (-1, -1: no
+ * such name, or `name` None). Unlocked again on any failure after the lock. */
+static PyObject *lock_lifecycle(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int fd, dir_fd;
+    if (wrong_count("lock_lifecycle", nargs, 3) || as_int(args[0], &fd) < 0 ||
+        as_int(args[1], &dir_fd) < 0) {
+        return NULL;
+    }
+    PyObject *name;
+    if (file_name(args[2], &name) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (set_lock(fd, F_WRLCK, LIFECYCLE_BYTE) < 0) {
+        if (errno == EAGAIN || errno == EACCES) {
+            result = Py_NewRef(Py_None);
+        } else {
+            result = fail();
+        }
+        goto done;
+    }
+    unsigned char lifecycle;
+    ssize_t got;
+    do {
+        got = pread(fd, &lifecycle, 1, LIFECYCLE_AT);
+    } while (got < 0 && retry_after_signal());
+    if (got < 0) {
+        result = fail_unlocking(fd, LIFECYCLE_BYTE);
+        goto done;
+    }
+    struct stat named = {0};
+    int found = 0;
+    if (name != NULL) {
+        int status;
+        do {
+            status = fstatat(dir_fd, PyBytes_AS_STRING(name), &named, AT_SYMLINK_NOFOLLOW);
+        } while (status < 0 && retry_after_signal());
+        if (status < 0 && errno != ENOENT) {
+            result = fail_unlocking(fd, LIFECYCLE_BYTE);
+            goto done;
+        }
+        found = status == 0;
+    }
+    PyObject *items[3] = {
+        PyLong_FromLong(got == 1 ? lifecycle : -1),
+        found ? PyLong_FromUnsignedLongLong(named.st_dev) : PyLong_FromLong(-1),
+        found ? PyLong_FromUnsignedLongLong(named.st_ino) : PyLong_FromLong(-1),
+    };
+    result = tuple_of(3, items);
+    if (result == NULL) {
+        unlock_keeping_errno(fd, LIFECYCLE_BYTE);
+    }
+done:
+    Py_XDECREF(name);
+    return result;
+}
+
+/* unlink_freed(fd, dir_fd, name, freed) -> whether the name was there
+ *
+ * Under the lifecycle lock (lock_lifecycle), once the caller found the segment still
+ * published under `name`: the lifecycle byte `freed` written, the name unlinked, and the
+ * lifecycle lock dropped, whatever failed. */
+static PyObject *unlink_freed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int fd, dir_fd, freed;
+    if (wrong_count("unlink_freed", nargs, 4) || as_int(args[0], &fd) < 0 ||
+        as_int(args[1], &dir_fd) < 0 || as_int(args[3], &freed) < 0) {
+        return NULL;
+    }
+    PyObject *name;
+    if (file_name(args[2], &name) < 0) {
+        return NULL;
+    }
+    if (name == NULL) {
+        PyErr_SetString(PyExc_TypeError, "unlink_freed() needs a name");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    unsigned char lifecycle = (unsigned char)freed;
+    ssize_t written;
+    do {
+        written = pwrite(fd, &lifecycle, 1, LIFECYCLE_AT);
+    } while (written < 0 && retry_after_signal());
+    if (written < 0) {
+        result = fail_unlocking(fd, LIFECYCLE_BYTE);
+        goto done;
+    }
+    int removed;
+    do {
+        removed = unlinkat(dir_fd, PyBytes_AS_STRING(name), 0);
+    } while (removed < 0 && retry_after_signal());
+    if (removed < 0 && errno != ENOENT) {
+        result = fail_unlocking(fd, LIFECYCLE_BYTE);
+        goto done;
+    }
+    int gone = removed < 0;
+    if (set_lock(fd, F_UNLCK, LIFECYCLE_BYTE) < 0) {
+        result = fail();
+        goto done;
+    }
+    result = PyBool_FromLong(!gone);
+done:
+    Py_DECREF(name);
+    return result;
+}
+
 static PyMethodDef making_methods[] = {
+    {"create", (PyCFunction)(void (*)(void))create, METH_FASTCALL,
+     "create(dir_fd, mode, header, size) -> (fd, uid, mode, dev, ino): a nameless, reserved "
+     "segment"},
+    {"publish", (PyCFunction)(void (*)(void))publish, METH_FASTCALL,
+     "publish(context_fd, fd, tail, dir_fd, name) -> context links: a nameless segment "
+     "published"},
+    {"lock_lifecycle", (PyCFunction)(void (*)(void))lock_lifecycle, METH_FASTCALL,
+     "lock_lifecycle(fd, dir_fd, name) -> None (busy) or (lifecycle, dev, ino)"},
+    {"unlink_freed", (PyCFunction)(void (*)(void))unlink_freed, METH_FASTCALL,
+     "unlink_freed(fd, dir_fd, name, freed) -> removed: freed, unnamed, lifecycle unlocked"},
     {NULL, NULL, 0, NULL},
 };
 
-int clara_add_making(PyObject *module) { return PyModule_AddFunctions(module, making_methods); }
+int clara_add_making(PyObject *module) {
+    if (PyModule_AddIntConstant(module, "LIFECYCLE_AT", LIFECYCLE_AT) < 0 ||
+        PyModule_AddIntConstant(module, "REFERENCE_BYTE", REFERENCE_BYTE) < 0 ||
+        PyModule_AddIntConstant(module, "LIFECYCLE_BYTE", LIFECYCLE_BYTE) < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, making_methods);
+}

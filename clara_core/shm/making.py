@@ -1,0 +1,193 @@
+"""Making segments, and the system calls of a create, a first publish and a free, each
+sequence in one call.
+
+`create_anonymous` makes a new, nameless segment. The one-call sequences (`create`,
+`publish`, `lock_lifecycle`, `unlink_freed`) are the C extension's (shm/c/making.c) when
+it is built (`native.calls`), else their pure-Python twins here, which make the same
+calls in the same order with the same results and errors (an OSError with the errno,
+EINTR retried as PEP 475 does). They only make calls: what their results mean (who made
+a file, whether a name is still ours, a destroyed context) is checked by their callers,
+in Python, once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat as stats
+
+from . import libc, locks
+from .header import LIFECYCLE_AT
+from .native import calls
+from .segment import directory_fd, translate
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_TMPFILE = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
+_ZEROS = memoryview(bytes(64 << 10))  # what follows a small segment's header
+_fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
+_SHARED_REFERENCE = locks.requests(locks.REFERENCE_BYTE)[0]
+_, _EXCLUSIVE_LIFECYCLE, _UNLOCK_LIFECYCLE = locks.requests(locks.LIFECYCLE_BYTE)
+
+
+def _create(dir_fd: int, mode: int, header: bytes, size: int) -> tuple[int, int, int, int, int]:
+    """A nameless file of `size` bytes (at most 64 KiB after `header`) in the directory:
+    openat(O_TMPFILE), fstat, then its memory reserved by writing it whole (`header`,
+    then zeros; a short write is ENOSPC). Returns (fd, uid, mode, dev, ino) as made;
+    closed again on any failure."""
+    if len(header) > size or size - len(header) > len(_ZEROS):
+        raise ValueError("create() writes a header and at most 64 KiB of zeros")
+    fd = os.open(".", _TMPFILE, mode, dir_fd=dir_fd)
+    try:
+        made = os.fstat(fd)
+        if os.pwritev(fd, (header, _ZEROS[: size - len(header)]), 0) < size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except BaseException:
+        os.close(fd)  # (a nameless file vanishes with its last descriptor)
+        raise
+    return fd, made.st_uid, made.st_mode, made.st_dev, made.st_ino
+
+
+def _publish(
+    context_fd: int, fd: int, tail: bytes | bytearray, dir_fd: int, name: str | None
+) -> int:
+    """A nameless segment's first publish: the link count of its context's file (0: the
+    context is destroyed, and nothing else is done); the shared reference lock (busy is
+    no failure); `tail` written from the lifecycle on; linkat(AT_EMPTY_PATH) to `name`
+    (skipped if None: the caller links it). Returns that link count."""
+    links = os.fstat(context_fd).st_nlink
+    if links == 0:
+        return 0
+    try:
+        _fcntl(fd, _SETLK, _SHARED_REFERENCE)
+    except OSError as exc:
+        locks.busy(exc)  # (nobody else can hold it: the file has had no name)
+    os.pwrite(fd, tail, LIFECYCLE_AT)
+    if name is not None:
+        libc.link_open_file(fd, dir_fd, name)
+    return links
+
+
+def _lock_lifecycle(fd: int, dir_fd: int, name: str | None) -> tuple[int, int, int] | None:
+    """The exclusive lifecycle lock if nobody holds it (None: busy, not taken), then
+    (the lifecycle byte, -1 if the file was cut short; the (dev, ino) `name` denotes
+    now, (-1, -1) if none or `name` is None). Unlocked again on any failure."""
+    try:
+        _fcntl(fd, _SETLK, _EXCLUSIVE_LIFECYCLE)
+    except OSError as exc:
+        if locks.busy(exc):
+            return None
+    try:
+        lifecycle = os.pread(fd, 1, LIFECYCLE_AT)
+        dev = ino = -1
+        if name is not None:
+            try:
+                found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                dev, ino = found.st_dev, found.st_ino
+    except BaseException:
+        _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
+        raise
+    return (lifecycle[0] if lifecycle else -1), dev, ino
+
+
+def _unlink_freed(fd: int, dir_fd: int, name: str, freed: int) -> bool:
+    """Under the lifecycle lock, once the caller found the segment still named `name`:
+    the lifecycle `freed` written, the name unlinked (False: it was gone), and the
+    lifecycle lock dropped, whatever failed."""
+    try:
+        os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            removed = False
+        else:
+            removed = True
+    except BaseException:
+        _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
+        raise
+    _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
+    return removed
+
+
+# Chosen once: the C calls when the extension is built, else their twins.
+create = calls.create if calls else _create
+publish = calls.publish if calls else _publish
+lock_lifecycle = calls.lock_lifecycle if calls else _lock_lifecycle
+unlink_freed = calls.unlink_freed if calls else _unlink_freed
+
+
+def create_anonymous(
+    size: int,
+    mode: int,
+    what: str,
+    header: bytes = b"",
+    owner: Callable[[int], tuple[int, int]] | None = None,
+) -> tuple[int, tuple[int, int]]:
+    """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
+
+    Returns its fd and its identity (st_dev, st_ino). `owner`, given the uid the new
+    file got, says whom to give it to (uid, gid; -1: as it is) for its context to admit
+    it (`trust.Writers.new_owner`). Small segments are made and reserved in one call
+    (`create`: written whole), large ones reserved with posix_fallocate.
+    """
+    if size <= _WRITE_WHOLE_BELOW:
+        try:
+            fd, uid, made_mode, dev, ino = create(directory_fd(), mode, header, size)
+            # A nameless file is ours alone: what fstat showed holds, and its owner and
+            # mode may as well be set after its memory is reserved.
+            try:
+                _set_owner_and_mode(fd, uid, made_mode, mode, owner)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise translate(exc, f"{what} of {size} bytes") from exc
+        return fd, (dev, ino)
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    try:
+        made = os.fstat(fd)
+        _set_owner_and_mode(fd, made.st_uid, made.st_mode, mode, owner)
+        if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):
+            # tmpfs refuses at once only what exceeds its *total* size; anything between
+            # free and total it fills page by page before failing, which on a RAM-sized
+            # /dev/shm can wake the out-of-memory killer for the whole machine.
+            raise OSError(errno.ENOSPC, "larger than the free space")
+        os.posix_fallocate(fd, 0, size)
+        if header:
+            os.pwrite(fd, header, 0)
+    except OSError as exc:
+        os.close(fd)  # an anonymous file vanishes with its last descriptor
+        raise translate(exc, f"{what} of {size} bytes") from exc
+    return fd, (made.st_dev, made.st_ino)
+
+
+def _set_owner_and_mode(
+    fd: int, uid: int, made_mode: int, mode: int, owner: Callable[[int], tuple[int, int]] | None
+) -> None:
+    """Give a new segment, made by `uid` with `made_mode`, the owner its context admits
+    and exactly `mode`, whatever the umask (the stat it was made with saves the fchmod
+    when the umask left the mode as it is: the usual case)."""
+    if owner is not None:
+        new_uid, new_gid = owner(uid)
+        if new_uid != -1 or new_gid != -1:
+            os.fchown(fd, new_uid, new_gid)
+    if stats.S_IMODE(made_mode) != mode:  # (after fchown, which keeps these bits)
+        os.fchmod(fd, mode)
+
+
+_WRITE_WHOLE_BELOW = 64 << 10
+_CHECK_FREE_FROM = 1 << 20
+
+
+def _free_bytes(fd: int) -> int:
+    found = os.fstatvfs(fd)
+    return found.f_bavail * found.f_frsize
