@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import stat
 
+from . import forks
 from .errors import AlreadyExists, ClaraError, Corrupt, InvalidArgument, NotFound
 from .lazy import contextmanager
 from .names import HANDLE
 from .reference import Reference
 from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
-from .shm import locks, processes, segment, trust
+from .shm import locks, making, processes, segment, trust
 from .shm.header import DATA_OFFSET
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .shm.memory import Region
 
 _PUBLISHED, _FREED = hdr.pack_lifecycle(hdr.PUBLISHED), hdr.pack_lifecycle(hdr.FREED)
+_NAME_IN_TAIL = hdr.NAME_AT - hdr.LIFECYCLE_AT  # where the name is in what _publish_new writes
 PRIVATE = "private"  # anonymous, known to this process only
 HANDLED = "handle"  # private, but reachable by handle from other processes
 SHARED = "published"
@@ -73,16 +75,48 @@ class Lifecycle(Reference):
             self._require_writable_fd("publish")
         if not registry.writable:
             registry.check_writable("publish into")
-        registry.check_alive()
-        if visibility == HANDLED:  # other processes may hold the handle too
+        pending = self._pending
+        if pending is not None and not self._maps and registry.capacity is None:
+            self._publish_new(name, file_name, what, pending, timeout)  # (the usual case)
+        elif visibility == HANDLED:  # other processes may hold the handle too
+            registry.check_alive()
             with self._lifecycle_held(timeout) as lifecycle:
                 if lifecycle != hdr.PRIVATE:  # another one published or freed it
                     raise NotFound(f"{self.describe()} was published or freed meanwhile")
                 self._publish_as(name, file_name, what, timeout)
         else:  # only this reference can reach it
+            registry.check_alive()
             self._publish_as(name, file_name, what, timeout)
         self._set_visibility(SHARED, name, what)  # (`what` is what describe() makes)
         self._recycle = None  # published: released references do not free it
+
+    def _publish_new(
+        self, name: str, file_name: str, what: str, pending: bytearray, timeout: float | None
+    ) -> None:
+        """The first publish of a fresh segment nobody else has reached (see
+        `reference._defer`), in a context without a capacity: its system calls in one
+        (`making.publish`: the context alive, the reference lock, the header, the link)."""
+        registry, fd = self._registry, self._fd
+        tail = pending[hdr.LIFECYCLE_AT :]  # (a copy) lifecycle, data state, name
+        tail[0] = hdr.PUBLISHED
+        tail[_NAME_IN_TAIL:] = hdr.pack_name(name)
+        link = file_name if segment.links_open_files() else None
+        try:
+            links = making.publish(registry.fd, fd, tail, segment.directory_fd(), link)
+        except OSError:  # (the calls stopped on the way: made again below, by Python)
+            links = -1
+        if links == 0:
+            registry.check_alive()  # destroyed: NotFound, and nothing was done
+        # Gone public (as _go_public), whether or not every call was made.
+        self._pending = None
+        forks.private.pop(id(self), None)
+        if links > 0 and link is not None:
+            return
+        if links <= 0:  # then each again (they are idempotent), with their errors
+            registry.check_alive()
+            locks.try_lock(fd, locks.REFERENCE_BYTE, False)
+            self._write(tail, hdr.LIFECYCLE_AT)
+        self._name(file_name, what, timeout)
 
     def _publish_as(self, name: str, file_name: str, what: str, timeout: float | None) -> None:
         if self._registry.capacity is None:
@@ -103,6 +137,11 @@ class Lifecycle(Reference):
             pending[hdr.LIFECYCLE_AT] = hdr.PUBLISHED
             pending[hdr.NAME_AT :] = hdr.pack_name(name)
             self._write(memoryview(pending)[hdr.LIFECYCLE_AT :], hdr.LIFECYCLE_AT)
+        self._name(file_name, what, timeout)
+
+    def _name(self, file_name: str, what: str, timeout: float | None) -> None:
+        """Link the name whose header is written, taking over a leftover of an earlier
+        context; if it cannot be, its header says private again."""
         try:
             try:
                 segment.link(self._fd, file_name, what)
@@ -186,16 +225,22 @@ class Lifecycle(Reference):
                 expected = hdr.PRIVATE
             if self._maps:
                 self._unmap_all()  # write maps complete before it may be recycled
-            lifecycle = self._lock_lifecycle(timeout)
+            lifecycle, dev, ino = self._lock_lifecycle(timeout, file_name)
+            locked = True
             try:
                 # Names are removed only under this lock, by whoever finds the lifecycle
                 # unchanged and the name still denoting this segment: of several
                 # freeing it at once exactly one removes it, before any returns, and a
                 # name given since to a newer allocation is never touched.
-                if lifecycle == expected and segment.names_file(file_name, self._file_id):
-                    self._remove_name(file_name, timeout)
+                if lifecycle == expected and (dev, ino) == self._file_id:
+                    if self._registry.capacity is None and not self._pools():
+                        locked = False  # (unlocked by the call, whatever happens)
+                        self._unlink_freed(file_name)
+                    else:
+                        self._remove_name(file_name, timeout)
             finally:
-                locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
+                if locked:
+                    locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
             self._recycle = None
         self._close()  # as release() does: a private one is offered to the pool
 
@@ -209,16 +254,27 @@ class Lifecycle(Reference):
         with self._registry.unpublishing(size if counted else 0, timeout):
             self._retire_or_unlink(file_name)
 
+    def _pools(self) -> bool:
+        """Whether a free offers the segment to the pool. Smaller ones are never pooled;
+        nor one a forked child inherited: its parent holds it through the same open
+        file, so the child's "no other reference" (its exclusive reference lock) proves
+        nothing."""
+        return self._layout.capacity >= POOL_MIN_BYTES and not self._inherited
+
     def _retire_or_unlink(self, file_name: str) -> None:
-        # Smaller ones are never pooled; nor one a forked child inherited: its parent
-        # holds it through the same open file, so the child's "no other reference"
-        # (its exclusive reference lock) proves nothing.
-        if self._layout.capacity >= POOL_MIN_BYTES and not self._inherited:
+        if self._pools():
             warm = self._take_warm()
             if self._recycles(file_name, warm):
                 return
         self._write(_FREED, hdr.LIFECYCLE_AT)
         segment.unlink(file_name, self.describe())
+
+    def _unlink_freed(self, file_name: str) -> None:
+        """Under the lifecycle lock: mark the segment freed, remove its name, unlock."""
+        try:
+            making.unlink_freed(self._fd, segment.directory_fd(), file_name, hdr.FREED)
+        except OSError as exc:
+            raise segment.translate(exc, self.describe()) from exc
 
     def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
         """Offer the segment to the pool (taking over `warm`); False if it was not taken."""
@@ -232,29 +288,34 @@ class Lifecycle(Reference):
     @contextmanager
     def _lifecycle_held(self, timeout: float | None = None) -> Iterator[int]:
         """Hold the segment's lifecycle lock; yields the lifecycle as it is now."""
-        lifecycle = self._lock_lifecycle(timeout)
+        lifecycle = self._lock_lifecycle(timeout)[0]
         try:
             yield lifecycle
         finally:
             locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
 
-    def _lock_lifecycle(self, timeout: float | None) -> int:
-        """Take the segment's lifecycle lock (the caller unlocks it); the lifecycle now."""
-        fd = self._fd
-        if not locks.try_lock(fd, locks.LIFECYCLE_BYTE, True):
-            what = f"the lifecycle lock of {self.describe()}"
-            locks.acquire(fd, locks.LIFECYCLE_BYTE, True, what, timeout)
+    def _lock_lifecycle(
+        self, timeout: float | None, file_name: str | None = None
+    ) -> tuple[int, int, int]:
+        """Take the segment's lifecycle lock (the caller unlocks it): the lifecycle now,
+        and the (st_dev, st_ino) that `file_name` denotes now ((-1, -1): none)."""
+        fd, directory = self._fd, segment.directory_fd()
         try:
-            lifecycle = self._pread(hdr.LIFECYCLE_AT, 1)
-            if not lifecycle:  # another process cut the file short
-                raise Corrupt(
-                    f"{self.describe()} is corrupt (its file was cut short); remove it "
-                    "with `clara leak-check --fix`"
-                )
-            return lifecycle[0]
-        except BaseException:
+            found = making.lock_lifecycle(fd, directory, file_name)
+            if found is None:  # busy: wait for it, bounded; then it is ours at once
+                what = f"the lifecycle lock of {self.describe()}"
+                locks.acquire(fd, locks.LIFECYCLE_BYTE, True, what, timeout)
+                found = making.lock_lifecycle(fd, directory, file_name)
+        except OSError as exc:  # (unlocked by the call)
+            raise segment.translate(exc, self.describe()) from exc
+        assert found is not None
+        if found[0] < 0:  # another process cut the file short
             locks.unlock(fd, locks.LIFECYCLE_BYTE)
-            raise
+            raise Corrupt(
+                f"{self.describe()} is corrupt (its file was cut short); remove it "
+                "with `clara leak-check --fix`"
+            )
+        return found
 
     def _drop_old_name(self) -> None:
         """After a new name was linked: remove the handle or pool name it had before
