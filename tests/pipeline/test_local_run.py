@@ -265,3 +265,31 @@ def test_isolate_as_another_user_uses_a_user_namespace() -> None:
         assert not os.path.exists("/output")
     finally:
         shutil.rmtree(base)
+
+
+BLAS_ENVIRONMENT = """\
+api-version: 0.4.0
+name: blas-environment
+operators:
+- name: default
+  container: {command: [sh, -c, 'echo "timeout ${OPENBLAS_THREAD_TIMEOUT-unset}"']}
+- name: own
+  variables: {OPENBLAS_THREAD_TIMEOUT: "28"}
+  container: {command: [sh, -c, 'echo "timeout ${OPENBLAS_THREAD_TIMEOUT-unset}"']}
+"""
+
+
+def test_operators_idle_blas_threads_sleep_unless_the_run_or_the_operator_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    pipeline = write(tmp_path, BLAS_ENVIRONMENT)
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    for runner_sets, expected in ((None, "4"), ("20", "20")):
+        env = (
+            environ if runner_sets is None else {**environ, "OPENBLAS_THREAD_TIMEOUT": runner_sets}
+        )
+        code, result, stderr = clara_run(pipeline, env=env)
+        assert code == 0, stderr
+        ops = operators(result)
+        assert ops["default"]["output_tail"] == [f"timeout {expected}"]
+        assert ops["own"]["output_tail"] == ["timeout 28"]
