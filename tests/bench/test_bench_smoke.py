@@ -77,6 +77,7 @@ def test_every_baseline_of_the_issue_is_measured(smoke: dict) -> None:
         "one-way pipe hand-off",
         "pipe round trip",
         ".npy files on tmpfs",
+        ".npy files on tmpfs, with clara run's operator defaults",
         ".npy files on disk",
         "clara run, cold (P9)",
         "empty directory",
