@@ -10,7 +10,7 @@ from .dtypes import ElementType, format_size
 from .errors import Corrupt, InvalidArgument
 from .shm import segment
 from .shm.header import DATA_OFFSET, Layout
-from .shm.memory import Region
+from .shm.memory import READ_ONLY_HOLDERS, Region
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class Mapping:
                 holder = region.holder(self)
             except OSError as exc:  # a map made with populate=False maps its pages now
                 raise self._unmappable(exc) from exc
-            if not region.writable:
+            if not region.writable and not READ_ONLY_HOLDERS:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
             frombuffer = _numpy_frombuffer or _frombuffer()
             array = frombuffer(holder, etype.numpy, nbytes // etype.itemsize, DATA_OFFSET)

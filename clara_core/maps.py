@@ -10,7 +10,6 @@ Mixed into Allocation (see reference.Reference for the state it works on).
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 from . import forks
@@ -27,19 +26,23 @@ from .errors import (
 from .mapping import Mapping
 from .reference import Reference
 from .shm import header as hdr
-from .shm import locks, processes, segment
+from .shm import locks, memory, processes, segment
+from .shm.access import map_locked
 from .shm.header import DATA_OFFSET, Layout
+from .shm.memory import Region
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .shm.memory import Region
     from .waiting import Deadline
 
 # Bound once: these run on every map.
 _pread = os.pread
-_fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
+_map_locked = map_locked
+_READ, _READ_WRITE = memory.PROT_READ, memory.PROT_READ | memory.PROT_WRITE
+_SHARED, _SHARED_POPULATE = memory.MAP_SHARED, memory.MAP_SHARED | memory.MAP_POPULATE
+_POPULATE_FROM = segment.POPULATE_FROM
 _MAP_SHARED, _MAP_EXCLUSIVE, _ = locks.requests(locks.MAP_BYTE)
 _parse_layout = hdr.parse_layout
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
@@ -120,74 +123,120 @@ class Maps(Reference):
             return Mapping(self, region, layout)
         fd = self._fd
         maps = self._maps
-        locked = bool(maps)
+        # One call (access.map_locked): the map lock (unless held), the mapping (a kept
+        # one reused, or over a kept cut-off range, or deferred: see segment.map_segment),
+        # the file's last byte and the header's first bytes. Busy: nothing is mapped.
+        warm = self._warm if writable else self._warm_read
+        if warm is not None:
+            length, at = warm.length, None
+        else:
+            length = DATA_OFFSET + self._layout.capacity
+            at = memory.take_spare(length) if populate else None
+        try:
+            address, locked, last, header = _map_locked(
+                fd,
+                None if maps else _MAP_EXCLUSIVE if writable else _MAP_SHARED,
+                at,
+                length,
+                _READ_WRITE if writable else _READ,
+                _SHARED_POPULATE if length >= _POPULATE_FROM else _SHARED,
+                _LAYOUT_END,
+            )
+        except OSError as exc:
+            raise segment.translate(exc, what) from exc
         if not locked:
-            try:  # locks.try_lock(fd, MAP_BYTE, writable), inline: every map runs it
-                _fcntl(fd, _SETLK, _MAP_EXCLUSIVE if writable else _MAP_SHARED)
-                locked = True
-            except OSError as exc:
-                locks.busy(exc)  # (raises if it is not)
-        if not locked and not timeout:
-            raise Busy(f"{what} is mapped by {self._holders()}", _busy_hint(writable))
+            if at:
+                memory.give_back(at, length)
+            if not timeout:
+                raise Busy(f"{what} is mapped by {self._holders()}", _busy_hint(writable))
+            return self._map_waiting(writable, allow_incomplete, populate, timeout, what)
+        if warm is not None:
+            # A new identity for the reused mapping: a Mapping of its earlier map
+            # must see itself unmapped, not take this map for its own.
+            region = warm.reissue()
+            if writable:
+                self._warm = None
+            else:
+                self._warm_read = None
+        elif address:
+            region = Region(address, length, writable)
+        else:
+            region = Region.deferred(fd, length, writable)
+        try:
+            # Whether the file still covers the mapping: its last byte could be read
+            # (cheaper than fstat, same answer).
+            if not last:
+                raise _cut_short(what, length)
+            # Under the map lock: the layout is valid, the data state allows this map.
+            if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
+                layout = self._check_locked(header, length, writable, allow_incomplete, what)
+            else:  # the usual read: complete data, needing no more than the layout
+                layout = _parse_layout(header, length, what)
+        except BaseException:
+            if not maps:
+                locks.unlock(fd, locks.MAP_BYTE)
+            region.release()
+            raise
+        maps.append(region)
+        self._layout = layout
+        return Mapping(self, region, layout)
+
+    def _map_waiting(
+        self, writable: bool, allow_incomplete: bool, populate: bool, timeout: float, what: str
+    ) -> Mapping:
+        """`map` of a segment mapped by others in a conflicting mode, waiting for them up
+        to `timeout` seconds."""
+        fd = self._fd
+        maps = self._maps
         # Mapping touches no data, so it may come before the lock: a map that had to
         # wait is then ready the moment the holder lets go.
         if writable:
             region, self._warm = self._warm, None
         else:
             region, self._warm_read = self._warm_read, None
+        locked = False
         try:
             if region is None:
                 region = segment.map_segment(
                     fd, DATA_OFFSET + self._layout.capacity, writable, what, populate
                 )
             else:
-                # A new identity for the reused mapping: a Mapping of its earlier map
-                # must see itself unmapped, not take this map for its own.
-                region = region.reissue()
+                region = region.reissue()  # (see `map`)
             length = region.length
-            # Whether the file still covers the mapping: its last byte can be read
-            # (cheaper than fstat, same answer). Checked before any wait (no clara ever
-            # shortens a segment, so the lock adds nothing to this check), which keeps
-            # it off the path of a waiting reader woken by its writer.
+            # The file covers the mapping (see `map`): checked before any wait (no clara
+            # ever shortens a segment, so the lock adds nothing to this check), which
+            # keeps it off the path of a waiting reader woken by its writer.
             try:
                 last = _pread(fd, 1, length - 1)
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
             if not last:
-                raise Corrupt(
-                    f"{what} is corrupt (its file was cut short of the {length} "
-                    "bytes it needs); remove it with `clara leak-check --fix`"
-                )
+                raise _cut_short(what, length)
             made, seen = None, b""
-            if not locked:
-                assert timeout is not None
-                if not writable:
-                    # Before it sleeps, its result is made from the header as it is now;
-                    # woken, it only checks the data state and layout bytes under the lock.
-                    seen, now = self._layout_now(length, what)
-                    made = Mapping(self, region, now) if seen else None
-                if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
-                    raise Timeout(
-                        f"{what} stayed mapped by {self._holders()} for {timeout:g} s",
-                        "wait longer with {timeout}",
-                    )
-                locked = True
-            # Under the map lock: the layout is valid, the data state allows this map.
+            if not writable:
+                # Before it sleeps, its result is made from the header as it is now;
+                # woken, it only checks the data state and layout bytes under the lock.
+                seen, now = self._layout_now(length, what)
+                made = Mapping(self, region, now) if seen else None
+            if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
+                raise Timeout(
+                    f"{what} stayed mapped by {self._holders()} for {timeout:g} s",
+                    "wait longer with {timeout}",
+                )
+            locked = True
             try:
                 header = _pread(fd, _LAYOUT_END, 0)
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
             if seen and header.startswith(seen, _LAYOUT_AT) and header[_DATA_AT] == _COMPLETE:
+                assert made is not None
                 maps.append(region)
                 self._layout = made.layout
                 return made
-            if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
-                layout = self._check_locked(header, length, writable, allow_incomplete, what)
-            else:  # the usual read: complete data, needing no more than the layout
-                layout = _parse_layout(header, length, what)
+            layout = self._check_locked(header, length, writable, allow_incomplete, what)
         except BaseException:
             if locked and not maps:
-                locks.unlock(fd, locks.MAP_BYTE)  # also when mmap itself failed
+                locks.unlock(fd, locks.MAP_BYTE)
             if region is not None:
                 region.release()
             raise
@@ -318,6 +367,13 @@ def _unreadable(data: hdr.DataState, what: str) -> Incomplete | NeverWritten:
         "write it first, wait for its writer with {wait}, "
         "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
         "bytes of a recycled segment)",
+    )
+
+
+def _cut_short(what: str, length: int) -> Corrupt:
+    return Corrupt(
+        f"{what} is corrupt (its file was cut short of the {length} bytes it needs); "
+        "remove it with `clara leak-check --fix`"
     )
 
 

@@ -26,6 +26,8 @@ import errno
 import os
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
+from .native import calls
+
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from typing import Any
@@ -35,8 +37,15 @@ _PROT_NONE = 0
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
 _MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
 DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not moved
-# The mmap module's constants, set by _lib() (a copy through the file maps nothing).
-_READ = _READ_WRITE = _SHARED = _SHARED_POPULATE = _PRIVATE_ZEROS = _ZEROS_FIXED = 0
+if calls is not None:  # (the C extension's: no mmap module to import)
+    PROT_READ, PROT_WRITE = calls.PROT_READ, calls.PROT_WRITE
+    MAP_SHARED, MAP_POPULATE = calls.MAP_SHARED, calls.MAP_POPULATE
+else:
+    from mmap import MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE
+_READ, _READ_WRITE = PROT_READ, PROT_READ | PROT_WRITE
+_SHARED, _SHARED_POPULATE = MAP_SHARED, MAP_SHARED | MAP_POPULATE
+# The mmap module's, set by _lib() (a copy through the file maps nothing).
+_PRIVATE_ZEROS = _ZEROS_FIXED = 0
 _libc: Any = None
 _MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
 # Bound once by _lib(): these run a few times per map and unmap.
@@ -50,13 +59,11 @@ _MADV_POPULATE_WRITE = 23  # Linux 5.14
 def _lib() -> Any:
     """libc with the signatures we call (ctypes is imported on first use)."""
     global _libc, _MAP_FAILED, _mmap, _munmap, _madvise, _c_char
-    global _READ, _READ_WRITE, _SHARED, _SHARED_POPULATE, _PRIVATE_ZEROS, _ZEROS_FIXED
+    global _PRIVATE_ZEROS, _ZEROS_FIXED
     if _libc is None:
         import ctypes
         import mmap
 
-        _READ, _READ_WRITE = mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE
-        _SHARED, _SHARED_POPULATE = mmap.MAP_SHARED, mmap.MAP_SHARED | mmap.MAP_POPULATE
         _PRIVATE_ZEROS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
         _ZEROS_FIXED = _PRIVATE_ZEROS | _MAP_FIXED
 
@@ -100,25 +107,99 @@ _SPARE_LENGTHS = 16
 
 
 class _Unmapper:
-    """Hung on a cut-off holder: when the holder, i.e. the last view, dies, unmaps the
-    zero pages that replaced the shared ones, or keeps them in `spare` for the next map
-    of their length (cheaper than weakref.finalize)."""
+    """Hung on a cut-off holder (the pure-Python one): when the holder, i.e. the last
+    view, dies, unmaps the zero pages that replaced the shared ones, or keeps them in
+    `spare` (up to `keep`) for the next map of their length (cheaper than
+    weakref.finalize)."""
 
-    __slots__ = ("address", "length", "munmap", "spare")
-    KEEP = _SPARE_PER_LENGTH  # (on the class: still at hand at interpreter exit)
+    __slots__ = ("address", "keep", "length", "munmap", "spare")
 
-    def __init__(self, address: int, length: int, spare: list[int] | None) -> None:
+    def __init__(self, address: int, length: int, spare: list[int] | None, keep: int) -> None:
         self.address = address
         self.length = length
         self.munmap = _munmap  # still at hand if this dies at interpreter exit
         self.spare = spare
+        self.keep = keep
 
     def __del__(self) -> None:
         spare = self.spare
-        if spare is not None and len(spare) < self.KEEP:
+        if spare is not None and len(spare) < self.keep:
             spare.append(self.address)
         else:
             self.munmap(self.address, self.length)
+
+
+def map_at(at: int, length: int, prot: int, flags: int, fd: int) -> int:
+    """mmap `length` bytes of `fd` over the kept range at `at` (MAP_FIXED), or anywhere
+    if there is none (0) or that fails (the range is then forgotten): the address."""
+    if _mmap is None:
+        _lib()
+    if at:
+        address = _mmap(at, length, prot, flags | _MAP_FIXED, fd, 0)
+        if address is not None and address != _MAP_FAILED:
+            return address
+    return _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
+
+
+def take_spare(length: int) -> int:
+    """A kept cut-off range of `length` bytes for a new map to replace, or 0."""
+    spare = _spare.get(length)
+    if spare:
+        try:
+            return spare.pop()
+        except IndexError:  # another thread took it
+            pass
+    return 0
+
+
+def give_back(address: int, length: int) -> None:
+    """A range `take_spare` gave that was not mapped over after all: kept, or unmapped."""
+    spare = _spare.get(length)
+    if spare is not None and len(spare) < _SPARE_PER_LENGTH:
+        spare.append(address)
+    else:
+        munmap(address, length)
+
+
+def _checked_munmap(address: int, length: int) -> None:
+    if _munmap is None:
+        _lib()
+    _check(None if _munmap(address, length) else 0, "munmap")
+
+
+def _holder(address: int, length: int, writable: bool, owner: object) -> Any:
+    """A ctypes array over the mapping (writable, even for a read map: callers make
+    read-only views of it), its type made once per length (see `_holder_type`)."""
+    kind = _holder_types.get(length)
+    if kind is None:
+        if len(_holder_types) < _SPARE_LENGTHS:
+            kind = _holder_types[length] = _holder_type(length)
+        else:  # never a class per map: it costs more than the map, and it is a
+            kind = _c_char * length  # reference cycle (ctypes keeps this one)
+    holder = kind.from_address(address)
+    holder.owner = owner
+    return holder
+
+
+def _cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None:
+    """Replace a ctypes holder's range by private zeros of protection `prot`; at its
+    death, the range is kept in `spare` (up to `keep`), else unmapped (`_Unmapper`)."""
+    import ctypes
+
+    address, length = ctypes.addressof(holder), len(holder)
+    _check(_mmap(address, length, prot, _ZEROS_FIXED, -1, 0), "mmap")
+    holder.unmapper = _Unmapper(address, length, spare, keep)
+    holder.owner = None
+
+
+# The C twins (clara_core/shm/c/access.c) where the extension is built: a Holder is
+# then a small object with the buffer protocol, read-only for a read map, instead of a
+# ctypes array read through a read-only memoryview.
+if calls is not None:
+    munmap, make_holder, cut_off = calls.munmap, calls.holder, calls.cut_off
+else:
+    munmap, make_holder, cut_off = _checked_munmap, _holder, _cut_off
+READ_ONLY_HOLDERS = calls is not None  # a read map's holder refuses writes itself
 
 
 def _holder_type(length: int) -> type:
@@ -179,23 +260,9 @@ class Region:
             region = cls.map(fd, length, writable, False)
             _madvise(region.address, length, _MADV_POPULATE_WRITE)
             return region
-        if _mmap is None:
-            _lib()
         prot = _READ_WRITE if writable else _READ
         flags = _SHARED_POPULATE if populate else _SHARED
-        spare = _spare.get(length)
-        if spare:
-            try:
-                unused = spare.pop()
-            except IndexError:  # another thread took it
-                unused = None
-            if unused is not None:
-                address = _mmap(unused, length, prot, flags | _MAP_FIXED, fd, 0)
-                if address is not None and address != _MAP_FAILED:
-                    return cls(address, length, writable)
-                # Failed: the range may be gone, so it is forgotten; a new mapping then.
-        address = _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
-        return cls(address, length, writable)
+        return cls(map_at(take_spare(length), length, prot, flags, fd), length, writable)
 
     def reissue(self) -> Region:
         """The same mapping as a new Region, for a new map; this one must no longer be
@@ -208,21 +275,14 @@ class Region:
         return view if self.writable else view.toreadonly()
 
     def holder(self, owner: object) -> Any:
-        """The one object every view of the region is made from (a buffer, writable even
-        for a read-only region: callers make read-only views of those); `owner` lives as
-        long as it does."""
+        """The one object every view of the region is made from (a buffer: read-only for
+        a read-only region if READ_ONLY_HOLDERS, else callers make read-only views of
+        it); `owner` lives as long as it does."""
         holder = self._holder() if self._holder is not None else None
         if holder is None:
             if not self.address:
                 self._map_deferred()
-            kind = _holder_types.get(self.length)
-            if kind is None:
-                if len(_holder_types) < _SPARE_LENGTHS:
-                    kind = _holder_types[self.length] = _holder_type(self.length)
-                else:  # never a class per map: it costs more than the map, and it is a
-                    kind = _c_char * self.length  # reference cycle (ctypes keeps this one)
-            holder = kind.from_address(self.address)
-            holder.owner = owner
+            holder = make_holder(self.address, self.length, self.writable, owner)
             self._holder = weak_ref(holder)
         return holder
 
@@ -245,7 +305,7 @@ class Region:
         if holder is None:
             self._fd = -1
             if self.address:
-                _munmap(self.address, self.length)
+                munmap(self.address, self.length)
         else:
             self._cut_off(holder)
 
@@ -281,19 +341,14 @@ class Region:
     def _cut_off(self, holder: Any) -> None:
         length = self.length
         if self.writable:
-            address = _mmap(self.address, length, _READ_WRITE, _ZEROS_FIXED, -1, 0)
-            spare = None  # zeros a write view may have written to are given back (unmapped)
-        else:
-            address = _mmap(self.address, length, _READ, _ZEROS_FIXED, -1, 0)
-            # Read-only zeros hold no memory once their views die: kept for reuse.
-            spare = _spare.get(length)
+            prot, spare = _READ_WRITE, None  # zeros a write view may have written to are
+        else:  # given back (unmapped); read-only zeros hold no memory once their views
+            prot, spare = _READ, _spare.get(length)  # die: kept for reuse
             if spare is None and length < DETACH_FROM:
                 spare = _spare_for(length)
-        if address is None or address == _MAP_FAILED:
-            _check(address, "mmap")
-        holder.unmapper = _Unmapper(self.address, length, spare)
-        # The views need nothing of their map any more: the owner (a Mapping, and through
-        # it the allocation) must not live on with them, nor the reference's other maps
-        # and locks (`with ref.map("r") as old:` leaves `old` bound after the block).
-        holder.owner = None
+        # The views need nothing of their map any more: the holder lets go of its owner
+        # (a Mapping, and through it the allocation), which must not live on with them,
+        # nor the reference's other maps and locks (`with ref.map("r") as old:` leaves
+        # `old` bound after the block).
+        cut_off(holder, prot, spare, _SPARE_PER_LENGTH)
         self._holder = None

@@ -23,7 +23,6 @@ OSErrors are translated here into clara_core's errors, naming the object (`what`
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat as stats
 
@@ -39,6 +38,7 @@ from ..errors import (
 from ..names import shm_dir, shm_dir_setting
 from ..records import Record
 from . import libc, locks
+from .access import open_locked
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
 from .trust import Refusal, file_type, user_name
@@ -135,7 +135,7 @@ def translate(exc: OSError, what: str) -> ClaraError:
     return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
 
 
-_POPULATE_FROM = 256 << 10
+POPULATE_FROM = 256 << 10  # larger maps map every page at once (MAP_POPULATE)
 
 
 class Opened(Record):
@@ -169,53 +169,48 @@ def open_segment(
     and header are then read under it), else waited for only after those checks, at most
     `timeout` seconds (None: `locks.default_wait()`), and the stat and header read again.
     """
+    request = None if lock is None else lock[2]
+    size = HEADER_SIZE if header else 0
     if read_only:
-        fd, writable = _open_read_only(file_name, what, refusal), False
+        opened = _open_read_only(file_name, what, refusal, request, size)
+        (fd, locked, found, raw), writable = opened, False
     else:
-        dir_fd = directory_fd()
-        try:  # the usual case, first and alone (inline: this runs on every get)
-            fd, writable = os.open(file_name, _READ_WRITE, dir_fd=dir_fd), True
+        try:  # the usual case, first and alone (one call: access.open_locked)
+            opened = open_locked(
+                directory_fd(), file_name, _READ_WRITE, request, size, os.stat_result
+            )
+            (fd, locked, found, raw), writable = opened, True
         except (PermissionError, IsADirectoryError):  # may only read it (or a directory)
-            fd, writable = _open_read_only(file_name, what, refusal), False
+            opened = _open_read_only(file_name, what, refusal, request, size)
+            (fd, locked, found, raw), writable = opened, False
         except OSError as exc:
             _explain_refused(exc, file_name, what, refusal)
     try:
-        locked = False
-        if lock is not None:
-            try:  # (locks.try_lock, inline: this runs on every get)
-                _fcntl(fd, _SETLK, lock[2])
-                locked = True
-            except OSError:  # busy (waited for below), or a file that takes no lock (refused)
-                pass
-        try:
-            found = os.fstat(fd)
-        except OSError as exc:
-            raise translate(exc, what) from exc
         if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
             _check_file(found, what, refusal)  # raises, saying why
-        if lock is not None and not locked:
+        if lock is not None and not locked:  # busy (a file that takes no lock: refused)
             byte, exclusive, _ = lock
             if header:
-                _read(fd, what, found)  # no wait on a lock of a file that is no segment
+                _read(fd, what, found, raw)  # no wait on a lock of a file that is no segment
             locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
             # What the lock protects may have changed until we held it: read it now.
             found = _fstat(fd, what)
+            if header:
+                return tuple.__new__(Opened, (fd, writable, found, _read(fd, what, found)))
         if not header:
             return Opened(fd, writable, found, None)
-        try:
-            raw = os.pread(fd, HEADER_SIZE, 0)
-        except OSError as exc:
-            raise translate(exc, what) from exc
         # (tuple.__new__: a NamedTuple's own __new__ is Python code; this runs every get)
-        return tuple.__new__(Opened, (fd, writable, found, parse(raw, found.st_size, what)))
+        return tuple.__new__(Opened, (fd, writable, found, _read(fd, what, found, raw)))
     except BaseException:
         os.close(fd)
         raise
 
 
-def _open_read_only(file_name: str, what: str, refusal: Refusal) -> int:
+def _open_read_only(
+    file_name: str, what: str, refusal: Refusal, request: bytes | None, size: int
+) -> tuple[int, bool, os.stat_result, bytes | int | None]:
     try:
-        return os.open(file_name, _READ_ONLY, dir_fd=directory_fd())
+        return open_locked(directory_fd(), file_name, _READ_ONLY, request, size, os.stat_result)
     except (PermissionError, IsADirectoryError):
         found = stat_named(file_name)
         if found is not None:  # say whose it is rather than just "denied"
@@ -225,7 +220,6 @@ def _open_read_only(file_name: str, what: str, refusal: Refusal) -> int:
         _explain_refused(exc, file_name, what, refusal)
 
 
-_fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
 _READ_ONLY = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDONLY
 _READ_WRITE = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_RDWR
 
@@ -260,11 +254,16 @@ def _check_file(found: os.stat_result, what: str, refusal: Refusal) -> None:
         raise PermissionDenied(f"{what} {why}")
 
 
-def _read(fd: int, what: str, found: os.stat_result) -> Header:
-    try:
-        raw = os.pread(fd, HEADER_SIZE, 0)
-    except OSError as exc:
-        raise translate(exc, what) from exc
+def _read(fd: int, what: str, found: os.stat_result, raw: bytes | int | None = None) -> Header:
+    """The header, validated: `raw` as open_locked read it (an int: its read's errno), or
+    read now (None)."""
+    if raw is None:
+        try:
+            raw = os.pread(fd, HEADER_SIZE, 0)
+        except OSError as exc:
+            raise translate(exc, what) from exc
+    elif type(raw) is int:
+        raise translate(OSError(raw, os.strerror(raw)), what)
     return parse(raw, found.st_size, what)
 
 
@@ -372,6 +371,6 @@ def map_segment(
     if not populate:
         return Region.deferred(fd, length, writable)
     try:
-        return Region.map(fd, length, writable, length >= _POPULATE_FROM, fresh)
+        return Region.map(fd, length, writable, length >= POPULATE_FROM, fresh)
     except OSError as exc:
         raise translate(exc, what) from exc

@@ -1,8 +1,548 @@
-/* Access to existing segments: get, map, unmap, release. */
+/* Access to existing segments: get, map, unmap, release (twins in clara_core/shm/access.py).
+ *
+ * open_locked  get: open, the reference lock, fstat, the header's pread
+ * map_locked   map: the map lock, the mapping, the preads of its last byte and the layout
+ * Holder       the one object every view of a mapping is made from (buffer protocol);
+ *              cut_off() replaces its range by private zeros, its death keeps or unmaps it
+ * munmap       a mapping no view can reach
+ *
+ * Each issues the very calls of its Python twin, in the same order with the same arguments;
+ * every check of what they return is made in Python, once, for both.
+ */
 #include "calls.h"
 
+#include <structmember.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* After a failed call: true if it was interrupted and may be retried (PEP 475), false if
+ * it failed for good, or if a signal handler raised (then an exception is set). */
+static int retry(void) { return errno == EINTR && PyErr_CheckSignals() == 0; }
+
+/* Raise the OSError of errno, unless a signal handler's exception is already set. */
+static PyObject *fail(void) {
+    if (!PyErr_Occurred()) {
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return NULL;
+}
+
+/* A lock request as fcntl.fcntl takes it: a packed struct flock (locks.requests). */
+static int flock_of(PyObject *request, struct flock *lock) {
+    if (!PyBytes_Check(request) || PyBytes_GET_SIZE(request) != (Py_ssize_t)sizeof *lock) {
+        PyErr_SetString(PyExc_TypeError, "a lock request is a packed struct flock (bytes)");
+        return -1;
+    }
+    memcpy(lock, PyBytes_AS_STRING(request), sizeof *lock);
+    return 0;
+}
+
+/* fcntl(F_OFD_SETLK): 0 if taken, else -1 with errno (EINTR retried). */
+static int set_lock(int fd, struct flock *lock) {
+    int result;
+    do {
+        result = fcntl(fd, F_OFD_SETLK, lock);
+    } while (result < 0 && retry());
+    return result;
+}
+
+/* pread into a new bytes object of at most `size` bytes. NULL if it failed: with *error
+ * its errno (no exception set), or *error 0 and an exception (no memory; a signal's). */
+static PyObject *read_at(int fd, Py_ssize_t size, off_t offset, int *error) {
+    *error = 0;
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (bytes == NULL) {
+        return NULL;
+    }
+    ssize_t got;
+    do {
+        got = pread(fd, PyBytes_AS_STRING(bytes), (size_t)size, offset);
+    } while (got < 0 && retry());
+    if (got < 0) {
+        *error = PyErr_Occurred() ? 0 : errno;
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    if (got != size && _PyBytes_Resize(&bytes, got) < 0) {
+        return NULL;
+    }
+    return bytes;
+}
+
+/* An int argument (a descriptor, flags, a protection), or -1 with an exception. */
+static int int_of(PyObject *number, int *value) {
+    long wide = PyLong_AsLong(number);
+    if (wide == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (wide < INT_MIN || wide > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "an int argument is out of range");
+        return -1;
+    }
+    *value = (int)wide;
+    return 0;
+}
+
+static int arguments(const char *name, Py_ssize_t given, Py_ssize_t expected) {
+    if (given == expected) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name,
+                 expected, given);
+    return -1;
+}
+
+/* A tuple of `count` new references, stolen (NULL if any is NULL: all are released). */
+static PyObject *tuple_of(int count, PyObject **items) {
+    PyObject *tuple = NULL;
+    for (int i = 0; i < count; i++) {
+        if (items[i] == NULL) {
+            goto failed;
+        }
+    }
+    if ((tuple = PyTuple_New(count)) == NULL) {
+        goto failed;
+    }
+    for (int i = 0; i < count; i++) {
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    }
+    return tuple;
+failed:
+    for (int i = 0; i < count; i++) {
+        Py_XDECREF(items[i]);
+    }
+    return NULL;
+}
+
+/* seconds * 10**9 + nanoseconds, as posixmodule's fill_time makes it (any time_t). */
+static PyObject *nanoseconds(time_t seconds, long fraction) {
+    long long total;
+    if (!__builtin_mul_overflow((long long)seconds, 1000000000LL, &total) &&
+        !__builtin_add_overflow(total, (long long)fraction, &total)) {
+        return PyLong_FromLongLong(total);
+    }
+    PyObject *big = PyLong_FromLongLong((long long)seconds);  // a planted file's far time
+    PyObject *scale = PyLong_FromLong(1000000000L);
+    PyObject *part = PyLong_FromLong(fraction);
+    PyObject *scaled = big && scale ? PyNumber_Multiply(big, scale) : NULL;
+    PyObject *sum = scaled && part ? PyNumber_Add(scaled, part) : NULL;
+    Py_XDECREF(big);
+    Py_XDECREF(scale);
+    Py_XDECREF(part);
+    Py_XDECREF(scaled);
+    return sum;
+}
+
+static PyObject *uid_number(unsigned long id) {
+    return id == (unsigned long)(uid_t)-1 ? PyLong_FromLong(-1) : PyLong_FromUnsignedLong(id);
+}
+
+/* An os.stat_result (`type`) exactly as os.fstat makes it on Linux (19 fields). */
+static PyObject *stat_result(PyObject *type, const struct stat *st) {
+    PyObject *result = PyStructSequence_New((PyTypeObject *)type);
+    if (result == NULL) {
+        return NULL;
+    }
+    const time_t seconds[3] = {st->st_atim.tv_sec, st->st_mtim.tv_sec, st->st_ctim.tv_sec};
+    const long fractions[3] = {st->st_atim.tv_nsec, st->st_mtim.tv_nsec, st->st_ctim.tv_nsec};
+    PyStructSequence_SET_ITEM(result, 0, PyLong_FromLong((long)st->st_mode));
+    PyStructSequence_SET_ITEM(result, 1, PyLong_FromUnsignedLongLong(st->st_ino));
+    PyStructSequence_SET_ITEM(result, 2, PyLong_FromLongLong((long long)st->st_dev));
+    PyStructSequence_SET_ITEM(result, 3, PyLong_FromLong((long)st->st_nlink));
+    PyStructSequence_SET_ITEM(result, 4, uid_number(st->st_uid));
+    PyStructSequence_SET_ITEM(result, 5, uid_number(st->st_gid));
+    PyStructSequence_SET_ITEM(result, 6, PyLong_FromLongLong((long long)st->st_size));
+    for (int i = 0; i < 3; i++) {
+        PyStructSequence_SET_ITEM(result, 7 + i, PyLong_FromLongLong((long long)seconds[i]));
+        PyStructSequence_SET_ITEM(result, 10 + i,
+                                  PyFloat_FromDouble(seconds[i] + fractions[i] * 1e-9));
+        PyStructSequence_SET_ITEM(result, 13 + i, nanoseconds(seconds[i], fractions[i]));
+    }
+    PyStructSequence_SET_ITEM(result, 16, PyLong_FromLong((long)st->st_blksize));
+    PyStructSequence_SET_ITEM(result, 17, PyLong_FromLong((long)st->st_blocks));
+    PyStructSequence_SET_ITEM(result, 18, PyLong_FromLong((long)st->st_rdev));
+    for (int i = 0; i < 19; i++) {
+        if (PyStructSequence_GET_ITEM(result, i) == NULL) {  // a failed allocation
+            Py_DECREF(result);
+            return NULL;
+        }
+    }
+    return result;
+}
+
+/* open_locked(dir_fd, name, flags, lock, header_size, stat_type)
+ *   -> (fd, locked, stat, header)
+ *
+ * get's calls: openat(dir_fd, name, flags); the lock `lock` (a packed request, or None)
+ * tried once, never waited for (any failure: not locked, Python decides); fstat; and if it
+ * is a regular file and `header_size`, the pread of the header at 0 (its errno, an int,
+ * if that fails: the checks of the file come first). Closes the fd if it raises. */
+static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int dir_fd, flags;
+    if (arguments("open_locked", nargs, 6) < 0 || int_of(args[0], &dir_fd) < 0 ||
+        int_of(args[2], &flags) < 0) {
+        return NULL;
+    }
+    Py_ssize_t header_size = PyLong_AsSsize_t(args[4]);
+    if (header_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    struct flock lock;
+    if (args[3] != Py_None && flock_of(args[3], &lock) < 0) {
+        return NULL;
+    }
+    if (!PyType_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "stat_type must be os.stat_result");
+        return NULL;
+    }
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(args[1], &path)) {  // as os.open: str, bytes or a path
+        return NULL;
+    }
+    int fd;
+    do {
+        fd = openat(dir_fd, PyBytes_AS_STRING(path), flags, 0);
+    } while (fd < 0 && retry());
+    Py_DECREF(path);
+    if (fd < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[1]);
+        }
+        return NULL;
+    }
+    int locked = args[3] != Py_None && set_lock(fd, &lock) == 0;
+    if (PyErr_Occurred()) {  // a signal handler raised while the lock was retried
+        close(fd);
+        return NULL;
+    }
+    struct stat st;
+    int result;
+    do {
+        result = fstat(fd, &st);
+    } while (result < 0 && retry());
+    PyObject *found = result < 0 ? fail() : stat_result(args[5], &st);
+    PyObject *header = NULL;
+    if (found != NULL) {
+        int error = 0;
+        if (header_size <= 0 || !S_ISREG(st.st_mode)) {
+            header = Py_NewRef(Py_None);
+        } else if ((header = read_at(fd, header_size, 0, &error)) == NULL && error) {
+            header = PyLong_FromLong(error);
+        }
+    }
+    if (header == NULL) {
+        Py_XDECREF(found);
+        close(fd);
+        return NULL;
+    }
+    PyObject *items[4] = {PyLong_FromLong(fd), PyBool_FromLong(locked), found, header};
+    PyObject *opened = tuple_of(4, items);
+    if (opened == NULL) {
+        close(fd);
+    }
+    return opened;
+}
+
+/* Mappings at least this long are made or unmapped without the GIL: their cost grows with
+ * their pages (populate, teardown); a shorter one costs less than letting the GIL go. */
+#define UNLOCKED_FROM (256 << 10)
+
+/* mmap(at, length, prot, flags, fd, 0); `at` != NULL: MAP_FIXED there first (a kept
+ * range), anywhere if that fails. MAP_FAILED (errno) or the address. */
+static void *map_at(void *at, size_t length, int prot, int flags, int fd) {
+    void *address = MAP_FAILED;
+    int unlocked = (flags & MAP_POPULATE) && length >= UNLOCKED_FROM;
+    PyThreadState *state = unlocked ? PyEval_SaveThread() : NULL;
+    if (at != NULL) {
+        address = mmap(at, length, prot, flags | MAP_FIXED, fd, 0);
+    }
+    if (address == MAP_FAILED) {  // (a failed fixed map: the range is forgotten, as in Python)
+        address = mmap(NULL, length, prot, flags, fd, 0);
+    }
+    if (state != NULL) {
+        int error = errno;
+        PyEval_RestoreThread(state);
+        errno = error;
+    }
+    return address;
+}
+
+/* map_locked(fd, lock, at, length, prot, flags, header_size)
+ *   -> (address, locked, last, header)
+ *
+ * map's calls: the map lock `lock` tried (None: held already); busy (EAGAIN, EACCES):
+ * (0, False, b"", b"") at once, nothing mapped. Then the mapping of `length` bytes (`at`:
+ * None, none (address 0: Python reuses a kept one, or defers it); 0, anywhere; else over
+ * the kept range there, MAP_FIXED, or anywhere if that fails); the pread of the file's
+ * last byte (b"": cut short) and of the header's first `header_size` bytes. If it raises,
+ * what it mapped is unmapped and the lock it took let go. */
+static PyObject *map_locked(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int fd, prot, flags;
+    if (arguments("map_locked", nargs, 7) < 0 || int_of(args[0], &fd) < 0 ||
+        int_of(args[4], &prot) < 0 || int_of(args[5], &flags) < 0) {
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t header_size = PyLong_AsSsize_t(args[6]);
+    void *at = args[2] == Py_None ? NULL : PyLong_AsVoidPtr(args[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (length <= 0 || header_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "map_locked: a length must be positive");
+        return NULL;
+    }
+    struct flock lock;
+    int locking = args[1] != Py_None;
+    if (locking) {
+        if (flock_of(args[1], &lock) < 0) {
+            return NULL;
+        }
+        if (set_lock(fd, &lock) < 0) {
+            if (PyErr_Occurred() || (errno != EAGAIN && errno != EACCES)) {
+                return fail();
+            }
+            PyObject *busy[4] = {PyLong_FromLong(0), Py_NewRef(Py_False),
+                                 PyBytes_FromStringAndSize(NULL, 0),
+                                 PyBytes_FromStringAndSize(NULL, 0)};
+            return tuple_of(4, busy);
+        }
+    }
+    void *address = NULL;
+    if (args[2] != Py_None) {
+        address = map_at(at, (size_t)length, prot, flags, fd);
+        if (address == MAP_FAILED) {
+            address = NULL;
+            goto failed;
+        }
+    }
+    int error;
+    PyObject *last = read_at(fd, 1, (off_t)length - 1, &error);
+    if (last == NULL) {
+        goto failed;
+    }
+    PyObject *header = read_at(fd, header_size, 0, &error);
+    if (header == NULL) {
+        Py_DECREF(last);
+        goto failed;
+    }
+    PyObject *items[4] = {PyLong_FromVoidPtr(address), PyBool_FromLong(1), last, header};
+    PyObject *mapped = tuple_of(4, items);
+    if (mapped != NULL) {
+        return mapped;
+    }
+failed:
+    fail();  // (errno's OSError, unless an exception is set already)
+    if (address != NULL) {
+        munmap(address, (size_t)length);
+    }
+    if (locking) {
+        lock.l_type = F_UNLCK;
+        fcntl(fd, F_OFD_SETLK, &lock);
+    }
+    return NULL;
+}
+
+/* munmap(address, length): a mapping nothing reaches any more (OSError if it fails). */
+static PyObject *unmap(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (arguments("munmap", nargs, 2) < 0) {
+        return NULL;
+    }
+    void *address = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    int result;
+    if (length >= UNLOCKED_FROM) {
+        Py_BEGIN_ALLOW_THREADS
+        result = munmap(address, (size_t)length);
+        Py_END_ALLOW_THREADS
+    } else {
+        result = munmap(address, (size_t)length);
+    }
+    return result < 0 ? fail() : Py_NewRef(Py_None);
+}
+
+/* The one object every view of a mapping is made from: its bytes through the buffer
+ * protocol (read-only unless writable), and `owner`, which lives as long as it does.
+ * Once cut off, it owns its range of private zeros: at its death, the range goes to its
+ * `spare` list if that holds fewer than `keep`, else it is unmapped. */
+typedef struct {
+    PyObject_HEAD
+    char *address;
+    Py_ssize_t length;
+    int writable;
+    int cut;
+    Py_ssize_t keep;
+    PyObject *owner;
+    PyObject *spare;
+    PyObject *weakrefs;
+} Holder;
+
+static int holder_buffer(Holder *self, Py_buffer *view, int flags) {
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->address, self->length,
+                             !self->writable, flags);
+}
+
+static int holder_traverse(Holder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->owner);
+    Py_VISIT(self->spare);
+    return 0;
+}
+
+static int holder_clear(Holder *self) {
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->spare);  // (a cut-off range is then unmapped at death, not kept)
+    return 0;
+}
+
+/* Keep the cut-off range in `spare`, or unmap it: safe at interpreter exit and in a
+ * forked child (the child has the same mappings); an exception being raised is kept. */
+static void holder_let_go(Holder *self) {
+    int kept = 0;
+    if (self->spare != NULL && PyList_CheckExact(self->spare) &&
+        PyList_GET_SIZE(self->spare) < self->keep) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *address = PyLong_FromVoidPtr(self->address);
+        kept = address != NULL && PyList_Append(self->spare, address) == 0;
+        Py_XDECREF(address);
+        PyErr_Clear();
+        PyErr_Restore(type, value, traceback);
+    }
+    if (!kept) {
+        munmap(self->address, (size_t)self->length);
+    }
+}
+
+static void holder_dealloc(Holder *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    if (self->cut) {
+        holder_let_go(self);
+    }
+    holder_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyBufferProcs holder_buffers = {.bf_getbuffer = (getbufferproc)holder_buffer};
+
+static PyMemberDef holder_members[] = {
+    {"owner", T_OBJECT, offsetof(Holder, owner), 0, "what lives as long as the views"},
+    {"length", T_PYSSIZET, offsetof(Holder, length), READONLY, "bytes"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject HolderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "clara_core.shm._calls.Holder",
+    .tp_doc = "The one object every view of a mapping is made from (see access.holder).",
+    .tp_basicsize = sizeof(Holder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)holder_dealloc,
+    .tp_traverse = (traverseproc)holder_traverse,
+    .tp_clear = (inquiry)holder_clear,
+    .tp_as_buffer = &holder_buffers,
+    .tp_members = holder_members,
+    .tp_weaklistoffset = offsetof(Holder, weakrefs),
+};
+
+/* holder(address, length, writable, owner) -> Holder of the mapping there. */
+static PyObject *new_holder(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (arguments("holder", nargs, 4) < 0) {
+        return NULL;
+    }
+    void *address = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    int writable = PyObject_IsTrue(args[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Holder *holder = PyObject_GC_New(Holder, &HolderType);
+    if (holder == NULL) {
+        return NULL;
+    }
+    holder->address = address;
+    holder->length = length;
+    holder->writable = writable;
+    holder->cut = 0;
+    holder->keep = 0;
+    holder->owner = Py_NewRef(args[3]);
+    holder->spare = NULL;
+    holder->weakrefs = NULL;
+    PyObject_GC_Track(holder);
+    return (PyObject *)holder;
+}
+
+/* cut_off(holder, prot, spare, keep): replace the holder's range by private zeros of
+ * protection `prot` (one mmap MAP_FIXED), so that its views can never again reach the
+ * segment; from then on it owns that range (see Holder) and no longer its owner. */
+static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int prot;
+    if (arguments("cut_off", nargs, 4) < 0 || int_of(args[1], &prot) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &HolderType)) {
+        PyErr_SetString(PyExc_TypeError, "cut_off: not a Holder");
+        return NULL;
+    }
+    Holder *holder = (Holder *)args[0];
+    Py_ssize_t keep = PyLong_AsSsize_t(args[3]);
+    if (keep == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (holder->cut) {
+        PyErr_SetString(PyExc_ValueError, "cut_off: this holder is cut off already");
+        return NULL;
+    }
+    void *zeros = mmap(holder->address, (size_t)holder->length, prot,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (zeros == MAP_FAILED) {
+        return fail();
+    }
+    holder->cut = 1;
+    holder->keep = keep;
+    Py_XSETREF(holder->spare, args[2] == Py_None ? NULL : Py_NewRef(args[2]));
+    Py_CLEAR(holder->owner);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef access_methods[] = {
+    {"open_locked", (PyCFunction)(void (*)(void))open_locked, METH_FASTCALL,
+     "get's calls: open, reference lock, fstat, header (see access.py)."},
+    {"map_locked", (PyCFunction)(void (*)(void))map_locked, METH_FASTCALL,
+     "map's calls: map lock, mmap, last byte, header (see access.py)."},
+    {"munmap", (PyCFunction)(void (*)(void))unmap, METH_FASTCALL, "munmap(address, length)."},
+    {"holder", (PyCFunction)(void (*)(void))new_holder, METH_FASTCALL,
+     "holder(address, length, writable, owner): the views' Holder of a mapping."},
+    {"cut_off", (PyCFunction)(void (*)(void))cut_off, METH_FASTCALL,
+     "cut_off(holder, prot, spare, keep): replace its range by private zeros."},
     {NULL, NULL, 0, NULL},
 };
 
-int clara_add_access(PyObject *module) { return PyModule_AddFunctions(module, access_methods); }
+int clara_add_access(PyObject *module) {
+    if (PyType_Ready(&HolderType) < 0) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "Holder", (PyObject *)&HolderType) < 0 ||
+        PyModule_AddIntMacro(module, PROT_READ) < 0 || PyModule_AddIntMacro(module, PROT_WRITE) < 0 ||
+        PyModule_AddIntMacro(module, MAP_SHARED) < 0 ||
+        PyModule_AddIntMacro(module, MAP_POPULATE) < 0) {
+        return -1;  // (the constants: so that the mmap module need not be imported)
+    }
+    return PyModule_AddFunctions(module, access_methods);
+}
