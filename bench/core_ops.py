@@ -25,6 +25,7 @@ Every operation yields what a user works with: a numpy view of the data.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -46,6 +47,7 @@ from .harness import (
     spreads,
     summarise,
     timed,
+    unmeasurable,
 )
 
 READ_BYTES = 64 << 10  # P1, P7: a small array
@@ -95,6 +97,7 @@ RAW_FD = "raw mmap+munmap of the held fd"
 RAW_FD_DELETED = "raw mmap+munmap of the held fd, view deleted"
 FLOOR = "floor: clara's system calls, almost no Python"
 FLOOR_DELETED = "floor: clara's system calls, almost no Python, view deleted"
+C_FLOOR = "C floor: clara's system calls from one C function"
 MICRO = {"show_p99": True}
 
 
@@ -137,14 +140,20 @@ def p1(cfg: Config) -> list[Row]:
 
 
 def _floor_row(
-    row_id: str, what: str, samples: dict[str, list[float]], floor: str, raw: str, limit: float
+    row_id: str,
+    what: str,
+    samples: dict[str, list[float]],
+    floor: str,
+    raw: str,
+    limit: float,
+    how: str = "almost no Python",
 ) -> Row:
     """A floor against raw, under the target of its row: if it is not met here, the
     target lies below what clara's system calls themselves cost."""
     us = {name: ns_to_us(values) for name, values in samples.items()}
     return Row(
         id=row_id,
-        what=f"the floor of {what}: clara's system calls in its order, almost no Python",
+        what=f"the floor of {what}: clara's system calls in its order, {how}",
         unit="µs",
         target=f"≤ {limit:g}x raw (the row's own)",
         checks=[Check("<=", limit, raw)],
@@ -241,6 +250,8 @@ def p2(cfg: Config) -> list[Row]:
     multiprocessing and SharedArray doing create + map + write + unmap + unlink."""
     ns = cfg.namespace
     names = {peer: base.raw_name(ns, f"p2-{peer}") for peer in ("raw", "mp", "sa")}
+    with tempfile.TemporaryDirectory(prefix="clara-p2-", dir=cfg.workdir or None) as scratch:
+        built = floors.c_floor(scratch)  # (loaded: the file may go)
     ctx = Context.create("p2")
 
     def ours() -> object:
@@ -252,19 +263,19 @@ def p2(cfg: Config) -> list[Row]:
         return array.shape  # bound after the block, as users write it
 
     try:
-        samples = interleave(
-            {
-                "clara": _timer(ours),
-                RAW: _timer(base.raw_create_write_unlink(names["raw"], SMALL_BYTES)),
-                "multiprocessing.shared_memory": _timer(
-                    base.mp_create_write_unlink(names["mp"], SMALL_BYTES)
-                ),
-                "SharedArray": _timer(base.sa_create_write_delete(names["sa"], SMALL_BYTES)),
-                FLOOR: _timer(floors.create_write_publish_free("p2", "floor", SMALL_BYTES)),
-            },
-            cfg.micro_trials,
-            cfg.micro_warmup,
-        )
+        trials = {
+            "clara": _timer(ours),
+            RAW: _timer(base.raw_create_write_unlink(names["raw"], SMALL_BYTES)),
+            "multiprocessing.shared_memory": _timer(
+                base.mp_create_write_unlink(names["mp"], SMALL_BYTES)
+            ),
+            "SharedArray": _timer(base.sa_create_write_delete(names["sa"], SMALL_BYTES)),
+            FLOOR: _timer(floors.create_write_publish_free("p2", "floor", SMALL_BYTES)),
+        }
+        if not isinstance(built, str):
+            in_c = floors.create_write_publish_free_in_c(built, "p2", "cfloor", SMALL_BYTES)
+            trials[C_FLOOR] = _timer(in_c)
+        samples = interleave(trials, cfg.micro_trials, cfg.micro_warmup)
     finally:
         floors.release()
         Context.destroy("p2")
@@ -290,6 +301,9 @@ def p2(cfg: Config) -> list[Row]:
             details={**MICRO, "ratio_spread": spreads(ours_samples, us)},
         ),
         _floor_row("P2.floor", what, samples, FLOOR, RAW, 2.0),
+        _floor_row("P2.cfloor", what, samples, C_FLOOR, RAW, 2.0, "from one C function")
+        if not isinstance(built, str)
+        else unmeasurable("P2.cfloor", f"the C floor of {what}", "µs", "≤ 2x raw", built),
     ]
 
 

@@ -7,6 +7,11 @@ header read under them, the cut-off of a live view, the reservation at create, t
 protocol of free). A floor validates nothing, raises nothing and keeps no object but the
 numpy view it yields: it is not a way to use shared memory, only the cost of the calls.
 
+P2 has a second floor, its calls made by one C function (bench/c_floor.c, built here
+with the system compiler when there is one): clara makes its calls from C too (the
+extension clara_core.shm._calls), a few per call, so the C floor is what clara's calls
+cost without any Python between them.
+
 tests/bench/test_floor_calls.py compares each floor's calls with clara's own under
 `strace`, so that a floor follows what clara does when clara changes.
 
@@ -53,6 +58,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -200,28 +206,40 @@ def get_map_unmap(context: str, name: str, delete: bool = False) -> Callable[[],
     return operation
 
 
-def create_write_publish_free(context: str, name: str, nbytes: int) -> Callable[[], object]:
-    """P2's floor: a fresh `nbytes` allocation of `context`, written through a map whose
-    view is alive after its unmap, published as `name` and freed (`release` at the end)."""
+def _p2_calls(context: str, name: str, nbytes: int) -> dict[str, Any]:
+    """What P2's floors pass to their calls: descriptors, names and header bytes."""
     _load()
-    dir_fd = directory_fd()
     context_fd, context_header = _context_fd(context)
     settings, created = context_header.settings, context_header.origin.created_ns
     assert settings is not None
-    mode = settings.mode
     file_name = names.allocation_file(context, names.PUBLISHED, name)
-    encoded = os.fsencode(file_name)
     layout = layout_for(nbytes, None, None)  # (uint8, as clara's create(nbytes))
-    capacity = layout.capacity
     pid, start = processes.identity()
     new = hdr.pack_new_allocation(layout, (time.time_ns(), pid, start, 0, 0, created), context)
     published = bytearray(new)
     published[hdr.LIFECYCLE_AT] = hdr.PUBLISHED
     published[hdr.DATA_AT : hdr.DATA_END] = hdr.write_map_states(new, pid, start)[1]
     published[hdr.NAME_AT :] = hdr.pack_name(name)
-    publish_bytes = bytes(published[hdr.LIFECYCLE_AT :])
+    return {
+        "dir_fd": directory_fd(),
+        "context_fd": context_fd,
+        "mode": settings.mode,
+        "file_name": file_name,
+        "new": new,
+        "tail": bytes(published[hdr.LIFECYCLE_AT :]),  # lifecycle, data state, name
+        "length": hdr.DATA_OFFSET + layout.capacity,
+    }
+
+
+def create_write_publish_free(context: str, name: str, nbytes: int) -> Callable[[], object]:
+    """P2's floor: a fresh `nbytes` allocation of `context`, written through a map whose
+    view is alive after its unmap, published as `name` and freed (`release` at the end)."""
+    calls = _p2_calls(context, name, nbytes)
+    dir_fd, context_fd, mode = calls["dir_fd"], calls["context_fd"], calls["mode"]
+    file_name, new, publish_bytes = calls["file_name"], calls["new"], calls["tail"]
+    encoded = os.fsencode(file_name)
     freed = hdr.pack_lifecycle(hdr.FREED)
-    length = hdr.DATA_OFFSET + capacity
+    length = calls["length"]
     zeros = memoryview(bytes(length - len(new)))
     data_at, lifecycle_at = hdr.DATA_OFFSET, hdr.LIFECYCLE_AT
     os_open, fstat, pwritev, pwrite, pread = os.open, os.fstat, os.pwritev, os.pwrite, os.pread
@@ -255,5 +273,62 @@ def create_write_publish_free(context: str, name: str, nbytes: int) -> Callable[
         fcntl_(fd, _SETLK, _UNLOCK_LIFECYCLE)
         close(fd)
         return array.shape  # the view dies on return: its range is unmapped
+
+    return operation
+
+
+def c_floor(directory: str) -> ModuleType | str:
+    """The C floors (bench/c_floor.c), built with the system compiler in `directory`
+    and loaded; or why they cannot be, here."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sysconfig
+
+    compiler = shutil.which("cc")
+    if compiler is None:
+        return "no C compiler (cc) here"
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_floor.c")
+    target = os.path.join(directory, "c_floor" + sysconfig.get_config_var("EXT_SUFFIX"))
+    include = sysconfig.get_paths()["include"]
+    flags = ["-O2", "-std=c11", "-D_GNU_SOURCE", "-shared", "-fPIC", f"-I{include}"]
+    built = subprocess.run(
+        [compiler, *flags, source, "-o", target],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        return f"bench/c_floor.c did not build ({(built.stderr.strip() or '?').splitlines()[-1]})"
+    spec = importlib.util.spec_from_file_location("c_floor", target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        return f"bench/c_floor.c built but did not load ({exc})"
+    return module
+
+
+def create_write_publish_free_in_c(
+    built: ModuleType, context: str, name: str, nbytes: int
+) -> Callable[[], object]:
+    """P2's C floor (`c_floor`): the calls of `create_write_publish_free`, with the same
+    arguments in the same order, all made by one C function."""
+    calls = _p2_calls(context, name, nbytes)
+    arguments = (
+        calls["dir_fd"],
+        calls["mode"],
+        calls["new"],
+        calls["tail"],
+        calls["context_fd"],
+        os.fsencode(calls["file_name"]),
+        calls["length"],
+        nbytes,
+        hdr.FREED,
+    )
+    p2 = built.p2
+
+    def operation() -> object:
+        return p2(*arguments)
 
     return operation

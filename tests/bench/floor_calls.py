@@ -1,5 +1,6 @@
 """Run clara's idiomatic P1 and P2 forms and their floors (bench/floors.py) one after
-the other, each step between two markers, for tests/bench/test_floor_calls.py to trace.
+the other, each step between two markers, for tests/bench/test_floor_calls.py to trace;
+P2 also by its C floor ("cfloor"), when a C compiler builds it here.
 
 Every marker is an access() of a path that cannot exist: `/clara-floor-step <label>`.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 from bench import floors
 from clara_core import Context
@@ -69,6 +71,11 @@ def main() -> None:
                 ),
             },
         }
+        with tempfile.TemporaryDirectory() as scratch:
+            built = floors.c_floor(scratch)
+        if not isinstance(built, str):
+            in_c = floors.create_write_publish_free_in_c(built, "floors", "cfloor", SMALL_BYTES)
+            forms["cfloor"] = {"P2": in_c, "warm": lambda: None}
         for steps in forms.values():  # imports, ctypes, caches: nothing of it traced
             for _ in range(3):
                 steps["warm"]()
@@ -76,8 +83,9 @@ def main() -> None:
         # From no kept range: a new mapping, then the range the dead view left, then none.
         for form, steps in forms.items():
             for index, step in enumerate(sys.argv[1:]):
-                mark(f"{form} {index} {step}")
-                steps[step]()
+                if step in steps:
+                    mark(f"{form} {index} {step}")
+                    steps[step]()
         mark("end")
     finally:
         floors.release()

@@ -91,8 +91,11 @@ def _normalised(steps: list[list[str]]) -> list[list[str]]:
 def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[str]]]:
     """One traced run of P1's steps then P2's, clara's form first, then the floor's."""
     forms = _trace(tmp_path_factory.mktemp("floors"), P1_STEPS + P2_STEPS)
-    assert set(forms) == {"clara", "floor"}
-    return {form: _normalised(steps) for form, steps in forms.items()}
+    assert set(forms) - {"cfloor"} == {"clara", "floor"}  # (cfloor: where cc builds it)
+    traced = {form: _normalised(steps) for form, steps in forms.items()}
+    # The C floor makes P2's steps only: clara's, named alike from their own first call.
+    traced["clara P2"] = _normalised(forms["clara"][len(P1_STEPS) :])
+    return traced
 
 
 def test_the_p1_floor_makes_claras_calls(traced: dict[str, list[list[str]]]) -> None:
@@ -108,6 +111,15 @@ def test_the_p2_floor_makes_claras_calls(traced: dict[str, list[list[str]]]) -> 
     assert any(call.startswith("linkat(") for call in clara[0])
     for index, (ours, theirs) in enumerate(zip(clara, floor, strict=True)):
         assert theirs == ours, f"step {index} (P2)"
+
+
+def test_the_p2_c_floor_makes_claras_calls(traced: dict[str, list[list[str]]]) -> None:
+    if "cfloor" not in traced:
+        pytest.skip("no C compiler here: bench/c_floor.c is not built")
+    clara, floor = traced["clara P2"], traced["cfloor"]
+    assert len(floor) == len(P2_STEPS)
+    for index, (ours, theirs) in enumerate(zip(clara, floor, strict=True)):
+        assert theirs == ours, f"step {index} (P2, C floor)"
 
 
 def test_the_comparison_tells_forms_apart(traced: dict[str, list[list[str]]]) -> None:

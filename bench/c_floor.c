@@ -1,0 +1,115 @@
+/* The C floor of P2 (bench/floors.py): clara's system calls for create + map('w') + write
+ * + unmap + publish + free of one allocation, in clara's order with clara's arguments,
+ * issued by one C function. What clara spends above it is Python; what it spends above
+ * raw posix_ipc is the calls clara's safety properties need.
+ *
+ * Built by the bench with the system compiler (bench/floors.py, c_floor); never installed.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define LIFECYCLE_AT 16
+#define DATA_OFFSET 4096
+#define ZEROS_SIZE (64 << 10)
+
+static const char zeros[ZEROS_SIZE];
+
+static int set_lock(int fd, short type, off_t byte) {
+    struct flock request = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    return fcntl(fd, F_OFD_SETLK, &request);
+}
+
+/* p2(dir_fd, mode, header, tail, context_fd, name, length, nbytes, freed) -> None
+ *
+ * openat(O_TMPFILE), fstat, pwritev2 (header + zeros), mmap(shared, read-write), the
+ * write, mmap(private zeros, fixed) over it (the cut-off of a live view), fstat of the
+ * context, the reference lock, pwrite of `tail`, linkat(AT_EMPTY_PATH), the lifecycle
+ * lock, pread of the lifecycle, fstatat of the name, pwrite of `freed`, unlinkat, the
+ * unlock, close, munmap (the view's death). Stops at the first failure (OSError). */
+static PyObject *p2(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "p2() takes 9 positional arguments");
+        return NULL;
+    }
+    int dir_fd = (int)PyLong_AsLong(args[0]), mode = (int)PyLong_AsLong(args[1]);
+    int context_fd = (int)PyLong_AsLong(args[4]), freed = (int)PyLong_AsLong(args[8]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[6]), nbytes = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyBytes_Check(args[2]) || !PyBytes_Check(args[3]) || !PyBytes_Check(args[5]) ||
+        length - PyBytes_GET_SIZE(args[2]) > ZEROS_SIZE || DATA_OFFSET + nbytes > length) {
+        PyErr_SetString(PyExc_ValueError, "p2(): bad header, tail, name or sizes");
+        return NULL;
+    }
+    const char *header = PyBytes_AS_STRING(args[2]), *tail = PyBytes_AS_STRING(args[3]);
+    Py_ssize_t header_size = PyBytes_GET_SIZE(args[2]), tail_size = PyBytes_GET_SIZE(args[3]);
+    const char *name = PyBytes_AS_STRING(args[5]);
+    struct stat found;
+    unsigned char lifecycle = (unsigned char)freed, seen;
+    char *address = MAP_FAILED;
+    int fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0 || fstat(fd, &found) < 0) {
+        goto failed;
+    }
+    struct iovec parts[2] = {
+        {.iov_base = (void *)header, .iov_len = (size_t)header_size},
+        {.iov_base = (void *)zeros, .iov_len = (size_t)(length - header_size)},
+    };
+    if (pwritev2(fd, parts, 2, 0, 0) < length) {
+        goto failed;
+    }
+    address = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (address == MAP_FAILED) {
+        goto failed;
+    }
+    memset(address + DATA_OFFSET, 1, (size_t)nbytes);
+    if (mmap(address, (size_t)length, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED ||
+        fstat(context_fd, &found) < 0 || set_lock(fd, F_RDLCK, 0) < 0 ||
+        pwrite(fd, tail, (size_t)tail_size, LIFECYCLE_AT) < 0 ||
+        linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) < 0 || set_lock(fd, F_WRLCK, 2) < 0 ||
+        pread(fd, &seen, 1, LIFECYCLE_AT) < 0 ||
+        fstatat(dir_fd, name, &found, AT_SYMLINK_NOFOLLOW) < 0 ||
+        pwrite(fd, &lifecycle, 1, LIFECYCLE_AT) < 0 || unlinkat(dir_fd, name, 0) < 0 ||
+        set_lock(fd, F_UNLCK, 2) < 0) {
+        goto failed;
+    }
+    close(fd);
+    munmap(address, (size_t)length);
+    Py_RETURN_NONE;
+failed:;
+    int saved = errno;
+    if (address != MAP_FAILED) {
+        munmap(address, (size_t)length);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = saved;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+static PyMethodDef methods[] = {
+    {"p2", (PyCFunction)(void (*)(void))p2, METH_FASTCALL, "P2's system calls, in one C call"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef c_floor_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "c_floor",
+    .m_doc = "The C floors of the bench (bench/floors.py).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit_c_floor(void) { return PyModule_Create(&c_floor_module); }
