@@ -22,9 +22,6 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
     leaks.py inspect.py doctor/   tooling over segments: plain data, no rendering
     shm/         the only code that talks to the kernel: segment files, mmap, the header
                  format, OFD locks, /proc readers
-      c/         the hot paths' system-call sequences in C, one call each (an optional
-                 extension; shm/native.py picks it or each call's pure-Python twin;
-                 the checks stay in Python)
     errors.py names.py dtypes.py records.py   the vocabulary every layer shares
 
 No click, no rich: the `clara` command line (clara_cli) renders what this returns.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .native import calls
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 _MAP_FIXED = 0x10  # Linux, every architecture
 _PROT_NONE = 0
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
-_MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
+_MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
 DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not moved
 if calls is not None:  # (the C extension's: no mmap module to import)
     PROT_READ, PROT_WRITE = calls.PROT_READ, calls.PROT_WRITE
@@ -104,6 +105,29 @@ _spare: dict[int, list[int]] = {}
 _holder_types: dict[int, type] = {}
 _SPARE_PER_LENGTH = 2
 _SPARE_LENGTHS = 16
+
+# Held from "no live holder?" to the holder made and registered, and from "a live holder?"
+# to the munmap or the cut-off, so that another thread of the same reference can never
+# make a view of a range being unmapped (it would read unmapped memory, or whatever is
+# mapped there next). Reentrant: a garbage collection run inside may release another.
+_lending = RLock()
+_lend, _lent = _lending.acquire, _lending.release  # (bound: cheaper than `with`)
+
+
+def _new_lock_in_child() -> None:
+    global _lending, _lend, _lent
+    _lending = RLock()  # (the thread that held it at the fork is not in the child)
+    _lend, _lent = _lending.acquire, _lending.release
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+class _Nothing:
+    pass
+
+
+_KEPT = weak_ref(_Nothing())  # a Region's dead holder once it is kept warm: lends no more
 
 
 class _Unmapper:
@@ -279,12 +303,21 @@ class Region:
         a read-only region if READ_ONLY_HOLDERS, else callers make read-only views of
         it); `owner` lives as long as it does."""
         holder = self._holder() if self._holder is not None else None
-        if holder is None:
-            if not self.address:
-                self._map_deferred()
-            holder = make_holder(self.address, self.length, self.writable, owner)
-            self._holder = weak_ref(holder)
-        return holder
+        if holder is not None:
+            return holder
+        _lend()  # (see _lending)
+        try:
+            holder = self._holder() if self._holder is not None else None
+            if holder is None:
+                if self._holder is _KEPT:  # unmapped meanwhile, by another thread
+                    raise OSError(errno.EBADF, "mmap: this mapping was unmapped")
+                if not self.address:
+                    self._map_deferred()
+                holder = make_holder(self.address, self.length, self.writable, owner)
+                self._holder = weak_ref(holder)
+            return holder
+        finally:
+            _lent()
 
     def _map_deferred(self) -> None:
         if self._fd < 0:  # released: its fd may be closed, or another file's now
@@ -301,27 +334,40 @@ class Region:
 
         Returns None, so that ``region = region.release()`` forgets it.
         """
-        holder = self._holder() if self._holder is not None else None
-        if holder is None:
-            self._fd = -1
-            if self.address:
-                munmap(self.address, self.length)
-        else:
-            self._cut_off(holder)
+        _lend()  # (see _lending)
+        try:
+            holder = self._holder() if self._holder is not None else None
+            if holder is None:
+                address, self.address, self._fd = self.address, 0, -1
+                if address:
+                    munmap(address, self.length)
+            else:
+                self._cut_off(holder)
+        finally:
+            _lent()
 
     def detach(self) -> Region | None:
         """Move the shared pages (page tables and all) to a new address, away from the
         views lent out, which are cut off; returns the moved, warm Region. A region
         smaller than DETACH_FROM is only cut off (None: nothing stays mapped)."""
-        holder = self._holder() if self._holder is not None else None
-        if holder is None:
-            if not self.address:  # deferred and never mapped: nothing is warm
-                self._fd = -1
+        _lend()  # (see _lending)
+        try:
+            holder = self._holder() if self._holder is not None else None
+            if holder is None:
+                if not self.address:  # deferred and never mapped: nothing is warm
+                    self._fd = -1
+                    return None
+                self._holder = _KEPT  # kept warm: it lends nothing more (see `holder`)
+                return self
+            if self.length < DETACH_FROM:
+                self._cut_off(holder)
                 return None
-            return self
-        if self.length < DETACH_FROM:
-            self._cut_off(holder)
-            return None
+            return self._move(holder)
+        finally:
+            _lent()
+
+    def _move(self, holder: Any) -> Region | None:
+        """`detach` of a large one with live views (under _lending)."""
         libc = _lib()
         # Reserve a spot whose address is congruent to ours modulo 2 MiB: then the kernel
         # moves whole page-table pages (about 0.08 ms for 256 MiB) instead of one entry
@@ -329,8 +375,15 @@ class Region:
         span = self.length + _PMD_SIZE
         spot = _check(libc.mmap(None, span, _PROT_NONE, _PRIVATE_ZEROS, -1, 0), "mmap")
         target = spot + (self.address - spot) % _PMD_SIZE
-        flags = _MREMAP_MAYMOVE | _MREMAP_FIXED
-        moved = _check(libc.mremap(self.address, self.length, self.length, flags, target), "mremap")
+        # DONTUNMAP: the old range keeps mapping the file (its pages are gone, faulted in
+        # again if touched) until the cut-off below replaces it; a plain move would leave
+        # a hole there meanwhile, in which a view read by another thread faults (SIGSEGV).
+        flags = _MREMAP_MAYMOVE | _MREMAP_FIXED | _MREMAP_DONTUNMAP
+        moved = libc.mremap(self.address, self.length, self.length, flags, target)
+        if moved is None or moved == _MAP_FAILED:  # (DONTUNMAP of a file: Linux 5.13)
+            _munmap(spot, span)
+            self._cut_off(holder)
+            return None
         if target > spot:
             _munmap(spot, target - spot)
         if spot + span > target + self.length:
@@ -352,3 +405,4 @@ class Region:
         # `old` bound after the block).
         cut_off(holder, prot, spare, _SPARE_PER_LENGTH)
         self._holder = None
+        self.address, self._fd = 0, -1  # the zeros are the holder's now: lend nothing more
