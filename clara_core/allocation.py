@@ -44,7 +44,12 @@ if TYPE_CHECKING:
 
 
 class Allocation(Lifecycle, Maps):
-    """A reference to a typed block of shared memory in a context."""
+    """A reference to a typed block of shared memory in a context.
+
+    One thread at a time: its map, views, unmap and release are not guarded against
+    another thread's (a release closes the file another thread may map through); threads
+    that work on one allocation each get() a reference of their own.
+    """
 
     # Slots: one is made on every get() and create(), and attributes are set faster.
     __slots__ = (
