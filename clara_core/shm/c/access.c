@@ -211,9 +211,11 @@ static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t
     do {
         fd = openat(dir_fd, PyBytes_AS_STRING(path), flags, 0);
     } while (fd < 0 && retry());
+    int error = errno;  // (before the DECREF: a free may set errno)
     Py_DECREF(path);
     if (fd < 0) {
         if (!PyErr_Occurred()) {
+            errno = error;
             PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[1]);
         }
         return NULL;
@@ -231,7 +233,6 @@ static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t
     PyObject *found = result < 0 ? fail() : stat_result(args[5], &st);
     PyObject *header = NULL;
     if (found != NULL) {
-        int error = 0;
         if (header_size <= 0 || !S_ISREG(st.st_mode)) {
             header = Py_NewRef(Py_None);
         } else if ((header = read_at(fd, header_size, 0, &error)) == NULL && error) {
