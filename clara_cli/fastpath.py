@@ -162,7 +162,7 @@ def main() -> None:
         if request is not None:
             code = fastrun.run(*request)  # (its job turns the collector on: running.py)
             gc.freeze()  # as the click command line does: no last collection at exit
-            sys.exit(code)
+            end_now(code)  # the job's end: every run's last milliseconds
     copy = parse_map_copy(sys.argv[1:])
     if copy is None:
         from .main import main as click_main
@@ -175,17 +175,21 @@ def main() -> None:
 
 
 def end_now(code: int) -> NoReturn:
-    """End a copy's process with `code` as the interpreter's exit would, minus its teardown.
+    """End a copy's or a run's process with `code` as the interpreter's exit would, minus
+    its teardown.
 
     After a copy nothing is left that the kernel does not take back itself: the copy
     closed its files, maps and locks (each in its own `with`), and what remains (modules,
     caches, kept cut-off pages, descriptors) is this process's memory and files. Tearing it
     down object by object, then the interpreter, costs ~1 ms of a copy that shell
-    pipelines run in bulk. So this runs what the interpreter's exit runs that others may
-    rely on: the atexit hooks (a user's, a coverage tool's), then the flush of stdout and
-    stderr; and ends with os._exit. Skipped: module teardown (the `__del__` of objects
-    still alive, and weakref callbacks: clara's only unmap and close) and the final
-    garbage collection (the collector is off). A thread still running, or a flush that
+    pipelines run in bulk. The same holds after `clara run` (its runner reaped every
+    operator and destroyed or closed the job's context in its `finally`), whose teardown
+    (~3 ms, after its last operator ended) is on the wall time of every job. So this runs
+    what the interpreter's exit runs that others may rely on: the atexit hooks (a user's,
+    a coverage tool's), then the flush of stdout and stderr; and ends with os._exit.
+    Skipped: module teardown (the `__del__` of objects still alive, and weakref callbacks:
+    clara's only unmap and close) and the final garbage collection (the collector is off,
+    or, after a run, what it would walk is frozen). A thread still running, or a flush that
     fails, takes the interpreter's own exit, which waits for it or reports it as always.
     """
     threading = sys.modules.get("threading")  # (imported by a .pth file, say: no thread)

@@ -264,6 +264,36 @@ def test_a_copy_ends_without_tearing_the_interpreter_down(ctx: str, tmp_path: Pa
     assert result.returncode == 0 and "# cleanup" in result.stderr, result.stderr[-2000:]
 
 
+def test_a_run_ends_without_tearing_the_interpreter_down(tmp_path: Path) -> None:
+    """`clara run` (its click-free command line) ends as a copy does (end_now): atexit
+    hooks run, stdout and stderr are flushed, the exit code is the job's, and the
+    interpreter's teardown (~3 ms after the job's last operator ended) is skipped."""
+    wrapper = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write('HOOK RAN'))\n"
+        "sys.stdout.write('PENDING')\n"
+        "sys.argv = ['clara', *sys.argv[1:]]\n"
+        "runpy.run_module('clara_cli', run_name='__main__')\n"
+    )
+    for status, code in ((0, 0), (3, 1)):
+        pipeline = tmp_path / f"exit{status}.yaml"
+        pipeline.write_text(
+            "api-version: 0.5.0\nname: ends\noperators:\n- name: only\n"
+            f"  container: {{command: [sh, -c, 'echo said; exit {status}']}}\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-v", "-c", wrapper, "--json", "run", str(pipeline)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == code, result.stderr[-2000:]
+        assert result.stdout.startswith("PENDING")
+        assert json.loads(result.stdout[len("PENDING") :])["operators"][0]["output_tail"] == [
+            "said"
+        ]
+        assert result.stderr.endswith("HOOK RAN") and "# cleanup" not in result.stderr
+
+
 def test_the_launchers_import_with_the_collector_off(ctx: str, tmp_path: Path) -> None:
     """`clara` (bin/clara, `python -m clara_cli`) turns the cyclic garbage collector off
     before its first import: its collections would walk the objects of every module being
