@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 PAGE = 4096
+# The largest capacity made in one call (and never pooled): its file is written whole.
+_SMALL = min(making.WHOLE_WRITE_MAX - DATA_OFFSET, POOL_MIN_BYTES - 1)
 
 
 def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
@@ -71,6 +73,28 @@ def _layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
 def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allocation:
     """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
     what = f"new allocation in context '{registry.name}'"
+    capacity = layout.capacity
+    if capacity <= _SMALL:  # the usual case: never pooled, made and reserved in one call
+        created_ns = time.time_ns()
+        pid, start = processes.identity()
+        origin = (created_ns, pid, start, 0, 0, registry.incarnation)
+        header = hdr.pack_new_allocation(layout, origin, registry.name)
+        size = DATA_OFFSET + capacity
+        try:
+            made = making.create(segment.directory_fd(), registry.mode, header, size)
+        except OSError:  # made again to say why (no room: once the pools are emptied)
+            fd, identity = _fresh_segment(registry, capacity, what, header)
+        else:
+            fd, uid, made_mode, dev, ino = made
+            identity = (dev, ino)
+            making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
+        try:
+            alloc = Allocation(context, registry, fd, True, layout, created_ns, identity, PRIVATE)
+            alloc._defer(header)  # (no name: its locks wait, see reference.py)
+        except BaseException:
+            os.close(fd)
+            raise
+        return alloc
     asked = layout
     claimed = None
     if layout.capacity >= POOL_MIN_BYTES:  # (smaller, the usual case: no claim, no pool)

@@ -136,26 +136,25 @@ def create_anonymous(
     it (`trust.Writers.new_owner`). Small segments are made and reserved in one call
     (`create`: written whole), large ones reserved with posix_fallocate.
     """
-    if size <= _WRITE_WHOLE_BELOW:
+    what = f"{what} of {size} bytes"
+    if size <= WHOLE_WRITE_MAX:
         try:
             fd, uid, made_mode, dev, ino = create(directory_fd(), mode, header, size)
-            # A nameless file is ours alone: what fstat showed holds, and its owner and
-            # mode may as well be set after its memory is reserved.
-            try:
-                _set_owner_and_mode(fd, uid, made_mode, mode, owner)
-            except BaseException:
-                os.close(fd)
-                raise
         except OSError as exc:
-            raise translate(exc, f"{what} of {size} bytes") from exc
+            raise translate(exc, what) from exc
+        adopt(fd, uid, made_mode, mode, owner, what)
         return fd, (dev, ino)
     try:
         fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=directory_fd())
+        try:
+            made = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
     except OSError as exc:
         raise translate(exc, what) from exc
+    adopt(fd, made.st_uid, made.st_mode, mode, owner, what)
     try:
-        made = os.fstat(fd)
-        _set_owner_and_mode(fd, made.st_uid, made.st_mode, mode, owner)
         if size >= _CHECK_FREE_FROM and size > _free_bytes(fd):
             # tmpfs refuses at once only what exceeds its *total* size; anything between
             # free and total it fills page by page before failing, which on a RAM-sized
@@ -166,25 +165,37 @@ def create_anonymous(
             os.pwrite(fd, header, 0)
     except OSError as exc:
         os.close(fd)  # an anonymous file vanishes with its last descriptor
-        raise translate(exc, f"{what} of {size} bytes") from exc
+        raise translate(exc, what) from exc
     return fd, (made.st_dev, made.st_ino)
 
 
-def _set_owner_and_mode(
-    fd: int, uid: int, made_mode: int, mode: int, owner: Callable[[int], tuple[int, int]] | None
+def adopt(
+    fd: int,
+    uid: int,
+    made_mode: int,
+    mode: int,
+    owner: Callable[[int], tuple[int, int]] | None,
+    what: str,
 ) -> None:
     """Give a new segment, made by `uid` with `made_mode`, the owner its context admits
-    and exactly `mode`, whatever the umask (the stat it was made with saves the fchmod
-    when the umask left the mode as it is: the usual case)."""
-    if owner is not None:
-        new_uid, new_gid = owner(uid)
-        if new_uid != -1 or new_gid != -1:
-            os.fchown(fd, new_uid, new_gid)
-    if stats.S_IMODE(made_mode) != mode:  # (after fchown, which keeps these bits)
-        os.fchmod(fd, mode)
+    and exactly `mode`, whatever the umask; closed if that fails. (A nameless file is
+    ours alone: what its fstat showed holds, so the usual case, a umask that leaves the
+    mode and a context of our own, costs no call.)"""
+    try:
+        if owner is not None:
+            new_uid, new_gid = owner(uid)
+            if new_uid != -1 or new_gid != -1:
+                os.fchown(fd, new_uid, new_gid)
+        if stats.S_IMODE(made_mode) != mode:  # (after fchown, which keeps these bits)
+            os.fchmod(fd, mode)
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise translate(exc, what) from exc
+        raise
 
 
-_WRITE_WHOLE_BELOW = 64 << 10
+WHOLE_WRITE_MAX = 64 << 10  # the largest segment made and reserved by one `create`
 _CHECK_FREE_FROM = 1 << 20
 
 
