@@ -41,8 +41,13 @@ DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not mov
 if calls is not None:  # (the C extension's: no mmap module to import)
     PROT_READ, PROT_WRITE = calls.PROT_READ, calls.PROT_WRITE
     MAP_SHARED, MAP_POPULATE = calls.MAP_SHARED, calls.MAP_POPULATE
-else:
-    from mmap import MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE
+else:  # Linux's values (the mmap module is a shared library to load: ~10 ms of every
+    # pure-Python `clara map` copy, which maps nothing); MAP_POPULATE differs on a few
+    PROT_READ, PROT_WRITE, MAP_SHARED = 1, 2, 1
+    if os.uname().machine.startswith(("x86", "i686", "aarch64", "arm", "riscv", "ppc", "s390")):
+        MAP_POPULATE = 0x8000
+    else:  # (mips, parisc, alpha, ...)
+        from mmap import MAP_POPULATE
 _READ, _READ_WRITE = PROT_READ, PROT_READ | PROT_WRITE
 _SHARED, _SHARED_POPULATE = MAP_SHARED, MAP_SHARED | MAP_POPULATE
 # The mmap module's, set by _lib() (a copy through the file maps nothing).

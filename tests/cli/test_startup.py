@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,10 +97,15 @@ def test_map_copies_load_not_even_click(ctx: str, tmp_path: Path) -> None:
     assert "click" in json_copy  # click itself imports typing
 
 
-def imported_by_launcher(*args: str, launcher: Path = LAUNCHER) -> set[str]:
-    """Every module `clara ARGS` imports when run by `launcher` (`python -X importtime`)."""
+def imported_by_launcher(
+    *args: str, launcher: Path = LAUNCHER, env: dict[str, str] | None = None
+) -> set[str]:
+    """Every module `clara ARGS` imports when run by `launcher` (`python -X importtime`),
+    with `env` added to the environment."""
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", str(launcher), *args], capture_output=True
+        [sys.executable, "-X", "importtime", str(launcher), *args],
+        capture_output=True,
+        env=None if env is None else os.environ | env,
     )
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stderr.decode().splitlines()
@@ -141,10 +147,16 @@ def test_the_launcher_imports_nothing_a_copy_does_not_need(ctx: str, tmp_path: P
     raw.write_bytes(bytes(4096))
     ok("create", "context", ctx)
     ok("create", "allocation", "vol", "-c", ctx, "--size", "4K")
-    copy_in = imported_by_launcher("map", "vol", "-c", ctx, "--write", "--in", str(raw))
-    copy_out = imported_by_launcher("map", "vol", "-c", ctx, "--read", "--out", str(tmp_path / "o"))
-    for modules in (copy_in, copy_out):
-        assert sorted(set(NOT_FOR_A_COPY) & modules) == []
+    # Also the pure-Python calls (CLARA_PURE_PYTHON, or no C extension built).
+    for env in (None, {"CLARA_PURE_PYTHON": "1"}):
+        copy_in = imported_by_launcher(
+            "map", "vol", "-c", ctx, "--write", "--in", str(raw), env=env
+        )
+        copy_out = imported_by_launcher(
+            "map", "vol", "-c", ctx, "--read", "--out", str(tmp_path / "o"), env=env
+        )
+        for modules in (copy_in, copy_out):
+            assert sorted(set(NOT_FOR_A_COPY) & modules) == [], env
     # The click command line (anything but a plain copy) is still reached through it.
     assert "click" in imported_by_launcher("--version")
 

@@ -33,3 +33,25 @@ def test_the_extension_is_built_and_loaded_where_required() -> None:
 
 def test_pure_python_switches_the_extension_off() -> None:
     assert not _loaded(CLARA_PURE_PYTHON="1")
+
+
+_CONSTANTS = (
+    "import mmap; from clara_core.shm import memory; names = ('PROT_READ', 'PROT_WRITE', "
+    "'MAP_SHARED', 'MAP_POPULATE'); "
+    "print([n for n in names if getattr(memory, n) != getattr(mmap, n)])"
+)
+
+
+@pytest.mark.parametrize("pure", ["", "1"])
+def test_the_mapping_constants_are_the_systems(pure: str) -> None:
+    """Those of the extension, or (pure Python) the values memory.py knows without
+    importing the mmap module: both are the system's."""
+    env = {k: v for k, v in os.environ.items() if k != "CLARA_PURE_PYTHON"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CONSTANTS],
+        env=env | {"CLARA_PURE_PYTHON": pure} if pure else env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
