@@ -1,6 +1,6 @@
-/* The C floor of P2 (bench/floors.py): clara's system calls for create + map('w') + write
- * + unmap + publish + free of one allocation, in clara's order with clara's arguments,
- * issued by one C function. What clara spends above it is Python; what it spends above
+/* The C floors of P1 and P2 (bench/floors.py): clara's system calls for get + map('r') +
+ * unmap (P1), and for create + map('w') + write + unmap + publish + free of one allocation
+ * (P2), in clara's order with clara's arguments, issued by one C function each. What clara spends above it is Python; what it spends above
  * raw posix_ipc is the calls clara's safety properties need.
  *
  * Built by the bench with the system compiler (bench/floors.py, c_floor); never installed.
@@ -18,6 +18,7 @@
 
 #define LIFECYCLE_AT 16
 #define DATA_OFFSET 4096
+#define HEADER_SIZE 768
 #define ZEROS_SIZE (64 << 10)
 
 static const char zeros[ZEROS_SIZE];
@@ -99,7 +100,77 @@ failed:;
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+/* p1(dir_fd, name, length, layout_size, at, delete) -> the cut-off range's address, or 0
+ *
+ * openat, the reference lock, fstat, pread of the header, the map lock, mmap(shared, read)
+ * (over the kept range `at`, MAP_FIXED, if not 0), pread of the last byte, pread of the
+ * layout; then with the view alive: mmap(private zeros, fixed) over it (the cut-off), the
+ * unlock, close, the range returned for the next call to map over; deleted: the unlock,
+ * munmap, close. No numpy view is made. Stops at the first failure (OSError). */
+static PyObject *p1(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 6 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "p1() takes 6 positional arguments, name as bytes");
+        return NULL;
+    }
+    int dir_fd = (int)PyLong_AsLong(args[0]), delete = PyObject_IsTrue(args[5]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[2]), layout_size = PyLong_AsSsize_t(args[3]);
+    void *at = PyLong_AsVoidPtr(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    char header[HEADER_SIZE];
+    if (layout_size > HEADER_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "p1(): the layout is within the header");
+        return NULL;
+    }
+    struct stat found;
+    char *address = MAP_FAILED;
+    int flags = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd = openat(dir_fd, PyBytes_AS_STRING(args[1]), flags);
+    if (fd < 0 || set_lock(fd, F_RDLCK, 0) < 0 || fstat(fd, &found) < 0 ||
+        pread(fd, header, HEADER_SIZE, 0) < 0 || set_lock(fd, F_RDLCK, 1) < 0) {
+        goto failed;
+    }
+    if (at != NULL) {
+        address = mmap(at, (size_t)length, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+    }
+    if (address == MAP_FAILED) {
+        address = mmap(NULL, (size_t)length, PROT_READ, MAP_SHARED, fd, 0);
+    }
+    if (address == MAP_FAILED || pread(fd, header, 1, length - 1) < 0 ||
+        pread(fd, header, (size_t)layout_size, 0) < 0) {
+        goto failed;
+    }
+    if (delete) {
+        if (set_lock(fd, F_UNLCK, 1) < 0) {
+            goto failed;
+        }
+        munmap(address, (size_t)length);
+        close(fd);
+        return PyLong_FromLong(0);
+    }
+    if (mmap(address, (size_t)length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+             0) == MAP_FAILED ||
+        set_lock(fd, F_UNLCK, 1) < 0) {
+        goto failed;
+    }
+    close(fd);
+    return PyLong_FromVoidPtr(address);
+failed:;
+    int saved = errno;
+    if (address != MAP_FAILED) {
+        munmap(address, (size_t)length);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = saved;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
 static PyMethodDef methods[] = {
+    {"p1", (PyCFunction)(void (*)(void))p1, METH_FASTCALL, "P1's system calls, in one C call"},
     {"p2", (PyCFunction)(void (*)(void))p2, METH_FASTCALL, "P2's system calls, in one C call"},
     {NULL, NULL, 0, NULL},
 };

@@ -98,6 +98,8 @@ RAW_FD_DELETED = "raw mmap+munmap of the held fd, view deleted"
 FLOOR = "floor: clara's system calls, almost no Python"
 FLOOR_DELETED = "floor: clara's system calls, almost no Python, view deleted"
 C_FLOOR = "C floor: clara's system calls from one C function"
+C_FLOOR_DELETED = "C floor: clara's system calls from one C function, view deleted"
+C_HOW = "from one C function, no numpy view"
 MICRO = {"show_p99": True}
 
 
@@ -105,24 +107,27 @@ def p1(cfg: Config) -> list[Row]:
     """P1: get + map(read) + unmap vs raw open + mmap + close and SharedArray attach."""
     ns = cfg.namespace
     raw, shared_array = base.raw_name(ns, "p1"), base.raw_name(ns, "p1-sa")
+    with tempfile.TemporaryDirectory(prefix="clara-p1-", dir=cfg.workdir or None) as scratch:
+        built = floors.c_floor(scratch)  # (loaded: the file may go)
     ctx = Context.create("p1")
     try:
         _published(ctx, "vol", READ_BYTES)
         base.raw_create(raw, READ_BYTES)
         base.sa_create(shared_array, READ_BYTES)
-        samples = interleave(
-            {
-                "clara": _timer(_get_map_unmap(ctx, "vol")),
-                "clara, view deleted": _timer(_get_map_unmap_deleted(ctx, "vol")),
-                RAW: _timer(base.raw_attach_read(raw, READ_BYTES)),
-                RAW_DELETED: _timer(base.raw_attach_read(raw, READ_BYTES, delete=True)),
-                "SharedArray attach": _timer(base.sa_attach_read(shared_array)),
-                FLOOR: _timer(floors.get_map_unmap("p1", "vol")),
-                FLOOR_DELETED: _timer(floors.get_map_unmap("p1", "vol", delete=True)),
-            },
-            cfg.micro_trials,
-            cfg.micro_warmup,
-        )
+        trials = {
+            "clara": _timer(_get_map_unmap(ctx, "vol")),
+            "clara, view deleted": _timer(_get_map_unmap_deleted(ctx, "vol")),
+            RAW: _timer(base.raw_attach_read(raw, READ_BYTES)),
+            RAW_DELETED: _timer(base.raw_attach_read(raw, READ_BYTES, delete=True)),
+            "SharedArray attach": _timer(base.sa_attach_read(shared_array)),
+            FLOOR: _timer(floors.get_map_unmap("p1", "vol")),
+            FLOOR_DELETED: _timer(floors.get_map_unmap("p1", "vol", delete=True)),
+        }
+        if not isinstance(built, str):
+            trials[C_FLOOR] = _timer(floors.get_map_unmap_in_c(built, "p1", "vol"))
+            deleted = floors.get_map_unmap_in_c(built, "p1", "vol", delete=True)
+            trials[C_FLOOR_DELETED] = _timer(deleted)
+        samples = interleave(trials, cfg.micro_trials, cfg.micro_warmup)
     finally:
         floors.release()
         Context.destroy("p1")
@@ -130,12 +135,27 @@ def p1(cfg: Config) -> list[Row]:
         base.sa_delete(shared_array)
     what = f"get + map(read) + unmap, {size_label(READ_BYTES)} allocation"
     rows = _rows_idiomatic_and_deleted(
-        "P1", what, samples, {RAW: 2.0, RAW_DELETED: 1.8}, ["SharedArray attach"], FLOOR
+        "P1",
+        what,
+        samples,
+        {RAW: 2.0, RAW_DELETED: 1.8},
+        ["SharedArray attach"],
+        (FLOOR,) if isinstance(built, str) else (FLOOR, C_FLOOR),
     )
     return [
         *rows,
         _floor_row("P1.floor", what, samples, FLOOR, RAW, 2.0),
         _floor_row("P1.deleted.floor", what, samples, FLOOR_DELETED, RAW_DELETED, 1.8),
+        *(
+            [
+                _floor_row("P1.cfloor", what, samples, C_FLOOR, RAW, 2.0, C_HOW),
+                _floor_row(
+                    "P1.deleted.cfloor", what, samples, C_FLOOR_DELETED, RAW_DELETED, 1.8, C_HOW
+                ),
+            ]
+            if not isinstance(built, str)
+            else [unmeasurable("P1.cfloor", f"the C floor of {what}", "µs", "≤ 2x raw", built)]
+        ),
     ]
 
 
@@ -169,12 +189,12 @@ def _rows_idiomatic_and_deleted(
     samples: dict[str, list[float]],
     limits: dict[str, float],
     extra: list[str] | None = None,
-    floor: str | None = None,
+    floors: tuple[str, ...] = (),
 ) -> list[Row]:
     """Two rows: clara's idiomatic form against the raw idiomatic form (`limits`' first
     key), and the deleted-view form against the raw deleted form (its second key); each
-    row shows both raw forms, the `extra` baselines and its form's `floor` (its name, and
-    that name + ", view deleted")."""
+    row shows both raw forms, the `extra` baselines and its form's `floors` (their names,
+    and those names + ", view deleted")."""
     us = {name: ns_to_us(values) for name, values in samples.items()}
     raw_forms = list(limits)
     rows = []
@@ -183,8 +203,7 @@ def _rows_idiomatic_and_deleted(
         (".deleted", "clara, view deleted", raw_forms[1], "view deleted in the block"),
     ):
         shown = [raw, *(n for n in raw_forms if n != raw), *(extra or [])]
-        if floor is not None:
-            shown.append(floor + suffix.replace(".deleted", ", view deleted"))
+        shown.extend(floor + suffix.replace(".deleted", ", view deleted") for floor in floors)
         baselines = {name: us[name] for name in shown}
         rows.append(
             Row(

@@ -145,16 +145,29 @@ def _context_fd(context: str) -> tuple[int, hdr.Header]:
 _spare: dict[int, list[int]] = {}
 
 
+_c_spare: dict[int, list[int]] = {}  # the same for the C floors (their own ranges)
 _context_fds: list[int] = []  # the contexts P2's floors fstat, open until `release`
 
 
 def release() -> None:
     """Unmap the cut-off ranges kept for later maps; close the floors' context files."""
-    for length, spare in _spare.items():
-        while spare:
-            _munmap(spare.pop(), length)
+    for kept in (_spare, _c_spare):
+        for length, spare in kept.items():
+            while spare:
+                _munmap(spare.pop(), length)
     while _context_fds:
         os.close(_context_fds.pop())
+
+
+def _layout_of(file_name: str, name: str) -> hdr.Layout:
+    probe = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory_fd())
+    try:
+        raw = os.pread(probe, hdr.HEADER_SIZE, 0)
+        layout = hdr.parse(raw, os.fstat(probe).st_size, name).layout
+    finally:
+        os.close(probe)
+    assert layout is not None
+    return layout
 
 
 def get_map_unmap(context: str, name: str, delete: bool = False) -> Callable[[], object]:
@@ -163,13 +176,7 @@ def get_map_unmap(context: str, name: str, delete: bool = False) -> Callable[[],
     _load()
     dir_fd = directory_fd()
     file_name = names.allocation_file(context, names.PUBLISHED, name)
-    probe = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        raw = os.pread(probe, hdr.HEADER_SIZE, 0)
-        layout = hdr.parse(raw, os.fstat(probe).st_size, name).layout
-    finally:
-        os.close(probe)
-    assert layout is not None
+    layout = _layout_of(file_name, name)
     length = hdr.DATA_OFFSET + layout.capacity
     dtype, count = layout.etype.numpy, layout.nbytes // layout.etype.itemsize
     layout_end, data_at = hdr.LAYOUT_END, hdr.DATA_OFFSET
@@ -307,6 +314,30 @@ def c_floor(directory: str) -> ModuleType | str:
     except ImportError as exc:
         return f"bench/c_floor.c built but did not load ({exc})"
     return module
+
+
+def get_map_unmap_in_c(
+    built: ModuleType, context: str, name: str, delete: bool = False
+) -> Callable[[], object]:
+    """P1's C floor (`c_floor`): the calls of `get_map_unmap`, with the same arguments in
+    the same order, all made by one C function (no numpy view); the cut-off range is kept
+    for the next map (`release` at the end), as when the Python floor's view dies. (An
+    `_load` first: the ctypes munmap of `release`.)"""
+    _load()
+    dir_fd = directory_fd()
+    file_name = names.allocation_file(context, names.PUBLISHED, name)
+    length = hdr.DATA_OFFSET + _layout_of(file_name, name).capacity
+    arguments = (dir_fd, os.fsencode(file_name), length, hdr.LAYOUT_END)
+    spare = _c_spare.setdefault(length, [])
+    p1 = built.p1
+
+    def operation() -> object:
+        kept = p1(*arguments, spare.pop() if spare else 0, delete)
+        if kept:
+            spare.append(kept)  # (it took one, if there was one: never more than _KEEP)
+        return None
+
+    return operation
 
 
 def create_write_publish_free_in_c(

@@ -1,6 +1,6 @@
 """Run clara's idiomatic P1 and P2 forms and their floors (bench/floors.py) one after
 the other, each step between two markers, for tests/bench/test_floor_calls.py to trace;
-P2 also by its C floor ("cfloor"), when a C compiler builds it here.
+and both again by their C floors ("cfloor"), when a C compiler builds them here.
 
 Every marker is an access() of a path that cannot exist: `/clara-floor-step <label>`.
 """
@@ -75,7 +75,14 @@ def main() -> None:
             built = floors.c_floor(scratch)
         if not isinstance(built, str):
             in_c = floors.create_write_publish_free_in_c(built, "floors", "cfloor", SMALL_BYTES)
-            forms["cfloor"] = {"P2": in_c, "warm": lambda: None}
+            read_warm = floors.get_map_unmap_in_c(built, "floors", "warm")
+            deleted_warm = floors.get_map_unmap_in_c(built, "floors", "warm", delete=True)
+            forms["cfloor"] = {
+                "I": floors.get_map_unmap_in_c(built, "floors", "vol"),
+                "D": floors.get_map_unmap_in_c(built, "floors", "vol", delete=True),
+                "P2": in_c,
+                "warm": lambda: (read_warm(), deleted_warm()),
+            }
         for steps in forms.values():  # imports, ctypes, caches: nothing of it traced
             for _ in range(3):
                 steps["warm"]()

@@ -93,8 +93,10 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[str]
     forms = _trace(tmp_path_factory.mktemp("floors"), P1_STEPS + P2_STEPS)
     assert set(forms) - {"cfloor"} == {"clara", "floor"}  # (cfloor: where cc builds it)
     traced = {form: _normalised(steps) for form, steps in forms.items()}
-    # The C floor makes P2's steps only: clara's, named alike from their own first call.
+    # P2's steps of clara and of the C floor, each named alike from their own first call.
     traced["clara P2"] = _normalised(forms["clara"][len(P1_STEPS) :])
+    if "cfloor" in forms:
+        traced["cfloor P2"] = _normalised(forms["cfloor"][len(P1_STEPS) :])
     return traced
 
 
@@ -113,10 +115,18 @@ def test_the_p2_floor_makes_claras_calls(traced: dict[str, list[list[str]]]) -> 
         assert theirs == ours, f"step {index} (P2)"
 
 
+def test_the_p1_c_floor_makes_claras_calls(traced: dict[str, list[list[str]]]) -> None:
+    if "cfloor" not in traced:
+        pytest.skip("no C compiler here: bench/c_floor.c is not built")
+    clara, floor = traced["clara"][: len(P1_STEPS)], traced["cfloor"][: len(P1_STEPS)]
+    for index, (ours, theirs) in enumerate(zip(clara, floor, strict=True)):
+        assert theirs == ours, f"step {index} ({P1_STEPS[index]}, C floor)"
+
+
 def test_the_p2_c_floor_makes_claras_calls(traced: dict[str, list[list[str]]]) -> None:
     if "cfloor" not in traced:
         pytest.skip("no C compiler here: bench/c_floor.c is not built")
-    clara, floor = traced["clara P2"], traced["cfloor"]
+    clara, floor = traced["clara P2"], traced["cfloor P2"]
     assert len(floor) == len(P2_STEPS)
     for index, (ours, theirs) in enumerate(zip(clara, floor, strict=True)):
         assert theirs == ours, f"step {index} (P2, C floor)"
