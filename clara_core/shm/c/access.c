@@ -22,18 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* After a failed call: true if it was interrupted and may be retried (PEP 475), false if
- * it failed for good, or if a signal handler raised (then an exception is set). */
-static int retry(void) { return errno == EINTR && PyErr_CheckSignals() == 0; }
-
-/* Raise the OSError of errno, unless a signal handler's exception is already set. */
-static PyObject *fail(void) {
-    if (!PyErr_Occurred()) {
-        PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return NULL;
-}
-
 /* A lock request as fcntl.fcntl takes it: a packed struct flock (locks.requests). */
 static int flock_of(PyObject *request, struct flock *lock) {
     if (!PyBytes_Check(request) || PyBytes_GET_SIZE(request) != (Py_ssize_t)sizeof *lock) {
@@ -42,15 +30,6 @@ static int flock_of(PyObject *request, struct flock *lock) {
     }
     memcpy(lock, PyBytes_AS_STRING(request), sizeof *lock);
     return 0;
-}
-
-/* fcntl(F_OFD_SETLK): 0 if taken, else -1 with errno (EINTR retried). */
-static int set_lock(int fd, struct flock *lock) {
-    int result;
-    do {
-        result = fcntl(fd, F_OFD_SETLK, lock);
-    } while (result < 0 && retry());
-    return result;
 }
 
 /* pread into a new bytes object of at most `size` bytes. NULL if it failed: with *error
@@ -74,51 +53,6 @@ static PyObject *read_at(int fd, Py_ssize_t size, off_t offset, int *error) {
         return NULL;
     }
     return bytes;
-}
-
-/* An int argument (a descriptor, flags, a protection), or -1 with an exception. */
-static int int_of(PyObject *number, int *value) {
-    long wide = PyLong_AsLong(number);
-    if (wide == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (wide < INT_MIN || wide > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "an int argument is out of range");
-        return -1;
-    }
-    *value = (int)wide;
-    return 0;
-}
-
-static int arguments(const char *name, Py_ssize_t given, Py_ssize_t expected) {
-    if (given == expected) {
-        return 0;
-    }
-    PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name,
-                 expected, given);
-    return -1;
-}
-
-/* A tuple of `count` new references, stolen (NULL if any is NULL: all are released). */
-static PyObject *tuple_of(int count, PyObject **items) {
-    PyObject *tuple = NULL;
-    for (int i = 0; i < count; i++) {
-        if (items[i] == NULL) {
-            goto failed;
-        }
-    }
-    if ((tuple = PyTuple_New(count)) == NULL) {
-        goto failed;
-    }
-    for (int i = 0; i < count; i++) {
-        PyTuple_SET_ITEM(tuple, i, items[i]);
-    }
-    return tuple;
-failed:
-    for (int i = 0; i < count; i++) {
-        Py_XDECREF(items[i]);
-    }
-    return NULL;
 }
 
 /* seconds * 10**9 + nanoseconds, as posixmodule's fill_time makes it (any time_t). */

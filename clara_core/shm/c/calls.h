@@ -11,6 +11,80 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+
+/* The helpers both access.c and making.c use, once (static inline: each file keeps its
+ * own copy in the build, so none costs a call across files). */
+
+/* After a failed call: true if it was interrupted and may be retried (PEP 475), false if
+ * it failed for good, or if a signal handler raised (then an exception is set). */
+static inline int retry(void) { return errno == EINTR && PyErr_CheckSignals() == 0; }
+
+/* Raise the OSError of errno, unless a signal handler's exception is already set. */
+static inline PyObject *fail(void) {
+    if (!PyErr_Occurred()) {
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return NULL;
+}
+
+/* fcntl(F_OFD_SETLK): 0 if taken, else -1 with errno (EINTR retried). */
+static inline int set_lock(int fd, struct flock *lock) {
+    int result;
+    do {
+        result = fcntl(fd, F_OFD_SETLK, lock);
+    } while (result < 0 && retry());
+    return result;
+}
+
+/* An int argument (a descriptor, flags, a protection), or -1 with an exception. */
+static inline int int_of(PyObject *number, int *value) {
+    long wide = PyLong_AsLong(number);
+    if (wide == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (wide < INT_MIN || wide > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "an int argument is out of range");
+        return -1;
+    }
+    *value = (int)wide;
+    return 0;
+}
+
+/* 0 if `given` positional arguments are the `expected` ones, else -1 with a TypeError. */
+static inline int arguments(const char *name, Py_ssize_t given, Py_ssize_t expected) {
+    if (given == expected) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name,
+                 expected, given);
+    return -1;
+}
+
+/* A tuple of `count` new references, stolen (NULL if any is NULL: all are released). */
+static inline PyObject *tuple_of(int count, PyObject **items) {
+    PyObject *tuple = NULL;
+    for (int i = 0; i < count; i++) {
+        if (items[i] == NULL) {
+            goto failed;
+        }
+    }
+    if ((tuple = PyTuple_New(count)) == NULL) {
+        goto failed;
+    }
+    for (int i = 0; i < count; i++) {
+        PyTuple_SET_ITEM(tuple, i, items[i]);
+    }
+    return tuple;
+failed:
+    for (int i = 0; i < count; i++) {
+        Py_XDECREF(items[i]);
+    }
+    return NULL;
+}
+
 /* Access to existing segments: get, map, unmap, release (access.c). */
 int clara_add_access(PyObject *module);
 

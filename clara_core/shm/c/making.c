@@ -22,18 +22,6 @@
 
 static const char zeros[ZEROS_SIZE];
 
-/* After a call failed: whether to retry it (EINTR, and no signal handler raised), as
- * PEP 475 has Python's os functions do. False with an exception set if a handler raised. */
-static int retry_after_signal(void) { return errno == EINTR && PyErr_CheckSignals() == 0; }
-
-/* NULL with an OSError from errno, unless a signal handler's exception is set already. */
-static PyObject *fail(void) {
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    return PyErr_SetFromErrno(PyExc_OSError);
-}
-
 /* fail(), after closing `fd` (keeping the errno of what failed). */
 static PyObject *fail_closing(int fd) {
     int saved = errno;
@@ -42,13 +30,11 @@ static PyObject *fail_closing(int fd) {
     return fail();
 }
 
-static int set_lock(int fd, short type, off_t byte) {
+/* set_lock() on the one byte `byte` of the segment's lock bytes (type F_RDLCK, F_WRLCK or
+ * F_UNLCK). */
+static int lock_byte(int fd, short type, off_t byte) {
     struct flock request = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
-    int result;
-    do {
-        result = fcntl(fd, F_OFD_SETLK, &request);
-    } while (result < 0 && retry_after_signal());
-    return result;
+    return set_lock(fd, &request);
 }
 
 /* Drop the lock on `byte`, keeping the errno of what failed before. */
@@ -65,50 +51,6 @@ static PyObject *fail_unlocking(int fd, off_t byte) {
     return fail();
 }
 
-static int wrong_count(const char *name, Py_ssize_t given, Py_ssize_t wanted) {
-    if (given == wanted) {
-        return 0;
-    }
-    PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name, wanted,
-                 given);
-    return 1;
-}
-
-static int as_int(PyObject *value, int *result) {
-    long number = PyLong_AsLong(value);
-    if (number == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (number < INT_MIN || number > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "integer out of range");
-        return -1;
-    }
-    *result = (int)number;
-    return 0;
-}
-
-/* A tuple of `count` new references (consumed, even on failure); NULL if one is NULL. */
-static PyObject *tuple_of(Py_ssize_t count, PyObject **items) {
-    PyObject *tuple = NULL;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (items[i] == NULL) {
-            goto done;
-        }
-    }
-    tuple = PyTuple_New(count);
-    if (tuple != NULL) {
-        for (Py_ssize_t i = 0; i < count; i++) {
-            PyTuple_SET_ITEM(tuple, i, items[i]);
-            items[i] = NULL;
-        }
-    }
-done:
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_XDECREF(items[i]);
-    }
-    return tuple;
-}
-
 /* create(dir_fd, mode, header, size) -> (fd, uid, mode, dev, ino)
  *
  * A nameless file of `size` bytes (at most 64 KiB) in the directory: openat(O_TMPFILE),
@@ -117,8 +59,8 @@ done:
 static PyObject *create(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int dir_fd, mode;
-    if (wrong_count("create", nargs, 4) || as_int(args[0], &dir_fd) < 0 ||
-        as_int(args[1], &mode) < 0) {
+    if (arguments("create", nargs, 4) < 0 || int_of(args[0], &dir_fd) < 0 ||
+        int_of(args[1], &mode) < 0) {
         return NULL;
     }
     Py_ssize_t size = PyLong_AsSsize_t(args[3]);
@@ -138,7 +80,7 @@ static PyObject *create(PyObject *module, PyObject *const *args, Py_ssize_t narg
     int fd;
     do {
         fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
-    } while (fd < 0 && retry_after_signal());
+    } while (fd < 0 && retry());
     if (fd < 0) {
         result = fail();
         goto done;
@@ -157,7 +99,7 @@ static PyObject *create(PyObject *module, PyObject *const *args, Py_ssize_t narg
           // its cost grows with the size: other threads run meanwhile
         Py_BEGIN_ALLOW_THREADS written = pwritev2(fd, parts, 2, 0, 0);
         Py_END_ALLOW_THREADS
-    } while (written < 0 && retry_after_signal());
+    } while (written < 0 && retry());
     if (written >= 0 && written < size) {
         errno = ENOSPC;  // (tmpfs writes whole pages or fails: a short write is no room)
         written = -1;
@@ -200,8 +142,8 @@ static int file_name(PyObject *name, PyObject **encoded) {
 static PyObject *publish(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int context_fd, fd, dir_fd;
-    if (wrong_count("publish", nargs, 5) || as_int(args[0], &context_fd) < 0 ||
-        as_int(args[1], &fd) < 0 || as_int(args[3], &dir_fd) < 0) {
+    if (arguments("publish", nargs, 5) < 0 || int_of(args[0], &context_fd) < 0 ||
+        int_of(args[1], &fd) < 0 || int_of(args[3], &dir_fd) < 0) {
         return NULL;
     }
     PyObject *name;
@@ -223,14 +165,14 @@ static PyObject *publish(PyObject *module, PyObject *const *args, Py_ssize_t nar
         result = PyLong_FromLong(0);
         goto done;
     }
-    if (set_lock(fd, F_RDLCK, REFERENCE_BYTE) < 0 && errno != EAGAIN && errno != EACCES) {
+    if (lock_byte(fd, F_RDLCK, REFERENCE_BYTE) < 0 && errno != EAGAIN && errno != EACCES) {
         result = fail();
         goto done;
     }
     ssize_t written;
     do {
         written = pwrite(fd, tail.buf, (size_t)tail.len, LIFECYCLE_AT);
-    } while (written < 0 && retry_after_signal());
+    } while (written < 0 && retry());
     if (written < 0) {
         result = fail();
         goto done;
@@ -239,7 +181,7 @@ static PyObject *publish(PyObject *module, PyObject *const *args, Py_ssize_t nar
         int linked;
         do {
             linked = linkat(fd, "", dir_fd, PyBytes_AS_STRING(name), AT_EMPTY_PATH);
-        } while (linked < 0 && retry_after_signal());
+        } while (linked < 0 && retry());
         if (linked < 0) {
             result = fail();
             goto done;
@@ -260,8 +202,8 @@ done:
 static PyObject *lock_lifecycle(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int fd, dir_fd;
-    if (wrong_count("lock_lifecycle", nargs, 3) || as_int(args[0], &fd) < 0 ||
-        as_int(args[1], &dir_fd) < 0) {
+    if (arguments("lock_lifecycle", nargs, 3) < 0 || int_of(args[0], &fd) < 0 ||
+        int_of(args[1], &dir_fd) < 0) {
         return NULL;
     }
     PyObject *name;
@@ -269,7 +211,7 @@ static PyObject *lock_lifecycle(PyObject *module, PyObject *const *args, Py_ssiz
         return NULL;
     }
     PyObject *result = NULL;
-    if (set_lock(fd, F_WRLCK, LIFECYCLE_BYTE) < 0) {
+    if (lock_byte(fd, F_WRLCK, LIFECYCLE_BYTE) < 0) {
         if (errno == EAGAIN || errno == EACCES) {
             result = Py_NewRef(Py_None);
         } else {
@@ -281,7 +223,7 @@ static PyObject *lock_lifecycle(PyObject *module, PyObject *const *args, Py_ssiz
     ssize_t got;
     do {
         got = pread(fd, &lifecycle, 1, LIFECYCLE_AT);
-    } while (got < 0 && retry_after_signal());
+    } while (got < 0 && retry());
     if (got < 0) {
         result = fail_unlocking(fd, LIFECYCLE_BYTE);
         goto done;
@@ -292,7 +234,7 @@ static PyObject *lock_lifecycle(PyObject *module, PyObject *const *args, Py_ssiz
         int status;
         do {
             status = fstatat(dir_fd, PyBytes_AS_STRING(name), &named, AT_SYMLINK_NOFOLLOW);
-        } while (status < 0 && retry_after_signal());
+        } while (status < 0 && retry());
         if (status < 0 && errno != ENOENT) {
             result = fail_unlocking(fd, LIFECYCLE_BYTE);
             goto done;
@@ -321,8 +263,8 @@ done:
 static PyObject *unlink_freed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int fd, dir_fd, freed;
-    if (wrong_count("unlink_freed", nargs, 4) || as_int(args[0], &fd) < 0 ||
-        as_int(args[1], &dir_fd) < 0 || as_int(args[3], &freed) < 0) {
+    if (arguments("unlink_freed", nargs, 4) < 0 || int_of(args[0], &fd) < 0 ||
+        int_of(args[1], &dir_fd) < 0 || int_of(args[3], &freed) < 0) {
         return NULL;
     }
     PyObject *name;
@@ -338,7 +280,7 @@ static PyObject *unlink_freed(PyObject *module, PyObject *const *args, Py_ssize_
     ssize_t written;
     do {
         written = pwrite(fd, &lifecycle, 1, LIFECYCLE_AT);
-    } while (written < 0 && retry_after_signal());
+    } while (written < 0 && retry());
     if (written < 0) {
         result = fail_unlocking(fd, LIFECYCLE_BYTE);
         goto done;
@@ -346,13 +288,13 @@ static PyObject *unlink_freed(PyObject *module, PyObject *const *args, Py_ssize_
     int removed;
     do {
         removed = unlinkat(dir_fd, PyBytes_AS_STRING(name), 0);
-    } while (removed < 0 && retry_after_signal());
+    } while (removed < 0 && retry());
     if (removed < 0 && errno != ENOENT) {
         result = fail_unlocking(fd, LIFECYCLE_BYTE);
         goto done;
     }
     int gone = removed < 0;
-    if (set_lock(fd, F_UNLCK, LIFECYCLE_BYTE) < 0) {
+    if (lock_byte(fd, F_UNLCK, LIFECYCLE_BYTE) < 0) {
         result = fail();
         goto done;
     }
