@@ -158,7 +158,7 @@ class _Unmapper:
             self.munmap(self.address, self.length)
 
 
-def map_at(at: int, length: int, prot: int, flags: int, fd: int) -> int:
+def _map_at(at: int, length: int, prot: int, flags: int, fd: int) -> int:
     """mmap `length` bytes of `fd` over the kept range at `at` (MAP_FIXED), or anywhere
     if there is none (0) or that fails (the range is then forgotten): the address."""
     if _mmap is None:
@@ -199,6 +199,8 @@ def _checked_munmap(address: int, length: int) -> None:
 def _holder(address: int, length: int, writable: bool, owner: object) -> Any:
     """A ctypes array over the mapping (writable, even for a read map: callers make
     read-only views of it), its type made once per length (see `_holder_type`)."""
+    if _c_char is None:
+        _lib()
     kind = _holder_types.get(length)
     if kind is None:
         if len(_holder_types) < _SPARE_LENGTHS:
@@ -215,6 +217,8 @@ def _cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None
     death, the range is kept in `spare` (up to `keep`), else unmapped (`_Unmapper`)."""
     import ctypes
 
+    if _mmap is None:
+        _lib()
     address, length = ctypes.addressof(holder), len(holder)
     _check(_mmap(address, length, prot, _ZEROS_FIXED, -1, 0), "mmap")
     holder.unmapper = _Unmapper(address, length, spare, keep)
@@ -226,8 +230,10 @@ def _cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None
 # ctypes array read through a read-only memoryview.
 if calls is not None:
     munmap, make_holder, cut_off = calls.munmap, calls.holder, calls.cut_off
+    map_at = calls.map_at
 else:
     munmap, make_holder, cut_off = _checked_munmap, _holder, _cut_off
+    map_at = _map_at
 READ_ONLY_HOLDERS = calls is not None  # a read map's holder refuses writes itself
 
 
@@ -287,6 +293,8 @@ class Region:
         """
         if populate and fresh and writable:
             region = cls.map(fd, length, writable, False)
+            if _madvise is None:
+                _lib()
             _madvise(region.address, length, _MADV_POPULATE_WRITE)
             return region
         prot = _READ_WRITE if writable else _READ

@@ -34,10 +34,12 @@ needs_c = pytest.mark.skipif(calls is None, reason="the C extension is not built
 OPENERS = [pytest.param(access._open_locked, id="python")]
 MAPPERS = [pytest.param(access._map_locked, id="python")]
 HOLDERS = [pytest.param((memory._holder, memory._cut_off), id="python")]
+MAP_ATS = [pytest.param(memory._map_at, id="python")]
 if calls is not None:
     OPENERS.append(pytest.param(calls.open_locked, id="c"))
     MAPPERS.append(pytest.param(calls.map_locked, id="c"))
     HOLDERS.append(pytest.param((calls.holder, calls.cut_off), id="c"))
+    MAP_ATS.append(pytest.param(calls.map_at, id="c"))
 
 
 @pytest.fixture
@@ -262,6 +264,50 @@ def test_map_locked_twins_agree_on_errors_and_undo_what_they_did(
     finally:
         for opened in (fd, fifo, other, short):
             os.close(opened)
+
+
+@pytest.mark.parametrize("map_at", MAP_ATS)
+def test_map_at_maps_anywhere_or_over_a_kept_range(map_at: Any, published: str) -> None:
+    memory._lib()
+    fd = os.open(segment.path_of(published), READ_WRITE)
+    try:
+        address = map_at(0, LENGTH, PROT, FLAGS, fd)
+        view = np.frombuffer(memory._holder(address, LENGTH, False, None), np.uint8)
+        assert view[DATA_OFFSET + 300] == 300 % 256
+        del view
+        memory.munmap(address, LENGTH)
+        kept = map_at(0, LENGTH, PROT, memory._PRIVATE_ZEROS, -1)  # a cut-off range
+        assert map_at(kept, LENGTH, PROT, FLAGS, fd) == kept and len(_maps_of(published)) == 1
+        # Over a range MAP_FIXED refuses (not page-aligned): anywhere else instead.
+        elsewhere = map_at(kept + 1, LENGTH, PROT, FLAGS, fd)
+        assert elsewhere not in (kept, kept + 1) and len(_maps_of(published)) == 2
+        memory.munmap(kept, LENGTH)
+        memory.munmap(elsewhere, LENGTH)
+    finally:
+        os.close(fd)
+    assert _maps_of(published) == []
+
+
+@needs_c
+def test_map_at_twins_raise_the_same_errors_and_map_nothing(published: str, planted: Any) -> None:
+    fifo = os.open(segment.path_of(planted("fifo")), os.O_RDWR | os.O_NONBLOCK)
+    read_only = os.open(segment.path_of(published), os.O_RDONLY | os.O_CLOEXEC)
+    write = PROT | memory.PROT_WRITE
+    try:
+        for map_at in (memory._map_at, calls.map_at):
+            for fd, prot, length, code in (
+                (999_999, PROT, LENGTH, errno.EBADF),
+                (fifo, PROT, LENGTH, errno.ENODEV),  # a FIFO has no pages
+                (read_only, write, LENGTH, errno.EACCES),  # shared writes need O_RDWR
+                (read_only, PROT, 0, errno.EINVAL),
+            ):
+                with pytest.raises(OSError) as failed:
+                    map_at(0, length, prot, FLAGS, fd)
+                assert failed.value.errno == code, (map_at, code)
+        assert _maps_of(published) == []
+    finally:
+        os.close(fifo)
+        os.close(read_only)
 
 
 def _mapped(published: str) -> tuple[int, int]:
