@@ -29,13 +29,37 @@ def wants_json() -> bool:
 
 
 def emit(data: object, human: Callable[[], None]) -> None:
-    """Print `data` as one JSON document if --json was given, else call `human()`."""
-    if wants_json():
-        import json
+    """Print `data` as one JSON document if --json was given, else call `human()`.
 
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    else:
-        human()
+    A stdout that cannot take it (a full disk) is a one-line error with its exit code
+    (`clara dump > /dev/full`: 7), never a traceback; what was not written is dropped.
+    """
+    try:
+        if wants_json():
+            import json
+
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        else:
+            human()
+        if sys.stdout is not None:
+            sys.stdout.flush()  # (its failure here, not in the interpreter's last flush)
+    except BrokenPipeError:  # a reader gone: not an error (exits.quiet_broken_pipe)
+        raise
+    except OSError as exc:
+        from .transfer import file_error
+
+        _drop_stdout()
+        raise file_error(exc, "-", "write") from exc
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing more (the interpreter's last flush of
+    what stays buffered) fails on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def console(stderr: bool = False):  # -> rich.console.Console

@@ -94,3 +94,32 @@ def test_an_error_line_stderr_cannot_take_keeps_the_errors_exit_code(launcher: s
         finally:
             os.close(writer)
         assert done.returncode == code, (args, "stderr a pipe without reader")
+
+
+_TINY = "api-version: 0.5.0\norchestrator: Clara\nname: tiny\noperators:\n- name: a\n" + (
+    "  container:\n    command: [bash, -c, 'echo hello']\n"
+)
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_output_stdout_cannot_take_is_one_error_line_with_its_exit_code(
+    ctx: str, launcher: str, tmp_path: Path
+) -> None:
+    """`clara ... > /dev/full`: out of space (7) on one line, as a copy to it says; not a
+    traceback and exit code 1, as if the command itself had failed."""
+    ok("create", "context", ctx)
+    ok("create", "allocation", "v", "-c", ctx, "--dtype", "u8", "--shape", "4")
+    pipeline = tmp_path / "tiny.yaml"
+    pipeline.write_text(_TINY)
+    for args in (
+        ["dump", ctx],
+        ["--json", "dump", ctx],
+        ["validate", str(pipeline)],
+        ["run", str(pipeline), "--job-dir", str(tmp_path / "job1")],  # (click-free)
+        ["--json", "run", str(pipeline), "--job-dir", str(tmp_path / "job2")],
+    ):
+        code, err = _run(launcher, args, "> /dev/full")
+        assert "Traceback" not in err, (args, err)
+        assert code == 7, (args, err)
+        last = err.strip().splitlines()[-1]
+        assert last == "clara: error: cannot write standard output: No space left on device"
