@@ -67,10 +67,10 @@ api-version: 0.5.0
 name: c-early
 operators:
 - name: acquire
-  container: {{command: [python, -c, "raise SystemExit(3)"]}}
+  container: {{command: [python, -c, "open('{trapped}').read(); raise SystemExit(3)"]}}
   output: [{{name: volume, type: array, element-type: float32, shape: [-1, 128, 128]}}]
 - name: threshold
-  container: {{command: [bash, -c, "trap '' TERM; exec {threshold}"]}}
+  container: {{command: [bash, -c, "trap '' TERM; echo > '{trapped}'; exec {threshold}"]}}
   input:
   - {{from: acquire, name: volume, type: array, element-type: float32, shape: [-1, 128, 128]}}
   output:
@@ -81,10 +81,19 @@ operators:
 
 def test_a_c_operator_started_early_hears_that_its_producer_failed(operators, tmp_path):
     """threshold starts with the job (it reads acquire in shared memory) and ignores
-    SIGTERM: only the producer's failure, read from its ready lock, ends its wait."""
+    SIGTERM: only the producer's failure, read from its ready lock, ends its wait.
+
+    acquire fails only once threshold's shell has ignored SIGTERM (a FIFO: the shell
+    writes to it after its trap, acquire reads it to the end first); else, on a busy
+    machine, acquire can fail before the shell runs its trap, and the runner's SIGTERM
+    (rightly sent to an operator that has not completed) kills it before it says a word.
+    """
+    trapped = tmp_path / "trapped"
+    os.mkfifo(trapped)
     pipeline = tmp_path / "c-early.yaml"
-    pipeline.write_text(FAILING.format(threshold=operators["c"]))
-    result = clara("run", str(pipeline), "--json", "--grace", "60", timeout=120)
+    pipeline.write_text(FAILING.format(threshold=operators["c"], trapped=trapped))
+    # (--timeout: should threshold never start, acquire's wait on the FIFO ends with the job)
+    result = clara("run", str(pipeline), "--json", "--grace", "60", "--timeout", "60", timeout=120)
     assert result.returncode == 1, result.stderr.decode()
     document = json.loads(result.stdout)
     assert document["reason"] == "operator 'acquire' exited with code 3"
@@ -92,7 +101,7 @@ def test_a_c_operator_started_early_hears_that_its_producer_failed(operators, tm
     assert (
         "threshold: error: input 'volume' of operator 'threshold' will never be complete: "
         "operator 'acquire' failed" in threshold["output_tail"]
-    ), threshold["output_tail"]
+    ), threshold  # (all of it: an empty tail with exit code -15 was a SIGTERM before the trap)
     assert (threshold["status"], threshold["exit_code"]) == ("stopped", 1)
 
 
