@@ -76,23 +76,27 @@ def _map_locked(
     (`at` None: not at all, the address is 0; 0: anywhere; else over the kept range at
     `at`, MAP_FIXED, or anywhere if that fails); pread the file's last byte (b"": the file
     was cut short) and the first `header_size` bytes. Returns (address, True, last,
-    header); if it raises, it has unmapped what it mapped and let go the lock it took."""
+    header); if it raises, it has unmapped what it mapped and let go the lock it took,
+    and if the lock failed, unmapped the kept range `at` too (the caller gives back only
+    a busy one's). Pure Python whatever is built: the C map_locked's twin."""
     if lock is not None:
         try:
             _fcntl(fd, _SETLK, lock)
-        except OSError as exc:
-            if exc.errno in _BUSY:
+        except BaseException as exc:  # (OSError, or a signal handler's exception)
+            if isinstance(exc, OSError) and exc.errno in _BUSY:
                 return 0, False, b"", b""
+            if at:
+                memory._checked_munmap(at, length)
             raise
     address = 0
     try:
         if at is not None:
-            address = memory.map_at(at, length, prot, flags, fd)
+            address = memory._map_at(at, length, prot, flags, fd)
         last = os.pread(fd, 1, length - 1)
         header = os.pread(fd, header_size, 0)
     except BaseException:
         if address:
-            memory.munmap(address, length)
+            memory._checked_munmap(address, length)
         if lock is not None:
             _fcntl(fd, _SETLK, _UNLOCK + lock[2:])
         raise

@@ -219,6 +219,8 @@ def _cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None
 
     if _mmap is None:
         _lib()
+    if getattr(holder, "unmapper", None) is not None:  # (as C's cut_off: its range is
+        raise ValueError("cut_off: this holder is cut off already")  # not the segment's)
     address, length = ctypes.addressof(holder), len(holder)
     _check(_mmap(address, length, prot, _ZEROS_FIXED, -1, 0), "mmap")
     holder.unmapper = _Unmapper(address, length, spare, keep)
@@ -315,7 +317,7 @@ class Region:
         """The one object every view of the region is made from (a buffer: read-only for
         a read-only region if READ_ONLY_HOLDERS, else callers make read-only views of
         it); `owner` lives as long as it does."""
-        holder = self._holder() if self._holder is not None else None
+        holder = ref() if (ref := self._holder) is not None else None  # (read once: no lock)
         if holder is not None:
             return holder
         _lend()  # (see _lending)
@@ -340,7 +342,7 @@ class Region:
 
     def lent(self) -> bool:
         """Whether any view lent out is still alive."""
-        return self._holder is not None and self._holder() is not None
+        return (ref := self._holder) is not None and ref() is not None  # (read once)
 
     def release(self) -> None:
         """Unmap now, or cut off the views still alive (unmapped when they die).

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from types import ModuleType
 
-VERSION = 3  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+VERSION = 4  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
 def _load() -> ModuleType | None:

@@ -210,6 +210,19 @@ static void *map_at(void *at, size_t length, int prot, int flags, int fd) {
     return address;
 }
 
+/* munmap, without the GIL from UNLOCKED_FROM bytes: the teardown grows with the pages
+ * (other threads would stall for tens of ms on 256 MiB). 0, or -1 with errno. */
+static int unmap_range(void *address, size_t length) {
+    if (length < UNLOCKED_FROM) {
+        return munmap(address, length);
+    }
+    int result;
+    Py_BEGIN_ALLOW_THREADS
+    result = munmap(address, length);
+    Py_END_ALLOW_THREADS
+    return result;  // (errno: PyEval_RestoreThread keeps it)
+}
+
 /* map_locked(fd, lock, at, length, prot, flags, header_size)
  *   -> (address, locked, last, header)
  *
@@ -218,7 +231,8 @@ static void *map_at(void *at, size_t length, int prot, int flags, int fd) {
  * None, none (address 0: Python reuses a kept one, or defers it); 0, anywhere; else over
  * the kept range there, MAP_FIXED, or anywhere if that fails); the pread of the file's
  * last byte (b"": cut short) and of the header's first `header_size` bytes. If it raises,
- * what it mapped is unmapped and the lock it took let go. */
+ * what it mapped is unmapped and the lock it took let go; if the lock failed, the kept
+ * range `at` is unmapped too (the caller gives back only a busy one's). */
 static PyObject *map_locked(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int fd, prot, flags;
@@ -244,7 +258,11 @@ static PyObject *map_locked(PyObject *module, PyObject *const *args, Py_ssize_t 
         }
         if (set_lock(fd, &lock) < 0) {
             if (PyErr_Occurred() || (errno != EAGAIN && errno != EACCES)) {
-                return fail();
+                fail();
+                if (at != NULL) {  // (the caller gives back only a busy one's kept range)
+                    unmap_range(at, (size_t)length);
+                }
+                return NULL;
             }
             PyObject *busy[4] = {PyLong_FromLong(0), Py_NewRef(Py_False),
                                  PyBytes_FromStringAndSize(NULL, 0),
@@ -253,6 +271,7 @@ static PyObject *map_locked(PyObject *module, PyObject *const *args, Py_ssize_t 
         }
     }
     void *address = NULL;
+    int error = 0;  // (read_at's errno: its DECREF may have changed errno)
     if (args[2] != Py_None) {
         address = map_at(at, (size_t)length, prot, flags, fd);
         if (address == MAP_FAILED) {
@@ -260,7 +279,6 @@ static PyObject *map_locked(PyObject *module, PyObject *const *args, Py_ssize_t 
             goto failed;
         }
     }
-    int error;
     PyObject *last = read_at(fd, 1, (off_t)length - 1, &error);
     if (last == NULL) {
         goto failed;
@@ -276,6 +294,9 @@ static PyObject *map_locked(PyObject *module, PyObject *const *args, Py_ssize_t 
         return mapped;
     }
 failed:
+    if (error != 0) {
+        errno = error;
+    }
     fail();  // (errno's OSError, unless an exception is set already)
     if (address != NULL) {
         munmap(address, (size_t)length);
@@ -320,15 +341,7 @@ static PyObject *unmap(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (PyErr_Occurred()) {
         return NULL;
     }
-    int result;
-    if (length >= UNLOCKED_FROM) {
-        Py_BEGIN_ALLOW_THREADS
-        result = munmap(address, (size_t)length);
-        Py_END_ALLOW_THREADS
-    } else {
-        result = munmap(address, (size_t)length);
-    }
-    return result < 0 ? fail() : Py_NewRef(Py_None);
+    return unmap_range(address, (size_t)length) < 0 ? fail() : Py_NewRef(Py_None);
 }
 
 /* The one object every view of a mapping is made from: its bytes through the buffer
@@ -378,8 +391,10 @@ static void holder_let_go(Holder *self) {
         PyErr_Clear();
         PyErr_Restore(type, value, traceback);
     }
-    if (!kept) {
-        munmap(self->address, (size_t)self->length);
+    if (!kept) {  // (local copies: the GIL may go, and self is half-dead)
+        char *address = self->address;
+        size_t length = (size_t)self->length;
+        unmap_range(address, length);
     }
 }
 
@@ -466,8 +481,17 @@ static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "cut_off: this holder is cut off already");
         return NULL;
     }
-    void *zeros = mmap(holder->address, (size_t)holder->length, prot,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    // Without the GIL from UNLOCKED_FROM bytes (the shared pages' teardown grows with
+    // them): the caller holds the holder and memory's _lending, so none can cut it meanwhile.
+    size_t length = (size_t)holder->length;
+    PyThreadState *state = length >= UNLOCKED_FROM ? PyEval_SaveThread() : NULL;
+    void *zeros =
+        mmap(holder->address, length, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (state != NULL) {
+        int error = errno;
+        PyEval_RestoreThread(state);
+        errno = error;
+    }
     if (zeros == MAP_FAILED) {
         return fail();
     }

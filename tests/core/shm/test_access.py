@@ -231,6 +231,17 @@ def test_map_locked_on_a_busy_lock_maps_nothing(mapper: Any, published: str) -> 
         os.close(writer)
 
 
+@pytest.mark.parametrize("mapper", MAPPERS)
+def test_map_locked_unmaps_the_kept_range_it_was_given_when_the_lock_fails(
+    mapper: Any, published: str
+) -> None:
+    memory._lib()
+    kept = memory.map_at(0, LENGTH, PROT, memory._PRIVATE_ZEROS, -1)  # a cut-off range
+    with pytest.raises(OSError) as bad_fd:  # neither busy nor mapped over: nobody else
+        mapper(999_999, MAP_SHARED_LOCK, kept, LENGTH, PROT, FLAGS, LAYOUT_END)  # frees it
+    assert bad_fd.value.errno == errno.EBADF and not _is_mapped(kept)
+
+
 @needs_c
 def test_map_locked_twins_agree_on_errors_and_undo_what_they_did(
     published: str, planted: Any
@@ -240,6 +251,7 @@ def test_map_locked_twins_agree_on_errors_and_undo_what_they_did(
     other = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK)
     short = os.open(segment.path_of(planted("short")), os.O_RDWR)
     fd = os.open(segment.path_of(published), READ_WRITE)
+    writer = os.open(segment.path_of(published), os.O_WRONLY)
     try:
         for mapper in (access._map_locked, calls.map_locked):
             with pytest.raises(OSError) as not_mappable:  # a FIFO has no pages
@@ -251,6 +263,9 @@ def test_map_locked_twins_agree_on_errors_and_undo_what_they_did(
             with pytest.raises(OSError) as unreadable:  # the last byte of a FIFO: ESPIPE
                 mapper(fifo, MAP_SHARED_LOCK, None, LENGTH, PROT, FLAGS, LAYOUT_END)
             assert unreadable.value.errno == errno.ESPIPE
+            with pytest.raises(OSError) as write_only:  # the pread's errno, kept
+                mapper(writer, None, None, LENGTH, PROT, FLAGS, LAYOUT_END)
+            assert write_only.value.errno == errno.EBADF
             # Each failure let go of the lock it took: another file takes it exclusively.
             assert locks.try_lock(other, locks.MAP_BYTE, True)
             locks.unlock(other, locks.MAP_BYTE)
@@ -262,7 +277,7 @@ def test_map_locked_twins_agree_on_errors_and_undo_what_they_did(
             memory.munmap(address, LENGTH)
             locks.unlock(short, locks.MAP_BYTE)
     finally:
-        for opened in (fd, fifo, other, short):
+        for opened in (fd, fifo, other, short, writer):
             os.close(opened)
 
 
@@ -335,6 +350,8 @@ def test_a_holder_lends_views_and_its_cut_off_range_is_kept_or_unmapped(
         spare: list[int] = []
         cut_off(holder, PROT, spare, 1)
         assert holder.owner is None and int(array.max()) == 0  # private zeros now
+        with pytest.raises(ValueError, match="cut off already"):  # once only: its range
+            cut_off(holder, PROT, spare, 1)  # is its own now, given back once, at death
         assert _maps_of(published) == []  # the segment is no longer mapped
         del holder, array  # the last view: its range is kept (fewer than 1 kept)
         assert spare == [address]
