@@ -298,7 +298,8 @@ def c_floor(directory: str) -> ModuleType | str:
     source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_floor.c")
     target = os.path.join(directory, "c_floor" + sysconfig.get_config_var("EXT_SUFFIX"))
     include = sysconfig.get_paths()["include"]
-    flags = ["-O2", "-std=c11", "-D_GNU_SOURCE", "-shared", "-fPIC", f"-I{include}"]
+    flags = ["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE", "-shared", "-fPIC"]
+    flags.append(f"-I{include}")
     built = subprocess.run(
         [compiler, *flags, source, "-o", target],
         capture_output=True,

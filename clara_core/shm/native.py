@@ -17,15 +17,37 @@ if TYPE_CHECKING:
 VERSION = 4  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
+# Every name the Python side takes from the extension (shm/access.py, making.py, memory.py).
+NAMES = (
+    "open_locked",
+    "map_locked",
+    "map_at",
+    "munmap",
+    "holder",
+    "cut_off",
+    "create",
+    "publish",
+    "lock_lifecycle",
+    "unlink_freed",
+    "PROT_READ",
+    "PROT_WRITE",
+    "MAP_SHARED",
+    "MAP_POPULATE",
+)
+
+
 def _load() -> ModuleType | None:
-    if os.environ.get("CLARA_PURE_PYTHON"):
+    if os.environ.get("CLARA_PURE_PYTHON") == "1":  # (only "1": "0" leaves it on)
         return None
     try:
         from . import _calls
     except ImportError:
         return None
-    # A build left from other sources (an editable install not rebuilt) is not used.
-    return _calls if getattr(_calls, "VERSION", None) == VERSION else None
+    # A build left from other sources (an editable install not rebuilt) is not used, nor
+    # one that lacks a name: the pure-Python twins then run, rather than an import failing.
+    if getattr(_calls, "VERSION", None) != VERSION:
+        return None
+    return _calls if all(hasattr(_calls, name) for name in NAMES) else None
 
 
 calls = _load()

@@ -55,3 +55,36 @@ def test_the_mapping_constants_are_the_systems(pure: str) -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_only_pure_python_1_switches_the_extension_off() -> None:
+    """CLARA_PURE_PYTHON=1 (as README and --help say), not any value: "0" leaves it on
+    (where it is built: the same answer as with the variable unset)."""
+    assert _loaded(CLARA_PURE_PYTHON="0") == _loaded()
+
+
+_WITHOUT_A_NAME = """
+import sys, types
+from clara_core import shm
+from clara_core.shm import native
+stale = types.ModuleType("clara_core.shm._calls")
+stale.VERSION = native.VERSION  # as a build of other sources with this VERSION would be
+sys.modules["clara_core.shm._calls"] = shm._calls = stale
+for name in native.NAMES:
+    setattr(stale, name, object())
+delattr(stale, sys.argv[1])
+print(native._load() is None)
+"""
+
+
+def test_a_build_lacking_a_name_the_twins_use_is_not_loaded() -> None:
+    """A stale build with the right VERSION but a function missing: the pure-Python
+    twins run, instead of an AttributeError at import."""
+    for name in ("map_at", "unlink_freed", "PROT_READ"):
+        done = subprocess.run(
+            [sys.executable, "-c", _WITHOUT_A_NAME, name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert done.stdout.strip() == "True", name
