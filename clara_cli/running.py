@@ -106,11 +106,12 @@ def run_job(request: RunRequest) -> int:
         )
     if trace is not None:
         _write_trace(trace, result)
-    emit(result.to_dict(), lambda: _print_result(result))
-    if not result.ok:
-        _print_account(result, quiet)
-        return 1
-    return 0
+    try:
+        emit(result.to_dict(), lambda: _print_result(result))
+    finally:  # a failed job's account reaches stderr even if stdout cannot take the result
+        if not result.ok:
+            _print_account(result, quiet)
+    return 0 if result.ok else 1
 
 
 def _open_trace(path: str):  # -> an open text file

@@ -123,3 +123,21 @@ def test_output_stdout_cannot_take_is_one_error_line_with_its_exit_code(
         assert code == 7, (args, err)
         last = err.strip().splitlines()[-1]
         assert last == "clara: error: cannot write standard output: No space left on device"
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_failed_job_s_account_survives_a_stdout_that_cannot_take_its_result(
+    launcher: str, tmp_path: Path
+) -> None:
+    """`clara run FAILING > /dev/full`: stderr still says which operator failed (and where
+    its logs are) before the one line about standard output, whose exit code (7) ends it."""
+    pipeline = tmp_path / "failing.yaml"
+    pipeline.write_text(_TINY.replace("echo hello", "exit 3"))
+    code, err = _run(
+        launcher, ["run", str(pipeline), "--job-dir", str(tmp_path / "job")], "> /dev/full"
+    )
+    assert "Traceback" not in err, err
+    assert code == 7, err
+    assert "operator 'a' exited with code 3" in err, err
+    last = err.strip().splitlines()[-1]
+    assert last == "clara: error: cannot write standard output: No space left on device"
