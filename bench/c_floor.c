@@ -28,6 +28,20 @@ static int set_lock(int fd, short type, off_t byte) {
     return fcntl(fd, F_OFD_SETLK, &request);
 }
 
+/* After a failed call: unmap `address` (unless MAP_FAILED), close `fd` (unless -1), and
+ * raise the OSError of the call that failed. */
+static PyObject *undo(void *address, Py_ssize_t length, int fd) {
+    int saved = errno;
+    if (address != MAP_FAILED) {
+        munmap(address, (size_t)length);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = saved;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
 /* p2(dir_fd, mode, header, tail, context_fd, name, length, nbytes, freed) -> None
  *
  * openat(O_TMPFILE), fstat, pwritev2 (header + zeros), mmap(shared, read-write), the
@@ -88,16 +102,8 @@ static PyObject *p2(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     close(fd);
     munmap(address, (size_t)length);
     Py_RETURN_NONE;
-failed:;
-    int saved = errno;
-    if (address != MAP_FAILED) {
-        munmap(address, (size_t)length);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    errno = saved;
-    return PyErr_SetFromErrno(PyExc_OSError);
+failed:
+    return undo(address, length, fd);
 }
 
 /* p1(dir_fd, name, length, layout_size, at, delete) -> the cut-off range's address, or 0
@@ -157,16 +163,8 @@ static PyObject *p1(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     }
     close(fd);
     return PyLong_FromVoidPtr(address);
-failed:;
-    int saved = errno;
-    if (address != MAP_FAILED) {
-        munmap(address, (size_t)length);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    errno = saved;
-    return PyErr_SetFromErrno(PyExc_OSError);
+failed:
+    return undo(address, length, fd);
 }
 
 static PyMethodDef methods[] = {
