@@ -35,10 +35,12 @@ operators:
   - {{name: s, type: array, element-type: int32, shape: [2]}}
 - name: consume
   container:
-    command: [bash, -c, 'echo read; clara map s --read --out /dev/null; exit ${{{{ code }}}}']
+    command: [bash, -c, 'clara map s --read --out /dev/null; echo read; exit ${{{{ code }}}}']
   input:
   - {{from: produce, name: s, type: array, element-type: int32, shape: [2]}}
 {extra}"""
+# consume starts with produce (its one input is a shared-memory variable) and prints only
+# after its read, which waits for produce: so "made" comes before "read" in every run.
 
 
 def pipeline(directory: Path, extra: str = "") -> Path:
