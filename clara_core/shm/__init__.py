@@ -3,6 +3,7 @@
     segment    segment files: open by name, O_TMPFILE + fallocate, link, unlink, rename
     listing    the directory listed (tooling and repairs only)
     memory     mmap / mremap / munmap of a segment, and views cut off at unmap
+    memory_calls   memory's mmap, munmap and holders through ctypes (no C extension)
     header     the self-describing header page: its format and its strict validation
     locks      OFD byte-range locks (released by the kernel when their holder dies)
     processes  /proc readers: process identity (pid + start time), who maps and locks what

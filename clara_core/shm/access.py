@@ -15,7 +15,7 @@ import os
 import stat as stats
 from _struct import pack
 
-from . import memory
+from . import memory_calls
 from .native import calls
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -86,17 +86,17 @@ def _map_locked(
             if isinstance(exc, OSError) and exc.errno in _BUSY:
                 return 0, False, b"", b""
             if at:
-                memory._checked_munmap(at, length)
+                memory_calls.checked_munmap(at, length)
             raise
     address = 0
     try:
         if at is not None:
-            address = memory._map_at(at, length, prot, flags, fd)
+            address = memory_calls.map_at(at, length, prot, flags, fd)
         last = os.pread(fd, 1, length - 1)
         header = os.pread(fd, header_size, 0)
     except BaseException:
         if address:
-            memory._checked_munmap(address, length)
+            memory_calls.checked_munmap(address, length)
         if lock is not None:
             _fcntl(fd, _SETLK, _UNLOCK + lock[2:])
         raise

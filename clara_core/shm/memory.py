@@ -27,14 +27,15 @@ import os
 from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
+from . import memory_calls
 from .native import calls
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from typing import Any
 
-_MAP_FIXED = 0x10  # Linux, every architecture
 _PROT_NONE = 0
+_MADV_POPULATE_WRITE = 23  # Linux 5.14
 _PMD_SIZE = 2 << 20  # what one page-table page maps (x86-64 and 4 KiB-page arm64)
 _MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
 DETACH_FROM = _PMD_SIZE  # smaller mappings with live views are cut off, not moved
@@ -50,54 +51,6 @@ else:  # Linux's values (the mmap module is a shared library to load: ~10 ms of 
         from mmap import MAP_POPULATE
 _READ, _READ_WRITE = PROT_READ, PROT_READ | PROT_WRITE
 _SHARED, _SHARED_POPULATE = MAP_SHARED, MAP_SHARED | MAP_POPULATE
-# The mmap module's, set by _lib() (a copy through the file maps nothing).
-_PRIVATE_ZEROS = _ZEROS_FIXED = 0
-_libc: Any = None
-_MAP_FAILED = -1  # (void *) -1 as ctypes returns it; set with libc
-# Bound once by _lib(): these run a few times per map and unmap.
-_mmap: Any = None
-_munmap: Any = None
-_madvise: Any = None
-_c_char: Any = None
-_MADV_POPULATE_WRITE = 23  # Linux 5.14
-
-
-def _lib() -> Any:
-    """libc with the signatures we call (ctypes is imported on first use)."""
-    global _libc, _MAP_FAILED, _mmap, _munmap, _madvise, _c_char
-    global _PRIVATE_ZEROS, _ZEROS_FIXED
-    if _libc is None:
-        import ctypes
-        import mmap
-
-        _PRIVATE_ZEROS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-        _ZEROS_FIXED = _PRIVATE_ZEROS | _MAP_FIXED
-
-        _MAP_FAILED = ctypes.c_void_p(-1).value
-        libc = ctypes.CDLL(None, use_errno=True)
-        pointer, size, number = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
-        libc.mmap.restype = pointer
-        libc.mmap.argtypes = [pointer, size, number, number, number, ctypes.c_long]
-        libc.mremap.restype = pointer
-        libc.mremap.argtypes = [pointer, size, size, number, pointer]
-        libc.munmap.restype = number
-        libc.munmap.argtypes = [pointer, size]
-        libc.madvise.restype = number
-        libc.madvise.argtypes = [pointer, size, number]
-        _mmap, _munmap, _madvise, _c_char = libc.mmap, libc.munmap, libc.madvise, ctypes.c_char
-        _libc = libc
-    return _libc
-
-
-def _check(result: int | None, what: str) -> int:
-    if result is None or result == _MAP_FAILED:
-        import ctypes
-
-        code = ctypes.get_errno()
-        raise OSError(code, f"{what}: {os.strerror(code)}")
-    return result
-
-
 # Address ranges of small read maps cut off from their segment whose last view has died,
 # by length. They stay mapped: private, read-only, never written, so they hold no memory
 # (a read of them maps the kernel's one zero page). The next map of that length replaces
@@ -105,9 +58,6 @@ def _check(result: int | None, what: str) -> int:
 # and the munmap of the old one do. Only this module maps or unmaps these ranges, so an
 # address found here is always ours to replace. A few per length, a few lengths.
 _spare: dict[int, list[int]] = {}
-# The ctypes array type of a holder, by length (a few lengths): a dict lookup costs a
-# third of `c_char * n`, which builds a key for ctypes' own cache of the same types.
-_holder_types: dict[int, type] = {}
 _SPARE_PER_LENGTH = 2
 _SPARE_LENGTHS = 16
 
@@ -135,41 +85,6 @@ class _Nothing:
 _KEPT = weak_ref(_Nothing())  # a Region's dead holder once it is kept warm: lends no more
 
 
-class _Unmapper:
-    """Hung on a cut-off holder (the pure-Python one): when the holder, i.e. the last
-    view, dies, unmaps the zero pages that replaced the shared ones, or keeps them in
-    `spare` (up to `keep`) for the next map of their length (cheaper than
-    weakref.finalize)."""
-
-    __slots__ = ("address", "keep", "length", "munmap", "spare")
-
-    def __init__(self, address: int, length: int, spare: list[int] | None, keep: int) -> None:
-        self.address = address
-        self.length = length
-        self.munmap = _munmap  # still at hand if this dies at interpreter exit
-        self.spare = spare
-        self.keep = keep
-
-    def __del__(self) -> None:
-        spare = self.spare
-        if spare is not None and len(spare) < self.keep:
-            spare.append(self.address)
-        else:
-            self.munmap(self.address, self.length)
-
-
-def _map_at(at: int, length: int, prot: int, flags: int, fd: int) -> int:
-    """mmap `length` bytes of `fd` over the kept range at `at` (MAP_FIXED), or anywhere
-    if there is none (0) or that fails (the range is then forgotten): the address."""
-    if _mmap is None:
-        _lib()
-    if at:
-        address = _mmap(at, length, prot, flags | _MAP_FIXED, fd, 0)
-        if address is not None and address != _MAP_FAILED:
-            return address
-    return _check(_mmap(None, length, prot, flags, fd, 0), "mmap")
-
-
 def take_spare(length: int) -> int:
     """A kept cut-off range of `length` bytes for a new map to replace, or 0."""
     spare = _spare.get(length)
@@ -190,61 +105,16 @@ def give_back(address: int, length: int) -> None:
         munmap(address, length)
 
 
-def _checked_munmap(address: int, length: int) -> None:
-    if _munmap is None:
-        _lib()
-    _check(None if _munmap(address, length) else 0, "munmap")
-
-
-def _holder(address: int, length: int, writable: bool, owner: object) -> Any:
-    """A ctypes array over the mapping (writable, even for a read map: callers make
-    read-only views of it), its type made once per length (see `_holder_type`)."""
-    if _c_char is None:
-        _lib()
-    kind = _holder_types.get(length)
-    if kind is None:
-        if len(_holder_types) < _SPARE_LENGTHS:
-            kind = _holder_types[length] = _holder_type(length)
-        else:  # never a class per map: it costs more than the map, and it is a
-            kind = _c_char * length  # reference cycle (ctypes keeps this one)
-    holder = kind.from_address(address)
-    holder.owner = owner
-    return holder
-
-
-def _cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None:
-    """Replace a ctypes holder's range by private zeros of protection `prot`; at its
-    death, the range is kept in `spare` (up to `keep`), else unmapped (`_Unmapper`)."""
-    import ctypes
-
-    if _mmap is None:
-        _lib()
-    if getattr(holder, "unmapper", None) is not None:  # (as C's cut_off: its range is
-        raise ValueError("cut_off: this holder is cut off already")  # not the segment's)
-    address, length = ctypes.addressof(holder), len(holder)
-    _check(_mmap(address, length, prot, _ZEROS_FIXED, -1, 0), "mmap")
-    holder.unmapper = _Unmapper(address, length, spare, keep)
-    holder.owner = None
-
-
-# The C twins (clara_core/shm/c/access.c) where the extension is built: a Holder is
-# then a small object with the buffer protocol, read-only for a read map, instead of a
-# ctypes array read through a read-only memoryview.
+# The C calls (clara_core/shm/c/access.c) where the extension is built, else their
+# ctypes twins (memory_calls.py). A C Holder is a small object with the buffer protocol,
+# read-only for a read map, instead of a ctypes array read through a read-only memoryview.
 if calls is not None:
     munmap, make_holder, cut_off = calls.munmap, calls.holder, calls.cut_off
     map_at = calls.map_at
 else:
-    munmap, make_holder, cut_off = _checked_munmap, _holder, _cut_off
-    map_at = _map_at
+    munmap, make_holder = memory_calls.checked_munmap, memory_calls.holder
+    cut_off, map_at = memory_calls.cut_off, memory_calls.map_at
 READ_ONLY_HOLDERS = calls is not None  # a read map's holder refuses writes itself
-
-
-def _holder_type(length: int) -> type:
-    """The type of a holder of `length` bytes: ctypes' array of them, with slots for its
-    owner and its unmapper (ctypes still gives it a `__dict__`, but it stays empty and
-    unmade: no dict to fill and free with every holder)."""
-    array = _c_char * length
-    return type(array)("Holder", (array,), {"__slots__": ("owner", "unmapper")})
 
 
 def _spare_for(length: int) -> list[int] | None:
@@ -295,9 +165,7 @@ class Region:
         """
         if populate and fresh and writable:
             region = cls.map(fd, length, writable, False)
-            if _madvise is None:
-                _lib()
-            _madvise(region.address, length, _MADV_POPULATE_WRITE)
+            memory_calls.lib().madvise(region.address, length, _MADV_POPULATE_WRITE)
             return region
         prot = _READ_WRITE if writable else _READ
         flags = _SHARED_POPULATE if populate else _SHARED
@@ -383,26 +251,27 @@ class Region:
 
     def _move(self, holder: Any) -> Region | None:
         """`detach` of a large one with live views (under _lending)."""
-        libc = _lib()
+        libc = memory_calls.lib()
         # Reserve a spot whose address is congruent to ours modulo 2 MiB: then the kernel
         # moves whole page-table pages (about 0.08 ms for 256 MiB) instead of one entry
         # per 4 KiB page (about 0.9 ms).
         span = self.length + _PMD_SIZE
-        spot = _check(libc.mmap(None, span, _PROT_NONE, _PRIVATE_ZEROS, -1, 0), "mmap")
+        zeros = memory_calls.PRIVATE_ZEROS
+        spot = memory_calls.check(libc.mmap(None, span, _PROT_NONE, zeros, -1, 0), "mmap")
         target = spot + (self.address - spot) % _PMD_SIZE
         # DONTUNMAP: the old range keeps mapping the file (its pages are gone, faulted in
         # again if touched) until the cut-off below replaces it; a plain move would leave
         # a hole there meanwhile, in which a view read by another thread faults (SIGSEGV).
         flags = _MREMAP_MAYMOVE | _MREMAP_FIXED | _MREMAP_DONTUNMAP
         moved = libc.mremap(self.address, self.length, self.length, flags, target)
-        if moved is None or moved == _MAP_FAILED:  # (DONTUNMAP of a file: Linux 5.13)
-            _munmap(spot, span)
+        if memory_calls.failed(moved):  # (DONTUNMAP of a file: Linux 5.13)
+            libc.munmap(spot, span)
             self._cut_off(holder)
             return None
         if target > spot:
-            _munmap(spot, target - spot)
+            libc.munmap(spot, target - spot)
         if spot + span > target + self.length:
-            _munmap(target + self.length, spot + span - target - self.length)
+            libc.munmap(target + self.length, spot + span - target - self.length)
         self._cut_off(holder)
         return Region(moved, self.length, self.writable)
 

@@ -1,4 +1,4 @@
-"""The twins of get's and map's system calls (clara_core/shm/access.py, memory.py): the C
+"""The twins of get's and map's system calls (clara_core/shm/access.py, memory_calls.py): the C
 extension's and the pure-Python ones, run on the same real segments and planted files,
 give the same results and raise the same errors (errno).
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from clara_core import Context, names
-from clara_core.shm import access, locks, memory, segment
+from clara_core.shm import access, locks, memory, memory_calls, segment
 from clara_core.shm.header import DATA_OFFSET, HEADER_SIZE, LAYOUT_END
 from clara_core.shm.native import calls
 
@@ -33,8 +33,8 @@ PROT, FLAGS = memory.PROT_READ, memory.MAP_SHARED
 needs_c = pytest.mark.skipif(calls is None, reason="the C extension is not built here")
 OPENERS = [pytest.param(access._open_locked, id="python")]
 MAPPERS = [pytest.param(access._map_locked, id="python")]
-HOLDERS = [pytest.param((memory._holder, memory._cut_off), id="python")]
-MAP_ATS = [pytest.param(memory._map_at, id="python")]
+HOLDERS = [pytest.param((memory_calls.holder, memory_calls.cut_off), id="python")]
+MAP_ATS = [pytest.param(memory_calls.map_at, id="python")]
 if calls is not None:
     OPENERS.append(pytest.param(calls.open_locked, id="c"))
     MAPPERS.append(pytest.param(calls.map_locked, id="c"))
@@ -190,7 +190,7 @@ def test_map_locked_maps_under_the_lock_and_reads_last_byte_and_layout(
         assert locked is True and address and last == bytes([(NBYTES - 1) % 256])
         assert header == os.pread(fd, LAYOUT_END, 0)
         assert not _try_exclusive_map_lock(published)
-        view = np.frombuffer(memory._holder(address, LENGTH, False, None), np.uint8)
+        view = np.frombuffer(memory_calls.holder(address, LENGTH, False, None), np.uint8)
         assert view[DATA_OFFSET + 300] == 300 % 256
         del view
         memory.munmap(address, LENGTH)
@@ -203,8 +203,8 @@ def test_map_locked_maps_under_the_lock_and_reads_last_byte_and_layout(
 
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_map_locked_replaces_a_kept_range_in_place(mapper: Any, published: str) -> None:
-    memory._lib()
-    kept = memory.map_at(0, LENGTH, PROT, memory._PRIVATE_ZEROS, -1)  # a cut-off range
+    memory_calls.lib()
+    kept = memory.map_at(0, LENGTH, PROT, memory_calls.PRIVATE_ZEROS, -1)  # a cut-off range
     fd = os.open(segment.path_of(published), READ_WRITE)
     try:
         address, *_ = mapper(fd, MAP_SHARED_LOCK, kept, LENGTH, PROT, FLAGS, LAYOUT_END)
@@ -235,8 +235,8 @@ def test_map_locked_on_a_busy_lock_maps_nothing(mapper: Any, published: str) -> 
 def test_map_locked_unmaps_the_kept_range_it_was_given_when_the_lock_fails(
     mapper: Any, published: str
 ) -> None:
-    memory._lib()
-    kept = memory.map_at(0, LENGTH, PROT, memory._PRIVATE_ZEROS, -1)  # a cut-off range
+    memory_calls.lib()
+    kept = memory.map_at(0, LENGTH, PROT, memory_calls.PRIVATE_ZEROS, -1)  # a cut-off range
     with pytest.raises(OSError) as bad_fd:  # neither busy nor mapped over: nobody else
         mapper(999_999, MAP_SHARED_LOCK, kept, LENGTH, PROT, FLAGS, LAYOUT_END)  # frees it
     assert bad_fd.value.errno == errno.EBADF and not _is_mapped(kept)
@@ -283,15 +283,15 @@ def test_map_locked_twins_agree_on_errors_and_undo_what_they_did(
 
 @pytest.mark.parametrize("map_at", MAP_ATS)
 def test_map_at_maps_anywhere_or_over_a_kept_range(map_at: Any, published: str) -> None:
-    memory._lib()
+    memory_calls.lib()
     fd = os.open(segment.path_of(published), READ_WRITE)
     try:
         address = map_at(0, LENGTH, PROT, FLAGS, fd)
-        view = np.frombuffer(memory._holder(address, LENGTH, False, None), np.uint8)
+        view = np.frombuffer(memory_calls.holder(address, LENGTH, False, None), np.uint8)
         assert view[DATA_OFFSET + 300] == 300 % 256
         del view
         memory.munmap(address, LENGTH)
-        kept = map_at(0, LENGTH, PROT, memory._PRIVATE_ZEROS, -1)  # a cut-off range
+        kept = map_at(0, LENGTH, PROT, memory_calls.PRIVATE_ZEROS, -1)  # a cut-off range
         assert map_at(kept, LENGTH, PROT, FLAGS, fd) == kept and len(_maps_of(published)) == 1
         # Over a range MAP_FIXED refuses (not page-aligned): anywhere else instead.
         elsewhere = map_at(kept + 1, LENGTH, PROT, FLAGS, fd)
@@ -309,7 +309,7 @@ def test_map_at_twins_raise_the_same_errors_and_map_nothing(published: str, plan
     read_only = os.open(segment.path_of(published), os.O_RDONLY | os.O_CLOEXEC)
     write = PROT | memory.PROT_WRITE
     try:
-        for map_at in (memory._map_at, calls.map_at):
+        for map_at in (memory_calls.map_at, calls.map_at):
             for fd, prot, length, code in (
                 (999_999, PROT, LENGTH, errno.EBADF),
                 (fifo, PROT, LENGTH, errno.ENODEV),  # a FIFO has no pages
