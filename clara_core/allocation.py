@@ -28,6 +28,7 @@ from .errors import (
 )
 from .lifecycle import HANDLED, PRIVATE, SHARED, Lifecycle
 from .maps import Maps
+from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
 from .shm import locks, processes, segment
 from .shm.header import Layout
@@ -114,7 +115,10 @@ class Allocation(Lifecycle, Maps):
         # it is offered to the pool. A recycled one still sits in the pool under
         # `pool_name`, held by our reference lock, until it is published.
         self._pool_name = pool_name
-        self._recycle = self._recycler(pool_name) if visibility == PRIVATE else None
+        if visibility == PRIVATE and (pool_name is not None or layout.capacity >= POOL_MIN_BYTES):
+            self._recycle = self._recycler(pool_name)
+        else:  # nothing to recycle: too small for the pool, and never in it
+            self._recycle = None
 
     # -- what it is ---------------------------------------------------------------------
 
@@ -198,7 +202,7 @@ class Allocation(Lifecycle, Maps):
             elif self._visibility == HANDLED:
                 self._description = f"private allocation {key} {where}"
             else:
-                self._description = f"private allocation {where}"
+                self._description = self._registry.private_what
         return self._description
 
     def _set_visibility(

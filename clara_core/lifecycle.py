@@ -48,6 +48,8 @@ class Lifecycle(Reference):
     _layout: Layout
     _visibility: str
     _key: str | None
+    _description: str | None
+    _identity: tuple[int, int] | None
     _pool_name: str | None
     _file_id: tuple[int, int]
     released: bool
@@ -87,7 +89,8 @@ class Lifecycle(Reference):
         else:  # only this reference can reach it
             registry.check_alive()
             self._publish_as(name, file_name, what, timeout)
-        self._set_visibility(SHARED, name, what)  # (`what` is what describe() makes)
+        # (as _set_visibility: `what` is what describe() makes now)
+        self._visibility, self._key, self._description = SHARED, name, what
         self._recycle = None  # published: released references do not free it
 
     def _publish_new(
@@ -217,25 +220,29 @@ class Lifecycle(Reference):
         if self._visibility != PRIVATE:
             if not self._writable:
                 self._require_writable_fd("free")
+            registry = self._registry
             if self._visibility == SHARED:
-                file_name = self._registry.published_file(self._key or "")
+                file_name = registry.published(self._key or "")[0]
                 expected = hdr.PUBLISHED
             else:
-                file_name = self._registry.member_file(HANDLE, self._key or "")
+                file_name = registry.member_file(HANDLE, self._key or "")
                 expected = hdr.PRIVATE
             if self._maps:
                 self._unmap_all()  # write maps complete before it may be recycled
-            lifecycle, dev, ino = self._lock_lifecycle(timeout, file_name)
+            directory = segment.directory_fd()
+            lifecycle, dev, ino = self._lock_lifecycle(timeout, file_name, directory)
             locked = True
             try:
                 # Names are removed only under this lock, by whoever finds the lifecycle
                 # unchanged and the name still denoting this segment: of several
                 # freeing it at once exactly one removes it, before any returns, and a
                 # name given since to a newer allocation is never touched.
-                if lifecycle == expected and (dev, ino) == self._file_id:
-                    if self._registry.capacity is None and not self._pools():
+                if lifecycle == expected and (dev, ino) == (self._identity or self._file_id):
+                    if registry.capacity is None and (
+                        self._layout.capacity < POOL_MIN_BYTES or not self._pools()
+                    ):
                         locked = False  # (unlocked by the call, whatever happens)
-                        self._unlink_freed(file_name)
+                        self._unlink_freed(file_name, directory)
                     else:
                         self._remove_name(file_name, timeout)
             finally:
@@ -269,10 +276,11 @@ class Lifecycle(Reference):
         self._write(_FREED, hdr.LIFECYCLE_AT)
         segment.unlink(file_name, self.describe())
 
-    def _unlink_freed(self, file_name: str) -> None:
-        """Under the lifecycle lock: mark the segment freed, remove its name, unlock."""
+    def _unlink_freed(self, file_name: str, directory: int) -> None:
+        """Under the lifecycle lock: mark the segment freed, remove its name (in the
+        shared-memory `directory`), unlock."""
         try:
-            making.unlink_freed(self._fd, segment.directory_fd(), file_name, hdr.FREED)
+            making.unlink_freed(self._fd, directory, file_name, hdr.FREED)
         except OSError as exc:
             raise segment.translate(exc, self.describe()) from exc
 
@@ -295,11 +303,14 @@ class Lifecycle(Reference):
             locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
 
     def _lock_lifecycle(
-        self, timeout: float | None, file_name: str | None = None
+        self, timeout: float | None, file_name: str | None = None, directory: int = -1
     ) -> tuple[int, int, int]:
         """Take the segment's lifecycle lock (the caller unlocks it): the lifecycle now,
-        and the (st_dev, st_ino) that `file_name` denotes now ((-1, -1): none)."""
-        fd, directory = self._fd, segment.directory_fd()
+        and the (st_dev, st_ino) that `file_name` denotes now ((-1, -1): none) in the
+        shared-memory `directory` (-1: segment.directory_fd())."""
+        fd = self._fd
+        if directory < 0:
+            directory = segment.directory_fd()
         try:
             found = making.lock_lifecycle(fd, directory, file_name)
             if found is None:  # busy: wait for it, bounded; then it is ours at once
@@ -328,13 +339,11 @@ class Lifecycle(Reference):
             leave(self._registry, self._fd, self._pool_name)
             self._pool_name = None
 
-    def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None] | None:
+    def _recycler(self, pool_name: str | None) -> Callable[[int, Region | None], None]:
         """At the close of a private allocation: offer it to the pool, else remove the
-        pool name it was claimed under (if any). None if there is nothing to do (too
-        small for the pool, never in it)."""
+        pool name it was claimed under (if any). (Allocation asks only when there may be
+        something to do: a capacity the pool takes, or a pool name.)"""
         registry, capacity = self._registry, self._layout.capacity
-        if capacity < POOL_MIN_BYTES and pool_name is None:
-            return None
 
         def recycle(fd: int, warm: Region | None) -> None:
             from .pool import leave, retire

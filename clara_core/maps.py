@@ -47,6 +47,12 @@ _MAP_SHARED, _MAP_EXCLUSIVE, _ = locks.requests(locks.MAP_BYTE)
 _parse_layout = hdr.parse_layout
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
 _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
+# The data states a write map of a private allocation writes (hdr.write_map_states), by
+# the state it finds: the same few in every such map of this process (a fresh one finds
+# "never written, generation 0"). They name this process: a forked child makes its own.
+_private_states: dict[bytes, tuple[bytes, bytes]] = {}
+_PRIVATE_STATES_MAX = 64
+os.register_at_fork(after_in_child=_private_states.clear)
 
 
 class Maps(Reference):
@@ -303,8 +309,15 @@ class Maps(Reference):
         """`map` of a segment no other process can reach (see `_defer`): no lock to take, no
         file that anyone else could have cut short or retyped, the data state in `pending`."""
         if writable:
-            pid, start = processes.identity()  # (not *identity(): no args tuple, P2's path)
-            writing, completed = hdr.write_map_states(pending, pid, start)
+            undone = bytes(pending[_DATA_AT:_DATA_END])
+            states = _private_states.get(undone)
+            if states is None:
+                pid, start = processes.identity()  # (not *identity(): no args tuple)
+                states = hdr.write_map_states(pending, pid, start)
+                if len(_private_states) >= _PRIVATE_STATES_MAX:
+                    _private_states.clear()
+                _private_states[undone] = states
+            writing, completed = states
             region, self._warm = self._warm, None
         else:
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
@@ -318,7 +331,7 @@ class Maps(Reference):
         else:
             region = region.reissue()  # (see `map`)
         if writable:
-            self._undone = bytes(pending[_DATA_AT:_DATA_END])
+            self._undone = undone
             pending[_DATA_AT:_DATA_END] = writing
             self._completed = completed
         self._maps.append(region)

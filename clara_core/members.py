@@ -72,7 +72,7 @@ def _layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
 
 def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allocation:
     """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
-    what = f"new allocation in context '{registry.name}'"
+    what = registry.private_what  # (what describe() makes of it, made once)
     capacity = layout.capacity
     if capacity <= _SMALL:  # the usual case: never pooled, made and reserved in one call
         created_ns = time.time_ns()
@@ -89,7 +89,9 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
             identity = (dev, ino)
             making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
         try:
-            alloc = Allocation(context, registry, fd, True, layout, created_ns, identity, PRIVATE)
+            alloc = Allocation(
+                context, registry, fd, True, layout, created_ns, identity, PRIVATE, None, None, what
+            )
             alloc._defer(header)  # (no name: its locks wait, see reference.py)
         except BaseException:
             os.close(fd)
@@ -122,7 +124,7 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         if fresh:
             fd, made = _fresh_segment(registry, layout.capacity, what, header)
         alloc = Allocation(
-            context, registry, fd, True, layout, created_ns, made, PRIVATE, pool_name=pool_name
+            context, registry, fd, True, layout, created_ns, made, PRIVATE, None, pool_name, what
         )
         if fresh:  # no name, so no other process can reach it: its locks wait (reference.py)
             alloc._defer(header)

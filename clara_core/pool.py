@@ -144,15 +144,15 @@ def retire(
             warm.release()
 
 
-def _pooled_header(home: Registry, capacity: int) -> bytes:
+def _pooled_header(home: Registry, capacity: int) -> bytearray:
     """The whole header of a segment retired into the warm pool `home`: a pooled, never
     written, nameless member of it, made now by this process in its incarnation."""
     pid, start = processes.identity()
     origin = (time.time_ns(), pid, start, 0, 0, home.incarnation)
     layout = Layout(UINT8, (capacity,), capacity, capacity)
     whole = hdr.pack_new_allocation(layout, origin, home.name)
-    at = hdr.LIFECYCLE_AT
-    return whole[:at] + hdr.pack_lifecycle(hdr.POOLED) + whole[at + 1 :]
+    whole[hdr.LIFECYCLE_AT] = hdr.POOLED
+    return whole
 
 
 def _free_slot(context: Registry, capacity: int) -> int | None:

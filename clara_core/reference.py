@@ -65,10 +65,11 @@ class Reference(Inheritance):
     # state included), while nothing else can reach the file; None once it has.
     _pending: bytearray | None
 
-    def _defer(self, header: bytes) -> None:
+    def _defer(self, header: bytearray) -> None:
         """Keep the locks and data state of a fresh, nameless segment (starting with
-        `header`) in memory until `_go_public` (this reference holds no lock yet)."""
-        self._pending = bytearray(header)
+        `header`, taken over: not copied) in memory until `_go_public` (this reference
+        holds no lock yet)."""
+        self._pending = header
         forks.private[id(self)] = weak_ref(self)
 
     def _go_public(self, what: str) -> bytearray | None:

@@ -54,6 +54,7 @@ class Registry:
         "mode",
         "name",
         "pool_cap",
+        "private_what",
         "refusal",
         "uid",
         "warm_pool",
@@ -86,6 +87,9 @@ class Registry:
         # destroyed and created again has the same name but another incarnation.
         self.incarnation = incarnation
         self.made_in = (0, incarnation)  # what made_here() accepts (see there)
+        # How messages name a private allocation of it (Allocation.describe), made once:
+        # every create and its first map name it.
+        self.private_what = f"private allocation in context '{name}'"
         self._published_names: dict[str, tuple[str, str]] = {}  # name -> see `published`
         # Another context whose pool this one claims from and retires into (`warm_pool`).
         self.warm_pool: Registry | None = None

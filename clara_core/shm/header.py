@@ -60,7 +60,6 @@ IDENTITY_AT, LIFECYCLE_AT, DATA_AT, LAYOUT_AT = 0, 16, 24, 64
 DATA_END = DATA_AT + _DATA.size
 LAYOUT_END = LAYOUT_AT + _LAYOUT.size
 ORIGIN_AT, SETTINGS_AT, CONTEXT_AT, NAME_AT = 160, 208, 256, 512
-_ORIGIN_END = ORIGIN_AT + _ORIGIN.size
 
 
 class Layout(Record):
@@ -155,11 +154,12 @@ class Header(Record):
         )
 
 
-def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -> bytes:
+def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -> bytearray:
     """The whole header of a new allocation: private, never written, nameless, made by
     `origin` (an Origin's six fields) in `context`. What Header(...).pack() gives, without
     building the named tuples (this runs on every create): all but the origin is the same
-    for every allocation of a layout in a context, so it is packed once."""
+    for every allocation of a layout in a context, so it is packed once. A bytearray, the
+    caller's own: a new allocation keeps it as its pending header (reference._defer)."""
     key = (layout, context)
     template = _templates.get(key)
     if template is None:
@@ -167,7 +167,9 @@ def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -
         if len(_templates) >= _PARSED_MAX:
             _templates.clear()
         _templates[key] = template
-    return b"".join((template[:ORIGIN_AT], _ORIGIN.pack(*origin), template[_ORIGIN_END:]))
+    header = bytearray(template)
+    _ORIGIN.pack_into(header, ORIGIN_AT, *origin)
+    return header
 
 
 _templates: dict[tuple[Layout, str], bytes] = {}  # (layout, context) -> header, no origin
