@@ -222,7 +222,9 @@ def _p2_calls(context: str, name: str, nbytes: int) -> dict[str, Any]:
     file_name = names.allocation_file(context, names.PUBLISHED, name)
     layout = layout_for(nbytes, None, None)  # (uint8, as clara's create(nbytes))
     pid, start = processes.identity()
-    new = hdr.pack_new_allocation(layout, (time.time_ns(), pid, start, 0, 0, created), context)
+    new = bytes(
+        hdr.pack_new_allocation(layout, (time.time_ns(), pid, start, 0, 0, created), context)
+    )
     published = bytearray(new)
     published[hdr.LIFECYCLE_AT] = hdr.PUBLISHED
     published[hdr.DATA_AT : hdr.DATA_END] = hdr.write_map_states(new, pid, start)[1]

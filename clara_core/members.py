@@ -87,7 +87,10 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         else:
             fd, uid, made_mode, dev, ino = made
             identity = (dev, ino)
-            making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
+            # Made by the context's owner, with its mode (the usual case): adopt would
+            # change nothing (trust.Writers.new_owner leaves the owner's files alone).
+            if uid != registry.uid or made_mode & 0o7777 != registry.mode:
+                making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
         try:
             alloc = Allocation(
                 context, registry, fd, True, layout, created_ns, identity, PRIVATE, None, None, what
