@@ -117,6 +117,32 @@ def test_a_child_forked_to_fill_a_private_allocation_writes_what_its_parent_publ
     alloc.release()
 
 
+def test_a_forked_childs_private_write_map_names_the_child_as_its_writer(ctx):
+    # The parent's write map of a fresh allocation first: the data states such a map
+    # writes are kept per process (maps._private_states), and must not be its parent's.
+    first = ctx.create(dtype="i32", shape=(8,))
+    with first.map("w") as array:
+        array[:] = 1
+    del array
+    pid = os.fork()
+    if pid == 0:  # the child: dies mid-write of its own fresh allocation, published
+        code = 1
+        try:
+            mine = ctx.create(dtype="i32", shape=(8,))
+            mapping = mine.map("w")
+            mapping.array[:] = 2
+            mine.publish("half")
+            code = 0
+        finally:
+            os._exit(code)  # (no unmap: the map lock goes with the process)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    with pytest.raises(Incomplete, match=rf"its writer \(pid {pid}\) died"):
+        ctx.get("half").map("r")
+    ctx.get("half").free()
+    first.release()
+
+
 def test_a_forked_child_leaves_what_it_inherited_to_its_parent(ctx, namespace):
     """A child shares its parent's open files, and so their locks. When it lets go of what
     it inherited (a release, the finalizers of a normal exit) it must not mark its
