@@ -13,6 +13,7 @@ setup(
             sources=[
                 "clara_core/shm/c/module.c",
                 "clara_core/shm/c/access.c",
+                "clara_core/shm/c/holder.c",
                 "clara_core/shm/c/making.c",
             ],
             depends=["clara_core/shm/c/calls.h"],

@@ -105,8 +105,8 @@ def give_back(address: int, length: int) -> None:
         munmap(address, length)
 
 
-# The C calls (clara_core/shm/c/access.c) where the extension is built, else their
-# ctypes twins (memory_calls.py). A C Holder is a small object with the buffer protocol,
+# The C calls (clara_core/shm/c/access.c, holder.c) where the extension is built, else
+# their ctypes twins (memory_calls.py). A C Holder is a small object with the buffer protocol,
 # read-only for a read map, instead of a ctypes array read through a read-only memoryview.
 if calls is not None:
     munmap, make_holder, cut_off = calls.munmap, calls.holder, calls.cut_off

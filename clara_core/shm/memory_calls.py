@@ -1,7 +1,7 @@
 """mmap(2), munmap(2) and the holder of a mapping through ctypes: memory.py's pure-Python
-twins of the C extension's `map_at`, `munmap`, `holder` and `cut_off`
-(clara_core/shm/c/access.c), which run where it is not built or CLARA_PURE_PYTHON=1, with
-the same results and errors (OSError with the errno); tests run both on the same ranges.
+twins of the C extension's `map_at`, `munmap` (clara_core/shm/c/access.c), `holder` and
+`cut_off` (holder.c), which run where it is not built or CLARA_PURE_PYTHON=1, with the
+same results and errors (OSError with the errno); tests run both on the same ranges.
 
 `lib()` also serves memory.py whatever is built: the mremap of a detach and the madvise
 of a fresh map have no C twin. ctypes is imported on first use.

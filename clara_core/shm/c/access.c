@@ -1,9 +1,9 @@
-/* Access to existing segments: get, map, unmap, release (twins in clara_core/shm/access.py).
+/* Access to existing segments: get, map, unmap (twins in clara_core/shm/access.py and
+ * memory_calls.py; the Holder of a mapping's views is in holder.c).
  *
  * open_locked  get: open, the reference lock, fstat, the header's pread
  * map_locked   map: the map lock, the mapping, the preads of its last byte and the layout
- * Holder       the one object every view of a mapping is made from (buffer protocol);
- *              cut_off() replaces its range by private zeros, its death keeps or unmaps it
+ * map_at       the mapping alone, over a kept range if there is one
  * munmap       a mapping no view can reach
  *
  * Each issues the very calls of its Python twin, in the same order with the same arguments;
@@ -11,12 +11,9 @@
  */
 #include "calls.h"
 
-#include <structmember.h>
-
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
-#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -186,10 +183,6 @@ static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t
     return opened;
 }
 
-/* Mappings at least this long are made or unmapped without the GIL: their cost grows with
- * their pages (populate, teardown); a shorter one costs less than letting the GIL go. */
-#define UNLOCKED_FROM (256 << 10)
-
 /* mmap(at, length, prot, flags, fd, 0); `at` != NULL: MAP_FIXED there first (a kept
  * range), anywhere if that fails. MAP_FAILED (errno) or the address. */
 static void *map_at(void *at, size_t length, int prot, int flags, int fd) {
@@ -208,19 +201,6 @@ static void *map_at(void *at, size_t length, int prot, int flags, int fd) {
         errno = error;
     }
     return address;
-}
-
-/* munmap, without the GIL from UNLOCKED_FROM bytes: the teardown grows with the pages
- * (other threads would stall for tens of ms on 256 MiB). 0, or -1 with errno. */
-static int unmap_range(void *address, size_t length) {
-    if (length < UNLOCKED_FROM) {
-        return munmap(address, length);
-    }
-    int result;
-    Py_BEGIN_ALLOW_THREADS
-    result = munmap(address, length);
-    Py_END_ALLOW_THREADS
-    return result;  // (errno: PyEval_RestoreThread keeps it)
 }
 
 /* map_locked(fd, lock, at, length, prot, flags, header_size)
@@ -344,164 +324,6 @@ static PyObject *unmap(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     return unmap_range(address, (size_t)length) < 0 ? fail() : Py_NewRef(Py_None);
 }
 
-/* The one object every view of a mapping is made from: its bytes through the buffer
- * protocol (read-only unless writable), and `owner`, which lives as long as it does.
- * Once cut off, it owns its range of private zeros: at its death, the range goes to its
- * `spare` list if that holds fewer than `keep`, else it is unmapped. */
-typedef struct {
-    PyObject_HEAD
-    char *address;
-    Py_ssize_t length;
-    int writable;
-    int cut;
-    Py_ssize_t keep;
-    PyObject *owner;
-    PyObject *spare;
-    PyObject *weakrefs;
-} Holder;
-
-static int holder_buffer(Holder *self, Py_buffer *view, int flags) {
-    return PyBuffer_FillInfo(view, (PyObject *)self, self->address, self->length,
-                             !self->writable, flags);
-}
-
-static int holder_traverse(Holder *self, visitproc visit, void *arg) {
-    Py_VISIT(self->owner);
-    Py_VISIT(self->spare);
-    return 0;
-}
-
-static int holder_clear(Holder *self) {
-    Py_CLEAR(self->owner);
-    Py_CLEAR(self->spare);  // (a cut-off range is then unmapped at death, not kept)
-    return 0;
-}
-
-/* Keep the cut-off range in `spare`, or unmap it: safe at interpreter exit and in a
- * forked child (the child has the same mappings); an exception being raised is kept. */
-static void holder_let_go(Holder *self) {
-    int kept = 0;
-    if (self->spare != NULL && PyList_CheckExact(self->spare) &&
-        PyList_GET_SIZE(self->spare) < self->keep) {
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyObject *address = PyLong_FromVoidPtr(self->address);
-        kept = address != NULL && PyList_Append(self->spare, address) == 0;
-        Py_XDECREF(address);
-        PyErr_Clear();
-        PyErr_Restore(type, value, traceback);
-    }
-    if (!kept) {  // (local copies: the GIL may go, and self is half-dead)
-        char *address = self->address;
-        size_t length = (size_t)self->length;
-        unmap_range(address, length);
-    }
-}
-
-static void holder_dealloc(Holder *self) {
-    PyObject_GC_UnTrack(self);
-    if (self->weakrefs != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)self);
-    }
-    if (self->cut) {
-        holder_let_go(self);
-    }
-    holder_clear(self);
-    PyObject_GC_Del(self);
-}
-
-static PyBufferProcs holder_buffers = {.bf_getbuffer = (getbufferproc)holder_buffer};
-
-static PyMemberDef holder_members[] = {
-    {"owner", T_OBJECT, offsetof(Holder, owner), 0, "what lives as long as the views"},
-    {"length", T_PYSSIZET, offsetof(Holder, length), READONLY, "bytes"},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyTypeObject HolderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "clara_core.shm._calls.Holder",
-    .tp_doc = "The one object every view of a mapping is made from (see access.holder).",
-    .tp_basicsize = sizeof(Holder),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_dealloc = (destructor)holder_dealloc,
-    .tp_traverse = (traverseproc)holder_traverse,
-    .tp_clear = (inquiry)holder_clear,
-    .tp_as_buffer = &holder_buffers,
-    .tp_members = holder_members,
-    .tp_weaklistoffset = offsetof(Holder, weakrefs),
-};
-
-/* holder(address, length, writable, owner) -> Holder of the mapping there. */
-static PyObject *new_holder(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (arguments("holder", nargs, 4) < 0) {
-        return NULL;
-    }
-    void *address = PyLong_AsVoidPtr(args[0]);
-    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
-    int writable = PyObject_IsTrue(args[2]);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Holder *holder = PyObject_GC_New(Holder, &HolderType);
-    if (holder == NULL) {
-        return NULL;
-    }
-    holder->address = address;
-    holder->length = length;
-    holder->writable = writable;
-    holder->cut = 0;
-    holder->keep = 0;
-    holder->owner = Py_NewRef(args[3]);
-    holder->spare = NULL;
-    holder->weakrefs = NULL;
-    PyObject_GC_Track(holder);
-    return (PyObject *)holder;
-}
-
-/* cut_off(holder, prot, spare, keep): replace the holder's range by private zeros of
- * protection `prot` (one mmap MAP_FIXED), so that its views can never again reach the
- * segment; from then on it owns that range (see Holder) and no longer its owner. */
-static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    int prot;
-    if (arguments("cut_off", nargs, 4) < 0 || int_of(args[1], &prot) < 0) {
-        return NULL;
-    }
-    if (!PyObject_TypeCheck(args[0], &HolderType)) {
-        PyErr_SetString(PyExc_TypeError, "cut_off: not a Holder");
-        return NULL;
-    }
-    Holder *holder = (Holder *)args[0];
-    Py_ssize_t keep = PyLong_AsSsize_t(args[3]);
-    if (keep == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (holder->cut) {
-        PyErr_SetString(PyExc_ValueError, "cut_off: this holder is cut off already");
-        return NULL;
-    }
-    // Without the GIL from UNLOCKED_FROM bytes (the shared pages' teardown grows with
-    // them): the caller holds the holder and memory's _lending, so none can cut it meanwhile.
-    size_t length = (size_t)holder->length;
-    PyThreadState *state = length >= UNLOCKED_FROM ? PyEval_SaveThread() : NULL;
-    void *zeros =
-        mmap(holder->address, length, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    if (state != NULL) {
-        int error = errno;
-        PyEval_RestoreThread(state);
-        errno = error;
-    }
-    if (zeros == MAP_FAILED) {
-        return fail();
-    }
-    holder->cut = 1;
-    holder->keep = keep;
-    Py_XSETREF(holder->spare, args[2] == Py_None ? NULL : Py_NewRef(args[2]));
-    Py_CLEAR(holder->owner);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef access_methods[] = {
     {"open_locked", (PyCFunction)(void (*)(void))open_locked, METH_FASTCALL,
      "get's calls: open, reference lock, fstat, header (see access.py)."},
@@ -510,19 +332,11 @@ static PyMethodDef access_methods[] = {
     {"map_at", (PyCFunction)(void (*)(void))map_anywhere, METH_FASTCALL,
      "map_at(at, length, prot, flags, fd) -> address: mmap, over a kept range if `at`."},
     {"munmap", (PyCFunction)(void (*)(void))unmap, METH_FASTCALL, "munmap(address, length)."},
-    {"holder", (PyCFunction)(void (*)(void))new_holder, METH_FASTCALL,
-     "holder(address, length, writable, owner): the views' Holder of a mapping."},
-    {"cut_off", (PyCFunction)(void (*)(void))cut_off, METH_FASTCALL,
-     "cut_off(holder, prot, spare, keep): replace its range by private zeros."},
     {NULL, NULL, 0, NULL},
 };
 
 int clara_add_access(PyObject *module) {
-    if (PyType_Ready(&HolderType) < 0) {
-        return -1;
-    }
-    if (PyModule_AddObjectRef(module, "Holder", (PyObject *)&HolderType) < 0 ||
-        PyModule_AddIntMacro(module, PROT_READ) < 0 || PyModule_AddIntMacro(module, PROT_WRITE) < 0 ||
+    if (PyModule_AddIntMacro(module, PROT_READ) < 0 || PyModule_AddIntMacro(module, PROT_WRITE) < 0 ||
         PyModule_AddIntMacro(module, MAP_SHARED) < 0 ||
         PyModule_AddIntMacro(module, MAP_POPULATE) < 0) {
         return -1;  // (the constants: so that the mmap module need not be imported)

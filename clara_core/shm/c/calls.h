@@ -14,8 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/mman.h>
 
-/* The helpers both access.c and making.c use, once (static inline: each file keeps its
+/* The helpers access.c, holder.c and making.c share, once (static inline: each file keeps its
  * own copy in the build, so none costs a call across files). */
 
 /* After a failed call: true if it was interrupted and may be retried (PEP 475), false if
@@ -85,8 +86,29 @@ failed:
     return NULL;
 }
 
-/* Access to existing segments: get, map, unmap, release (access.c). */
+/* Mappings at least this long are made, cut off or unmapped without the GIL: their cost
+ * grows with their pages (populate, teardown); a shorter one costs less than letting the
+ * GIL go. */
+#define UNLOCKED_FROM (256 << 10)
+
+/* munmap, without the GIL from UNLOCKED_FROM bytes: the teardown grows with the pages
+ * (other threads would stall for tens of ms on 256 MiB). 0, or -1 with errno. */
+static inline int unmap_range(void *address, size_t length) {
+    if (length < UNLOCKED_FROM) {
+        return munmap(address, length);
+    }
+    int result;
+    Py_BEGIN_ALLOW_THREADS
+    result = munmap(address, length);
+    Py_END_ALLOW_THREADS
+    return result;  // (errno: PyEval_RestoreThread keeps it)
+}
+
+/* Access to existing segments: get, map, unmap (access.c). */
 int clara_add_access(PyObject *module);
+
+/* The Holder of a mapping's views, and its cut-off (holder.c). */
+int clara_add_holder(PyObject *module);
 
 /* Making and ending segments: create, publish, free (making.c). */
 int clara_add_making(PyObject *module);
