@@ -205,30 +205,24 @@ def open_member(
         lock=_SHARED_REFERENCE,
         timeout=timeout,
     )
-    fd, writable, found, header = opened  # (one unpack: see below)
-    assert header is not None
+    fd, writable, found, header = opened[0], opened[1], opened[2], opened[3]
     try:
-        # One unpack each, not a lookup per field (~30 ns each): this runs on every get.
-        kind, lifecycle, _, layout, origin, _, _, header_name = header
-        created_ns, _, _, _, _, made_in = origin
-        expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
-        if kind != hdr.KIND_ALLOCATION:
-            raise Corrupt(f"{what} is corrupt (it is not an allocation)")
-        if made_in not in registry.made_in:  # registry.made_here(header), inline
-            raise NotFound(f"{what} was left by an earlier context '{registry.name}'")
-        if found.st_nlink == 0 or lifecycle != expected:
-            raise NotFound(f"{what} was freed")
-        # Between our open and our lock, the segment may have been freed, recycled
-        # and published again under another name: it must still be the one named.
-        if visibility == SHARED:
-            if header_name != name and not same_name(header_name, name):
-                raise NotFound(f"{what} was freed")
-        elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
-            raise NotFound(f"{what} was freed")  # a handle is not in the header
-        key = header_name if visibility == SHARED else file_name.rsplit(".", 1)[1]
-        assert layout is not None  # an allocation's header has one
-        # Named as asked, `what` is what describe() would make: made once.
-        description = what if visibility == SHARED and key == name else None
+        known = _last_member  # (read once: another thread may replace it)
+        if (
+            header is known[0]
+            and registry is known[1]
+            and name == known[2]
+            and visibility is known[3]
+            and found.st_nlink
+        ):
+            # The same header (parse() gives the same Header object for the same bytes),
+            # name and context as the last member that passed every check below, and the
+            # file still has a name: the same verdict (a handle's is not: it is a name).
+            layout, created_ns, key, description = known[4]
+        else:
+            layout, created_ns, key, description = _checked_member(
+                registry, file_name, what, visibility, name, found, header
+            )
         return Allocation(
             context,
             registry,
@@ -245,3 +239,47 @@ def open_member(
     except BaseException:
         os.close(fd)
         raise
+
+
+# The last published member that passed `_checked_member`: (its Header, registry, name,
+# visibility, what open_member makes its Allocation of).
+_last_member: tuple = (None, None, None, None, None)
+
+
+def _checked_member(
+    registry: Registry,
+    file_name: str,
+    what: str,
+    visibility: str,
+    name: str,
+    found: os.stat_result,
+    header: hdr.Header,
+) -> tuple[Layout, int, str, str | None]:
+    """What open_member makes the reference of, once the header's claims are checked:
+    (layout, created_ns, key, description). NotFound if it was freed, or left by an
+    earlier context of this name; Corrupt if it is not an allocation."""
+    global _last_member
+    kind, lifecycle, _, layout, origin, _, _, header_name = header
+    created_ns, _, _, _, _, made_in = origin
+    expected = hdr.PUBLISHED if visibility == SHARED else hdr.PRIVATE
+    if kind != hdr.KIND_ALLOCATION:
+        raise Corrupt(f"{what} is corrupt (it is not an allocation)")
+    if made_in not in registry.made_in:  # registry.made_here(header), inline
+        raise NotFound(f"{what} was left by an earlier context '{registry.name}'")
+    if found.st_nlink == 0 or lifecycle != expected:
+        raise NotFound(f"{what} was freed")
+    # Between our open and our lock, the segment may have been freed, recycled
+    # and published again under another name: it must still be the one named.
+    if visibility == SHARED:
+        if header_name != name and not same_name(header_name, name):
+            raise NotFound(f"{what} was freed")
+    elif not segment.names_file(file_name, (found.st_dev, found.st_ino)):
+        raise NotFound(f"{what} was freed")  # a handle is not in the header
+    key = header_name if visibility == SHARED else file_name.rsplit(".", 1)[1]
+    assert layout is not None  # an allocation's header has one
+    # Named as asked, `what` is what describe() would make: made once.
+    description = what if visibility == SHARED and key == name else None
+    checked = (layout, created_ns, key, description)
+    if visibility == SHARED:
+        _last_member = (header, registry, name, visibility, checked)
+    return checked

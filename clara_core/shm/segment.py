@@ -186,6 +186,15 @@ def open_segment(
         except OSError as exc:
             _explain_refused(exc, file_name, what, refusal)
     try:
+        if lock is None or locked:
+            known = _last_checked  # (read once: another thread may replace it)
+            if (
+                raw == known[1]
+                and refusal is known[2]
+                and found[:7] == known[0]
+                and _geteuid() == known[3]
+            ):
+                return tuple.__new__(Opened, (fd, writable, found, known[4]))
         if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
             _check_file(found, what, refusal)  # raises, saying why
         if lock is not None and not locked:  # busy (a file that takes no lock: refused)
@@ -199,11 +208,24 @@ def open_segment(
                 return tuple.__new__(Opened, (fd, writable, found, _read(fd, what, found)))
         if not header:
             return Opened(fd, writable, found, None)
+        parsed = _read(fd, what, found, raw)
+        _remember(found, raw, refusal, parsed)
         # (tuple.__new__: a NamedTuple's own __new__ is Python code; this runs every get)
-        return tuple.__new__(Opened, (fd, writable, found, _read(fd, what, found, raw)))
+        return tuple.__new__(Opened, (fd, writable, found, parsed))
     except BaseException:
         os.close(fd)
         raise
+
+
+_geteuid = os.geteuid
+# The last open that passed every check: (its stat's first 7 fields: mode, inode, device,
+# links, owner, group, size; its header bytes; the refusal; the effective uid; its Header).
+_last_checked: tuple = ((), b"", None, -1, None)
+
+
+def _remember(found: os.stat_result, raw: object, refusal: Refusal, parsed: Header) -> None:
+    global _last_checked
+    _last_checked = (found[:7], raw, refusal, _geteuid(), parsed)
 
 
 def _open_read_only(

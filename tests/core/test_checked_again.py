@@ -1,0 +1,84 @@
+"""A get validates what it opened on every call. The checks of a get whose file, header
+bytes, name and context are those of the get before it are not run again (the same
+inputs give the same verdict): each test here primes that with a first get, changes one
+of those inputs, and the next get must notice."""
+
+import os
+
+import pytest
+
+from clara_core import Context, Corrupt, NotFound, PermissionDenied, names
+from clara_core.names import shm_dir
+
+
+@pytest.fixture
+def published(namespace):
+    ctx = Context.create("job")
+    alloc = ctx.create(dtype="f32", shape=(16,))
+    with alloc.map("w") as array:
+        array[:] = 1.5
+    alloc.publish("data")
+    alloc.release()
+    yield ctx, os.path.join(shm_dir(), names.allocation_file("job", "a", "data"))
+    ctx.destroy()
+
+
+def got_twice(ctx: Context, name: str = "data") -> None:
+    """Two gets in a row, the second the one a repeated get would skip the checks of."""
+    for _ in range(2):
+        ctx.get(name).release()
+
+
+def test_a_mode_granting_more_than_the_context_is_refused_after_a_get(published):
+    ctx, path = published
+    got_twice(ctx)
+    os.chmod(path, 0o666)  # the same header bytes; only the stat's mode differs
+    with pytest.raises(PermissionDenied, match="more than its context"):
+        ctx.get("data")
+
+
+def test_a_header_changed_after_a_get_is_validated_again(published):
+    ctx, path = published
+    got_twice(ctx)
+    with open(path, "r+b") as segment:
+        segment.seek(10)
+        segment.write(b"\x07")  # an unknown kind: the same file, other header bytes
+    with pytest.raises(Corrupt, match="unknown kind"):
+        ctx.get("data")
+
+
+def test_the_same_file_under_another_name_is_not_that_name(published):
+    """A hard link of a published segment under a second published name (what a planted
+    link, or a segment freed and published again meanwhile, looks like): its header names
+    the first, so a get of the second says it was freed, even right after a get of the
+    first has checked the very same header bytes."""
+    ctx, path = published
+    got_twice(ctx)
+    other = os.path.join(shm_dir(), names.allocation_file("job", "a", "other"))
+    os.link(path, other)
+    try:
+        with pytest.raises(NotFound):
+            ctx.get("other")
+        ctx.get("data").release()  # the first name is still good
+    finally:
+        os.unlink(other)
+
+
+def test_the_same_file_in_another_context_is_not_that_context_s(published):
+    """A hard link of a published segment under the same name in another context: its
+    header says which context made it, so a get there finds nothing, even right after
+    a get in the first context has checked the very same header bytes."""
+    ctx, path = published
+    got_twice(ctx)
+    other = Context.create("job2")
+    try:
+        planted = os.path.join(shm_dir(), names.allocation_file("job2", "a", "data"))
+        os.link(path, planted)
+        try:
+            with pytest.raises(NotFound):
+                other.get("data")
+            ctx.get("data").release()
+        finally:
+            os.unlink(planted)
+    finally:
+        other.destroy()
