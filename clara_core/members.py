@@ -204,6 +204,7 @@ def open_member(
         read_only=read_only,
         lock=_SHARED_REFERENCE,
         timeout=timeout,
+        remember=True,  # (registry.refusal: the context's Writers', the stat's alone)
     )
     fd, writable, found, header = opened[0], opened[1], opened[2], opened[3]
     try:

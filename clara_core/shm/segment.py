@@ -157,6 +157,7 @@ def open_segment(
     header: bool = True,
     lock: tuple[int, bool, bytes] | None = None,
     timeout: float | None = None,
+    remember: bool = False,
 ) -> Opened:
     """Open a name of the shared-memory directory, the one safe way.
 
@@ -168,7 +169,13 @@ def open_segment(
     then held: taken at once if free (a try never waits, so it comes first, and the stat
     and header are then read under it), else waited for only after those checks, at most
     `timeout` seconds (None: `locks.default_wait()`), and the stat and header read again.
+
+    `remember` (for a `refusal` that depends on the stat alone, as a context's Writers'
+    does): an open whose stat (its first 7 fields), header bytes and refusal are those of
+    the last open that passed these checks gets that one's verdict, without the checks
+    run again (every get opens the segment the get before it did).
     """
+    global _last_checked
     request = None if lock is None else lock[2]
     size = HEADER_SIZE if header else 0
     if read_only:
@@ -186,15 +193,10 @@ def open_segment(
         except OSError as exc:
             _explain_refused(exc, file_name, what, refusal)
     try:
-        if lock is None or locked:
+        if remember and (lock is None or locked):
             known = _last_checked  # (read once: another thread may replace it)
-            if (
-                raw == known[1]
-                and refusal is known[2]
-                and found[:7] == known[0]
-                and _geteuid() == known[3]
-            ):
-                return tuple.__new__(Opened, (fd, writable, found, known[4]))
+            if raw == known[1] and refusal is known[2] and found[:7] == known[0]:
+                return tuple.__new__(Opened, (fd, writable, found, known[3]))
         if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
             _check_file(found, what, refusal)  # raises, saying why
         if lock is not None and not locked:  # busy (a file that takes no lock: refused)
@@ -209,7 +211,8 @@ def open_segment(
         if not header:
             return Opened(fd, writable, found, None)
         parsed = _read(fd, what, found, raw)
-        _remember(found, raw, refusal, parsed)
+        if remember:
+            _last_checked = (found[:7], raw, refusal, parsed)
         # (tuple.__new__: a NamedTuple's own __new__ is Python code; this runs every get)
         return tuple.__new__(Opened, (fd, writable, found, parsed))
     except BaseException:
@@ -217,15 +220,9 @@ def open_segment(
         raise
 
 
-_geteuid = os.geteuid
-# The last open that passed every check: (its stat's first 7 fields: mode, inode, device,
-# links, owner, group, size; its header bytes; the refusal; the effective uid; its Header).
-_last_checked: tuple = ((), b"", None, -1, None)
-
-
-def _remember(found: os.stat_result, raw: object, refusal: Refusal, parsed: Header) -> None:
-    global _last_checked
-    _last_checked = (found[:7], raw, refusal, _geteuid(), parsed)
+# The last open (with `remember`) that passed every check: (its stat's first 7 fields:
+# mode, inode, device, links, owner, group, size; its header bytes; the refusal; its Header).
+_last_checked: tuple = ((), b"", None, None)
 
 
 def _open_read_only(
