@@ -164,6 +164,8 @@ class Maps(Reference):
                 self._warm = None
             else:
                 self._warm_read = None
+            if region is None:  # another thread of this reference took it first
+                region = Region.deferred(fd, length, writable)
         elif address:
             region = Region(address, length, writable)
         else:
@@ -202,12 +204,12 @@ class Maps(Reference):
             region, self._warm_read = self._warm_read, None
         locked = False
         try:
+            if region is not None:
+                region = region.reissue()  # (see `map`; None: another thread took it)
             if region is None:
                 region = segment.map_segment(
                     fd, DATA_OFFSET + self._layout.capacity, writable, what, populate
                 )
-            else:
-                region = region.reissue()  # (see `map`)
             length = region.length
             # The file covers the mapping (see `map`): checked before any wait (no clara
             # ever shortens a segment, so the lock adds nothing to this check), which
@@ -323,13 +325,13 @@ class Maps(Reference):
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
                 raise _unreadable(hdr.read_data_state(pending), what)
             region, self._warm_read = self._warm_read, None
+        if region is not None:
+            region = region.reissue()  # (see `map`; None: another thread took it)
         if region is None:  # a fresh segment never written: its pages are fresh too
             fresh = pending[_DATA_AT] == _EMPTY
             region = segment.map_segment(
                 self._fd, DATA_OFFSET + self._layout.capacity, writable, what, populate, fresh
             )
-        else:
-            region = region.reissue()  # (see `map`)
         if writable:
             self._undone = undone
             pending[_DATA_AT:_DATA_END] = writing

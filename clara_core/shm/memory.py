@@ -171,10 +171,15 @@ class Region:
         flags = _SHARED_POPULATE if populate else _SHARED
         return cls(map_at(take_spare(length), length, prot, flags, fd), length, writable)
 
-    def reissue(self) -> Region:
-        """The same mapping as a new Region, for a new map; this one must no longer be
-        used (it is to lend nothing: a warm mapping has no live views)."""
-        return Region(self.address, self.length, self.writable)
+    def reissue(self) -> Region | None:
+        """The same mapping as a new Region, for a new map (a warm mapping has no live
+        views); this one keeps nothing: it lends, unmaps and reissues nothing more. None
+        if it was reissued or released already: two threads of one reference took the same
+        warm mapping, and two Regions of one address would unmap each other's pages."""
+        _lend()  # (see _lending: taken by exactly one, as release() is; nothing here
+        address, self.address = self.address, 0  # can raise, so no try/finally)
+        _lent()
+        return Region(address, self.length, self.writable) if address else None
 
     def lend(self, owner: object) -> memoryview:
         """A byte memoryview of the whole region for views; `owner` lives as long as they do."""

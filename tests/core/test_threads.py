@@ -9,11 +9,12 @@ import textwrap
 
 from tests.helpers import run_python
 
-# A script of two threads on one reference `ref` to NBYTES bytes of 7 published as
-# "data" (switch interval 1 us: either may stop anywhere): `reader` and `unmapper` are
-# the test's; `reader` adds what it reads to `sums`, and whichever thread makes a given
-# number of rounds (sys.argv[1]) sets `done` for the other. It prints the sums it read.
-_TWO_THREADS = """
+# A script of threads on one reference `ref` to NBYTES bytes of 7 published as "data"
+# (switch interval 1 us: any may stop anywhere): the test's `reader` and `unmapper`, one
+# thread each, and a second `reader` if READERS is 2; a reader adds what it reads to
+# `sums`, and whichever thread makes a given number of rounds (sys.argv[1]) sets `done`
+# for the others. It prints the sums read.
+_THREADS = """
 import json, os, sys, threading, traceback
 from clara_core import ClaraError, Context
 
@@ -36,7 +37,7 @@ try:
     ref = ctx.get("data")
     rounds, done, sums, current = range(int(sys.argv[1])), threading.Event(), set(), {}
 THREADS
-    threads = [threading.Thread(target=reader), threading.Thread(target=unmapper)]
+    threads = [threading.Thread(target=f) for f in [reader] * READERS + [unmapper]]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -49,9 +50,9 @@ finally:
 """
 
 
-def _sums_read(nbytes: int, threads: str, rounds: int) -> set[int]:
-    """Run the two `threads` (their code) on `nbytes`; the sums the reader read."""
-    code = _TWO_THREADS.replace("NBYTES", str(nbytes))
+def _sums_read(nbytes: int, threads: str, rounds: int, readers: int = 1) -> set[int]:
+    """Run the `threads` (their code) on `nbytes`; the sums the readers read."""
+    code = _THREADS.replace("NBYTES", str(nbytes)).replace("READERS", str(readers))
     code = code.replace("THREADS", textwrap.indent(textwrap.dedent(threads), " " * 4))
     done = run_python(code, str(rounds), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]  # (-11: SIGSEGV)
@@ -100,3 +101,29 @@ def test_a_view_read_while_another_thread_unmaps_a_large_map_never_faults() -> N
     # Each byte read is the data (7) or, cut off, zero: sums of 64 such bytes.
     sums = _sums_read(4 << 20, threads, 3000)
     assert max(sums) > 0 and sums <= {7 * n for n in range(65)}
+
+
+def test_two_threads_mapping_while_a_third_unmaps_never_share_a_warm_mapping() -> None:
+    """Two threads map 4 MiB (kept warm at unmap for the next map) and read their view;
+    a third unmaps them all: the warm mapping goes to one map only. (Both took it: two
+    maps of one address, and the unmap of one unmapped the pages under the other's
+    view, moved away and cut off by then: SIGSEGV.)"""
+    threads = """
+        def reader():
+            for _ in rounds:
+                if done.is_set():
+                    break
+                try:
+                    view = ref.map("r").array
+                except ClaraError:  # (Busy: the other reader's map came between)
+                    continue
+                sums.add(int(view[::65536].sum()))
+                del view
+            done.set()
+
+        def unmapper():
+            while not done.is_set():
+                ref.unmap()
+    """
+    sums = _sums_read(4 << 20, threads, 6000, readers=2)
+    assert 7 * 64 in sums and sums <= {7 * n for n in range(65)}
