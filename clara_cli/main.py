@@ -30,6 +30,7 @@ from .exits import (
     report,
 )
 from .options import SuggestingGroup
+from .render import StdoutWriteError, check_stdout, stdout_failed
 
 # name -> "module:attribute". A command's module is imported only when that command runs
 # (or when help or completion lists it), so `clara publish` never pays for numpy or rich.
@@ -116,8 +117,14 @@ class ClaraGroup(SuggestingGroup):
         """
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        check_stdout()  # a stdout that cannot take what click prints: one line too
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
+            sys.stdout.flush()  # (its failure here, not in the interpreter's last flush)
+        except StdoutWriteError as exc:  # (a full disk: what emit says, with its exit code)
+            error = stdout_failed(exc)
+            report(error_line(error))
+            _exit(error.exit_code)
         except click.exceptions.NoArgsIsHelpError as exc:
             report(exc.ctx.get_help() if exc.ctx else exc.format_message())
             _exit(2)

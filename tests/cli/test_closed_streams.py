@@ -126,6 +126,33 @@ def test_output_stdout_cannot_take_is_one_error_line_with_its_exit_code(
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_what_is_printed_outside_emit_ends_with_the_same_line_on_a_full_stdout(
+    launcher: str, tmp_path: Path
+) -> None:
+    """Click's own output (--version, --help: click probes stdout with an empty write
+    first, which fails on /dev/full too) and the commands that print with click.echo
+    rather than emit: out of space (7) on one line, not a traceback (exit code 1)."""
+    pipeline = tmp_path / "tiny.yaml"
+    pipeline.write_text(_TINY.replace("    command:", "    image: busybox\n    command:"))
+    for args in (
+        ["--version"],
+        ["--help"],
+        ["dump", "--help"],
+        ["graph", str(pipeline)],
+        ["completion", "bash"],
+        ["export", str(pipeline), "--to", "argo"],
+    ):
+        code, err = _run(launcher, args, "> /dev/full")
+        assert "Traceback" not in err, (args, err)
+        assert (code, err.strip().splitlines()) == (
+            7,
+            ["clara: error: cannot write standard output: No space left on device"],
+        ), args
+        code, err = _run(launcher, args, "> /dev/null")  # the same, where it fits: fine
+        assert (code, err) == (0, ""), (args, err)
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_a_failed_job_s_account_survives_a_stdout_that_cannot_take_its_result(
     launcher: str, tmp_path: Path
 ) -> None:
