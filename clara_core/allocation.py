@@ -271,8 +271,8 @@ class Allocation(Lifecycle, Maps):
     def __enter__(self) -> Allocation:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._close()  # release(), whose other steps are for recycle=False only
+    # release(), whose other steps are for recycle=False only; the exception is ignored
+    __exit__ = Maps._close
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -35,6 +35,19 @@ def _frombuffer() -> Any:
     return _numpy_frombuffer
 
 
+# The last layout a view was made for: (it, its numpy dtype, element count, shape to
+# reshape to or None): most maps view what the map before them viewed.
+_last_view: tuple = (None, None, 0, None)
+
+
+def _view_of(layout: Layout) -> tuple:
+    """What a view of `layout` is made with (see _last_view), remembered."""
+    global _last_view
+    etype, shape, nbytes, _ = layout
+    _last_view = (layout, etype.numpy, nbytes // etype.itemsize, shape if len(shape) > 1 else None)
+    return _last_view
+
+
 class Mapping:
     """An allocation mapped for reading (``'r'``) or writing (``'w'``).
 
@@ -118,17 +131,19 @@ class Mapping:
             self._check_mapped()
         array = self._array() if self._array is not None else None
         if array is None:
-            etype, shape, nbytes, _ = self.layout  # (one unpack, not three field lookups)
             try:
                 holder = region.holder(self)
             except OSError as exc:  # a map made with populate=False maps its pages now
                 raise self._unmappable(exc) from exc
             if not region.writable and not READ_ONLY_HOLDERS:
                 holder = memoryview(holder).toreadonly()  # numpy then refuses to write
+            view = _last_view  # (read once: another thread may replace it)
+            if self.layout is not view[0]:  # (Layouts are made once per layout block)
+                view = _view_of(self.layout)
             frombuffer = _numpy_frombuffer or _frombuffer()
-            array = frombuffer(holder, etype.numpy, nbytes // etype.itemsize, DATA_OFFSET)
-            if len(shape) > 1:
-                array = array.reshape(shape)
+            array = frombuffer(holder, view[1], view[2], DATA_OFFSET)
+            if view[3] is not None:
+                array = array.reshape(view[3])
             self._array = weak_ref(array)
         return array
 

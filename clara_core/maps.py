@@ -45,6 +45,7 @@ _SHARED, _SHARED_POPULATE = memory.MAP_SHARED, memory.MAP_SHARED | memory.MAP_PO
 _POPULATE_FROM = segment.POPULATE_FROM
 _MAP_SHARED, _MAP_EXCLUSIVE, _ = locks.requests(locks.MAP_BYTE)
 _parse_layout = hdr.parse_layout
+_spare_list_of = memory.spare_list_of
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
 _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
 # The data states a write map of a private allocation writes (hdr.write_map_states), by
@@ -53,6 +54,17 @@ _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
 _private_states: dict[bytes, tuple[bytes, bytes]] = {}
 _PRIVATE_STATES_MAX = 64
 os.register_at_fork(after_in_child=_private_states.clear)
+
+
+# The header's first bytes (up to the layout's end) and the mapping's length of the last
+# read map of complete data, and their layout: a map that reads the same bytes for the
+# same length (every map of a segment mapped before) has the same verdict and layout.
+_last_read: tuple = (b"", -1, None)
+
+
+def _remember_read(header: bytes, length: int, layout: Layout) -> None:
+    global _last_read
+    _last_read = (header, length, layout)
 
 
 class Maps(Reference):
@@ -137,7 +149,13 @@ class Maps(Reference):
             length, at = warm.length, None
         else:
             length = DATA_OFFSET + self._layout.capacity
-            at = memory.take_spare(length) if populate else None
+            at = None
+            if populate:  # a kept cut-off range to map over (memory.take_spare, inline)
+                spare = _spare_list_of(length)
+                try:
+                    at = spare.pop() if spare else 0
+                except IndexError:  # another thread took it
+                    at = 0
         try:
             address, locked, last, header = _map_locked(
                 fd,
@@ -176,10 +194,14 @@ class Maps(Reference):
             if not last:
                 raise _cut_short(what, length)
             # Under the map lock: the layout is valid, the data state allows this map.
-            if writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
+            known = _last_read  # (read once: another thread may replace it)
+            if not writable and header == known[0] and length == known[1]:
+                layout = known[2]  # the same bytes as the last read map's: the same verdict
+            elif writable or len(header) < _LAYOUT_END or header[_DATA_AT] != _COMPLETE:
                 layout = self._check_locked(header, length, writable, allow_incomplete, what)
             else:  # the usual read: complete data, needing no more than the layout
                 layout = _parse_layout(header, length, what)
+                _remember_read(header, length, layout)
         except BaseException:
             if not maps:
                 locks.unlock(fd, locks.MAP_BYTE)

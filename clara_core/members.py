@@ -206,7 +206,7 @@ def open_member(
         timeout=timeout,
         remember=True,  # (registry.refusal: the context's Writers', the stat's alone)
     )
-    fd, writable, found, header = opened[0], opened[1], opened[2], opened[3]
+    fd, writable, found, header = opened  # (one unpack: cheaper than four indexings)
     try:
         known = _last_member  # (read once: another thread may replace it)
         if (

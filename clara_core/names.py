@@ -16,8 +16,13 @@ Layout of the files of one namespace (default ``clara``, or ``$CLARA_NAMESPACE``
 from __future__ import annotations
 
 import os
+from _functools import partial  # (functools' C half: functools itself loads more)
 
 from .errors import InvalidArgument
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NAME_MAX_CHARS = 255
 DEFAULT_NAMESPACE = "clara"
@@ -91,12 +96,16 @@ if not isinstance(_ENVIRON, dict) or not all(isinstance(k, bytes) for k in _ENVI
     _ENVIRON = None
 
 
-def shm_dir_setting() -> object:
-    """$CLARA_SHM_DIR as set (None if unset), cheaply: a key for caches of what
-    shm_dir() makes of it (which stays the same for a setting, see above)."""
-    if _ENVIRON is None:
-        return os.environ.get(SHM_DIR_ENV.decode())
-    return _ENVIRON.get(SHM_DIR_ENV)
+def _shm_dir_setting() -> object:
+    return os.environ.get(SHM_DIR_ENV.decode())
+
+
+# $CLARA_SHM_DIR as set (None if unset), cheaply: a key for caches of what shm_dir()
+# makes of it (which stays the same for a setting, see above). Every get asks: a C call
+# (_ENVIRON.get bound to the name), no Python frame.
+shm_dir_setting: Callable[[], object] = (
+    _shm_dir_setting if _ENVIRON is None else partial(_ENVIRON.get, SHM_DIR_ENV)
+)
 
 
 def _environment_value(name: bytes) -> str | None:

@@ -200,8 +200,9 @@ class Reference(Inheritance):
             warm, self._warm_read = self._warm_read, None
         return warm
 
-    def _close(self) -> None:
-        """Finish every map, recycle or free the segment, close the file (once)."""
+    def _close(self, *_exit: object) -> None:
+        """Finish every map, recycle or free the segment, close the file (once). (It is
+        also the Allocation's `__exit__`, whose arguments `_exit` are: one frame less.)"""
         if self._closed:
             return
         self._closed = True

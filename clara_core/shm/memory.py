@@ -85,6 +85,10 @@ class _Nothing:
 _KEPT = weak_ref(_Nothing())  # a Region's dead holder once it is kept warm: lends no more
 
 
+# The list of kept ranges of a length, or None (a C call: maps.py pops from it inline).
+spare_list_of = _spare.get
+
+
 def take_spare(length: int) -> int:
     """A kept cut-off range of `length` bytes for a new map to replace, or 0."""
     spare = _spare.get(length)
@@ -190,8 +194,8 @@ class Region:
         """The one object every view of the region is made from (a buffer: read-only for
         a read-only region if READ_ONLY_HOLDERS, else callers make read-only views of
         it); `owner` lives as long as it does."""
-        holder = ref() if (ref := self._holder) is not None else None  # (read once: no lock)
-        if holder is not None:
+        ref = self._holder  # (read once: no lock)
+        if ref is not None and (holder := ref()) is not None:
             return holder
         _lend()  # (see _lending)
         try:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from clara_core import Context, Corrupt, NotFound, PermissionDenied, names
+from clara_core import Context, Corrupt, Incomplete, NotFound, PermissionDenied, names
 from clara_core.names import shm_dir
 
 
@@ -82,3 +82,34 @@ def test_the_same_file_in_another_context_is_not_that_context_s(published):
             os.unlink(planted)
     finally:
         other.destroy()
+
+
+def read_twice(ctx: Context, name: str = "data") -> None:
+    """Two read maps in a row (each of a new reference), the second the one whose
+    header checks a repeated map skips."""
+    for _ in range(2):
+        with ctx.get(name) as ref, ref.map("r") as array:
+            assert array.tolist() == [1.5] * 16
+
+
+def test_a_read_map_sees_a_write_failed_since_the_last_read_map(published):
+    ctx, _ = published
+    read_twice(ctx)
+    writer = ctx.get("data")
+    with pytest.raises(RuntimeError), writer.map("w") as array:
+        array[:] = 2.5
+        raise RuntimeError("the writer fails mid-write")
+    with ctx.get("data") as ref, pytest.raises(Incomplete, match="incomplete"):
+        ref.map("r")
+    writer.release()
+
+
+def test_a_read_map_views_the_type_and_shape_retyped_since_the_last_one(published):
+    ctx, _ = published
+    read_twice(ctx)
+    with ctx.get("data") as ref:
+        ref.set_type_and_dimensions("u8", (4, 16))  # the same 64 bytes
+    with ctx.get("data") as ref, ref.map("r") as array:
+        assert (array.dtype.name, array.shape) == ("uint8", (4, 16))
+        viewed = array.copy()
+    assert viewed.view("f4").ravel().tolist() == [1.5] * 16
