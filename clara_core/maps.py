@@ -178,9 +178,10 @@ class Maps(Reference):
             # A new identity for the reused mapping: a Mapping of its earlier map
             # must see itself unmapped, not take this map for its own.
             region = warm.reissue()
-            if writable:
-                self._warm = None
-            else:
+            if writable:  # (unless another thread of this reference kept one since)
+                if self._warm is warm:
+                    self._warm = None
+            elif self._warm_read is warm:
                 self._warm_read = None
             if region is None:  # another thread of this reference took it first
                 region = Region.deferred(fd, length, writable)

@@ -134,11 +134,16 @@ class Reference(Inheritance):
             kept = region.detach()
             if unlock:
                 _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
-            if kept is not None:
+            if kept is not None:  # (self._keep(kept, writable), inline: every unmap)
                 if writable:
-                    self._warm = kept
-                else:
+                    if self._warm is None:
+                        self._warm = kept
+                    else:
+                        kept.release()
+                elif self._warm_read is None:
                     self._warm_read = kept
+                else:
+                    kept.release()
         elif region.lent():
             region.release()  # views outlive the map: cut them off before anyone else
             if unlock:  # may map it
@@ -186,11 +191,20 @@ class Reference(Inheritance):
         as always."""
         if (self._warm if writable else self._warm_read) is not None:
             return
-        region = segment.map_segment(self._fd, length, writable, what, populate=True)
+        self._keep(segment.map_segment(self._fd, length, writable, what, populate=True), writable)
+
+    def _keep(self, region: Region, writable: bool) -> None:
+        """Keep `region` warm for the next map of its kind, unless another thread of this
+        reference kept one meanwhile: then it is released (two kept, one would be lost,
+        its pages mapped until the process ends)."""
         if writable:
-            self._warm = region
-        else:
+            if self._warm is None:
+                self._warm = region
+                return
+        elif self._warm_read is None:
             self._warm_read = region
+            return
+        region.release()
 
     def _take_warm(self, writable: bool = True) -> Region | None:
         """A kept mapping of the right kind, if any, for reuse by a new map."""

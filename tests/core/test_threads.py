@@ -1,6 +1,6 @@
 """Threads sharing one reference: whatever they interleave, a view never reaches memory
 that is no longer its map's (no crash, no other file's pages): it reads the data or,
-once cut off, zeros."""
+once cut off, zeros; and once the reference is released, nothing of it stays mapped."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from tests.helpers import run_python
 # (switch interval 1 us: any may stop anywhere): the test's `reader` and `unmapper`, one
 # thread each, and a second `reader` if READERS is 2; a reader adds what it reads to
 # `sums`, and whichever thread makes a given number of rounds (sys.argv[1]) sets `done`
-# for the others. It prints the sums read.
+# for the others. It prints the sums read, and how many mappings of the segment are
+# left once `ref` is released.
 _THREADS = """
-import json, os, sys, threading, traceback
+import gc, json, os, sys, threading, traceback
 from clara_core import ClaraError, Context
 
 
@@ -44,7 +45,9 @@ THREADS
         thread.join()
     current.clear()
     ref.release()
-    print(json.dumps(sorted(sums)))
+    gc.collect()  # (the threads' last views)
+    mapped = sum(".job.a.data" in line for line in open("/proc/self/maps"))
+    print(json.dumps({"sums": sorted(sums), "mapped": mapped}))
 finally:
     Context.destroy("job")
 """
@@ -56,7 +59,9 @@ def _sums_read(nbytes: int, threads: str, rounds: int, readers: int = 1) -> set[
     code = code.replace("THREADS", textwrap.indent(textwrap.dedent(threads), " " * 4))
     done = run_python(code, str(rounds), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]  # (-11: SIGSEGV)
-    return set(json.loads(done.stdout))
+    result = json.loads(done.stdout)
+    assert result["mapped"] == 0  # released: nothing of it is mapped any more
+    return set(result["sums"])
 
 
 def test_a_view_taken_while_another_thread_unmaps_never_reaches_unmapped_memory() -> None:
@@ -107,7 +112,9 @@ def test_two_threads_mapping_while_a_third_unmaps_never_share_a_warm_mapping() -
     """Two threads map 4 MiB (kept warm at unmap for the next map) and read their view;
     a third unmaps them all: the warm mapping goes to one map only. (Both took it: two
     maps of one address, and the unmap of one unmapped the pages under the other's
-    view, moved away and cut off by then: SIGSEGV.)"""
+    view, moved away and cut off by then: SIGSEGV. And a mapping kept for the next map
+    could be dropped by another thread, two unmaps both keeping theirs or a map clearing
+    the slot another unmap had just filled: mapped until the process ended.)"""
     threads = """
         def reader():
             for _ in rounds:
