@@ -33,7 +33,8 @@ def doctor(no_measure: bool) -> None:
     tmpfs; its size against RAM and its free space; a container's default 64 MiB
     /dev/shm; systemd-logind's RemoveIPC; ulimit -n; OFD locks; /proc's hidepid;
     the fs.protected_* sysctls; huge pages for the directory (with the gain measured
-    here); leaks in the namespace. Exit 0: all pass; 1: a warning; 2: a failure.
+    here); leaks in the namespace; whether the C extension is in use (loaded, off, not
+    built, or built but skipped). Exit 0: all pass; 1: a warning; 2: a failure.
     """
     from clara_core.doctor import SEVERITY, diagnose, worst
     from clara_core.names import namespace, shm_dir

@@ -21,6 +21,7 @@ from .checks import (
     SEVERITY,
     WARN,
     Check,
+    c_extension,
     container_shm,
     leaks,
     ofd_locks,
@@ -50,6 +51,7 @@ def diagnose(measure: bool = True) -> list[Check]:
         ("protected", protected_sysctls),
         ("huge-pages", lambda: huge_pages(directory, measure)),
         ("leaks", leaks),
+        ("c-extension", c_extension),
     ]
     found = []
     usable = os.path.isdir(directory)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..dtypes import format_size
 from ..leaks import check as check_leaks
 from ..names import namespace
-from ..shm import system
+from ..shm import native, system
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 SEVERITY = {PASS: 0, WARN: 1, FAIL: 2}  # also `clara doctor`'s exit code
@@ -300,5 +300,45 @@ def leaks() -> Check:
         f"{len(report.leaks)} leaked segment(s), "
         f"{format_size(report.leaked_bytes)}, in namespace {ns}",
         "see them with `clara leak-check`; remove them with `clara leak-check --fix`",
+        figures,
+    )
+
+
+def c_extension() -> Check:
+    """Whether the C extension issues the hot paths' system calls (shm/native.py): a build
+    that is missing or skipped (stale, incomplete, unloadable) falls back silently to the
+    pure-Python twins, which cost P1 about 20% more; off by CLARA_PURE_PYTHON=1 is chosen."""
+    name, state, calls = "c-extension", native.state, native.calls
+    file = calls.__file__ if calls is not None else None
+    figures = {"state": state, "problem": native.problem or None, "file": file}
+    if state == native.LOADED:
+        return Check(
+            name,
+            PASS,
+            f"loaded: the hot paths' calls go out from C ({file})",
+            figures=figures,
+        )
+    if state == native.OFF:
+        return Check(
+            name,
+            PASS,
+            "off by CLARA_PURE_PYTHON=1: the same calls go out from Python, slower",
+            figures=figures,
+        )
+    slower = "clara issues the hot paths' calls from Python (P1 about 20% slower)"
+    if state == native.NOT_BUILT:
+        return Check(
+            name,
+            WARN,
+            f"not built: {slower}",
+            "install a C compiler and Python's headers (gcc, python3-dev), then reinstall "
+            "clara-fastio (in a checkout: pip install -e .)",
+            figures,
+        )
+    return Check(
+        name,
+        WARN,
+        f"built but skipped, {state}: {native.problem}; {slower}",
+        "rebuild it: reinstall clara-fastio (in a checkout: pip install -e .)",
         figures,
     )

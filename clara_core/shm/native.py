@@ -36,18 +36,38 @@ NAMES = (
 )
 
 
+# Why `calls` is what it is (`clara doctor` says it): the extension LOADED; OFF
+# (CLARA_PURE_PYTHON=1); NOT_BUILT; or a build skipped: UNLOADABLE (the import failed),
+# STALE (its VERSION differs), INCOMPLETE (it lacks a name). `problem` says what, for these.
+LOADED, OFF, NOT_BUILT = "loaded", "off", "not built"
+UNLOADABLE, STALE, INCOMPLETE = "unloadable", "stale", "incomplete"
+state = LOADED
+problem = ""
+
+
 def _load() -> ModuleType | None:
+    global state, problem
     if os.environ.get("CLARA_PURE_PYTHON") == "1":  # (only "1": "0" leaves it on)
+        state = OFF
         return None
     try:
         from . import _calls
-    except ImportError:
+    except ImportError as exc:  # (none built: "cannot import name" from this package)
+        state, problem = (NOT_BUILT, "") if exc.name == __package__ else (UNLOADABLE, str(exc))
         return None
     # A build left from other sources (an editable install not rebuilt) is not used, nor
     # one that lacks a name: the pure-Python twins then run, rather than an import failing.
-    if getattr(_calls, "VERSION", None) != VERSION:
-        return None
-    return _calls if all(hasattr(_calls, name) for name in NAMES) else None
+    built = getattr(_calls, "VERSION", None)
+    missing = [name for name in NAMES if not hasattr(_calls, name)]
+    if built != VERSION:
+        state, problem = STALE, f"built from version {built} of the C sources, not {VERSION}"
+    elif missing:
+        state, problem = INCOMPLETE, "it lacks " + ", ".join(missing)
+    else:
+        return _calls
+    where = getattr(_calls, "__file__", None)  # (None: a module made by a test)
+    problem += f" ({where})" if where else ""
+    return None
 
 
 calls = _load()

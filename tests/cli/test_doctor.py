@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from clara_core.shm import segment
+import clara_cli
+import clara_core
+from clara_core.shm import native, segment
 from tests.reliability.harness import as_other_user, require_root
 
 from .clirun import CLARA, clara, ok
@@ -27,6 +31,7 @@ NAMES = [
     "protected",
     "huge-pages",
     "leaks",
+    "c-extension",
 ]
 CODES = {"pass": 0, "warn": 1, "fail": 2}
 
@@ -181,3 +186,70 @@ def test_a_regular_user_is_warned_about_remove_ipc_where_logind_is_installed():
 
 def test_doctor_is_a_listed_command():
     assert "doctor" in subprocess.run([*CLARA, "--help"], capture_output=True, text=True).stdout
+
+
+def test_the_c_extension_line_says_it_is_loaded_or_switched_off():
+    if native.calls is None:
+        pytest.skip("the C extension is not built here (CI requires it: test_native)")
+    _, _, checks = doctor("--no-measure")
+    check = checks["c-extension"]
+    built = Path(native.calls.__file__)
+    assert (check["status"], check["figures"]["state"]) == ("pass", "loaded"), check
+    assert check["figures"]["file"] == str(built) and str(built) in check["message"]
+    _, _, checks = doctor("--no-measure", env={"CLARA_PURE_PYTHON": "1"})
+    check = checks["c-extension"]
+    assert (check["status"], check["figures"]["state"]) == ("pass", "off"), check
+    assert "CLARA_PURE_PYTHON=1" in check["message"] and check["figures"]["file"] is None
+
+
+def _doctor_of_a_copy(tmp_path: Path, change: str) -> dict:
+    """`clara doctor`'s c-extension check, run on a copy of this tree (its build included)
+    after `change` to it; the exit code of a warning is 1 at least."""
+    for package in (clara_core, clara_cli):
+        source = Path(package.__file__).parent
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(source, tmp_path / source.name, ignore=ignore)
+    shm = tmp_path / "clara_core" / "shm"
+    native_py, built = shm / "native.py", next(shm.glob("_calls*.so"))
+    if change == "stale":  # the sources moved on (VERSION bumped), the build did not
+        native_py.write_text(native_py.read_text().replace("VERSION = ", "VERSION = 1000 + "))
+    elif change == "incomplete":  # the sources take a call the build lacks
+        native_py.write_text(native_py.read_text().replace('"munmap",', '"unmap_all",'))
+    elif change == "unloadable":
+        built.write_bytes(b"not a shared library")
+    else:
+        built.unlink()
+    result = subprocess.run(  # (in the copy: `-m` puts the working directory first)
+        [*CLARA, "--json", "doctor", "--no-measure"],
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=60,
+    )
+    report = json.loads(result.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert result.returncode >= 1, result.stderr  # (a warning at least)
+    return checks["c-extension"]
+
+
+@pytest.mark.parametrize("change", ["stale", "incomplete", "unloadable", "not built"])
+def test_a_build_skipped_or_missing_is_a_warning_that_says_why(tmp_path: Path, change: str):
+    if not list((Path(clara_core.__file__).parent / "shm").glob("_calls*.so")):
+        pytest.skip("the C extension is not built here (CI requires it: test_native)")
+    check = _doctor_of_a_copy(tmp_path, change)
+    assert (check["status"], check["figures"]["state"]) == ("warn", change), check
+    assert check["figures"]["file"] is None and check["fix"]
+    problem = check["figures"]["problem"]
+    if change == "not built":
+        assert problem is None and check["message"].startswith("not built: ")
+        assert "python3-dev" in check["fix"]
+        return
+    assert check["message"].startswith(f"built but skipped, {change}: {problem}"), check
+    assert str(tmp_path) in problem  # the file skipped
+    version = native.VERSION
+    expected = {
+        "stale": f"built from version {version} of the C sources, not {version + 1000}",
+        "incomplete": "it lacks unmap_all",
+        "unloadable": "file too short",
+    }
+    assert expected[change] in problem, problem
