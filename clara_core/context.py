@@ -49,18 +49,18 @@ PAGE = 4096
 _HANDLE_DIGITS = "0123456789abcdef"  # 12 of them; str methods, not `re` (start-up)
 
 
-class _ClassOrInstance:
-    """`Context.create(name)` makes a context; `ctx.create(size)` an allocation in it."""
+class _ContextType(type):
+    """Context's type: `Context.create(name)`, `Context.destroy(name)` on the class are
+    these properties (a type's own come first), so an instance's `create` is a plain
+    method, with no descriptor written in Python (~0.6 us of every create)."""
 
-    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
-        self.on_class = on_class
-        self.on_instance = on_instance
-        self.__doc__ = f"{on_class.__doc__}\n\nOn an instance: {on_instance.__doc__}"
+    @property
+    def create(cls) -> Callable[..., Context]:  # (see Context._create_context)
+        return cls._create_context  # type: ignore[attr-defined]
 
-    def __get__(self, instance: object, owner: type) -> Callable[..., Any]:
-        if instance is None:
-            return self.on_class.__get__(None, owner)
-        return self.on_instance.__get__(instance, owner)
+    @property
+    def destroy(cls) -> Callable[..., int]:  # (see Context._destroy_context)
+        return cls._destroy_context  # type: ignore[attr-defined]
 
 
 class _Closer:
@@ -80,8 +80,9 @@ class _Closer:
     __del__ = __call__
 
 
-class Context:
-    """A named registry of shared allocations that every process of a pipeline can open."""
+class Context(metaclass=_ContextType):
+    """A named registry of shared allocations that every process of a pipeline can open:
+    `Context.create(name)` makes one, `ctx.create(size)` an allocation in it."""
 
     def __init__(self, fd: int, writable: bool, header: Header, found: os.stat_result) -> None:
         self.name = header.name
@@ -109,6 +110,7 @@ class Context:
 
     # -- contexts -----------------------------------------------------------------------
 
+    @classmethod
     def _create_context(
         cls,
         name: str,
@@ -231,6 +233,7 @@ class Context:
         """Whether a context of that name exists (or at least a file holds its name)."""
         return segment.stat_named(context_file(validate_name(name, "context name"))) is not None
 
+    @classmethod
     def _destroy_context(cls, name: str, timeout: float | None = None) -> int:
         """Destroy a context and free everything in it; returns how many segments went.
 
@@ -243,14 +246,12 @@ class Context:
 
         return removal.destroy_context(name, timeout)
 
-    def _destroy_self(self) -> int:
+    def destroy(self) -> int:
         """Destroy this context (see Context.destroy) and close it."""
         try:
             return Context.destroy(self.name)
         finally:
             self.close()
-
-    destroy = _ClassOrInstance(classmethod(_destroy_context), _destroy_self)
 
     @classmethod
     def list(cls) -> list[str]:
@@ -313,7 +314,7 @@ class Context:
 
     # -- allocations --------------------------------------------------------------------
 
-    def _create_allocation(
+    def create(
         self,
         size: int | str | None = None,
         *,
@@ -326,8 +327,6 @@ class Context:
         if this process ends before publishing or handing it over.
         """
         return members.new_allocation(self, self._registry, members.layout_for(size, dtype, shape))
-
-    create = _ClassOrInstance(classmethod(_create_context), _create_allocation)
 
     def get(
         self,
