@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from clara_core import Context, Corrupt, names
+from clara_core.dtypes import element_type
 from clara_core.names import shm_dir
 from clara_core.shm import header
 
@@ -159,3 +160,38 @@ def test_a_hand_built_invalid_layout_is_corrupt(published, changes, why):
         ctx.get("data").map("r")
     assert type(refused.value) is Corrupt
     assert "data" in str(refused.value) and "leak-check --fix" in str(refused.value)
+
+
+def test_a_new_allocations_header_is_what_its_header_record_packs():
+    # pack_new_allocation reuses the last header it made but for created_ns: every field
+    # that differs from one call to the next must still come out as Header.pack() puts it.
+    def expected(layout, origin, context):
+        return header.Header(
+            header.KIND_ALLOCATION,
+            header.PRIVATE,
+            header.DataState(header.EMPTY),
+            layout,
+            header.Origin(*origin),
+            header.Settings(0, 0, 0),
+            context,
+            "",
+        ).pack()
+
+    small = header.Layout(element_type("u8"), (4096,), 4096, 4096)
+    typed = header.Layout(element_type("f32"), (3, 5), 60, 4096)
+    calls = [
+        (small, (1, 10, 100, 0, 0, 7), "a"),
+        (small, (2**64 - 1, 10, 100, 0, 0, 7), "a"),  # only created_ns differs
+        (small, (3, 11, 101, 0, 0, 7), "a"),  # another process (a forked child)
+        (small, (4, 11, 101, 0, 0, 8), "a"),  # another incarnation of the context
+        (small, (5, 11, 101, 0, 0, 8), "b"),  # another context
+        (typed, (6, 11, 101, 0, 0, 8), "b"),  # another layout
+        (small, (7, 10, 100, 0, 0, 7), "a"),  # back to the first
+    ]
+    for layout, origin, context in calls:
+        made = header.pack_new_allocation(layout, origin, context)
+        assert made == expected(layout, origin, context)
+        made[0] = 0  # the caller's own copy: the next header is not changed by it
+    assert header.pack_new_allocation(small, (1, 10, 100, 0, 0, 7), "a") == expected(
+        small, (1, 10, 100, 0, 0, 7), "a"
+    )
