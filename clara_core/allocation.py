@@ -58,6 +58,7 @@ class Allocation(Lifecycle, Maps):
         "_born",
         "_closed",
         "_completed",
+        "_created_ns",
         "_description",
         "_fd",
         "_identity",
@@ -76,7 +77,6 @@ class Allocation(Lifecycle, Maps):
         "_warm_read",
         "_writable",
         "context",
-        "created",
     )
 
     def __init__(
@@ -101,7 +101,7 @@ class Allocation(Lifecycle, Maps):
         self._key = key  # published name or handle
         self._description = description  # what describe() would make, if known
         self._layout = layout
-        self.created: float = created_ns / 1e9  # seconds since the epoch
+        self._created_ns = created_ns  # (`created`: a float division made when asked)
         self._identity = identity  # (st_dev, st_ino); None: fstat when first needed
         # The reference (see reference.Reference): this object is it.
         self._closed = False
@@ -121,6 +121,11 @@ class Allocation(Lifecycle, Maps):
             self._recycle = None
 
     # -- what it is ---------------------------------------------------------------------
+
+    @property
+    def created(self) -> float:
+        """When it was made, in seconds since the epoch."""
+        return self._created_ns / 1e9
 
     @property
     def name(self) -> str | None:
