@@ -53,6 +53,8 @@ _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
 # "never written, generation 0"). They name this process: a forked child makes its own.
 _private_states: dict[bytes, tuple[bytes, bytes]] = {}
 _PRIVATE_STATES_MAX = 64
+_NEVER_WRITTEN = hdr.DataState(hdr.EMPTY).pack()  # the data state of a fresh one
+_map_at, _take_spare = memory.map_at, memory.take_spare
 os.register_at_fork(after_in_child=_private_states.clear)
 
 
@@ -334,7 +336,10 @@ class Maps(Reference):
         """`map` of a segment no other process can reach (see `_defer`): no lock to take, no
         file that anyone else could have cut short or retyped, the data state in `pending`."""
         if writable:
-            undone = bytes(pending[_DATA_AT:_DATA_END])
+            if pending.startswith(_NEVER_WRITTEN, _DATA_AT):  # (a fresh one's first map)
+                undone = _NEVER_WRITTEN  # (its hash made once)
+            else:
+                undone = bytes(pending[_DATA_AT:_DATA_END])
             states = _private_states.get(undone)
             if states is None:
                 pid, start = processes.identity()  # (not *identity(): no args tuple)
@@ -348,13 +353,20 @@ class Maps(Reference):
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
                 raise _unreadable(hdr.read_data_state(pending), what)
             region, self._warm_read = self._warm_read, None
+        length = DATA_OFFSET + self._layout.capacity
         if region is not None:
             region = region.reissue()  # (see `map`; None: another thread took it)
-        if region is None:  # a fresh segment never written: its pages are fresh too
+        if region is None and populate and length < _POPULATE_FROM:
+            # A small one, mapped as Region.map would (over a kept range, else anywhere).
+            prot, at = _READ_WRITE if writable else _READ, _take_spare(length)
+            try:
+                address = _map_at(at, length, prot, _SHARED, self._fd)
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
+            region = Region(address, length, writable)
+        elif region is None:  # a fresh segment never written: its pages are fresh too
             fresh = pending[_DATA_AT] == _EMPTY
-            region = segment.map_segment(
-                self._fd, DATA_OFFSET + self._layout.capacity, writable, what, populate, fresh
-            )
+            region = segment.map_segment(self._fd, length, writable, what, populate, fresh)
         if writable:
             self._undone = undone
             pending[_DATA_AT:_DATA_END] = writing
