@@ -34,6 +34,10 @@ def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
     """The layout of a new allocation of `size` bytes, or of `dtype` elements in `shape`."""
     # The usual create(size) or create(size, dtype="..."): looked up. Only exact ints and
     # strings are keys (4096.0 == 4096, True == 1, but they are not valid alike).
+    global _last_sized
+    last_size, last_dtype, layout = _last_sized
+    if size is last_size and dtype is last_dtype and shape is None:  # the same objects
+        return layout  # as the last create's (a loop's): no key to build and hash
     if shape is None and type(size) in _EXACT and (dtype is None or type(dtype) is str):
         key = (type(size), size, dtype)
         layout = _sized.get(key)
@@ -42,6 +46,7 @@ def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
             if len(_sized) >= _SIZED_MAX:
                 _sized.clear()
             _sized[key] = layout
+        _last_sized = (size, dtype, layout)
         return layout
     return _layout_for(size, dtype, shape)
 
@@ -49,6 +54,7 @@ def layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
 _EXACT = (int, str)
 _sized: dict[tuple[type, int | str, str | None], Layout] = {}
 _SIZED_MAX = 256
+_last_sized: tuple[object, object, Layout] = (object(), None, Layout(UINT8, (0,), 0, 0))
 
 
 def _layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:

@@ -852,3 +852,21 @@ def test_allocations_and_mappings_may_be_referred_to_weakly(ctx):
     assert (refs[0](), refs[1]()) == (alloc, mapping)
     mapping.unmap()
     alloc.release()
+
+
+def test_a_size_is_checked_as_given_even_right_after_the_same_one(ctx):
+    # members.layout_for keeps the last size and dtype given (the same objects: a loop's
+    # create): values equal to them but of another type or with a shape are checked anew.
+    size = 1
+    for _ in range(2):
+        ctx.create(size).release()
+    with pytest.raises(InvalidArgument, match="invalid size True"):
+        ctx.create(True)
+    with pytest.raises(InvalidArgument, match="either a size or a shape"):
+        ctx.create(size, shape=(1,))
+    typed = ctx.create(8, dtype="f32")
+    assert (typed.shape, typed.dtype) == ((2,), np.dtype("float32"))
+    wider = ctx.create(8, dtype="f64")
+    assert (wider.shape, wider.dtype) == ((1,), np.dtype("float64"))
+    typed.release()
+    wider.release()
