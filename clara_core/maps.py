@@ -48,14 +48,7 @@ _parse_layout = hdr.parse_layout
 _spare_list_of = memory.spare_list_of
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
 _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
-# The data states a write map of a private allocation writes (hdr.write_map_states), by
-# the state it finds: the same few in every such map of this process (a fresh one finds
-# "never written, generation 0"). They name this process: a forked child makes its own.
-_private_states: dict[bytes, tuple[bytes, bytes]] = {}
-_PRIVATE_STATES_MAX = 64
-_NEVER_WRITTEN = hdr.DataState(hdr.EMPTY).pack()  # the data state of a fresh one
-_map_at, _take_spare = memory.map_at, memory.take_spare
-os.register_at_fork(after_in_child=_private_states.clear)
+_map_at, _take_spare, _own_write_states = memory.map_at, memory.take_spare, hdr.own_write_states
 
 
 # The header's first bytes (up to the layout's end) and the mapping's length of the last
@@ -336,18 +329,7 @@ class Maps(Reference):
         """`map` of a segment no other process can reach (see `_defer`): no lock to take, no
         file that anyone else could have cut short or retyped, the data state in `pending`."""
         if writable:
-            if pending.startswith(_NEVER_WRITTEN, _DATA_AT):  # (a fresh one's first map)
-                undone = _NEVER_WRITTEN  # (its hash made once)
-            else:
-                undone = bytes(pending[_DATA_AT:_DATA_END])
-            states = _private_states.get(undone)
-            if states is None:
-                pid, start = processes.identity()  # (not *identity(): no args tuple)
-                states = hdr.write_map_states(pending, pid, start)
-                if len(_private_states) >= _PRIVATE_STATES_MAX:
-                    _private_states.clear()
-                _private_states[undone] = states
-            writing, completed = states
+            undone, (writing, completed) = _own_write_states(pending, processes.identity())
             region, self._warm = self._warm, None
         else:
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:

@@ -24,6 +24,7 @@ file's real size first.
 
 from __future__ import annotations
 
+import os
 from _struct import Struct  # struct's C half (the module struct only re-exports it)
 
 from ..dtypes import BY_CODE, MAX_DIMS, ElementType
@@ -262,6 +263,28 @@ def write_map_states(buffer, pid: int, start: int) -> tuple[bytes, bytes]:
 
 
 _U64_MAX = (1 << 64) - 1
+
+
+def own_write_states(
+    pending: bytearray, identity: tuple[int, int]
+) -> tuple[bytes, tuple[bytes, bytes]]:
+    """(the data-state block found, write_map_states) of a write map by this process
+    (`identity`) of a header only it has (a private allocation's, kept in memory). Kept
+    per block found: the same few in every such map of a process (a fresh one's, the
+    usual, is compared, not copied and hashed); a forked child makes its own."""
+    fresh = pending.startswith(NEVER_WRITTEN, DATA_AT)
+    found = NEVER_WRITTEN if fresh else bytes(pending[DATA_AT:DATA_END])
+    states = _own_states.get(found)
+    if states is None:
+        if len(_own_states) >= _PARSED_MAX:
+            _own_states.clear()
+        states = _own_states[found] = write_map_states(pending, *identity)
+    return found, states
+
+
+NEVER_WRITTEN = _DATA.pack(EMPTY, 0, 0, 0)  # the data-state block of a fresh segment
+_own_states: dict[bytes, tuple[bytes, bytes]] = {}
+os.register_at_fork(after_in_child=_own_states.clear)
 
 
 def _corrupt(where: str, why: str) -> Corrupt:

@@ -119,7 +119,7 @@ def test_a_child_forked_to_fill_a_private_allocation_writes_what_its_parent_publ
 
 def test_a_forked_childs_private_write_map_names_the_child_as_its_writer(ctx):
     # The parent's write map of a fresh allocation first: the data states such a map
-    # writes are kept per process (maps._private_states), and must not be its parent's.
+    # writes are kept per process (header.own_write_states), and must not be its parent's.
     first = ctx.create(dtype="i32", shape=(8,))
     with first.map("w") as array:
         array[:] = 1
