@@ -259,7 +259,7 @@ def _checked_member(
     what: str,
     visibility: str,
     name: str,
-    found: os.stat_result,
+    found: segment.FileStat,
     header: hdr.Header,
 ) -> tuple[Layout, int, str, str | None]:
     """What open_member makes the reference of, once the header's claims are checked:

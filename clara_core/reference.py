@@ -19,7 +19,6 @@ sees the same segment as we do (docs/segment-format.md, 5.3).
 from __future__ import annotations
 
 import atexit
-import fcntl
 import os
 import sys
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
@@ -29,6 +28,7 @@ from .errors import Busy
 from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, segment
+from .shm.access import set_lock as _set_lock
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .shm.memory import Region
 
 _DATA_AT, _DATA_END = hdr.DATA_AT, hdr.DATA_END
-_fcntl, _SETLK, _UNLOCK_MAP = fcntl.fcntl, fcntl.F_OFD_SETLK, locks.requests(locks.MAP_BYTE)[2]
+_UNLOCK_MAP = locks.requests(locks.MAP_BYTE)[2]
 
 
 class Reference(Inheritance):
@@ -133,7 +133,7 @@ class Reference(Inheritance):
             # it (detach returns None if then nothing of it stays mapped).
             kept = region.detach()
             if unlock:
-                _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
+                _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
             if kept is not None:  # (self._keep(kept, writable), inline: every unmap)
                 if writable:
                     if self._warm is None:
@@ -147,10 +147,10 @@ class Reference(Inheritance):
         elif region.lent():
             region.release()  # views outlive the map: cut them off before anyone else
             if unlock:  # may map it
-                _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
+                _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
         else:
             if unlock:  # nothing reaches this memory: let waiters in first
-                _fcntl(self._fd, _SETLK, _UNLOCK_MAP)  # locks.unlock, inline
+                _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
             region.release()
         if pending is not None and self._pending is not pending:  # (see _map_private)
             self._public_meanwhile(pending)

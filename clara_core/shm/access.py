@@ -1,8 +1,8 @@
 """The system calls of get and map, each sequence issued by one call.
 
-`open_locked` and `map_locked` are the C extension's (clara_core/shm/c/access.c) where it
-is built (shm/native.py), else the pure-Python twins below, which issue the very same
-calls in the same order with the same results and errors (OSError with the errno); tests
+`open_locked`, `map_locked` and `set_lock` are the C extension's (clara_core/shm/c/access.c)
+where it is built (shm/native.py), else the pure-Python twins below, which issue the very
+same calls in the same order with the same results and errors (OSError with the errno); tests
 run both on the same segments. They only issue calls: every check of what they return
 is made by their callers (segment.open_segment, maps.Maps.map), once, for both.
 """
@@ -15,6 +15,7 @@ import os
 import stat as stats
 from _struct import pack
 
+from ..records import Record
 from . import memory_calls
 from .native import calls
 
@@ -27,19 +28,27 @@ _BUSY = (errno.EAGAIN, errno.EACCES)
 _UNLOCK = pack("h", fcntl.F_UNLCK)  # a request's l_type, its first field (locks._FLOCK)
 
 
+class FileStat(Record):
+    """The fields of a segment's fstat that its checks read (os.stat_result's first 7,
+    named alike, so either does for the checks): what open_locked gives, as a tuple."""
+
+    st_mode: int
+    st_ino: int
+    st_dev: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+
+
 def _open_locked(
-    dir_fd: int,
-    name: str,
-    flags: int,
-    lock: bytes | None,
-    header_size: int,
-    stat_type: type = os.stat_result,
-) -> tuple[int, bool, os.stat_result, bytes | int | None]:
+    dir_fd: int, name: str, flags: int, lock: bytes | None, header_size: int
+) -> tuple[int, bool, tuple[int, ...], bytes | int | None]:
     """get's calls: open `name` in `dir_fd` with `flags`; try the lock `lock` (a packed
     request, never waited for: any failure leaves it not taken); fstat; and only for a
     regular file, the pread of `header_size` bytes at 0 (if that fails, its errno as an
-    int: the file's checks come first). Returns (fd, locked, stat, header or None); closes
-    the fd if it raises. (`stat_type`: os.stat_result, which the C twin builds.)"""
+    int: the file's checks come first). Returns (fd, locked, stat, header or None), stat
+    the fields of FileStat as a plain tuple; closes the fd if it raises."""
     fd = os.open(name, flags, dir_fd=dir_fd)
     try:
         locked = False
@@ -56,7 +65,7 @@ def _open_locked(
                 header = os.pread(fd, header_size, 0)
             except OSError as exc:
                 header = exc.errno
-        return fd, locked, found, header
+        return fd, locked, found[:7], header
     except BaseException:
         os.close(fd)
         raise
@@ -103,12 +112,17 @@ def _map_locked(
     return address, True, last, header
 
 
-# os.stat_result as the C twin builds it: the 19 fields of Linux's (else the Python twin).
-_STAT_FITS = os.stat_result.n_fields == 19 and os.stat_result.n_sequence_fields == 10
+def _set_lock(fd: int, request: bytes) -> None:
+    """fcntl(F_OFD_SETLK) of `request`, a packed struct flock (locks.requests): never
+    waited for (OSError, EAGAIN or EACCES, if it is busy). The C twin spares fcntl.fcntl's
+    copy of the request into a new bytes result (unmap's unlock: every map)."""
+    _fcntl(fd, _SETLK, request)
+
 
 open_locked: Callable[
-    [int, str, int, bytes | None, int, type], tuple[int, bool, os.stat_result, bytes | int | None]
-] = calls.open_locked if calls is not None and _STAT_FITS else _open_locked
+    [int, str, int, bytes | None, int], tuple[int, bool, tuple[int, ...], bytes | int | None]
+] = calls.open_locked if calls is not None else _open_locked
 map_locked: Callable[
     [int, bytes | None, int | None, int, int, int, int], tuple[int, bool, bytes, bytes]
 ] = calls.map_locked if calls is not None else _map_locked
+set_lock: Callable[[int, bytes], None] = calls.set_lock if calls is not None else _set_lock

@@ -38,7 +38,7 @@ from ..errors import (
 from ..names import shm_dir, shm_dir_setting
 from ..records import Record
 from . import libc, locks
-from .access import open_locked
+from .access import FileStat, open_locked
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
 from .trust import Refusal, file_type, user_name
@@ -144,7 +144,7 @@ class Opened(Record):
 
     fd: int
     writable: bool
-    stat: os.stat_result
+    stat: FileStat  # (the fields of os.stat_result that the checks read)
     header: Header | None
 
 
@@ -171,7 +171,7 @@ def open_segment(
     `timeout` seconds (None: `locks.default_wait()`), and the stat and header read again.
 
     `remember` (for a `refusal` that depends on the stat alone, as a context's Writers'
-    does): an open whose stat (its first 7 fields), header bytes and refusal are those of
+    does): an open whose stat (FileStat), header bytes and refusal are those of
     the last open that passed these checks gets that one's verdict, without the checks
     run again (every get opens the segment the get before it did).
     """
@@ -180,23 +180,24 @@ def open_segment(
     size = HEADER_SIZE if header else 0
     if read_only:
         opened = _open_read_only(file_name, what, refusal, request, size)
-        (fd, locked, found, raw), writable = opened, False
+        (fd, locked, fields, raw), writable = opened, False
     else:
         try:  # the usual case, first and alone (one call: access.open_locked)
-            opened = open_locked(
-                directory_fd(), file_name, _READ_WRITE, request, size, os.stat_result
-            )
-            (fd, locked, found, raw), writable = opened, True
+            # (directory_fd()'s usual answer, looked up here: a frame less per get)
+            dir_fd = _by_setting.get(shm_dir_setting()) or directory_fd()
+            opened = open_locked(dir_fd, file_name, _READ_WRITE, request, size)
+            (fd, locked, fields, raw), writable = opened, True
         except (PermissionError, IsADirectoryError):  # may only read it (or a directory)
             opened = _open_read_only(file_name, what, refusal, request, size)
-            (fd, locked, found, raw), writable = opened, False
+            (fd, locked, fields, raw), writable = opened, False
         except OSError as exc:
             _explain_refused(exc, file_name, what, refusal)
     try:
         if remember and (lock is None or locked):
             known = _last_checked  # (read once: another thread may replace it)
-            if raw == known[1] and refusal is known[2] and found[:7] == known[0]:
-                return tuple.__new__(Opened, (fd, writable, found, known[3]))
+            if raw == known[1] and refusal is known[2] and fields == known[0]:
+                return tuple.__new__(Opened, (fd, writable, known[3], known[4]))
+        found = tuple.__new__(FileStat, fields)
         if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
             _check_file(found, what, refusal)  # raises, saying why
         if lock is not None and not locked:  # busy (a file that takes no lock: refused)
@@ -205,14 +206,14 @@ def open_segment(
                 _read(fd, what, found, raw)  # no wait on a lock of a file that is no segment
             locks.acquire(fd, byte, exclusive, f"the lock on {what}", timeout)
             # What the lock protects may have changed until we held it: read it now.
-            found = _fstat(fd, what)
+            found = tuple.__new__(FileStat, _fstat(fd, what)[:7])
             if header:
                 return tuple.__new__(Opened, (fd, writable, found, _read(fd, what, found)))
         if not header:
             return Opened(fd, writable, found, None)
         parsed = _read(fd, what, found, raw)
         if remember:
-            _last_checked = (found[:7], raw, refusal, parsed)
+            _last_checked = (fields, raw, refusal, found, parsed)
         # (tuple.__new__: a NamedTuple's own __new__ is Python code; this runs every get)
         return tuple.__new__(Opened, (fd, writable, found, parsed))
     except BaseException:
@@ -220,16 +221,16 @@ def open_segment(
         raise
 
 
-# The last open (with `remember`) that passed every check: (its stat's first 7 fields:
-# mode, inode, device, links, owner, group, size; its header bytes; the refusal; its Header).
-_last_checked: tuple = ((), b"", None, None)
+# The last open (with `remember`) that passed every check: (its stat's fields as
+# open_locked gave them, its header bytes, the refusal, its FileStat, its Header).
+_last_checked: tuple = ((), b"", None, None, None)
 
 
 def _open_read_only(
     file_name: str, what: str, refusal: Refusal, request: bytes | None, size: int
-) -> tuple[int, bool, os.stat_result, bytes | int | None]:
+) -> tuple[int, bool, tuple[int, ...], bytes | int | None]:
     try:
-        return open_locked(directory_fd(), file_name, _READ_ONLY, request, size, os.stat_result)
+        return open_locked(directory_fd(), file_name, _READ_ONLY, request, size)
     except (PermissionError, IsADirectoryError):
         found = stat_named(file_name)
         if found is not None:  # say whose it is rather than just "denied"
@@ -259,7 +260,7 @@ def _fstat(fd: int, what: str) -> os.stat_result:
         raise translate(exc, what) from exc
 
 
-def _check_file(found: os.stat_result, what: str, refusal: Refusal) -> None:
+def _check_file(found: FileStat | os.stat_result, what: str, refusal: Refusal) -> None:
     if not stats.S_ISREG(found.st_mode):
         kind = file_type(found.st_mode)
         if found.st_uid != os.geteuid():
@@ -273,7 +274,9 @@ def _check_file(found: os.stat_result, what: str, refusal: Refusal) -> None:
         raise PermissionDenied(f"{what} {why}")
 
 
-def _read(fd: int, what: str, found: os.stat_result, raw: bytes | int | None = None) -> Header:
+def _read(
+    fd: int, what: str, found: FileStat | os.stat_result, raw: bytes | int | None = None
+) -> Header:
     """The header, validated: `raw` as open_locked read it (an int: its read's errno), or
     read now (None)."""
     if raw is None:

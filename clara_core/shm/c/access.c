@@ -1,10 +1,11 @@
 /* Access to existing segments: get, map, unmap (twins in clara_core/shm/access.py and
  * memory_calls.py; the Holder of a mapping's views is in holder.c).
  *
- * open_locked  get: open, the reference lock, fstat, the header's pread
+ * open_locked  get: open, the reference lock, fstat (the fields checked), the header's pread
  * map_locked   map: the map lock, the mapping, the preads of its last byte and the layout
  * map_at       the mapping alone, over a kept range if there is one
  * munmap       a mapping no view can reach
+ * set_lock     a lock request (unmap's unlock)
  *
  * Each issues the very calls of its Python twin, in the same order with the same arguments;
  * every check of what they return is made in Python, once, for both.
@@ -52,63 +53,24 @@ static PyObject *read_at(int fd, Py_ssize_t size, off_t offset, int *error) {
     return bytes;
 }
 
-/* seconds * 10**9 + nanoseconds, as posixmodule's fill_time makes it (any time_t). */
-static PyObject *nanoseconds(time_t seconds, long fraction) {
-    long long total;
-    if (!__builtin_mul_overflow((long long)seconds, 1000000000LL, &total) &&
-        !__builtin_add_overflow(total, (long long)fraction, &total)) {
-        return PyLong_FromLongLong(total);
-    }
-    PyObject *big = PyLong_FromLongLong((long long)seconds);  // a planted file's far time
-    PyObject *scale = PyLong_FromLong(1000000000L);
-    PyObject *part = PyLong_FromLong(fraction);
-    PyObject *scaled = big && scale ? PyNumber_Multiply(big, scale) : NULL;
-    PyObject *sum = scaled && part ? PyNumber_Add(scaled, part) : NULL;
-    Py_XDECREF(big);
-    Py_XDECREF(scale);
-    Py_XDECREF(part);
-    Py_XDECREF(scaled);
-    return sum;
-}
-
 static PyObject *uid_number(unsigned long id) {
     return id == (unsigned long)(uid_t)-1 ? PyLong_FromLong(-1) : PyLong_FromUnsignedLong(id);
 }
 
-/* An os.stat_result (`type`) exactly as os.fstat makes it on Linux (19 fields). */
-static PyObject *stat_result(PyObject *type, const struct stat *st) {
-    PyObject *result = PyStructSequence_New((PyTypeObject *)type);
-    if (result == NULL) {
-        return NULL;
-    }
-    const time_t seconds[3] = {st->st_atim.tv_sec, st->st_mtim.tv_sec, st->st_ctim.tv_sec};
-    const long fractions[3] = {st->st_atim.tv_nsec, st->st_mtim.tv_nsec, st->st_ctim.tv_nsec};
-    PyStructSequence_SET_ITEM(result, 0, PyLong_FromLong((long)st->st_mode));
-    PyStructSequence_SET_ITEM(result, 1, PyLong_FromUnsignedLongLong(st->st_ino));
-    PyStructSequence_SET_ITEM(result, 2, PyLong_FromLongLong((long long)st->st_dev));
-    PyStructSequence_SET_ITEM(result, 3, PyLong_FromLong((long)st->st_nlink));
-    PyStructSequence_SET_ITEM(result, 4, uid_number(st->st_uid));
-    PyStructSequence_SET_ITEM(result, 5, uid_number(st->st_gid));
-    PyStructSequence_SET_ITEM(result, 6, PyLong_FromLongLong((long long)st->st_size));
-    for (int i = 0; i < 3; i++) {
-        PyStructSequence_SET_ITEM(result, 7 + i, PyLong_FromLongLong((long long)seconds[i]));
-        PyStructSequence_SET_ITEM(result, 10 + i,
-                                  PyFloat_FromDouble(seconds[i] + fractions[i] * 1e-9));
-        PyStructSequence_SET_ITEM(result, 13 + i, nanoseconds(seconds[i], fractions[i]));
-    }
-    PyStructSequence_SET_ITEM(result, 16, PyLong_FromLong((long)st->st_blksize));
-    PyStructSequence_SET_ITEM(result, 17, PyLong_FromLong((long)st->st_blocks));
-    PyStructSequence_SET_ITEM(result, 18, PyLong_FromLong((long)st->st_rdev));
-    for (int i = 0; i < 19; i++) {
-        if (PyStructSequence_GET_ITEM(result, i) == NULL) {  // a failed allocation
-            Py_DECREF(result);
-            return NULL;
-        }
-    }
-    return result;
+/* The fields of `st` a get checks, as os.fstat makes them: (mode, inode, device, links,
+ * owner, group, size), which are os.stat_result's first 7 (access.FileStat names them). A
+ * whole os.stat_result (19 fields, 9 of them times) costs more than those checks. */
+static PyObject *file_stat(const struct stat *st) {
+    PyObject *fields[7] = {
+        PyLong_FromLong((long)st->st_mode),        PyLong_FromUnsignedLongLong(st->st_ino),
+        PyLong_FromLongLong((long long)st->st_dev), PyLong_FromLong((long)st->st_nlink),
+        uid_number(st->st_uid),                     uid_number(st->st_gid),
+        PyLong_FromLongLong((long long)st->st_size),
+    };
+    return tuple_of(7, fields);
 }
 
-/* open_locked(dir_fd, name, flags, lock, header_size, stat_type)
+/* open_locked(dir_fd, name, flags, lock, header_size)
  *   -> (fd, locked, stat, header)
  *
  * get's calls: openat(dir_fd, name, flags); the lock `lock` (a packed request, or None)
@@ -118,7 +80,7 @@ static PyObject *stat_result(PyObject *type, const struct stat *st) {
 static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int dir_fd, flags;
-    if (arguments("open_locked", nargs, 6) < 0 || int_of(args[0], &dir_fd) < 0 ||
+    if (arguments("open_locked", nargs, 5) < 0 || int_of(args[0], &dir_fd) < 0 ||
         int_of(args[2], &flags) < 0) {
         return NULL;
     }
@@ -128,10 +90,6 @@ static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t
     }
     struct flock lock;
     if (args[3] != Py_None && flock_of(args[3], &lock) < 0) {
-        return NULL;
-    }
-    if (!PyType_Check(args[5])) {
-        PyErr_SetString(PyExc_TypeError, "stat_type must be os.stat_result");
         return NULL;
     }
     PyObject *path = NULL;
@@ -161,7 +119,7 @@ static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t
     do {
         result = fstat(fd, &st);
     } while (result < 0 && retry());
-    PyObject *found = result < 0 ? fail() : stat_result(args[5], &st);
+    PyObject *found = result < 0 ? fail() : file_stat(&st);
     PyObject *header = NULL;
     if (found != NULL) {
         if (header_size <= 0 || !S_ISREG(st.st_mode)) {
@@ -324,6 +282,20 @@ static PyObject *unmap(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     return unmap_range(address, (size_t)length) < 0 ? fail() : Py_NewRef(Py_None);
 }
 
+/* set_lock(fd, request): fcntl(F_OFD_SETLK) of a packed struct flock (locks.requests), never
+ * waited for: unmap's unlock of its map lock, without fcntl.fcntl's copy of the request
+ * into a new bytes result (OSError if it fails; a busy lock: EAGAIN or EACCES). */
+static PyObject *lock_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int fd;
+    struct flock request;
+    if (arguments("set_lock", nargs, 2) < 0 || int_of(args[0], &fd) < 0 ||
+        flock_of(args[1], &request) < 0) {
+        return NULL;
+    }
+    return set_lock(fd, &request) < 0 ? fail() : Py_NewRef(Py_None);
+}
+
 static PyMethodDef access_methods[] = {
     {"open_locked", (PyCFunction)(void (*)(void))open_locked, METH_FASTCALL,
      "get's calls: open, reference lock, fstat, header (see access.py)."},
@@ -332,6 +304,8 @@ static PyMethodDef access_methods[] = {
     {"map_at", (PyCFunction)(void (*)(void))map_anywhere, METH_FASTCALL,
      "map_at(at, length, prot, flags, fd) -> address: mmap, over a kept range if `at`."},
     {"munmap", (PyCFunction)(void (*)(void))unmap, METH_FASTCALL, "munmap(address, length)."},
+    {"set_lock", (PyCFunction)(void (*)(void))lock_request, METH_FASTCALL,
+     "set_lock(fd, request): fcntl(F_OFD_SETLK) of a packed struct flock, never waited for."},
     {NULL, NULL, 0, NULL},
 };
 

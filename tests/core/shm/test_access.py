@@ -35,11 +35,13 @@ OPENERS = [pytest.param(access._open_locked, id="python")]
 MAPPERS = [pytest.param(access._map_locked, id="python")]
 HOLDERS = [pytest.param((memory_calls.holder, memory_calls.cut_off), id="python")]
 MAP_ATS = [pytest.param(memory_calls.map_at, id="python")]
+SET_LOCKS = [pytest.param(access._set_lock, id="python")]
 if calls is not None:
     OPENERS.append(pytest.param(calls.open_locked, id="c"))
     MAPPERS.append(pytest.param(calls.map_locked, id="c"))
     HOLDERS.append(pytest.param((calls.holder, calls.cut_off), id="c"))
     MAP_ATS.append(pytest.param(calls.map_at, id="c"))
+    SET_LOCKS.append(pytest.param(calls.set_lock, id="c"))
 
 
 @pytest.fixture
@@ -89,29 +91,35 @@ def planted() -> Iterator[Callable[[str], str]]:
 
 
 def _outcome(call: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
-    """What a call gave, its fd closed and its stat made comparable; or its error."""
+    """What a call gave, its fd closed; or its error."""
     try:
         fd, locked, found, header = call()
     except OSError as exc:
         return ("raised", type(exc), exc.errno, exc.filename)
     os.close(fd)
-    stat_fields = {field: getattr(found, field) for field in dir(found) if field.startswith("st_")}
-    return (locked, type(found), tuple(found), stat_fields, header)
+    return (locked, type(found), found, header)
 
 
 def _opened(opener: Callable[..., Any], name: str, flags: int = READ_WRITE) -> tuple[Any, ...]:
     dir_fd = segment.directory_fd()
-    return _outcome(lambda: opener(dir_fd, name, flags, REFERENCE, HEADER_SIZE, os.stat_result))
+    return _outcome(lambda: opener(dir_fd, name, flags, REFERENCE, HEADER_SIZE))
 
 
 @pytest.mark.parametrize("opener", OPENERS)
 def test_open_locked_gives_what_the_python_calls_give(opener: Any, published: str) -> None:
     dir_fd = segment.directory_fd()
-    locked, kind, fields, stat_fields, header = _opened(opener, published)
+    locked, kind, fields, header = _opened(opener, published)
     found = os.stat(published, dir_fd=dir_fd)
-    assert locked is True and kind is os.stat_result
-    assert fields == tuple(found) and stat_fields["st_mtime_ns"] == found.st_mtime_ns
-    assert stat_fields["st_atime"] == found.st_atime and stat_fields["st_size"] == LENGTH
+    # The stat's fields that the checks read: os.stat_result's first 7, which FileStat names.
+    assert locked is True and kind is tuple and fields == tuple(found)[:7]
+    named = access.FileStat(*fields)
+    assert (named.st_mode, named.st_ino, named.st_dev, named.st_nlink) == (
+        found.st_mode,
+        found.st_ino,
+        found.st_dev,
+        found.st_nlink,
+    )
+    assert (named.st_uid, named.st_gid, named.st_size) == (found.st_uid, found.st_gid, LENGTH)
     with open(segment.path_of(published), "rb") as file:
         assert header == file.read(HEADER_SIZE)
     assert _opened(opener, published) == _opened(access._open_locked, published)
@@ -229,6 +237,31 @@ def test_map_locked_on_a_busy_lock_maps_nothing(mapper: Any, published: str) -> 
     finally:
         os.close(fd)
         os.close(writer)
+
+
+@pytest.mark.parametrize("set_lock", SET_LOCKS)
+def test_set_lock_takes_and_lets_go_of_a_lock_and_never_waits(
+    set_lock: Any, published: str
+) -> None:
+    unlock = locks.requests(locks.MAP_BYTE)[2]
+    fd = os.open(segment.path_of(published), os.O_RDWR)
+    try:
+        assert set_lock(fd, MAP_SHARED_LOCK) is None
+        assert not _try_exclusive_map_lock(published)  # (shared by us)
+        assert set_lock(fd, unlock) is None
+        assert _try_exclusive_map_lock(published)
+        other = _held_elsewhere(published, MAP_EXCLUSIVE_LOCK)
+        try:
+            with pytest.raises(OSError) as busy:
+                set_lock(fd, MAP_SHARED_LOCK)
+            assert busy.value.errno in (errno.EAGAIN, errno.EACCES)
+        finally:
+            os.close(other)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as closed:
+        set_lock(fd, unlock)
+    assert closed.value.errno == errno.EBADF
 
 
 @pytest.mark.parametrize("mapper", MAPPERS)
