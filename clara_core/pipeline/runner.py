@@ -173,8 +173,8 @@ class _Job:
                     return  # _stop_all takes over
             else:
                 self._start_ready()
-            if not self.procs and not self.pipes:
-                break
+            if not self.procs:  # (nothing more can start: none left to end)
+                break  # a stray that left its group may hold a pipe: _stop_all's 1 s
             wait = None
             if deadline is not None and not self.stop_reason:
                 wait = max(0.0, deadline - time.monotonic())
