@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from _thread import RLock
 
 from .dtypes import UINT8
 from .errors import ClaraError
@@ -301,6 +302,10 @@ class _Warm(Record):
 WARM_PER_CONTEXT = 4  # warm segments one process keeps per context
 WARM_FRACTION = 16  # and at most this part of the shared-memory file system in all
 _warm: dict[str, list[_Warm]] = {}
+# Held while `_warm` is read or changed: threads of this process, each creating and
+# releasing allocations of its own, share it (two claiming one entry: one got a raw
+# ValueError; one dropping an entry while another claimed it: an fstat of a closed fd).
+_warm_lock = RLock()
 
 
 def _warm_list(context_file: str) -> list[_Warm]:
@@ -311,6 +316,8 @@ def _drop_inherited() -> None:
     """In a forked child: its parent's warm segments are the parent's (the same open
     files); the child's copies go at once, else they would hold those segments (their
     memory, their reference lock) after the parent let them go, as long as it lives."""
+    global _warm_lock
+    _warm_lock = RLock()  # (a thread holding it at the fork is not in the child)
     for entries in _warm.values():
         for entry in entries:
             with contextlib.suppress(OSError):  # (a fork hook must not raise)
@@ -330,29 +337,31 @@ def _keep_warm(context: Registry, entry: _Warm) -> None:
     if entry.capacity > cap:
         _drop(entry)
         return
-    entries = _warm_list(context.file_name)
-    entries.append(entry)
-    while len(entries) > WARM_PER_CONTEXT:
-        _drop(entries.pop(0))
-    everything = [e for kept in _warm.values() for e in kept]
-    while sum(e.capacity for e in everything) > cap:
-        oldest = everything.pop(0)
-        for kept in _warm.values():
-            if oldest in kept:
-                kept.remove(oldest)
-        _drop(oldest)
+    with _warm_lock:
+        entries = _warm_list(context.file_name)
+        entries.append(entry)
+        while len(entries) > WARM_PER_CONTEXT:
+            _drop(entries.pop(0))
+        everything = [e for kept in _warm.values() for e in kept]
+        while sum(e.capacity for e in everything) > cap:
+            oldest = everything.pop(0)
+            for kept in _warm.values():
+                if oldest in kept:
+                    kept.remove(oldest)
+            _drop(oldest)
 
 
 def _claim_warm(context: Registry, nbytes: int, group: int | None) -> _Warm | None:
-    entries = _warm_list(context.file_name)
-    for entry in list(entries):
-        found = os.fstat(entry.fd)
-        if found.st_nlink == 0:  # evicted or destroyed meanwhile
-            entries.remove(entry)
-            _drop(entry)
-        elif nbytes <= entry.capacity <= 2 * nbytes and group in (None, found.st_gid):
-            entries.remove(entry)
-            return entry
+    with _warm_lock:
+        entries = _warm_list(context.file_name)
+        for entry in list(entries):
+            found = os.fstat(entry.fd)
+            if found.st_nlink == 0:  # evicted or destroyed meanwhile
+                entries.remove(entry)
+                _drop(entry)
+            elif nbytes <= entry.capacity <= 2 * nbytes and group in (None, found.st_gid):
+                entries.remove(entry)
+                return entry
     return None
 
 
@@ -363,9 +372,10 @@ def _drop(entry: _Warm) -> None:
 
 def forget(context_file: str) -> None:
     """Let go of this process's warm segments of a context (destroyed, or evicting)."""
-    for entry in _warm_list(context_file):
-        _drop(entry)
-    _warm.pop(context_file, None)
+    with _warm_lock:
+        for entry in _warm_list(context_file):
+            _drop(entry)
+        _warm.pop(context_file, None)
 
 
 def evict() -> int:

@@ -140,3 +140,50 @@ def test_a_full_file_system_empties_the_pool_and_retries(small_shm_dir):
     finally:
         ctx.destroy()
     assert os.listdir(small_shm_dir) == []
+
+
+def test_threads_with_references_of_their_own_share_the_warm_segments_safely(namespace):
+    """Threads of one process, each creating, writing, publishing, getting and freeing
+    allocations of its own in one context (the documented rule), share this process's
+    warm pooled segments: each is claimed by one thread, and none is claimed while
+    another thread drops it (a raw ValueError and an fstat of a closed fd, unguarded)."""
+    script = """
+    import os, sys, threading, traceback
+    from clara_core import ClaraError, Context
+
+    def failed(hook):  # any exception in a thread fails the script
+        traceback.print_exception(hook.exc_value)
+        os._exit(3)
+
+    threading.excepthook = failed
+    sys.setswitchinterval(1e-6)
+    ctx = Context.create("job")
+    fds = len(os.listdir("/proc/self/fd"))  # (the context's and the directory's open)
+    done = []
+
+    def worker(t):
+        for i in range(int(sys.argv[1])):
+            value = (t * 50 + i) % 250 + 1
+            made = ctx.create(dtype="u8", shape=((1 + (i + t) % 3) << 20,))
+            with made.map("w") as array:
+                array[:8] = array[-8:] = value
+            if i % 2:
+                made.publish(f"t{t}")
+                made.release()
+                made = ctx.get(f"t{t}")
+            with made.map("r") as array:
+                assert int(array[0]) == int(array[-1]) == value
+            made.free() if i % 2 else made.release()
+            done.append(i)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    Context.destroy("job")  # (this process's warm segments of it go too)
+    print(len(done), len(os.listdir("/proc/self/fd")) - fds)
+    """
+    result = run_python(script, "1500", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["6000", "0"]  # every round made, no fd left open
