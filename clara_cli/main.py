@@ -120,7 +120,8 @@ class ClaraGroup(SuggestingGroup):
         check_stdout()  # a stdout that cannot take what click prints: one line too
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
-            sys.stdout.flush()  # (its failure here, not in the interpreter's last flush)
+            if sys.stdout is not None:  # (None: Python started with fd 1 closed)
+                sys.stdout.flush()  # (its failure here, not in the interpreter's last flush)
         except StdoutWriteError as exc:  # (a full disk: what emit says, with its exit code)
             error = stdout_failed(exc)
             report(error_line(error))

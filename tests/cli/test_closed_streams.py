@@ -168,3 +168,16 @@ def test_a_failed_job_s_account_survives_a_stdout_that_cannot_take_its_result(
     assert "operator 'a' exited with code 3" in err, err
     last = err.strip().splitlines()[-1]
     assert last == "clara: error: cannot write standard output: No space left on device"
+
+
+def test_the_entry_point_called_in_process_takes_a_closed_stdout() -> None:
+    """clara_cli.main.main() (the documented entry point) with Python's stdout None, as an
+    embedder calls it: no launcher re-opened fd 1 on /dev/null first."""
+    call = (
+        "import sys; sys.argv = ['clara', *sys.argv[1:]]; from clara_cli.main import main; main()"
+    )
+    for args in (["--version"], ["--json", "validate", "/nonexistent.yaml"]):
+        command = shlex.join([sys.executable, "-c", call, *args]) + " >&-"
+        result = subprocess.run(["bash", "-c", command], capture_output=True, timeout=60)
+        assert b"Traceback" not in result.stderr, result.stderr
+        assert result.returncode == (0 if args == ["--version"] else 3), result.stderr
