@@ -113,3 +113,22 @@ def test_a_read_map_views_the_type_and_shape_retyped_since_the_last_one(publishe
         assert (array.dtype.name, array.shape) == ("uint8", (4, 16))
         viewed = array.copy()
     assert viewed.view("f4").ravel().tolist() == [1.5] * 16
+
+
+def test_a_narrower_opening_of_the_context_refuses_what_a_wider_one_just_admitted(namespace):
+    """(rev5) The verdict is the context's Writers': two openings of one context, before
+    and after its owner narrowed its mode, judge the same file differently."""
+    wide = Context.create("job", mode=0o666)
+    try:
+        alloc = wide.create(dtype="u8", shape=(8,))
+        with alloc.map("w") as array:
+            array[:] = 1
+        alloc.publish("data")
+        alloc.release()
+        os.chmod(os.path.join(shm_dir(), names.context_file("job")), 0o600)
+        narrow = Context.open("job")
+        got_twice(wide)  # admitted under 666
+        with pytest.raises(PermissionDenied, match="more than its context"):
+            narrow.get("data")
+    finally:
+        Context.destroy("job")
