@@ -147,7 +147,7 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
     return alloc
 
 
-def _rewrite_claimed(fd: int, header: bytes, what: str) -> bool:
+def _rewrite_claimed(fd: int, header: bytes | bytearray, what: str) -> bool:
     """Write a claimed segment's new header, under its lifecycle lock, which a destroy
     takes to remove its pool name (`removal`): False if that name is gone already (a
     file without a name can never be linked again, nor so be published; after that, the
@@ -163,7 +163,7 @@ def _rewrite_claimed(fd: int, header: bytes, what: str) -> bool:
 
 
 def _fresh_segment(
-    registry: Registry, capacity: int, what: str, header: bytes
+    registry: Registry, capacity: int, what: str, header: bytes | bytearray
 ) -> tuple[int, tuple[int, int]]:
     """A new anonymous segment and its identity (see `making.create_anonymous`); when
     /dev/shm is full, empty the pools and retry once.

@@ -33,7 +33,9 @@ _SHARED_REFERENCE = locks.requests(locks.REFERENCE_BYTE)[0]
 _, _EXCLUSIVE_LIFECYCLE, _UNLOCK_LIFECYCLE = locks.requests(locks.LIFECYCLE_BYTE)
 
 
-def _create(dir_fd: int, mode: int, header: bytes, size: int) -> tuple[int, int, int, int, int]:
+def _create(
+    dir_fd: int, mode: int, header: bytes | bytearray, size: int
+) -> tuple[int, int, int, int, int]:
     """A nameless file of `size` bytes (at most 64 KiB after `header`) in the directory:
     openat(O_TMPFILE), fstat, then its memory reserved by writing it whole (`header`,
     then zeros; a short write is ENOSPC). Returns (fd, uid, mode, dev, ino) as made;
@@ -126,7 +128,7 @@ def create_anonymous(
     size: int,
     mode: int,
     what: str,
-    header: bytes = b"",
+    header: bytes | bytearray = b"",
     owner: Callable[[int], tuple[int, int]] | None = None,
 ) -> tuple[int, tuple[int, int]]:
     """A new unnamed segment of `size` bytes, memory reserved, starting with `header`.
