@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from _thread import RLock
+from _thread import allocate_lock
 
 from .dtypes import UINT8
 from .errors import ClaraError
@@ -305,7 +305,7 @@ _warm: dict[str, list[_Warm]] = {}
 # Held while `_warm` is read or changed: threads of this process, each creating and
 # releasing allocations of its own, share it (two claiming one entry: one got a raw
 # ValueError; one dropping an entry while another claimed it: an fstat of a closed fd).
-_warm_lock = RLock()
+_warm_lock = allocate_lock()
 
 
 def _warm_list(context_file: str) -> list[_Warm]:
@@ -317,7 +317,7 @@ def _drop_inherited() -> None:
     files); the child's copies go at once, else they would hold those segments (their
     memory, their reference lock) after the parent let them go, as long as it lives."""
     global _warm_lock
-    _warm_lock = RLock()  # (a thread holding it at the fork is not in the child)
+    _warm_lock = allocate_lock()  # (a thread holding it at the fork is not in the child)
     for entries in _warm.values():
         for entry in entries:
             with contextlib.suppress(OSError):  # (a fork hook must not raise)
@@ -337,32 +337,44 @@ def _keep_warm(context: Registry, entry: _Warm) -> None:
     if entry.capacity > cap:
         _drop(entry)
         return
-    with _warm_lock:
+    if not _warm_lock.acquire(blocking=False):  # (a finalizer never waits: just drop)
+        _drop(entry)
+        return
+    dropped = []
+    try:
         entries = _warm_list(context.file_name)
         entries.append(entry)
         while len(entries) > WARM_PER_CONTEXT:
-            _drop(entries.pop(0))
+            dropped.append(entries.pop(0))
         everything = [e for kept in _warm.values() for e in kept]
         while sum(e.capacity for e in everything) > cap:
             oldest = everything.pop(0)
             for kept in _warm.values():
                 if oldest in kept:
                     kept.remove(oldest)
-            _drop(oldest)
+            dropped.append(oldest)
+    finally:
+        _warm_lock.release()
+    for old in dropped:
+        _drop(old)
 
 
 def _claim_warm(context: Registry, nbytes: int, group: int | None) -> _Warm | None:
+    dropped, claimed = [], None
     with _warm_lock:
         entries = _warm_list(context.file_name)
         for entry in list(entries):
             found = os.fstat(entry.fd)
             if found.st_nlink == 0:  # evicted or destroyed meanwhile
                 entries.remove(entry)
-                _drop(entry)
+                dropped.append(entry)
             elif nbytes <= entry.capacity <= 2 * nbytes and group in (None, found.st_gid):
                 entries.remove(entry)
-                return entry
-    return None
+                claimed = entry
+                break
+    for old in dropped:
+        _drop(old)
+    return claimed
 
 
 def _drop(entry: _Warm) -> None:
@@ -373,9 +385,9 @@ def _drop(entry: _Warm) -> None:
 def forget(context_file: str) -> None:
     """Let go of this process's warm segments of a context (destroyed, or evicting)."""
     with _warm_lock:
-        for entry in _warm_list(context_file):
-            _drop(entry)
-        _warm.pop(context_file, None)
+        entries = _warm.pop(context_file, [])
+    for entry in entries:
+        _drop(entry)
 
 
 def evict() -> int:

@@ -187,3 +187,53 @@ def test_threads_with_references_of_their_own_share_the_warm_segments_safely(nam
     result = run_python(script, "1500", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["6000", "0"]  # every round made, no fd left open
+
+
+def test_a_finalizer_keeping_a_segment_warm_never_waits_for_a_thread_dropping_one(namespace):
+    """(rev5) The collector runs finalizers wherever a thread allocates, also while it
+    holds memory's lock for a view; a finalizer that kept a segment warm waited for the
+    pool's lock, held by a thread dropping its oldest warm segment, which waited for the
+    memory lock: both hung for good. A finalizer now never waits (busy: the segment is
+    dropped), and the pool's lock is let go before any segment is dropped."""
+    script = """
+    import faulthandler, gc, sys, threading
+    from clara_core import Context
+
+    faulthandler.dump_traceback_later(60, exit=True)  # a hang: its stacks, exit 1
+    sys.setswitchinterval(1e-6)
+    gc.set_threshold(5, 1, 1)
+    ctx = Context.create("job")
+    MB = 1 << 20
+    kept = ctx.create(MB)
+    with kept.map("w") as array:
+        array[:] = 1
+
+    def collected():  # views made while cycles of dropped allocations are collected
+        for _ in range(600):
+            dropped = ctx.create(MB)
+            dropped.map("w").unmap()
+            cycle = [dropped]
+            cycle.append(cycle)
+            del dropped, cycle
+            with kept.map("r") as view:
+                int(view[0])
+
+    def dropping():  # six 8 MiB kept warm: the fifth and sixth drop the oldest
+        for _ in range(100):
+            made = [ctx.create(8 * MB) for _ in range(6)]
+            for allocation in made:
+                allocation.map("w").unmap()
+            for allocation in made:
+                allocation.release()
+
+    threads = [threading.Thread(target=t) for t in (collected, dropping, dropping)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    kept.release()
+    Context.destroy("job")
+    print("done")
+    """
+    result = run_python(script, timeout=120)
+    assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr[-3000:]
