@@ -16,7 +16,8 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
     members.py lifecycle.py    how a context makes and opens its members; how an
                                allocation gains and loses names (publish, handle, free)
     registry.py reference.py   their narrow insides: a context as its allocations see it,
-    maps.py forks.py           an allocation's reference (its fd; mixed into it), its maps
+    maps.py private_maps.py    an allocation's reference (its fd; mixed into it), its maps
+    forks.py                   (shared ones under the map lock; private ones without),
     removal.py waiting.py      and what a forked child may do with them, the name-removal
                                protocol, bounded waits
     leaks.py inspect.py doctor/   tooling over segments: plain data, no rendering

@@ -13,18 +13,9 @@ from __future__ import annotations
 import os
 
 from . import forks
-from .errors import (
-    Busy,
-    ClaraError,
-    Corrupt,
-    Incomplete,
-    InvalidArgument,
-    NeverWritten,
-    ReadOnly,
-    Timeout,
-)
+from .errors import Busy, ClaraError, Corrupt, InvalidArgument, ReadOnly, Timeout
 from .mapping import Mapping
-from .reference import Reference
+from .private_maps import PrivateMaps, unreadable
 from .shm import header as hdr
 from .shm import locks, memory, processes, segment
 from .shm.access import map_locked
@@ -47,8 +38,7 @@ _MAP_SHARED, _MAP_EXCLUSIVE, _ = locks.requests(locks.MAP_BYTE)
 _parse_layout = hdr.parse_layout
 _spare_list_of = memory.spare_list_of
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
-_DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
-_map_at, _take_spare, _own_write_states = memory.map_at, memory.take_spare, hdr.own_write_states
+_DATA_END, _COMPLETE = hdr.DATA_END, hdr.COMPLETE
 
 
 # The header's first bytes (up to the layout's end) and the mapping's length of the last
@@ -62,7 +52,7 @@ def _remember_read(header: bytes, length: int, layout: Layout) -> None:
     _last_read = (header, length, layout)
 
 
-class Maps(Reference):
+class Maps(PrivateMaps):
     """The map side of an Allocation (mixed into it): map, premap, unmap."""
 
     __slots__ = ()  # (the Allocation's)
@@ -318,46 +308,6 @@ class Maps(Reference):
             pass
         return b"", None
 
-    def _map_private(
-        self,
-        pending: bytearray,
-        writable: bool,
-        allow_incomplete: bool,
-        populate: bool,
-        what: str,
-    ) -> tuple[Region, Layout]:
-        """`map` of a segment no other process can reach (see `_defer`): no lock to take, no
-        file that anyone else could have cut short or retyped, the data state in `pending`."""
-        if writable:
-            undone, (writing, completed) = _own_write_states(pending, processes.identity())
-            region, self._warm = self._warm, None
-        else:
-            if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:
-                raise _unreadable(hdr.read_data_state(pending), what)
-            region, self._warm_read = self._warm_read, None
-        length = DATA_OFFSET + self._layout.capacity
-        if region is not None:
-            region = region.reissue()  # (see `map`; None: another thread took it)
-        if region is None and populate and length < _POPULATE_FROM:
-            # A small one, mapped as Region.map would (over a kept range, else anywhere).
-            prot, at = _READ_WRITE if writable else _READ, _take_spare(length)
-            try:
-                address = _map_at(at, length, prot, _SHARED, self._fd)
-            except OSError as exc:
-                raise segment.translate(exc, what) from exc
-            region = Region(address, length, writable)
-        elif region is None:  # a fresh segment never written: its pages are fresh too
-            fresh = pending[_DATA_AT] == _EMPTY
-            region = segment.map_segment(self._fd, length, writable, what, populate, fresh)
-        if writable:
-            self._undone = undone
-            pending[_DATA_AT:_DATA_END] = writing
-            self._completed = completed
-        self._maps.append(region)
-        if self._pending is not pending:  # another thread forked meanwhile
-            self._public_meanwhile(pending)
-        return region, self._layout
-
     def _check_locked(
         self, header: bytes, length: int, writable: bool, allow_incomplete: bool, what: str
     ) -> Layout:
@@ -383,23 +333,8 @@ class Maps(Reference):
         elif header[_DATA_AT] != _COMPLETE:
             data = hdr.read_data_state(header)  # (Corrupt if it is no state at all)
             if not allow_incomplete:
-                raise _unreadable(data, what)
+                raise unreadable(data, what)
         return layout
-
-
-def _unreadable(data: hdr.DataState, what: str) -> Incomplete | NeverWritten:
-    """Why data in `data`'s state cannot be read (not complete)."""
-    if data.state == hdr.WRITING:
-        return Incomplete(
-            f"{what} is incomplete: its writer (pid {data.writer_pid}) died or failed mid-write",
-            "write it again, or read anyway with {allow_incomplete}",
-        )
-    return NeverWritten(
-        f"{what} was never written",
-        "write it first, wait for its writer with {wait}, "
-        "or read what it holds anyway with {allow_incomplete} (zeros, or the old "
-        "bytes of a recycled segment)",
-    )
 
 
 def _cut_short(what: str, length: int) -> Corrupt:
