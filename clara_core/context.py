@@ -10,42 +10,23 @@ made it, the process it is bound to (if any), the mode of its segments and its c
 from __future__ import annotations
 
 import os
-import stat
-import time
 
 from . import members
 from .allocation import HANDLED, SHARED, Allocation
-from .dtypes import parse_size
-from .errors import (
-    AlreadyExists,
-    ClaraError,
-    Corrupt,
-    InvalidArgument,
-    NotFound,
-    Timeout,
-)
-from .names import (
-    HANDLE,
-    PUBLISHED,
-    context_file,
-    namespace,
-    parse_file_name,
-    same_name,
-    validate_name,
-)
+from .errors import ClaraError, Corrupt, InvalidArgument, NotFound, Timeout
+from .names import HANDLE, PUBLISHED, context_file, same_name, validate_name
 from .registry import Registry
 from .shm import header as hdr
-from .shm import making, processes, segment, trust
-from .shm.header import DataState, Header, Origin, Settings
+from .shm import processes, segment, trust
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
 
+    from .shm.header import Header
     from .waiting import Deadline
 
-PAGE = 4096
 _HANDLE_DIGITS = "0123456789abcdef"  # 12 of them; str methods, not `re` (start-up)
 
 
@@ -131,8 +112,10 @@ class Context(metaclass=_ContextType):
         validate_name(name, "context name")
         mode = trust.checked_mode(mode)
         warm = None if warm_pool is None else cls._open_warm_pool(warm_pool, name, mode)
+        from . import contexts  # (not loaded by the copies, which make no context)
+
         try:
-            context = cls._create_plain(name, capacity, mode, owner_pid, pool_bytes)
+            context = contexts.make(name, capacity, mode, owner_pid, pool_bytes, cls)
         except BaseException:
             if warm is not None:
                 warm.close()
@@ -140,52 +123,6 @@ class Context(metaclass=_ContextType):
         if warm is not None:
             context.warm_pool, context._registry.warm_pool = warm, warm._registry
         return context
-
-    @classmethod
-    def _create_plain(
-        cls,
-        name: str,
-        capacity: int | str | None,
-        mode: int,
-        owner_pid: int | None,
-        pool_bytes: int | str | None,
-    ) -> Context:
-        quota = 0 if capacity is None else parse_size(capacity)
-        if pool_bytes is None:
-            from .pool import default_cap  # (not loaded by the copies: start-up)
-
-            pool_cap = default_cap()
-        else:
-            pool_cap = 0 if pool_bytes in (0, "0") else parse_size(pool_bytes)
-        owner = (0, 0)
-        if owner_pid is not None:
-            owner = processes.identity(_check_pid(owner_pid))
-            if not owner[1]:
-                raise InvalidArgument(f"owner pid {owner_pid} is not a running process")
-        what = f"context '{name}'"
-        header = Header(
-            kind=hdr.KIND_CONTEXT,
-            lifecycle=hdr.PUBLISHED,
-            data=DataState(hdr.EMPTY),
-            layout=None,
-            origin=Origin(time.time_ns(), *processes.identity(), *owner),
-            settings=Settings(mode, quota, pool_cap),
-            context=name,
-            name=name,
-        )
-        from .shm import ledger
-
-        page = header.pack() + bytes(ledger.LEDGER_AT - hdr.HEADER_SIZE) + ledger.initial()
-        fd = making.create_anonymous(PAGE, mode, what, page)[0]
-        try:
-            segment.link(fd, context_file(name), what)
-            return cls(fd, True, header, os.fstat(fd))
-        except AlreadyExists:
-            os.close(fd)
-            raise AlreadyExists(f"{what} already exists{_squatter(name)}") from None
-        except BaseException:
-            os.close(fd)
-            raise
 
     @classmethod
     def _open_warm_pool(cls, pool_name: str, name: str, mode: int) -> Context:
@@ -256,19 +193,9 @@ class Context(metaclass=_ContextType):
     @classmethod
     def list(cls) -> list[str]:
         """Names of the contexts of this namespace that this user can open."""
-        from .shm import listing
+        from . import contexts
 
-        ns = namespace()
-        refusal = trust.owner_refusal()
-        found = []
-        for entry in listing.scan(ns + "."):
-            parsed = parse_file_name(entry.name, ns)
-            if parsed is None or parsed[1] is not None:
-                continue
-            header = entry.header(refusal)
-            if header is not None and header.kind == hdr.KIND_CONTEXT:
-                found.append(header.name)
-        return sorted(found, key=str.lower)
+        return contexts.names()
 
     @property
     def owner_alive(self) -> bool | None:
@@ -409,20 +336,3 @@ class Context(metaclass=_ContextType):
             ):
                 found.append(header.name)  # (not one whose freer died mid-free)
         return sorted(found, key=str.lower)
-
-
-def _squatter(name: str) -> str:
-    """How an AlreadyExists names what holds a context's name, if not one of ours."""
-    found = segment.stat_named(context_file(name))
-    if found is None or (found.st_uid in (os.geteuid(), 0) and stat.S_ISREG(found.st_mode)):
-        return "; open it, or destroy it first"
-    return (
-        f" as {trust.file_type(found.st_mode)} of {trust.user_name(found.st_uid)}, who "
-        "took the name first: choose another name (or have that user remove it)"
-    )
-
-
-def _check_pid(pid: object) -> int:
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        raise InvalidArgument(f"invalid pid {pid!r}: use a positive process id")
-    return pid

@@ -136,6 +136,7 @@ NOT_FOR_A_COPY = {
     "clara_core.shm.ledger": "only contexts with a capacity count published bytes",
     "clara_core.shm.listing": "a copy lists no directory",
     "clara_core.warm_pool": "only a context that uses a warm pool",
+    "clara_core.contexts": "a copy opens a context and never makes or lists one",
     "clara_core.waiting": "only a copy that waits (--wait, --timeout)",
     "struct": "a module to find and run, only to re-export _struct's Struct (header, locks)",
 }
