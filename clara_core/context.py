@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
 
+    from .shm.access import FileStat
     from .shm.header import Header
     from .waiting import Deadline
 
@@ -65,7 +66,9 @@ class Context(metaclass=_ContextType):
     """A named registry of shared allocations that every process of a pipeline can open:
     `Context.create(name)` makes one, `ctx.create(size)` an allocation in it."""
 
-    def __init__(self, fd: int, writable: bool, header: Header, found: os.stat_result) -> None:
+    def __init__(
+        self, fd: int, writable: bool, header: Header, found: FileStat | os.stat_result
+    ) -> None:
         self.name = header.name
         self.file_name = context_file(header.name)  # fixed: the namespace it was opened in
         self.owner_pid: int | None = header.origin.owner_pid or None

@@ -33,6 +33,8 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from .shm.access import FileStat
+
 QUOTA_BYTE = 2
 POOL_BYTE = 3
 LIFECYCLE_BYTE = 4
@@ -68,7 +70,7 @@ class Registry:
         file_name: str,
         fd: int,
         writable: bool,
-        found: os.stat_result,
+        found: FileStat | os.stat_result,
         capacity: int | None,
         pool_cap: int,
         incarnation: int,

@@ -32,8 +32,13 @@ from _collections_abc import Callable
 from ..errors import InvalidArgument
 from ..records import Record
 
-# A check of a file's stat: None if it may be used, else the reason it may not.
-Refusal = Callable[[os.stat_result], "str | None"]
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from .access import FileStat
+
+# A check of a file's stat (open_segment's FileStat, or a whole os.stat_result): None if
+# it may be used, else the reason it may not.
+Refusal = Callable[["FileStat | os.stat_result"], "str | None"]
 
 GROUP_WRITES = 0o020
 OTHERS_WRITE = 0o002
@@ -96,7 +101,7 @@ class Writers(Record):
     mode: int  # permission bits of the context's own segment file
 
     @classmethod
-    def of(cls, context: os.stat_result) -> Writers:
+    def of(cls, context: FileStat | os.stat_result) -> Writers:
         """The writers of the context whose segment has this stat."""
         return cls(context.st_uid, context.st_gid, stat.S_IMODE(context.st_mode))
 
@@ -105,11 +110,11 @@ class Writers(Record):
         """Whether users other than the owner may write (group- or other-writable)."""
         return bool(self.mode & (GROUP_WRITES | OTHERS_WRITE))
 
-    def admits(self, member: os.stat_result) -> bool:
+    def admits(self, member: FileStat | os.stat_result) -> bool:
         """Whether one of the writers made this member (see the module's rules)."""
         return self.refusal(member) is None
 
-    def refusal(self, member: os.stat_result) -> str | None:
+    def refusal(self, member: FileStat | os.stat_result) -> str | None:
         """None if the member may be used (one of the writers made it: see the module's
         rules), else why not (for messages). This runs on every get: one frame."""
         uid, gid, mode = self  # (one unpack, not three field lookups)
@@ -151,7 +156,7 @@ def owner_refusal(owner: int | str | None = None) -> Refusal:
     wanted = owner if owner is not None else os.environ.get(OWNER_ENV) or None
     accepted = {os.geteuid(), 0} if wanted is None else {_uid_of(wanted)}
 
-    def refusal(found: os.stat_result) -> str | None:
+    def refusal(found: FileStat | os.stat_result) -> str | None:
         if found.st_uid in accepted:
             return None
         if wanted is None:
@@ -166,7 +171,7 @@ def owner_refusal(owner: int | str | None = None) -> Refusal:
     return refusal
 
 
-def removable_refusal(found: os.stat_result) -> str | None:
+def removable_refusal(found: FileStat | os.stat_result) -> str | None:
     """The check before removing a file: it is ours (root may remove anyone's)."""
     me = os.geteuid()
     if found.st_uid == me or me == 0:
@@ -174,7 +179,7 @@ def removable_refusal(found: os.stat_result) -> str | None:
     return f"belongs to {user_name(found.st_uid)}: only that user (or root) can remove it"
 
 
-def ours_refusal(found: os.stat_result) -> str | None:
+def ours_refusal(found: FileStat | os.stat_result) -> str | None:
     """The check for tooling that acts on our own files only (reclaim, evict)."""
     if found.st_uid == os.geteuid():
         return None
