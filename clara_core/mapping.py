@@ -11,6 +11,7 @@ from .errors import Corrupt, InvalidArgument
 from .shm import segment
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import READ_ONLY_HOLDERS, Region
+from .shm.staging import Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Mapping:
         with ``populate=False``. Works for files, pipes and sockets; `advance` is told
         the bytes copied after each chunk.
         """
-        self._check_mapped()
+        self._through_fd()
         source, offset, left = self.allocation._fd, DATA_OFFSET, self.layout.nbytes
         while left:
             sent = os.sendfile(fd, source, offset, min(left, _CHUNK))
@@ -174,7 +175,7 @@ class Mapping:
         kernel that cannot copy from this kind of file (EINVAL, ...) comes before any
         byte is written; `advance` is told the bytes copied after each chunk.
         """
-        self._check_mapped()
+        self._through_fd()
         if not self._region.writable:
             raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
         target, total, done = self.allocation._fd, self.layout.nbytes, 0
@@ -207,7 +208,7 @@ class Mapping:
         read(2) instead reports it. So this is the safe copy when the segment may be cut
         short by someone else (contexts other users may write).
         """
-        self._check_mapped()
+        self._through_fd()
         view = memoryview(buffer).cast("B")
         if len(view) != self.layout.nbytes:
             raise InvalidArgument(f"need a buffer of {self.layout.nbytes} bytes, not {len(view)}")
@@ -221,7 +222,7 @@ class Mapping:
     def write_from(self, data: Any) -> None:
         """Copy `data` (nbytes long) into the allocation through the file, not the map
         (see read_into). Only for a write map."""
-        self._check_mapped()
+        self._through_fd()
         if not self._region.writable:
             raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
         view = memoryview(data).cast("B")
@@ -262,6 +263,13 @@ class Mapping:
         else:
             self.allocation._abandon(self._region)
         return segment.translate(exc, self.allocation.describe())
+
+    def _through_fd(self) -> None:
+        """Before the data is read or written through the fd: a staged map (see
+        shm/staging.py) is attached, so that the views and the file hold the same bytes."""
+        self._check_mapped()
+        if type(self._region) is Staged:
+            self._region.attach()
 
     def _check_mapped(self) -> None:
         if not self.mapped:

@@ -4,6 +4,7 @@ A segment made in a private context's way (or not yet published or handed out) h
 name anyone else could open: its map needs no map lock, no file check (nobody could have
 cut it short or retyped it), and its data state is kept in memory (`_pending`) until the
 segment becomes visible. Mixed into Allocation under maps.Maps, whose `map` calls it.
+The first write map of a small one is staged in this process's memory (shm/staging.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from .shm import header as hdr
 from .shm import memory, processes, segment
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
+from .shm.staging import STAGED_BELOW as _STAGED_BELOW
+from .shm.staging import Staged
 
 # Bound once: these run on every map of a private segment.
 _READ, _READ_WRITE = memory.PROT_READ, memory.PROT_READ | memory.PROT_WRITE
@@ -22,6 +25,7 @@ _POPULATE_FROM = segment.POPULATE_FROM
 _DATA_AT, _DATA_END = hdr.DATA_AT, hdr.DATA_END
 _COMPLETE, _EMPTY = hdr.COMPLETE, hdr.EMPTY
 _map_at, _take_spare, _own_write_states = memory.map_at, memory.take_spare, hdr.own_write_states
+_staged = Staged.take
 
 
 class PrivateMaps(Reference):
@@ -51,7 +55,16 @@ class PrivateMaps(Reference):
         length = DATA_OFFSET + self._layout.capacity
         if region is not None:
             region = region.reissue()  # (see maps.Maps.map; None: another took it)
-        if region is None and populate and length < _POPULATE_FROM:
+        if region is not None:
+            pass
+        elif writable and populate and length < _STAGED_BELOW and pending[_DATA_AT] == _EMPTY:
+            # Small and never written (zeros): staged in this process's memory, written
+            # to the file at unmap (see shm/staging.py).
+            try:
+                region = _staged(self._fd, length)
+            except OSError as exc:
+                raise segment.translate(exc, what) from exc
+        elif populate and length < _POPULATE_FROM:
             # A small one, mapped as Region.map would (over a kept range, else anywhere).
             prot, at = _READ_WRITE if writable else _READ, _take_spare(length)
             try:
@@ -59,7 +72,7 @@ class PrivateMaps(Reference):
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
             region = Region(address, length, writable)
-        elif region is None:  # a fresh segment never written: its pages are fresh too
+        else:  # a fresh segment never written: its pages are fresh too
             fresh = pending[_DATA_AT] == _EMPTY
             region = segment.map_segment(self._fd, length, writable, what, populate, fresh)
         if writable:

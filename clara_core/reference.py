@@ -29,6 +29,7 @@ from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, segment
 from .shm.access import set_lock as _set_lock
+from .shm.staging import Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -85,9 +86,17 @@ class Reference(Inheritance):
         locks.try_lock(fd, locks.REFERENCE_BYTE, False)
         if self._maps and not locks.try_lock(fd, locks.MAP_BYTE, self._maps[0].writable):
             raise Busy(f"{what} is locked by a process that should not reach it")
+        self._attach_staged()
         self._pending = None
         forks.private.pop(id(self), None)
         return pending
+
+    def _attach_staged(self) -> None:
+        """Before the file may reach another process: a staged map's views see the file
+        from now on (see shm/staging.py)."""
+        for region in self._maps:
+            if type(region) is Staged:
+                region.attach()
 
     def _materialize(self, what: str) -> None:
         """`_go_public`, and write the data state kept in memory to the file."""
@@ -103,6 +112,7 @@ class Reference(Inheritance):
         if self._maps:
             if not locks.try_lock(fd, locks.MAP_BYTE, self._maps[0].writable):
                 raise Busy("a private allocation is locked by a process that should not reach it")
+            self._attach_staged()
         else:
             locks.unlock(fd, locks.MAP_BYTE)
         segment.write_at(fd, pending[_DATA_AT:_DATA_END], _DATA_AT, "a private allocation")

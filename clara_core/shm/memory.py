@@ -80,6 +80,12 @@ def _new_lock_in_child() -> None:
     _lend, _lent = _lending.acquire, _lending.release
 
 
+def lending() -> RLock:
+    """The lock under which Regions lend, release and detach (see `_lending`), for a
+    Region's own change of its mapping (shm/staging.py: a staged map attached)."""
+    return _lending
+
+
 def _let_go() -> None:
     """After an exception at `_lend()`: release _lending if that call took it."""
     try:  # noqa: SIM105 (contextlib.suppress: a module more to load at start-up)
@@ -257,13 +263,18 @@ class Region:
         try:
             holder = self._holder() if self._holder is not None else None
             if holder is None:
-                address, self.address, self._fd = self.address, 0, -1
+                address, fd = self.address, self._fd
+                self.address, self._fd = 0, -1
                 if address:
-                    munmap(address, self.length)
+                    self._unmap_range(address, fd)
             else:
                 self._cut_off(holder)
         finally:
             _lent()
+
+    def _unmap_range(self, address: int, fd: int) -> None:
+        """`release` of a range no view can reach (a staged map first writes it out)."""
+        munmap(address, self.length)
 
     def detach(self) -> Region | None:
         """Move the shared pages (page tables and all) to a new address, away from the

@@ -1,0 +1,175 @@
+"""Small write maps of fresh private segments, staged in this process's own memory.
+
+A fresh private segment has no name (reference._defer): no other process can reach it,
+and its data is zeros. Its first write map need not map the file: its views are made
+over private memory holding zeros, and its unmap writes what they hold into the file
+(one pwrite), then zeros that memory, so that views outliving the map read zeros and
+write to nothing, as a cut-off view does. A mapped file costs more for a few pages: the
+mmap, a page fault per page, the cut-off of a view alive at unmap (an mmap MAP_FIXED that
+also tears the shared pages down) and the munmap at its death. A range whose views have
+died is kept for the next staged map of its length (zeroed again then, no system call).
+
+Before the segment can reach another process (a name, a handle, `path`, a fork: see
+reference._go_public), or be read or written through its fd while mapped (Mapping's
+copies), a staged map is *attached*: its bytes are written to the file, then the file is
+mapped in their place (mmap MAP_FIXED), so that its views see the segment from then on,
+exactly as those of any other map.
+
+`stage` and `write_staged` are the C extension's (shm/c/making.c) where it is built,
+else their pure-Python twins here (same calls, same results and errors).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
+
+from .header import DATA_OFFSET
+from .memory import (
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    Region,
+    lending,
+    make_holder,
+    map_at,
+    munmap,
+)
+from .native import calls
+from .segment import POPULATE_FROM
+
+TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
+
+# Segments shorter than this (header page included) have their first write map staged:
+# below it, one pwrite of the data costs less than mapping its pages and faulting them in
+# one by one (measured: 4 KiB of data 31 -> 22 us, 32 KiB 54 -> 36, 124 KiB 125 -> 76 for
+# create + map('w') + fill + unmap + release); from it on, maps are populated at once.
+STAGED_BELOW = POPULATE_FROM
+_READ_WRITE = PROT_READ | PROT_WRITE
+# Ranges kept per length, lengths kept, longest kept: at most 1 MiB of this memory.
+_KEEP, _LENGTHS, _KEPT_UP_TO = 2, 8, 64 << 10
+# Staged ranges no view can reach any more, by length, for the next staged map. Only this
+# module maps, keeps or unmaps them, so an address found here is always ours to reuse.
+_kept: dict[int, list[int]] = {}
+# The weak references watching staged ranges whose views outlived their map, by address:
+# when the last view dies, the range is kept (or unmapped).
+_watched: dict[int, Any] = {}
+
+
+def _data_of(address: int, length: int) -> memoryview:
+    """The data bytes (from DATA_OFFSET) of the staged range at `address`, writable."""
+    return memoryview(make_holder(address, length, True, None)).cast("B")[DATA_OFFSET:]
+
+
+def _stage(at: int, length: int) -> int:
+    """Private, read-write memory of `length` bytes whose data (from DATA_OFFSET on) is
+    zeros: the kept range `at`, its data zeroed, or (at 0) new private zeros."""
+    if length <= DATA_OFFSET:
+        raise ValueError("a staged range is longer than its header page")
+    if at:
+        _data_of(at, length)[:] = bytes(length - DATA_OFFSET)
+        return at
+    import mmap  # (pure Python only: the extension needs no mmap module)
+
+    return map_at(0, length, _READ_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1)
+
+
+def _write_staged(fd: int, address: int, length: int, zero: bool) -> None:
+    """The data of the staged range at `address` written into the file `fd` at the same
+    offsets (a short write goes on, none at all is ENOSPC), then zeroed if `zero`."""
+    if length <= DATA_OFFSET:
+        raise ValueError("a staged range is longer than its header page")
+    data = _data_of(address, length)
+    done = 0
+    while done < len(data):
+        written = os.pwrite(fd, data[done:], DATA_OFFSET + done)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += written
+    if zero:
+        data[:] = bytes(len(data))
+
+
+if calls is not None:
+    stage, write_staged = calls.stage, calls.write_staged
+else:
+    stage, write_staged = _stage, _write_staged
+
+
+class Staged(Region):
+    """A write map of a fresh private segment held in private memory (see the module).
+
+    A Region whose `release` writes the data into the file first; its file is `_fd` (a
+    deferred Region's slot: a staged one is always mapped), until it is released or
+    attached (then it *is* a plain Region: same slots, its class changed in place)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def take(cls, fd: int, length: int) -> Staged:
+        """A staged write map of the fresh segment `fd` (`length` bytes, header page and
+        data, as a Region of it), over a kept range or a new one."""
+        kept = _kept.get(length)
+        at = 0
+        if kept:
+            try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
+                at = kept.pop()
+            except IndexError:  # another thread took it
+                pass
+        region = cls(stage(at, length), length, True)
+        region._fd = fd
+        return region
+
+    def attach(self) -> None:
+        """Write the staged data into the file and map the file in its place (MAP_FIXED):
+        from now on its views see the segment, and this is a plain Region."""
+        with lending():  # (not while another thread releases it, or lends from it)
+            address, fd, length = self.address, self._fd, self.length
+            if type(self) is not Staged or not address or fd < 0:  # attached or released
+                return
+            write_staged(fd, address, length, False)
+            mapped = map_at(address, length, _READ_WRITE, MAP_SHARED, fd)
+            if mapped != address:  # (map_at maps elsewhere when the fixed map fails)
+                munmap(mapped, length)
+                raise OSError(errno.ENOMEM, "mmap: a staged map could not be attached")
+            self._fd = -1
+            self.__class__ = Region
+
+    def detach(self) -> None:
+        """`release`: nothing stays mapped to keep warm (the next map stages again)."""
+        self.release()
+
+    def _unmap_range(self, address: int, fd: int) -> None:
+        # Region.release, no view alive: the data goes to the file, the range is kept.
+        write_staged(fd, address, self.length, False)
+        _give_back(address, self.length)
+
+    def _cut_off(self, holder: Any) -> None:
+        # Region.release, views alive: the data goes to the file, the views read zeros
+        # (they can never reach the file: it is not mapped here); their holder lets go of
+        # its owner (the map may die, as cut_off's does); the range is kept at their death.
+        address, length = self.address, self.length
+        write_staged(self._fd, address, length, True)
+        holder.owner = None
+        _watched[address] = weak_ref(holder, lambda _dead: _views_died(address, length))
+        self._holder = None
+        self.address, self._fd = 0, -1
+
+
+def _views_died(address: int, length: int) -> None:
+    _watched.pop(address, None)
+    _give_back(address, length)
+
+
+def _give_back(address: int, length: int) -> None:
+    """Keep the range no view can reach for the next staged map, or unmap it."""
+    kept = _kept.get(length)
+    if kept is None and len(_kept) < _LENGTHS and length <= _KEPT_UP_TO:
+        kept = _kept.setdefault(length, [])
+    if kept is not None and len(kept) < _KEEP:
+        kept.append(address)
+    else:
+        munmap(address, length)

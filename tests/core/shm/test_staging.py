@@ -1,0 +1,94 @@
+"""The calls of a staged write map (shm/staging.py): the C extension's `stage` and
+`write_staged` and their pure-Python twins do the same to the same real memory and files,
+and fail alike. Without the extension built, only the twins run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from clara_core.shm import memory, staging
+from clara_core.shm.header import DATA_OFFSET
+from clara_core.shm.native import calls
+
+_TWINS = ["python"] + (["c"] if calls is not None else [])
+_LENGTH = DATA_OFFSET + 8192
+
+
+def _call(twin: str, name: str) -> Callable[..., Any]:
+    return getattr(calls, name) if twin == "c" else getattr(staging, "_" + name)
+
+
+def _bytes_at(address: int, length: int) -> memoryview:
+    return memoryview(memory.make_holder(address, length, True, None)).cast("B")
+
+
+@pytest.fixture
+def segment(tmp_path: Any) -> Iterator[int]:
+    fd = os.open(tmp_path / "segment", os.O_RDWR | os.O_CREAT, 0o600)
+    os.pwrite(fd, bytes(_LENGTH), 0)
+    yield fd
+    os.close(fd)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_stage_gives_zeros_new_or_in_a_kept_range_keeping_its_header_page(twin: str) -> None:
+    stage = _call(twin, "stage")
+    address = stage(0, _LENGTH)
+    try:
+        memory_now = _bytes_at(address, _LENGTH)
+        assert not any(memory_now)
+        memory_now[:] = b"\x05" * _LENGTH  # written (by a view that outlived its map)
+        assert stage(address, _LENGTH) == address
+        assert bytes(memory_now[:DATA_OFFSET]) == b"\x05" * DATA_OFFSET  # nobody's data
+        assert not any(memory_now[DATA_OFFSET:])
+    finally:
+        memory.munmap(address, _LENGTH)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+@pytest.mark.parametrize("zero", [False, True])
+def test_write_staged_writes_the_data_at_its_offset_and_zeros_it_if_asked(
+    twin: str, zero: bool, segment: int
+) -> None:
+    address = staging.stage(0, _LENGTH)
+    try:
+        staged = _bytes_at(address, _LENGTH)
+        staged[:] = bytes(range(256)) * (_LENGTH // 256)
+        _call(twin, "write_staged")(segment, address, _LENGTH, zero)
+        assert os.pread(segment, DATA_OFFSET, 0) == bytes(DATA_OFFSET)  # the header: not its
+        written = os.pread(segment, _LENGTH, DATA_OFFSET)
+        assert written == bytes(range(256)) * ((_LENGTH - DATA_OFFSET) // 256)
+        assert any(staged[DATA_OFFSET:]) is not zero
+    finally:
+        memory.munmap(address, _LENGTH)
+
+
+def _error(call: Callable[[], object]) -> tuple[type, object]:
+    with pytest.raises((OSError, ValueError)) as caught:
+        call()
+    return type(caught.value), getattr(caught.value, "errno", None)
+
+
+def test_the_twins_fail_alike(segment: int, tmp_path: Any) -> None:
+    address = staging.stage(0, _LENGTH)
+    read_only = os.open(tmp_path / "segment", os.O_RDONLY)
+    closed = os.open(tmp_path / "segment", os.O_RDONLY)
+    os.close(closed)
+    try:
+        cases: dict[str, Callable[[str], object]] = {
+            "closed fd": lambda t: _call(t, "write_staged")(closed, address, _LENGTH, True),
+            "read-only fd": lambda t: _call(t, "write_staged")(read_only, address, _LENGTH, 0),
+            "header page only": lambda t: _call(t, "write_staged")(segment, address, 4096, 0),
+            "stage, header page only": lambda t: _call(t, "stage")(0, DATA_OFFSET),
+        }
+        for case, call in cases.items():
+            errors = {twin: _error(lambda call=call, twin=twin: call(twin)) for twin in _TWINS}
+            assert len(set(errors.values())) == 1, (case, errors)
+        assert _error(lambda: staging.write_staged(closed, address, _LENGTH, 0))[1] == 9
+    finally:
+        os.close(read_only)
+        memory.munmap(address, _LENGTH)
