@@ -42,22 +42,24 @@ static PyObject *undo(void *address, Py_ssize_t length, int fd) {
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
-/* p2(dir_fd, mode, header, tail, context_fd, name, length, nbytes, freed) -> None
+/* p2(dir_fd, mode, header, tail, context_fd, name, length, nbytes, freed, staged) -> None
  *
- * openat(O_TMPFILE), fstat, pwritev2 (header + zeros), mmap(shared, read-write), the
- * write, mmap(private zeros, fixed) over it (the cut-off of a live view), fstat of the
- * context, the reference lock, pwrite of `tail`, linkat(AT_EMPTY_PATH), the lifecycle
- * lock, pread of the lifecycle, fstatat of the name, pwrite of `freed`, unlinkat, the
- * unlock, close, munmap (the view's death). Stops at the first failure (OSError). */
+ * openat(O_TMPFILE), fstat, pwritev2 (header + zeros); the write map staged in the
+ * private memory at `staged` (its data zeroed, written, pwrite into the file at unmap,
+ * zeroed again: clara_core/shm/staging.py); fstat of the context, the reference lock,
+ * pwrite of `tail`, linkat(AT_EMPTY_PATH), the lifecycle lock, pread of the lifecycle,
+ * fstatat of the name, pwrite of `freed`, unlinkat, the unlock, close. Stops at the first
+ * failure (OSError). */
 static PyObject *p2(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "p2() takes 9 positional arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "p2() takes 10 positional arguments");
         return NULL;
     }
     int dir_fd = (int)PyLong_AsLong(args[0]), mode = (int)PyLong_AsLong(args[1]);
     int context_fd = (int)PyLong_AsLong(args[4]), freed = (int)PyLong_AsLong(args[8]);
     Py_ssize_t length = PyLong_AsSsize_t(args[6]), nbytes = PyLong_AsSsize_t(args[7]);
+    char *staged = PyLong_AsVoidPtr(args[9]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -69,9 +71,9 @@ static PyObject *p2(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     const char *header = PyBytes_AS_STRING(args[2]), *tail = PyBytes_AS_STRING(args[3]);
     Py_ssize_t header_size = PyBytes_GET_SIZE(args[2]), tail_size = PyBytes_GET_SIZE(args[3]);
     const char *name = PyBytes_AS_STRING(args[5]);
+    size_t data_size = (size_t)(length - DATA_OFFSET);
     struct stat found;
     unsigned char lifecycle = (unsigned char)freed, seen;
-    char *address = MAP_FAILED;
     int fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
     if (fd < 0 || fstat(fd, &found) < 0) {
         goto failed;
@@ -83,14 +85,13 @@ static PyObject *p2(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (pwritev2(fd, parts, 2, 0, 0) < length) {
         goto failed;
     }
-    address = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (address == MAP_FAILED) {
+    memset(staged + DATA_OFFSET, 0, data_size);
+    memset(staged + DATA_OFFSET, 1, (size_t)nbytes);
+    if (pwrite(fd, staged + DATA_OFFSET, data_size, DATA_OFFSET) < (ssize_t)data_size) {
         goto failed;
     }
-    memset(address + DATA_OFFSET, 1, (size_t)nbytes);
-    if (mmap(address, (size_t)length, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED ||
-        fstat(context_fd, &found) < 0 || set_lock(fd, F_RDLCK, 0) < 0 ||
+    memset(staged + DATA_OFFSET, 0, data_size);
+    if (fstat(context_fd, &found) < 0 || set_lock(fd, F_RDLCK, 0) < 0 ||
         pwrite(fd, tail, (size_t)tail_size, LIFECYCLE_AT) < 0 ||
         linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) < 0 || set_lock(fd, F_WRLCK, 2) < 0 ||
         pread(fd, &seen, 1, LIFECYCLE_AT) < 0 ||
@@ -100,10 +101,9 @@ static PyObject *p2(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
         goto failed;
     }
     close(fd);
-    munmap(address, (size_t)length);
     Py_RETURN_NONE;
 failed:
-    return undo(address, length, fd);
+    return undo(MAP_FAILED, 0, fd);
 }
 
 /* p1(dir_fd, name, length, layout_size, at, delete) -> the cut-off range's address, or 0

@@ -34,8 +34,8 @@ P2 (create + map('w') + write + unmap + publish + free of 4 KiB):
     openat(dir, ".", O_TMPFILE|O_RDWR|O_CLOEXEC, mode)          create: a nameless file
     fstat                                                       its owner, mode, identity
     pwritev(header 768 + zeros)                                 its memory, reserved
-    mmap(PROT_READ|PROT_WRITE, MAP_SHARED)                      map('w')
-    mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED)                   unmap: the cut-off
+    (map('w') of a fresh private segment: staged in private memory, a kept range, zeroed)
+    pwrite(4096 @ 4096)                                         unmap: the data (staged)
     fstat(context)                                              publish: context alive
     fcntl(F_OFD_SETLK, read lock of byte 0)                     the reference lock
     pwrite(752 @ 16)                                            lifecycle, state, name
@@ -47,7 +47,11 @@ P2 (create + map('w') + write + unmap + publish + free of 4 KiB):
     unlinkat(dir, name)                                         the name
     fcntl(F_OFD_SETLK, unlock of byte 2)
     close
-    munmap                                                      the view dies
+    (the view dies: its private range is kept for the next staged map)
+
+Until this round P2's map mapped the file (mmap), its write faulted the page in, the
+unmap cut the live view off (mmap MAP_FIXED) and its death unmapped it (munmap): four
+calls where a staged map (clara_core/shm/staging.py) makes one pwrite.
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ _AT_EMPTY_PATH = 0x1000
 _MAP_FIXED = 0x10
 _SHARED = mmap.MAP_SHARED
 _SHARED_FIXED = mmap.MAP_SHARED | _MAP_FIXED
-_ZEROS_FIXED = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED
+_PRIVATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+_ZEROS_FIXED = _PRIVATE | _MAP_FIXED
 _READ, _READ_WRITE = mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE
 _KEEP = 2  # cut-off ranges kept per length (clara's memory._SPARE_PER_LENGTH)
 
@@ -147,6 +152,7 @@ _spare: dict[int, list[int]] = {}
 
 _c_spare: dict[int, list[int]] = {}  # the same for the C floors (their own ranges)
 _context_fds: list[int] = []  # the contexts P2's floors fstat, open until `release`
+_staged: list[tuple[int, int]] = []  # P2's floors' staged ranges, until `release`
 
 
 def release() -> None:
@@ -155,6 +161,8 @@ def release() -> None:
         for length, spare in kept.items():
             while spare:
                 _munmap(spare.pop(), length)
+    while _staged:
+        _munmap(*_staged.pop())
     while _context_fds:
         os.close(_context_fds.pop())
 
@@ -253,23 +261,21 @@ def create_write_publish_free(context: str, name: str, nbytes: int) -> Callable[
     data_at, lifecycle_at = hdr.DATA_OFFSET, hdr.LIFECYCLE_AT
     os_open, fstat, pwritev, pwrite, pread = os.open, os.fstat, os.pwritev, os.pwrite, os.pread
     fcntl_, stat, unlink, close = fcntl.fcntl, os.stat, os.unlink, os.close
-    mmap_, linkat, c_char, frombuffer = _mmap, _linkat, _c_char, np.frombuffer
+    linkat, frombuffer = _linkat, np.frombuffer
     parts = (new, zeros)
+    # (the view of one operation is dead by the next: one range will do)
+    staged = _c_char.__mul__(length).from_address(_staged_range(length))
+    data = memoryview(staged).cast("B")[data_at:]
 
     def operation() -> object:
         fd = os_open(".", _TMPFILE, mode, dir_fd=dir_fd)
         fstat(fd)
         pwritev(fd, parts, 0)
-        spare = _spare.get(length)  # (clara's write map replaces a kept read range too)
-        if spare:
-            address = mmap_(spare.pop(), length, _READ_WRITE, _SHARED_FIXED, fd, 0)
-        else:
-            address = mmap_(None, length, _READ_WRITE, _SHARED, fd, 0)
-        holder = c_char.__mul__(length).from_address(address)
-        array = frombuffer(holder, np.uint8, nbytes, data_at)
+        data[:] = zeros[: length - data_at]  # staged: zeros (as clara's `stage`)
+        array = frombuffer(staged, np.uint8, nbytes, data_at)
         array[...] = 1
-        mmap_(address, length, _READ_WRITE, _ZEROS_FIXED, -1, 0)
-        holder.cut_off = _CutOff(address, length, None)
+        pwrite(fd, data, data_at)  # unmap: the data into the file, the view cut off
+        data[:] = zeros[: length - data_at]
         fstat(context_fd)
         fcntl_(fd, _SETLK, _READ_REFERENCE)
         pwrite(fd, publish_bytes, lifecycle_at)
@@ -284,6 +290,14 @@ def create_write_publish_free(context: str, name: str, nbytes: int) -> Callable[
         return array.shape  # the view dies on return: its range is unmapped
 
     return operation
+
+
+def _staged_range(length: int) -> int:
+    """The address of private memory of `length` bytes for a P2 floor's staged map, as
+    clara keeps one (mapped once, unmapped by `release`)."""
+    address = _mmap(None, length, _READ_WRITE, _PRIVATE, -1, 0)
+    _staged.append((address, length))
+    return address
 
 
 def c_floor(directory: str) -> ModuleType | str:
@@ -359,6 +373,7 @@ def create_write_publish_free_in_c(
         calls["length"],
         nbytes,
         hdr.FREED,
+        _staged_range(calls["length"]),
     )
     p2 = built.p2
 
