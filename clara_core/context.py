@@ -276,13 +276,14 @@ class Context(metaclass=_ContextType):
         """
         file_name, what = self._registry.published(name)  # (checks the name)
         lock_wait = None if timeout is None or not isinstance(timeout, (int, float)) else timeout
-        if wait:
+        if wait:  # (partial, not a lambda: its six cells were made on every get)
+            from functools import partial
+
             from . import waiting
 
             deadline = waiting.deadline(timeout)
-            found = waiting.until(
-                lambda: self._published(file_name, what, read_only, name, lock_wait), deadline
-            )
+            ready = partial(self._published, file_name, what, read_only, name, lock_wait)
+            found = waiting.until(ready, deadline)
             if found is None:
                 raise Timeout(
                     f"{what} was not published within {deadline.length:g} s",

@@ -126,27 +126,31 @@ class Mapping:
 
     @property
     def array(self) -> numpy.ndarray:
-        """A zero-copy numpy view of the data, read-only for a read map."""
+        """A zero-copy numpy view of the data, read-only for a read map (the same view
+        while it lives)."""
+        array = self._array() if self._array is not None else None
+        if array is None:
+            array = self._view()
+            self._array = weak_ref(array)
+        return array
+
+    def _view(self) -> numpy.ndarray:
+        """A new zero-copy numpy view of the data (see `array`)."""
         region = self._region
         if region not in self._maps:
             self._check_mapped()
-        array = self._array() if self._array is not None else None
-        if array is None:
-            try:
-                holder = region.holder(self)
-            except OSError as exc:  # a map made with populate=False maps its pages now
-                raise self._unmappable(exc) from exc
-            if not region.writable and not READ_ONLY_HOLDERS:
-                holder = memoryview(holder).toreadonly()  # numpy then refuses to write
-            view = _last_view  # (read once: another thread may replace it)
-            if self.layout is not view[0]:  # (Layouts are made once per layout block)
-                view = _view_of(self.layout)
-            frombuffer = _numpy_frombuffer or _frombuffer()
-            array = frombuffer(holder, view[1], view[2], DATA_OFFSET)
-            if view[3] is not None:
-                array = array.reshape(view[3])
-            self._array = weak_ref(array)
-        return array
+        try:
+            holder = region.holder(self)
+        except OSError as exc:  # a map made with populate=False maps its pages now
+            raise self._unmappable(exc) from exc
+        if not region.writable and not READ_ONLY_HOLDERS:
+            holder = memoryview(holder).toreadonly()  # numpy then refuses to write
+        view = _last_view  # (read once: another thread may replace it)
+        if self.layout is not view[0]:  # (Layouts are made once per layout block)
+            view = _view_of(self.layout)
+        frombuffer = _numpy_frombuffer or _frombuffer()
+        array = frombuffer(holder, view[1], view[2], DATA_OFFSET)
+        return array if view[3] is None else array.reshape(view[3])
 
     def copy_to(self, fd: int, advance: Callable[[int], None] | None = None) -> None:
         """Copy the data to the file descriptor `fd`, kernel to kernel (sendfile).
@@ -245,13 +249,13 @@ class Mapping:
         if self._region in self._maps:
             self.allocation._unmap(self._region, complete)
 
-    # ``with alloc.map(...) as array``: the array itself (the property's getter, no
-    # frame of its own: every map runs it).
-    __enter__ = array.fget  # type: ignore[assignment]
+    # ``with alloc.map(...) as array``: a view of its own (no frame of its own: every map
+    # runs it), not kept for `array` (a weak reference made and freed on every map).
+    __enter__ = _view
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._region in self._maps:
-            self.allocation._unmap(self._region, exc_type is None)
+        if (region := self._region) in self._maps:
+            self.allocation._unmap(region, exc_type is None)
 
     def _unmappable(self, exc: OSError) -> Exception:
         """Its pages could not be mapped: the map is undone (no lock stays held, a write

@@ -203,14 +203,10 @@ def open_member(
     """
     # Owner, file type and header are checked before the reference lock is waited
     # for (only while a reclaimer or recycler checks the segment, and bounded).
+    # (positionally: read_only, header, lock, timeout, remember; remember as
+    # registry.refusal is the context's Writers', a function of the stat alone)
     opened = segment.open_segment(
-        file_name,
-        what,
-        registry.refusal,
-        read_only=read_only,
-        lock=_SHARED_REFERENCE,
-        timeout=timeout,
-        remember=True,  # (registry.refusal: the context's Writers', the stat's alone)
+        file_name, what, registry.refusal, read_only, True, _SHARED_REFERENCE, timeout, True
     )
     fd, writable, found, header = opened  # (one unpack: cheaper than four indexings)
     try:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 _DATA_AT, _DATA_END = hdr.DATA_AT, hdr.DATA_END
 _UNLOCK_MAP = locks.requests(locks.MAP_BYTE)[2]
+_close_fd = os.close  # (bound once: every release)
 
 
 class Reference(Inheritance):
@@ -240,16 +241,17 @@ class Reference(Inheritance):
         try:
             if self._maps:
                 self._unmap_all(complete=not _crashed)
-            if self._warm_read is not None:
-                self._warm_read.release()
+            if (warm := self._warm_read) is not None:
                 self._warm_read = None
-            warm, self._warm = self._warm, None
+                warm.release()
+            if (warm := self._warm) is not None:
+                self._warm = None
             if self._recycle is not None and not _exiting:
                 self._recycle(self._fd, warm)  # takes over `warm`
             elif warm is not None:
                 warm.release()
         finally:
-            os.close(self._fd)
+            _close_fd(self._fd)
 
 
 _exiting = False  # at interpreter exit the kernel frees everything: nothing to recycle

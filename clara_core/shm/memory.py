@@ -228,14 +228,16 @@ class Region:
             _let_go()
             raise
         try:
-            holder = self._holder() if self._holder is not None else None
-            if holder is None:
-                if self._holder is _KEPT:  # unmapped meanwhile, by another thread
+            ref = self._holder  # (again: another thread may have lent or unmapped)
+            if ref is not None:
+                if (holder := ref()) is not None:
+                    return holder
+                if ref is _KEPT:  # unmapped meanwhile, by another thread
                     raise OSError(errno.EBADF, "mmap: this mapping was unmapped")
-                if not self.address:
-                    self._map_deferred()
-                holder = make_holder(self.address, self.length, self.writable, owner)
-                self._holder = weak_ref(holder)
+            if not self.address:
+                self._map_deferred()
+            holder = make_holder(self.address, self.length, self.writable, owner)
+            self._holder = weak_ref(holder)
             return holder
         finally:
             _lent()
@@ -261,7 +263,7 @@ class Region:
             _let_go()
             raise
         try:
-            holder = self._holder() if self._holder is not None else None
+            holder = ref() if (ref := self._holder) is not None else None
             if holder is None:
                 address, fd = self.address, self._fd
                 self.address, self._fd = 0, -1
@@ -286,7 +288,7 @@ class Region:
             _let_go()
             raise
         try:
-            holder = self._holder() if self._holder is not None else None
+            holder = ref() if (ref := self._holder) is not None else None
             if holder is None:
                 if not self.address:  # deferred and never mapped: nothing is warm
                     self._fd = -1

@@ -152,7 +152,6 @@ def open_segment(
     file_name: str,
     what: str,
     refusal: Refusal,
-    *,
     read_only: bool = False,
     header: bool = True,
     lock: tuple[int, bool, bytes] | None = None,
