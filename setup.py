@@ -15,6 +15,7 @@ setup(
                 "clara_core/shm/c/access.c",
                 "clara_core/shm/c/holder.c",
                 "clara_core/shm/c/making.c",
+                "clara_core/shm/c/fields.c",
             ],
             depends=["clara_core/shm/c/calls.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"],

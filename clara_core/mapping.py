@@ -9,6 +9,7 @@ from _weakref import ref as weak_ref  # weakref.ref, without the weakref module 
 from .dtypes import ElementType, format_size
 from .errors import Corrupt, InvalidArgument
 from .shm import segment
+from .shm.fields import MappingFields
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import READ_ONLY_HOLDERS, Region
 from .shm.staging import Staged
@@ -49,7 +50,7 @@ def _view_of(layout: Layout) -> tuple:
     return _last_view
 
 
-class Mapping:
+class Mapping(MappingFields):
     """An allocation mapped for reading (``'r'``) or writing (``'w'``).
 
     ``with alloc.map('r') as array:`` yields a numpy view and unmaps at the end of the
@@ -59,25 +60,17 @@ class Mapping:
     (they read zeros), so copy what you want to keep.
     """
 
-    # Slots: one is made (and dies) on every map: no attribute dict to build and free.
+    # Made as MappingFields(allocation, allocation._maps, region, layout), in C where it
+    # can be (fields.py).
     # (and one may be referred to weakly, as an Allocation may: a public class kept that)
-    __slots__ = (
-        "__weakref__",
-        "_array",
-        "_maps",
-        "_region",
-        "_written",
-        "allocation",
-        "layout",
-    )
+    __slots__ = ()
 
-    def __init__(self, allocation: Allocation, region: Region, layout: Layout) -> None:
-        self.allocation = allocation
-        self._maps = allocation._maps  # its reference's maps: this one, while it is mapped
-        self._region = region
-        self.layout = layout
-        self._array: weak_ref[Any] | None = None
-        self._written = False  # whether data went in through the fd (copy_from, write_from)
+    allocation: Allocation
+    layout: Layout
+    _maps: list[Region]  # its reference's maps: this one, while it is mapped
+    _region: Region
+    _array: weak_ref[Any] | None
+    _written: bool  # whether data went in through the fd (copy_from, write_from)
 
     @property
     def mode(self) -> str:

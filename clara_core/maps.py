@@ -123,7 +123,7 @@ class Maps(PrivateMaps):
         pending = self._pending
         if pending is not None:
             region, layout = self._map_private(pending, writable, allow_incomplete, populate, what)
-            return Mapping(self, region, layout)
+            return Mapping(self, self._maps, region, layout)
         fd = self._fd
         maps = self._maps
         # One call (access.map_locked): the map lock (unless held), the mapping (a kept
@@ -195,7 +195,7 @@ class Maps(PrivateMaps):
             raise
         maps.append(region)
         self._layout = layout
-        return Mapping(self, region, layout)
+        return Mapping(self, maps, region, layout)
 
     def _map_waiting(
         self, writable: bool, allow_incomplete: bool, populate: bool, timeout: float, what: str
@@ -233,7 +233,7 @@ class Maps(PrivateMaps):
                 # Before it sleeps, its result is made from the header as it is now;
                 # woken, it only checks the data state and layout bytes under the lock.
                 seen, now = self._layout_now(length, what)
-                made = Mapping(self, region, now) if seen else None
+                made = Mapping(self, maps, region, now) if seen else None
             if not locks.lock(fd, locks.MAP_BYTE, writable, timeout):
                 raise Timeout(
                     f"{what} stayed mapped by {self._holders()} for {timeout:g} s",
@@ -258,7 +258,7 @@ class Maps(PrivateMaps):
             raise
         maps.append(region)
         self._layout = layout
-        return Mapping(self, region, layout)
+        return Mapping(self, maps, region, layout)
 
     def premap(self, mode: str = "r") -> None:
         """Prepare a later map(mode) now: fill this process's page tables for it (what

@@ -28,6 +28,7 @@ from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from . import memory_calls
+from .fields import RegionFields
 from .native import calls
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -148,7 +149,7 @@ def _spare_for(length: int) -> list[int] | None:
     return spare
 
 
-class Region:
+class Region(RegionFields):
     """A mapping of the first `length` bytes of a segment file.
 
     A deferred one (`Region.deferred`) is mapped when a view of it is first lent: the
@@ -156,14 +157,14 @@ class Region:
     need its pages, nor ctypes (~2 ms of their start-up).
     """
 
-    __slots__ = ("__weakref__", "_fd", "_holder", "address", "length", "writable")
+    # Made as RegionFields(address, length, writable), in C where it can be (fields.py).
+    __slots__ = ()
 
-    def __init__(self, address: int, length: int, writable: bool) -> None:
-        self.address = address  # 0: deferred, not mapped (yet)
-        self.length = length
-        self.writable = writable
-        self._holder: weak_ref[Any] | None = None
-        self._fd = -1  # a deferred region's file, until it is mapped or released
+    address: int  # 0: deferred, not mapped (yet)
+    length: int
+    writable: bool
+    _holder: weak_ref[Any] | None
+    _fd: int  # a deferred region's file, until it is mapped or released
 
     @classmethod
     def deferred(cls, fd: int, length: int, writable: bool) -> Region:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 VERSION = 6  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
-# Every name the Python side takes from the extension (shm/access.py, making.py, memory.py).
+# Every name the Python side takes from the extension (shm/access.py, making.py, memory.py,
+# fields.py).
 NAMES = (
     "open_locked",
     "map_locked",
@@ -26,6 +27,8 @@ NAMES = (
     "set_lock",
     "holder",
     "cut_off",
+    "RegionFields",
+    "MappingFields",
     "create",
     "publish",
     "lock_lifecycle",

@@ -113,4 +113,7 @@ int clara_add_holder(PyObject *module);
 /* Making and ending segments: create, publish, free (making.c). */
 int clara_add_making(PyObject *module);
 
+/* The fields of the objects made on every map: Region, Mapping (fields.c). */
+int clara_add_fields(PyObject *module);
+
 #endif
