@@ -18,6 +18,7 @@ takes, the other "holds" too. So:
 from __future__ import annotations
 
 import os
+from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .errors import ClaraError
@@ -38,20 +39,44 @@ count = 0  # how many forks made this process (a child counts its parent's and i
 private: dict[int, weak_ref[Reference]] = {}
 
 
+# The hook below works on references other threads hold, by their fds: a reference whose
+# fd were closed meanwhile by its thread (and the number reused by another file, a get()
+# of a published allocation) would have its data state written into that other file. So
+# a reference's close, once marked closed, waits while a hook runs (`wait_for_hook`), and
+# the hook skips references closed. Reentrant: a finalizer run inside the hook may close
+# another reference (never the one the hook holds).
+_hook = RLock()
+hook_running = False  # (read by every close: a hook has started and not yet ended)
+
+
 def _go_public_before_fork() -> None:
-    for held in list(private.values()):
-        reference = held()
-        if reference is None:  # dying: its close takes it out of `private`
-            continue
-        try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
-            reference._materialize("a private allocation")
-        except (ClaraError, OSError):  # (a fork hook must not raise)
-            pass
+    global hook_running
+    with _hook:
+        hook_running = True
+        try:
+            for held in list(private.values()):
+                reference = held()
+                if reference is None or reference._closed:  # (closed: its fd may be
+                    continue  # another file's now)
+                try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
+                    reference._materialize("a private allocation")
+                except (ClaraError, OSError):  # (a fork hook must not raise)
+                    pass
+        finally:
+            hook_running = False
+
+
+def wait_for_hook() -> None:
+    """Called by a reference's close after it is marked closed, while `hook_running`: wait
+    until the fork hook no longer uses it (it checks `_closed` under the same lock)."""
+    with _hook:
+        pass
 
 
 def _count_fork() -> None:
-    global count
+    global count, _hook, hook_running
     count += 1
+    _hook, hook_running = RLock(), False  # (a thread that held it is not in the child)
 
 
 os.register_at_fork(before=_go_public_before_fork, after_in_child=_count_fork)

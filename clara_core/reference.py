@@ -231,6 +231,8 @@ class Reference(Inheritance):
         if self._closed:
             return
         self._closed = True
+        if forks.hook_running:  # (after `_closed`: see forks._hook)
+            forks.wait_for_hook()
         if self._pending is not None:
             forks.private.pop(id(self), None)
         # A write map still held when an uncaught exception ends the interpreter was cut

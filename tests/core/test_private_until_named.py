@@ -271,3 +271,60 @@ def test_a_private_allocation_dropped_unreleased_is_released_at_once(ctx):
     finally:
         if gc_was_on:
             gc.enable()
+
+
+def test_a_fork_never_writes_a_closed_allocations_state_into_the_file_now_on_its_fd(ctx):
+    """The fork hook works on the private allocations of every thread, by their fds. If
+    another thread releases one the hook has listed (its fd closed) and gets a published
+    allocation, which takes the same fd number, the hook must not then write the first
+    one's deferred data state ('empty') into the second's file: that one, complete, read
+    as never written by every process. The forking thread is stopped at the hook's step
+    for the first allocation (sys.setprofile) until the other thread is done, or for at
+    most 2 s (with the fix, that thread waits for the hook instead)."""
+    result = run_python(
+        """
+        import os, sys, threading
+        from clara_core import Context
+        from clara_core.shm import header as hdr
+
+        ctx = Context.open("job")
+        made = ctx.create(dtype="u8", shape=(64,))
+        with made.map("w") as array:
+            array[:] = 5
+        made.publish("q")
+        made.release()
+        private = ctx.create(dtype="u8", shape=(64,))
+        close_now, closed, got = threading.Event(), threading.Event(), []
+
+        def closer():
+            close_now.wait()
+            private.release()
+            got.append(ctx.get("q"))  # (the lowest free fd: the one just closed)
+            closed.set()
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "_materialize":
+                if frame.f_locals.get("self") is private:
+                    sys.setprofile(None)
+                    close_now.set()
+                    closed.wait(2)
+
+        thread = threading.Thread(target=closer)
+        thread.start()
+        fd = private._fd
+        sys.setprofile(profile)
+        pid = os.fork()
+        sys.setprofile(None)
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        thread.join()
+        other = got[0]
+        state = hdr.read_data_state(os.pread(other._fd, hdr.DATA_END, 0)).state
+        with ctx.get("q").map("r") as array:
+            print(fd == other._fd, state == hdr.COMPLETE, array.tolist() == [5] * 64)
+        other.release()
+        ctx.get("q").free()
+        """
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "True True True\n")
