@@ -20,7 +20,7 @@ What it does, in Clara's roles (pod manager + orchestrator):
    check then lets its readers go before it exits; its exit still decides its fate;
 4. on a failure, timeout, SIGINT, SIGTERM or SIGHUP: starts nothing more, stops running
    operators (SIGTERM to their process groups, SIGKILL after `grace` seconds), and
-   reports each operator's fate;
+   reports each operator's fate (`job_end`, as 5);
 5. always ends by destroying the context (unless `keep`), and removes a temporary job
    directory after a success (unless `keep`): nothing of the job remains but what was
    asked for, and a failed job's directory, for its logs and outputs.
@@ -38,16 +38,17 @@ import signal
 import time
 
 from ..context import Context
-from ..errors import ClaraError, NotFound
+from ..errors import ClaraError
 from . import scheduling
 from .bindings import require_commands
 from .completion import COMPLETE_FD, CompletionChannel
 from .environment import JOB, WARM_POOL, new_job_id
-from .job_variables import JobVariables, create_job_context, recycle_left
+from .job_end import JobEnd
+from .job_variables import JobVariables, create_job_context
 from .jobdir import JobDirectory
 from .launch import could_not_start, prepare
 from .model import Operator, Pipeline
-from .operator_duties import OperatorDuties, drop_tally
+from .operator_duties import OperatorDuties
 from .operator_io import job_plan
 from .operator_output import OutputLines
 from .operator_process import OperatorProcess, describe_exit
@@ -56,7 +57,6 @@ from .results import (
     FAILED,
     INTERRUPTED,
     RUNNING,
-    SKIPPED,
     STOPPED,
     SUCCEEDED,
     TIMED_OUT,
@@ -67,8 +67,6 @@ from .results import (
     VariableRecord,
 )
 from .stop_signals import signal_wakeups
-
-KILL_WAIT = 10.0  # seconds to wait for SIGKILLed processes before giving up on them
 
 
 def run(
@@ -99,7 +97,10 @@ def run(
     return job.run(job_dir, payload)
 
 
-class _Job:
+class _Job(JobEnd):
+    """One job's state and its event loop: starting operators, judging their exits and
+    completion claims, reading their output; how it ends is JobEnd's (job_end.py)."""
+
     def __init__(
         self,
         pipeline: Pipeline,
@@ -268,13 +269,7 @@ class _Job:
         assert self.ready is not None
         self.ready.release(name)  # its readers go on
 
-    def _close_channel(self, name: str) -> None:
-        channel = self.channels.pop(name, None)
-        if channel is not None:
-            self.selector.unregister(channel.fd)
-            channel.close()
-
-    # -- ending -------------------------------------------------------------------------
+    # -- an operator's exit (the job's end: JobEnd) -------------------------------------
 
     def _exited(self, name: str) -> None:
         process = self.procs.pop(name)
@@ -325,87 +320,6 @@ class _Job:
         self.observer.finished(result)
         self._abort(FAILED, f"operator '{result.name}' {reason}")
 
-    def _abort(self, status: str, reason: str) -> None:
-        """Stop the job: nothing starts any more; running operators get SIGTERM (on a
-        failure, those that completed their outputs are left to end, within `grace`)."""
-        if self.stop_reason:
-            return
-        self.stop_reason = reason
-        self.result.status, self.result.reason = status, reason
-        for name, process in self.procs.items():
-            result = self.ops[name]
-            if status == FAILED and name in self.completed:
-                continue  # its work is done, it is only ending: its exit still judges it
-            if status == TIMED_OUT:
-                result.status, result.reason = TIMED_OUT, reason
-            elif status == INTERRUPTED:
-                result.status, result.reason = STOPPED, reason
-            else:
-                result.status, result.reason = STOPPED, "stopped: another operator failed"
-            process.signal_group(signal.SIGTERM)
-
-    def _stop_all(self) -> None:
-        """Wait `grace` seconds for stopped operators, then SIGKILL; reap everything."""
-        if self.procs and not self.stop_reason:
-            self._abort(FAILED, "the runner itself failed")
-        term_deadline = time.monotonic() + self.grace
-        killed_at: float | None = None
-        pipes_deadline: float | None = None
-        while self.procs or self.pipes:
-            now = time.monotonic()
-            if self.procs:
-                if killed_at is None and (now >= term_deadline or len(self.signals) > 1):
-                    for process in self.procs.values():
-                        process.signal_group(signal.SIGKILL)
-                    killed_at = now
-                    self.completed -= self.procs.keys()  # its exit is ours now, not its own
-                if killed_at is not None and now - killed_at > KILL_WAIT:
-                    break
-                wait = term_deadline - now if killed_at is None else KILL_WAIT
-            else:  # leaders reaped; a stray that escaped its group may still hold a pipe
-                pipes_deadline = pipes_deadline or now + 1.0
-                if now >= pipes_deadline:
-                    break
-                wait = pipes_deadline - now
-            self._dispatch(self.selector.select(max(0.0, wait)))
-        for name in list(self.procs):  # unkillable (stuck in the kernel): give up on it
-            self.ops[name].reason += "; did not die after SIGKILL"
-            self.procs.pop(name)
-            self._close_channel(name)
-        for name in list(self.pipes):
-            self._close_output(name)
-
-    def _finish(self) -> None:
-        for result in self.ops.values():
-            if result.status == WAITING:
-                result.status = SKIPPED
-                result.reason = "not started: " + (self.stop_reason or "upstream failed")
-                self.observer.finished(result)
-            result.output_tail = self.lines.tail(result.name)
-        for duties in self.duties.values():
-            duties.close()
-        if self.ready is not None:
-            self.ready.close()  # readers still waiting find their producer unfinished
-        self.variables.finish(self.ctx)
-        if self.ctx is not None:
-            if self.warm_pool is not None and not self.keep:
-                recycle_left(self.ctx)  # what a failed job left: into the warm pool
-            if self.keep:
-                drop_tally(self.ctx)
-                self.ctx.close()
-            else:
-                with contextlib.suppress(NotFound):  # someone destroyed it meanwhile
-                    self.ctx.destroy()
-        if self.result.status == RUNNING:
-            self.result.status = SUCCEEDED
-        assert self.job is not None
-        if self.job.temporary and self.result.ok and not self.keep:
-            self.job.remove()
-        else:
-            self.result.job_dir_kept = True
-        self.result.duration = self._now()
-        self.selector.close()
-
     # -- output -------------------------------------------------------------------------
 
     def _read_output(self, name: str) -> None:
@@ -414,14 +328,6 @@ class _Job:
             self._close_output(name)
         else:
             self.lines.feed(name, data)
-
-    def _close_output(self, name: str) -> None:
-        process = self.pipes.pop(name, None)
-        if process is None:
-            return
-        self.lines.end(name)
-        self.selector.unregister(process.output_fd)
-        process.close_output()
 
     # -- helpers ------------------------------------------------------------------------
 
