@@ -2,7 +2,7 @@
 
 Completion must never fail loudly: whatever goes wrong (no context yet, a bad namespace),
 it offers nothing. clara_core is imported inside the callbacks, which run only while the
-shell asks for completions.
+shell asks for completions; click's completion module too.
 """
 
 from __future__ import annotations
@@ -11,10 +11,17 @@ import os
 from collections.abc import Callable
 
 import click
-from click.shell_completion import CompletionItem
+
+TYPE_CHECKING = False  # as typing's
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 
 def _matching(names: list[str], incomplete: str) -> list[CompletionItem]:
+    # (click.shell_completion only here: every command names these callbacks, and only
+    # the shell's completion requests run them; ~0.3 ms of every start-up otherwise)
+    from click.shell_completion import CompletionItem
+
     prefix = incomplete.lower()
     return [CompletionItem(name) for name in names if name.lower().startswith(prefix)]
 

@@ -5,6 +5,7 @@ the click-free fast path (clara_cli.fastpath). Imports no click.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -71,6 +72,54 @@ def quiet_broken_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+class StdoutWriteError(OSError):
+    """A write or flush of sys.stdout that failed (see `check_stdout`): the command line's
+    one place for errors ends with `render.stdout_failed`'s line for it. Only raised: a
+    caller that handles it (click probes the stream with an empty write) loses nothing."""
+
+
+class _CheckedStdout(io.TextIOWrapper):
+    """sys.stdout whose failed write or flush is a StdoutWriteError, whatever printed
+    (click, rich). BrokenPipeError passes: a reader gone is not an error
+    (quiet_broken_pipe)."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutWriteError(exc.errno, exc.strerror) from exc
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutWriteError(exc.errno, exc.strerror) from exc
+
+
+def check_stdout() -> None:
+    """Replace sys.stdout by a `_CheckedStdout` on the same buffer, so that a failed write
+    of what is printed outside emit (click's --help and --version, `clara graph`, `clara
+    completion`) is told from any other OSError and ends as emit's output does: one line
+    and its exit code (`render.stdout_failed`), not a traceback."""
+    stdout = sys.stdout
+    if type(stdout) is not io.TextIOWrapper:  # (checked already, or a test's capture)
+        return
+    stdout.flush()  # (nothing written yet: this wrapper is left with nothing buffered)
+    checked = _CheckedStdout(
+        stdout.buffer,
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=stdout.line_buffering,
+        write_through=stdout.write_through,
+    )
+    checked.replaced = stdout  # (its death would close the buffer both share)
+    sys.stdout = checked
 
 
 # Standard streams (0, 1, 2) that were closed when clara started (see reserve_standard_fds).

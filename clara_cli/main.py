@@ -25,12 +25,13 @@ from .exits import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     INTERRUPTED,
+    StdoutWriteError,
+    check_stdout,
     error_line,
     quiet_broken_pipe,
     report,
 )
 from .options import SuggestingGroup
-from .render import StdoutWriteError, check_stdout, stdout_failed
 
 # name -> "module:attribute". A command's module is imported only when that command runs
 # (or when help or completion lists it), so `clara publish` never pays for numpy or rich.
@@ -123,6 +124,8 @@ class ClaraGroup(SuggestingGroup):
             if sys.stdout is not None:  # (None: Python started with fd 1 closed)
                 sys.stdout.flush()  # (its failure here, not in the interpreter's last flush)
         except StdoutWriteError as exc:  # (a full disk: what emit says, with its exit code)
+            from .render import stdout_failed  # (only now: not every command renders)
+
             error = stdout_failed(exc)
             report(error_line(error))
             _exit(error.exit_code)

@@ -8,7 +8,6 @@ scripts can cut. Headers are upper case either way. Tables show sizes for people
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -61,54 +60,6 @@ def stdout_failed(exc: OSError) -> ClaraError:
 
     _drop_stdout()
     return file_error(exc, "-", "write")
-
-
-class StdoutWriteError(OSError):
-    """A write or flush of sys.stdout that failed (see `check_stdout`): the command line's
-    one place for errors ends with `stdout_failed`'s line for it. Only raised: a caller
-    that handles it (click probes the stream with an empty write) loses nothing."""
-
-
-class _CheckedStdout(io.TextIOWrapper):
-    """sys.stdout whose failed write or flush is a StdoutWriteError, whatever printed
-    (click, rich). BrokenPipeError passes: a reader gone is not an error
-    (exits.quiet_broken_pipe)."""
-
-    def write(self, text: str) -> int:
-        try:
-            return super().write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise StdoutWriteError(exc.errno, exc.strerror) from exc
-
-    def flush(self) -> None:
-        try:
-            super().flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise StdoutWriteError(exc.errno, exc.strerror) from exc
-
-
-def check_stdout() -> None:
-    """Replace sys.stdout by a `_CheckedStdout` on the same buffer, so that a failed write
-    of what is printed outside emit (click's --help and --version, `clara graph`, `clara
-    completion`) is told from any other OSError and ends as emit's output does: one line
-    and its exit code (`stdout_failed`), not a traceback."""
-    stdout = sys.stdout
-    if type(stdout) is not io.TextIOWrapper:  # (checked already, or a test's capture)
-        return
-    stdout.flush()  # (nothing written yet: this wrapper is left with nothing buffered)
-    checked = _CheckedStdout(
-        stdout.buffer,
-        encoding=stdout.encoding,
-        errors=stdout.errors,
-        line_buffering=stdout.line_buffering,
-        write_through=stdout.write_through,
-    )
-    checked.replaced = stdout  # (its death would close the buffer both share)
-    sys.stdout = checked
 
 
 def _drop_stdout() -> None:

@@ -18,7 +18,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .errors import ClaraError, NotFound
 from .names import (
@@ -31,6 +30,7 @@ from .names import (
     same_name,
     validate_name,
 )
+from .records import Record
 from .shm import header as hdr
 from .shm import listing, locks, segment
 from .shm.header import Header
@@ -41,26 +41,70 @@ from .shm.trust import Refusal, Writers, file_type, header_trusted, user_name
 KIND_NAMES = {None: "context", PUBLISHED: "published", HANDLE: "handle", POOLED: "pooled"}
 
 
-@dataclass
 class SegmentInfo:
-    """One named segment of the namespace, as found on disk and in the kernel."""
+    """One named segment of the namespace, as found on disk and in the kernel.
 
-    file_name: str
-    kind: str  # context, published, handle or pooled
-    context_token: str
-    size: int
-    uid: int
-    file_id: FileId
-    modified: float
-    mode: int = 0o600  # permission bits
-    header: Header | None = None
-    problem: str | None = None  # why the header could not be read (corrupt, permission)
-    foreign: bool = False  # not admitted by its context: never opened, read or counted
-    unusable: bool = False  # not a regular file, or this user cannot open it
-    referenced: bool = False  # another open file holds a reference to it
-    write_locked: bool = False  # mapped for writing by a live holder
-    read_locked: bool = False  # mapped for reading by a live holder
-    mapped_by: list[Mapper] = field(default_factory=list)
+    A plain class, filled in as the survey learns more (not a dataclass: importing
+    dataclasses and building one costs every `clara dump` and `leak-check` ~1 ms)."""
+
+    __slots__ = _SEGMENT_FIELDS = (
+        "file_name",
+        "kind",  # context, published, handle or pooled
+        "context_token",
+        "size",
+        "uid",
+        "file_id",
+        "modified",
+        "mode",  # permission bits
+        "header",
+        "problem",  # why the header could not be read (corrupt, permission)
+        "foreign",  # not admitted by its context: never opened, read or counted
+        "unusable",  # not a regular file, or this user cannot open it
+        "referenced",  # another open file holds a reference to it
+        "write_locked",  # mapped for writing by a live holder
+        "read_locked",  # mapped for reading by a live holder
+        "mapped_by",  # the live processes that map it
+    )
+
+    def __init__(
+        self,
+        file_name: str,
+        kind: str,
+        context_token: str,
+        size: int,
+        uid: int,
+        file_id: FileId,
+        modified: float,
+        mode: int = 0o600,
+        header: Header | None = None,
+        problem: str | None = None,
+        foreign: bool = False,
+        unusable: bool = False,
+        referenced: bool = False,
+        write_locked: bool = False,
+        read_locked: bool = False,
+        mapped_by: list[Mapper] | None = None,
+    ) -> None:
+        self.file_name, self.kind, self.context_token = file_name, kind, context_token
+        self.size, self.uid, self.file_id, self.modified = size, uid, file_id, modified
+        self.mode, self.header, self.problem = mode, header, problem
+        self.foreign, self.unusable, self.referenced = foreign, unusable, referenced
+        self.write_locked, self.read_locked = write_locked, read_locked
+        self.mapped_by: list[Mapper] = [] if mapped_by is None else mapped_by
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._SEGMENT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable, as a dataclass's with eq)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._SEGMENT_FIELDS)
+        return f"SegmentInfo({fields})"
 
     @property
     def trusted(self) -> bool:
@@ -241,8 +285,7 @@ def _member_rule() -> tuple[Callable[[os.stat_result], bool], Refusal]:
     return (lambda found: found.st_uid == me), refusal
 
 
-@dataclass(frozen=True)
-class ContextSummary:
+class ContextSummary(Record):
     """A context and the totals of its allocations."""
 
     name: str

@@ -34,12 +34,10 @@ change, and count whatever the mode.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from . import pool, removal
 from .errors import ClaraError
 from .inspect import SegmentInfo, claimed_elsewhere, left_by_earlier, survey
-from .registry import Registry
+from .records import Record
 from .shm import header as hdr
 from .shm import processes
 from .shm.processes import Mapper
@@ -50,8 +48,7 @@ STALE = "stale"
 LEAK_STATUSES = (ORPHANED, OWNER_DEAD, CORRUPT, STALE)
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Record):
     """A segment, its status and the reason for it."""
 
     segment: SegmentInfo
@@ -77,8 +74,7 @@ class Finding:
         return self.segment.state == "incomplete"
 
 
-@dataclass(frozen=True)
-class LeakReport:
+class LeakReport(Record):
     """The outcome of a leak scan."""
 
     findings: list[Finding]
@@ -105,8 +101,7 @@ class LeakReport:
         return [(f, why) for f, why in _plan(self)[1] if f.is_leak]
 
 
-@dataclass(frozen=True)
-class ReclaimReport:
+class ReclaimReport(Record):
     """What reclaim() removed, what it had to keep and why, and a fresh scan after it."""
 
     removed: list[Finding]
@@ -248,6 +243,8 @@ def reclaim(older_than: float | None = None) -> ReclaimReport:
     Then the ledgers of our contexts are counted again (repairing what a process killed
     half-way left, see `shm.ledger`).
     """
+    from . import removal  # (only --fix removes: `clara leak-check` alone never loads it)
+
     report = check(older_than)
     groups, kept = _plan(report)
     removed = []
@@ -323,6 +320,9 @@ def _untrusted(info: SegmentInfo) -> str:
 def _repair_ledgers(report: LeakReport) -> None:
     """Count the ledger of each context of ours again: pool slots whose segment is gone
     are dropped, and the published bytes are counted where there is a capacity."""
+    from . import pool
+    from .registry import Registry
+
     for finding in report.findings:
         info = finding.segment
         if info.kind != "context" or info.header is None or info.uid != os.geteuid():

@@ -66,6 +66,30 @@ def test_script_commands_stay_light(ctx: str, tmp_path: Path) -> None:
     assert heavy_modules("destroy", "context", ctx) == []
 
 
+# What a click command loads only when it needs it: each was once loaded by every start-up.
+NOT_AT_START_UP = (
+    "clara_cli.render",  # only what renders output: `--version` renders nothing (rev5 F3)
+    "click.shell_completion",  # only while the shell asks for completions
+    "dataclasses",  # with copy, and ~0.5 ms to build each dataclass (leaks, inspect)
+)
+
+
+def test_click_commands_load_only_what_they_use(ctx: str) -> None:
+    """P5's commands (`leak-check`, `dump`, `publish`) are start-up bound: the click group
+    loads clara_cli.render only to spell a failed write, completions only for the shell,
+    and a leak check loads the pool and the removal protocol only to --fix."""
+    ok("create", "context", ctx)
+    handle = ok("create", "allocation", "-c", ctx, "--size", "64").stdout.decode().strip()
+    assert heavy_modules("--version", heavy=NOT_AT_START_UP) == []
+    reporting = NOT_AT_START_UP[1:]  # (they render what they found)
+    fixing = ("clara_core.pool", "clara_core.removal")
+    assert heavy_modules("leak-check", heavy=(*reporting, *fixing)) == []
+    assert heavy_modules("--json", "leak-check", heavy=(*reporting, *fixing)) == []
+    assert heavy_modules("dump", ctx, heavy=reporting) == []
+    assert heavy_modules("--json", "dump", ctx, heavy=reporting) == []
+    assert heavy_modules("publish", handle, "vol", "-c", ctx, heavy=reporting) == []
+
+
 @pytest.mark.parametrize("fmt", ["npy", "txt"])
 def test_numpy_is_loaded_only_for_formats_that_need_it(ctx: str, fmt: str) -> None:
     ok("create", "context", ctx)
