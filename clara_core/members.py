@@ -203,7 +203,7 @@ def open_member(
     """
     # Owner, file type and header are checked before the reference lock is waited
     # for (only while a reclaimer or recycler checks the segment, and bounded).
-    # (positionally: read_only, header, lock, timeout, remember; remember as
+    # (positionally: read_only, header, lock, timeout, stat_only_refusal; True as
     # registry.refusal is the context's Writers', a function of the stat alone)
     opened = segment.open_segment(
         file_name, what, registry.refusal, read_only, True, _SHARED_REFERENCE, timeout, True

@@ -41,7 +41,7 @@ from . import libc, locks
 from .access import FileStat, open_locked
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
-from .trust import Refusal, file_type, user_name
+from .trust import Refusal, Writers, file_type, user_name
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def open_segment(
     header: bool = True,
     lock: tuple[int, bool, bytes] | None = None,
     timeout: float | None = None,
-    remember: bool = False,
+    stat_only_refusal: bool = False,
 ) -> Opened:
     """Open a name of the shared-memory directory, the one safe way.
 
@@ -169,10 +169,12 @@ def open_segment(
     and header are then read under it), else waited for only after those checks, at most
     `timeout` seconds (None: `locks.default_wait()`), and the stat and header read again.
 
-    `remember` (for a `refusal` that depends on the stat alone, as a context's Writers'
-    does): an open whose stat (FileStat), header bytes and refusal are those of
-    the last open that passed these checks gets that one's verdict, without the checks
-    run again (every get opens the segment the get before it did).
+    `stat_only_refusal`: the caller's word that `refusal` decides from the stat alone, as
+    a context's `Writers.refusal` does (nothing else is accepted: TypeError). Then an open
+    whose stat (FileStat), header bytes and refusal are those of the last open that passed
+    these checks gets that one's verdict, without the checks run again (every get opens
+    the segment the get before it did). A refusal that reads anything else (the euid, as
+    trust.ours_refusal does; the time) could change its verdict for the same key.
     """
     global _last_checked
     request = None if lock is None else lock[2]
@@ -192,7 +194,7 @@ def open_segment(
         except OSError as exc:
             _explain_refused(exc, file_name, what, refusal)
     try:
-        if remember and (lock is None or locked):
+        if stat_only_refusal and (lock is None or locked):
             known = _last_checked  # (read once: another thread may replace it)
             if raw == known[1] and refusal is known[2] and fields == known[0]:
                 return tuple.__new__(Opened, (fd, writable, known[3], known[4]))
@@ -211,7 +213,9 @@ def open_segment(
         if not header:
             return Opened(fd, writable, found, None)
         parsed = _read(fd, what, found, raw)
-        if remember:
+        if stat_only_refusal:
+            if getattr(refusal, "__func__", None) is not _WRITERS_REFUSAL:  # (the contract)
+                raise TypeError(f"a verdict of {refusal!r} cannot be remembered: not Writers'")
             _last_checked = (fields, raw, refusal, found, parsed)
         # (tuple.__new__: a NamedTuple's own __new__ is Python code; this runs every get)
         return tuple.__new__(Opened, (fd, writable, found, parsed))
@@ -220,9 +224,10 @@ def open_segment(
         raise
 
 
-# The last open (with `remember`) that passed every check: (its stat's fields as
+# The last open (with `stat_only_refusal`) that passed every check: (its stat's fields as
 # open_locked gave them, its header bytes, the refusal, its FileStat, its Header).
 _last_checked: tuple = ((), b"", None, None, None)
+_WRITERS_REFUSAL = Writers.refusal  # the one refusal known to read the stat alone
 
 
 def _open_read_only(

@@ -9,6 +9,7 @@ import pytest
 
 from clara_core import Context, Corrupt, Incomplete, NotFound, PermissionDenied, names
 from clara_core.names import shm_dir
+from clara_core.shm import segment, trust
 
 
 @pytest.fixture
@@ -132,3 +133,22 @@ def test_a_narrower_opening_of_the_context_refuses_what_a_wider_one_just_admitte
             narrow.get("data")
     finally:
         Context.destroy("job")
+
+
+@pytest.mark.parametrize(
+    "refusal", [trust.ours_refusal, trust.removable_refusal, lambda found: None]
+)
+def test_only_a_refusal_of_the_stat_alone_has_its_verdict_remembered(published, refusal):
+    """open_segment remembers a verdict only for a context's Writers.refusal, which reads
+    the stat alone: ours_refusal reads the euid too (after a seteuid the same key would
+    get another verdict), so asking to remember it, or any other, is refused (a TypeError,
+    the fd closed)."""
+    ctx, path = published
+    file_name = os.path.basename(path)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(TypeError, match="cannot be remembered"):
+        segment.open_segment(file_name, "data", refusal, stat_only_refusal=True)
+    assert sorted(os.listdir("/proc/self/fd")) == before  # (nothing left open)
+    writers = ctx._registry.refusal  # the context's Writers': remembered, as every get does
+    for _ in range(2):
+        os.close(segment.open_segment(file_name, "data", writers, stat_only_refusal=True).fd)
