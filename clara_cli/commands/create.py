@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
 import click
+
+from clara_core.errors import ClaraError
 
 from ..options import (
     SuggestingGroup,
@@ -184,7 +187,12 @@ def _create(
                 "shape": list(allocation.shape),
                 "nbytes": allocation.nbytes,
             }
+            try:
+                emit(data, lambda: click.echo(name if name is not None else handle))
+            except ClaraError:  # stdout could not take it (a full disk): as if create failed
+                with contextlib.suppress(ClaraError):  # (a free that fails: it stays, as before)
+                    allocation.free()  # nobody learned the handle; the NAME is free to retry
+                raise
             done = True
         finally:
             allocation.release(recycle=done)  # failed: gone for good, not even pooled
-    emit(data, lambda: click.echo(name if name is not None else handle))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from clara_core import names
+
 from .clirun import ok, write_in
 
 # The console script, as users run it (the interpreter then holds the script file open,
@@ -123,6 +125,29 @@ def test_output_stdout_cannot_take_is_one_error_line_with_its_exit_code(
         assert code == 7, (args, err)
         last = err.strip().splitlines()[-1]
         assert last == "clara: error: cannot write standard output: No space left on device"
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_create_allocation_whose_output_stdout_cannot_take_leaves_nothing(
+    ctx: str, launcher: str
+) -> None:
+    """`clara create allocation [NAME] > /dev/full`: out of space (7), and the allocation
+    is freed, as if create had failed: nobody learned its handle, and a script that
+    retries NAME does not find it taken."""
+    ok("create", "context", ctx)
+    members = f"{names.context_file(ctx)}."
+    for args in (
+        ["create", "allocation", "v", "-c", ctx, "--size", "4K"],
+        ["--json", "create", "allocation", "v", "-c", ctx, "--size", "4K"],
+        ["create", "allocation", "-c", ctx, "--size", "4K"],  # a handle
+    ):
+        code, err = _run(launcher, args, "> /dev/full")
+        assert (code, err.strip().splitlines()) == (
+            7,
+            ["clara: error: cannot write standard output: No space left on device"],
+        ), args
+        assert [f for f in os.listdir(names.shm_dir()) if f.startswith(members)] == [], args
+    assert ok("create", "allocation", "v", "-c", ctx, "--size", "4K").stdout == b"v\n"
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
