@@ -134,10 +134,11 @@ def give_back(address: int, length: int) -> None:
 # read-only for a read map, instead of a ctypes array read through a read-only memoryview.
 if calls is not None:
     munmap, make_holder, cut_off = calls.munmap, calls.holder, calls.cut_off
-    map_at = calls.map_at
+    map_at, disown = calls.map_at, calls.disown
 else:
     munmap, make_holder = memory_calls.checked_munmap, memory_calls.holder
     cut_off, map_at = memory_calls.cut_off, memory_calls.map_at
+    disown = memory_calls.disown
 READ_ONLY_HOLDERS = calls is not None  # a read map's holder refuses writes itself
 
 

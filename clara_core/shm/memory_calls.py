@@ -144,6 +144,17 @@ def cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None:
     holder.owner = None
 
 
+def disown(holder: Any, spare: list[int] | None, keep: int) -> None:
+    """As `cut_off`, for a holder whose range is private memory already (a staged map's:
+    shm/staging.py): nothing to map; at its death the range is kept or unmapped."""
+    import ctypes
+
+    if getattr(holder, "unmapper", None) is not None:
+        raise ValueError("disown: this holder owns its range already")
+    holder.unmapper = _Unmapper(ctypes.addressof(holder), len(holder), spare, keep)
+    holder.owner = None
+
+
 def _holder_type(length: int) -> type:
     """The type of a holder of `length` bytes: ctypes' array of them, with slots for its
     owner and its unmapper (ctypes still gives it a `__dict__`, but it stays empty and

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .header import DATA_OFFSET
 from .memory import (
@@ -31,6 +30,7 @@ from .memory import (
     PROT_READ,
     PROT_WRITE,
     Region,
+    disown,
     lending,
     make_holder,
     map_at,
@@ -54,9 +54,6 @@ _KEEP, _LENGTHS, _KEPT_UP_TO = 2, 8, 64 << 10
 # Staged ranges no view can reach any more, by length, for the next staged map. Only this
 # module maps, keeps or unmaps them, so an address found here is always ours to reuse.
 _kept: dict[int, list[int]] = {}
-# The weak references watching staged ranges whose views outlived their map, by address:
-# when the last view dies, the range is kept (or unmapped).
-_watched: dict[int, Any] = {}
 
 
 def _data_of(address: int, length: int) -> memoryview:
@@ -138,9 +135,8 @@ class Staged(Region):
             self._fd = -1
             self.__class__ = Region
 
-    def detach(self) -> None:
-        """`release`: nothing stays mapped to keep warm (the next map stages again)."""
-        self.release()
+    # Nothing stays mapped to keep warm (the next map stages again): `release` (returns None).
+    detach = Region.release  # type: ignore[assignment]
 
     def _unmap_range(self, address: int, fd: int) -> None:
         # Region.release, no view alive: the data goes to the file, the range is kept.
@@ -149,26 +145,27 @@ class Staged(Region):
 
     def _cut_off(self, holder: Any) -> None:
         # Region.release, views alive: the data goes to the file, the views read zeros
-        # (they can never reach the file: it is not mapped here); their holder lets go of
-        # its owner (the map may die, as cut_off's does); the range is kept at their death.
-        address, length = self.address, self.length
-        write_staged(self._fd, address, length, True)
-        holder.owner = None
-        _watched[address] = weak_ref(holder, lambda _dead: _views_died(address, length))
+        # (they can never reach the file: it is not mapped here); their holder owns the
+        # range from now on (kept at their death, or unmapped) and lets go of its owner
+        # (the map may die, as after cut_off).
+        length = self.length
+        write_staged(self._fd, self.address, length, True)
+        disown(holder, _kept_for(length), _KEEP)
         self._holder = None
         self.address, self._fd = 0, -1
 
 
-def _views_died(address: int, length: int) -> None:
-    _watched.pop(address, None)
-    _give_back(address, length)
+def _kept_for(length: int) -> list[int] | None:
+    """The list keeping ranges of `length` whose views died, or None if none is kept."""
+    kept = _kept.get(length)
+    if kept is None and len(_kept) < _LENGTHS and length <= _KEPT_UP_TO:
+        kept = _kept.setdefault(length, [])
+    return kept
 
 
 def _give_back(address: int, length: int) -> None:
     """Keep the range no view can reach for the next staged map, or unmap it."""
-    kept = _kept.get(length)
-    if kept is None and len(_kept) < _LENGTHS and length <= _KEPT_UP_TO:
-        kept = _kept.setdefault(length, [])
+    kept = _kept_for(length)
     if kept is not None and len(kept) < _KEEP:
         kept.append(address)
     else:

@@ -3,6 +3,7 @@
  *
  * holder   a new Holder of a mapping (buffer protocol: read-only unless writable)
  * cut_off  replaces its range by private zeros; at its death the range is kept or unmapped
+ * disown   the same for a range that is private memory already (a staged map's: no call)
  *
  * memory.Region lends every view through it and watches it with a weak reference: alive
  * at unmap, its views are cut off (see memory.py).
@@ -173,11 +174,42 @@ static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* disown(holder, spare, keep): as cut_off, for a holder whose range is this process's
+ * private memory already (a staged write map's, shm/staging.py, whose data has gone to
+ * the file): nothing to map; from now on it owns the range (kept in `spare` or unmapped
+ * at its death) and no longer its owner. */
+static PyObject *disown(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (arguments("disown", nargs, 3) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &HolderType)) {
+        PyErr_SetString(PyExc_TypeError, "disown: not a Holder");
+        return NULL;
+    }
+    Holder *holder = (Holder *)args[0];
+    Py_ssize_t keep = PyLong_AsSsize_t(args[2]);
+    if (keep == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (holder->cut) {
+        PyErr_SetString(PyExc_ValueError, "disown: this holder owns its range already");
+        return NULL;
+    }
+    holder->cut = 1;
+    holder->keep = keep;
+    Py_XSETREF(holder->spare, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_CLEAR(holder->owner);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef holder_methods[] = {
     {"holder", (PyCFunction)(void (*)(void))new_holder, METH_FASTCALL,
      "holder(address, length, writable, owner): the views' Holder of a mapping."},
     {"cut_off", (PyCFunction)(void (*)(void))cut_off, METH_FASTCALL,
      "cut_off(holder, prot, spare, keep): replace its range by private zeros."},
+    {"disown", (PyCFunction)(void (*)(void))disown, METH_FASTCALL,
+     "disown(holder, spare, keep): it owns its range, private memory already."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,12 +5,13 @@ and fail alike. Without the extension built, only the twins run."""
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from clara_core.shm import memory, staging
+from clara_core.shm import memory, memory_calls, staging
 from clara_core.shm.header import DATA_OFFSET
 from clara_core.shm.native import calls
 
@@ -92,3 +93,47 @@ def test_the_twins_fail_alike(segment: int, tmp_path: Any) -> None:
     finally:
         os.close(read_only)
         memory.munmap(address, _LENGTH)
+
+
+_DISOWNERS = [pytest.param((memory_calls.holder, memory_calls.disown), id="python")]
+if calls is not None:
+    _DISOWNERS.append(pytest.param((calls.holder, calls.disown), id="c"))
+
+
+def _is_mapped(address: int) -> bool:
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(part, 16) for part in line.split()[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("twins", _DISOWNERS)
+def test_a_disowned_holder_keeps_its_range_at_its_death_or_unmaps_it(twins: Any) -> None:
+    """A staged map's views alive at unmap: their holder takes the range over as it is
+    (no call), lets go of its owner, and at its death keeps the range (up to `keep`)."""
+    make_holder, disown = twins
+    address = staging.stage(0, _LENGTH)
+    owner = _Owner()
+    holder = make_holder(address, _LENGTH, True, owner)
+    view = memoryview(holder).cast("B")
+    view[DATA_OFFSET] = 7
+    spare: list[int] = []
+    dead = weakref.ref(owner)
+    del owner
+    disown(holder, spare, 1)
+    assert dead() is None  # the map may die with its views alive
+    assert view[DATA_OFFSET] == 7  # nothing mapped over it
+    with pytest.raises(ValueError, match="owns its range already"):
+        disown(holder, spare, 1)
+    del holder, view  # the last view: its range is kept
+    assert spare == [address] and _is_mapped(address)
+    again = make_holder(address, _LENGTH, True, None)
+    disown(again, spare, 1)
+    del again  # one kept already: unmapped
+    assert spare == [address] and not _is_mapped(address)
+
+
+class _Owner:
+    pass
