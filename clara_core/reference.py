@@ -127,15 +127,15 @@ class Reference(Inheritance):
             return
         writable = region.writable
         pending = self._pending
-        if writable and complete:
-            if pending is not None:  # nobody else can see it yet (see _defer)
-                pending[_DATA_AT:_DATA_END] = self._completed
-            else:
-                # What the map wrote stays as it was: the write lock kept every other clara out.
-                try:
-                    os.pwrite(self._fd, self._completed, _DATA_AT)
-                except OSError as exc:
-                    raise segment.translate(exc, "the data state") from exc
+        # A deferred one (`pending`: nobody else can see it yet, see _defer) is marked
+        # complete at the end, once its data is in the file: a staged map's is written by
+        # its release, and a fork meanwhile brings that state to the file.
+        if writable and complete and pending is None:
+            # What the map wrote stays as it was: the write lock kept every other clara out.
+            try:
+                os.pwrite(self._fd, self._completed, _DATA_AT)
+            except OSError as exc:
+                raise segment.translate(exc, "the data state") from exc
         maps = self._maps
         maps.remove(region)
         unlock = not maps and pending is None  # (a deferred map holds no lock)
@@ -163,8 +163,11 @@ class Reference(Inheritance):
             if unlock:  # nothing reaches this memory: let waiters in first
                 _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
             region.release()
-        if pending is not None and self._pending is not pending:  # (see _map_private)
-            self._public_meanwhile(pending)
+        if pending is not None:
+            if writable and complete:
+                pending[_DATA_AT:_DATA_END] = self._completed
+            if self._pending is not pending:  # (see _map_private)
+                self._public_meanwhile(pending)
 
     def _abandon(self, region: Region) -> None:
         """Undo a map whose pages could not be mapped when its first view was taken (a
