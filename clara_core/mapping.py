@@ -125,6 +125,8 @@ class Mapping(MappingFields):
         if array is None:
             array = self._view()
             self._array = weak_ref(array)
+        elif self._region not in self._maps:  # unmapped: its view is cut off (zeros)
+            self._check_mapped()
         return array
 
     def _view(self) -> numpy.ndarray:

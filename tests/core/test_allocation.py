@@ -367,6 +367,25 @@ def test_a_view_is_cut_off_when_its_reference_already_keeps_a_mapping(ctx):
     alloc.release()
 
 
+def test_the_array_of_an_unmapped_mapping_is_refused_even_while_its_view_lives(ctx):
+    """`.array` after unmap raises, whether or not an earlier `.array` still lives (that
+    one is cut off: zeros, not the data, and never the next map's)."""
+    alloc = ctx.create(dtype="u8", shape=(8,))
+    with alloc.map("w") as array:
+        array[:] = 5
+    mapping = alloc.map("r")
+    view = mapping.array
+    mapping.unmap()
+    with pytest.raises(InvalidArgument, match="no longer mapped"):
+        mapping.array  # noqa: B018 (the property raises)
+    again = alloc.map("r")  # (may reuse the kept mapping: still not the first's)
+    with pytest.raises(InvalidArgument, match="no longer mapped"):
+        mapping.array  # noqa: B018
+    assert view.tolist() == [0] * 8 and again.array.tolist() == [5] * 8
+    again.unmap()
+    alloc.release()
+
+
 def test_a_map_that_reuses_a_kept_mapping_is_not_the_earlier_maps(ctx):
     """When an unmapped Mapping's pages are kept and the next map reuses them, that map
     is a new Mapping, and the earlier one stays unmapped (its unmap is a no-op, it lends
