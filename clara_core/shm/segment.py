@@ -62,7 +62,7 @@ def directory_fd() -> int:
     """
     setting = shm_dir_setting()
     fd = _by_setting.get(setting)
-    if fd is not None:
+    if fd is not None:  # (open_segment repeats these lines to save a frame: keep in step)
         return fd
     path = shm_dir()
     fd = _directory_fds.get(path)
