@@ -22,6 +22,7 @@ from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .errors import ClaraError
+from .shm import memory
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -51,7 +52,11 @@ hook_running = False  # (read by every close: a hook has started and not yet end
 
 def _go_public_before_fork() -> None:
     global hook_running
-    with _hook:
+    # memory's lock first, then _hook: a thread inside a _lending section (a map, unmap,
+    # view or release) may run a finalizer whose close waits for _hook, and a finalizer run
+    # in the hook (or the attach of a staged map) takes _lending; taken in the other order
+    # they waited for each other for good.
+    with memory.lending(), _hook:
         hook_running = True
         try:
             for held in list(private.values()):

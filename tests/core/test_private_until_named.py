@@ -328,3 +328,74 @@ def test_a_fork_never_writes_a_closed_allocations_state_into_the_file_now_on_its
         """
     )
     assert (result.returncode, result.stderr, result.stdout) == (0, "", "True True True\n")
+
+
+def test_a_fork_hook_and_a_finalizer_under_memorys_lock_never_wait_for_each_other(ctx):
+    """A close waits while the fork hook runs (forks._hook), and a finalizer may close a
+    reference anywhere: in a thread inside memory's _lending section (an unmap), whose
+    close then waits for the hook, while a finalizer run inside the hook releases a map
+    and so waits for _lending. The hook takes _lending first: then neither waits for
+    the other. Both threads are stopped where it counts (sys.setprofile); a join
+    timeout turns a hang into a failure (rev6's hook_deadlock2.py)."""
+    result = run_python(
+        """
+        import os, sys, threading, time
+        from clara_core import Context
+
+        ctx = Context.open("job")
+        go = threading.Event()
+        first = ctx.create(dtype="u8", shape=(64,))  # the reference the hook holds
+        keep = {}
+
+        def releasing():  # inside an unmap (under _lending), a finalizer closes `victim`
+            keep["victim"] = [ctx.create(dtype="u8", shape=(64,))]
+            other = ctx.create(dtype="u8", shape=(64,))
+            mapping = other.map("w")
+            mapping.array[:] = 1
+            calls = ("write_staged", "pwrite", "munmap")
+
+            def profile(frame, event, arg):
+                if event == "c_call" and getattr(arg, "__name__", "") in calls:
+                    sys.setprofile(None)
+                    go.set()
+                    time.sleep(0.5)  # (the fork hook starts meanwhile)
+                    keep["victim"].clear()
+
+            sys.setprofile(profile)
+            mapping.unmap()
+            sys.setprofile(None)
+            other.release()
+
+        def forking():  # inside the hook, a finalizer releases a read map
+            mapped = ctx.create(dtype="u8", shape=(64,))
+            reading = mapped.map("r", allow_incomplete=True)
+            reading.array  # noqa: B018 (mapped now)
+            keep["mapped"] = [mapped, reading]
+            del mapped, reading
+
+            def profile(frame, event, arg):
+                if event == "call" and frame.f_code.co_name == "_materialize":
+                    sys.setprofile(None)
+                    keep["mapped"].clear()
+
+            go.wait()
+            sys.setprofile(profile)
+            pid = os.fork()
+            sys.setprofile(None)
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (releasing, forking)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        if any(thread.is_alive() for thread in threads):
+            print("deadlock", flush=True)
+            os._exit(3)
+        first.release()
+        print("no deadlock")
+        """
+    )
+    assert (result.returncode, result.stdout) == (0, "no deadlock\n"), result.stderr
