@@ -311,7 +311,7 @@ class Allocation(Lifecycle, Maps):
         allocation first brings the locks and data state it kept in memory to its file
         (as publish does): whoever opens the path sees what this process sees.
         """
-        if self._pending is not None:
+        if self._pending is not None or self._maps:  # (a staged map: see _attach_staged)
             self._materialize(self.describe())
         return f"/proc/{os.getpid()}/fd/{self._fd}"
 

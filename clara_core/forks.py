@@ -64,7 +64,7 @@ def _go_public_before_fork() -> None:
                 if reference is None or reference._closed:  # (closed: its fd may be
                     continue  # another file's now)
                 try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
-                    reference._materialize("a private allocation")
+                    reference._materialize("a private allocation", attach=False)
                 except (ClaraError, OSError):  # (a fork hook must not raise)
                     pass
         finally:

@@ -74,11 +74,13 @@ class Reference(Inheritance):
         self._pending = header
         forks.private[id(self)] = weak_ref(self)
 
-    def _go_public(self, what: str) -> bytearray | None:
+    def _go_public(self, what: str, attach: bool = True) -> bytearray | None:
         """Before the file may reach another process: take the locks deferred while it
         had no name (the reference lock; the map lock of the maps held). Returns the
         header it was kept in memory, whose data state the caller writes (see
         `_materialize`), or None if nothing was deferred."""
+        if attach and self._maps:  # (not at a fork: see _attach_staged; and even if
+            self._attach_staged()  # a fork brought the rest to the file already)
         pending = self._pending
         if pending is None:
             return None
@@ -87,21 +89,24 @@ class Reference(Inheritance):
         locks.try_lock(fd, locks.REFERENCE_BYTE, False)
         if self._maps and not locks.try_lock(fd, locks.MAP_BYTE, self._maps[0].writable):
             raise Busy(f"{what} is locked by a process that should not reach it")
-        self._attach_staged()
         self._pending = None
         forks.private.pop(id(self), None)
         return pending
 
     def _attach_staged(self) -> None:
-        """Before the file may reach another process: a staged map's views see the file
-        from now on (see shm/staging.py)."""
+        """Before the file gets a name or a handle, or goes to another program (`path`): a
+        staged map's views see the file from now on (see shm/staging.py). Not at a fork:
+        attaching copies the views' bytes, then maps the file over them, and a thread
+        writing them meanwhile (numpy lets the GIL go) would lose what it wrote in between;
+        a staged map then stays staged, and the data state in the file says *writing*
+        until its unmap writes the data (a child's copy of it writes nothing back)."""
         for region in self._maps:
             if type(region) is Staged:
                 region.attach()
 
-    def _materialize(self, what: str) -> None:
+    def _materialize(self, what: str, attach: bool = True) -> None:
         """`_go_public`, and write the data state kept in memory to the file."""
-        pending = self._go_public(what)
+        pending = self._go_public(what, attach)
         if pending is not None:
             segment.write_at(self._fd, pending[_DATA_AT:_DATA_END], _DATA_AT, what)
 
@@ -113,7 +118,6 @@ class Reference(Inheritance):
         if self._maps:
             if not locks.try_lock(fd, locks.MAP_BYTE, self._maps[0].writable):
                 raise Busy("a private allocation is locked by a process that should not reach it")
-            self._attach_staged()
         else:
             locks.unlock(fd, locks.MAP_BYTE)
         segment.write_at(fd, pending[_DATA_AT:_DATA_END], _DATA_AT, "a private allocation")

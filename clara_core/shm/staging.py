@@ -9,11 +9,14 @@ mmap, a page fault per page, the cut-off of a view alive at unmap (an mmap MAP_F
 also tears the shared pages down) and the munmap at its death. A range whose views have
 died is kept for the next staged map of its length (zeroed again then, no system call).
 
-Before the segment can reach another process (a name, a handle, `path`, a fork: see
-reference._go_public), or be read or written through its fd while mapped (Mapping's
+Before the segment gets a name or a handle or goes to another program (`path`: see
+reference._go_public), or is read or written through its fd while mapped (Mapping's
 copies), a staged map is *attached*: its bytes are written to the file, then the file is
 mapped in their place (mmap MAP_FIXED), so that its views see the segment from then on,
-exactly as those of any other map.
+exactly as those of any other map. Not at a fork, which may come from another thread
+while this one writes the views (see reference._attach_staged): the map stays staged, its
+unmap writes the data as ever, and a forked child's copy of it is not the child's to
+write back (its release there drops the memory only: `_owned` is this process's).
 
 `stage` and `write_staged` are the C extension's (shm/c/making.c) where it is built,
 else their pure-Python twins here (same calls, same results and errors).
@@ -54,6 +57,10 @@ _KEEP, _LENGTHS, _KEPT_UP_TO = 2, 8, 64 << 10
 # Staged ranges no view can reach any more, by length, for the next staged map. Only this
 # module maps, keeps or unmaps them, so an address found here is always ours to reuse.
 _kept: dict[int, list[int]] = {}
+# The addresses of this process's staged maps, until their release or attach: a forked
+# child has none (a staged map it inherited is its parent's to write).
+_owned: set[int] = set()
+os.register_at_fork(after_in_child=_owned.clear)
 
 
 def _data_of(address: int, length: int) -> memoryview:
@@ -118,6 +125,7 @@ class Staged(Region):
                 pass
         region = cls(stage(at, length), length, True)
         region._fd = fd
+        _owned.add(region.address)
         return region
 
     def attach(self) -> None:
@@ -125,8 +133,8 @@ class Staged(Region):
         from now on its views see the segment, and this is a plain Region."""
         with lending():  # (not while another thread releases it, or lends from it)
             address, fd, length = self.address, self._fd, self.length
-            if type(self) is not Staged or not address or fd < 0:  # attached or released
-                return
+            if type(self) is not Staged or address not in _owned:  # attached, released,
+                return  # or a parent process's
             write_staged(fd, address, length, False)
             mapped = map_at(address, length, _READ_WRITE, MAP_SHARED, fd)
             if mapped != address:  # (map_at maps elsewhere when the fixed map fails)
@@ -134,13 +142,17 @@ class Staged(Region):
                 raise OSError(errno.ENOMEM, "mmap: a staged map could not be attached")
             self._fd = -1
             self.__class__ = Region
+            _owned.discard(address)
 
     # Nothing stays mapped to keep warm (the next map stages again): `release` (returns None).
     detach = Region.release  # type: ignore[assignment]
 
     def _unmap_range(self, address: int, fd: int) -> None:
-        # Region.release, no view alive: the data goes to the file, the range is kept.
-        write_staged(fd, address, self.length, False)
+        # Region.release, no view alive: the data goes to the file (unless the map is a
+        # parent process's), the range is kept.
+        if address in _owned:
+            _owned.discard(address)
+            write_staged(fd, address, self.length, False)
         _give_back(address, self.length)
 
     def _cut_off(self, holder: Any) -> None:
@@ -148,8 +160,12 @@ class Staged(Region):
         # (they can never reach the file: it is not mapped here); their holder owns the
         # range from now on (kept at their death, or unmapped) and lets go of its owner
         # (the map may die, as after cut_off).
-        length = self.length
-        write_staged(self._fd, self.address, length, True)
+        address, length = self.address, self.length
+        if address in _owned:
+            _owned.discard(address)
+            write_staged(self._fd, address, length, True)
+        else:  # a parent process's (see `_owned`): its views here read zeros too
+            stage(address, length)
         disown(holder, _kept_for(length), _KEEP)
         self._holder = None
         self.address, self._fd = 0, -1
