@@ -137,6 +137,8 @@ class Reference(Inheritance):
         if writable and complete and pending is None:
             # What the map wrote stays as it was: the write lock kept every other clara out.
             try:
+                if type(region) is Staged:  # (public since a fork, see _attach_staged)
+                    region.write_out()  # its data first
                 os.pwrite(self._fd, self._completed, _DATA_AT)
             except OSError as exc:
                 raise segment.translate(exc, "the data state") from exc

@@ -147,6 +147,13 @@ class Staged(Region):
     # Nothing stays mapped to keep warm (the next map stages again): `release` (returns None).
     detach = Region.release  # type: ignore[assignment]
 
+    def write_out(self) -> None:
+        """Write the data into the file now (it stays staged): the unmap of a map whose
+        segment went public meanwhile (a fork), before the file says complete."""
+        address = self.address
+        if address in _owned:
+            write_staged(self._fd, address, self.length, False)
+
     def _unmap_range(self, address: int, fd: int) -> None:
         # Region.release, no view alive: the data goes to the file (unless the map is a
         # parent process's), the range is kept.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers import run_python
 
 # Forks at the AT-th Python-level call (sys.setprofile) made by OP on a fresh allocation
@@ -41,6 +43,10 @@ try:
             mapping = alloc.map("w")
             array = mapping.array
             array[:] = 7
+            if len(sys.argv) > 1:  # forked once first: public, the map still staged
+                if os.fork() == 0:
+                    os._exit(0)
+                os.wait()
             if not view_alive:
                 del array
             seen = []
@@ -66,9 +72,76 @@ finally:
 """
 
 
-def test_a_fork_during_a_staged_unmap_never_sees_complete_data_not_yet_written():
-    result = run_python(_FORK_AT_EVERY_CALL, timeout=120)
+@pytest.mark.parametrize("forked_first", [False, True])
+def test_a_fork_during_a_staged_unmap_never_sees_complete_data_not_yet_written(forked_first):
+    """(forked_first: a fork while it was mapped made the segment public, its map still
+    staged: the unmap's other branch, which writes the state into the file.)"""
+    result = run_python(_FORK_AT_EVERY_CALL, *(["first"] if forked_first else []), timeout=120)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["forks"] >= 10  # (every step of the unmap was forked at)
     assert found["stale"] == []
+
+
+# A fork from another thread while a writer fills its staged view (brk6's S1): the fork
+# stops at an attach's map_at, if any (an attach copies the view, then maps the file over
+# it: a fill in between was lost, from view and file), and the writer fills meanwhile.
+_WRITE_DURING_A_FORK = """
+import json, os, sys, threading
+from clara_core import Context
+
+ctx = Context.create("job")
+mapped, write_now, written, seen = (threading.Event() for _ in range(4))
+found = {}
+
+
+def writer():
+    alloc = ctx.create(dtype="i64", shape=(4096,))
+    mapping = alloc.map("w")
+    found["staged"] = type(mapping._region).__name__ == "Staged"
+    array = mapping.array
+    array[:] = 1
+    mapped.set()
+    write_now.wait(10)
+    array[:] = 2
+    written.set()
+    seen.wait(10)
+    found["view"] = sorted(set(array.tolist()))
+    mapping.unmap()
+    with alloc.map("r") as read:
+        found["file"] = sorted(set(read.tolist()))
+    alloc.release()
+
+
+def profile(frame, event, arg):  # the attach's mmap: the data was just copied
+    name = frame.f_code.co_name if event == "call" else getattr(arg, "__name__", "")
+    if event in ("call", "c_call") and name == "map_at" and not write_now.is_set():
+        write_now.set()
+        written.wait(2)  # (on the fixed path nothing is staged: no attach, no stop)
+
+
+try:
+    thread = threading.Thread(target=writer)
+    thread.start()
+    mapped.wait(10)
+    sys.setprofile(profile)
+    pid = os.fork()
+    sys.setprofile(None)
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    write_now.set()
+    written.wait(10)
+    seen.set()
+    thread.join()
+    print(json.dumps(found))
+finally:
+    Context.destroy("job")
+"""
+
+
+def test_a_fork_in_another_thread_loses_no_write_of_a_private_write_map():
+    result = run_python(_WRITE_DURING_A_FORK)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert (found["view"], found["file"]) == ([2], [2]), found
