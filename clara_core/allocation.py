@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 
-from . import forks
 from .dtypes import ElementType, element_type, format_size, nbytes_of, static_shape
 from .errors import (
     Busy,
@@ -26,11 +25,12 @@ from .errors import (
     InvalidArgument,
     ReadOnly,
 )
-from .lifecycle import HANDLED, PRIVATE, SHARED, Lifecycle
+from .lifecycle import HANDLED, SHARED, Lifecycle
 from .maps import Maps
 from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
 from .shm import locks, processes, segment
+from .shm.fields import AllocationFields
 from .shm.header import Layout
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 
-class Allocation(Lifecycle, Maps):
+class Allocation(Lifecycle, Maps, AllocationFields):
     """A reference to a typed block of shared memory in a context.
 
     One thread at a time: its map, views, unmap and release are not guarded against
@@ -52,73 +52,31 @@ class Allocation(Lifecycle, Maps):
     that work on one allocation each get() a reference of their own.
     """
 
-    # Slots: one is made on every get() and create(), and attributes are set faster.
-    __slots__ = (
-        "__weakref__",
-        "_born",
-        "_closed",
-        "_completed",
-        "_created_ns",
-        "_description",
-        "_fd",
-        "_identity",
-        "_key",
-        "_layout",
-        "_maps",
-        "_parents",
-        "_pending",
-        "_pool_name",
-        "_recycle",
-        "_registry",
-        "_seen",
-        "_undone",
-        "_visibility",
-        "_warm",
-        "_warm_read",
-        "_writable",
-        "context",
-    )
+    # Made as AllocationFields(context, registry, fd, writable, layout, created_ns,
+    # identity, visibility, key, pool_name, description, forks.count), in C where it can
+    # be (shm/fields.py): one is made on every get() and create(). Its fields: `context`,
+    # those of the reference (reference.Reference: an Allocation is it), and `_registry`,
+    # `_writable`, `_visibility`, `_key` (published name or handle), `_description` (what
+    # describe() would make, if known), `_layout`, `_created_ns` (`created`: a float
+    # division made when asked), `_identity` ((st_dev, st_ino); None: fstat when first
+    # needed), `_pool_name` (a recycled one still sits in the pool under it, held by our
+    # reference lock, until it is published). Its finalizer closes it unless released.
+    __slots__ = ()
 
-    def __init__(
-        self,
-        context: Context,
-        registry: Registry,
-        fd: int,
-        writable: bool,
-        layout: Layout,
-        created_ns: int,
-        identity: tuple[int, int] | None,
-        visibility: str,
-        key: str | None = None,
-        pool_name: str | None = None,
-        description: str | None = None,
-    ) -> None:
-        self.context = context
-        self._registry = registry
-        self._fd = fd
-        self._writable = writable
-        self._visibility = visibility
-        self._key = key  # published name or handle
-        self._description = description  # what describe() would make, if known
-        self._layout = layout
-        self._created_ns = created_ns  # (`created`: a float division made when asked)
-        self._identity = identity  # (st_dev, st_ino); None: fstat when first needed
-        # The reference (see reference.Reference): this object is it.
-        self._closed = False
-        self._born = self._seen = forks.count  # a child of a later fork inherits it
-        self._parents = None
-        self._maps = []
-        self._completed = self._undone = b""
-        self._warm = self._warm_read = None
-        self._pending = None
-        # A private allocation is reachable by its creator only: released means freed, so
-        # it is offered to the pool. A recycled one still sits in the pool under
-        # `pool_name`, held by our reference lock, until it is published.
-        self._pool_name = pool_name
-        if visibility == PRIVATE and (pool_name is not None or layout.capacity >= POOL_MIN_BYTES):
-            self._recycle = self._recycler(pool_name)
-        else:  # nothing to recycle: too small for the pool, and never in it
-            self._recycle = None
+    context: Context
+    _registry: Registry
+    _visibility: str
+    _key: str | None
+    _pool_name: str | None
+    _created_ns: int
+    _identity: tuple[int, int] | None
+
+    def _recycled_at_release(self) -> None:
+        """A private allocation is reachable by its creator only: released means freed, so
+        it is offered to the pool then, if the pool takes its capacity or it came from
+        there (`_pool_name`). Its maker calls this once made."""
+        if self._pool_name is not None or self._layout.capacity >= POOL_MIN_BYTES:
+            self._recycle = self._recycler(self._pool_name)
 
     # -- what it is ---------------------------------------------------------------------
 
@@ -264,14 +222,6 @@ class Allocation(Lifecycle, Maps):
             self._layout = layout
         finally:
             locks.unlock(self._fd, locks.MAP_BYTE)
-
-    def __del__(self) -> None:
-        try:
-            closed = self._closed
-        except AttributeError:  # __init__ failed before the reference was made
-            return
-        if not closed:
-            self._close()
 
     def __enter__(self) -> Allocation:
         return self

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import time
 
-from .allocation import PRIVATE, SHARED, Allocation
+from . import forks
+from .allocation import SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
+from .lifecycle import PRIVATE
 from .names import same_name
 from .registry import POOL_MIN_BYTES, POOL_WAIT
 from .shm import header as hdr
@@ -99,8 +101,19 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
                 making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
         try:
             alloc = Allocation(
-                context, registry, fd, True, layout, created_ns, identity, PRIVATE, None, None, what
-            )
+                context,
+                registry,
+                fd,
+                True,
+                layout,
+                created_ns,
+                identity,
+                PRIVATE,
+                None,
+                None,
+                what,
+                forks.count,
+            )  # (too small for the pool: nothing to recycle)
             alloc._defer(header)  # (no name: its locks wait, see reference.py)
         except BaseException:
             os.close(fd)
@@ -133,8 +146,20 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         if fresh:
             fd, made = _fresh_segment(registry, layout.capacity, what, header)
         alloc = Allocation(
-            context, registry, fd, True, layout, created_ns, made, PRIVATE, None, pool_name, what
+            context,
+            registry,
+            fd,
+            True,
+            layout,
+            created_ns,
+            made,
+            PRIVATE,
+            None,
+            pool_name,
+            what,
+            forks.count,
         )
+        alloc._recycled_at_release()
         if fresh:  # no name, so no other process can reach it: its locks wait (reference.py)
             alloc._defer(header)
     except BaseException:
@@ -238,6 +263,7 @@ def open_member(
             key,
             None,  # (no pool name)
             description,
+            forks.count,
         )
     except BaseException:
         os.close(fd)

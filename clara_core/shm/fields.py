@@ -1,8 +1,9 @@
-"""The fields of the objects made on every map: memory.Region's and mapping.Mapping's.
+"""The fields of the objects made on every get and map: allocation.Allocation's,
+memory.Region's and mapping.Mapping's.
 
 Each is the base class of its object, which adds the methods: the C extension's
-(clara_core/shm/c/fields.c) where it is built, which makes and frees one for about a
-third of what a Python class's __init__ and dealloc cost, else these twins, the same
+(clara_core/shm/c/fields.c) where it is built, which makes and frees one for a third to
+a half of what a Python class's __init__ and dealloc cost, else these twins, the same
 fields as slots.
 """
 
@@ -13,6 +14,73 @@ from .native import calls
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from typing import Any
+
+
+class _AllocationFields:
+    """allocation.Allocation's fields: AllocationFields(context, registry, fd, writable,
+    layout, created_ns, identity, visibility, key, pool_name, description, born), then
+    those of a reference not yet closed, with no maps, nothing kept, nothing pending."""
+
+    __slots__ = (
+        "__weakref__",
+        "_born",
+        "_closed",
+        "_completed",
+        "_created_ns",
+        "_description",
+        "_fd",
+        "_identity",
+        "_key",
+        "_layout",
+        "_maps",
+        "_parents",
+        "_pending",
+        "_pool_name",
+        "_recycle",
+        "_registry",
+        "_seen",
+        "_undone",
+        "_visibility",
+        "_warm",
+        "_warm_read",
+        "_writable",
+        "context",
+    )
+
+    def __new__(
+        cls,
+        context: Any,
+        registry: Any,
+        fd: int,
+        writable: bool,
+        layout: Any,
+        created_ns: int,
+        identity: tuple[int, int] | None,
+        visibility: str,
+        key: str | None,
+        pool_name: str | None,
+        description: str | None,
+        born: int,
+    ) -> Any:
+        self = object.__new__(cls)
+        self.context, self._registry, self._fd, self._writable = context, registry, fd, writable
+        self._layout, self._created_ns, self._identity = layout, created_ns, identity
+        self._visibility, self._key, self._pool_name = visibility, key, pool_name
+        self._description, self._born, self._seen = description, born, born
+        self._closed = False
+        self._parents = self._warm = self._warm_read = self._pending = self._recycle = None
+        self._maps = []
+        self._completed = self._undone = b""
+        return self
+
+    def __del__(self) -> None:
+        """`_close()` unless it was closed (released, freed) already."""
+        try:
+            closed = self._closed
+        except AttributeError:  # never made
+            return
+        if not closed:
+            self._close()  # type: ignore[attr-defined]
 
 
 class _RegionFields:
@@ -44,7 +112,9 @@ class _MappingFields:
 
 
 if calls is not None:
+    AllocationFields: type = calls.AllocationFields
     RegionFields: type = calls.RegionFields
     MappingFields: type = calls.MappingFields
 else:
+    AllocationFields = _AllocationFields
     RegionFields, MappingFields = _RegionFields, _MappingFields

@@ -1,12 +1,13 @@
-/* The fields of the objects made on every map (twins: clara_core/shm/fields.py).
+/* The fields of the objects made on every get and map (twins: clara_core/shm/fields.py).
  *
- * RegionFields   memory.Region's: address, length, writable, _holder, _fd
- * MappingFields  mapping.Mapping's: allocation, _maps, _region, layout, _array, _written
+ * AllocationFields  allocation.Allocation's (its reference's state: see reference.py)
+ * RegionFields      memory.Region's: address, length, writable, _holder, _fd
+ * MappingFields     mapping.Mapping's: allocation, _maps, _region, layout, _array, _written
  *
  * Each is a base class whose Python subclass holds the methods; all they do in C is make
- * the object and free it. A Python class's __init__ storing its slots one by one, and its
- * generic dealloc, cost about three times as much (~2,000 instructions an object), and a
- * map makes two of them.
+ * the object and free it (and AllocationFields' finalizer calls `_close` if it was never
+ * closed). A Python class's __init__ storing its slots one by one, and its generic
+ * dealloc, cost two to three times as much, and a get + map makes one of each.
  */
 #include "calls.h"
 
@@ -14,15 +15,16 @@
 
 #include <stddef.h>
 
-#define MOST_FIELDS 6
-
 /* Object fields only (what the Python slots held): their attribute reads give back the
- * objects stored, as slots do. */
+ * objects stored, as slots do. `count` of them, after the header. */
 typedef struct {
     PyObject_HEAD
     PyObject *weakrefs;
-    PyObject *fields[MOST_FIELDS];
+    Py_ssize_t count;
+    PyObject *fields[];
 } Fields;
+
+#define FIELDS_SIZE(count) (sizeof(Fields) + (count) * sizeof(PyObject *))
 
 /* Made by positional arguments only, as every function of the module is called. */
 static int no_keywords(const char *name, PyObject *kwargs) {
@@ -33,18 +35,17 @@ static int no_keywords(const char *name, PyObject *kwargs) {
     return 0;
 }
 
-#define FIELD(name, index, doc) \
-    {name, T_OBJECT_EX, offsetof(Fields, fields) + (index) * sizeof(PyObject *), 0, doc}
+#define FIELD(name, index, doc) {name, T_OBJECT_EX, FIELDS_SIZE(index), 0, doc}
 
 static int fields_traverse(Fields *self, visitproc visit, void *arg) {
-    for (int i = 0; i < MOST_FIELDS; i++) {
+    for (Py_ssize_t i = 0; i < self->count; i++) {
         Py_VISIT(self->fields[i]);
     }
     return 0;
 }
 
 static int fields_clear(Fields *self) {
-    for (int i = 0; i < MOST_FIELDS; i++) {
+    for (Py_ssize_t i = 0; i < self->count; i++) {
         Py_CLEAR(self->fields[i]);
     }
     return 0;
@@ -61,12 +62,13 @@ static void fields_dealloc(Fields *self) {
 }
 
 /* A new object of `type` (the base or a subclass) with `count` fields from `values`. */
-static PyObject *made(PyTypeObject *type, PyObject *const *values, int count) {
+static PyObject *made(PyTypeObject *type, PyObject *const *values, Py_ssize_t count) {
     Fields *self = (Fields *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
     }
-    for (int i = 0; i < count; i++) {
+    self->count = count;
+    for (Py_ssize_t i = 0; i < count; i++) {
         self->fields[i] = Py_NewRef(values[i]);
     }
     return (PyObject *)self;
@@ -123,10 +125,93 @@ static PyMemberDef mapping_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-#define FIELDS_TYPE(python_name, doc_text, new_function, members)                    \
+/* AllocationFields(context, registry, fd, writable, layout, created_ns, identity,
+ * visibility, key, pool_name, description, born): those fields, then a reference not yet
+ * closed, with no maps, nothing kept, nothing pending (what Allocation.__init__ stored). */
+enum { GIVEN = 12, SEEN = GIVEN, CLOSED, PARENTS, MAPS, COMPLETED, UNDONE, WARM, WARM_READ,
+       PENDING, RECYCLE, ALLOCATION_FIELDS };
+
+static PyObject *allocation_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (no_keywords("AllocationFields", kwargs) < 0) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != GIVEN) {
+        PyErr_Format(PyExc_TypeError, "AllocationFields() takes %d arguments (%zd given)",
+                     GIVEN, PyTuple_GET_SIZE(args));
+        return NULL;
+    }
+    PyObject *maps = PyList_New(0);
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *values[ALLOCATION_FIELDS];
+    PyObject *self = NULL;
+    if (maps != NULL && empty != NULL) {
+        for (int i = 0; i < GIVEN; i++) {
+            values[i] = PyTuple_GET_ITEM(args, i);
+        }
+        values[SEEN] = values[GIVEN - 1];  // born: forks.count when it was made
+        values[CLOSED] = Py_False;
+        values[PARENTS] = values[WARM] = values[WARM_READ] = Py_None;
+        values[PENDING] = values[RECYCLE] = Py_None;
+        values[MAPS] = maps;
+        values[COMPLETED] = values[UNDONE] = empty;
+        self = made(type, values, ALLOCATION_FIELDS);
+    }
+    Py_XDECREF(maps);
+    Py_XDECREF(empty);
+    return self;
+}
+
+/* At its death: `_close()` unless it was closed (released, freed) already; as Python's
+ * __del__, an exception is reported, not raised. */
+static void allocation_finalize(PyObject *self) {
+    PyObject *closed = ((Fields *)self)->fields[CLOSED];  // (NULL: never made)
+    if (closed == NULL || closed == Py_True) {
+        return;  // (the usual case: released)
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    int truth = PyObject_IsTrue(closed);
+    if (truth == 0) {
+        PyObject *result = PyObject_CallMethod(self, "_close", NULL);
+        truth = result == NULL ? -1 : 1;
+        Py_XDECREF(result);
+    }
+    if (truth < 0) {
+        PyErr_WriteUnraisable(self);
+    }
+    PyErr_Restore(type, value, traceback);
+}
+
+static PyMemberDef allocation_members[] = {
+    FIELD("context", 0, "the Context it belongs to"),
+    FIELD("_registry", 1, "the context as its allocations see it"),
+    FIELD("_fd", 2, "the reference's open file"),
+    FIELD("_writable", 3, "whether it was opened for writing"),
+    FIELD("_layout", 4, "its layout (as last seen)"),
+    FIELD("_created_ns", 5, "when it was made (ns since the epoch)"),
+    FIELD("_identity", 6, "(st_dev, st_ino), or None until asked"),
+    FIELD("_visibility", 7, "private, handled or shared (published)"),
+    FIELD("_key", 8, "its published name or handle"),
+    FIELD("_pool_name", 9, "its name in the pool (a recycled one), or None"),
+    FIELD("_description", 10, "what describe() makes of it, if known"),
+    FIELD("_born", 11, "forks.count when it was made"),
+    FIELD("_seen", SEEN, "forks.count when it last looked"),
+    FIELD("_closed", CLOSED, "whether it was released"),
+    FIELD("_parents", PARENTS, "maps of a parent process (see forks.py), or None"),
+    FIELD("_maps", MAPS, "its maps (Regions)"),
+    FIELD("_completed", COMPLETED, "what a write map's unmap writes"),
+    FIELD("_undone", UNDONE, "what a failed write map puts back"),
+    FIELD("_warm", WARM, "a write mapping kept for the next map, or None"),
+    FIELD("_warm_read", WARM_READ, "a read mapping kept for the next map, or None"),
+    FIELD("_pending", PENDING, "the header of a segment nobody else can reach, or None"),
+    FIELD("_recycle", RECYCLE, "what offers it to the pool at release, or None"),
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define FIELDS_TYPE(python_name, doc_text, count, new_function, members)             \
     {                                                                              \
         PyVarObject_HEAD_INIT(NULL, 0).tp_name = "clara_core.shm._calls." python_name, \
-        .tp_doc = doc_text, .tp_basicsize = sizeof(Fields),                        \
+        .tp_doc = doc_text, .tp_basicsize = FIELDS_SIZE(count),                    \
         .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, \
         .tp_new = new_function, .tp_dealloc = (destructor)fields_dealloc,          \
         .tp_traverse = (traverseproc)fields_traverse,                              \
@@ -134,16 +219,24 @@ static PyMemberDef mapping_members[] = {
         .tp_weaklistoffset = offsetof(Fields, weakrefs),                           \
     }
 
+static PyTypeObject AllocationFieldsType =
+    FIELDS_TYPE("AllocationFields", "allocation.Allocation's fields (see fields.c).",
+                ALLOCATION_FIELDS, allocation_new, allocation_members);
 static PyTypeObject RegionFieldsType = FIELDS_TYPE(
-    "RegionFields", "memory.Region's fields (see fields.c).", region_new, region_members);
+    "RegionFields", "memory.Region's fields (see fields.c).", 5, region_new, region_members);
 static PyTypeObject MappingFieldsType = FIELDS_TYPE(
-    "MappingFields", "mapping.Mapping's fields (see fields.c).", mapping_new, mapping_members);
+    "MappingFields", "mapping.Mapping's fields (see fields.c).", 6, mapping_new,
+    mapping_members);
 
 int clara_add_fields(PyObject *module) {
-    if (PyType_Ready(&RegionFieldsType) < 0 || PyType_Ready(&MappingFieldsType) < 0) {
+    AllocationFieldsType.tp_finalize = allocation_finalize;
+    if (PyType_Ready(&AllocationFieldsType) < 0 || PyType_Ready(&RegionFieldsType) < 0 ||
+        PyType_Ready(&MappingFieldsType) < 0) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "RegionFields", (PyObject *)&RegionFieldsType) < 0 ||
+    if (PyModule_AddObjectRef(module, "AllocationFields", (PyObject *)&AllocationFieldsType) <
+            0 ||
+        PyModule_AddObjectRef(module, "RegionFields", (PyObject *)&RegionFieldsType) < 0 ||
         PyModule_AddObjectRef(module, "MappingFields", (PyObject *)&MappingFieldsType) < 0) {
         return -1;
     }
