@@ -230,10 +230,9 @@ def open_member(
     # for (only while a reclaimer or recycler checks the segment, and bounded).
     # (positionally: read_only, header, lock, timeout, stat_only_refusal; True as
     # registry.refusal is the context's Writers', a function of the stat alone)
-    opened = segment.open_segment(
+    fd, writable, found, header = segment.open_unpacked(
         file_name, what, registry.refusal, read_only, True, _SHARED_REFERENCE, timeout, True
     )
-    fd, writable, found, header = opened  # (one unpack: cheaper than four indexings)
     try:
         known = _last_member  # (read once: another thread may replace it)
         if (

@@ -33,6 +33,13 @@ typedef struct {
 } Holder;
 
 static int holder_buffer(Holder *self, Py_buffer *view, int flags) {
+    if ((flags & PyBUF_WRITABLE) && !self->writable) {
+        // numpy.frombuffer asks for a writable buffer first, then takes a read-only one:
+        // refused without a message string to make and free (every view of a read map)
+        PyErr_SetNone(PyExc_BufferError);
+        view->obj = NULL;
+        return -1;
+    }
     return PyBuffer_FillInfo(view, (PyObject *)self, self->address, self->length,
                              !self->writable, flags);
 }
