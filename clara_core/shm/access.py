@@ -22,6 +22,7 @@ from .native import calls
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 _fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
 _BUSY = (errno.EAGAIN, errno.EACCES)
@@ -42,13 +43,21 @@ class FileStat(Record):
 
 
 def _open_locked(
-    dir_fd: int, name: str, flags: int, lock: bytes | None, header_size: int
+    dir_fd: int,
+    name: str,
+    flags: int,
+    lock: bytes | None,
+    header_size: int,
+    known: tuple[Any, ...] | None,
 ) -> tuple[int, bool, tuple[int, ...], bytes | int | None]:
     """get's calls: open `name` in `dir_fd` with `flags`; try the lock `lock` (a packed
     request, never waited for: any failure leaves it not taken); fstat; and only for a
     regular file, the pread of `header_size` bytes at 0 (if that fails, its errno as an
     int: the file's checks come first). Returns (fd, locked, stat, header or None), stat
-    the fields of FileStat as a plain tuple; closes the fd if it raises."""
+    the fields of FileStat as a plain tuple; closes the fd if it raises. `known`: None, or
+    a tuple whose first two items are a stat and a header an earlier call gave: a stat or
+    header equal to those is returned as that very object (its checks' verdict is
+    remembered by identity: segment.open_unpacked)."""
     fd = os.open(name, flags, dir_fd=dir_fd)
     try:
         locked = False
@@ -65,7 +74,13 @@ def _open_locked(
                 header = os.pread(fd, header_size, 0)
             except OSError as exc:
                 header = exc.errno
-        return fd, locked, found[:7], header
+        fields = found[:7]
+        if known is not None:
+            if fields == known[0]:
+                fields = known[0]
+            if header == known[1]:
+                header = known[1]
+        return fd, locked, fields, header
     except BaseException:
         os.close(fd)
         raise
@@ -120,7 +135,8 @@ def _set_lock(fd: int, request: bytes) -> None:
 
 
 open_locked: Callable[
-    [int, str, int, bytes | None, int], tuple[int, bool, tuple[int, ...], bytes | int | None]
+    [int, str, int, bytes | None, int, tuple[Any, ...] | None],
+    tuple[int, bool, tuple[int, ...], bytes | int | None],
 ] = calls.open_locked if calls is not None else _open_locked
 map_locked: Callable[
     [int, bytes | None, int | None, int, int, int, int], tuple[int, bool, bytes, bytes]

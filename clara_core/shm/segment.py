@@ -198,6 +198,8 @@ def open_unpacked(
     global _last_checked
     request = None if lock is None else lock[2]
     size = HEADER_SIZE if header else 0
+    # (read once: another thread may replace it)
+    known = _last_checked if stat_only_refusal else None
     if read_only:
         opened = _open_read_only(file_name, what, refusal, request, size)
         (fd, locked, fields, raw), writable = opened, False
@@ -205,7 +207,7 @@ def open_unpacked(
         try:  # the usual case, first and alone (one call: access.open_locked)
             # (directory_fd()'s usual answer, looked up here: a frame less per get)
             dir_fd = _by_setting.get(shm_dir_setting()) or directory_fd()
-            opened = open_locked(dir_fd, file_name, _READ_WRITE, request, size)
+            opened = open_locked(dir_fd, file_name, _READ_WRITE, request, size, known)
             (fd, locked, fields, raw), writable = opened, True
         except (PermissionError, IsADirectoryError):  # may only read it (or a directory)
             opened = _open_read_only(file_name, what, refusal, request, size)
@@ -213,10 +215,10 @@ def open_unpacked(
         except OSError as exc:
             _explain_refused(exc, file_name, what, refusal)
     try:
-        if stat_only_refusal and (lock is None or locked):
-            known = _last_checked  # (read once: another thread may replace it)
-            if raw == known[1] and refusal is known[2] and fields == known[0]:
-                return fd, writable, known[3], known[4]
+        # (open_locked gives the remembered stat and header themselves if they are equal)
+        remembered = stat_only_refusal and (lock is None or locked) and refusal is known[2]
+        if remembered and fields is known[0] and raw is known[1]:
+            return fd, writable, known[3], known[4]
         found = tuple.__new__(FileStat, fields)
         if not stats.S_ISREG(found.st_mode) or refusal(found) is not None:
             _check_file(found, what, refusal)  # raises, saying why
@@ -252,7 +254,7 @@ def _open_read_only(
     file_name: str, what: str, refusal: Refusal, request: bytes | None, size: int
 ) -> tuple[int, bool, tuple[int, ...], bytes | int | None]:
     try:
-        return open_locked(directory_fd(), file_name, _READ_ONLY, request, size)
+        return open_locked(directory_fd(), file_name, _READ_ONLY, request, size, None)
     except (PermissionError, IsADirectoryError):
         found = stat_named(file_name)
         if found is not None:  # say whose it is rather than just "denied"

@@ -70,19 +70,84 @@ static PyObject *file_stat(const struct stat *st) {
     return tuple_of(7, fields);
 }
 
-/* open_locked(dir_fd, name, flags, lock, header_size)
+/* Whether `known` (as file_stat makes them) holds the very fields of `st`. */
+static int same_stat(const struct stat *st, PyObject *known) {
+    if (!PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 7) {
+        return 0;
+    }
+    unsigned long uid = (unsigned long)st->st_uid, gid = (unsigned long)st->st_gid;
+    long long values[7] = {
+        (long long)st->st_mode,  0, (long long)st->st_dev, (long long)st->st_nlink,
+        uid == (unsigned long)(uid_t)-1 ? -1 : (long long)uid,
+        gid == (unsigned long)(uid_t)-1 ? -1 : (long long)gid, (long long)st->st_size,
+    };
+    for (int i = 0; i < 7; i++) {
+        PyObject *item = PyTuple_GET_ITEM(known, i);
+        int same;
+        if (!PyLong_CheckExact(item)) {
+            return 0;
+        } else if (i == 1) {  // (the inode: unsigned)
+            same = PyLong_AsUnsignedLongLong(item) == (unsigned long long)st->st_ino;
+        } else {
+            same = PyLong_AsLongLong(item) == values[i];
+        }
+        if (PyErr_Occurred()) {  // (too large: not these)
+            PyErr_Clear();
+            return 0;
+        }
+        if (!same) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The header: read_at's, or `known` itself if it holds the very bytes read. */
+static PyObject *read_header(int fd, Py_ssize_t size, PyObject *known, int *error) {
+    char bytes[4096];
+    if (!PyBytes_CheckExact(known) || size > (Py_ssize_t)sizeof bytes) {
+        return read_at(fd, size, 0, error);
+    }
+    *error = 0;
+    ssize_t got;
+    do {
+        got = pread(fd, bytes, (size_t)size, 0);
+    } while (got < 0 && retry());
+    if (got < 0) {
+        *error = PyErr_Occurred() ? 0 : errno;
+        return NULL;
+    }
+    if (got == PyBytes_GET_SIZE(known) && memcmp(bytes, PyBytes_AS_STRING(known), got) == 0) {
+        return Py_NewRef(known);
+    }
+    return PyBytes_FromStringAndSize(bytes, got);
+}
+
+/* open_locked(dir_fd, name, flags, lock, header_size, known)
  *   -> (fd, locked, stat, header)
  *
  * get's calls: openat(dir_fd, name, flags); the lock `lock` (a packed request, or None)
  * tried once, never waited for (any failure: not locked, Python decides); fstat; and if it
  * is a regular file and `header_size`, the pread of the header at 0 (its errno, an int,
- * if that fails: the checks of the file come first). Closes the fd if it raises. */
+ * if that fails: the checks of the file come first). Closes the fd if it raises.
+ * `known`: None, or a tuple whose first two items are a stat and a header an earlier
+ * call gave: a stat or header equal to those is that very object (so that Python, which
+ * remembers the verdict of their checks, compares them by identity). */
 static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     int dir_fd, flags;
-    if (arguments("open_locked", nargs, 5) < 0 || int_of(args[0], &dir_fd) < 0 ||
+    if (arguments("open_locked", nargs, 6) < 0 || int_of(args[0], &dir_fd) < 0 ||
         int_of(args[2], &flags) < 0) {
         return NULL;
+    }
+    PyObject *known_stat = Py_None, *known_header = Py_None;
+    if (args[5] != Py_None) {
+        if (!PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) < 2) {
+            PyErr_SetString(PyExc_TypeError, "open_locked: known is (stat, header, ...)");
+            return NULL;
+        }
+        known_stat = PyTuple_GET_ITEM(args[5], 0);
+        known_header = PyTuple_GET_ITEM(args[5], 1);
     }
     Py_ssize_t header_size = PyLong_AsSsize_t(args[4]);
     if (header_size == -1 && PyErr_Occurred()) {
@@ -119,12 +184,15 @@ static PyObject *open_locked(PyObject *module, PyObject *const *args, Py_ssize_t
     do {
         result = fstat(fd, &st);
     } while (result < 0 && retry());
-    PyObject *found = result < 0 ? fail() : file_stat(&st);
+    PyObject *found = result < 0                      ? fail()
+                      : same_stat(&st, known_stat) ? Py_NewRef(known_stat)
+                                                   : file_stat(&st);
     PyObject *header = NULL;
     if (found != NULL) {
         if (header_size <= 0 || !S_ISREG(st.st_mode)) {
             header = Py_NewRef(Py_None);
-        } else if ((header = read_at(fd, header_size, 0, &error)) == NULL && error) {
+        } else if ((header = read_header(fd, header_size, known_header, &error)) == NULL &&
+                   error) {
             header = PyLong_FromLong(error);
         }
     }

@@ -102,7 +102,7 @@ def _outcome(call: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
 
 def _opened(opener: Callable[..., Any], name: str, flags: int = READ_WRITE) -> tuple[Any, ...]:
     dir_fd = segment.directory_fd()
-    return _outcome(lambda: opener(dir_fd, name, flags, REFERENCE, HEADER_SIZE))
+    return _outcome(lambda: opener(dir_fd, name, flags, REFERENCE, HEADER_SIZE, None))
 
 
 @pytest.mark.parametrize("opener", OPENERS)
@@ -123,6 +123,36 @@ def test_open_locked_gives_what_the_python_calls_give(opener: Any, published: st
     with open(segment.path_of(published), "rb") as file:
         assert header == file.read(HEADER_SIZE)
     assert _opened(opener, published) == _opened(access._open_locked, published)
+
+
+@pytest.mark.parametrize("opener", OPENERS)
+def test_open_locked_gives_the_known_stat_and_header_themselves_when_equal(
+    opener: Any, published: str
+) -> None:
+    """What lets a get compare by identity the stat and header of its last checked one."""
+    dir_fd = segment.directory_fd()
+
+    def opened(known: tuple[Any, ...] | None) -> tuple[Any, Any]:
+        fd, _, found, header = opener(dir_fd, published, READ_WRITE, None, HEADER_SIZE, known)
+        os.close(fd)
+        return found, header
+
+    first = opened(None)
+    again = opened((*first, "what else the caller keeps"))
+    assert again[0] is first[0] and again[1] is first[1]
+    equal = (tuple(list(first[0])), bytes(bytearray(first[1])))  # equal, not the same
+    assert all(x is y for x, y in zip(opened(equal), equal, strict=True))
+    os.chmod(segment.path_of(published), 0o640)  # the stat changes, the header does not
+    chmoded = opened(first)
+    assert chmoded[0] is not first[0] and chmoded[0][0] & 0o777 == 0o640
+    assert chmoded[1] is first[1]
+    fd = os.open(segment.path_of(published), os.O_WRONLY)
+    os.pwrite(fd, b"\xff", HEADER_SIZE - 1)  # the header changes, the stat does not
+    os.close(fd)
+    rewritten = opened(chmoded)
+    assert rewritten[0] is chmoded[0] and rewritten[1] is not chmoded[1]
+    assert rewritten[1][:-1] == first[1][:-1] and rewritten[1][-1] == 0xFF
+    assert opened(((1, 2), b"other")) == rewritten  # (not known: fresh, equal objects)
 
 
 @needs_c
