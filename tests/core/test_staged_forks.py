@@ -145,3 +145,56 @@ def test_a_fork_in_another_thread_loses_no_write_of_a_private_write_map():
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert (found["view"], found["file"]) == ([2], [2]), found
+
+
+# An exception (^C, or a signal handler's) raised at the AT-th Python-level call of a
+# staged map's unmap (sys.setprofile), for every AT: the allocation must then read as
+# complete with the data written, or as not readable (a clear error), never complete with
+# other bytes (rev6's intr_unmap.py).
+_INTERRUPTED_UNMAPS = """
+import json, sys
+from clara_core import ClaraError, Context
+
+ctx = Context.create("job")
+wrong, raised = [], 0
+for at in range(1, 100):
+    alloc = ctx.create(dtype="u8", shape=(4096,))
+    mapping = alloc.map("w")
+    mapping.array[:] = 7
+    calls = [0]
+
+    def profile(frame, event, arg):  # (not the script's own calls: setprofile)
+        if event in ("call", "c_call") and frame.f_code.co_name != "<module>":
+            calls[0] += 1
+            if calls[0] == at:
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+
+    sys.setprofile(profile)
+    try:
+        mapping.unmap()
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+        raised += 1
+    finally:
+        sys.setprofile(None)
+    try:
+        with alloc.map("r") as array:
+            if not (array == 7).all():
+                wrong.append(at)
+    except ClaraError:
+        pass  # (still mapped, or incomplete: said so)
+    alloc.release()
+    if not interrupted:  # the unmap made fewer calls: every one was tried
+        break
+Context.destroy("job")
+print(json.dumps({"raised": raised, "wrong": wrong}))
+"""
+
+
+def test_an_interrupted_staged_unmap_never_leaves_other_bytes_complete():
+    result = run_python(_INTERRUPTED_UNMAPS)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["raised"] >= 5 and found["wrong"] == [], found
