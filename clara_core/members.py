@@ -99,6 +99,7 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
             # change nothing (trust.Writers.new_owner leaves the owner's files alone).
             if uid != registry.uid or made_mode & 0o7777 != registry.mode:
                 making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
+        alloc = None
         try:
             alloc = Allocation(
                 context,
@@ -116,7 +117,7 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
             )  # (too small for the pool: nothing to recycle)
             alloc._defer(header)  # (no name: its locks wait, see reference.py)
         except BaseException:
-            os.close(fd)
+            _close_once(fd, identity, alloc)
             raise
         return alloc
     asked = layout
@@ -126,9 +127,14 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
 
         claimed = claim(registry, layout.capacity)
     fd, pool_name, warm = claimed if claimed is not None else (-1, None, None)
+    # (its identity, for the cleanup below; a claimed one's is fstat'ed once it is made)
+    made: tuple[int, int] | None = None
+    alloc = None
     try:
         if fd >= 0:  # a recycled segment may be larger than asked for
-            layout = layout._replace(capacity=os.fstat(fd).st_size - DATA_OFFSET)
+            found = os.fstat(fd)
+            made = (found.st_dev, found.st_ino)
+            layout = layout._replace(capacity=found.st_size - DATA_OFFSET)
         created_ns = time.time_ns()
         pid, start = processes.identity()
         origin = (created_ns, pid, start, 0, 0, registry.incarnation)
@@ -139,10 +145,9 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
                 warm.release()
                 warm = None
             os.close(fd)
-            fd, pool_name, layout = -1, None, asked
+            fd, pool_name, layout, made = -1, None, asked, None
             header = hdr.pack_new_allocation(layout, origin, registry.name)
         fresh = fd < 0
-        made = None  # (a claimed one is fstat'ed when its identity is needed)
         if fresh:
             fd, made = _fresh_segment(registry, layout.capacity, what, header)
         alloc = Allocation(
@@ -166,10 +171,28 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         if warm is not None:
             warm.release()
         if fd >= 0:
-            os.close(fd)
+            _close_once(fd, made, alloc)
         raise
     alloc._warm = warm
     return alloc
+
+
+def _close_once(fd: int, identity: tuple[int, int] | None, alloc: Allocation | None) -> None:
+    """The cleanup of a create or get cut short (^C: an exception a signal handler raises):
+    close `fd` once. An Allocation made of it owns it: marked closed, its finalizer leaves
+    it. One made but lost before it was bound (the exception came as its constructor
+    returned) closed it as it died: `fd` then no longer denotes the segment `identity`
+    (closed, or another file's since), and closing it again would close that file."""
+    if alloc is not None:
+        alloc._closed = True
+    elif identity is not None:
+        try:
+            found = os.fstat(fd)
+        except OSError:
+            return
+        if (found.st_dev, found.st_ino) != identity:
+            return
+    os.close(fd)
 
 
 def _rewrite_claimed(fd: int, header: bytes | bytearray, what: str) -> bool:
@@ -265,7 +288,7 @@ def open_member(
             forks.count,
         )
     except BaseException:
-        os.close(fd)
+        _close_once(fd, (found.st_dev, found.st_ino), None)  # (the Allocation's, if made)
         raise
 
 

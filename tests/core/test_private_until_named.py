@@ -399,3 +399,35 @@ def test_a_fork_hook_and_a_finalizer_under_memorys_lock_never_wait_for_each_othe
         """
     )
     assert (result.returncode, result.stdout) == (0, "no deadlock\n"), result.stderr
+
+
+def test_an_interrupted_create_never_closes_a_later_file(ctx):
+    """^C (an exception a signal handler raises; here a trace function's, at the call of
+    `_defer`) after create made the Allocation but before it returned it: the fd is closed
+    once. Create's cleanup closed it, then the Allocation's finalizer closed the number
+    again, whatever file had taken it since (here the caller's own)."""
+    result = run_python(
+        """
+        import gc, os, sys
+        from clara_core import Context
+
+        def trace(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "_defer":
+                sys.settrace(None)
+                raise KeyboardInterrupt
+            return None
+
+        ctx = Context.open("job")
+        sys.settrace(trace)
+        try:
+            ctx.create(dtype="u8", shape=(64,))
+        except KeyboardInterrupt as exc:
+            sys.settrace(None)
+            mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
+            del exc
+        gc.collect()
+        os.write(mine, b"x")  # EBADF if the dead Allocation closed it
+        print("mine")
+        """
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")
