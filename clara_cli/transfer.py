@@ -148,6 +148,15 @@ def _starts_with_magic(fd: int) -> bool:
         os.close(reader)
 
 
+def require_stdout() -> None:
+    """Refuse, before it acts, a command whose result is what it prints (`clara create
+    allocation`'s name or handle) when stdout was closed at start: nobody would learn it."""
+    try:
+        _check_open_at_start(1)
+    except OSError as exc:
+        raise file_error(exc, "-", "write") from exc
+
+
 def _check_open_at_start(fd: int) -> None:
     """A standard stream closed when clara started holds /dev/null now: copying from or
     to it would lose the data silently."""

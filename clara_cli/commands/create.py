@@ -164,6 +164,9 @@ def _create(
             "the process that ran clara has already exited (clara's parent is now pid "
             f"{holder}): nobody would hold the private allocation; give it a NAME to publish it"
         )
+    from ..transfer import require_stdout
+
+    require_stdout()  # (`>&-`: a handle nobody learns would stay until leak-check)
     from clara_core import Context
 
     with Context.open(require_context(context_name)) as context:

@@ -54,6 +54,27 @@ def test_copies_to_or_from_a_closed_stream_are_refused(ctx: str, launcher: str) 
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_create_allocation_with_stdout_closed_is_refused_before_it_creates(
+    ctx: str, launcher: str
+) -> None:
+    """`clara create allocation [NAME] >&-`: its name or handle is its result, and nobody
+    could learn it (a handle would stay held until leak-check): refused as a copy to a
+    closed stdout is, before anything is created."""
+    ok("create", "context", ctx)
+    members = f"{names.context_file(ctx)}."
+    for args in (
+        ["create", "allocation", "-c", ctx, "--size", "4K"],  # a handle
+        ["create", "allocation", "v", "-c", ctx, "--size", "4K"],
+        ["--json", "create", "allocation", "v", "-c", ctx, "--size", "4K"],
+    ):
+        code, err = _run(launcher, args, ">&-")
+        assert code == 2, args
+        _one_error(err, "cannot write standard output: Bad file descriptor")
+        assert [f for f in os.listdir(names.shm_dir()) if f.startswith(members)] == [], args
+    assert ok("create", "allocation", "v", "-c", ctx, "--size", "4K").stdout == b"v\n"
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_output_to_a_closed_stream_is_dropped_and_a_command_gets_dev_null(
     ctx: str, launcher: str
 ) -> None:
