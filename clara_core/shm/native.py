@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from types import ModuleType
 
-VERSION = 9  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+VERSION = 10  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
 # Every name the Python side takes from the extension (shm/access.py, making.py, memory.py,
@@ -37,6 +37,7 @@ NAMES = (
     "unlink_freed",
     "stage",
     "write_staged",
+    "attach_staged",
     "PROT_READ",
     "PROT_WRITE",
     "MAP_SHARED",

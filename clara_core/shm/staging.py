@@ -33,6 +33,7 @@ from .memory import (
     PROT_READ,
     PROT_WRITE,
     Region,
+    cut_off,
     disown,
     lending,
     make_holder,
@@ -97,10 +98,39 @@ def _write_staged(fd: int, address: int, length: int, zero: bool) -> None:
         data[:] = bytes(len(data))
 
 
+def _attach_staged(fd: int, address: int, length: int) -> None:
+    """The staged data written into the file `fd`, then the file mapped in its place
+    (MAP_FIXED). On a failure the range is private memory holding the staged data again
+    (a fixed map that failed elsewhere is undone, the data read back into new zeros)."""
+    _write_staged(fd, address, length, False)
+    mapped = map_at(address, length, _READ_WRITE, MAP_SHARED, fd)
+    if mapped == address:
+        return
+    munmap(mapped, length)  # (map_at maps elsewhere when the fixed map fails)
+    import mmap  # (pure Python only)
+
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    if map_at(address, length, _READ_WRITE, private, -1) == address:
+        os.preadv(fd, [_data_of(address, length)], DATA_OFFSET)
+    raise OSError(errno.ENOMEM, "mmap: a staged map could not be attached")
+
+
 if calls is not None:
     stage, write_staged = calls.stage, calls.write_staged
+    attach_staged = calls.attach_staged
 else:
-    stage, write_staged = _stage, _write_staged
+    stage, write_staged, attach_staged = _stage, _write_staged, _attach_staged
+
+
+def _maps_the_file(address: int, fd: int) -> bool:
+    """Whether the mapping at `address` is of the file `fd` (not private memory)."""
+    inode = os.fstat(fd).st_ino
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if int(fields[0].split("-")[0], 16) == address:
+                return int(fields[4]) == inode
+    return False
 
 
 class Staged(Region):
@@ -135,14 +165,18 @@ class Staged(Region):
             address, fd, length = self.address, self._fd, self.length
             if type(self) is not Staged or address not in _owned:  # attached, released,
                 return  # or a parent process's
-            write_staged(fd, address, length, False)
-            mapped = map_at(address, length, _READ_WRITE, MAP_SHARED, fd)
-            if mapped != address:  # (map_at maps elsewhere when the fixed map fails)
-                munmap(mapped, length)
-                raise OSError(errno.ENOMEM, "mmap: a staged map could not be attached")
-            self._fd = -1
-            self.__class__ = Region
+            # A plain Region first: an exception a signal handler raises (^C) right after
+            # the call must find a map of the file, never a "private" range to keep (the
+            # next staged map would zero the file's data through it).
+            self.__class__, self._fd = Region, -1
             _owned.discard(address)
+            try:
+                attach_staged(fd, address, length)
+            except BaseException:
+                if not _maps_the_file(address, fd):  # (rare: failed, or cut short before
+                    self.__class__, self._fd = Staged, fd  # its mmap) staged still
+                    _owned.add(address)
+                raise
 
     # Nothing stays mapped to keep warm (the next map stages again): `release` (returns None).
     detach = Region.release  # type: ignore[assignment]
@@ -168,12 +202,16 @@ class Staged(Region):
         # range from now on (kept at their death, or unmapped) and lets go of its owner
         # (the map may die, as after cut_off).
         address, length = self.address, self.length
+        keep = length <= _KEPT_UP_TO  # (else not worth its pages while the views live)
         if address in _owned:
             _owned.discard(address)
-            write_staged(self._fd, address, length, True)
-        else:  # a parent process's (see `_owned`): its views here read zeros too
+            write_staged(self._fd, address, length, keep)
+        elif keep:  # a parent process's (see `_owned`): its views here read zeros too
             stage(address, length)
-        disown(holder, _kept_for(length), _KEEP)
+        if keep:
+            disown(holder, _kept_for(length), _KEEP)
+        else:  # private zeros mapped over it (no page stays in memory), unmapped at death
+            cut_off(holder, _READ_WRITE, None, 0)
         self._holder = None
         self.address, self._fd = 0, -1
 

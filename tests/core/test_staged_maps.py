@@ -7,6 +7,7 @@ its path, or a copy through the fd sees the same bytes as the views."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -191,3 +192,66 @@ def test_larger_and_rewritten_ones_are_mapped_not_staged(ctx):
     mapping.array[:] = np.arange(4)
     mapping.unmap()
     small.release()
+
+
+def test_an_exception_right_after_the_attach_leaves_a_map_of_the_file(ctx):
+    """A signal handler's exception (^C) raised as the attach's call returns: the region
+    maps the file by then, and must be taken for what it is (a map of the file, never a
+    private range to keep for the next staged map, which would zero this file's data)."""
+    alloc = ctx.create(dtype="u8", shape=(4096,))
+    mapping = alloc.map("w")
+    mapping.array[:] = 7
+
+    def interrupt(frame: object, event: str, arg: object) -> None:
+        name = getattr(arg, "__name__", "") if event == "c_return" else frame.f_code.co_name
+        if event in ("c_return", "return") and name in ("attach_staged", "_attach_staged"):
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    sys.setprofile(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            alloc.path  # noqa: B018 (attaches the staged map, as publish would)
+    finally:
+        sys.setprofile(None)
+    assert type(mapping._region) is not staging.Staged
+    mapping.array[0] = 8  # through the file now
+    mapping.unmap()
+    alloc.publish("first")
+    other = ctx.create(dtype="u8", shape=(4096,))
+    with other.map("w") as array:
+        assert not array.any()
+        array[:] = 9
+    other.release()
+    result = run_python(
+        """
+        from clara_core import Context
+        with Context.open("job").get("first").map("r") as array:
+            print(sorted(set(array.tolist())), array[0])
+        """
+    )
+    assert (result.returncode, result.stdout) == (0, "[7, 8] 8\n"), result.stderr
+    alloc.free()
+
+
+def test_a_larger_staged_map_cut_off_holds_no_memory_while_its_views_live(ctx):
+    """Views outliving the unmap of a staged map longer than the ranges kept for reuse:
+    private zeros are mapped over it (as any cut-off), not written with zeros, so none of
+    its pages stays in memory for as long as they live."""
+    alloc = ctx.create(dtype="u8", shape=(128 << 10,))
+    with alloc.map("w") as kept:
+        kept[:] = 1
+    start = kept.__array_interface__["data"][0] - hdr.DATA_OFFSET
+    assert _resident_pages(start + hdr.DATA_OFFSET, 128 << 10) == 0  # (before any read:
+    assert not kept.any()  # a read of private zeros maps the kernel's zero page)
+    alloc.release()
+
+
+def _resident_pages(start: int, length: int) -> int:
+    """How many pages of [start, start + length) are in memory (/proc/self/pagemap: bit
+    63 of each page's entry; mappings next to it may merge with it, so not smaps)."""
+    pages = length // 4096
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        entries = os.pread(pagemap.fileno(), 8 * pages, start // 4096 * 8)
+    present = (int.from_bytes(entries[i : i + 8], "little") >> 63 for i in range(0, pages * 8, 8))
+    return sum(present)

@@ -113,6 +113,9 @@ int clara_add_holder(PyObject *module);
 /* Making and ending segments: create, publish, free (making.c). */
 int clara_add_making(PyObject *module);
 
+/* The staged write map of a fresh private segment: stage, write, attach (staging.c). */
+int clara_add_staging(PyObject *module);
+
 /* The fields of the objects made on every map: Region, Mapping (fields.c). */
 int clara_add_fields(PyObject *module);
 

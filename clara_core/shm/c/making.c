@@ -1,17 +1,13 @@
-/* Making and ending segments: create, publish, free; the staged write map of a fresh one.
+/* Making and ending segments: create, publish, free.
  *
  * The system calls of a new allocation's create, of its first publish and of a free,
  * each sequence in one call; every check on what they return stays in Python (see
- * clara_core/shm/making.py, where each function's pure-Python twin is). `stage` and
- * `write_staged` are the memory of a fresh segment's first write map, held in private
- * memory until its unmap (twins in clara_core/shm/staging.py).
+ * clara_core/shm/making.py, where each function's pure-Python twin is).
  */
 #include "calls.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -21,7 +17,6 @@
 #define LIFECYCLE_AT 16
 #define REFERENCE_BYTE 0
 #define LIFECYCLE_BYTE 2
-#define DATA_OFFSET 4096
 /* What follows the header of a small segment (segment._WRITE_WHOLE_BELOW). */
 #define ZEROS_SIZE (64 << 10)
 
@@ -309,77 +304,6 @@ done:
     return result;
 }
 
-/* The length of a staged range (at least its header page), or -1 with an exception. */
-static Py_ssize_t staged_length(PyObject *number) {
-    Py_ssize_t length = PyLong_AsSsize_t(number);
-    if (length == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (length <= DATA_OFFSET) {
-        PyErr_SetString(PyExc_ValueError, "a staged range is longer than its header page");
-        return -1;
-    }
-    return length;
-}
-
-/* stage(at, length) -> address
- *
- * Private, read-write memory of `length` bytes whose data (from DATA_OFFSET on) is zeros:
- * the kept range `at` with its data zeroed in place (no system call), or, if `at` is 0,
- * a new mapping of private zeros (mmap MAP_PRIVATE|MAP_ANONYMOUS). */
-static PyObject *stage(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (arguments("stage", nargs, 2) < 0) {
-        return NULL;
-    }
-    char *at = PyLong_AsVoidPtr(args[0]);
-    Py_ssize_t length = staged_length(args[1]);
-    if (length < 0 || PyErr_Occurred()) {
-        return NULL;
-    }
-    if (at != NULL) {
-        memset(at + DATA_OFFSET, 0, (size_t)(length - DATA_OFFSET));
-        return PyLong_FromVoidPtr(at);
-    }
-    void *address = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return address == MAP_FAILED ? fail() : PyLong_FromVoidPtr(address);
-}
-
-/* write_staged(fd, address, length, zero) -> None
- *
- * The data of the staged range at `address` (its bytes from DATA_OFFSET to `length`)
- * written into the file `fd` at the same offsets (pwrite; a short write goes on, none
- * at all is ENOSPC), then, if `zero`, zeroed in place (its views read zeros). */
-static PyObject *write_staged(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    int fd;
-    if (arguments("write_staged", nargs, 4) < 0 || int_of(args[0], &fd) < 0) {
-        return NULL;
-    }
-    char *address = PyLong_AsVoidPtr(args[1]);
-    Py_ssize_t length = staged_length(args[2]);
-    int zero = PyObject_IsTrue(args[3]);
-    if (length < 0 || zero < 0 || PyErr_Occurred()) {
-        return NULL;
-    }
-    for (Py_ssize_t done = DATA_OFFSET; done < length;) {
-        ssize_t written = pwrite(fd, address + done, (size_t)(length - done), done);
-        if (written < 0 && retry()) {
-            continue;
-        }
-        if (written <= 0) {
-            errno = written < 0 ? errno : ENOSPC;
-            return fail();
-        }
-        done += written;
-    }
-    if (zero) {
-        memset(address + DATA_OFFSET, 0, (size_t)(length - DATA_OFFSET));
-    }
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef making_methods[] = {
     {"create", (PyCFunction)(void (*)(void))create, METH_FASTCALL,
      "create(dir_fd, mode, header, size) -> (fd, uid, mode, dev, ino): a nameless, reserved "
@@ -391,18 +315,13 @@ static PyMethodDef making_methods[] = {
      "lock_lifecycle(fd, dir_fd, name) -> None (busy) or (lifecycle, dev, ino)"},
     {"unlink_freed", (PyCFunction)(void (*)(void))unlink_freed, METH_FASTCALL,
      "unlink_freed(fd, dir_fd, name, freed) -> removed: freed, unnamed, lifecycle unlocked"},
-    {"stage", (PyCFunction)(void (*)(void))stage, METH_FASTCALL,
-     "stage(at, length) -> address: private memory whose data is zeros (a kept range, or new)"},
-    {"write_staged", (PyCFunction)(void (*)(void))write_staged, METH_FASTCALL,
-     "write_staged(fd, address, length, zero) -> None: a staged map's data into the file"},
     {NULL, NULL, 0, NULL},
 };
 
 int clara_add_making(PyObject *module) {
     if (PyModule_AddIntConstant(module, "LIFECYCLE_AT", LIFECYCLE_AT) < 0 ||
         PyModule_AddIntConstant(module, "REFERENCE_BYTE", REFERENCE_BYTE) < 0 ||
-        PyModule_AddIntConstant(module, "LIFECYCLE_BYTE", LIFECYCLE_BYTE) < 0 ||
-        PyModule_AddIntConstant(module, "DATA_OFFSET", DATA_OFFSET) < 0) {
+        PyModule_AddIntConstant(module, "LIFECYCLE_BYTE", LIFECYCLE_BYTE) < 0) {
         return -1;
     }
     return PyModule_AddFunctions(module, making_methods);

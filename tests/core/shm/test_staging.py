@@ -35,6 +35,12 @@ def segment(tmp_path: Any) -> Iterator[int]:
     os.close(fd)
 
 
+def test_the_c_calls_use_the_formats_data_offset() -> None:
+    if calls is None:
+        pytest.skip("the extension is not built here")
+    assert calls.DATA_OFFSET == DATA_OFFSET
+
+
 @pytest.mark.parametrize("twin", _TWINS)
 def test_stage_gives_zeros_new_or_in_a_kept_range_keeping_its_header_page(twin: str) -> None:
     stage = _call(twin, "stage")
@@ -137,3 +143,48 @@ def test_a_disowned_holder_keeps_its_range_at_its_death_or_unmaps_it(twins: Any)
 
 class _Owner:
     pass
+
+
+def _maps_file(address: int, path: str) -> bool:
+    inode = os.stat(path).st_ino
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if int(fields[0].split("-")[0], 16) == address:
+                return int(fields[4]) == inode
+    return False
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_attach_staged_writes_the_data_then_maps_the_file_over_it(
+    twin: str, segment: int, tmp_path: Any
+) -> None:
+    address = staging.stage(0, _LENGTH)
+    try:
+        staged = _bytes_at(address, _LENGTH)
+        staged[DATA_OFFSET:] = b"\x03" * (_LENGTH - DATA_OFFSET)
+        _call(twin, "attach_staged")(segment, address, _LENGTH)
+        assert _maps_file(address, str(tmp_path / "segment"))
+        assert os.pread(segment, 8, DATA_OFFSET) == b"\x03" * 8
+        staged[DATA_OFFSET] = 4  # through the file now
+        assert os.pread(segment, 1, DATA_OFFSET) == b"\x04"
+    finally:
+        memory.munmap(address, _LENGTH)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_attach_staged_that_fails_leaves_the_staged_memory_as_it_was(
+    twin: str, tmp_path: Any
+) -> None:
+    address = staging.stage(0, _LENGTH)
+    read_only = os.open(tmp_path / "segment", os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        _bytes_at(address, _LENGTH)[DATA_OFFSET:] = b"\x05" * (_LENGTH - DATA_OFFSET)
+        with pytest.raises(OSError) as caught:
+            _call(twin, "attach_staged")(read_only, address, _LENGTH)
+        assert caught.value.errno == 9  # (EBADF: the write, before any map)
+        assert not _maps_file(address, str(tmp_path / "segment"))
+        assert set(_bytes_at(address, _LENGTH)[DATA_OFFSET:]) == {5}
+    finally:
+        os.close(read_only)
+        memory.munmap(address, _LENGTH)
