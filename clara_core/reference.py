@@ -29,7 +29,7 @@ from .forks import Inheritance, ParentsMap
 from .shm import header as hdr
 from .shm import locks, segment
 from .shm.access import set_lock as _set_lock
-from .shm.staging import Staged
+from .shm.staging import Staged, of_this_thread
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ class Reference(Inheritance):
         had no name (the reference lock; the map lock of the maps held). Returns the
         header it was kept in memory, whose data state the caller writes (see
         `_materialize`), or None if nothing was deferred."""
-        if attach and self._maps:  # (not at a fork: see _attach_staged; and even if
-            self._attach_staged()  # a fork brought the rest to the file already)
+        if self._maps:  # (even if a fork brought the rest to the file already)
+            self._attach_staged(attach)
         pending = self._pending
         if pending is None:
             return None
@@ -93,15 +93,17 @@ class Reference(Inheritance):
         forks.private.pop(id(self), None)
         return pending
 
-    def _attach_staged(self) -> None:
+    def _attach_staged(self, all_threads: bool = True) -> None:
         """Before the file gets a name or a handle, or goes to another program (`path`): a
-        staged map's views see the file from now on (see shm/staging.py). Not at a fork:
-        attaching copies the views' bytes, then maps the file over them, and a thread
-        writing them meanwhile (numpy lets the GIL go) would lose what it wrote in between;
-        a staged map then stays staged, and the data state in the file says *writing*
-        until its unmap writes the data (a child's copy of it writes nothing back)."""
+        staged map's views see the file from now on (see shm/staging.py). At a fork
+        (`all_threads` False) only the forking thread's own: attaching copies the views'
+        bytes, then maps the file over them, and another thread writing its views
+        meanwhile (numpy lets the GIL go) would lose what it wrote in between; such a map
+        stays staged, the data state in the file says *writing* until its unmap writes
+        the data, and a child's copy of it writes nothing back (nor is it shared). The
+        forking thread is inside os.fork: nothing of it writes meanwhile."""
         for region in self._maps:
-            if type(region) is Staged:
+            if type(region) is Staged and (all_threads or of_this_thread(region)):
                 region.attach()
 
     def _materialize(self, what: str, attach: bool = True) -> None:

@@ -13,9 +13,9 @@ Before the segment gets a name or a handle or goes to another program (`path`: s
 reference._go_public), or is read or written through its fd while mapped (Mapping's
 copies), a staged map is *attached*: its bytes are written to the file, then the file is
 mapped in their place (mmap MAP_FIXED), so that its views see the segment from then on,
-exactly as those of any other map. Not at a fork, which may come from another thread
-while this one writes the views (see reference._attach_staged): the map stays staged, its
-unmap writes the data as ever, and a forked child's copy of it is not the child's to
+exactly as those of any other map. At a fork only the forking thread's (another thread
+may be writing its views: see reference._attach_staged): the others stay staged, their
+unmap writes the data as ever, and a forked child's copy of them is not the child's to
 write back (its release there drops the memory only: `_owned` is this process's).
 
 `stage` and `write_staged` are the C extension's (shm/c/making.c) where it is built,
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+from _thread import get_ident
 
 from .header import DATA_OFFSET
 from .memory import (
@@ -58,9 +59,10 @@ _KEEP, _LENGTHS, _KEPT_UP_TO = 2, 8, 64 << 10
 # Staged ranges no view can reach any more, by length, for the next staged map. Only this
 # module maps, keeps or unmaps them, so an address found here is always ours to reuse.
 _kept: dict[int, list[int]] = {}
-# The addresses of this process's staged maps, until their release or attach: a forked
-# child has none (a staged map it inherited is its parent's to write).
-_owned: set[int] = set()
+# This process's staged maps, until their release or attach: their addresses, and the
+# thread that made each. A forked child has none (a staged map it inherited unattached,
+# another thread's, is its parent's to write).
+_owned: dict[int, int] = {}
 os.register_at_fork(after_in_child=_owned.clear)
 
 
@@ -133,6 +135,11 @@ def _maps_the_file(address: int, fd: int) -> bool:
     return False
 
 
+def of_this_thread(region: Region) -> bool:
+    """Whether `region` is a staged map this thread made (and has not attached)."""
+    return type(region) is Staged and _owned.get(region.address) == get_ident()
+
+
 class Staged(Region):
     """A write map of a fresh private segment held in private memory (see the module).
 
@@ -155,7 +162,7 @@ class Staged(Region):
                 pass
         region = cls(stage(at, length), length, True)
         region._fd = fd
-        _owned.add(region.address)
+        _owned[region.address] = get_ident()
         return region
 
     def attach(self) -> None:
@@ -169,13 +176,13 @@ class Staged(Region):
             # the call must find a map of the file, never a "private" range to keep (the
             # next staged map would zero the file's data through it).
             self.__class__, self._fd = Region, -1
-            _owned.discard(address)
+            owner = _owned.pop(address)
             try:
                 attach_staged(fd, address, length)
             except BaseException:
                 if not _maps_the_file(address, fd):  # (rare: failed, or cut short before
                     self.__class__, self._fd = Staged, fd  # its mmap) staged still
-                    _owned.add(address)
+                    _owned[address] = owner
                 raise
 
     # Nothing stays mapped to keep warm (the next map stages again): `release` (returns None).
@@ -192,7 +199,7 @@ class Staged(Region):
         # Region.release, no view alive: the data goes to the file (unless the map is a
         # parent process's), the range is kept.
         if address in _owned:
-            _owned.discard(address)
+            _owned.pop(address, None)
             write_staged(fd, address, self.length, False)
         _give_back(address, self.length)
 
@@ -204,7 +211,7 @@ class Staged(Region):
         address, length = self.address, self.length
         keep = length <= _KEPT_UP_TO  # (else not worth its pages while the views live)
         if address in _owned:
-            _owned.discard(address)
+            _owned.pop(address, None)
             write_staged(self._fd, address, length, keep)
         elif keep:  # a parent process's (see `_owned`): its views here read zeros too
             stage(address, length)

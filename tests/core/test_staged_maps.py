@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -85,26 +86,60 @@ def test_memory_a_dead_view_wrote_after_its_unmap_is_zeros_again_for_the_next(ct
     second.release()
 
 
-def test_a_child_forked_while_staged_leaves_the_data_to_its_parent(ctx):
-    """A fork (maybe from another thread, while this one writes) leaves a staged map
-    staged: the file says *writing* until the parent's unmap writes the data; the child's
-    copy of the map is not a map of the segment, and its unmap writes nothing back."""
+def test_a_child_forked_by_the_mapping_thread_writes_into_its_parents_segment(ctx):
+    """A fork from the thread that made the staged map attaches it (that thread is inside
+    os.fork: nothing of it writes meanwhile): parent and child share its pages, as a
+    mapped file's (fork workers filling slices of their parent's array)."""
     alloc = ctx.create(dtype="u8", shape=(4,))
     mapping = alloc.map("w")
     array = mapping.array
-    array[:] = 1
+    array[0] = 1
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            state = hdr.read_data_state(os.pread(alloc._fd, hdr.DATA_END, 0)).state
-            array[:] = 9  # (a child must not write through its parent's map: README)
-            mapping.unmap()  # the parent's map, left to it
-            alloc.release()
-            code = 0 if state == hdr.WRITING else 2
+            array[1] = 2  # through the map it inherited
+            code = 0
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert array.tolist() == [1, 2, 0, 0]
+    array[2] = 3
+    mapping.unmap()
+    with alloc.map("r") as read:
+        assert read.tolist() == [1, 2, 3, 0]
+    alloc.release()
+
+
+def test_a_fork_from_another_thread_leaves_its_staged_map_to_the_parent(ctx):
+    """A fork from another thread (which may come while this one writes the views) leaves
+    the staged map staged: the file says *writing* until the parent's unmap writes the
+    data; the child's copy of the map is not the segment, and writes nothing back."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    mapping = alloc.map("w")
+    array = mapping.array
+    array[:] = 1
+    forked: list[int] = []
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                state = hdr.read_data_state(os.pread(alloc._fd, hdr.DATA_END, 0)).state
+                array[:] = 9  # (not shared: the parent's data stays its own)
+                mapping.unmap()  # the parent's map, left to it
+                alloc.release()
+                code = 0 if state == hdr.WRITING else 2
+            finally:
+                os._exit(code)
+        forked.append(pid)
+
+    thread = threading.Thread(target=fork)
+    thread.start()
+    thread.join()
+    _, status = os.waitpid(forked[0], 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert os.pread(alloc._fd, 4, hdr.DATA_OFFSET) == bytes(4)  # the child wrote nothing
     assert alloc.state == "writing"
