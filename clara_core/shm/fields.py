@@ -61,6 +61,7 @@ class _AllocationFields:
         pool_name: str | None,
         description: str | None,
         born: int,
+        /,
     ) -> Any:
         self = object.__new__(cls)
         self.context, self._registry, self._fd, self._writable = context, registry, fd, writable
@@ -88,7 +89,7 @@ class _RegionFields:
 
     __slots__ = ("__weakref__", "_fd", "_holder", "address", "length", "writable")
 
-    def __init__(self, address: int, length: int, writable: bool) -> None:
+    def __init__(self, address: int, length: int, writable: bool, /) -> None:
         self.address = address
         self.length = length
         self.writable = writable
@@ -102,7 +103,7 @@ class _MappingFields:
 
     __slots__ = ("__weakref__", "_array", "_maps", "_region", "_written", "allocation", "layout")
 
-    def __init__(self, allocation: Any, maps: list, region: Any, layout: Any) -> None:
+    def __init__(self, allocation: Any, maps: list, region: Any, layout: Any, /) -> None:
         self.allocation = allocation
         self._maps = maps
         self._region = region

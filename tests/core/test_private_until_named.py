@@ -244,7 +244,8 @@ def test_a_fork_in_another_thread_never_loses_a_private_maps_lock_or_state(ctx):
                 os._exit(0)
             os.waitpid(pid, 0)
         done.set()
-        writer.join()
+        writer.join(30)
+        assert not writer.is_alive(), 'the writer hung'
         print(sorted(set(wrong)))
         """
     )
@@ -318,7 +319,8 @@ def test_a_fork_never_writes_a_closed_allocations_state_into_the_file_now_on_its
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
-        thread.join()
+        thread.join(30)
+        assert not thread.is_alive(), 'the closer hung'
         other = got[0]
         state = hdr.read_data_state(os.pread(other._fd, hdr.DATA_END, 0)).state
         with ctx.get("q").map("r") as array:

@@ -164,14 +164,16 @@ def test_a_failed_close_at_death_is_reported_not_raised(
     assert [type(exc) for exc in reported] == [RuntimeError]
 
 
-@pytest.mark.skipif(calls is None, reason="the C extension is not built here")
-def test_keywords_are_refused_by_the_c_twins() -> None:
+@pytest.mark.parametrize("made", TWINS)
+@pytest.mark.parametrize("allocation_fields", ALLOCATIONS)
+def test_keywords_are_refused_by_both_twins(made: tuple, allocation_fields: type) -> None:
+    region_fields, mapping_fields = made
     with pytest.raises(TypeError, match="keyword"):
-        calls.AllocationFields(*GIVEN[:-1], born=3)
+        allocation_fields(*GIVEN[:-1], born=3)
     with pytest.raises(TypeError, match="keyword"):
-        calls.RegionFields(4096, 65536, writable=True)
+        region_fields(4096, 65536, writable=True)
     with pytest.raises(TypeError, match="keyword"):
-        calls.MappingFields(None, [], None, layout=None)
+        mapping_fields(None, [], None, layout=None)
 
 
 def test_a_map_is_made_of_the_fields_in_use(namespace: str) -> None:
