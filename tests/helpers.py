@@ -157,3 +157,13 @@ def strace_lines(
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, encoding="utf-8", errors="replace") as lines:
         return lines.readlines()
+
+
+def is_mapped(address: int) -> bool:
+    """Whether any mapping of this process covers `address` (/proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(part, 16) for part in line.split()[0].split("-"))
+            if start <= address < end:
+                return True
+    return False

@@ -22,6 +22,7 @@ from clara_core import Context, names
 from clara_core.shm import access, locks, memory, memory_calls, segment
 from clara_core.shm.header import DATA_OFFSET, HEADER_SIZE, LAYOUT_END
 from clara_core.shm.native import calls
+from tests.helpers import is_mapped
 
 NBYTES = 64 << 10
 LENGTH = DATA_OFFSET + NBYTES
@@ -302,7 +303,7 @@ def test_map_locked_unmaps_the_kept_range_it_was_given_when_the_lock_fails(
     kept = memory.map_at(0, LENGTH, PROT, memory_calls.PRIVATE_ZEROS, -1)  # a cut-off range
     with pytest.raises(OSError) as bad_fd:  # neither busy nor mapped over: nobody else
         mapper(999_999, MAP_SHARED_LOCK, kept, LENGTH, PROT, FLAGS, LAYOUT_END)  # frees it
-    assert bad_fd.value.errno == errno.EBADF and not _is_mapped(kept)
+    assert bad_fd.value.errno == errno.EBADF and not is_mapped(kept)
 
 
 @needs_c
@@ -421,22 +422,13 @@ def test_a_holder_lends_views_and_its_cut_off_range_is_kept_or_unmapped(
         again = make_holder(address, LENGTH, False, None)
         cut_off(again, PROT, spare, 1)
         del again  # one kept already: unmapped
-        assert spare == [address] and not _is_mapped(address)
+        assert spare == [address] and not is_mapped(address)
     finally:
         os.close(fd)
 
 
 def calls_holder() -> Any:
     return None if calls is None else calls.holder
-
-
-def _is_mapped(address: int) -> bool:
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            start, end = (int(part, 16) for part in line.split()[0].split("-"))
-            if start <= address < end:
-                return True
-    return False
 
 
 @needs_c
@@ -456,7 +448,7 @@ def test_a_c_holder_for_writing_is_writable_and_never_reaches_the_segment_after_
         with pytest.raises(ValueError):
             calls.cut_off(holder, memory._READ_WRITE, None, 2)  # once only
         del holder, array  # (no spare list: unmapped)
-        assert not _is_mapped(address)
+        assert not is_mapped(address)
     finally:
         os.close(fd)
 

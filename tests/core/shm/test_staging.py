@@ -14,6 +14,7 @@ import pytest
 from clara_core.shm import memory, memory_calls, staging
 from clara_core.shm.header import DATA_OFFSET
 from clara_core.shm.native import calls
+from tests.helpers import is_mapped
 
 _TWINS = ["python"] + (["c"] if calls is not None else [])
 _LENGTH = DATA_OFFSET + 8192
@@ -106,15 +107,6 @@ if calls is not None:
     _DISOWNERS.append(pytest.param((calls.holder, calls.disown), id="c"))
 
 
-def _is_mapped(address: int) -> bool:
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            start, end = (int(part, 16) for part in line.split()[0].split("-"))
-            if start <= address < end:
-                return True
-    return False
-
-
 @pytest.mark.parametrize("twins", _DISOWNERS)
 def test_a_disowned_holder_keeps_its_range_at_its_death_or_unmaps_it(twins: Any) -> None:
     """A staged map's views alive at unmap: their holder takes the range over as it is
@@ -134,11 +126,11 @@ def test_a_disowned_holder_keeps_its_range_at_its_death_or_unmaps_it(twins: Any)
     with pytest.raises(ValueError, match="owns its range already"):
         disown(holder, spare, 1)
     del holder, view  # the last view: its range is kept
-    assert spare == [address] and _is_mapped(address)
+    assert spare == [address] and is_mapped(address)
     again = make_holder(address, _LENGTH, True, None)
     disown(again, spare, 1)
     del again  # one kept already: unmapped
-    assert spare == [address] and not _is_mapped(address)
+    assert spare == [address] and not is_mapped(address)
 
 
 class _Owner:
