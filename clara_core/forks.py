@@ -23,6 +23,7 @@ from _weakref import ref as weak_ref  # weakref.ref, without the weakref module 
 
 from .errors import ClaraError
 from .shm import memory
+from .shm.staging import Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -38,6 +39,10 @@ count = 0  # how many forks made this process (a child counts its parent's and i
 # before a fork they are taken, so that parent and child, sharing the open file, share
 # one truth about it.
 private: dict[int, weak_ref[Reference]] = {}
+# References a fork made public while a staged map of another thread stayed staged (see
+# Reference._attach_staged): no longer `private`, but a later fork from the thread that
+# made the map must still attach it (its child shares the views, as always).
+staged_elsewhere: dict[int, weak_ref[Reference]] = {}
 
 
 # The hook below works on references other threads hold, by their fds: a reference whose
@@ -59,14 +64,18 @@ def _go_public_before_fork() -> None:
     with memory.lending(), _hook:
         hook_running = True
         try:
-            for held in list(private.values()):
+            for key, held in list(staged_elsewhere.items()) + list(private.items()):
                 reference = held()
+                if staged_elsewhere.get(key) is held:  # (kept again below if need be)
+                    del staged_elsewhere[key]
                 if reference is None or reference._closed:  # (closed: its fd may be
                     continue  # another file's now)
                 try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
                     reference._materialize("a private allocation", attach=False)
                 except (ClaraError, OSError):  # (a fork hook must not raise)
                     pass
+                if any(type(region) is Staged for region in reference._maps):
+                    staged_elsewhere[key] = held
         finally:
             hook_running = False
 
@@ -81,6 +90,7 @@ def wait_for_hook() -> None:
 def _count_fork() -> None:
     global count, _hook, hook_running
     count += 1
+    staged_elsewhere.clear()  # (a parent's: see staging._owned)
     _hook, hook_running = RLock(), False  # (a thread that held it is not in the child)
 
 

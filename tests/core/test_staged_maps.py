@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -109,6 +110,43 @@ def test_a_child_forked_by_the_mapping_thread_writes_into_its_parents_segment(ct
     mapping.unmap()
     with alloc.map("r") as read:
         assert read.tolist() == [1, 2, 3, 0]
+    alloc.release()
+
+
+def _fork_and_wait(child: Callable[[], None]) -> None:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_fork_from_the_mapping_thread_shares_the_map_after_another_threads_fork(ctx):
+    """Another thread's fork leaves the staged map staged and makes the allocation public;
+    a later fork from the thread that made the map still attaches it, so that the child's
+    writes through the views it inherited reach the parent (fork workers started after a
+    helper thread forked once): they were silently the child's own."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    mapping = alloc.map("w")
+    array = mapping.array
+    array[0] = 1
+    elsewhere = threading.Thread(target=_fork_and_wait, args=(lambda: None,))
+    elsewhere.start()
+    elsewhere.join()
+
+    def write() -> None:
+        array[1] = 2  # through the map it inherited
+
+    _fork_and_wait(write)
+    assert array.tolist() == [1, 2, 0, 0]
+    mapping.unmap()
+    with alloc.map("r") as read:
+        assert read.tolist() == [1, 2, 0, 0]
     alloc.release()
 
 
