@@ -61,13 +61,15 @@ def file_type(mode: int) -> str:
 
 def checked_mode(mode: object) -> int:
     """Permission bits for a context's segments (an int, or octal digits: '640'), checked."""
+    given = mode  # named as the caller wrote it: '999', not what it parsed to
     if isinstance(mode, str):
         try:
             mode = int(mode, 8)
         except ValueError:
             mode = -1
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
-        raise InvalidArgument(f"invalid mode {mode!r}: use octal permission bits such as 600")
+        shown = f"{given:o}" if isinstance(given, int) and not isinstance(given, bool) else given
+        raise InvalidArgument(f"invalid mode {shown!r}: use octal permission bits such as 600")
     if mode & 0o600 != 0o600:
         raise InvalidArgument(f"invalid mode {mode:o}: the owner needs read and write (6xx)")
     return mode

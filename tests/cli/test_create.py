@@ -188,3 +188,10 @@ def test_a_bad_shape_says_how_to_write_one(ctx: str) -> None:
     assert "use comma-separated integers, e.g. 512,512" in line
     made = data("create", "allocation", "v", "-c", ctx, "--dtype", "f32", "--shape", "2x3")
     assert made["shape"] == [2, 3]
+
+
+@pytest.mark.parametrize("mode", ["999", "abc", "1777"])
+def test_a_bad_mode_is_named_as_typed(mode: str) -> None:
+    line = fails(2, "create", "context", "ok", "--mode", mode)
+    assert line == f"clara: error: invalid mode '{mode}': use octal permission bits such as 600"
+    assert not Context.exists("ok")
