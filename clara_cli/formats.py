@@ -112,8 +112,6 @@ def length(incoming: Incoming) -> int:
 def load_text(incoming: Incoming, etype: ElementType) -> tuple[int, ...]:
     """Parse text data as `etype` (1-D, or 2-D for several numbers a line); its shape."""
     _load_text(incoming, etype, None)
-    if not incoming.array.size:
-        raise InvalidArgument(f"{incoming.where} holds no numbers")
     return tuple(incoming.array.shape)
 
 
@@ -189,18 +187,25 @@ def _load_text(incoming: Incoming, etype: ElementType, shape: tuple[int, ...] | 
         return
     if shape is not None and len(shape) > 2:
         raise InvalidArgument("--format txt holds 1-D or 2-D data; use npy or raw for more")
+    import warnings
+
     import numpy
 
     text = io.TextIOWrapper(incoming.stream, encoding="utf-8")
     try:
         ndmin = 1 if shape is None else len(shape)
-        incoming.array = numpy.loadtxt(text, dtype=etype.numpy, ndmin=ndmin)
+        with warnings.catch_warnings():  # empty input: our one-line error, not numpy's warning
+            warnings.simplefilter("ignore", UserWarning)
+            incoming.array = numpy.loadtxt(text, dtype=etype.numpy, ndmin=ndmin)
     except OSError as exc:
         raise file_error(exc, incoming.path, "read") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"{incoming.where} is not numbers as text ({exc})") from None
+        why = str(exc).split("; use `usecols`")[0]  # (numpy's advice is for its own API)
+        raise InvalidArgument(f"{incoming.where} is not numbers as text ({why})") from None
     finally:
         text.detach()
+    if not incoming.array.size:
+        raise InvalidArgument(f"{incoming.where} holds no numbers")
 
 
 def text_check(shape: tuple[int, ...]) -> None:

@@ -195,3 +195,10 @@ def test_a_bad_mode_is_named_as_typed(mode: str) -> None:
     line = fails(2, "create", "context", "ok", "--mode", mode)
     assert line == f"clara: error: invalid mode '{mode}': use octal permission bits such as 600"
     assert not Context.exists("ok")
+
+
+def test_empty_text_input_is_one_line_and_creates_nothing(ctx: str) -> None:
+    ok("create", "context", ctx)
+    line = fails(2, "create", "allocation", "v", "-c", ctx, "--in", "-", "--format", "txt")
+    assert line == "clara: error: standard input holds no numbers"
+    assert data("dump", ctx)["allocations"] == []

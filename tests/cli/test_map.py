@@ -120,6 +120,8 @@ def _written(ctx: str) -> bytes:
         ("npy", b"not an npy file at all", "not a valid .npy"),
         ("txt", "1 2 3\n", "has shape 1,3"),
         ("txt", "a b c d e\n", "not numbers"),
+        ("txt", "", "holds no numbers"),  # (not numpy's warning, nor its shape 0,1)
+        ("txt", "1 2 3 4 5\n1 2\n", "changed from 5 to 2 at row 2)"),  # (no numpy advice)
     ],
 )
 def test_bad_input_file_is_refused_before_anything_is_written(
