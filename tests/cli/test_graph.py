@@ -98,3 +98,29 @@ def test_bad_input_is_one_line_and_a_documented_code(tmp_path: Path):
     bad.write_text(MIXED.replace("from: fetch, name: volume", "from: nobody, name: volume"))
     assert "not a valid pipeline" in fails(2, "graph", str(bad))
     fails(2, "graph", str(DEMO), "--format", "svg")
+
+
+@pytest.mark.must_run  # a permission test: a skip of it fails CI
+@pytest.mark.parametrize("command", ["graph", "validate", "run"])
+def test_a_pipeline_file_that_cannot_be_read_says_why_in_words(
+    tmp_path: Path, command: str
+) -> None:
+    """The reason is the system's words (not Python's `[Errno 21] ...: '/x'`), with the
+    documented code: 2 for a directory or a file that is not text, 8 for one we may not read."""
+    line = fails(2, command, str(tmp_path))
+    assert line == f"clara: error: cannot read pipeline file {tmp_path}: Is a directory"
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: \xd0\x00")
+    line = fails(2, command, str(binary))
+    assert line.endswith(f"pipeline file {binary}: it is not UTF-8 text (byte 6)")
+    locked = tmp_path / "locked.yaml"
+    locked.write_text(DEMO.read_text())
+    locked.chmod(0)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:  # root ignores mode bits unless it drops the capability
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv(1) (util-linux) for root to drop its capabilities")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        prefix = ("setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--")
+    line = fails(8, command, str(locked), prefix=prefix)
+    assert line == f"clara: error: cannot read pipeline file {locked}: Permission denied"
