@@ -180,9 +180,12 @@ class RunResult(_Plain):
         return self.status == SUCCEEDED
 
     def to_dict(self) -> dict:
-        """Plain data (for --json)."""
-        data = self._asdict()
-        data["operators"] = [{**op._asdict(), "duration": op.duration} for op in self.operators]
+        """Plain data (for --json): `null`, never `""`, where a key does not apply."""
+        data = {**self._asdict(), "reason": self.reason or None}
+        data["operators"] = [
+            {**op._asdict(), "reason": op.reason or None, "duration": op.duration}
+            for op in self.operators
+        ]
         data["variables"] = [variable._asdict() for variable in self.variables]
         return data
 

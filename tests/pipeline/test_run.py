@@ -70,6 +70,8 @@ def test_three_operators_shell_and_python(tmp_path: Path) -> None:
     assert code == 0, err
     ops = operators(result)
     assert [o["status"] for o in ops.values()] == ["succeeded"] * 3
+    # nothing to explain: null, as README promises for every key that does not apply
+    assert [result["reason"]] + [o["reason"] for o in ops.values()] == [None] * 4
     assert lines(ops["check"], "shape") == ["5,3"]  # the producer's run-time shape
     assert lines(ops["check"], "doubled") == ["True"]
     assert "doubled-in-shell" in ops["double"]["output_tail"]
