@@ -1,6 +1,7 @@
 """The only code that talks to the kernel about shared memory.
 
-    segment    segment files: open by name, O_TMPFILE + fallocate, link, unlink, rename
+    segment    segment files: the one safe open by name, the header read, maps
+    directory  the shared-memory directory's descriptor; link, unlink, rename by name
     listing    the directory listed (tooling and repairs only)
     memory     mmap / mremap / munmap of a segment, and views cut off at unmap
     memory_calls   memory's mmap, munmap and holders through ctypes (no C extension)

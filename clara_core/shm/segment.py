@@ -5,19 +5,16 @@ Linux), used through its file descriptor:
 
 - a new segment starts *anonymous* (``O_TMPFILE``): it has no name, so if its creator dies
   before naming it the kernel frees it; nothing can be orphaned;
-- naming it (publishing) is ``linkat(2)``, which is atomic and fails if the name is taken:
-  the directory itself is the registry, so a crash can never leave a half-made entry;
 - ``posix_fallocate`` reserves the memory up front, so a full file system is a clean
   OutOfSpace at creation, never a SIGBUS in the middle of a write;
-- unlinking a name stops new opens, while descriptors and maps already held stay valid:
-  the kernel frees the memory when the last of them is gone.
+- naming, unlinking and renaming it are the directory's (`directory`: linkat, unlinkat,
+  renameat2), whose names this module gives too, so its callers have one door.
 
 Every name found in the directory is opened by `open_segment`, which refuses anything
 that is not a regular file made by someone allowed (see `trust`) and validates the header
-before any lock is waited for. A name is removed only by `remove_name`, which checks that
-it still denotes the file the caller holds (under a lock every remover takes).
+before any lock is waited for. Here: that open, the header read, header writes and maps.
 
-OSErrors are translated here into clara_core's errors, naming the object (`what`).
+OSErrors are translated into clara_core's errors, naming the object (`what`).
 """
 
 from __future__ import annotations
@@ -26,19 +23,25 @@ import errno
 import os
 import stat as stats
 
-from ..errors import (
-    AlreadyExists,
-    ClaraError,
-    Corrupt,
-    InvalidArgument,
-    NotFound,
-    OutOfSpace,
-    PermissionDenied,
-)
-from ..names import shm_dir, shm_dir_setting
+from ..errors import Corrupt, PermissionDenied
+from ..names import shm_dir_setting
 from ..records import Record
-from . import libc, locks
+from . import locks
 from .access import FileStat, open_locked
+from .directory import (
+    directory_fd,
+    fd_by_setting,
+    forget_directory,
+    link,
+    links_open_files,
+    names_file,
+    path_of,
+    remove_name,
+    rename_new,
+    stat_named,
+    translate,
+    unlink,
+)
 from .header import HEADER_SIZE, Header, parse
 from .memory import Region
 from .trust import Refusal, Writers, file_type, user_name
@@ -47,93 +50,32 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from typing import NoReturn
 
-_directory_fds: dict[str, int] = {}  # canonical path -> its descriptor
-# $CLARA_SHM_DIR as set -> the descriptor of what shm_dir() makes of it: every open,
-# link and unlink needs it, and this is one dictionary lookup.
-_by_setting: dict[object, int] = {}
+# directory_fd()'s usual answer, looked up by open_unpacked itself (a frame less per get).
+# (A bound method made once: `fd_by_setting.get(...)` of an imported name compiles to an
+# attribute load that makes a bound method on every call, ~450 instructions more per get.)
+_known_directory_fd = fd_by_setting.get
 
-
-def directory_fd() -> int:
-    """An open descriptor of the shared-memory directory (opened once per directory).
-
-    The directory must belong to root or to this user, and be sticky if others may
-    write in it (as /dev/shm is): otherwise whoever owns it could rename or remove our
-    segments at will.
-    """
-    setting = shm_dir_setting()
-    fd = _by_setting.get(setting)
-    if fd is not None:  # (open_segment repeats these lines to save a frame: keep in step)
-        return fd
-    path = shm_dir()
-    fd = _directory_fds.get(path)
-    if fd is None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise translate(exc, f"shared-memory directory {path}") from exc
-        try:
-            _check_directory(os.fstat(fd), path)
-        except BaseException:
-            os.close(fd)
-            raise
-        _directory_fds[path] = fd
-    _by_setting[setting] = fd
-    return fd
-
-
-def _check_directory(found: os.stat_result, path: str) -> None:
-    if found.st_uid not in (0, os.geteuid()):
-        raise InvalidArgument(
-            f"shared-memory directory {path} belongs to {user_name(found.st_uid)}, who could "
-            "remove or replace every segment in it: use one of root's or your own "
-            "(check CLARA_SHM_DIR)"
-        )
-    if found.st_mode & 0o022 and not found.st_mode & stats.S_ISVTX:
-        raise InvalidArgument(
-            f"shared-memory directory {path} may be written by other users but is not "
-            "sticky, so they could remove or replace our segments: `chmod +t` it, or "
-            "use another (check CLARA_SHM_DIR)"
-        )
-
-
-def forget_directory(path: str) -> None:
-    """Close the cached descriptor of a shared-memory directory (before unmounting it)."""
-    fd = _directory_fds.pop(path, None)
-    if fd is not None:
-        for setting in [key for key, value in _by_setting.items() if value == fd]:
-            del _by_setting[setting]
-        os.close(fd)
-
-
-def path_of(file_name: str) -> str:
-    """Absolute path of a named segment."""
-    return os.path.join(shm_dir(), file_name)
-
-
-def translate(exc: OSError, what: str) -> ClaraError:
-    """The clara_core error for an OSError met while working on `what`."""
-    if isinstance(exc, ClaraError):  # already translated (e.g. by directory_fd)
-        return exc
-    code = exc.errno
-    if code == errno.ENOENT:
-        return NotFound(f"{what} does not exist")
-    if code == errno.EEXIST:
-        return AlreadyExists(f"{what} already exists; choose another name or free it first")
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(f"{what}: permission denied (it belongs to another user or mode)")
-    if code in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM, errno.EDQUOT):
-        return OutOfSpace(
-            f"{what}: not enough shared memory ({os.strerror(code)}); free some, or check "
-            f"`df -h {shm_dir()}`"
-        )
-    if code == errno.ENOTDIR:
-        return InvalidArgument(f"{what} is not a directory (check CLARA_SHM_DIR)")
-    if code in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-        return Corrupt(f"{what} is not a clara segment ({os.strerror(code).lower()})")
-    if code in (errno.EMFILE, errno.ENFILE):
-        return ClaraError(f"{what}: too many open files; release allocations you no longer use")
-    return ClaraError(f"{what}: {os.strerror(code) if code else exc}")
-
+__all__ = [  # (what callers use; the directory's names are re-exported: one door)
+    "POPULATE_FROM",
+    "FileStat",
+    "Opened",
+    "directory_fd",
+    "forget_directory",
+    "link",
+    "links_open_files",
+    "map_segment",
+    "names_file",
+    "open_segment",
+    "open_unpacked",
+    "path_of",
+    "read_header",
+    "remove_name",
+    "rename_new",
+    "stat_named",
+    "translate",
+    "unlink",
+    "write_at",
+]
 
 POPULATE_FROM = 256 << 10  # larger maps map every page at once (MAP_POPULATE)
 
@@ -205,8 +147,7 @@ def open_unpacked(
         (fd, locked, fields, raw), writable = opened, False
     else:
         try:  # the usual case, first and alone (one call: access.open_locked)
-            # (directory_fd()'s usual answer, looked up here: a frame less per get)
-            dir_fd = _by_setting.get(shm_dir_setting()) or directory_fd()
+            dir_fd = _known_directory_fd(shm_dir_setting()) or directory_fd()
             opened = open_locked(dir_fd, file_name, _READ_WRITE, request, size, known)
             (fd, locked, fields, raw), writable = opened, True
         except (PermissionError, IsADirectoryError):  # may only read it (or a directory)
@@ -319,92 +260,12 @@ def read_header(fd: int, what: str) -> tuple[Header, os.stat_result]:
     return _read(fd, what, found), found
 
 
-def names_file(file_name: str, file_id: tuple[int, int]) -> bool:
-    """Whether `file_name` (still) denotes the file (st_dev, st_ino) = `file_id`."""
-    found = stat_named(file_name)
-    return found is not None and (found.st_dev, found.st_ino) == file_id
-
-
-def remove_name(file_name: str, file_id: tuple[int, int], what: str = "") -> bool:
-    """Remove `file_name` if it still denotes the file `file_id`; False if it does not.
-
-    The check and the unlink are two calls: the caller must hold the lock that every
-    remover of this name takes (a segment's LIFECYCLE_BYTE; see `locks`), so that
-    nobody can remove the name and give it to another file in between.
-    """
-    if not names_file(file_name, file_id):
-        return False
-    return unlink(file_name, what)
-
-
 def write_at(fd: int, data: bytes, offset: int, what: str) -> None:
     """Write header bytes at `offset` of an open segment."""
     try:
         os.pwrite(fd, data, offset)
     except OSError as exc:
         raise translate(exc, what) from exc
-
-
-def link(fd: int, file_name: str, what: str) -> None:
-    """Give the segment open at `fd` the name `file_name`; AlreadyExists if taken."""
-    global _empty_path
-    directory = directory_fd()
-    if _empty_path:  # naming the open file itself costs less than a walk through /proc
-        try:
-            libc.link_open_file(fd, directory, file_name)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
-                raise translate(exc, what) from exc
-    try:
-        os.link(
-            f"/proc/self/fd/{fd}",
-            file_name,
-            src_dir_fd=directory,  # any dir fd makes Python use linkat(AT_SYMLINK_FOLLOW)
-            dst_dir_fd=directory,
-            follow_symlinks=True,
-        )
-    except OSError as exc:
-        raise translate(exc, what) from exc
-    _empty_path = False  # /proc/self/fd works where AT_EMPTY_PATH did not: from now on
-
-
-_empty_path = True  # linkat(AT_EMPTY_PATH) still worth trying (see link)
-
-
-def links_open_files() -> bool:
-    """Whether linkat(AT_EMPTY_PATH) names an open file here (else `link` goes through
-    /proc), as far as known: a caller may try it itself, and then calls `link` if not."""
-    return _empty_path
-
-
-def unlink(file_name: str, what: str = "") -> bool:
-    """Remove a name; False if it was already gone."""
-    try:
-        os.unlink(file_name, dir_fd=directory_fd())
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise translate(exc, what or f"segment {file_name}") from exc
-    return True
-
-
-def rename_new(old: str, new: str, what: str) -> None:
-    """Atomically rename a segment to a name nobody uses (AlreadyExists if one does)."""
-    try:
-        libc.rename_new(directory_fd(), old, new)
-    except OSError as exc:
-        raise translate(exc, what) from exc
-
-
-def stat_named(file_name: str) -> os.stat_result | None:
-    """stat of a name (not following a symbolic link), or None if there is none."""
-    try:
-        return os.stat(file_name, dir_fd=directory_fd(), follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise translate(exc, f"segment {file_name}") from exc
 
 
 def map_segment(

@@ -21,7 +21,7 @@ OTHER_UID = 65534
 SCRIPT = """
 import json, os
 from clara_core import Context
-from clara_core.shm import segment
+from clara_core.shm import directory
 
 out = {}
 with Context.create("linked") as ctx:
@@ -31,11 +31,11 @@ with Context.create("linked") as ctx:
             with alloc.map("w") as array:
                 array[:] = value
         first.publish("first")
-        out["after_first"] = segment._empty_path
+        out["after_first"] = directory._empty_path
         gid = os.getgid()
         os.setregid(gid, gid)
         second.publish("second")
-        out["after_second"] = segment._empty_path
+        out["after_second"] = directory._empty_path
         for name in ("first", "second"):
             with ctx.get(name) as ref, ref.map("r") as array:
                 out[name] = array.tolist()
