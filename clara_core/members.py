@@ -21,6 +21,7 @@ from .registry import POOL_MIN_BYTES, POOL_WAIT
 from .shm import header as hdr
 from .shm import locks, making, processes, segment
 from .shm.header import DATA_OFFSET, Layout
+from .shm.segment import STAT_ONLY_REFUSAL, WITH_HEADER
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -251,10 +252,17 @@ def open_member(
     """
     # Owner, file type and header are checked before the reference lock is waited
     # for (only while a reclaimer or recycler checks the segment, and bounded).
-    # (positionally: read_only, header, lock, timeout, stat_only_refusal; True as
-    # registry.refusal is the context's Writers', a function of the stat alone)
+    # (positional, the booleans by name: see open_unpacked. registry.refusal is the
+    # context's Writers', a function of the stat alone)
     fd, writable, found, header = segment.open_unpacked(
-        file_name, what, registry.refusal, read_only, True, _SHARED_REFERENCE, timeout, True
+        file_name,
+        what,
+        registry.refusal,
+        read_only,
+        WITH_HEADER,
+        _SHARED_REFERENCE,
+        timeout,
+        STAT_ONLY_REFUSAL,
     )
     try:
         known = _last_member  # (read once: another thread may replace it)

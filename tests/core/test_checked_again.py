@@ -152,3 +152,32 @@ def test_only_a_refusal_of_the_stat_alone_has_its_verdict_remembered(published, 
     writers = ctx._registry.refusal  # the context's Writers': remembered, as every get does
     for _ in range(2):
         os.close(segment.open_segment(file_name, "data", writers, stat_only_refusal=True).fd)
+
+
+def test_open_segment_takes_its_options_by_keyword_and_the_get_form_by_position(published):
+    """open_segment's options (three of them booleans) are keyword-only, so a swap cannot
+    pass silently; open_unpacked, the get path's form, takes positions only (a keyword
+    would cost every get), its booleans named by constants (WITH_HEADER,
+    STAT_ONLY_REFUSAL)."""
+    ctx, path = published
+    file_name = os.path.basename(path)
+    refusal = ctx._registry.refusal
+    with pytest.raises(TypeError, match="positional"):
+        segment.open_segment(file_name, "data", refusal, True)  # read_only by position
+    with pytest.raises(TypeError, match="positional"):
+        segment.open_unpacked(file_name, "data", refusal, read_only=False)
+    opened = segment.open_segment(file_name, "data", refusal, read_only=True, header=False)
+    os.close(opened.fd)
+    assert (opened.writable, opened.header) == (False, None)
+    fd, writable, _, header = segment.open_unpacked(
+        file_name,
+        "data",
+        refusal,
+        False,
+        segment.WITH_HEADER,
+        None,
+        None,
+        segment.STAT_ONLY_REFUSAL,
+    )
+    os.close(fd)
+    assert writable and header is not None and header.name == "data"
