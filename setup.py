@@ -15,6 +15,7 @@ setup(
                 "clara_core/shm/c/access.c",
                 "clara_core/shm/c/holder.c",
                 "clara_core/shm/c/making.c",
+                "clara_core/shm/c/freeing.c",
                 "clara_core/shm/c/staging.c",
                 "clara_core/shm/c/fields.c",
             ],

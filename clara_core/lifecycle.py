@@ -230,6 +230,14 @@ class Lifecycle(Reference):
             if self._maps:
                 self._unmap_all()  # write maps complete before it may be recycled
             directory = segment.directory_fd()
+            if registry.capacity is None and (
+                self._layout.capacity < POOL_MIN_BYTES or not self._pools()
+            ):  # (the usual case: nothing to count, nothing to pool) in one call
+                self._recycle = None
+                if self._free_named(file_name, directory, expected, timeout):
+                    return
+                self._close()
+                return
             lifecycle, dev, ino = self._lock_lifecycle(timeout, file_name, directory)
             locked = True
             try:
@@ -238,18 +246,58 @@ class Lifecycle(Reference):
                 # freeing it at once exactly one removes it, before any returns, and a
                 # name given since to a newer allocation is never touched.
                 if lifecycle == expected and (dev, ino) == (self._identity or self._file_id):
-                    if registry.capacity is None and (
-                        self._layout.capacity < POOL_MIN_BYTES or not self._pools()
-                    ):
-                        locked = False  # (unlocked by the call, whatever happens)
-                        self._unlink_freed(file_name, directory)
-                    else:
-                        self._remove_name(file_name, timeout)
+                    self._remove_name(file_name, timeout)
             finally:
                 if locked:
                     locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
             self._recycle = None
         self._close()  # as release() does: a private one is offered to the pool
+
+    def _free_named(
+        self, file_name: str, directory: int, expected: int, timeout: float | None
+    ) -> bool:
+        """free's name protocol in one call (`making.free_named`): under the lifecycle
+        lock, the name removed if the lifecycle is `expected` and `file_name` still
+        denotes this segment, the lock dropped, and the reference closed with it when
+        nothing else is left to close (True: closed; else the caller closes it)."""
+        fd = self._fd
+        dev, ino = self._identity or self._file_id
+        # Nothing mapped, nothing the fork hook may use (`forks.private`), not a parent's
+        # open file: then the call closes the fd, so this is marked closed first (an
+        # interrupt after the call must never find it open: its fd number may be
+        # another file's by then).
+        closing = not self._maps and self._pending is None and self._born == forks.count
+        self._closed = closing
+        arguments = (fd, directory, file_name, expected, dev, ino, hdr.FREED, closing)
+        try:
+            found = making.free_named(*arguments)
+            if found is None:  # busy: wait for it, bounded; then it is ours at once
+                what = f"the lifecycle lock of {self.describe()}"
+                locks.acquire(fd, locks.LIFECYCLE_BYTE, True, what, timeout)
+                found = making.free_named(*arguments)
+        except BaseException as exc:
+            self._closed = False  # (the call closes nothing that it fails on)
+            if isinstance(exc, OSError):
+                raise segment.translate(exc, self.describe()) from exc
+            raise
+        assert found is not None
+        if found < 0:  # another process cut the file short (unlocked, not closed)
+            self._closed = False
+            raise self._cut_short()
+        if closing:  # (as `_close` ends: the mappings kept for the next map go)
+            if (warm := self._warm_read) is not None:
+                self._warm_read = None
+                warm.release()
+            if (warm := self._warm) is not None:
+                self._warm = None
+                warm.release()
+        return closing
+
+    def _cut_short(self) -> Corrupt:
+        return Corrupt(
+            f"{self.describe()} is corrupt (its file was cut short); remove it "
+            "with `clara leak-check --fix`"
+        )
 
     def _remove_name(self, file_name: str, timeout: float | None) -> None:
         """Under the lifecycle lock: move the segment into the pool, or remove its name."""
@@ -275,14 +323,6 @@ class Lifecycle(Reference):
                 return
         self._write(_FREED, hdr.LIFECYCLE_AT)
         segment.unlink(file_name, self.describe())
-
-    def _unlink_freed(self, file_name: str, directory: int) -> None:
-        """Under the lifecycle lock: mark the segment freed, remove its name (in the
-        shared-memory `directory`), unlock."""
-        try:
-            making.unlink_freed(self._fd, directory, file_name, hdr.FREED)
-        except OSError as exc:
-            raise segment.translate(exc, self.describe()) from exc
 
     def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
         """Offer the segment to the pool (taking over `warm`); False if it was not taken."""
@@ -322,10 +362,7 @@ class Lifecycle(Reference):
         assert found is not None
         if found[0] < 0:  # another process cut the file short
             locks.unlock(fd, locks.LIFECYCLE_BYTE)
-            raise Corrupt(
-                f"{self.describe()} is corrupt (its file was cut short); remove it "
-                "with `clara leak-check --fix`"
-            )
+            raise self._cut_short()
         return found
 
     def _drop_old_name(self) -> None:

@@ -2,12 +2,14 @@
 sequence in one call.
 
 `create_anonymous` makes a new, nameless segment. The one-call sequences (`create`,
-`publish`, `lock_lifecycle`, `unlink_freed`) are the C extension's (shm/c/making.c) when
-it is built (`native.calls`), else their pure-Python twins here, which make the same
-calls in the same order with the same results and errors (an OSError with the errno,
-EINTR retried as PEP 475 does). They only make calls: what their results mean (who made
-a file, whether a name is still ours, a destroyed context) is checked by their callers,
-in Python, once.
+`publish`, `lock_lifecycle`: shm/c/making.c; `free_named`: shm/c/freeing.c) are the C
+extension's when it is built (`native.calls`), else their pure-Python twins here, which
+make the same calls in the same order with the same results and errors (an OSError with
+the errno, EINTR retried as PEP 475 does). They only make calls: what their results mean
+(who made a file, a destroyed context, what a free expects) is decided by their callers,
+in Python, once; `free_named` only compares what it finds with what it was told to
+expect, as a compare-and-swap does (the name protocol needs the unlink under the same
+lock as that comparison).
 """
 
 from __future__ import annotations
@@ -98,30 +100,55 @@ def _lock_lifecycle(fd: int, dir_fd: int, name: str | None) -> tuple[int, int, i
     return (lifecycle[0] if lifecycle else -1), dev, ino
 
 
-def _unlink_freed(fd: int, dir_fd: int, name: str, freed: int) -> bool:
-    """Under the lifecycle lock, once the caller found the segment still named `name`:
-    the lifecycle `freed` written, the name unlinked (False: it was gone), and the
-    lifecycle lock dropped, whatever failed."""
+def _free_named(
+    fd: int, dir_fd: int, name: str, expected: int, dev: int, ino: int, freed: int, close: bool
+) -> int | None:
+    """A free of a named segment nobody pools (the name protocol, see removal.py): the
+    exclusive lifecycle lock if nobody holds it (None: busy, nothing done); the lifecycle
+    byte; if it is `expected` and `name` still denotes the segment (dev, ino), the
+    lifecycle `freed` written and the name unlinked; the lock dropped; then `fd` closed
+    if `close` (its own error unreported: the descriptor is gone whatever it says).
+    Returns the lifecycle found; a file cut short (-1) is only unlocked, not closed. On
+    any failure the lock is dropped and `fd` stays open."""
+    if name is None:  # (as the C call, before any call)
+        raise TypeError("free_named() needs a name")
     try:
-        os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
+        _fcntl(fd, _SETLK, _EXCLUSIVE_LIFECYCLE)
+    except OSError as exc:
+        if locks.busy(exc):
+            return None
+    try:
+        found = os.pread(fd, 1, LIFECYCLE_AT)
+        lifecycle = found[0] if found else -1
         try:
-            os.unlink(name, dir_fd=dir_fd)
+            named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            removed = False
+            ours = False
         else:
-            removed = True
+            ours = named.st_dev == dev and named.st_ino == ino
+        if lifecycle == expected and ours:
+            os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
+            try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
     except BaseException:
         _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
         raise
     _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
-    return removed
+    if close and lifecycle >= 0:
+        try:  # noqa: SIM105
+            os.close(fd)
+        except OSError:
+            pass
+    return lifecycle
 
 
 # Chosen once: the C calls when the extension is built, else their twins.
 create = calls.create if calls else _create
 publish = calls.publish if calls else _publish
 lock_lifecycle = calls.lock_lifecycle if calls else _lock_lifecycle
-unlink_freed = calls.unlink_freed if calls else _unlink_freed
+free_named = calls.free_named if calls else _free_named
 
 
 def create_anonymous(

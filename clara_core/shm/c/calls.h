@@ -40,6 +40,36 @@ static inline int set_lock(int fd, struct flock *lock) {
     return result;
 }
 
+/* set_lock() on the one byte `byte` of a segment's lock bytes (type F_RDLCK, F_WRLCK or
+ * F_UNLCK). */
+static inline int lock_byte(int fd, short type, off_t byte) {
+    struct flock request = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    return set_lock(fd, &request);
+}
+
+/* Drop the lock on `byte`, keeping the errno of what failed before. */
+static inline void unlock_keeping_errno(int fd, off_t byte) {
+    int saved = errno;
+    struct flock request = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+    fcntl(fd, F_OFD_SETLK, &request);
+    errno = saved;
+}
+
+/* fail(), after dropping the lock on `byte`. */
+static inline PyObject *fail_unlocking(int fd, off_t byte) {
+    unlock_keeping_errno(fd, byte);
+    return fail();
+}
+
+/* Encodes a str or bytes name for the file system (as os functions do); None stays NULL. */
+static inline int file_name(PyObject *name, PyObject **encoded) {
+    *encoded = NULL;
+    if (name == Py_None) {
+        return 0;
+    }
+    return PyUnicode_FSConverter(name, encoded) ? 0 : -1;
+}
+
 /* An int argument (a descriptor, flags, a protection), or -1 with an exception. */
 static inline int int_of(PyObject *number, int *value) {
     long wide = PyLong_AsLong(number);
@@ -118,5 +148,8 @@ int clara_add_staging(PyObject *module);
 
 /* The fields of the objects made on every map: Region, Mapping (fields.c). */
 int clara_add_fields(PyObject *module);
+
+/* A free of a named segment in one call (freeing.c). */
+int clara_add_freeing(PyObject *module);
 
 #endif

@@ -1,8 +1,8 @@
-/* Making and ending segments: create, publish, free.
+/* Making and naming segments: create, publish, the lifecycle lock (a free: freeing.c).
  *
- * The system calls of a new allocation's create, of its first publish and of a free,
- * each sequence in one call; every check on what they return stays in Python (see
- * clara_core/shm/making.py, where each function's pure-Python twin is).
+ * The system calls of a new allocation's create, of its first publish and of the
+ * lifecycle lock, each sequence in one call; every check on what they return stays in
+ * Python (see clara_core/shm/making.py, where each function's pure-Python twin is).
  */
 #include "calls.h"
 
@@ -27,27 +27,6 @@ static PyObject *fail_closing(int fd) {
     int saved = errno;
     close(fd);
     errno = saved;
-    return fail();
-}
-
-/* set_lock() on the one byte `byte` of the segment's lock bytes (type F_RDLCK, F_WRLCK or
- * F_UNLCK). */
-static int lock_byte(int fd, short type, off_t byte) {
-    struct flock request = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
-    return set_lock(fd, &request);
-}
-
-/* Drop the lock on `byte`, keeping the errno of what failed before. */
-static void unlock_keeping_errno(int fd, off_t byte) {
-    int saved = errno;
-    struct flock request = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
-    fcntl(fd, F_OFD_SETLK, &request);
-    errno = saved;
-}
-
-/* fail(), after dropping the lock on `byte`. */
-static PyObject *fail_unlocking(int fd, off_t byte) {
-    unlock_keeping_errno(fd, byte);
     return fail();
 }
 
@@ -122,15 +101,6 @@ static PyObject *create(PyObject *module, PyObject *const *args, Py_ssize_t narg
 done:
     PyBuffer_Release(&header);
     return result;
-}
-
-/* Encodes a str or bytes name for the file system (as os functions do); None stays NULL. */
-static int file_name(PyObject *name, PyObject **encoded) {
-    *encoded = NULL;
-    if (name == Py_None) {
-        return 0;
-    }
-    return PyUnicode_FSConverter(name, encoded) ? 0 : -1;
 }
 
 /* publish(context_fd, fd, tail, dir_fd, name) -> the context's link count
@@ -255,55 +225,6 @@ done:
     return result;
 }
 
-/* unlink_freed(fd, dir_fd, name, freed) -> whether the name was there
- *
- * Under the lifecycle lock (lock_lifecycle), once the caller found the segment still
- * published under `name`: the lifecycle byte `freed` written, the name unlinked, and the
- * lifecycle lock dropped, whatever failed. */
-static PyObject *unlink_freed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    int fd, dir_fd, freed;
-    if (arguments("unlink_freed", nargs, 4) < 0 || int_of(args[0], &fd) < 0 ||
-        int_of(args[1], &dir_fd) < 0 || int_of(args[3], &freed) < 0) {
-        return NULL;
-    }
-    PyObject *name;
-    if (file_name(args[2], &name) < 0) {
-        return NULL;
-    }
-    if (name == NULL) {
-        PyErr_SetString(PyExc_TypeError, "unlink_freed() needs a name");
-        return NULL;
-    }
-    PyObject *result = NULL;
-    unsigned char lifecycle = (unsigned char)freed;
-    ssize_t written;
-    do {
-        written = pwrite(fd, &lifecycle, 1, LIFECYCLE_AT);
-    } while (written < 0 && retry());
-    if (written < 0) {
-        result = fail_unlocking(fd, LIFECYCLE_BYTE);
-        goto done;
-    }
-    int removed;
-    do {
-        removed = unlinkat(dir_fd, PyBytes_AS_STRING(name), 0);
-    } while (removed < 0 && retry());
-    if (removed < 0 && errno != ENOENT) {
-        result = fail_unlocking(fd, LIFECYCLE_BYTE);
-        goto done;
-    }
-    int gone = removed < 0;
-    if (lock_byte(fd, F_UNLCK, LIFECYCLE_BYTE) < 0) {
-        result = fail();
-        goto done;
-    }
-    result = PyBool_FromLong(!gone);
-done:
-    Py_DECREF(name);
-    return result;
-}
-
 static PyMethodDef making_methods[] = {
     {"create", (PyCFunction)(void (*)(void))create, METH_FASTCALL,
      "create(dir_fd, mode, header, size) -> (fd, uid, mode, dev, ino): a nameless, reserved "
@@ -313,8 +234,6 @@ static PyMethodDef making_methods[] = {
      "published"},
     {"lock_lifecycle", (PyCFunction)(void (*)(void))lock_lifecycle, METH_FASTCALL,
      "lock_lifecycle(fd, dir_fd, name) -> None (busy) or (lifecycle, dev, ino)"},
-    {"unlink_freed", (PyCFunction)(void (*)(void))unlink_freed, METH_FASTCALL,
-     "unlink_freed(fd, dir_fd, name, freed) -> removed: freed, unnamed, lifecycle unlocked"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -273,30 +273,122 @@ def test_lock_lifecycle_that_fails_after_the_lock_drops_it(twin: str, directory:
         os.close(fd)
 
 
-@pytest.mark.parametrize("twin", _TWINS)
-def test_unlink_freed_marks_freed_removes_the_name_and_unlocks(twin: str, directory: int) -> None:
-    fd = _segment(directory, "named")
+def _is_open(fd: int) -> bool:
     try:
-        for expected in (True, False):  # the second time, the name is gone already
-            assert _call(twin, "lock_lifecycle")(fd, directory, "named") is not None
-            assert _call(twin, "unlink_freed")(fd, directory, "named", hdr.FREED) is expected
-            assert os.listdir(directory) == []
-            assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.FREED,))
-            assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+        os.fstat(fd)
+    except OSError as exc:
+        assert exc.errno == errno.EBADF
+        return False
+    return True
+
+
+def _free_named(twin: str, fd: int, directory: int, name: str, close: bool = True) -> Any:
+    """free_named of a published segment `fd` expected under `name`."""
+    found = os.fstat(fd)
+    return _call(twin, "free_named")(
+        fd, directory, name, hdr.PUBLISHED, found.st_dev, found.st_ino, hdr.FREED, close
+    )
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_free_named_marks_freed_removes_the_name_unlocks_and_closes(
+    twin: str, directory: int
+) -> None:
+    fd = _segment(directory, "named")
+    reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)  # to look at the file afterwards
+    try:
+        assert _free_named(twin, fd, directory, "named") == hdr.PUBLISHED
+        assert os.listdir(directory) == []
+        assert os.pread(reader, 1, hdr.LIFECYCLE_AT) == bytes((hdr.FREED,))
+        assert not _is_open(fd)
+        assert not _locked_by_other(reader, locks.LIFECYCLE_BYTE, exclusive=True)
     finally:
+        os.close(reader)
+        if _is_open(fd):
+            os.close(fd)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+@pytest.mark.parametrize("change", ["lifecycle", "name-gone", "symlink", "another-file"])
+def test_free_named_removes_no_name_that_is_not_its_segments_own(
+    twin: str, change: str, directory: int
+) -> None:
+    fd = _segment(directory, "named")
+    if change == "lifecycle":  # freed (or published again) meanwhile by another
+        os.pwrite(fd, bytes((hdr.FREED,)), hdr.LIFECYCLE_AT)
+    else:
+        os.unlink("named", dir_fd=directory)
+        if change == "symlink":
+            os.symlink("elsewhere", "named", dir_fd=directory)
+        elif change == "another-file":  # the name given since to a newer allocation
+            os.close(_segment(directory, "named"))
+    before = os.listdir(directory)
+    lifecycle = os.pread(fd, 1, hdr.LIFECYCLE_AT)[0]
+    try:
+        assert _free_named(twin, fd, directory, "named", close=False) == lifecycle
+        assert os.listdir(directory) == before
+        assert os.pread(fd, 1, hdr.LIFECYCLE_AT)[0] == lifecycle  # not marked freed
+        assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+        assert _free_named(twin, fd, directory, "named", close=True) == lifecycle
+        assert not _is_open(fd)  # closed all the same
+    finally:
+        if _is_open(fd):
+            os.close(fd)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_free_named_on_a_held_lock_is_none_and_does_nothing(twin: str, directory: int) -> None:
+    fd = _segment(directory, "named")
+    other = _hold(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+    try:
+        assert _free_named(twin, fd, directory, "named") is None
+        assert os.listdir(directory) == ["named"]
+        assert _is_open(fd)
+        assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.PUBLISHED,))
+        os.close(other)
+        other = -1
+        assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+    finally:
+        if other >= 0:
+            os.close(other)
         os.close(fd)
 
 
 @pytest.mark.parametrize("twin", _TWINS)
-def test_unlink_freed_that_fails_still_unlocks(twin: str, directory: int) -> None:
-    fd = _segment(directory)
-    os.mkdir("a-directory", dir_fd=directory)
+def test_free_named_of_a_file_cut_short_only_unlocks(twin: str, directory: int) -> None:
+    fd = _segment(directory, "named")
+    os.ftruncate(fd, 0)  # by another process
     try:
-        assert _call(twin, "lock_lifecycle")(fd, directory, None) is not None
-        unlink_freed = _call(twin, "unlink_freed")
-        failed = _error(lambda: unlink_freed(fd, directory, "a-directory", hdr.FREED))
-        assert failed == (IsADirectoryError, errno.EISDIR)
-        assert os.path.isdir(f"/proc/self/fd/{directory}/a-directory")
+        assert _free_named(twin, fd, directory, "named") == -1
+        assert os.listdir(directory) == ["named"]
+        assert _is_open(fd)  # the caller reports it, the reference still open
         assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_free_named_that_fails_unlocks_and_closes_nothing(twin: str, directory: int) -> None:
+    fd = _segment(directory, "named")
+    try:
+        # "named/x": a path through a regular file, ENOTDIR from the stat under the lock.
+        failed = _error(lambda: _free_named(twin, fd, directory, "named/x"))
+        assert failed == (NotADirectoryError, errno.ENOTDIR)
+        assert _is_open(fd)
+        assert os.listdir(directory) == ["named"]
+        assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.PUBLISHED,))
+        assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+    finally:
+        os.close(fd)
+
+
+def test_free_named_refuses_what_the_os_functions_refuse() -> None:
+    unused = 1 << 20  # (no such descriptor: above any limit of open files here)
+    for twin in _TWINS:
+        free_named = _call(twin, "free_named")
+        with pytest.raises(TypeError):
+            free_named(unused, -1, None, 1, 0, 0, 2, True)  # a name is needed
+        assert _error(lambda f=free_named: f(unused, -1, "x", 1, 0, 0, 2, True)) == (
+            OSError,
+            errno.EBADF,
+        )

@@ -80,7 +80,7 @@ print(native._load() is None)
 def test_a_build_lacking_a_name_the_twins_use_is_not_loaded() -> None:
     """A stale build with the right VERSION but a function missing: the pure-Python
     twins run, instead of an AttributeError at import."""
-    for name in ("map_at", "unlink_freed", "PROT_READ"):
+    for name in ("map_at", "free_named", "PROT_READ"):
         done = subprocess.run(
             [sys.executable, "-c", _WITHOUT_A_NAME, name],
             capture_output=True,
