@@ -16,6 +16,7 @@ setup(
                 "clara_core/shm/c/holder.c",
                 "clara_core/shm/c/making.c",
                 "clara_core/shm/c/freeing.c",
+                "clara_core/shm/c/creating.c",
                 "clara_core/shm/c/staging.c",
                 "clara_core/shm/c/fields.c",
             ],

@@ -83,43 +83,28 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
     """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
     what = registry.private_what  # (what describe() makes of it, made once)
     capacity = layout.capacity
-    if capacity <= _SMALL:  # the usual case: never pooled, made and reserved in one call
-        created_ns = time.time_ns()
-        pid, start = processes.identity()
-        origin = (created_ns, pid, start, 0, 0, registry.incarnation)
-        header = hdr.pack_new_allocation(layout, origin, registry.name)
-        size = DATA_OFFSET + capacity
+    if capacity <= _SMALL:  # the usual case: never pooled, made in one call with its object
+        known = _template  # (read once: another thread may replace it)
+        if layout is not known[0] or registry.name != known[1] or registry.incarnation != known[2]:
+            known = _template_for(layout, registry)
         try:
-            made = making.create(segment.directory_fd(), registry.mode, header, size)
+            alloc, uid, made_mode = making.create_private(
+                Allocation, segment.directory_fd(), registry.mode, known[3],
+                DATA_OFFSET + capacity, context, registry, layout, PRIVATE, what, forks.count,
+                forks.private,
+            )  # fmt: skip
         except OSError:  # made again to say why (no room: once the pools are emptied)
-            fd, identity = _fresh_segment(registry, capacity, what, header)
-        else:
-            fd, uid, made_mode, dev, ino = made
-            identity = (dev, ino)
-            # Made by the context's owner, with its mode (the usual case): adopt would
-            # change nothing (trust.Writers.new_owner leaves the owner's files alone).
-            if uid != registry.uid or made_mode & 0o7777 != registry.mode:
-                making.adopt(fd, uid, made_mode, registry.mode, registry.writers.new_owner, what)
-        alloc = None
-        try:
-            alloc = Allocation(
-                context,
-                registry,
-                fd,
-                True,
-                layout,
-                created_ns,
-                identity,
-                PRIVATE,
-                None,
-                None,
-                what,
-                forks.count,
-            )  # (too small for the pool: nothing to recycle)
-            alloc._defer(header)  # (no name: its locks wait, see reference.py)
-        except BaseException:
-            _close_once(fd, identity, alloc)
-            raise
+            return _made_again(context, registry, layout, what)
+        # Made by the context's owner, with its mode (the usual case): adopt would change
+        # nothing (trust.Writers.new_owner leaves the owner's files alone).
+        if uid != registry.uid or made_mode & 0o7777 != registry.mode:
+            try:
+                new_owner = registry.writers.new_owner
+                making.adopt(alloc._fd, uid, made_mode, registry.mode, new_owner, what)
+            except BaseException:  # (adopt closed the file)
+                alloc._closed = True
+                forks.private.pop(id(alloc), None)
+                raise
         return alloc
     asked = layout
     claimed = None
@@ -176,6 +161,50 @@ def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allo
         raise
     alloc._warm = warm
     return alloc
+
+
+def _made_again(context: Context, registry: Registry, layout: Layout, what: str) -> Allocation:
+    """A small new allocation made step by step (`_fresh_segment`), after its one-call
+    create failed: the same calls again, their error translated, the pools emptied to
+    make room."""
+    created_ns = time.time_ns()
+    pid, start = processes.identity()
+    origin = (created_ns, pid, start, 0, 0, registry.incarnation)
+    header = hdr.pack_new_allocation(layout, origin, registry.name)
+    fd, identity = _fresh_segment(registry, layout.capacity, what, header)
+    alloc = None
+    try:
+        alloc = Allocation(
+            context, registry, fd, True, layout, created_ns, identity, PRIVATE, None, None,
+            what, forks.count,
+        )  # fmt: skip
+        alloc._defer(header)  # (no name: its locks wait, see reference.py)
+    except BaseException:
+        _close_once(fd, identity, alloc)
+        raise
+    return alloc
+
+
+def _template_for(layout: Layout, registry: Registry) -> tuple[Layout, str, int, bytes]:
+    """(layout, context name, incarnation, the header template of a new allocation of
+    `layout` in it by this process), kept for the next create."""
+    global _template
+    pid, start = processes.identity()
+    maker = (pid, start, 0, 0, registry.incarnation)
+    template = hdr.allocation_template(layout, maker, registry.name)
+    _template = (layout, registry.name, registry.incarnation, template)
+    return _template
+
+
+def _forget_template() -> None:
+    global _template
+    _template = _NO_TEMPLATE  # a forked child is another maker
+
+
+_NO_TEMPLATE: tuple = (None, "", -1, b"")
+# The last create's: (layout, context name, incarnation, template); see `_template_for`.
+_template: tuple = _NO_TEMPLATE
+os.register_at_fork(after_in_child=_forget_template)
 
 
 def _close_once(fd: int, identity: tuple[int, int] | None, alloc: Allocation | None) -> None:

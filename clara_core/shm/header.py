@@ -158,12 +158,20 @@ class Header(Record):
 def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -> bytearray:
     """The whole header of a new allocation: private, never written, nameless, made by
     `origin` (an Origin's six fields) in `context`. What Header(...).pack() gives, without
-    building the named tuples (this runs on every create): all but the origin is the same
-    for every allocation of a layout in a context, so it is packed once. A bytearray, the
-    caller's own: a new allocation keeps it as its pending header (reference._defer)."""
+    building the named tuples. A bytearray, the caller's own: a new allocation keeps it
+    as its pending header (reference._defer)."""
+    header = bytearray(allocation_template(layout, origin[1:], context))
+    # created_ns alone, as _ORIGIN packs it (a struct pack of all six costs ~1 us of P2)
+    header[ORIGIN_AT : ORIGIN_AT + 8] = origin[0].to_bytes(8, "little")
+    return header
+
+
+def allocation_template(layout: Layout, maker: tuple[int, ...], context: str) -> bytes:
+    """A new allocation's header (see `pack_new_allocation`) but for its created_ns (0),
+    made by `maker` (its origin's five other fields) in `context`. All but created_ns is
+    the same for every create of a layout in a context by one process: packed once."""
     global _last_template
     last_layout, last_context, last_maker, template = _last_template
-    maker = origin[1:]  # all but created_ns: the same for every create of this process
     # The same layout object as the last create's (members caches them): no key to hash.
     if last_layout is not layout or last_context != context or last_maker != maker:
         key = (layout, context)
@@ -177,10 +185,7 @@ def pack_new_allocation(layout: Layout, origin: tuple[int, ...], context: str) -
         _ORIGIN.pack_into(made, ORIGIN_AT, 0, *maker)
         template = bytes(made)
         _last_template = (layout, context, maker, template)
-    header = bytearray(template)
-    # created_ns alone, as _ORIGIN packs it (a struct pack of all six costs ~1 us of P2)
-    header[ORIGIN_AT : ORIGIN_AT + 8] = origin[0].to_bytes(8, "little")
-    return header
+    return template
 
 
 _templates: dict[tuple[Layout, str], bytes] = {}  # (layout, context) -> header, no origin

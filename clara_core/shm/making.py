@@ -18,18 +18,22 @@ import errno
 import fcntl
 import os
 import stat as stats
+import time
+from _weakref import ref as weak_ref  # (weakref.ref, without the weakref module)
 
 from . import libc, locks
-from .header import LIFECYCLE_AT
+from .header import LIFECYCLE_AT, ORIGIN_AT
 from .native import calls
 from .segment import directory_fd, translate
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 _TMPFILE = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
 _ZEROS = memoryview(bytes(64 << 10))  # what follows a small segment's header
+CREATED_AT = ORIGIN_AT  # where a header's created_ns is (its origin's first field)
 _fcntl, _SETLK = fcntl.fcntl, fcntl.F_OFD_SETLK
 _SHARED_REFERENCE = locks.requests(locks.REFERENCE_BYTE)[0]
 _, _EXCLUSIVE_LIFECYCLE, _UNLOCK_LIFECYCLE = locks.requests(locks.LIFECYCLE_BYTE)
@@ -53,6 +57,62 @@ def _create(
         os.close(fd)  # (a nameless file vanishes with its last descriptor)
         raise
     return fd, made.st_uid, made.st_mode, made.st_dev, made.st_ino
+
+
+def _create_private(
+    cls: Callable[..., Any],
+    dir_fd: int,
+    mode: int,
+    template: bytes,
+    size: int,
+    context: object,
+    registry: object,
+    layout: object,
+    visibility: str,
+    what: str,
+    born: int,
+    private: dict[int, Any],
+) -> tuple[Any, int, int]:
+    """A new private allocation of a small segment (shm/c/creating.c): its header
+    (`template` with the time of the create as created_ns), its segment (`create`'s
+    calls), and `cls(context, registry, fd, True, layout, created_ns, (dev, ino),
+    visibility, None, None, what, born)` with the header as its `_pending`, registered
+    in `private` by id (a weak reference). Returns it, and the uid and mode the file was
+    made with. On any failure nothing is left: no descriptor, no object."""
+    if not isinstance(private, dict):
+        raise TypeError("create_private() registers in a dict")
+    if len(template) < CREATED_AT + 8 or len(template) > size or size - len(template) > len(_ZEROS):
+        raise ValueError("create_private() writes a header and at most 64 KiB of zeros")
+    created_ns = time.time_ns()
+    header = bytearray(template)
+    header[CREATED_AT : CREATED_AT + 8] = created_ns.to_bytes(8, "little")
+    fd, uid, made_mode, dev, ino = _create(dir_fd, mode, header, size)
+    made = None
+    try:
+        made = cls(
+            context, registry, fd, True, layout, created_ns, (dev, ino), visibility, None, None,
+            what, born,
+        )  # fmt: skip
+        made._pending = header
+        private[id(made)] = weak_ref(made)
+    except BaseException:
+        if made is not None:  # never made, as far as anyone can tell
+            made._closed = True
+            private.pop(id(made), None)
+            os.close(fd)
+        elif _still(fd, dev, ino):  # (else made but lost before it was bound, it closed
+            os.close(fd)  # `fd` as it died: the number may be another file's now)
+        raise
+    return made, uid, made_mode
+
+
+def _still(fd: int, dev: int, ino: int) -> bool:
+    """Whether `fd` still denotes the file (dev, ino)."""
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (dev, ino)
 
 
 def _publish(
@@ -146,6 +206,7 @@ def _free_named(
 
 # Chosen once: the C calls when the extension is built, else their twins.
 create = calls.create if calls else _create
+create_private = calls.create_private if calls else _create_private
 publish = calls.publish if calls else _publish
 lock_lifecycle = calls.lock_lifecycle if calls else _lock_lifecycle
 free_named = calls.free_named if calls else _free_named

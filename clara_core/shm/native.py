@@ -32,6 +32,7 @@ NAMES = (
     "RegionFields",
     "MappingFields",
     "create",
+    "create_private",
     "publish",
     "lock_lifecycle",
     "free_named",

@@ -407,7 +407,8 @@ def test_an_interrupted_create_never_closes_a_later_file(ctx):
     """^C (an exception a signal handler raises; here a trace function's, at the call of
     `_defer`) after create made the Allocation but before it returned it: the fd is closed
     once. Create's cleanup closed it, then the Allocation's finalizer closed the number
-    again, whatever file had taken it since (here the caller's own)."""
+    again, whatever file had taken it since (here the caller's own). (A large one: a small
+    one is made in one call, see the next test.)"""
     result = run_python(
         """
         import gc, os, sys
@@ -422,9 +423,49 @@ def test_an_interrupted_create_never_closes_a_later_file(ctx):
         ctx = Context.open("job")
         sys.settrace(trace)
         try:
-            ctx.create(dtype="u8", shape=(64,))
+            ctx.create(dtype="u8", shape=(64 << 10,))
         except KeyboardInterrupt as exc:
             sys.settrace(None)
+            mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
+            del exc
+        gc.collect()
+        os.write(mine, b"x")  # EBADF if the dead Allocation closed it
+        print("mine")
+        """
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")
+
+
+@pytest.mark.parametrize("where", ["created", "returned"])
+def test_an_interrupted_small_create_never_closes_a_later_file(ctx, where):
+    """The same for a small one, made in one call (making.create_private, C or its twin):
+    ^C as that call returns (`created`), or as members.new_allocation returns it
+    (`returned`), loses the Allocation, whose finalizer closes its fd once."""
+    result = run_python(
+        f"""
+        import gc, os, sys
+        from clara_core import Context
+
+        def profile(frame, event, arg):
+            called = frame.f_code.co_name
+            if event.startswith("c_"):
+                called = getattr(arg, "__name__", "")
+            if {where!r} == "created" and event in ("c_return", "return") and called.endswith(
+                "create_private"
+            ):
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+            if {where!r} == "returned" and event == "return" and called == "new_allocation":
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+            return None
+
+        ctx = Context.open("job")
+        sys.setprofile(profile)
+        try:
+            ctx.create(dtype="u8", shape=(64,))
+        except KeyboardInterrupt as exc:
+            sys.setprofile(None)
             mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
             del exc
         gc.collect()

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 /* The helpers access.c, holder.c and making.c share, once (static inline: each file keeps its
  * own copy in the build, so none costs a call across files). */
@@ -140,8 +141,21 @@ int clara_add_access(PyObject *module);
 /* The Holder of a mapping's views, and its cut-off (holder.c). */
 int clara_add_holder(PyObject *module);
 
-/* Making and ending segments: create, publish, free (making.c). */
+/* Making and naming segments: create, publish, the lifecycle lock (making.c). */
 int clara_add_making(PyObject *module);
+
+/* What follows the header of a small segment made in one call, at most (making.py's
+ * WHOLE_WRITE_MAX, less the header). */
+#define MAKE_ZEROS_MAX (64 << 10)
+
+/* The calls of a create: a nameless file of `size` bytes in dir_fd, `header` (`length`
+ * bytes) then zeros written whole, its fstat in `made`; the fd, or -1 with errno and
+ * nothing left open (making.c). */
+int clara_make_file(int dir_fd, mode_t mode, const void *header, size_t length, size_t size,
+                    struct stat *made);
+
+/* A new private allocation in one call: its segment, header and object (creating.c). */
+int clara_add_creating(PyObject *module);
 
 /* The staged write map of a fresh private segment: stage, write, attach (staging.c). */
 int clara_add_staging(PyObject *module);

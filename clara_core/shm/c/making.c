@@ -17,17 +17,49 @@
 #define LIFECYCLE_AT 16
 #define REFERENCE_BYTE 0
 #define LIFECYCLE_BYTE 2
-/* What follows the header of a small segment (segment._WRITE_WHOLE_BELOW). */
-#define ZEROS_SIZE (64 << 10)
+static const char zeros[MAKE_ZEROS_MAX];
 
-static const char zeros[ZEROS_SIZE];
-
-/* fail(), after closing `fd` (keeping the errno of what failed). */
-static PyObject *fail_closing(int fd) {
+/* close(fd), keeping the errno of what failed: -1. */
+static int close_keeping_errno(int fd) {
     int saved = errno;
     close(fd);
     errno = saved;
-    return fail();
+    return -1;
+}
+
+/* The calls of a create (see create() below): openat(O_TMPFILE), fstat into `made`, then
+ * `size` bytes written whole, `header` then zeros (size - length at most MAKE_ZEROS_MAX; a
+ * short write is ENOSPC). The fd, or -1 with errno and nothing left open. */
+int clara_make_file(int dir_fd, mode_t mode, const void *header, size_t length, size_t size,
+                    struct stat *made) {
+    int fd;
+    do {
+        fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+    } while (fd < 0 && retry());
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, made) < 0) {
+        return close_keeping_errno(fd);
+    }
+    struct iovec parts[2] = {
+        {.iov_base = (void *)header, .iov_len = length},
+        {.iov_base = (void *)zeros, .iov_len = size - length},
+    };
+    ssize_t written;
+    do {  // pwritev2 without flags: the call os.pwritev makes (the twin's, one strace for both);
+          // its cost grows with the size: other threads run meanwhile
+        Py_BEGIN_ALLOW_THREADS written = pwritev2(fd, parts, 2, 0, 0);
+        Py_END_ALLOW_THREADS
+    } while (written < 0 && retry());
+    if (written >= 0 && (size_t)written < size) {
+        errno = ENOSPC;  // (tmpfs writes whole pages or fails: a short write is no room)
+        written = -1;
+    }
+    if (written < 0) {
+        return close_keeping_errno(fd);
+    }
+    return fd;
 }
 
 /* create(dir_fd, mode, header, size) -> (fd, uid, mode, dev, ino)
@@ -50,41 +82,17 @@ static PyObject *create(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (PyObject_GetBuffer(args[2], &header, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (header.len > size || size - header.len > ZEROS_SIZE) {
+    if (header.len > size || size - header.len > MAKE_ZEROS_MAX) {
         PyBuffer_Release(&header);
         PyErr_SetString(PyExc_ValueError, "create() writes a header and at most 64 KiB of zeros");
         return NULL;
     }
     PyObject *result = NULL;
-    int fd;
-    do {
-        fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
-    } while (fd < 0 && retry());
+    struct stat made;
+    int fd = clara_make_file(dir_fd, (mode_t)mode, header.buf, (size_t)header.len, (size_t)size,
+                             &made);
     if (fd < 0) {
         result = fail();
-        goto done;
-    }
-    struct stat made;
-    if (fstat(fd, &made) < 0) {
-        result = fail_closing(fd);
-        goto done;
-    }
-    struct iovec parts[2] = {
-        {.iov_base = header.buf, .iov_len = (size_t)header.len},
-        {.iov_base = (void *)zeros, .iov_len = (size_t)(size - header.len)},
-    };
-    ssize_t written;
-    do {  // pwritev2 without flags: the call os.pwritev makes (the twin's, one strace for both);
-          // its cost grows with the size: other threads run meanwhile
-        Py_BEGIN_ALLOW_THREADS written = pwritev2(fd, parts, 2, 0, 0);
-        Py_END_ALLOW_THREADS
-    } while (written < 0 && retry());
-    if (written >= 0 && written < size) {
-        errno = ENOSPC;  // (tmpfs writes whole pages or fails: a short write is no room)
-        written = -1;
-    }
-    if (written < 0) {
-        result = fail_closing(fd);
         goto done;
     }
     PyObject *items[5] = {

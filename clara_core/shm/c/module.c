@@ -19,7 +19,8 @@ PyMODINIT_FUNC PyInit__calls(void) {
     if (PyModule_AddIntConstant(module, "VERSION", CLARA_CALLS_VERSION) < 0 ||
         clara_add_access(module) < 0 || clara_add_holder(module) < 0 ||
         clara_add_making(module) < 0 || clara_add_staging(module) < 0 ||
-        clara_add_fields(module) < 0 || clara_add_freeing(module) < 0) {
+        clara_add_fields(module) < 0 || clara_add_freeing(module) < 0 ||
+        clara_add_creating(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

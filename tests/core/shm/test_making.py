@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -80,6 +81,7 @@ def test_the_c_calls_use_the_formats_offsets_and_bytes() -> None:
     assert calls.LIFECYCLE_AT == hdr.LIFECYCLE_AT
     assert calls.REFERENCE_BYTE == locks.REFERENCE_BYTE
     assert calls.LIFECYCLE_BYTE == locks.LIFECYCLE_BYTE
+    assert calls.CREATED_AT == making.CREATED_AT == hdr.ORIGIN_AT
 
 
 @pytest.mark.parametrize("twin", _TWINS)
@@ -134,6 +136,98 @@ def test_create_where_its_memory_does_not_fit_is_enospc_and_closes_the_file(
         before = _open_fds()
         # Half of it fits: the write is short, and that is no room (nothing half-made).
         failed = _error(lambda: _call(twin, "create")(directory, 0o600, b"h" * 768, 65536))
+        assert failed == (OSError, errno.ENOSPC)
+        assert _open_fds() == before
+    finally:
+        os.close(filler)
+        os.unlink("filler", dir_fd=directory)
+        os.close(directory)
+
+
+class _Made:
+    """What create_private makes an object of in these tests (an Allocation elsewhere)."""
+
+    def __init__(self, *fields: object) -> None:
+        self.fields = fields
+        self._pending: bytearray | None = None
+        self._closed = False
+
+
+class _Refused(_Made):
+    def __init__(self, *fields: object) -> None:
+        raise KeyError("refused")
+
+
+_TEMPLATE = bytes(range(256)) * 3  # (as a header: 768 bytes)
+
+
+def _create_private(twin: str, directory: int, cls: type = _Made, **changed: Any) -> Any:
+    arguments = {
+        "template": _TEMPLATE,
+        "size": 8192,
+        "private": {},
+    } | changed
+    return _call(twin, "create_private")(
+        cls, directory, 0o640, arguments["template"], arguments["size"], "context",
+        "registry", "layout", "private", "what", 7, arguments["private"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_create_private_makes_the_segment_and_its_object_at_once(twin: str, directory: int) -> None:
+    private: dict[int, Any] = {}
+    before = time.time_ns()
+    made, uid, mode = _create_private(twin, directory, private=private)
+    after = time.time_ns()
+    fd = made.fields[2]
+    try:
+        found = os.fstat(fd)
+        assert (uid, mode) == (found.st_uid, found.st_mode)
+        assert found.st_nlink == 0 and found.st_size == 8192 and found.st_blocks * 512 >= 8192
+        context, registry, _, writable, layout, created_ns, identity, *rest = made.fields
+        assert (context, registry, writable, layout) == ("context", "registry", True, "layout")
+        assert rest == ["private", None, None, "what", 7]
+        assert identity == (found.st_dev, found.st_ino)
+        assert before <= created_ns <= after
+        header = bytearray(_TEMPLATE)
+        header[hdr.ORIGIN_AT : hdr.ORIGIN_AT + 8] = created_ns.to_bytes(8, "little")
+        assert made._pending == header and type(made._pending) is bytearray
+        assert os.pread(fd, 8192, 0) == header + bytes(8192 - len(header))
+        assert list(private) == [id(made)] and private[id(made)]() is made
+        assert not made._closed and os.get_inheritable(fd) is False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_create_private_that_fails_leaves_no_descriptor_and_no_object(
+    twin: str, directory: int
+) -> None:
+    private: dict[int, Any] = {}
+    before = _open_fds()
+    with pytest.raises(KeyError, match="refused"):
+        _create_private(twin, directory, _Refused, private=private)
+    assert _error(lambda: _create_private(twin, -1, private=private)) == (OSError, errno.EBADF)
+    with pytest.raises(ValueError):
+        _create_private(twin, directory, size=(64 << 10) + len(_TEMPLATE) + 1, private=private)
+    with pytest.raises(ValueError):  # no room for created_ns
+        _create_private(twin, directory, template=bytes(hdr.ORIGIN_AT + 7), private=private)
+    with pytest.raises(TypeError):
+        _create_private(twin, directory, private=[])
+    assert private == {}
+    assert _open_fds() == before
+    assert os.listdir(directory) == []
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_create_private_where_it_does_not_fit_is_enospc(twin: str, small_shm_dir: str) -> None:
+    directory = os.open(small_shm_dir, os.O_RDONLY | os.O_DIRECTORY)
+    filler = os.open("filler", os.O_CREAT | os.O_RDWR, 0o600, dir_fd=directory)
+    try:
+        space = os.fstatvfs(directory)
+        os.posix_fallocate(filler, 0, space.f_bavail * space.f_frsize - (32 << 10))
+        before = _open_fds()
+        failed = _error(lambda: _create_private(twin, directory, size=65536))
         assert failed == (OSError, errno.ENOSPC)
         assert _open_fds() == before
     finally:
