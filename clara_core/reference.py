@@ -120,6 +120,10 @@ class Reference(Inheritance):
         if self._maps:
             if not locks.try_lock(fd, locks.MAP_BYTE, self._maps[0].writable):
                 raise Busy("a private allocation is locked by a process that should not reach it")
+            # A map staged as it forked, which the fork could not see: a later fork of
+            # the thread that made it attaches it (see forks.staged_elsewhere).
+            if any(type(region) is Staged for region in self._maps):
+                forks.staged_elsewhere[id(self)] = weak_ref(self)
         else:
             locks.unlock(fd, locks.MAP_BYTE)
         segment.write_at(fd, pending[_DATA_AT:_DATA_END], _DATA_AT, "a private allocation")

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,6 +148,46 @@ def test_a_fork_from_the_mapping_thread_shares_the_map_after_another_threads_for
     mapping.unmap()
     with alloc.map("r") as read:
         assert read.tolist() == [1, 2, 0, 0]
+    alloc.release()
+
+
+def test_a_fork_from_another_thread_while_a_map_is_staged_leaves_it_to_share_later(ctx):
+    """Another thread forks while this one is in the middle of its map (the staged
+    memory made, not yet among the reference's maps: the fork cannot see it); this
+    thread's own fork later must still share the map with its child."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    staging_now, forked = threading.Event(), threading.Event()
+
+    def fork_elsewhere() -> None:
+        staging_now.wait(10)
+        _fork_and_wait(lambda: None)
+        forked.set()
+
+    def profile(frame: Any, event: str, arg: object) -> None:
+        if event == "return" and frame.f_code.co_name == "take":  # (Staged.take)
+            sys.setprofile(None)
+            staging_now.set()
+            forked.wait(10)
+
+    elsewhere = threading.Thread(target=fork_elsewhere)
+    elsewhere.start()
+    sys.setprofile(profile)
+    try:
+        mapping = alloc.map("w")
+    finally:
+        sys.setprofile(None)
+        staging_now.set()
+        elsewhere.join()
+    assert forked.is_set()
+    array = mapping.array
+    array[0] = 1
+
+    def write() -> None:
+        array[1] = 2  # through the map it inherited
+
+    _fork_and_wait(write)
+    assert array.tolist() == [1, 2, 0, 0]
+    mapping.unmap()
     alloc.release()
 
 
