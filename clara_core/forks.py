@@ -22,7 +22,7 @@ from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .errors import ClaraError
-from .shm import memory
+from .shm import memory, staging
 from .shm.staging import Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -64,6 +64,7 @@ def _go_public_before_fork() -> None:
     with memory.lending(), _hook:
         hook_running = True
         try:
+            staging.finish_attaching()  # (under memory's lock: only this thread's can be)
             for key, held in list(staged_elsewhere.items()) + list(private.items()):
                 reference = held()
                 if staged_elsewhere.get(key) is held:  # (kept again below if need be)

@@ -63,7 +63,19 @@ _kept: dict[int, list[int]] = {}
 # thread that made each. A forked child has none (a staged map it inherited unattached,
 # another thread's, is its parent's to write).
 _owned: dict[int, int] = {}
-os.register_at_fork(after_in_child=_owned.clear)
+# The attach under way (Staged.attach: address -> fd, length): a fork in the middle of it
+# (a signal handler's, a finalizer's, in the attaching thread: another thread's waits for
+# memory's lock) finishes it first (`finish_attaching`), else the child would inherit the
+# private copy of a map its thread made, and its writes through the views be its own.
+_attaching: dict[int, tuple[int, int]] = {}
+
+
+def _forget_in_child() -> None:
+    _owned.clear()
+    _attaching.clear()  # (finished before the fork: the child's is a map of the file)
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _data_of(address: int, length: int) -> memoryview:
@@ -124,6 +136,17 @@ else:
     stage, write_staged, attach_staged = _stage, _write_staged, _attach_staged
 
 
+def finish_attaching() -> None:
+    """Before a fork: finish the attach this thread is in the middle of, if any (see
+    `_attaching`); attaching again what is attached already changes nothing."""
+    for address, (fd, length) in list(_attaching.items()):
+        try:
+            attach_staged(fd, address, length)
+        except OSError:  # (a fork hook must not raise: the attach itself will, and
+            continue  # leaves it staged)
+        _owned.pop(address, None)  # (done: the attach, resumed, has nothing more to do)
+
+
 def _maps_the_file(address: int, fd: int) -> bool:
     """Whether the mapping at `address` is of the file `fd` (not private memory)."""
     inode = os.fstat(fd).st_ino
@@ -170,20 +193,26 @@ class Staged(Region):
         from now on its views see the segment, and this is a plain Region."""
         with lending():  # (not while another thread releases it, or lends from it)
             address, fd, length = self.address, self._fd, self.length
-            if type(self) is not Staged or address not in _owned:  # attached, released,
-                return  # or a parent process's
-            # A plain Region first: an exception a signal handler raises (^C) right after
-            # the call must find a map of the file, never a "private" range to keep (the
-            # next staged map would zero the file's data through it).
-            self.__class__, self._fd = Region, -1
-            owner = _owned.pop(address)
+            owner = _owned.get(address)
+            if type(self) is not Staged or owner is None:  # attached, released, or a
+                return  # parent process's
+            _attaching[address] = fd, length
             try:
+                # A plain Region first: an exception a signal handler raises (^C) right
+                # after the call must find a map of the file, never a "private" range to
+                # keep (the next staged map would zero the file's data through it).
+                self.__class__, self._fd = Region, -1
+                if _owned.pop(address, None) is None:  # a fork attached it meanwhile, or
+                    return  # this is that fork's child: a map of the file already
                 attach_staged(fd, address, length)
             except BaseException:
-                if not _maps_the_file(address, fd):  # (rare: failed, or cut short before
-                    self.__class__, self._fd = Staged, fd  # its mmap) staged still
+                _attaching.pop(address, None)  # (first: a fork now leaves it as it is)
+                if not _maps_the_file(address, fd):  # (rare: failed, or cut short
+                    self.__class__, self._fd = Staged, fd  # before its mmap) staged
                     _owned[address] = owner
                 raise
+            finally:
+                _attaching.pop(address, None)
 
     # Nothing stays mapped to keep warm (the next map stages again): `release` (returns None).
     detach = Region.release  # type: ignore[assignment]

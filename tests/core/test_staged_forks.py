@@ -198,3 +198,77 @@ def test_an_interrupted_staged_unmap_never_leaves_other_bytes_complete():
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["raised"] >= 5 and found["wrong"] == [], found
+
+
+# A fork at the AT-th Python-level call (sys.setprofile) of what attaches a staged map
+# (a publish, a handle, `.path`, a copy through the fd), made by the thread that made the
+# map (as from a signal handler or a finalizer; another thread's fork waits for memory's
+# lock): the child writes through the view it inherited, and its write must reach the
+# parent, as at any other fork from that thread. In the middle of the attach the map was
+# a Region of private memory: the child's write was its own.
+_FORK_DURING_AN_ATTACH = """
+import json, os, sys
+from clara_core import Context
+
+ctx = Context.create("job")
+lost, forks = [], 0
+
+
+def child_writes(array):
+    pid = os.fork()
+    if pid == 0:
+        array[1] = 99
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+try:
+    for op in ("publish", "handle", "path", "copy_to"):
+        for at in range(200):
+            alloc = ctx.create(dtype="u8", shape=(4096,))
+            mapping = alloc.map("w")
+            array = mapping.array
+            array[:] = 7
+            seen = []
+
+            def profile(frame, event, arg):
+                if event in ("call", "c_call") and len(seen) <= at:
+                    seen.append(frame.f_code.co_name if event == "call" else repr(arg))
+                    if len(seen) > at:
+                        sys.setprofile(None)
+                        child_writes(array)
+
+            null = os.open(os.devnull, os.O_WRONLY)
+            sys.setprofile(profile)
+            if op == "publish":
+                alloc.publish("p")
+            elif op == "handle":
+                alloc.make_handle()
+            elif op == "path":
+                alloc.path  # noqa: B018
+            else:
+                mapping.copy_to(null)
+            sys.setprofile(None)
+            os.close(null)
+            if len(seen) > at and array[1] != 99:
+                lost.append([op, at, seen[-1]])
+            mapping.unmap()
+            if op in ("publish", "handle"):
+                alloc.free()
+            else:
+                alloc.release()
+            if len(seen) <= at:  # fewer calls: every one was forked at
+                break
+            forks += 1
+    print(json.dumps({"forks": forks, "lost": lost}))
+finally:
+    Context.destroy("job")
+"""
+
+
+def test_a_fork_in_the_middle_of_an_attach_shares_the_map_with_the_child():
+    result = run_python(_FORK_DURING_AN_ATTACH, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["forks"] >= 40  # (every step of each was forked at)
+    assert found["lost"] == [], found
