@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from clara_core.names import shm_dir
 from clara_core.shm import segment
@@ -25,6 +26,12 @@ SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
 os.environ["CLARA_NAMESPACE"] = SESSION_NAMESPACE
 os.environ.pop("CLARA_CONTEXT", None)
 os.environ.pop("CLARA_OPERATOR", None)
+
+# No property test has a deadline: it is a timing assertion (hypothesis fails an example
+# that takes over 200 ms, then calls the run flaky when it is quick again), and a loaded
+# machine can stall any one example that long.
+settings.register_profile("clara", deadline=None)
+settings.load_profile("clara")
 
 
 @pytest.fixture(autouse=True)
