@@ -64,7 +64,7 @@ def create_context(
     emit(data, lambda: click.echo(context.name))
 
 
-@create.command("allocation")
+@create.command("allocation", short_help="Create an allocation: published as NAME, or private.")
 @click.argument("name", required=False)
 @click.option("--size", metavar="BYTES", help="Size in bytes (4096, 4K, 64M, 1G).")
 @dtype_option

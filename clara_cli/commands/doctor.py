@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 STYLES = {"pass": "green", "warn": "yellow", "fail": "red"}
 
 
-@click.command("doctor")
+@click.command("doctor", short_help="Check this machine for shared-memory pipelines.")
 @click.option(
     "--no-measure", is_flag=True, help="Skip the short huge-page fill timing (about 0.5 s)."
 )

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 VALUES_IN_JSON = 1000  # elements; numpy's own print threshold
 
 
-@click.command()
+@click.command(short_help="Show contexts, a context's allocations, or one allocation.")
 @click.argument("context_name", metavar="[CTX]", required=False, shell_complete=complete_contexts)
 @click.argument("name", required=False, shell_complete=complete_allocations)
 @click.option(

@@ -8,7 +8,7 @@ import math
 import click
 
 
-@click.command("exec-operator")
+@click.command("exec-operator", short_help="Run one operator in a pod that `clara export` made.")
 @click.option(
     "--wait",
     type=float,

@@ -14,7 +14,7 @@ import click
 from ..options import bindings_option, param_option
 
 
-@click.command("export")
+@click.command("export", short_help="Write a pipeline as an Argo Workflow or a Kubernetes Job.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
     "--to",

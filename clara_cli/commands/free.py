@@ -9,7 +9,7 @@ from ..options import context_option, json_option, require_context
 from ..render import emit, note
 
 
-@click.command()
+@click.command(short_help="Free an allocation: no new access; maps held stay valid.")
 @click.argument("name", metavar="NAME|HANDLE", shell_complete=complete_names_or_handles)
 @click.option("--handle", is_flag=True, help="NAME is the handle of a private allocation.")
 @context_option

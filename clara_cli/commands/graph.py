@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 FORMATS = ("mermaid", "dot")
 
 
-@click.command("graph")
+@click.command("graph", short_help="Draw a pipeline's operators and variables (Mermaid, DOT).")
 @click.argument("file", metavar="FILE")
 @click.option(
     "--format",

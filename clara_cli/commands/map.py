@@ -13,7 +13,7 @@ from ..render import emit
 from ..target import Target
 
 
-@click.command("map")
+@click.command("map", short_help="Copy data in or out of an allocation, or run CMD on it.")
 @click.argument("name", metavar="NAME|HANDLE", shell_complete=complete_names_or_handles)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS...]]")
 @click.option("--read", "read", is_flag=True, help="Map for reading (many readers at once).")

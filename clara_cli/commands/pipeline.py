@@ -17,7 +17,7 @@ from .validate import validate  # noqa: F401 (main.py lists validate here)
 # -- clara run ----------------------------------------------------------------------------
 
 
-@click.command("run")
+@click.command("run", short_help="Run a pipeline on this machine.")
 @click.argument("file", metavar="FILE")
 @click.option(
     "--context",

@@ -9,7 +9,7 @@ from ..options import context_option, json_option, require_context
 from ..render import emit
 
 
-@click.command()
+@click.command(short_help="Publish a private allocation under NAME.")
 @click.argument("handle", shell_complete=complete_handles)
 @click.argument("name")
 @context_option

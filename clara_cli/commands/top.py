@@ -57,7 +57,7 @@ class Frame:
         return sum(1 for status in shown if status in LEAK_STATUSES)
 
 
-@click.command("top")
+@click.command("top", short_help="Watch contexts, allocations and leaks live.")
 @click.option(
     "--context",
     "-c",

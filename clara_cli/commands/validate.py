@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from clara_core.pipeline.model import Pipeline, Problem
 
 
-@click.command("validate")
+@click.command("validate", short_help="Check pipeline files; print each problem as FILE:LINE.")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @param_option
 @click.option("--strict", is_flag=True, help="Treat warnings (what a local run needs) as errors.")

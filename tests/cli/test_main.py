@@ -42,6 +42,15 @@ def test_every_command_has_help_and_docs(name: str) -> None:
     assert f"clara {name}" in cli_section()
 
 
+@pytest.mark.parametrize("group", [[], ["create"], ["destroy"]])
+def test_the_lists_of_commands_say_each_one_whole(group: list[str]) -> None:
+    """`clara --help` lists each command with a line of its own, not one cut at '...'."""
+    text = ok(*group, "--help").stdout.decode()
+    listed = text[text.index("Commands:") :].split("\n\n")[0].splitlines()[1:]
+    assert listed and all(len(line.split()) > 2 for line in listed), listed
+    assert [line for line in listed if line.endswith("...")] == []
+
+
 def test_pipeline_contract_entries_are_kept() -> None:
     assert COMMANDS["run"] == "clara_cli.commands.pipeline:run"
     assert COMMANDS["validate"] == "clara_cli.commands.pipeline:validate"
