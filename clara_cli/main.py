@@ -55,11 +55,13 @@ COMMANDS = {
 
 EXIT_CODES_HELP = """\b
 Environment:
-  CLARA_NAMESPACE    prefix of every segment name (default: clara)
-  CLARA_CONTEXT      the context of commands given no --context/-c
-  CLARA_SHM_DIR      the tmpfs holding the segments (default: /dev/shm)
-  CLARA_PURE_PYTHON  1: every system call from Python, not the C extension
-  NO_COLOR           tables on a terminal without colour or any other style
+  CLARA_NAMESPACE      prefix of every segment name (default: clara)
+  CLARA_CONTEXT        the context of commands given no --context/-c
+  CLARA_SHM_DIR        the tmpfs holding the segments (default: /dev/shm)
+  CLARA_LOCK_TIMEOUT   seconds to wait for a bookkeeping lock (default: 10)
+  CLARA_CONTEXT_OWNER  the owner of the contexts you join: a uid or user name
+  CLARA_PURE_PYTHON    1: every system call from Python, not the C extension
+  NO_COLOR             tables on a terminal without colour or any other style
 
 \b
 Exit codes:
