@@ -20,6 +20,7 @@ from .running import RunRequest
 FLAGS = {"--keep": "keep", "--quiet": "quiet", "-q": "quiet", "--isolate": "isolate"}
 VALUED = {
     "--context": "context_name",
+    "-c": "context_name",
     "--timeout": "timeout",
     "--grace": "grace",
     "--trace": "trace_file",

@@ -21,6 +21,7 @@ from .validate import validate  # noqa: F401 (main.py lists validate here)
 @click.argument("file", metavar="FILE")
 @click.option(
     "--context",
+    "-c",
     "context_name",
     metavar="NAME",
     help="Name of the job's context (default: <pipeline>-<random>); it must not exist.",

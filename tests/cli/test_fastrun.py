@@ -75,7 +75,7 @@ def _same(text: str, job: str, ctx: str) -> str:
     [
         ("--json", "run", "{file}", "--context", "{ctx}", "--job-dir", "{job}"),
         ("run", "{file}", "--json", "-q", "--context={ctx}", "--job-dir", "{job}"),
-        ("run", "{file}", "-q", "--context", "{ctx}", "--job-dir", "{job}", "--keep"),
+        ("run", "{file}", "-q", "-c", "{ctx}", "--job-dir", "{job}", "--keep"),
         ("run", "{file}", "--job-dir", "{job}", "--context", "{ctx}", "--param", "code=3"),
         ("run", "{file}", "--job-dir", "{job}", "-q", "--param", "code=3", "--json"),
     ],
@@ -101,6 +101,9 @@ def test_the_cases_above_succeed_and_fail_for_real(tmp_path: Path) -> None:
     )
     assert fast[0] == 0 and '"status": "succeeded"' in fast[1]
     assert failed[0] == 1 and "operator 'consume' exited with code 3" in failed[2]
+    # -c NAME, as every command that takes a context spells it, names the job's context
+    for code, out, _ in both(tmp_path, "--json", "run", file, "-c", "{ctx}", "--job-dir", "{job}c"):
+        assert code == 0 and '"context": "CTX"' in out
 
 
 @pytest.mark.parametrize(
@@ -171,6 +174,7 @@ def test_which_command_lines_the_fast_path_takes(tmp_path: Path) -> None:
     assert request == RunRequest(file, keep=True, timeout=2.5, quiet=True, binds=("a=b", "c=d"))
     assert as_json is True
     assert parse_run(["run", file]) == (RunRequest(file), False)
+    assert parse_run(["run", file, "-c", "job"]) == (RunRequest(file, context_name="job"), False)
     assert parse_run(["run", file, "--payload", str(tmp_path)]) == (
         RunRequest(file, payload=str(tmp_path)),
         False,
@@ -181,6 +185,7 @@ def test_which_command_lines_the_fast_path_takes(tmp_path: Path) -> None:
         ["run", file, "--context", ""],
         ["run", file, "--context", "-q"],
         ["run", file, "--grace", "1", "--grace", "2"],
+        ["run", file, "-c", "a", "--context", "b"],
         ["run", file, "-q", "--quiet"],
         ["run", file, "--payload", str(tmp_path / "none")],
         ["map", file],
