@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from clara_core import __version__
-from clara_core.errors import ClaraError
+from clara_core.errors import ClaraError, InvalidArgument
 
 from .exits import (
     EXIT_BROKEN_PIPE,
@@ -165,6 +165,15 @@ def _exit(code: int) -> NoReturn:
 def cli(ctx: click.Context, as_json: bool) -> None:
     """clara: typed POSIX shared memory for multi-process pipelines."""
     ctx.ensure_object(dict)["json"] = as_json
+    name = ctx.invoked_subcommand
+    if as_json and name and not ctx.resilient_parsing:
+        command = ctx.command.get_command(ctx, name)  # type: ignore[attr-defined]
+        leaf = isinstance(command, click.Command) and not isinstance(command, click.Group)
+        if leaf and not any("--json" in param.opts for param in command.params):
+            # (its own format on stdout: a script parsing it as JSON would fail later)
+            raise InvalidArgument(
+                f"'clara {name}' prints no JSON: drop --json (see 'clara {name} --help')"
+            )
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import clara_core.errors as errors
 from clara_cli.main import COMMANDS, EXIT_CODES_HELP, cli
 
-from .clirun import clara, ok
+from .clirun import clara, fails, ok
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 OURS = ["completion", "create", "destroy", "dump", "free", "leak-check", "map", "publish"]
@@ -76,6 +76,27 @@ def test_json_flag_works_before_and_after_the_command() -> None:
     after = CliRunner().invoke(cli, ["dump", "--json"])
     assert before.exit_code == after.exit_code == 0
     assert before.stdout == after.stdout == '{\n  "contexts": []\n}\n'
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["graph", "examples/ct-smooth.yaml"],
+        ["completion", "bash"],
+        ["export", "examples/ct-smooth.yaml", "--to", "k8s-job"],
+        ["exec-operator", "--", "true"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_the_group_s_json_is_refused_by_a_command_that_prints_none(args: list[str]) -> None:
+    """Not its own format on stdout under a flag that promised JSON (a script parsing it
+    would fail later, and less clearly): exit 2 at once, as `clara graph FILE --json` is."""
+    root = str(README.parent)
+    line = fails(2, "--json", *[f"{root}/{arg}" if arg.endswith(".yaml") else arg for arg in args])
+    command = args[0]
+    assert line == f"clara: error: 'clara {command}' prints no JSON: drop --json " + (
+        f"(see 'clara {command} --help')"
+    )
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "inf"])
