@@ -74,6 +74,12 @@ def dump(
     if (wait or timeout is not None) and not values:
         raise click.UsageError("--wait and --timeout apply to --values")
     if values and name is None:
+        if context_option and context_name not in (None, context_option):  # (likely meant)
+            raise click.UsageError(
+                f"--values needs CTX and NAME: for allocation '{context_name}' of context "
+                f"'{context_option}' ($CLARA_CONTEXT), run "
+                f"`clara dump -c {context_option} {context_name} --values`"
+            )
         raise click.UsageError("--values needs CTX and NAME")
     if context_name is None:
         _dump_all()

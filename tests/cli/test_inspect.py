@@ -140,6 +140,8 @@ def test_dump_takes_the_context_like_every_command(ctx: str) -> None:
         line = fails(3, "dump", "v", env={"CLARA_CONTEXT": ctx})
         assert line.endswith(f"run `clara dump -c {ctx} v`")
         assert "run `" not in fails(3, "dump", "w", env={"CLARA_CONTEXT": ctx})
+        line = fails(2, "dump", "v", "--values", env={"CLARA_CONTEXT": ctx})  # the same hint
+        assert f"run `clara dump -c {ctx} v --values`" in line
     finally:
         ok("destroy", "context", "other")
 
