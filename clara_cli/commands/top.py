@@ -173,17 +173,19 @@ def _allocation_row(info: SegmentInfo, status: str, contexts: dict[str, str]) ->
     ]
 
 
-CONTEXT_COLUMNS = ["context", "owner", "status", "allocations", "size"]
+# Named as `clara dump` names the same things (MEMORY: the segments' bytes; DATA: the
+# allocation's data size; STATE: its data state); STATUS is leak-check's.
+CONTEXT_COLUMNS = ["context", "owner", "status", "allocations", "memory"]
 ALLOCATION_COLUMNS = [
     "context",
     "name",
     "kind",
-    "type",
+    "dtype",
     "shape",
-    "size",
     "data",
+    "state",
     "lock",
-    "mapped by",
+    "mapped-by",
     "status",
 ]
 
@@ -211,9 +213,9 @@ def print_frame(frame: Frame) -> None:
     click.echo(_headline(frame))
     context_rows, allocation_rows = _rows(frame)
     click.echo()
-    table(CONTEXT_COLUMNS, context_rows, right=["allocations", "size"])
+    table(CONTEXT_COLUMNS, context_rows, right=["allocations", "memory"])
     click.echo()
-    table(ALLOCATION_COLUMNS, allocation_rows, right=["size"], squeeze=["mapped by"])
+    table(ALLOCATION_COLUMNS, allocation_rows, right=["data"], squeeze=["mapped-by"])
 
 
 def frame_data(frame: Frame) -> dict[str, Any]:
@@ -263,8 +265,8 @@ def render(frame: Frame, interval: float) -> Any:
     context_rows, allocation_rows = _rows(frame)
     parts: list[Any] = [head]
     for columns, rows, statuses, right in (
-        (CONTEXT_COLUMNS, context_rows, [s for _, s in frame.contexts], ("allocations", "size")),
-        (ALLOCATION_COLUMNS, allocation_rows, [s for _, s in frame.allocations], ("size",)),
+        (CONTEXT_COLUMNS, context_rows, [s for _, s in frame.contexts], ("allocations", "memory")),
+        (ALLOCATION_COLUMNS, allocation_rows, [s for _, s in frame.allocations], ("data",)),
     ):
         grid = Table(box=box.SIMPLE_HEAD, expand=False)
         for column in columns:

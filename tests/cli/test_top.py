@@ -37,6 +37,14 @@ def test_not_a_terminal_prints_one_frame_and_exits(ctx: str) -> None:
     cells = row(result.stdout.decode(), "vol").split()
     assert cells == [ctx, "vol", "published", "float32", "32,32", "4.0", "KiB", "empty",
                      "none", "-", "live"]  # fmt: skip
+    # its columns are named as `clara dump` names the same things (DATA a size, not a state)
+    headers = [line.split() for line in lines if line.startswith("CONTEXT ")]
+    contexts = ok("dump").stdout.decode().splitlines()[0].split()
+    allocations = ok("dump", ctx).stdout.decode().splitlines()[0].split()
+    assert headers[0] == [c for c in contexts if c != "AGE"]
+    assert headers[1] == ["CONTEXT", "NAME", "KIND", "DTYPE", "SHAPE", "DATA", "STATE", "LOCK",
+                          "MAPPED-BY", "STATUS"]  # fmt: skip
+    assert set(allocations) - {"AGE"} <= set(headers[1])
     ok("destroy", "context", ctx)
 
 
