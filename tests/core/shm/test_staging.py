@@ -1,9 +1,12 @@
 """The calls of a staged write map (shm/staging.py): the C extension's `stage` and
-`write_staged` and their pure-Python twins do the same to the same real memory and files,
-and fail alike. Without the extension built, only the twins run."""
+`write_staged` and their pure-Python twins do the same to the same real memory and real
+POSIX shared-memory segments (files of the shared-memory directory, as shm_open(3) makes
+them, named in the test's namespace), and fail alike, a full tmpfs included. Without the
+extension built, only the twins run."""
 
 from __future__ import annotations
 
+import errno
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -11,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from clara_core.names import shm_dir
 from clara_core.shm import memory, memory_calls, staging
 from clara_core.shm.header import DATA_OFFSET
 from clara_core.shm.native import calls
@@ -29,9 +33,25 @@ def _bytes_at(address: int, length: int) -> memoryview:
 
 
 @pytest.fixture
-def segment(tmp_path: Any) -> Iterator[int]:
-    fd = os.open(tmp_path / "segment", os.O_RDWR | os.O_CREAT, 0o600)
-    os.pwrite(fd, bytes(_LENGTH), 0)
+def shm_path(namespace: str) -> Iterator[str]:
+    """The path of a real POSIX shared-memory segment of `_LENGTH` bytes (reserved, zeros)
+    in the test's namespace, removed at the end."""
+    path = os.path.join(shm_dir(), f"{namespace}.staging")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, _LENGTH)
+    finally:
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
+
+
+@pytest.fixture
+def segment(shm_path: str) -> Iterator[int]:
+    """That segment open for reading and writing."""
+    fd = os.open(shm_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     yield fd
     os.close(fd)
 
@@ -81,10 +101,10 @@ def _error(call: Callable[[], object]) -> tuple[type, object]:
     return type(caught.value), getattr(caught.value, "errno", None)
 
 
-def test_the_twins_fail_alike(segment: int, tmp_path: Any) -> None:
+def test_the_twins_fail_alike(segment: int, shm_path: str) -> None:
     address = staging.stage(0, _LENGTH)
-    read_only = os.open(tmp_path / "segment", os.O_RDONLY)
-    closed = os.open(tmp_path / "segment", os.O_RDONLY)
+    read_only = os.open(shm_path, os.O_RDONLY)
+    closed = os.open(shm_path, os.O_RDONLY)
     os.close(closed)
     try:
         cases: dict[str, Callable[[str], object]] = {
@@ -100,6 +120,39 @@ def test_the_twins_fail_alike(segment: int, tmp_path: Any) -> None:
     finally:
         os.close(read_only)
         memory.munmap(address, _LENGTH)
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_write_staged_on_a_full_tmpfs_writes_what_fits_then_fails_with_enospc(
+    twin: str, small_shm_dir: str, namespace: str
+) -> None:
+    """A segment not reserved (its pages taken at the write) on a tmpfs with one page
+    left: the first pwrite writes that page alone (a short write: the loop goes on), the
+    next writes nothing and fails with ENOSPC, which both twins raise as OSError."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    path = os.path.join(small_shm_dir, f"{namespace}.staging")
+    filler_path = os.path.join(small_shm_dir, f"{namespace}.filler")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    filler = os.open(filler_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    address = staging.stage(0, _LENGTH)
+    try:
+        os.ftruncate(fd, _LENGTH)  # sparse: no page of it taken yet
+        free = os.statvfs(small_shm_dir)
+        os.posix_fallocate(filler, 0, free.f_bavail * free.f_frsize - page)
+        staged = _bytes_at(address, _LENGTH)
+        staged[DATA_OFFSET:] = bytes(range(256)) * ((_LENGTH - DATA_OFFSET) // 256)
+        with pytest.raises(OSError) as caught:
+            _call(twin, "write_staged")(fd, address, _LENGTH, True)
+        assert caught.value.errno == errno.ENOSPC
+        assert os.pread(fd, page, DATA_OFFSET) == bytes(staged[DATA_OFFSET : DATA_OFFSET + page])
+        assert os.pread(fd, _LENGTH, DATA_OFFSET + page) == bytes(_LENGTH - DATA_OFFSET - page)
+        assert any(staged[DATA_OFFSET:])  # not zeroed: the data is not in the file
+    finally:
+        memory.munmap(address, _LENGTH)
+        os.close(fd)
+        os.close(filler)
+        os.unlink(path)
+        os.unlink(filler_path)
 
 
 _DISOWNERS = [pytest.param((memory_calls.holder, memory_calls.disown), id="python")]
@@ -149,14 +202,14 @@ def _maps_file(address: int, path: str) -> bool:
 
 @pytest.mark.parametrize("twin", _TWINS)
 def test_attach_staged_writes_the_data_then_maps_the_file_over_it(
-    twin: str, segment: int, tmp_path: Any
+    twin: str, segment: int, shm_path: str
 ) -> None:
     address = staging.stage(0, _LENGTH)
     try:
         staged = _bytes_at(address, _LENGTH)
         staged[DATA_OFFSET:] = b"\x03" * (_LENGTH - DATA_OFFSET)
         _call(twin, "attach_staged")(segment, address, _LENGTH)
-        assert _maps_file(address, str(tmp_path / "segment"))
+        assert _maps_file(address, shm_path)
         assert os.pread(segment, 8, DATA_OFFSET) == b"\x03" * 8
         staged[DATA_OFFSET] = 4  # through the file now
         assert os.pread(segment, 1, DATA_OFFSET) == b"\x04"
@@ -166,16 +219,16 @@ def test_attach_staged_writes_the_data_then_maps_the_file_over_it(
 
 @pytest.mark.parametrize("twin", _TWINS)
 def test_attach_staged_that_fails_leaves_the_staged_memory_as_it_was(
-    twin: str, tmp_path: Any
+    twin: str, shm_path: str
 ) -> None:
     address = staging.stage(0, _LENGTH)
-    read_only = os.open(tmp_path / "segment", os.O_RDONLY | os.O_CREAT, 0o600)
+    read_only = os.open(shm_path, os.O_RDONLY)
     try:
         _bytes_at(address, _LENGTH)[DATA_OFFSET:] = b"\x05" * (_LENGTH - DATA_OFFSET)
         with pytest.raises(OSError) as caught:
             _call(twin, "attach_staged")(read_only, address, _LENGTH)
         assert caught.value.errno == 9  # (EBADF: the write, before any map)
-        assert not _maps_file(address, str(tmp_path / "segment"))
+        assert not _maps_file(address, shm_path)
         assert set(_bytes_at(address, _LENGTH)[DATA_OFFSET:]) == {5}
     finally:
         os.close(read_only)
