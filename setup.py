@@ -19,6 +19,7 @@ setup(
                 "clara_core/shm/c/creating.c",
                 "clara_core/shm/c/staging.c",
                 "clara_core/shm/c/fields.c",
+                "clara_core/shm/c/naming.c",
             ],
             depends=["clara_core/shm/c/calls.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"],

@@ -33,7 +33,13 @@ from ..errors import (
 )
 from ..names import shm_dir, shm_dir_setting
 from . import libc
+from .native import calls
 from .trust import user_name
+
+# The two calls os lacks: the C extension's where it is built (ctypes, which libc's twins
+# load, costs a process ~1.8 ms at its first publish), else libc's twins.
+_link_open_file = calls.link_open_file if calls else libc.link_open_file
+_rename_new = calls.rename_new if calls else libc.rename_new
 
 _directory_fds: dict[str, int] = {}  # canonical path -> its descriptor
 # $CLARA_SHM_DIR as set -> the descriptor of what shm_dir() makes of it: every open,
@@ -148,7 +154,7 @@ def link(fd: int, file_name: str, what: str) -> None:
     directory = directory_fd()
     if _empty_path:  # naming the open file itself costs less than a walk through /proc
         try:
-            libc.link_open_file(fd, directory, file_name)
+            _link_open_file(fd, directory, file_name)
             return
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
@@ -189,7 +195,7 @@ def unlink(file_name: str, what: str = "") -> bool:
 def rename_new(old: str, new: str, what: str) -> None:
     """Atomically rename a segment to a name nobody uses (AlreadyExists if one does)."""
     try:
-        libc.rename_new(directory_fd(), old, new)
+        _rename_new(directory_fd(), old, new)
     except OSError as exc:
         raise translate(exc, what) from exc
 

@@ -1,6 +1,8 @@
 """The kernel calls Python's os module does not offer, through ctypes (loaded on first use).
 
-Each returns like its os counterpart would: None, or raises OSError with the errno.
+Each returns like its os counterpart would: None, or raises OSError with the errno (and
+ValueError for a name with a NUL byte). link_open_file and rename_new are the twins of
+the C extension's (shm/c/naming.c), used without it (shm/directory.py).
 """
 
 from __future__ import annotations
@@ -45,12 +47,21 @@ def link_open_file(fd: int, dir_fd: int, name: str) -> None:
     kernels only to CAP_DAC_READ_SEARCH; a refusal is ENOENT.
     """
     libc = _libc or _load()
-    if libc.linkat(fd, b"", dir_fd, name.encode(_FS_ENCODING, _FS_ERRORS), AT_EMPTY_PATH):
+    if libc.linkat(fd, b"", dir_fd, _encoded(name), AT_EMPTY_PATH):
         raise _failed()
 
 
 def rename_new(dir_fd: int, old: str, new: str) -> None:
     """renameat2(RENAME_NOREPLACE) within one directory: EEXIST if `new` exists."""
     libc = _libc or _load()
-    if libc.renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), _RENAME_NOREPLACE):
+    if libc.renameat2(dir_fd, _encoded(old), dir_fd, _encoded(new), _RENAME_NOREPLACE):
         raise _failed()
+
+
+def _encoded(name: str) -> bytes:
+    """`name` for the file system, as os functions take it (ValueError on a NUL byte,
+    which a char * would silently cut the name at)."""
+    encoded = name.encode(_FS_ENCODING, _FS_ERRORS)
+    if b"\0" in encoded:
+        raise ValueError("embedded null byte")
+    return encoded

@@ -14,11 +14,11 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from types import ModuleType
 
-VERSION = 11  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+VERSION = 12  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
 # Every name the Python side takes from the extension (shm/access.py, making.py, memory.py,
-# fields.py).
+# fields.py, staging.py, directory.py).
 NAMES = (
     "open_locked",
     "map_locked",
@@ -39,6 +39,8 @@ NAMES = (
     "stage",
     "write_staged",
     "attach_staged",
+    "link_open_file",
+    "rename_new",
     "PROT_READ",
     "PROT_WRITE",
     "MAP_SHARED",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from clara_core.shm.native import calls
+
 from .clirun import ok, write_in
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -88,6 +90,19 @@ def test_click_commands_load_only_what_they_use(ctx: str) -> None:
     assert heavy_modules("dump", ctx, heavy=reporting) == []
     assert heavy_modules("--json", "dump", ctx, heavy=reporting) == []
     assert heavy_modules("publish", handle, "vol", "-c", ctx, heavy=reporting) == []
+
+
+def test_naming_a_segment_loads_no_ctypes_where_the_extension_is_loaded(ctx: str) -> None:
+    """linkat(AT_EMPTY_PATH) and renameat2 are the C extension's calls where it is
+    loaded: ctypes (libc's twins) costs a start-up ~1.8 ms, and `clara publish` is
+    start-up bound."""
+    if calls is None:
+        pytest.skip("the C extension is not loaded here: libc's ctypes twins name segments")
+    assert heavy_modules("create", "context", ctx, heavy=("ctypes",)) == []
+    handle = ok("create", "allocation", "-c", ctx, "--size", "64").stdout.decode().strip()
+    assert heavy_modules("publish", handle, "vol", "-c", ctx, heavy=("ctypes",)) == []
+    named = ("create", "allocation", "named", "-c", ctx, "--size", "64")
+    assert heavy_modules(*named, heavy=("ctypes",)) == []
 
 
 @pytest.mark.parametrize("fmt", ["npy", "txt"])

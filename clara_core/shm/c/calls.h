@@ -166,4 +166,7 @@ int clara_add_fields(PyObject *module);
 /* A free of a named segment in one call (freeing.c). */
 int clara_add_freeing(PyObject *module);
 
+/* Names given to open segments: linkat(AT_EMPTY_PATH), renameat2 (naming.c). */
+int clara_add_naming(PyObject *module);
+
 #endif
