@@ -276,7 +276,12 @@ def own_write_states(
     """(the data-state block found, write_map_states) of a write map by this process
     (`identity`) of a header only it has (a private allocation's, kept in memory). Kept
     per block found: the same few in every such map of a process (a fresh one's, the
-    usual, is compared, not copied and hashed); a forked child makes its own."""
+    usual, is compared, not copied and hashed), for one identity (this process's: a
+    forked child makes its own; another identity given starts them afresh)."""
+    global _own_identity
+    if identity is not _own_identity and identity != _own_identity:  # (is: the usual)
+        _own_states.clear()
+        _own_identity = identity
     fresh = pending.startswith(NEVER_WRITTEN, DATA_AT)
     found = NEVER_WRITTEN if fresh else bytes(pending[DATA_AT:DATA_END])
     states = _own_states.get(found)
@@ -289,6 +294,7 @@ def own_write_states(
 
 NEVER_WRITTEN = _DATA.pack(EMPTY, 0, 0, 0)  # the data-state block of a fresh segment
 _own_states: dict[bytes, tuple[bytes, bytes]] = {}
+_own_identity: tuple[int, int] = (0, 0)  # whose write map states _own_states holds
 os.register_at_fork(after_in_child=_own_states.clear)
 
 

@@ -195,3 +195,18 @@ def test_a_new_allocations_header_is_what_its_header_record_packs():
     assert header.pack_new_allocation(small, (1, 10, 100, 0, 0, 7), "a") == expected(
         small, (1, 10, 100, 0, 0, 7), "a"
     )
+
+
+def test_own_write_states_are_those_of_the_identity_given() -> None:
+    """own_write_states keeps its results per data-state block found, for the identity
+    they were made for: another identity gets its own (the writer named is the one
+    asked for, never the last caller's)."""
+    pending = bytearray(header.HEADER_SIZE)  # a fresh segment's data state: never written
+    for identity in ((101, 7), (202, 9), (101, 7)):
+        found, (writing, completed) = header.own_write_states(pending, identity)
+        assert found == header.NEVER_WRITTEN
+        for block, state in ((writing, header.WRITING), (completed, header.COMPLETE)):
+            at = bytearray(pending)
+            at[header.DATA_AT : header.DATA_END] = block
+            read = header.read_data_state(at)
+            assert (read.state, read.writer_pid, read.writer_start) == (state, *identity)
