@@ -244,8 +244,12 @@ class Maps(PrivateMaps):
                 header = _pread(fd, _LAYOUT_END, 0)
             except OSError as exc:
                 raise segment.translate(exc, what) from exc
-            if seen and header.startswith(seen, _LAYOUT_AT) and header[_DATA_AT] == _COMPLETE:
-                assert made is not None
+            # (made: seen's Mapping, None if nothing was seen)
+            if (
+                made is not None
+                and header.startswith(seen, _LAYOUT_AT)
+                and header[_DATA_AT] == _COMPLETE
+            ):
                 maps.append(region)
                 self._layout = made.layout
                 return made
