@@ -16,6 +16,7 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
     members.py lifecycle.py    how a context makes and opens its members; how an
                                allocation gains and loses names (publish, handle, free);
     contexts.py                how a context's own segment is made, and contexts listed
+    warm_segments.py           the pool's segments a process keeps mapped for its next claim
     registry.py reference.py   their narrow insides: a context as its allocations see it,
     maps.py private_maps.py    an allocation's reference (its fd; mixed into it), its maps
     forks.py                   (shared ones under the map lock; private ones without),

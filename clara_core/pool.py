@@ -32,15 +32,13 @@ context (members.new_allocation), so each looks like any member of its context.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from _thread import allocate_lock
 
+from . import warm_segments
 from .dtypes import UINT8
 from .errors import ClaraError
 from .names import POOLED, member_file, namespace, parse_file_name, shm_dir
-from .records import Record
 from .registry import POOL_MIN_BYTES, Registry
 from .shm import header as hdr
 from .shm import ledger, listing, locks, processes, segment
@@ -48,6 +46,7 @@ from .shm.header import DATA_OFFSET, Layout
 from .shm.ledger import Slot
 from .shm.memory import Region
 from .shm.trust import ours_refusal
+from .warm_segments import Warm
 
 MIN_BYTES = POOL_MIN_BYTES  # (kept with the context's registry: the pool loads on first use)
 DEFAULT_FRACTION = 4  # default pool cap: 1/4 of the shared-memory file system
@@ -137,7 +136,7 @@ def retire(
                     raise
         if warm is not None:
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # held by the cache
-            _keep_warm(home, _Warm(os.dup(fd), warm, capacity, target))
+            warm_segments.keep(home, Warm(os.dup(fd), warm, capacity, target))
             warm = None
         return True
     finally:
@@ -196,7 +195,7 @@ def claim(context: Registry, nbytes: int) -> tuple[int, str, Region | None] | No
     if not context.writable:
         return None
     group = _group_of(context)
-    warm = _claim_warm(home, nbytes, group)
+    warm = warm_segments.claim(home, nbytes, group)
     if warm is not None:
         return warm.fd, warm.file_name, warm.memory
     with home.pool_locked() as locked:
@@ -289,107 +288,6 @@ def _token() -> str:
     return os.urandom(6).hex()
 
 
-# -- warm segments: pooled by this process, still mapped, held by its reference lock ---
-
-
-class _Warm(Record):
-    fd: int
-    memory: Region
-    capacity: int
-    file_name: str
-
-
-WARM_PER_CONTEXT = 4  # warm segments one process keeps per context
-WARM_FRACTION = 16  # and at most this part of the shared-memory file system in all
-_warm: dict[str, list[_Warm]] = {}
-# Held while `_warm` is read or changed: threads of this process, each creating and
-# releasing allocations of its own, share it (two claiming one entry: one got a raw
-# ValueError; one dropping an entry while another claimed it: an fstat of a closed fd).
-_warm_lock = allocate_lock()
-
-
-def _warm_list(context_file: str) -> list[_Warm]:
-    return _warm.setdefault(context_file, [])
-
-
-def _drop_inherited() -> None:
-    """In a forked child: its parent's warm segments are the parent's (the same open
-    files); the child's copies go at once, else they would hold those segments (their
-    memory, their reference lock) after the parent let them go, as long as it lives."""
-    global _warm_lock
-    _warm_lock = allocate_lock()  # (a thread holding it at the fork is not in the child)
-    for entries in _warm.values():
-        for entry in entries:
-            with contextlib.suppress(OSError):  # (a fork hook must not raise)
-                _drop(entry)
-    _warm.clear()
-
-
-os.register_at_fork(after_in_child=_drop_inherited)
-
-
-def _keep_warm(context: Registry, entry: _Warm) -> None:
-    # Warm segments are held by this process: no other one can claim or evict them
-    # while it runs. So a process keeps few of them, and at most a small part of the
-    # file system, the rest of the pool staying free for anyone.
-    stats = os.statvfs(shm_dir())
-    cap = stats.f_blocks * stats.f_frsize // WARM_FRACTION
-    if entry.capacity > cap:
-        _drop(entry)
-        return
-    if not _warm_lock.acquire(blocking=False):  # (a finalizer never waits: just drop)
-        _drop(entry)
-        return
-    dropped = []
-    try:
-        entries = _warm_list(context.file_name)
-        entries.append(entry)
-        while len(entries) > WARM_PER_CONTEXT:
-            dropped.append(entries.pop(0))
-        everything = [e for kept in _warm.values() for e in kept]
-        while sum(e.capacity for e in everything) > cap:
-            oldest = everything.pop(0)
-            for kept in _warm.values():
-                if oldest in kept:
-                    kept.remove(oldest)
-            dropped.append(oldest)
-    finally:
-        _warm_lock.release()
-    for old in dropped:
-        _drop(old)
-
-
-def _claim_warm(context: Registry, nbytes: int, group: int | None) -> _Warm | None:
-    dropped, claimed = [], None
-    with _warm_lock:
-        entries = _warm_list(context.file_name)
-        for entry in list(entries):
-            found = os.fstat(entry.fd)
-            if found.st_nlink == 0:  # evicted or destroyed meanwhile
-                entries.remove(entry)
-                dropped.append(entry)
-            elif nbytes <= entry.capacity <= 2 * nbytes and group in (None, found.st_gid):
-                entries.remove(entry)
-                claimed = entry
-                break
-    for old in dropped:
-        _drop(old)
-    return claimed
-
-
-def _drop(entry: _Warm) -> None:
-    entry.memory.release()
-    os.close(entry.fd)
-
-
-def forget(context_file: str) -> None:
-    """Let go of this process's warm segments of a context (destroyed, or evicting)."""
-    with _warm_lock:
-        entries = _warm.pop(context_file, [])
-    for entry in entries:
-        _drop(entry)
-
-
 def evict() -> int:
     """Remove the idle pooled segments of every context of the namespace (when the file
     system is full: memory idle in any pool serves better as a new segment).
@@ -398,8 +296,7 @@ def evict() -> int:
     warm are left alone, and so is anything not ours. Slots left in the ledgers are
     dropped when next met. Returns the bytes freed.
     """
-    for context_file in list(_warm):
-        forget(context_file)
+    warm_segments.forget_all()
     ns = namespace()
     freed = 0
     touched: set[str] = set()

@@ -30,7 +30,7 @@ import resource
 import stat
 import time
 
-from . import pool
+from . import warm_segments
 from .errors import ClaraError, NotFound, Timeout
 from .names import POOLED, context_file, member_file, same_name
 from .registry import LIFECYCLE_BYTE as CONTEXT_LIFECYCLE_BYTE
@@ -52,7 +52,7 @@ def destroy_context(name: str, timeout: float | None = None) -> int:
     """
     what = f"context '{name}'"
     own = context_file(name)
-    pool.forget(own)
+    warm_segments.forget(own)
     deadline = time.monotonic() + (locks.default_wait() if timeout is None else timeout)
     opened = segment.open_segment(own, what, removable_refusal, header=False)
     try:

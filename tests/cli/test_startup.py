@@ -172,6 +172,7 @@ NOT_FOR_A_COPY = {
     "operator": "only for a shape that is not made of ints",
     "mmap": "its constants are read when something is mapped (a copy maps nothing)",
     "clara_core.pool": "a copy recycles nothing (the pool's threshold lives in the registry)",
+    "clara_core.warm_segments": "nor keeps a pooled segment warm",
     "clara_core.shm.ledger": "only contexts with a capacity count published bytes",
     "clara_core.shm.listing": "a copy lists no directory",
     "clara_core.warm_pool": "only a context that uses a warm pool",

@@ -130,9 +130,9 @@ def test_two_jobs_at_once_on_one_warm_pool_never_share_a_segment(warm, namespace
     in a loop: a segment one of them holds is never handed to the other."""
     code = """
     import os, sys
-    from clara_core import Context, pool
+    from clara_core import Context, warm_segments
     me = int(sys.argv[1])
-    pool.WARM_PER_CONTEXT = 0  # every claim goes through the shared ledger and its proof
+    warm_segments.WARM_PER_CONTEXT = 0  # every claim goes through the shared ledger and its proof
     ctx = Context.create(f"job-{me}", owner_pid=os.getpid(), warm_pool="warm")
     inodes = set()
     for round in range(40):
