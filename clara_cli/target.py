@@ -51,7 +51,7 @@ class Target:
         """The allocation: a handle's, a declared variable inside a pipeline operator,
         else the one published under the name (waited for with --wait)."""
         if self.declared:
-            from clara_core.pipeline.variables import open_declared
+            from clara_core.pipeline.declared import open_declared
 
             return open_declared(self.name, mode, shape=shape, dtype=dtype, length=length)
         from clara_core import Context

@@ -7,6 +7,7 @@
     environment      the operator environment contract (CLARA_IO and friends)
     operator_io      where an operator's declared I/O lives in a local run
     variables        Variable: an operator's declared shared-memory input or output
+    declared         what an operator opens by name: its job's context, `clara map NAME`
     driver           Driver: Clara's prepare / execute / cleanup life-cycle for operators
     runner           run(pipeline): the local job loop
     job_variables    the runner's record of variables, from allocation to free

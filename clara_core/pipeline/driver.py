@@ -34,8 +34,9 @@ from ..context import Context
 from ..errors import ClaraError, Incomplete, InvalidArgument, NotFound
 from ..records import Record
 from .completion import tell_runner_complete
+from .declared import open_job_context
 from .environment import SHARED_MEMORY, Declared, OperatorIO
-from .variables import Variable, open_job_context
+from .variables import Variable
 
 TYPE_CHECKING = False  # as typing's: the operator's start-up does without typing
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import numpy as np
 from clara_core import Context
 from clara_core.errors import NotFound, ReadOnly
 from clara_core.pipeline import Driver
-from clara_core.pipeline.variables import open_declared
+from clara_core.pipeline.declared import open_declared
 
 
 def produce(driver: Driver, payload, rows: str, name: str = "x") -> bool:

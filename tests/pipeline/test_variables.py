@@ -11,9 +11,10 @@ import pytest
 
 from clara_core import Context
 from clara_core.errors import AlreadyExists, InvalidArgument, NotFound, ReadOnly
+from clara_core.pipeline.declared import open_declared
 from clara_core.pipeline.driver import Driver
 from clara_core.pipeline.environment import Declared, OperatorIO
-from clara_core.pipeline.variables import Variable, open_declared
+from clara_core.pipeline.variables import Variable
 
 
 @pytest.fixture
