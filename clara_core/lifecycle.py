@@ -246,7 +246,7 @@ class Lifecycle(Reference):
                 # freeing it at once exactly one removes it, before any returns, and a
                 # name given since to a newer allocation is never touched.
                 if lifecycle == expected and (dev, ino) == (self._identity or self._file_id):
-                    self._remove_name(file_name, timeout)
+                    self._remove_name(file_name, expected, timeout)
             finally:
                 if locked:
                     locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
@@ -299,15 +299,16 @@ class Lifecycle(Reference):
             "with `clara leak-check --fix`"
         )
 
-    def _remove_name(self, file_name: str, timeout: float | None) -> None:
-        """Under the lifecycle lock: move the segment into the pool, or remove its name."""
+    def _remove_name(self, file_name: str, lifecycle: int, timeout: float | None) -> None:
+        """Under the lifecycle lock (`lifecycle` found under it): move the segment into
+        the pool, or remove its name."""
         if self._registry.capacity is None:  # no published bytes to count
-            self._retire_or_unlink(file_name)
+            self._retire_or_unlink(file_name, lifecycle)
             return
         size = DATA_OFFSET + self._layout.capacity
         counted = self._visibility == SHARED  # only published bytes count toward a capacity
         with self._registry.unpublishing(size if counted else 0, timeout):
-            self._retire_or_unlink(file_name)
+            self._retire_or_unlink(file_name, lifecycle)
 
     def _pools(self) -> bool:
         """Whether a free offers the segment to the pool. Smaller ones are never pooled;
@@ -316,13 +317,18 @@ class Lifecycle(Reference):
         nothing."""
         return self._layout.capacity >= POOL_MIN_BYTES and not self._inherited
 
-    def _retire_or_unlink(self, file_name: str) -> None:
+    def _retire_or_unlink(self, file_name: str, lifecycle: int) -> None:
         if self._pools():
             warm = self._take_warm()
             if self._recycles(file_name, warm):
                 return
         self._write(_FREED, hdr.LIFECYCLE_AT)
-        segment.unlink(file_name, self.describe())
+        try:
+            segment.unlink(file_name, self.describe())
+        except BaseException:  # the name stays (EPERM: another user's file in a sticky
+            # directory): it must not denote a freed segment, nobody could get or free it
+            self._write(hdr.pack_lifecycle(lifecycle), hdr.LIFECYCLE_AT)
+            raise
 
     def _recycles(self, file_name: str | None, warm: Region | None) -> bool:
         """Offer the segment to the pool (taking over `warm`); False if it was not taken."""

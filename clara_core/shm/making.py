@@ -188,10 +188,13 @@ def _free_named(
             ours = named.st_dev == dev and named.st_ino == ino
         if lifecycle == expected and ours:
             os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
-            try:  # noqa: SIM105 (contextlib is not loaded at start-up: clara_core.lazy)
+            try:
                 os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
+            except BaseException:  # the name stays (EPERM: another user's file in a
+                os.pwrite(fd, bytes((lifecycle,)), LIFECYCLE_AT)  # sticky directory): it
+                raise  # must not denote a freed segment, which nobody could get or free
     except BaseException:
         _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
         raise

@@ -449,6 +449,37 @@ def test_item10_a_segment_cut_short_while_copied_is_an_error_not_sigbus(
     assert err.startswith("clara: error: ") and "cut short" in err, err
 
 
+@pytest.mark.parametrize("capacity", [None, "64M"], ids=["one-call", "counted"])
+def test_item10_their_free_of_our_allocation_fails_and_leaves_it_whole(capacity, area) -> None:
+    """Item 10: in our 0666 context they may write our segments but not remove our files
+    (the directory is sticky): their free of our allocation fails (PermissionDenied) and
+    changes nothing. It marked the header freed before the unlink failed: nobody could
+    get the allocation any more, nor free it, and its name stayed until destroy.
+    (capacity: free's one C call, or the Python path that counts published bytes.)"""
+    ctx = Context.create("shared", mode=0o666, capacity=capacity)
+    try:
+        _publish(ctx, "data", 4096)
+        result = as_other(
+            """
+            from clara_core import Context, PermissionDenied
+            try:
+                Context.open("shared").get("data").free()
+            except PermissionDenied:
+                print("refused")
+            """,
+            shm_dir(),
+        )
+        area.trials += 1
+        assert result.stdout == "refused\n", result.stdout
+        with ctx.get("data") as data, data.map("r") as array:
+            assert (array == SECRET).all()
+        ctx.get("data").free()
+        assert ctx.names() == []
+    finally:
+        ctx.close()
+        Context.destroy("shared")
+
+
 def test_item12_a_squatted_context_is_not_ours(area) -> None:
     """Item 12: they create context `job` first (mode 666): our create says who holds
     the name, our open refuses it (we did not ask for their context), and so do the

@@ -43,8 +43,11 @@ static int names_file(int dir_fd, const char *name, dev_t dev, ino_t ino) {
 }
 
 /* The lifecycle `freed` written, then `name` unlinked (already gone is no failure): 0, or
- * -1 with errno. */
-static int unlink_as_freed(int fd, int dir_fd, const char *name, unsigned char freed) {
+ * -1 with errno, the lifecycle `was` written back: a name that stays (EPERM: another
+ * user's file in a sticky directory) must not denote a freed segment, which nobody could
+ * get or free again. (The write back goes on whatever a signal handler raised.) */
+static int unlink_as_freed(int fd, int dir_fd, const char *name, unsigned char was,
+                           unsigned char freed) {
     ssize_t written;
     do {
         written = pwrite(fd, &freed, 1, LIFECYCLE_AT);
@@ -56,7 +59,15 @@ static int unlink_as_freed(int fd, int dir_fd, const char *name, unsigned char f
     do {
         removed = unlinkat(dir_fd, name, 0);
     } while (removed < 0 && retry());
-    return removed < 0 && errno != ENOENT ? -1 : 0;
+    if (removed == 0 || errno == ENOENT) {
+        return 0;
+    }
+    int error = errno;
+    do {
+        written = pwrite(fd, &was, 1, LIFECYCLE_AT);
+    } while (written < 0 && errno == EINTR);
+    errno = error;
+    return -1;
 }
 
 /* free_named(fd, dir_fd, name, expected, dev, ino, freed, close) -> None, or the lifecycle
@@ -101,7 +112,8 @@ static PyObject *free_named(PyObject *module, PyObject *const *args, Py_ssize_t 
     int lifecycle = read_lifecycle(fd);
     int ours = lifecycle < -1 ? -1 : names_file(dir_fd, path, (dev_t)dev, (ino_t)ino);
     if (lifecycle < -1 || ours < 0 ||
-        (lifecycle == expected && ours && unlink_as_freed(fd, dir_fd, path, freed) < 0)) {
+        (lifecycle == expected && ours &&
+         unlink_as_freed(fd, dir_fd, path, (unsigned char)lifecycle, freed) < 0)) {
         result = fail_unlocking(fd, LIFECYCLE_BYTE);
         goto done;
     }

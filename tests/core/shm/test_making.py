@@ -486,3 +486,40 @@ def test_free_named_refuses_what_the_os_functions_refuse() -> None:
             OSError,
             errno.EBADF,
         )
+
+
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
+
+
+def _immutable(fd: int, on: bool) -> None:
+    """Set or clear the immutable flag of the directory `fd` (nothing can be unlinked in
+    it, not even by root); skips the test where it cannot be set."""
+    flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8)))[0]
+    flags = flags | _FS_IMMUTABLE_FL if on else flags & ~_FS_IMMUTABLE_FL
+    try:
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("l", flags))
+    except OSError as exc:  # (no such flag on this file system, or not privileged)
+        pytest.skip(f"cannot make a directory immutable here: {exc}")
+
+
+@pytest.mark.parametrize("twin", _TWINS)
+def test_free_named_whose_unlink_fails_leaves_the_lifecycle_as_it_was(
+    twin: str, directory: int
+) -> None:
+    """The name stays (here an immutable directory; in use, another user's file in the
+    sticky shared-memory directory: EPERM): the segment must not stay marked freed under
+    it, which nobody could then get or free (brk7)."""
+    fd = _segment(directory, "named")
+    _immutable(directory, True)
+    try:
+        assert _error(lambda: _free_named(twin, fd, directory, "named")) == (
+            PermissionError,
+            errno.EPERM,
+        )
+        assert os.listdir(directory) == ["named"]
+        assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.PUBLISHED,))
+        assert _is_open(fd)
+        assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+    finally:
+        _immutable(directory, False)
+        os.close(fd)
