@@ -85,6 +85,7 @@ class Lifecycle(Reference):
             with self._lifecycle_held(timeout) as lifecycle:
                 if lifecycle != hdr.PRIVATE:  # another one published or freed it
                     raise NotFound(f"{self.describe()} was published or freed meanwhile")
+                segment.check_removable(self._fd, self.describe())  # (the handle's name)
                 self._publish_as(name, file_name, what, timeout)
         else:  # only this reference can reach it
             registry.check_alive()

@@ -136,6 +136,26 @@ def names_file(file_name: str, file_id: tuple[int, int]) -> bool:
     return found is not None and (found.st_dev, found.st_ino) == file_id
 
 
+def check_removable(fd: int, what: str) -> None:
+    """PermissionDenied unless this process may remove a name of the open file `fd`: in a
+    sticky directory (as /dev/shm) only the file's owner, the directory's, or root may,
+    so a name another user made stays, whatever we do (then give it no other name)."""
+    try:
+        owner = os.fstat(fd).st_uid
+        euid = os.geteuid()
+        if euid in (0, owner):
+            return
+        found = os.fstat(directory_fd())
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    if found.st_uid != euid and found.st_mode & stats.S_ISVTX:
+        raise PermissionDenied(
+            f"{what} was made by {user_name(owner)}: only they or root may give it "
+            "another name (the shared-memory directory is sticky: its name is theirs "
+            "to remove)"
+        )
+
+
 def remove_name(file_name: str, file_id: tuple[int, int], what: str = "") -> bool:
     """Remove `file_name` if it still denotes the file `file_id`; False if it does not.
 

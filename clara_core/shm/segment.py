@@ -29,6 +29,7 @@ from ..records import Record
 from . import locks
 from .access import FileStat, open_locked
 from .directory import (
+    check_removable,
     directory_fd,
     fd_by_setting,
     forget_directory,
@@ -61,6 +62,7 @@ __all__ = [  # (what callers use; the directory's names are re-exported: one doo
     "WITH_HEADER",
     "FileStat",
     "Opened",
+    "check_removable",
     "directory_fd",
     "forget_directory",
     "link",

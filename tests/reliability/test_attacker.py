@@ -480,6 +480,43 @@ def test_item10_their_free_of_our_allocation_fails_and_leaves_it_whole(capacity,
         Context.destroy("shared")
 
 
+def test_item10_their_publish_of_our_handle_is_refused_before_it_names_anything(area) -> None:
+    """Item 10: in our 0666 context they open our handle and publish it. The new name was
+    linked, then the handle's name (our file, in a sticky directory) could not be
+    removed: PermissionDenied for an allocation published all the same, under a name
+    their retry found taken, and a handle name left over a segment it no longer opens.
+    Refused before anything is done instead; we still publish it ourselves."""
+    ctx = Context.create("shared", mode=0o666)
+    try:
+        made = ctx.create(dtype="u32", shape=(1024,))
+        with made.map("w") as array:
+            array[:] = SECRET
+        handle = made.make_handle()
+        made.release()
+        result = as_other(
+            f"""
+            from clara_core import Context, PermissionDenied
+            try:
+                Context.open("shared").open_handle({handle!r}).publish("theirs")
+            except PermissionDenied as exc:
+                print("refused", "only they or root" in str(exc))
+            """,
+            shm_dir(),
+        )
+        area.trials += 1
+        assert result.stdout == "refused True\n", result.stdout
+        assert ctx.names() == []
+        mine = ctx.open_handle(handle)  # still a handle, still private
+        mine.publish("data")
+        mine.release()
+        assert ctx.names() == ["data"] and _intact(ctx)
+        ctx.get("data").free()
+        assert not [n for n in os.listdir(shm_dir()) if n.startswith(f"{ctx.file_name}.")]
+    finally:
+        ctx.close()
+        Context.destroy("shared")
+
+
 def test_item12_a_squatted_context_is_not_ours(area) -> None:
     """Item 12: they create context `job` first (mode 666): our create says who holds
     the name, our open refuses it (we did not ask for their context), and so do the
