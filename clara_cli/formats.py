@@ -115,11 +115,18 @@ def load_text(incoming: Incoming, etype: ElementType) -> tuple[int, ...]:
     return tuple(incoming.array.shape)
 
 
-def write_into(allocation: Allocation, incoming: Incoming, timeout: float | None = None) -> None:
+def write_into(
+    allocation: Allocation,
+    incoming: Incoming,
+    timeout: float | None = None,
+    discarded: bool = False,
+) -> None:
     """Check `incoming` against the allocation, map it for writing and copy the data in.
 
     Bad input is refused before anything is mapped; a copy that fails half-way (a pipe
-    ending early) leaves the data incomplete, as a writer that dies does.
+    ending early) leaves the data incomplete, as a writer that dies does. `discarded`:
+    the caller drops the allocation if this fails (`clara create allocation --in`), and
+    the message says that nothing was created rather than that it is left incomplete.
     """
     what = allocation.describe()
     check(incoming, allocation.element_type, allocation.shape, what)
@@ -132,13 +139,13 @@ def write_into(allocation: Allocation, incoming: Incoming, timeout: float | None
     try:
         # The layout may have changed since the reference was taken: check again.
         check(incoming, mapping.etype, mapping.shape, what)
-        _fill(mapping, incoming, what)
+        _fill(mapping, incoming, what, discarded)
         complete = True
     finally:
         mapping.unmap(complete=complete)
 
 
-def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
+def _fill(mapping: Mapping, incoming: Incoming, what: str, discarded: bool) -> None:
     try:
         if incoming.array is not None or incoming.fortran:
             fill_loaded(incoming, mapping)
@@ -146,14 +153,14 @@ def _fill(mapping: Mapping, incoming: Incoming, what: str) -> None:
         with Progress(f"writing {mapping.allocation.name}", mapping.nbytes) as advance:
             fill_from(mapping, incoming.stream, incoming.path, advance)
     except ShortInput as short:
+        outcome = "nothing was created" if discarded else f"{what} is left incomplete"
         raise InvalidArgument(
-            f"{incoming.where} ended after {short.got} of {short.wanted} bytes; "
-            f"{what} is left incomplete"
+            f"{incoming.where} ended after {short.got} of {short.wanted} bytes; {outcome}"
         ) from None
     except LongInput:
+        outcome = "nothing was created" if discarded else "it is left incomplete"
         raise InvalidArgument(
-            f"{incoming.where} holds more than the {mapping.nbytes} bytes of {what}; "
-            "it is left incomplete"
+            f"{incoming.where} holds more than the {mapping.nbytes} bytes of {what}; {outcome}"
         ) from None
 
 

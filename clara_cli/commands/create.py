@@ -176,7 +176,8 @@ def _create(
             if incoming is not None:
                 from ..formats import write_into
 
-                write_into(allocation, incoming)  # private: nobody can see it half-written
+                # private: nobody can see it half-written, and a failure discards it
+                write_into(allocation, incoming, discarded=True)
             if name is not None:
                 allocation.publish(name)
                 handle = None

@@ -204,3 +204,17 @@ def test_empty_text_input_is_one_line_and_creates_nothing(ctx: str) -> None:
     line = fails(2, "create", "allocation", "v", "-c", ctx, "--in", "-", "--format", "txt")
     assert line == "clara: error: standard input holds no numbers"
     assert data("dump", ctx)["allocations"] == []
+
+
+def test_input_that_ends_early_says_nothing_was_created(ctx: str) -> None:
+    """Not 'is left incomplete', as a map's copy says: create drops what it made."""
+    ok("create", "context", ctx)
+    args = ("create", "allocation", "v", "-c", ctx, "--size", "4K", "--in", "-")
+    line = fails(2, *args, input=b"\0" * 40)
+    assert line == "clara: error: standard input ended after 40 of 4096 bytes; nothing was created"
+    line = fails(2, *args, input=b"\0" * 4097)
+    assert line.endswith(
+        " bytes of private allocation in context '" + ctx + "'; nothing was created"
+    )
+    assert data("dump", ctx)["allocations"] == []
+    assert data(*args, input=b"\0" * 4096)["name"] == "v"  # the name is free
