@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from clara_core import Context, leaks
 
+from .conftest import EXAMPLES
 from .pipes import clara, clara_run, operators
 
 
@@ -68,4 +71,20 @@ def test_dicom_seg_untyped_with_bindings(examples: Path) -> None:
     assert result["job_dir_kept"] is False and not Path(result["job_dir"]).exists()
     assert files(examples) == before  # nothing written next to the pipeline
     assert not Path("/publish").exists() and not Path("/output").exists()
+    assert leaks.check().clean and Context.list() == []
+
+
+def test_quickstart_hands_a_volume_between_two_processes() -> None:
+    """README names examples/quickstart.py: it runs, says what it did, leaves nothing."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    producer, consumer, checked = done.stdout.splitlines()
+    assert producer.startswith("producer (pid ") and producer.endswith("): wrote 4 MiB")
+    assert consumer.startswith("consumer (pid ") and "float32[64, 128, 128], sum=" in consumer
+    assert checked == "leak check: 0 leaked segment(s), 0 bytes"
     assert leaks.check().clean and Context.list() == []
