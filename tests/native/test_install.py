@@ -1,5 +1,6 @@
-"""`make -C native install PREFIX=...`, as README shows it: a program then builds from
-pkg-config's flags alone, whatever PREFIX the library was first built with."""
+"""README's native section as a reader follows it: `make -C native install PREFIX=...`
+(a program then builds from pkg-config's flags alone, whatever PREFIX the library was first
+built with), and its C++ example compiles as shown."""
 
 from __future__ import annotations
 
@@ -40,3 +41,12 @@ def test_install_writes_a_pkg_config_file_for_its_own_prefix(native: Build, tmp_
     assert compiled.returncode == 0, compiled.stderr
     make(f"BUILD={build}", "install", f"PREFIX={prefix}")  # again: nothing changes
     assert f"prefix={prefix}\n" in pc.read_text()
+
+
+def test_the_readme_s_cpp_example_compiles_as_shown(native: Build, tmp_path: Path):
+    """The C++ block of README's native section, copied as a reader would copy it."""
+    readme = (NATIVE.parent / "README.md").read_text()
+    block = readme.split("```cpp\n", 1)[1].split("```", 1)[0]
+    source = tmp_path / "threshold.cpp"
+    source.write_text(block)
+    assert native.program(source).exists()
