@@ -83,6 +83,15 @@ def _read_npy_header(incoming: Incoming) -> None:
         raise InvalidArgument(f"{incoming.where} is not a valid .npy file ({exc})") from None
     if dtype.hasobject:
         raise InvalidArgument(f"{incoming.where} holds Python objects, not numbers")
+    if dtype.kind not in "biufc":  # text, bytes, dates, records: no element type of ours
+        raise InvalidArgument(f"{incoming.where} holds {dtype.str} values, not numbers")
+    if not dtype.isnative:  # (not "unknown element type dtype('>f4')": it is known)
+        native = dtype.newbyteorder("=")
+        raise InvalidArgument(
+            f"{incoming.where} holds {native.name} values in the other byte order "
+            f"({dtype.str}); convert it to this machine's first, e.g. with numpy "
+            f"a.astype('{native.str}')"
+        )
     incoming.dtype, incoming.shape = dtype, tuple(shape)
     incoming.fortran = fortran and len(shape) > 1
     incoming.nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize

@@ -218,3 +218,16 @@ def test_input_that_ends_early_says_nothing_was_created(ctx: str) -> None:
     )
     assert data("dump", ctx)["allocations"] == []
     assert data(*args, input=b"\0" * 4096)["name"] == "v"  # the name is free
+
+
+def test_a_byte_swapped_npy_is_refused_saying_so(ctx: str, tmp_path) -> None:
+    """Not 'unknown element type dtype('>f4')': float32 is known, its byte order is not ours."""
+    import numpy as np
+
+    ok("create", "context", ctx)
+    source = tmp_path / "big-endian.npy"
+    np.save(source, np.arange(6, dtype=">f4"))
+    line = fails(2, "create", "allocation", "v", "-c", ctx, "--in", str(source), "--format", "npy")
+    assert "holds float32 values in the other byte order (>f4)" in line
+    assert "a.astype('<f4')" in line
+    assert data("dump", ctx)["allocations"] == []

@@ -118,6 +118,8 @@ def _written(ctx: str) -> bytes:
         ("npy", "f8", "holds <f8 values"),
         ("npy", "shape", "has shape 5,4"),
         ("npy", b"not an npy file at all", "not a valid .npy"),
+        ("npy", "swapped", "holds float32 values in the other byte order (>f4)"),
+        ("npy", "text", "holds <U3 values, not numbers"),
         ("txt", "1 2 3\n", "has shape 1,3"),
         ("txt", "a b c d e\n", "not numbers"),
         ("txt", "", "holds no numbers"),  # (not numpy's warning, nor its shape 0,1)
@@ -135,6 +137,10 @@ def test_bad_input_file_is_refused_before_anything_is_written(
         source = source.with_suffix(".npy")
     elif content == "shape":
         np.save(source.with_suffix(".npy"), np.zeros((5, 4), np.float32))
+        source = source.with_suffix(".npy")
+    elif content in ("swapped", "text"):  # README: byte-swapped .npy is refused, saying so
+        values = np.zeros((4, 5), ">f4") if content == "swapped" else np.array(["abc"])
+        np.save(source.with_suffix(".npy"), values)
         source = source.with_suffix(".npy")
     elif isinstance(content, str):
         source.write_text(content)
