@@ -8,6 +8,7 @@ before the allocation is mapped, so bad input never touches it.
 from __future__ import annotations
 
 import io
+import os
 
 from clara_core.dtypes import ElementType
 from clara_core.errors import InvalidArgument
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .transfer import Advance
 
 FORMATS = ("raw", "npy", "txt")
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file starts
 TEXT_FORMATS = {"i": "%d", "u": "%d", "b": "%d"}
 FLOAT_DIGITS = {2: 5, 4: 9, 8: 17}  # significant digits that round-trip each float size
 
@@ -41,7 +43,17 @@ FLOAT_DIGITS = {2: 5, 4: 9, 8: 17}  # significant digits that round-trip each fl
 class Incoming:
     """An input read up to its data: what it claims to hold, and the rest of the stream."""
 
-    __slots__ = ("array", "dtype", "format", "fortran", "nbytes", "path", "shape", "stream")
+    __slots__ = (
+        "array",
+        "dtype",
+        "format",
+        "fortran",
+        "nbytes",
+        "npy_as_raw",
+        "path",
+        "shape",
+        "stream",
+    )
 
     def __init__(self, stream: BinaryIO, path: str, format: str) -> None:
         self.stream = stream
@@ -52,6 +64,7 @@ class Incoming:
         self.shape: tuple[int, ...] | None = None  # from an npy header
         self.fortran = False  # npy data in Fortran order (copied through numpy)
         self.array: Any = None  # txt: the parsed values
+        self.npy_as_raw = False  # raw: a file that starts as an .npy does (--format forgotten?)
 
     @property
     def where(self) -> str:
@@ -66,7 +79,25 @@ def read_head(stream: BinaryIO, path: str, fmt: str) -> Incoming:
         _read_npy_header(incoming)
     elif fmt == "raw":
         incoming.nbytes = regular_size(stream)
+        if incoming.nbytes is not None and incoming.nbytes >= len(NPY_MAGIC):
+            incoming.npy_as_raw = _starts_as_npy(stream)
     return incoming
+
+
+def _starts_as_npy(stream: BinaryIO) -> bool:
+    """Whether a regular file's data starts with .npy's magic string (pread: the stream
+    does not move)."""
+    try:
+        return os.pread(stream.fileno(), len(NPY_MAGIC), stream.tell()) == NPY_MAGIC
+    except OSError:
+        return False
+
+
+def npy_hint(incoming: Incoming) -> str:
+    """'' or, for raw input that is an .npy file, what the user probably meant."""
+    if not incoming.npy_as_raw:
+        return ""
+    return f"{incoming.where} is an .npy file, read as raw bytes: give --format npy"
 
 
 def _read_npy_header(incoming: Incoming) -> None:
@@ -181,8 +212,10 @@ def check(incoming: Incoming, etype: ElementType, shape: tuple[int, ...], what: 
     described = f"{what} ({etype.name}[{','.join(map(str, shape))}], {nbytes} bytes)"
     if incoming.format == "raw":
         if incoming.nbytes is not None and incoming.nbytes != nbytes:
+            hint = npy_hint(incoming)
             raise InvalidArgument(
                 f"{incoming.where} holds {incoming.nbytes} bytes, not the {nbytes} of {described}"
+                + (f" ({hint})" if hint else "")
             )
         return
     if incoming.format == "txt":

@@ -18,7 +18,7 @@ from ..options import (
     require_context,
     shape_option,
 )
-from ..render import emit
+from ..render import emit, note
 
 if TYPE_CHECKING:
     from ..formats import Incoming
@@ -141,6 +141,11 @@ def _layout_of_data(
         return None, etype, formats.load_text(incoming, etype)
     from .. import formats
 
+    if incoming.npy_as_raw:  # (a warning: keeping a file's bytes may be what is meant)
+        note(
+            f"warning: {incoming.where} is an .npy file, stored as raw bytes (header "
+            "included); give --format npy to keep its dtype and shape"
+        )
     nbytes = formats.length(incoming)
     if not nbytes:
         raise InvalidArgument(f"{incoming.where} is empty: no data to size the allocation by")

@@ -231,3 +231,28 @@ def test_a_byte_swapped_npy_is_refused_saying_so(ctx: str, tmp_path) -> None:
     assert "holds float32 values in the other byte order (>f4)" in line
     assert "a.astype('<f4')" in line
     assert data("dump", ctx)["allocations"] == []
+
+
+def test_an_npy_file_given_without_format_npy_gets_a_warning(ctx: str, tmp_path) -> None:
+    """Raw is the default format: an .npy read as raw keeps its header as data, a uint8
+    blob. Allowed (a file may be meant as bytes), but said, with what keeps dtype and shape."""
+    import numpy as np
+
+    ok("create", "context", ctx)
+    source = tmp_path / "volume.npy"
+    np.save(source, np.zeros((2, 3), np.float32))
+    made = clara("--json", "create", "allocation", "v", "-c", ctx, "--in", str(source))
+    assert made.returncode == 0
+    assert made.stderr.decode() == (
+        f"clara: warning: {source} is an .npy file, stored as raw bytes (header included); "
+        "give --format npy to keep its dtype and shape\n"
+    )
+    assert data("dump", ctx, "v")["allocation"]["dtype"] == "uint8"  # as asked, still
+    line = fails(2, "create", "allocation", "w", "-c", ctx, "--size", "24", "--in", str(source))
+    assert line.endswith(f"({source} is an .npy file, read as raw bytes: give --format npy)")
+    ok("create", "allocation", "y", "-c", ctx, "--dtype", "f32", "--shape", "2,3")
+    line = fails(2, "map", "y", "-c", ctx, "--write", "--in", str(source))  # (the fast path)
+    assert line.endswith(f"({source} is an .npy file, read as raw bytes: give --format npy)")
+    raw = tmp_path / "plain.raw"
+    raw.write_bytes(bytes(24))
+    assert ok("create", "allocation", "x", "-c", ctx, "--in", str(raw)).stderr == b""
