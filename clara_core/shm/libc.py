@@ -59,9 +59,10 @@ def rename_new(dir_fd: int, old: str, new: str) -> None:
 
 
 def _encoded(name: str) -> bytes:
-    """`name` for the file system, as os functions take it (ValueError on a NUL byte,
-    which a char * would silently cut the name at)."""
-    encoded = name.encode(_FS_ENCODING, _FS_ERRORS)
+    """`name` for the file system, as os functions (and the C calls) take it: a str,
+    bytes or a path (else TypeError), ValueError on a NUL byte, which a char * would
+    silently cut the name at."""
+    encoded = name.encode(_FS_ENCODING, _FS_ERRORS) if type(name) is str else os.fsencode(name)
     if b"\0" in encoded:
         raise ValueError("embedded null byte")
     return encoded

@@ -156,6 +156,8 @@ def test_link_and_rename_twins_fail_alike(directory: int, namespace: str) -> Non
             "new name taken": lambda t: _call(t, "rename_new")(directory, name, other_name),
             "old name gone": lambda t: _call(t, "rename_new")(directory, "x" + name, "y" + name),
             "NUL in a new name": lambda t: _call(t, "rename_new")(directory, name, "a\0b"),
+            "no name": lambda t: _call(t, "link_open_file")(fd, directory, None),
+            "a number as a name": lambda t: _call(t, "rename_new")(directory, name, 7),
         }
         for case, call in cases.items():
             errors = {twin: _error(lambda call=call, twin=twin: call(twin)) for twin in _TWINS}
