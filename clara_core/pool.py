@@ -252,6 +252,9 @@ def _take(context: Registry, file_name: str, capacity: int, group: int | None) -
     if group is not None and found.st_gid != group:
         os.close(fd)
         return _BUSY  # a pool entry still, for a claimer of its group
+    if not segment.removable(found):  # another user's in a sticky directory: its pool
+        os.close(fd)  # name would stay at publish (theirs to remove)
+        return _BUSY  # a pool entry still, for them
     lifecycle = os.pread(fd, 1, hdr.LIFECYCLE_AT)
     if (
         segment.names_file(file_name, (found.st_dev, found.st_ino))

@@ -136,24 +136,30 @@ def names_file(file_name: str, file_id: tuple[int, int]) -> bool:
     return found is not None and (found.st_dev, found.st_ino) == file_id
 
 
-def check_removable(fd: int, what: str) -> None:
-    """PermissionDenied unless this process may remove a name of the open file `fd`: in a
+def removable(found: os.stat_result) -> bool:
+    """Whether this process may remove a name of the file whose stat is `found`: in a
     sticky directory (as /dev/shm) only the file's owner, the directory's, or root may,
     so a name another user made stays, whatever we do (then give it no other name)."""
+    euid = os.geteuid()
+    if euid in (0, found.st_uid):
+        return True
+    directory = os.fstat(directory_fd())
+    return directory.st_uid == euid or not directory.st_mode & stats.S_ISVTX
+
+
+def check_removable(fd: int, what: str) -> None:
+    """PermissionDenied unless this process may remove the names of the open file `fd`
+    (see `removable`)."""
     try:
-        owner = os.fstat(fd).st_uid
-        euid = os.geteuid()
-        if euid in (0, owner):
+        found = os.fstat(fd)
+        if removable(found):
             return
-        found = os.fstat(directory_fd())
     except OSError as exc:
         raise translate(exc, what) from exc
-    if found.st_uid != euid and found.st_mode & stats.S_ISVTX:
-        raise PermissionDenied(
-            f"{what} was made by {user_name(owner)}: only they or root may give it "
-            "another name (the shared-memory directory is sticky: its name is theirs "
-            "to remove)"
-        )
+    raise PermissionDenied(
+        f"{what} was made by {user_name(found.st_uid)}: only they or root may give it "
+        "another name (the shared-memory directory is sticky: its name is theirs to remove)"
+    )
 
 
 def remove_name(file_name: str, file_id: tuple[int, int], what: str = "") -> bool:

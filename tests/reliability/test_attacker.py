@@ -730,3 +730,32 @@ def test_every_planting_against_every_entry_point(kind: str, victim: Context, ar
             holder.kill()
             holder.wait()
         _remove_theirs()
+
+
+def test_item10_they_never_claim_our_pooled_segment_they_could_not_rename(area) -> None:
+    """Item 10: in our 0666 context with a pool, their create claimed our pooled segment
+    (1 MiB), and their publish linked its new name, then could not remove the pool name
+    (our file, sticky directory): PermissionDenied for an allocation published all the
+    same, and a pool name left over it. A pooled segment whose names they cannot remove
+    is not theirs to claim: they make a new one."""
+    ctx = Context.create("shared", mode=0o666, pool_bytes="64M")
+    try:
+        ours = ctx.create(MIB)
+        ours.publish("ours")
+        ours.free()  # into the pool
+        result = as_other(
+            """
+            from clara_core import Context
+            theirs = Context.open("shared").create(1 << 20)
+            theirs.publish("theirs")
+            print(os.fstat(theirs._fd).st_uid)
+            theirs.free()
+            """,
+            shm_dir(),
+        )
+        area.trials += 1
+        assert result.stdout == f"{OTHER_UID}\n", result.stdout  # a segment of their own
+        assert ctx.names() == []
+    finally:
+        ctx.close()
+        Context.destroy("shared")
