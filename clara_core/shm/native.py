@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from types import ModuleType
 
-VERSION = 12  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+VERSION = 13  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
 # Every name the Python side takes from the extension (shm/access.py, making.py, memory.py,

@@ -2,7 +2,7 @@
 #include "calls.h"
 
 /* Bumped when a function changes: native.py refuses a build of other sources. */
-#define CLARA_CALLS_VERSION 12
+#define CLARA_CALLS_VERSION 13
 
 static struct PyModuleDef calls_module = {
     PyModuleDef_HEAD_INIT,
