@@ -244,19 +244,8 @@ class Context(metaclass=_ContextType):
 
     # -- allocations --------------------------------------------------------------------
 
-    def create(
-        self,
-        size: int | str | None = None,
-        *,
-        dtype: object = None,
-        shape: object = None,
-    ) -> Allocation:
-        """A new private allocation: `create(size)` bytes, or `create(dtype=, shape=)`.
-
-        Its memory is reserved now (OutOfSpace if it does not fit), and it vanishes
-        if this process ends before publishing or handing it over.
-        """
-        return members.new_allocation(self, self._registry, members.layout_for(size, dtype, shape))
+    # create(size) or create(dtype=, shape=): a new private allocation (see there).
+    create = members.new_allocation
 
     def get(
         self,

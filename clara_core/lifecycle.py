@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from .shm.memory import Region
 
 _PUBLISHED, _FREED = hdr.pack_lifecycle(hdr.PUBLISHED), hdr.pack_lifecycle(hdr.FREED)
-_NAME_IN_TAIL = hdr.NAME_AT - hdr.LIFECYCLE_AT  # where the name is in what _publish_new writes
+_NAME_IN_TAIL = hdr.NAME_AT - hdr.LIFECYCLE_AT  # where the name is in what publish writes
+_LIFECYCLE_AT, _PUBLISHED_BYTE, _FREED_BYTE = hdr.LIFECYCLE_AT, hdr.PUBLISHED, hdr.FREED
+_packed_names = hdr.packed_names  # (a name packed before: no frame, see hdr.pack_name)
 PRIVATE = "private"  # anonymous, known to this process only
 HANDLED = "handle"  # private, but reachable by handle from other processes
 SHARED = "published"
@@ -79,7 +81,25 @@ class Lifecycle(Reference):
             registry.check_writable("publish into")
         pending = self._pending
         if pending is not None and not self._maps and registry.capacity is None:
-            self._publish_new(name, file_name, what, pending, timeout)  # (the usual case)
+            # The usual case: the first publish of a fresh segment nobody else has reached
+            # (see `reference._defer`), in a context without a capacity: its system calls
+            # in one (`making.publish`: the context alive, the reference lock, the header
+            # from the lifecycle on, the link), with no frame of its own.
+            tail = pending[_LIFECYCLE_AT:]  # (a copy) lifecycle, data state, name
+            tail[0] = _PUBLISHED_BYTE
+            tail[_NAME_IN_TAIL:] = _packed_names.get(name) or hdr.pack_name(name)
+            link = file_name if segment.links_open_files() else None
+            try:
+                links = making.publish(registry.fd, self._fd, tail, segment.directory_fd(), link)
+            except OSError:  # (the calls stopped on the way: made again, by Python)
+                links = -1
+            if links == 0:
+                registry.check_alive()  # destroyed: NotFound, and nothing was done
+            # Gone public (as _go_public), whether or not every call was made.
+            self._pending = None
+            forks.private.pop(id(self), None)
+            if links <= 0 or link is None:
+                self._publish_rest(links, file_name, what, tail, timeout)
         elif visibility == HANDLED:  # other processes may hold the handle too
             registry.check_alive()
             with self._lifecycle_held(timeout) as lifecycle:
@@ -94,31 +114,15 @@ class Lifecycle(Reference):
         self._visibility, self._key, self._description = SHARED, name, what
         self._recycle = None  # published: released references do not free it
 
-    def _publish_new(
-        self, name: str, file_name: str, what: str, pending: bytearray, timeout: float | None
+    def _publish_rest(
+        self, links: int, file_name: str, what: str, tail: bytearray, timeout: float | None
     ) -> None:
-        """The first publish of a fresh segment nobody else has reached (see
-        `reference._defer`), in a context without a capacity: its system calls in one
-        (`making.publish`: the context alive, the reference lock, the header, the link)."""
-        registry, fd = self._registry, self._fd
-        tail = pending[hdr.LIFECYCLE_AT :]  # (a copy) lifecycle, data state, name
-        tail[0] = hdr.PUBLISHED
-        tail[_NAME_IN_TAIL:] = hdr.pack_name(name)
-        link = file_name if segment.links_open_files() else None
-        try:
-            links = making.publish(registry.fd, fd, tail, segment.directory_fd(), link)
-        except OSError:  # (the calls stopped on the way: made again below, by Python)
-            links = -1
-        if links == 0:
-            registry.check_alive()  # destroyed: NotFound, and nothing was done
-        # Gone public (as _go_public), whether or not every call was made.
-        self._pending = None
-        forks.private.pop(id(self), None)
-        if links > 0 and link is not None:
-            return
-        if links <= 0:  # then each again (they are idempotent), with their errors
-            registry.check_alive()
-            locks.try_lock(fd, locks.REFERENCE_BYTE, False)
+        """What publish's one call left to do: all of it again if it stopped on the way
+        (`links` -1: each call is idempotent, and now raises its error), and the link
+        (unless made)."""
+        if links <= 0:
+            self._registry.check_alive()
+            locks.try_lock(self._fd, locks.REFERENCE_BYTE, False)
             self._write(tail, hdr.LIFECYCLE_AT)
         self._name(file_name, what, timeout)
 
@@ -235,9 +239,24 @@ class Lifecycle(Reference):
                 self._layout.capacity < POOL_MIN_BYTES or not self._pools()
             ):  # (the usual case: nothing to count, nothing to pool) in one call
                 self._recycle = None
-                if self._free_named(file_name, directory, expected, timeout):
-                    return
-                self._close()
+                dev, ino = self._identity or self._file_id
+                # Nothing mapped, nothing the fork hook may use (`forks.private`), not a
+                # parent's open file: then the call closes the fd too, so this is marked
+                # closed first (an interrupt after the call must never find it open: its
+                # fd number may be another file's by then).
+                closing = not self._maps and self._pending is None and self._born == forks.count
+                self._closed = closing
+                arguments = (self._fd, directory, file_name, expected, dev, ino, _FREED_BYTE)
+                try:
+                    found = making.free_named(*arguments, closing)
+                except BaseException as exc:
+                    # The call closes nothing that it fails on; but an exception a signal
+                    # handler raises (^C) as it returns comes after it closed the fd, whose
+                    # number may be another file's by now: open only if it is still ours.
+                    self._closed = closing and not making.denotes(self._fd, dev, ino)
+                    raise self._translated(exc)  # noqa: B904 (chained there)
+                if found is None or found < 0 or not closing or self._warm or self._warm_read:
+                    self._freed_named(found, arguments, closing, timeout)
                 return
             lifecycle, dev, ino = self._lock_lifecycle(timeout, file_name, directory)
             locked = True
@@ -254,45 +273,42 @@ class Lifecycle(Reference):
             self._recycle = None
         self._close()  # as release() does: a private one is offered to the pool
 
-    def _free_named(
-        self, file_name: str, directory: int, expected: int, timeout: float | None
-    ) -> bool:
-        """free's name protocol in one call (`making.free_named`): under the lifecycle
-        lock, the name removed if the lifecycle is `expected` and `file_name` still
-        denotes this segment, the lock dropped, and the reference closed with it when
-        nothing else is left to close (True: closed; else the caller closes it)."""
-        fd = self._fd
-        dev, ino = self._identity or self._file_id
-        # Nothing mapped, nothing the fork hook may use (`forks.private`), not a parent's
-        # open file: then the call closes the fd, so this is marked closed first (an
-        # interrupt after the call must never find it open: its fd number may be
-        # another file's by then).
-        closing = not self._maps and self._pending is None and self._born == forks.count
-        self._closed = closing
-        arguments = (fd, directory, file_name, expected, dev, ino, hdr.FREED, closing)
-        try:
-            found = making.free_named(*arguments)
-            if found is None:  # busy: wait for it, bounded; then it is ours at once
+    def _freed_named(
+        self, found: int | None, arguments: tuple, closing: bool, timeout: float | None
+    ) -> None:
+        """The rest of free's one call (`making.free_named` with `arguments` and
+        `closing`) when it found the lifecycle lock busy (`found` None: waited for, then
+        called again), the file cut short (-1), or left the reference to close."""
+        if found is None:  # busy: wait for it, bounded; then it is ours at once
+            try:
                 what = f"the lifecycle lock of {self.describe()}"
-                locks.acquire(fd, locks.LIFECYCLE_BYTE, True, what, timeout)
-                found = making.free_named(*arguments)
-        except BaseException as exc:
-            self._closed = False  # (the call closes nothing that it fails on)
-            if isinstance(exc, OSError):
-                raise segment.translate(exc, self.describe()) from exc
-            raise
+                locks.acquire(self._fd, locks.LIFECYCLE_BYTE, True, what, timeout)
+                found = making.free_named(*arguments, closing)
+            except BaseException as exc:  # (as in free)
+                self._closed = closing and not making.denotes(self._fd, *arguments[4:6])
+                raise self._translated(exc)  # noqa: B904 (chained there)
         assert found is not None
         if found < 0:  # another process cut the file short (unlocked, not closed)
             self._closed = False
             raise self._cut_short()
-        if closing:  # (as `_close` ends: the mappings kept for the next map go)
-            if (warm := self._warm_read) is not None:
-                self._warm_read = None
-                warm.release()
-            if (warm := self._warm) is not None:
-                self._warm = None
-                warm.release()
-        return closing
+        if not closing:
+            self._close()
+            return
+        # Closed by the call: as `_close` ends, the mappings kept for the next map go.
+        if (warm := self._warm_read) is not None:
+            self._warm_read = None
+            warm.release()
+        if (warm := self._warm) is not None:
+            self._warm = None
+            warm.release()
+
+    def _translated(self, exc: BaseException) -> BaseException:
+        """`exc` as free raises it: an OSError translated (chained), else itself."""
+        if isinstance(exc, OSError):
+            error = segment.translate(exc, self.describe())
+            error.__cause__ = exc
+            return error
+        return exc
 
     def _cut_short(self) -> Corrupt:
         return Corrupt(

@@ -21,6 +21,7 @@ from .shm import locks, memory, processes, segment
 from .shm.access import map_locked
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
+from .shm.staging import STAGED_BELOW, Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ _MAP_SHARED, _MAP_EXCLUSIVE, _ = locks.requests(locks.MAP_BYTE)
 _parse_layout = hdr.parse_layout
 _spare_list_of = memory.spare_list_of
 _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
-_DATA_END, _COMPLETE = hdr.DATA_END, hdr.COMPLETE
+_DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
+_own_write_states, _identity = hdr.own_write_states, processes.identity
+_staged, _STAGED_BELOW = Staged.take, STAGED_BELOW
 
 
 # The header's first bytes (up to the layout's end) and the mapping's length of the last
@@ -122,6 +125,26 @@ class Maps(PrivateMaps):
             self._adopt()
         pending = self._pending
         if pending is not None:
+            if (
+                writable
+                and populate
+                and self._warm is None
+                and pending[_DATA_AT] == _EMPTY
+                and (length := DATA_OFFSET + self._layout.capacity) < _STAGED_BELOW
+            ):  # the usual first write map of a fresh private segment: staged (as
+                # _map_private stages it, without its frame: see there)
+                undone, (writing, completed) = _own_write_states(pending, _identity())
+                try:
+                    region = _staged(self._fd, length)
+                except OSError as exc:
+                    raise segment.translate(exc, what) from exc
+                self._undone = undone
+                pending[_DATA_AT:_DATA_END] = writing
+                self._completed = completed
+                self._maps.append(region)
+                if self._pending is not pending:  # another thread forked meanwhile
+                    self._public_meanwhile(pending)
+                return Mapping(self, self._maps, region, self._layout)
             region, layout = self._map_private(pending, writable, allow_incomplete, populate, what)
             return Mapping(self, self._maps, region, layout)
         fd = self._fd

@@ -79,8 +79,24 @@ def _layout_for(size: int | str | None, dtype: object, shape: object) -> Layout:
     return Layout(etype, dims, nbytes, -(-nbytes // PAGE) * PAGE)  # whole pages
 
 
-def new_allocation(context: Context, registry: Registry, layout: Layout) -> Allocation:
-    """A new private allocation of `layout` in `context`: recycled from its pool, or fresh."""
+def new_allocation(
+    context: Context,
+    size: int | str | None = None,
+    *,
+    dtype: object = None,
+    shape: object = None,
+) -> Allocation:
+    """A new private allocation: `create(size)` bytes, or `create(dtype=, shape=)`.
+
+    Its memory is reserved now (OutOfSpace if it does not fit), and it vanishes
+    if this process ends before publishing or handing it over.
+    """
+    # (Context.create is this function: no frame of its own. A recycled segment from the
+    # context's pool, or a fresh one.)
+    registry = context._registry
+    last_size, last_dtype, layout = _last_sized  # (layout_for's first lines: a loop's create)
+    if size is not last_size or dtype is not last_dtype or shape is not None:
+        layout = layout_for(size, dtype, shape)
     what = registry.private_what  # (what describe() makes of it, made once)
     capacity = layout.capacity
     if capacity <= _SMALL:  # the usual case: never pooled, made in one call with its object

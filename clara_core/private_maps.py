@@ -26,6 +26,7 @@ _DATA_AT, _DATA_END = hdr.DATA_AT, hdr.DATA_END
 _COMPLETE, _EMPTY = hdr.COMPLETE, hdr.EMPTY
 _map_at, _take_spare, _own_write_states = memory.map_at, memory.take_spare, hdr.own_write_states
 _staged = Staged.take
+_identity = processes.identity  # (this process's)
 
 
 class PrivateMaps(Reference):
@@ -46,7 +47,7 @@ class PrivateMaps(Reference):
         """`map` of a segment no other process can reach (see `_defer`): no lock to take, no
         file that anyone else could have cut short or retyped, the data state in `pending`."""
         if writable:
-            undone, (writing, completed) = _own_write_states(pending, processes.identity())
+            undone, (writing, completed) = _own_write_states(pending, _identity())
             region, self._warm = self._warm, None
         else:
             if pending[_DATA_AT] != _COMPLETE and not allow_incomplete:

@@ -230,17 +230,17 @@ _NO_DIMS = (0,) * MAX_DIMS
 def pack_name(name: str) -> bytes:
     """A name block (length byte + up to 255 ASCII bytes). Names packed before are
     looked up: every publish packs one (a struct pack costs ~1 us there, cold)."""
-    packed = _packed_names.get(name)
+    packed = packed_names.get(name)
     if packed is None:
         raw = name.encode("ascii")
         packed = _NAME.pack(len(raw), raw)
-        if len(_packed_names) >= _PARSED_MAX:
-            _packed_names.clear()
-        _packed_names[name] = packed
+        if len(packed_names) >= _PARSED_MAX:
+            packed_names.clear()
+        packed_names[name] = packed
     return packed
 
 
-_packed_names: dict[str, bytes] = {}  # name -> its name block
+packed_names: dict[str, bytes] = {}  # name -> its name block (read by publish)
 
 
 def pack_lifecycle(lifecycle: int) -> bytes:

@@ -100,14 +100,17 @@ def _create_private(
             made._closed = True
             private.pop(id(made), None)
             os.close(fd)
-        elif _still(fd, dev, ino):  # (else made but lost before it was bound, it closed
+        elif denotes(fd, dev, ino):  # (else made but lost before it was bound, it closed
             os.close(fd)  # `fd` as it died: the number may be another file's now)
         raise
     return made, uid, made_mode
 
 
-def _still(fd: int, dev: int, ino: int) -> bool:
-    """Whether `fd` still denotes the file (dev, ino)."""
+def denotes(fd: int, dev: int, ino: int) -> bool:
+    """Whether `fd` is open and denotes the file (dev, ino): after an exception that may
+    have come before or after a call that closes `fd` (^C as it returns), whether it is
+    still ours to close. (Best effort: another reference of this process to the same file
+    could have taken the number in between.)"""
     try:
         found = os.fstat(fd)
     except OSError:
@@ -175,7 +178,7 @@ def _free_named(
     try:
         _fcntl(fd, _SETLK, _EXCLUSIVE_LIFECYCLE)
     except OSError as exc:
-        if locks.busy(exc):
+        if locks.busy(exc):  # (else it raises exc: a lock that failed)
             return None
     try:
         found = os.pread(fd, 1, LIFECYCLE_AT)

@@ -245,7 +245,8 @@ class Staged(Region):
         elif keep:  # a parent process's (see `_owned`): its views here read zeros too
             stage(address, length)
         if keep:
-            disown(holder, _kept_for(length), _KEEP)
+            kept = _kept.get(length)  # (as _kept_for finds it, without its frame)
+            disown(holder, kept if kept is not None else _kept_for(length), _KEEP)
         else:  # private zeros mapped over it (no page stays in memory), unmapped at death
             cut_off(holder, _READ_WRITE, None, 0)
         self._holder = None

@@ -474,3 +474,41 @@ def test_an_interrupted_small_create_never_closes_a_later_file(ctx, where):
         """
     )
     assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")
+
+
+def test_an_interrupted_free_never_closes_a_later_file(ctx):
+    """^C as free's one call (making.free_named, C or its twin) returns, having closed the
+    fd: the reference stays closed, and its finalizer does not close the number again,
+    whatever file has it by then (here the caller's own). (brk7's P2D-1.)"""
+    result = run_python(
+        """
+        import gc, os, sys
+        from clara_core import Context
+
+        def profile(frame, event, arg):
+            called = frame.f_code.co_name
+            if event.startswith("c_"):
+                called = getattr(arg, "__name__", "")
+            if event in ("c_return", "return") and called.endswith("free_named"):
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+            return None
+
+        ctx = Context.open("job")
+        alloc = ctx.create(dtype="u8", shape=(64,))
+        alloc.publish("freed")
+        sys.setprofile(profile)
+        try:
+            alloc.free()
+        except KeyboardInterrupt:
+            sys.setprofile(None)
+        mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
+        assert alloc.released
+        del alloc
+        gc.collect()
+        os.write(mine, b"x")  # EBADF if the dead Allocation closed it
+        assert "freed" not in ctx.names()
+        print("mine")
+        """
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")

@@ -47,10 +47,17 @@ int clara_make_file(int dir_fd, mode_t mode, const void *header, size_t length, 
         {.iov_base = (void *)zeros, .iov_len = size - length},
     };
     ssize_t written;
-    do {  // pwritev2 without flags: the call os.pwritev makes (the twin's, one strace for both);
-          // its cost grows with the size: other threads run meanwhile
-        Py_BEGIN_ALLOW_THREADS written = pwritev2(fd, parts, 2, 0, 0);
-        Py_END_ALLOW_THREADS
+    // pwritev2 without flags: the call os.pwritev makes (the twin's, one strace for both).
+    // Its cost grows with the size, but a few pages (always, here: at most 64 KiB of zeros)
+    // cost less than letting the GIL go and taking it back, as unmap_range has it.
+    int unlocked = size >= UNLOCKED_FROM;
+    do {
+        if (unlocked) {
+            Py_BEGIN_ALLOW_THREADS written = pwritev2(fd, parts, 2, 0, 0);
+            Py_END_ALLOW_THREADS
+        } else {
+            written = pwritev2(fd, parts, 2, 0, 0);
+        }
     } while (written < 0 && retry());
     if (written >= 0 && (size_t)written < size) {
         errno = ENOSPC;  // (tmpfs writes whole pages or fails: a short write is no room)

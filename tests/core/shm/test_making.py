@@ -476,6 +476,22 @@ def test_free_named_that_fails_unlocks_and_closes_nothing(twin: str, directory: 
         os.close(fd)
 
 
+@pytest.mark.parametrize("twin", _TWINS)
+def test_free_named_of_a_read_only_descriptor_fails_at_its_lock(twin: str, directory: int) -> None:
+    fd = _segment(directory, "named")
+    reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)  # (a write lock needs a writer)
+    try:
+        found = os.fstat(fd)
+        free_named = _call(twin, "free_named")
+        arguments = (directory, "named", hdr.PUBLISHED, found.st_dev, found.st_ino, hdr.FREED)
+        assert _error(lambda: free_named(reader, *arguments, True)) == (OSError, errno.EBADF)
+        assert _is_open(reader) and os.listdir(directory) == ["named"]
+        assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.PUBLISHED,))
+    finally:
+        os.close(reader)
+        os.close(fd)
+
+
 def test_free_named_refuses_what_the_os_functions_refuse() -> None:
     unused = 1 << 20  # (no such descriptor: above any limit of open files here)
     for twin in _TWINS:
