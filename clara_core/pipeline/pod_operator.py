@@ -18,8 +18,8 @@ import os
 from collections.abc import Callable, Mapping
 
 from ..context import Context
-from ..errors import AlreadyExists, ClaraError, NotFound
-from .environment import IO, JOB_ID, JobPlan, OperatorIO
+from ..errors import AlreadyExists, ClaraError, InvalidArgument, NotFound
+from .environment import CONTEXT, IO, JOB, JOB_ID, OPERATOR, JobPlan, OperatorIO
 from .operator_duties import OperatorDuties
 
 
@@ -35,6 +35,13 @@ def exec_operator(
     """Run this pod's operator with `start(env)`; returns its exit code (see the module
     docstring). Whatever `start` raises is recorded as the operator's failure, then raised."""
     env = dict(os.environ if environ is None else environ)
+    missing = [name for name in (OPERATOR, CONTEXT, IO, JOB) if not env.get(name)]
+    if missing:  # (not OperatorIO's "not inside `clara run`": a pod has no clara run)
+        raise InvalidArgument(
+            f"not running in a job's pod ({', '.join(missing)} not set): exec-operator runs "
+            "one operator of a pipeline exported by `clara export`; on this machine, "
+            "run the pipeline with `clara run FILE`"
+        )
     io = OperatorIO.from_environment(env)
     plan = JobPlan.from_environment(env)
     if not io.job_id and env.get(JOB_ID):

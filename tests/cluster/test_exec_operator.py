@@ -150,10 +150,16 @@ def test_waiting_is_bounded(image: Path, tmp_path: Path) -> None:
 
 
 def test_outside_a_pod_it_says_so(tmp_path: Path) -> None:
-    result = clara("exec-operator", "--", "true", env={"CLARA_IO": "", "CLARA_JOB": ""})
+    unset = {name: "" for name in ("CLARA_OPERATOR", "CLARA_CONTEXT", "CLARA_IO", "CLARA_JOB")}
+    result = clara("exec-operator", "--", "true", env=unset)
     assert result.returncode == 2
     err = result.stderr.decode()
-    assert err.startswith("clara: error: not running inside") and err.count("\n") == 1
+    assert err == (  # what it is for, and what to run instead (not "inside `clara run`")
+        "clara: error: not running in a job's pod (CLARA_OPERATOR, CLARA_CONTEXT, CLARA_IO, "
+        "CLARA_JOB not set): "
+        "exec-operator runs one operator of a pipeline exported by `clara export`; "
+        "on this machine, run the pipeline with `clara run FILE`\n"
+    )
     result = clara("exec-operator", "--wait", "-1", "--", "true")
     assert result.returncode == 2 and "invalid --wait -1" in result.stderr.decode()
     assert Context.list() == []
