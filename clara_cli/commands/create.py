@@ -32,7 +32,13 @@ def create() -> None:
 @create.command("context")
 @click.argument("name")
 @click.option("--capacity", metavar="BYTES", help="Cap on the bytes published in it (4K, 64M, 1G).")
-@click.option("--mode", default="600", show_default=True, help="Octal mode of its segments.")
+@click.option(
+    "--mode",
+    default="600",
+    show_default=True,
+    metavar="OCTAL",
+    help="Permission bits of its segments, in octal: 600, 640, 644, 660, 666.",
+)
 @click.option(
     "--owner-pid",
     type=int,

@@ -197,6 +197,7 @@ def test_a_bad_mode_is_named_as_typed(mode: str) -> None:
     line = fails(2, "create", "context", "ok", "--mode", mode)
     assert line == f"clara: error: invalid mode '{mode}': use octal permission bits such as 600"
     assert not Context.exists("ok")
+    assert "--mode OCTAL" in ok("create", "context", "--help").stdout.decode()  # not TEXT
 
 
 def test_empty_text_input_is_one_line_and_creates_nothing(ctx: str) -> None:
