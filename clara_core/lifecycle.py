@@ -344,7 +344,8 @@ class Lifecycle(Reference):
             segment.unlink(file_name, self.describe())
         except BaseException:  # the name stays (EPERM: another user's file in a sticky
             # directory): it must not denote a freed segment, nobody could get or free it
-            self._write(hdr.pack_lifecycle(lifecycle), hdr.LIFECYCLE_AT)
+            if segment.names_file(file_name, self._file_id):  # (else: interrupted after)
+                self._write(hdr.pack_lifecycle(lifecycle), hdr.LIFECYCLE_AT)
             raise
 
     def _recycles(self, file_name: str | None, warm: Region | None) -> bool:

@@ -183,12 +183,7 @@ def _free_named(
     try:
         found = os.pread(fd, 1, LIFECYCLE_AT)
         lifecycle = found[0] if found else -1
-        try:
-            named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            ours = False
-        else:
-            ours = named.st_dev == dev and named.st_ino == ino
+        ours = _names(name, dir_fd, dev, ino)  # (whatever the lifecycle, as the C call)
         if lifecycle == expected and ours:
             os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
             try:
@@ -196,8 +191,9 @@ def _free_named(
             except FileNotFoundError:
                 pass
             except BaseException:  # the name stays (EPERM: another user's file in a
-                os.pwrite(fd, bytes((lifecycle,)), LIFECYCLE_AT)  # sticky directory): it
-                raise  # must not denote a freed segment, which nobody could get or free
+                if _names(name, dir_fd, dev, ino):  # sticky directory): it must not denote
+                    os.pwrite(fd, bytes((lifecycle,)), LIFECYCLE_AT)  # a freed segment
+                raise  # (gone: an interrupt after the unlink; freed, as the C call leaves it)
     except BaseException:
         _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
         raise
@@ -208,6 +204,15 @@ def _free_named(
         except OSError:
             pass
     return lifecycle
+
+
+def _names(name: str, dir_fd: int, dev: int, ino: int) -> bool:
+    """Whether `name` (in dir_fd) denotes the file (dev, ino) now."""
+    try:
+        named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return named.st_dev == dev and named.st_ino == ino
 
 
 # Chosen once: the C calls when the extension is built, else their twins.

@@ -30,7 +30,7 @@ from clara_core import (
 from clara_core.dtypes import element_type
 from clara_core.names import shm_dir
 from clara_core.shm import memory
-from clara_core.shm.header import DATA_OFFSET, LAYOUT_AT, Layout
+from clara_core.shm.header import DATA_OFFSET, FREED, LAYOUT_AT, LIFECYCLE_AT, Layout
 from tests.helpers import Child, run_python, sleeping_in
 
 
@@ -889,3 +889,32 @@ def test_a_size_is_checked_as_given_even_right_after_the_same_one(ctx):
     assert (wider.shape, wider.dtype) == ((1,), np.dtype("float64"))
     typed.release()
     wider.release()
+
+
+def test_a_free_interrupted_after_its_unlink_leaves_the_segment_freed() -> None:
+    """(A context with a capacity: free's Python path.) A signal handler's exception
+    (^C) right after the unlink succeeded: the name is gone, so the lifecycle stays
+    freed; only a name that stays (another user's file, sticky directory) gets its
+    lifecycle back (rev7 R6)."""
+    ctx = Context.create("counted", capacity="1M")
+    try:
+        alloc = ctx.create(dtype="u8", shape=(64,))
+        alloc.publish("data")
+
+        def profile(frame: object, event: str, arg: object) -> None:
+            if event == "c_return" and getattr(arg, "__name__", "") == "unlink":
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+
+        sys.setprofile(profile)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                alloc.free()
+        finally:
+            sys.setprofile(None)
+        assert ctx.names() == []
+        assert os.pread(alloc._fd, 1, LIFECYCLE_AT)[0] == FREED
+        alloc.release()
+    finally:
+        ctx.close()
+        Context.destroy("counted")

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -538,4 +539,32 @@ def test_free_named_whose_unlink_fails_leaves_the_lifecycle_as_it_was(
         assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
     finally:
         _immutable(directory, False)
+        os.close(fd)
+
+
+def test_free_named_twin_interrupted_after_its_unlink_leaves_the_segment_freed(
+    directory: int,
+) -> None:
+    """A signal handler's exception (^C) right after the twin's unlink succeeded: the
+    name is gone, so the lifecycle stays freed, as the C call leaves it (no Python code
+    runs between its unlinkat and its return); only a name that stays is given back its
+    lifecycle (rev7 R6)."""
+    fd = _segment(directory, "named")
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_return" and getattr(arg, "__name__", "") == "unlink":
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    sys.setprofile(profile)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _free_named("python", fd, directory, "named", close=False)
+    finally:
+        sys.setprofile(None)
+    try:
+        assert os.listdir(directory) == []
+        assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.FREED,))
+        assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
+    finally:
         os.close(fd)
