@@ -131,8 +131,9 @@ class Maps(PrivateMaps):
                 and self._warm is None
                 and pending[_DATA_AT] == _EMPTY
                 and (length := DATA_OFFSET + self._layout.capacity) < _STAGED_BELOW
-            ):  # the usual first write map of a fresh private segment: staged (as
-                # _map_private stages it, without its frame: see there)
+            ):  # the usual first write map of a fresh private segment: staged, without
+                # _map_private's frame. A COPY of _map_private's staged case (the staged
+                # map's safety is in this order): change both or neither.
                 undone, (writing, completed) = _own_write_states(pending, _identity())
                 try:
                     region = _staged(self._fd, length)

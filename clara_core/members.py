@@ -114,8 +114,8 @@ def new_allocation(
         # Made by the context's owner, with its mode (the usual case): adopt would change
         # nothing (trust.Writers.new_owner leaves the owner's files alone).
         if uid != registry.uid or made_mode & 0o7777 != registry.mode:
+            new_owner = registry.writers.new_owner  # (before the try: its except says closed)
             try:
-                new_owner = registry.writers.new_owner
                 making.adopt(alloc._fd, uid, made_mode, registry.mode, new_owner, what)
             except BaseException:  # (adopt closed the file)
                 alloc._closed = True

@@ -60,7 +60,9 @@ class PrivateMaps(Reference):
             pass
         elif writable and populate and length < _STAGED_BELOW and pending[_DATA_AT] == _EMPTY:
             # Small and never written (zeros): staged in this process's memory, written
-            # to the file at unmap (see shm/staging.py).
+            # to the file at unmap (see shm/staging.py). Maps.map has a COPY of this case
+            # and of the bookkeeping below (its usual map, without this frame): change
+            # both or neither.
             try:
                 region = _staged(self._fd, length)
             except OSError as exc:
