@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -59,6 +60,20 @@ def fails(code: int, *args: str, **kwargs: Any) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("clara: error: "), err
     return lines[0]
+
+
+def mode_bits_apply() -> tuple[str, ...]:
+    """A `prefix` for `clara(...)` under which file mode bits refuse access: none for a
+    regular user; for root, setpriv dropping the capabilities that bypass them (the test
+    is skipped where setpriv is missing)."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        import pytest
+
+        pytest.skip("needs setpriv(1) (util-linux) for root to drop its capabilities")
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return ("setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--")
 
 
 def shim(directory: Path) -> Path:

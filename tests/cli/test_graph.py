@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .clirun import fails, ok
+from .clirun import fails, mode_bits_apply, ok
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "ct-smooth.yaml"
@@ -116,11 +116,6 @@ def test_a_pipeline_file_that_cannot_be_read_says_why_in_words(
     locked = tmp_path / "locked.yaml"
     locked.write_text(DEMO.read_text())
     locked.chmod(0)
-    prefix: tuple[str, ...] = ()
-    if os.geteuid() == 0:  # root ignores mode bits unless it drops the capability
-        if shutil.which("setpriv") is None:
-            pytest.skip("needs setpriv(1) (util-linux) for root to drop its capabilities")
-        caps = "-dac_override,-dac_read_search,-fowner"
-        prefix = ("setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--")
+    prefix = mode_bits_apply()  # (root: without the capabilities that ignore mode bits)
     line = fails(8, command, str(locked), prefix=prefix)
     assert line == f"clara: error: cannot read pipeline file {locked}: Permission denied"

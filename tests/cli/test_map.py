@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from tests.helpers import Child, sleeping_in
 
-from .clirun import CLARA, clara, data, fails, ok, write_in
+from .clirun import CLARA, clara, data, fails, mode_bits_apply, ok, write_in
 
 NUMPY = {"u8": "u1", "i16": "i2", "f32": "f4", "f64": "f8", "c64": "c8"}
 MEMMAP = (
@@ -422,12 +421,7 @@ def test_read_only_segment_exits_8(ctx: str) -> None:
     make(ctx)
     before = _written(ctx)
     os.chmod(path_of(allocation_file(ctx, PUBLISHED, "vol")), 0o400)
-    prefix: tuple[str, ...] = ()
-    if os.geteuid() == 0:  # root ignores mode bits unless it drops the capability
-        if shutil.which("setpriv") is None:
-            pytest.skip("needs setpriv(1) (util-linux) for root to drop its capabilities")
-        caps = "-dac_override,-dac_read_search,-fowner"
-        prefix = ("setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--")
+    prefix = mode_bits_apply()  # (root: without the capabilities that ignore mode bits)
     line = fails(
         8, "map", "vol", "-c", ctx, "--write", "--in", "-", input=b"\0" * 80, prefix=prefix
     )
