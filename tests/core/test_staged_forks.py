@@ -12,6 +12,31 @@ import pytest
 
 from tests.helpers import run_python
 
+# What the scripts below share: `action(name)` run at the AT-th Python-level call (first
+# 0) that `run()` makes (sys.setprofile); the name of that call, or None if `run` made no
+# more calls than AT (every call was tried).
+_AT_THE_NTH_CALL = """
+import sys
+
+
+def at_call(at, action, run):
+    seen = []
+
+    def profile(frame, event, arg):
+        if event in ("call", "c_call") and len(seen) <= at:
+            seen.append(frame.f_code.co_name if event == "call" else repr(arg))
+            if len(seen) > at:
+                sys.setprofile(None)
+                action(seen[-1])
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return seen[-1] if len(seen) > at else None
+"""
+
 # Forks at the AT-th Python-level call (sys.setprofile) made by OP on a fresh allocation
 # whose staged write map holds 7s (the view dead or alive): one fork per allocation (a
 # fork makes it public). The child reads the file through the fd it inherited: a
@@ -49,21 +74,14 @@ try:
                 os.wait()
             if not view_alive:
                 del array
-            seen = []
 
-            def profile(frame, event, arg):
-                if event in ("call", "c_call") and len(seen) <= at:
-                    seen.append(frame.f_code.co_name if event == "call" else repr(arg))
-                    if len(seen) > at:
-                        sys.setprofile(None)
-                        if complete_but_stale(alloc):
-                            stale.append([view_alive, at, seen[-1]])
+            def fork_here(name):
+                if complete_but_stale(alloc):
+                    stale.append([view_alive, at, name])
 
-            sys.setprofile(profile)
-            mapping.unmap()
-            sys.setprofile(None)
+            name = at_call(at, fork_here, mapping.unmap)
             alloc.release()
-            if len(seen) <= at:  # the unmap made fewer calls: all tried
+            if name is None:  # the unmap made fewer calls: all tried
                 break
             forks += 1
     print(json.dumps({"forks": forks, "stale": stale}))
@@ -76,7 +94,8 @@ finally:
 def test_a_fork_during_a_staged_unmap_never_sees_complete_data_not_yet_written(forked_first):
     """(forked_first: a fork while it was mapped made the segment public, its map still
     staged: the unmap's other branch, which writes the state into the file.)"""
-    result = run_python(_FORK_AT_EVERY_CALL, *(["first"] if forked_first else []), timeout=120)
+    script = _AT_THE_NTH_CALL + _FORK_AT_EVERY_CALL
+    result = run_python(script, *(["first"] if forked_first else []), timeout=120)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["forks"] >= 10  # (every step of the unmap was forked at)
@@ -229,35 +248,23 @@ try:
             mapping = alloc.map("w")
             array = mapping.array
             array[:] = 7
-            seen = []
-
-            def profile(frame, event, arg):
-                if event in ("call", "c_call") and len(seen) <= at:
-                    seen.append(frame.f_code.co_name if event == "call" else repr(arg))
-                    if len(seen) > at:
-                        sys.setprofile(None)
-                        child_writes(array)
-
             null = os.open(os.devnull, os.O_WRONLY)
-            sys.setprofile(profile)
-            if op == "publish":
-                alloc.publish("p")
-            elif op == "handle":
-                alloc.make_handle()
-            elif op == "path":
-                alloc.path  # noqa: B018
-            else:
-                mapping.copy_to(null)
-            sys.setprofile(None)
+            run = {
+                "publish": lambda: alloc.publish("p"),
+                "handle": alloc.make_handle,
+                "path": lambda: alloc.path,
+                "copy_to": lambda: mapping.copy_to(null),
+            }[op]
+            name = at_call(at, lambda name: child_writes(array), run)
             os.close(null)
-            if len(seen) > at and array[1] != 99:
-                lost.append([op, at, seen[-1]])
+            if name is not None and array[1] != 99:
+                lost.append([op, at, name])
             mapping.unmap()
             if op in ("publish", "handle"):
                 alloc.free()
             else:
                 alloc.release()
-            if len(seen) <= at:  # fewer calls: every one was forked at
+            if name is None:  # fewer calls: every one was forked at
                 break
             forks += 1
     print(json.dumps({"forks": forks, "lost": lost}))
@@ -267,7 +274,7 @@ finally:
 
 
 def test_a_fork_in_the_middle_of_an_attach_shares_the_map_with_the_child():
-    result = run_python(_FORK_DURING_AN_ATTACH, timeout=120)
+    result = run_python(_AT_THE_NTH_CALL + _FORK_DURING_AN_ATTACH, timeout=120)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["forks"] >= 40  # (every step of each was forked at)
