@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import textwrap
 import weakref
 
 import numpy as np
@@ -403,17 +404,27 @@ def test_a_fork_hook_and_a_finalizer_under_memorys_lock_never_wait_for_each_othe
     assert (result.returncode, result.stdout) == (0, "no deadlock\n"), result.stderr
 
 
+def _a_later_file_survives(script: str) -> None:
+    """Run `script` in a fresh interpreter: it interrupts clara (^C: an exception a
+    profile or trace function raises) and then opens `mine`, which takes the lowest free
+    fd number; once the dead Allocation is collected, `mine` must still be open (EBADF if
+    its finalizer closed the number a second time)."""
+    result = run_python(
+        "import gc, os, sys\nfrom clara_core import Context\n"
+        + textwrap.dedent(script)
+        + 'gc.collect()\nos.write(mine, b"x")\nprint("mine")\n'
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")
+
+
 def test_an_interrupted_create_never_closes_a_later_file(ctx):
     """^C (an exception a signal handler raises; here a trace function's, at the call of
     `_defer`) after create made the Allocation but before it returned it: the fd is closed
     once. Create's cleanup closed it, then the Allocation's finalizer closed the number
     again, whatever file had taken it since (here the caller's own). (A large one: a small
     one is made in one call, see the next test.)"""
-    result = run_python(
+    _a_later_file_survives(
         """
-        import gc, os, sys
-        from clara_core import Context
-
         def trace(frame, event, arg):
             if event == "call" and frame.f_code.co_name == "_defer":
                 sys.settrace(None)
@@ -428,12 +439,8 @@ def test_an_interrupted_create_never_closes_a_later_file(ctx):
             sys.settrace(None)
             mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
             del exc
-        gc.collect()
-        os.write(mine, b"x")  # EBADF if the dead Allocation closed it
-        print("mine")
         """
     )
-    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")
 
 
 @pytest.mark.parametrize("where", ["created", "returned"])
@@ -441,11 +448,8 @@ def test_an_interrupted_small_create_never_closes_a_later_file(ctx, where):
     """The same for a small one, made in one call (making.create_private, C or its twin):
     ^C as that call returns (`created`), or as members.new_allocation returns it
     (`returned`), loses the Allocation, whose finalizer closes its fd once."""
-    result = run_python(
+    _a_later_file_survives(
         f"""
-        import gc, os, sys
-        from clara_core import Context
-
         def profile(frame, event, arg):
             called = frame.f_code.co_name
             if event.startswith("c_"):
@@ -468,23 +472,16 @@ def test_an_interrupted_small_create_never_closes_a_later_file(ctx, where):
             sys.setprofile(None)
             mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
             del exc
-        gc.collect()
-        os.write(mine, b"x")  # EBADF if the dead Allocation closed it
-        print("mine")
         """
     )
-    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")
 
 
 def test_an_interrupted_free_never_closes_a_later_file(ctx):
     """^C as free's one call (making.free_named, C or its twin) returns, having closed the
     fd: the reference stays closed, and its finalizer does not close the number again,
     whatever file has it by then (here the caller's own). (brk7's P2D-1.)"""
-    result = run_python(
+    _a_later_file_survives(
         """
-        import gc, os, sys
-        from clara_core import Context
-
         def profile(frame, event, arg):
             called = frame.f_code.co_name
             if event.startswith("c_"):
@@ -504,11 +501,7 @@ def test_an_interrupted_free_never_closes_a_later_file(ctx):
             sys.setprofile(None)
         mine = os.open("/dev/null", os.O_WRONLY)  # takes the number just freed
         assert alloc.released
-        del alloc
-        gc.collect()
-        os.write(mine, b"x")  # EBADF if the dead Allocation closed it
         assert "freed" not in ctx.names()
-        print("mine")
+        del alloc
         """
     )
-    assert (result.returncode, result.stderr, result.stdout) == (0, "", "mine\n")

@@ -342,21 +342,6 @@ def test_lock_lifecycle_reads_the_lifecycle_and_what_the_name_denotes(
 
 
 @pytest.mark.parametrize("twin", _TWINS)
-def test_lock_lifecycle_on_a_held_lock_is_none_and_takes_nothing(twin: str, directory: int) -> None:
-    fd = _segment(directory, "named")
-    other = _hold(fd, locks.LIFECYCLE_BYTE, exclusive=False)
-    try:
-        assert _call(twin, "lock_lifecycle")(fd, directory, "named") is None
-        os.close(other)
-        other = -1
-        assert not _locked_by_other(fd, locks.LIFECYCLE_BYTE, exclusive=False)
-    finally:
-        if other >= 0:
-            os.close(other)
-        os.close(fd)
-
-
-@pytest.mark.parametrize("twin", _TWINS)
 def test_lock_lifecycle_that_fails_after_the_lock_drops_it(twin: str, directory: int) -> None:
     fd = _segment(directory, "named")
     try:
@@ -432,11 +417,17 @@ def test_free_named_removes_no_name_that_is_not_its_segments_own(
 
 
 @pytest.mark.parametrize("twin", _TWINS)
-def test_free_named_on_a_held_lock_is_none_and_does_nothing(twin: str, directory: int) -> None:
+@pytest.mark.parametrize("call", ["lock_lifecycle", "free_named"])
+def test_the_lifecycle_calls_on_a_held_lock_are_none_and_do_nothing(
+    twin: str, call: str, directory: int
+) -> None:
     fd = _segment(directory, "named")
     other = _hold(fd, locks.LIFECYCLE_BYTE, exclusive=False)
     try:
-        assert _free_named(twin, fd, directory, "named") is None
+        if call == "lock_lifecycle":
+            assert _call(twin, "lock_lifecycle")(fd, directory, "named") is None
+        else:
+            assert _free_named(twin, fd, directory, "named") is None
         assert os.listdir(directory) == ["named"]
         assert _is_open(fd)
         assert os.pread(fd, 1, hdr.LIFECYCLE_AT) == bytes((hdr.PUBLISHED,))
