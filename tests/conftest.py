@@ -10,6 +10,7 @@ directory fails with a table of them, and its leftovers are removed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +27,16 @@ SESSION_NAMESPACE = f"claratest-{uuid.uuid4().hex[:10]}"
 os.environ["CLARA_NAMESPACE"] = SESSION_NAMESPACE
 os.environ.pop("CLARA_CONTEXT", None)
 os.environ.pop("CLARA_OPERATOR", None)
+
+# The job directories of the `clara run`s the tests start (a killed or failing run keeps its
+# own, by design) and their operators' temporary files go under one directory of the
+# session, removed at its end: the suite leaves nothing in /tmp. It is sticky and
+# world-writable as /tmp is (tests run `clara` as another uid too). Only subprocesses see it:
+# this process keeps the temporary directory it had (pytest's tmp_path stays where it was).
+tempfile.gettempdir()
+SESSION_TMPDIR = tempfile.mkdtemp(prefix=f"{SESSION_NAMESPACE}-tmp-")
+os.chmod(SESSION_TMPDIR, 0o1777)
+os.environ["TMPDIR"] = SESSION_TMPDIR
 
 # No property test has a deadline: it is a timing assertion (hypothesis fails an example
 # that takes over 200 ms, then calls the run flaky when it is quick again), and a loaded
@@ -90,3 +101,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for file_name in left:
             os.unlink(os.path.join(shm_dir(), file_name))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(SESSION_TMPDIR, ignore_errors=True)
