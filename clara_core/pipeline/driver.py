@@ -304,8 +304,13 @@ class Driver:
 def _premap(payload: Payload) -> None:
     """While the inputs' producers may still be at work: prepare the maps execute will
     take (page tables filled now, off the critical path). Best effort: any problem is
-    left for the map itself to report."""
-    for variable in [*payload.inputs.values(), *payload.outputs.values()]:
+    left for the map itself to report.
+
+    Outputs first: their pages are fresh, and a write map clears them at the lower cost
+    (see Reference._premap); an input's producer meanwhile clears its own, so that the
+    input's read map, taken after, finds them cleared (a read fault on a fresh page
+    clears it alone, ~40 % dearer)."""
+    for variable in [*payload.outputs.values(), *payload.inputs.values()]:
         with contextlib.suppress(ClaraError, OSError):
             variable.premap()
 

@@ -70,6 +70,7 @@ __all__ = [  # (what callers use; the directory's names are re-exported: one doo
     "links_open_files",
     "map_segment",
     "names_file",
+    "never_written_at_end",
     "open_segment",
     "open_unpacked",
     "path_of",
@@ -280,6 +281,23 @@ def write_at(fd: int, data: bytes, offset: int, what: str) -> None:
         os.pwrite(fd, data, offset)
     except OSError as exc:
         raise translate(exc, what) from exc
+
+
+def never_written_at_end(fd: int, length: int) -> bool:
+    """Whether the last page of the first `length` bytes of a segment was never written:
+    a hole, or a page fallocate reserved and nobody has cleared yet (tmpfs counts a page
+    as data only once it is). Then the pages before it most likely are fresh too, and a
+    write map is cheapest populated for writing (see memory.Region.map's `fresh`); once
+    a map has populated them, they are data. One lookup of one page, whatever `length`.
+    A guess that only picks how to populate, never a fact anything relies on."""
+    try:
+        os.lseek(fd, (length - 1) & _PAGE_MASK, os.SEEK_DATA)
+    except OSError as exc:
+        return exc.errno == errno.ENXIO  # (no data from there on; else: cannot tell)
+    return False
+
+
+_PAGE_MASK = ~(os.sysconf("SC_PAGE_SIZE") - 1)
 
 
 def map_segment(
