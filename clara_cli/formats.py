@@ -14,7 +14,6 @@ from clara_core.dtypes import ElementType
 from clara_core.errors import InvalidArgument
 
 from .transfer import (
-    CHUNK,
     LongInput,
     Progress,
     ShortInput,
@@ -136,15 +135,12 @@ def _read_npy_header(incoming: Incoming) -> None:
 
 def length(incoming: Incoming) -> int:
     """The bytes of raw data left in `incoming`. A pipe's length is known only at its
-    end, so its data is read whole into memory first (and read from there)."""
+    end, so its data is read whole into memory first (and read from there), up to what
+    intake.room allows."""
     if incoming.nbytes is None:
-        chunks = []
-        try:
-            while chunk := incoming.stream.read(CHUNK):
-                chunks.append(chunk)
-        except OSError as exc:
-            raise file_error(exc, incoming.path, "read") from exc
-        data = b"".join(chunks)
+        from .intake import read_whole
+
+        data = read_whole(incoming.stream, incoming.path, incoming.where)
         incoming.stream, incoming.nbytes = io.BytesIO(data), len(data)
     return incoming.nbytes
 
@@ -240,15 +236,33 @@ def _load_text(incoming: Incoming, etype: ElementType, shape: tuple[int, ...] | 
 
     import numpy
 
-    text = io.TextIOWrapper(incoming.stream, encoding="utf-8")
+    from .intake import BoundedReader, NotText, text_limit
+
+    count = None
+    if shape is not None:
+        count = 1
+        for dim in shape:
+            count *= dim
+        count += shape[1] if len(shape) == 2 else 1  # (a row too many is told by its shape)
+    limit, too_long = text_limit(count, etype.itemsize, incoming.where)
+    bounded = BoundedReader(incoming.stream, limit, too_long)
+    text = io.TextIOWrapper(io.BufferedReader(bounded), encoding="utf-8")
     try:
         ndmin = 1 if shape is None else len(shape)
         with warnings.catch_warnings():  # empty input: our one-line error, not numpy's warning
             warnings.simplefilter("ignore", UserWarning)
             incoming.array = numpy.loadtxt(text, dtype=etype.numpy, ndmin=ndmin)
     except OSError as exc:
+        if exc is too_long:
+            raise
         raise file_error(exc, incoming.path, "read") from exc
+    except NotText:
+        raise InvalidArgument(
+            f"{incoming.where} is not numbers as text (it holds a NUL byte)"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
+        if exc is too_long:
+            raise
         why = str(exc).split("; use `usecols`")[0]  # (numpy's advice is for its own API)
         raise InvalidArgument(f"{incoming.where} is not numbers as text ({why})") from None
     finally:

@@ -3,6 +3,7 @@
     model            Pipeline, Operator, Port: read-only records and the DAG
     schema/          the rules of Clara's pipeline language, with line numbers
     yamllines        YAML with a line number on every node
+    textfile         the text of a file a user names, bounded (pipeline, bindings)
     loading          load(file) / check(file): a file through the rules into a Pipeline
     environment      the operator environment contract (CLARA_IO and friends)
     operator_io      where an operator's declared I/O lives in a local run

@@ -58,7 +58,8 @@ def parse_bind(text: str) -> Binding:
 
 def read_file(path: str) -> list[Binding]:
     """The bindings of a YAML file (operator: command); InvalidArgument with FILE:LINE."""
-    from .yamllines import Map, Seq, read_text
+    from .textfile import read_text
+    from .yamllines import Map, Seq
     from .yamllines import load as load_yaml
 
     data, problems = load_yaml(read_text(path, "bindings"))

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from . import schema, templates
 from .model import Pipeline, PipelineInvalid, Problem
-from .yamllines import read_text
+from .textfile import read_text
 
 
 def check(

@@ -8,8 +8,6 @@ overwrites, are reported instead. yaml is imported lazily: `clara publish` never
 
 from __future__ import annotations
 
-from ..errors import InvalidArgument, NotFound, PermissionDenied
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     from typing import Any
@@ -50,25 +48,6 @@ class Seq(list):
     def line_of(self, index: int) -> int:
         """Line of item `index`."""
         return self.lines[index] if 0 <= index < len(self.lines) else self.line
-
-
-def read_text(path: str, kind: str) -> str:
-    """The text of the `kind` file at `path` (e.g. "pipeline"): NotFound if it does not
-    exist, PermissionDenied if we may not read it, InvalidArgument if it cannot be read
-    (a directory) or is not UTF-8."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise NotFound(f"{kind} file {path} does not exist") from None
-    except PermissionError as exc:
-        raise PermissionDenied(f"cannot read {kind} file {path}: {exc.strerror}") from None
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read {kind} file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument(
-            f"cannot read {kind} file {path}: it is not UTF-8 text (byte {exc.start})"
-        ) from None
 
 
 def load(text: str, fast: bool = True) -> tuple[Any, list[tuple[int, str]]]:
