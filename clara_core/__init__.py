@@ -14,7 +14,8 @@ above takes it under TYPE_CHECKING, or is handed a narrow object or callable):
                  (Variable, Driver); uses the object model like any user does
     context.py allocation.py mapping.py pool.py        the object model: what users hold
     members.py lifecycle.py    how a context makes and opens its members; how an
-                               allocation gains and loses names (publish, handle, free);
+    publishing.py freeing.py   allocation gains and loses names (the lifecycle lock;
+                               publish, handle; release, free);
     contexts.py                how a context's own segment is made, and contexts listed
     warm_segments.py           the pool's segments a process keeps mapped for its next claim
     registry.py reference.py   their narrow insides: a context as its allocations see it,

@@ -25,8 +25,10 @@ from .errors import (
     InvalidArgument,
     ReadOnly,
 )
-from .lifecycle import HANDLED, SHARED, Lifecycle
+from .freeing import Freeing
+from .lifecycle import HANDLED, SHARED
 from .maps import Maps
+from .publishing import Publishing
 from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
 from .shm import locks, processes, segment
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 
-class Allocation(Lifecycle, Maps, AllocationFields):
+class Allocation(Publishing, Freeing, Maps, AllocationFields):
     """A reference to a typed block of shared memory in a context.
 
     One thread at a time: its map, views, unmap and release are not guarded against

@@ -5,7 +5,8 @@ Layers of clara_core, bottom to top (see clara_core/__init__.py):
     0  vocabulary   errors, names, dtypes, records, lazy (the facades' lazy loading)
     1  shm          clara_core.shm.*  (the kernel: segments, mmap, header, locks, /proc)
     2  object model context, contexts, allocation, mapping, pool, warm_segments, members,
-                 lifecycle, registry, reference, removal, waiting, leaks, inspect, doctor
+                 lifecycle, publishing, freeing, registry, reference, removal, waiting,
+                 leaks, inspect, doctor
     3  pipeline     clara_core.pipeline.*
 
 A module may import from its own layer or below. Imports under `if TYPE_CHECKING:` are
