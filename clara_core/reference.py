@@ -149,37 +149,55 @@ class Reference(Inheritance):
             except OSError as exc:
                 raise segment.translate(exc, "the data state") from exc
         maps = self._maps
-        maps.remove(region)
-        unlock = not maps and pending is None  # (a deferred map holds no lock)
-        if (self._warm if writable else self._warm_read) is None:  # keep it for the next map
-            # Views that outlive the map are cut off first, before anyone else may map
-            # it (detach returns None if then nothing of it stays mapped).
-            kept = region.detach()
-            if unlock:
-                _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
-            if kept is not None:  # (self._keep(kept, writable), inline: every unmap)
-                if writable:
-                    if self._warm is None:
-                        self._warm = kept
+        unlock = len(maps) == 1 and pending is None  # (a deferred map holds no lock)
+        try:
+            maps.remove(region)
+            if (self._warm if writable else self._warm_read) is None:  # keep it for the next
+                # map. Views that outlive the map are cut off first, before anyone else may
+                # map it (detach returns None if then nothing of it stays mapped).
+                kept = region.detach()
+                if unlock:
+                    _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
+                if kept is not None:  # (self._keep(kept, writable), inline: every unmap)
+                    if writable:
+                        if self._warm is None:
+                            self._warm = kept
+                        else:
+                            kept.release()
+                    elif self._warm_read is None:
+                        self._warm_read = kept
                     else:
                         kept.release()
-                elif self._warm_read is None:
-                    self._warm_read = kept
-                else:
-                    kept.release()
-        elif region.lent():
-            region.release()  # views outlive the map: cut them off before anyone else
-            if unlock:  # may map it
-                _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
-        else:
-            if unlock:  # nothing reaches this memory: let waiters in first
-                _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
-            region.release()
+            elif region.lent():
+                region.release()  # views outlive the map: cut them off before anyone else
+                if unlock:  # may map it
+                    _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
+            else:
+                if unlock:  # nothing reaches this memory: let waiters in first
+                    _set_lock(self._fd, _UNLOCK_MAP)  # locks.unlock, in one C call
+                region.release()
+        except BaseException as exc:
+            if not isinstance(exc, OSError):  # (an OSError: as before, nothing more)
+                self._unmap_cut_short(region, unlock)
+            raise
         if pending is not None:
             if writable and complete:
                 pending[_DATA_AT:_DATA_END] = self._completed
             if self._pending is not pending:  # (see _map_private)
                 self._public_meanwhile(pending)
+
+    def _unmap_cut_short(self, region: Region, unlock: bool) -> None:
+        """An unmap cut short by an exception a signal handler raised (^C, as any call
+        returned): the region is out of the list (or about to be), so nobody would ever
+        release it again, its range mapped until the process ends. Release it now (again,
+        if it was: nothing to do then), then let go of the map lock (unless another thread
+        of this reference has mapped since: the lock is its now)."""
+        try:  # noqa: SIM105 (contextlib.suppress: a module more to load at start-up)
+            region.release()
+        except ValueError:  # cut off already, the flags not yet cleared: its holder owns
+            pass  # the range
+        if unlock and not self._maps:
+            _set_lock(self._fd, _UNLOCK_MAP)
 
     def _abandon(self, region: Region) -> None:
         """Undo a map whose pages could not be mapped when its first view was taken (a

@@ -112,19 +112,19 @@ def _map_locked(
             if at:
                 memory_calls.checked_munmap(at, length)
             raise
-    address = 0
+    landed: list[int] = []  # the mapping, as soon as it is made (see memory_calls.map_at)
     try:
         if at is not None:
-            address = memory_calls.map_at(at, length, prot, flags, fd)
+            memory_calls.map_at(at, length, prot, flags, fd, landed)
         last = os.pread(fd, 1, length - 1)
         header = os.pread(fd, header_size, 0)
     except BaseException:
-        if address:
-            memory_calls.checked_munmap(address, length)
+        if landed:
+            memory_calls.checked_munmap(landed[0], length)
         if lock is not None:
             _fcntl(fd, _SETLK, _UNLOCK + lock[2:])
         raise
-    return address, True, last, header
+    return landed[0] if landed else 0, True, last, header
 
 
 def _set_lock(fd: int, request: bytes) -> None:

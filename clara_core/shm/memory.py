@@ -331,17 +331,34 @@ class Region(RegionFields):
         return Region(moved, self.length, self.writable)
 
     def _cut_off(self, holder: Any) -> None:
-        length = self.length
-        if self.writable:
-            prot, spare = _READ_WRITE, None  # zeros a write view may have written to are
-        else:  # given back (unmapped); read-only zeros hold no memory once their views
-            prot, spare = _READ, _spare.get(length)  # die: kept for reuse
-            if spare is None and length < DETACH_FROM:
-                spare = _spare_for(length)
-        # The views need nothing of their map any more: the holder lets go of its owner
-        # (a Mapping, and through it the allocation), which must not live on with them,
-        # nor the reference's other maps and locks (`with ref.map("r") as old:` leaves
-        # `old` bound after the block).
-        cut_off(holder, prot, spare, _SPARE_PER_LENGTH)
+        try:
+            length = self.length
+            if self.writable:
+                prot, spare = _READ_WRITE, None  # zeros a write view may have written to
+            else:  # are given back (unmapped); read-only zeros hold no memory once their
+                prot, spare = _READ, _spare.get(length)  # views die: kept for reuse
+                if spare is None and length < DETACH_FROM:
+                    spare = _spare_for(length)
+            # The views need nothing of their map any more: the holder lets go of its
+            # owner (a Mapping, and through it the allocation), which must not live on
+            # with them, nor the reference's other maps and locks (`with ref.map("r") as
+            # old:` leaves `old` bound after the block).
+            cut_off(holder, prot, spare, _SPARE_PER_LENGTH)
+        except BaseException as exc:
+            if not isinstance(exc, OSError):  # (an OSError replaced nothing)
+                self._finish_cut_off(holder)
+            raise
         self._holder = None
         self.address, self._fd = 0, -1  # the zeros are the holder's now: lend nothing more
+
+    def _finish_cut_off(self, holder: Any) -> None:
+        """`_cut_off` interrupted by an exception a signal handler raised (^C), before the
+        range was replaced or after (the pure-Python cut_off: between its mmap and its
+        unmapper): finish it. Left half done, a Region whose views then died would keep
+        warm, or unmap, a range of zeros that its holder unmaps too, or never does."""
+        try:  # noqa: SIM105 (contextlib.suppress: a module more to load at start-up)
+            cut_off(holder, _READ_WRITE if self.writable else _READ, None, 0)
+        except ValueError:  # it was, already
+            pass
+        self._holder = None
+        self.address, self._fd = 0, -1

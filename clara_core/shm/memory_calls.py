@@ -75,11 +75,13 @@ class _Unmapper:
     """Hung on a cut-off holder (the pure-Python one): when the holder, i.e. the last
     view, dies, unmaps the zero pages that replaced the shared ones, or keeps them in
     `spare` (up to `keep`) for the next map of their length (cheaper than
-    weakref.finalize)."""
+    weakref.finalize). Inert until `armed`: one that an exception (^C) parts from its
+    holder before the range is the holder's dies without touching it."""
 
-    __slots__ = ("address", "keep", "length", "munmap", "spare")
+    __slots__ = ("address", "armed", "keep", "length", "munmap", "spare")
 
     def __init__(self, address: int, length: int, spare: list[int] | None, keep: int) -> None:
+        self.armed = False
         self.address = address
         self.length = length
         self.munmap = _munmap  # still at hand if this dies at interpreter exit
@@ -87,6 +89,8 @@ class _Unmapper:
         self.keep = keep
 
     def __del__(self) -> None:
+        if not getattr(self, "armed", False):  # (its __init__ may not even have run)
+            return
         spare = self.spare
         if spare is not None and len(spare) < self.keep:
             spare.append(self.address)
@@ -94,16 +98,56 @@ class _Unmapper:
             self.munmap(self.address, self.length)
 
 
-def map_at(at: int, length: int, prot: int, flags: int, fd: int) -> int:
+def map_at(
+    at: int, length: int, prot: int, flags: int, fd: int, landed: list[int] | None = None
+) -> int:
     """mmap `length` bytes of `fd` over the kept range at `at` (MAP_FIXED), or anywhere
-    if there is none (0) or that fails (the range is then forgotten): the address."""
+    if there is none (0) or that fails (the range is then forgotten): the address, also
+    appended to `landed` (if given) before it is returned.
+
+    An exception a signal handler raises (^C) comes as a call returns: as the mmap
+    returns, its address would be lost, and the segment stay mapped for good. So the
+    file is only ever mapped over a range whose address is known before: the kept one,
+    else a reservation made first (PROT_NONE private zeros: lost that way, it holds no
+    memory and no file), which an exception then unmaps. From `landed` the caller
+    unmaps it, if it is interrupted as this returns (the C twin is one call: nothing
+    runs between its mmap and its return).
+    """
     if _mmap is None:
         lib()
     if at:
-        address = _mmap(at, length, prot, flags | MAP_FIXED, fd, 0)
+        try:
+            address = _mmap(at, length, prot, flags | MAP_FIXED, fd, 0)
+        except BaseException:
+            _munmap(at, length)
+            raise
         if address is not None and address != _MAP_FAILED:
+            if landed is not None:
+                landed.append(address)  # (interrupted as it returns: appended already)
             return address
-    return check(_mmap(None, length, prot, flags, fd, 0), "mmap")
+    spot = _mmap(None, length, 0, PRIVATE_ZEROS, -1, 0)
+    if spot is None or spot == _MAP_FAILED:
+        raise _errno_error("mmap")
+    try:
+        address = _mmap(spot, length, prot, flags | MAP_FIXED, fd, 0)
+    except BaseException:
+        _munmap(spot, length)
+        raise
+    if address is None or address == _MAP_FAILED:
+        error = _errno_error("mmap")  # (before munmap: its errno)
+        _munmap(spot, length)
+        raise error
+    if landed is not None:
+        landed.append(address)
+    return address
+
+
+def _errno_error(what: str) -> OSError:
+    """The OSError of the last failed libc call (its errno)."""
+    import ctypes
+
+    code = ctypes.get_errno()
+    return OSError(code, f"{what}: {os.strerror(code)}")
 
 
 def checked_munmap(address: int, length: int) -> None:
@@ -132,27 +176,39 @@ def holder(address: int, length: int, writable: bool, owner: object) -> Any:
 def cut_off(holder: Any, prot: int, spare: list[int] | None, keep: int) -> None:
     """Replace a ctypes holder's range by private zeros of protection `prot`; at its
     death, the range is kept in `spare` (up to `keep`), else unmapped (`_Unmapper`)."""
-    import ctypes
 
     if _mmap is None:
         lib()
-    if getattr(holder, "unmapper", None) is not None:  # (as C's cut_off: its range is
-        raise ValueError("cut_off: this holder is cut off already")  # not the segment's)
-    address, length = ctypes.addressof(holder), len(holder)
-    check(_mmap(address, length, prot, _ZEROS_FIXED, -1, 0), "mmap")
-    holder.unmapper = _Unmapper(address, length, spare, keep)
+    unmapper = _unmapper_of(holder, "cut_off: this holder is cut off already")
+    # (an exception a signal handler raises, ^C, may come as any call returns: the
+    # unmapper is hung first, inert, and armed once the range is zeros; a cut_off
+    # interrupted before that is made again, see memory.Region._cut_off)
+    check(_mmap(unmapper.address, unmapper.length, prot, _ZEROS_FIXED, -1, 0), "mmap")
+    unmapper.spare, unmapper.keep, unmapper.armed = spare, keep, True
     holder.owner = None
 
 
 def disown(holder: Any, spare: list[int] | None, keep: int) -> None:
     """As `cut_off`, for a holder whose range is private memory already (a staged map's:
     shm/staging.py): nothing to map; at its death the range is kept or unmapped."""
+
+    unmapper = _unmapper_of(holder, "disown: this holder owns its range already")
+    unmapper.spare, unmapper.keep, unmapper.armed = spare, keep, True
+    holder.owner = None
+
+
+def _unmapper_of(holder: Any, owned: str) -> _Unmapper:
+    """The inert unmapper hung on `holder` (by an earlier call cut short, or now);
+    ValueError `owned` if it is armed: the holder owns its range already."""
     import ctypes
 
-    if getattr(holder, "unmapper", None) is not None:
-        raise ValueError("disown: this holder owns its range already")
-    holder.unmapper = _Unmapper(ctypes.addressof(holder), len(holder), spare, keep)
-    holder.owner = None
+    unmapper = getattr(holder, "unmapper", None)
+    if unmapper is None:
+        unmapper = _Unmapper(ctypes.addressof(holder), len(holder), None, 0)
+        holder.unmapper = unmapper
+    elif unmapper.armed:  # (as C's: its range is not the segment's)
+        raise ValueError(owned)
+    return unmapper
 
 
 def _holder_type(length: int) -> type:

@@ -71,11 +71,12 @@ def test_a_fresh_allocation_is_populated_for_writing_a_written_one_by_mapping(
     steps = _steps(tmp_path)
     fresh = _of_segment(steps["fresh"])
     assert len(fresh) == 2, steps["fresh"]
-    assert "MAP_SHARED," in fresh[0] and "MAP_POPULATE" not in fresh[0], fresh
+    # (MAP_FIXED too in the pure-Python path: over its reservation, see memory_calls.map_at)
+    assert "MAP_SHARED" in fresh[0] and "MAP_POPULATE" not in fresh[0], fresh
     assert "MADV_POPULATE_WRITE" in fresh[1], fresh
     for step in ("published", "read"):  # its pages are written now
         calls = _of_segment(steps[step])
-        assert any("MAP_SHARED|MAP_POPULATE" in call for call in calls), steps[step]
+        assert any("MAP_SHARED|" in call and "MAP_POPULATE" in call for call in calls), steps[step]
         assert not any("MADV_POPULATE" in call for call in calls), steps[step]
 
 
