@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl  # (loaded anyway: the locks use it)
 import os
 import stat
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
@@ -24,7 +25,27 @@ if TYPE_CHECKING:
     from .allocation import Allocation
 
 _CHUNK = 64 << 20  # per sendfile call: a progress bar moves, a signal is seen
+_PIPE_BYTES = 1 << 20  # (see _wide_pipe; the most /proc/sys/fs/pipe-max-size allows by default)
 _numpy_frombuffer: Any = None
+
+
+def _wide_pipe() -> tuple[int, int] | None:
+    """A pipe (read end, write end) that holds _PIPE_BYTES, or None if this user may not
+    have one that wide (above /proc/sys/fs/pipe-max-size, or its pipe quota spent).
+
+    A regular file is copied into a segment through it (copy_from), 1 MiB per splice
+    into the segment: sendfile and copy_file_range move the bytes through a pipe of
+    their own of 64 KiB, one write into the segment (its inode lock, its checks) per
+    64 KiB. 256 MiB tmpfs to tmpfs: 43.6 ms of system time instead of 45.6 (31 rounds).
+    """
+    out_of_pipe, into_pipe = os.pipe()
+    try:
+        fcntl.fcntl(into_pipe, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    except OSError:
+        os.close(out_of_pipe)
+        os.close(into_pipe)
+        return None
+    return out_of_pipe, into_pipe
 
 
 def _frombuffer() -> Any:
@@ -167,18 +188,26 @@ class Mapping(MappingFields):
 
     def copy_from(self, fd: int, advance: Callable[[int], None] | None = None) -> int:
         """Fill the data from `fd` (a file, read from its position on, or a pipe), kernel
-        to kernel (sendfile, splice): only for a write map, and no page of the map is
+        to kernel (splice, sendfile): only for a write map, and no page of the map is
         touched, so map with ``populate=False``.
 
         Returns the bytes copied, fewer than nbytes if `fd` ended first. An OSError of a
         kernel that cannot copy from this kind of file (EINVAL, ...) comes before any
-        byte is written; `advance` is told the bytes copied after each chunk.
+        byte is written, with the file's position where it was; `advance` is told the
+        bytes copied after each chunk.
         """
         self._through_fd()
         if not self._region.writable:
             raise InvalidArgument(f"{self.allocation.describe()} is mapped for reading only")
         target, total, done = self.allocation._fd, self.layout.nbytes, 0
         if stat.S_ISREG(os.fstat(fd).st_mode):
+            pipe = _wide_pipe()
+            if pipe is not None:
+                try:
+                    return self._through_pipe(fd, pipe, advance)
+                finally:
+                    os.close(pipe[0])
+                    os.close(pipe[1])
             # sendfile writes at the target's file offset, which nothing else of this
             # open file uses (every other access is positioned: pread, pwrite, mmap).
             os.lseek(target, DATA_OFFSET, os.SEEK_SET)
@@ -198,6 +227,30 @@ class Mapping(MappingFields):
             done += put
             if advance is not None:
                 advance(put)
+        return done
+
+    def _through_pipe(
+        self, fd: int, pipe: tuple[int, int], advance: Callable[[int], None] | None
+    ) -> int:
+        """copy_from a regular file through `pipe` (see _wide_pipe): up to its size per
+        splice from the file, and as much per splice into the segment."""
+        (out_of_pipe, into_pipe), target = pipe, self.allocation._fd
+        total, done = self.layout.nbytes, 0
+        while done < total:
+            held = os.splice(fd, into_pipe, min(total - done, _PIPE_BYTES))
+            if held == 0:
+                break
+            try:
+                while held:
+                    put = os.splice(out_of_pipe, target, held, offset_dst=DATA_OFFSET + done)
+                    self._written = True
+                    done += put
+                    held -= put
+                    if advance is not None:
+                        advance(put)
+            finally:
+                if held:  # (not written: read again by whoever reads the file on)
+                    os.lseek(fd, -held, os.SEEK_CUR)
         return done
 
     def read_into(self, buffer: Any) -> None:

@@ -42,6 +42,25 @@ def test_copy_from_a_file_starts_at_its_position(ctx, tmp_path):
     alloc.release()
 
 
+def test_copy_from_a_longer_file_leaves_its_position_after_what_it_copied(ctx, tmp_path):
+    """A file is copied in rounds of a pipe's size (1 MiB): the last round takes only what
+    the allocation still holds, so the bytes beyond it are still there to be read (the
+    CLI reads one to refuse an input longer than the allocation)."""
+    nbytes = NBYTES - 1000  # (not a whole number of rounds)
+    data = pattern(nbytes)
+    source = tmp_path / "in.raw"
+    source.write_bytes(data + b"tail")
+    alloc = ctx.create(nbytes)
+    with open(source, "rb", buffering=0) as stream:
+        mapping = alloc.map("w", populate=False)
+        assert mapping.copy_from(stream.fileno()) == nbytes
+        mapping.unmap()
+        assert stream.read() == b"tail"
+    with alloc.map("r") as array:
+        assert array.tobytes() == data
+    alloc.release()
+
+
 def test_copy_from_a_pipe(ctx):
     data = pattern(NBYTES)
     alloc = ctx.create(NBYTES)
