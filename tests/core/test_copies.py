@@ -159,3 +159,55 @@ def test_a_view_of_a_map_without_populate_writes_the_segment(ctx):
     with alloc.map("r", populate=False) as array:
         assert array.tobytes() == pattern(NBYTES)
     alloc.release()
+
+
+NO_DESCRIPTOR_LEFT = """
+import os, resource
+from clara_core import Context
+
+data = bytes(range(256)) * ({nbytes} // 256)
+with open({source!r}, "wb") as out:
+    out.write(data)
+ctx = Context.create("nofds")
+try:
+    alloc = ctx.create({nbytes})
+    with open({source!r}, "rb", buffering=0) as stream:
+        mapping = alloc.map("w", populate=False)
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, limits[1]))
+        spare = []
+        try:
+            try:
+                while True:
+                    spare.append(os.dup(0))
+            except OSError:
+                pass
+            try:
+                os.pipe()
+            except OSError:
+                print("no descriptor left")
+            copied = mapping.copy_from(stream.fileno())
+        finally:
+            for fd in spare:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        mapping.unmap()
+    with alloc.map("r") as array:
+        assert copied == {nbytes} and array.tobytes() == data, copied
+    alloc.release()
+finally:
+    Context.destroy("nofds")
+print("copied")
+"""
+
+
+def test_copy_from_a_file_needs_no_descriptor_of_its_own(tmp_path):
+    """A process with no descriptor left still copies a file in (its pipe would need two):
+    as sendfile does, through no descriptor of its own."""
+    import subprocess
+    import sys
+
+    script = NO_DESCRIPTOR_LEFT.format(nbytes=NBYTES, source=str(tmp_path / "in.raw"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.stdout.decode().split() == ["no", "descriptor", "left", "copied"], done.stderr
