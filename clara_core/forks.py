@@ -152,24 +152,22 @@ class Inheritance:
         region.release()
 
     def _close_inherited(self, complete: bool = True) -> None:
-        """Close in a forked child a reference its parent made: the open file, and so its
-        locks, are the parent's too, which may still be writing through its map. The
-        child's own maps end as any close ends them (write maps complete, unless not
-        `complete`); of its parent's maps only this process's mappings go (not marked
-        complete, not unlocked); nothing is offered to the pool."""
-        try:
-            if self._seen != count:
-                self._adopt()
-            parents = self._parents or []
-            for region in list(self._maps):
-                # The child's own (a parent's map, still in `maps`, keeps its lock held).
-                if type(region) is not ParentsMap and region not in parents:
-                    self._unmap(region, complete)
-            for kept in [*parents, self._warm, self._warm_read]:
-                if kept is not None:
-                    kept.release()
-            self._maps.clear()
-            self._parents = None
-            self._warm = self._warm_read = None
-        finally:
-            os.close(self._fd)
+        """Finish in a forked child a reference its parent made (its caller, the close,
+        closes the file): the open file, and so its locks, are the parent's too, which
+        may still be writing through its map. The child's own maps end as any close ends
+        them (write maps complete, unless not `complete`); of its parent's maps only this
+        process's mappings go (not marked complete, not unlocked); nothing is offered to
+        the pool."""
+        if self._seen != count:
+            self._adopt()
+        parents = self._parents or []
+        for region in list(self._maps):
+            # The child's own (a parent's map, still in `maps`, keeps its lock held).
+            if type(region) is not ParentsMap and region not in parents:
+                self._unmap(region, complete)
+        for kept in [*parents, self._warm, self._warm_read]:
+            if kept is not None:
+                kept.release()
+        self._maps.clear()
+        self._parents = None
+        self._warm = self._warm_read = None

@@ -269,14 +269,14 @@ class Reference(Inheritance):
         self._closed = True
         if forks.hook_running:  # (after `_closed`: see forks._hook)
             forks.wait_for_hook()
-        if self._pending is not None:
-            forks.private.pop(id(self), None)
-        # A write map still held when an uncaught exception ends the interpreter was cut
-        # short, not finished: its data is left incomplete.
-        if self._born != forks.count:
-            self._close_inherited(complete=not _crashed)
-            return
-        try:
+        try:  # (from here: marked closed, nothing else would ever close the fd, ^C or not)
+            if self._pending is not None:
+                forks.private.pop(id(self), None)
+            # A write map still held when an uncaught exception ends the interpreter was
+            # cut short, not finished: its data is left incomplete.
+            if self._born != forks.count:
+                self._close_inherited(complete=not _crashed)
+                return
             if self._maps:
                 self._unmap_all(complete=not _crashed)
             if (warm := self._warm_read) is not None:

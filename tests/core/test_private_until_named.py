@@ -540,6 +540,18 @@ def _interrupted_at(returning: str, action) -> None:
         sys.setprofile(None)
 
 
+@pytest.mark.parametrize("returning", ["id", "pop"])
+def test_a_release_interrupted_closes_the_file_all_the_same(ctx, returning):
+    """^C in release once the reference is marked closed (as it forgets the fork hook's
+    record of a fresh one): its fd stayed open for good, and with it the segment's memory
+    and reference lock (its finalizer closes nothing once it is marked closed)."""
+    before = _segments_open_here()
+    alloc = ctx.create(dtype="u8", shape=(64,))
+    _interrupted_at(returning, alloc.release)
+    assert alloc.released
+    assert _segments_open_here() == before
+
+
 @pytest.mark.parametrize("returning", ["fstat", "fstatvfs", "posix_fallocate", "pwrite"])
 def test_a_large_create_interrupted_while_it_reserves_leaves_nothing(ctx, returning):
     """^C as a large create reserves its memory (posix_fallocate writes every page: about
