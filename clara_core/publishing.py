@@ -134,6 +134,8 @@ class Publishing(Lifecycle):
                     raise
                 segment.link(self._fd, file_name, what)
         except Exception as exc:  # (not an interrupt: that may come after the link)
+            if isinstance(exc, AlreadyExists) and segment.names_file(file_name, self._file_id):
+                return  # named so already: a publish cut short after its link (^C), retried
             # Not named: whatever stopped it (the name taken, no inode left for a
             # handle's second name ...), its header says private again, else a handle
             # would keep a header its free() does not recognise (and never remove it).

@@ -524,11 +524,12 @@ def _segments_open_here() -> list[str]:
 
 def _interrupted_at(returning: str, action) -> None:
     """Run `action` with an exception a signal handler raises (^C) right after the first
-    call of `returning` (a C function, or a Python one of that name) returns."""
+    call of `returning` (a C function, or a Python one of that name; a twin's name is
+    that of the C function with an underscore before it) returns."""
 
     def profile(frame, event, arg):
         called = getattr(arg, "__name__", "") if event == "c_return" else frame.f_code.co_name
-        if event in ("c_return", "return") and called == returning:
+        if event in ("c_return", "return") and called in (returning, f"_{returning}"):
             sys.setprofile(None)
             raise KeyboardInterrupt
 
@@ -561,3 +562,30 @@ def test_a_large_create_interrupted_while_it_reserves_leaves_nothing(ctx, return
     _interrupted_at(returning, lambda: ctx.create(8 << 20))
     gc.collect()
     assert _segments_open_here() == before
+
+
+@pytest.mark.parametrize("capacity", [None, "1M"], ids=["one-call", "counted"])
+def test_a_publish_retried_after_an_interrupt_after_its_link_keeps_it_published(capacity):
+    """^C right after publish linked the name (as its one call, making.publish, returns;
+    or as segment.link returns in a context with a capacity, publish's Python path): the
+    allocation is published; the retry found the name taken, took it for someone else's,
+    wrote the header private and nameless and raised AlreadyExists: nobody could get the
+    allocation any more, nor free it, until destroy. The retry now finds the name taken
+    by this very segment, and is done."""
+    counted = Context.create("counted", capacity=capacity)
+    try:
+        alloc = counted.create(dtype="u8", shape=(4,))
+        with alloc.map("w") as array:
+            array[:] = [5, 6, 7, 8]
+        linking = "link_open_file" if capacity else "publish"  # (making's, before the method's)
+        _interrupted_at(linking, lambda: alloc.publish("data"))
+        assert counted.names() == ["data"]
+        alloc.publish("data")
+        alloc.release()
+        with counted.get("data") as reader, reader.map("r") as seen:
+            assert seen.tolist() == [5, 6, 7, 8]
+        counted.get("data").free()
+        assert counted.names() == []
+    finally:
+        counted.close()
+        Context.destroy("counted")
