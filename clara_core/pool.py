@@ -132,7 +132,10 @@ def retire(
                     else:
                         segment.rename_new(file_name, target, what)
                 except BaseException:
-                    ledger.write_slot(home.fd, index, Slot(0, 0))
+                    # (unless named: a ^C as the link or rename returned, the entry is in)
+                    found = os.fstat(fd)
+                    if not segment.names_file(target, (found.st_dev, found.st_ino)):
+                        ledger.write_slot(home.fd, index, Slot(0, 0))
                     raise
         if warm is not None:
             locks.try_lock(fd, locks.REFERENCE_BYTE, exclusive=False)  # held by the cache

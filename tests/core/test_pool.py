@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -237,3 +238,34 @@ def test_a_finalizer_keeping_a_segment_warm_never_waits_for_a_thread_dropping_on
     """
     result = run_python(script, timeout=120)
     assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("naming", ["rename_new", "link_open_file"])
+def test_a_free_interrupted_after_it_named_the_pool_entry_leaves_its_slot(ctx, namespace, naming):
+    """^C right after a free (`rename_new`: of a published allocation) or a release
+    (`link_open_file`: of a private one) named the segment in the pool: the entry is in
+    the pool, so its ledger slot stays (it was cleared: a pooled segment nobody could
+    claim, outside the pool's cap, until destroy), and a fitting create takes it."""
+    first = ctx.create(4 * MIB)
+    inode = inode_of(first)
+    if naming == "rename_new":
+        first.publish("data")
+    called = ("c_return", "return")
+
+    def profile(frame, event, arg):
+        name = getattr(arg, "__name__", "") if event == "c_return" else frame.f_code.co_name
+        if event in called and name == naming:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    sys.setprofile(profile)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            first.free() if naming == "rename_new" else first.release()
+    finally:
+        sys.setprofile(None)
+    first.release()
+    assert [name for _, name in pool.pooled(ctx._registry)] == pool_files(namespace)
+    again = ctx.create(4 * MIB)
+    assert inode_of(again) == inode
+    again.release()
