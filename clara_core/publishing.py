@@ -65,6 +65,13 @@ class Publishing(Lifecycle):
                 links = making.publish(registry.fd, self._fd, tail, segment.directory_fd(), link)
             except OSError:  # (the calls stopped on the way: made again, by Python)
                 links = -1
+            except BaseException:  # ^C as it returns: if it linked the name, it is public
+                if link is not None and segment.names_file(link, self._file_id):
+                    self._pending = None  # (its locks taken, its header written)
+                    forks.private.pop(id(self), None)
+                    self._visibility, self._key, self._description = SHARED, name, what
+                    self._recycle = None
+                raise
             if links == 0:
                 registry.check_alive()  # destroyed: NotFound, and nothing was done
             # Gone public (as _go_public), whether or not every call was made.

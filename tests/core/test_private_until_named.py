@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 import pytest
 
-from clara_core import Context, Incomplete, NeverWritten
+from clara_core import Busy, Context, Incomplete, InvalidArgument, NeverWritten, Timeout
 from clara_core.names import shm_dir
 from clara_core.shm import locks
 from tests.helpers import run_python
@@ -564,21 +564,18 @@ def test_a_large_create_interrupted_while_it_reserves_leaves_nothing(ctx, return
     assert _segments_open_here() == before
 
 
-@pytest.mark.parametrize("capacity", [None, "1M"], ids=["one-call", "counted"])
-def test_a_publish_retried_after_an_interrupt_after_its_link_keeps_it_published(capacity):
-    """^C right after publish linked the name (as its one call, making.publish, returns;
-    or as segment.link returns in a context with a capacity, publish's Python path): the
-    allocation is published; the retry found the name taken, took it for someone else's,
-    wrote the header private and nameless and raised AlreadyExists: nobody could get the
-    allocation any more, nor free it, until destroy. The retry now finds the name taken
-    by this very segment, and is done."""
-    counted = Context.create("counted", capacity=capacity)
+def test_a_publish_retried_after_an_interrupt_after_its_link_keeps_it_published():
+    """(A context with a capacity: publish's Python path.) ^C right after segment.link
+    linked the name: the allocation is published; the retry found the name taken, took it
+    for someone else's, wrote the header private and nameless and raised AlreadyExists:
+    nobody could get the allocation any more, nor free it, until destroy. The retry now
+    finds the name taken by this very segment, and is done. (The one call's case: below.)"""
+    counted = Context.create("counted", capacity="1M")
     try:
         alloc = counted.create(dtype="u8", shape=(4,))
         with alloc.map("w") as array:
             array[:] = [5, 6, 7, 8]
-        linking = "link_open_file" if capacity else "publish"  # (making's, before the method's)
-        _interrupted_at(linking, lambda: alloc.publish("data"))
+        _interrupted_at("link_open_file", lambda: alloc.publish("data"))
         assert counted.names() == ["data"]
         alloc.publish("data")
         alloc.release()
@@ -589,3 +586,24 @@ def test_a_publish_retried_after_an_interrupt_after_its_link_keeps_it_published(
     finally:
         counted.close()
         Context.destroy("counted")
+
+
+def test_a_publish_interrupted_after_its_link_is_published_and_stays_so(ctx):
+    """^C as publish's one call (making.publish, C or its twin) returns, the name linked:
+    the reference knows it is published. It stayed private, its header pending (its locks
+    not taken): its next write map took no lock while a reader of the published name had
+    it mapped (both at once), and its retry found the name taken (see above)."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    with alloc.map("w") as array:
+        array[:] = [1, 2, 3, 4]
+    _interrupted_at("publish", lambda: alloc.publish("data"))  # (making's, not the method's)
+    with ctx.get("data") as reader, reader.map("r") as seen:
+        assert seen.tolist() == [1, 2, 3, 4]
+        with pytest.raises((Busy, Timeout)):
+            alloc.map("w", timeout=0.05)
+    with pytest.raises(InvalidArgument, match="already published"):
+        alloc.publish("data")
+    alloc.release()
+    assert _map_elsewhere('ctx.get("data")') == "read [1, 2, 3, 4]"
+    ctx.get("data").free()
+    assert ctx.names() == []
