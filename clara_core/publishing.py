@@ -172,9 +172,18 @@ class Publishing(Lifecycle):
         updated = origin._replace(owner_pid=pid, owner_start=start)
         self._write(updated.pack(), hdr.ORIGIN_AT)
         handle = os.urandom(6).hex()
-        segment.link(self._fd, self._registry.member_file(HANDLE, handle), self.describe())
-        self._drop_old_name()
-        self._set_visibility(HANDLED, handle)
+        file_name = self._registry.member_file(HANDLE, handle)
+        try:
+            segment.link(self._fd, file_name, self.describe())
+            self._drop_old_name()
+            self._set_visibility(HANDLED, handle)
+        except BaseException:  # (^C as the link returns, or after: once the name is linked
+            # the allocation has that handle, which a retry returns; else a retry made a
+            # second one, and the first stayed until leak-check found this process dead)
+            if self._visibility != HANDLED and segment.names_file(file_name, self._file_id):
+                self._set_visibility(HANDLED, handle)
+                self._recycle = None
+            raise
         self._recycle = None
         return handle
 

@@ -607,3 +607,22 @@ def test_a_publish_interrupted_after_its_link_is_published_and_stays_so(ctx):
     assert _map_elsewhere('ctx.get("data")') == "read [1, 2, 3, 4]"
     ctx.get("data").free()
     assert ctx.names() == []
+
+
+@pytest.mark.parametrize("returning", ["link_open_file", "_drop_old_name"])
+def test_a_handle_given_as_a_make_handle_is_interrupted_is_the_one_its_retry_returns(
+    ctx, namespace, returning
+):
+    """^C right after make_handle linked the handle's name (as the link returns, or as the
+    next step does): the allocation has that handle, and the retry returns it. It made a
+    second one, and the first name stayed, over a segment its reference no longer knew,
+    until leak-check found this process dead (a long-lived one: never)."""
+    alloc = ctx.create(dtype="u8", shape=(4,))
+    _interrupted_at(returning, alloc.make_handle)
+    handle = alloc.make_handle()
+    handles = [n for n in os.listdir(shm_dir()) if n.startswith(f"{namespace}.") and ".h." in n]
+    assert [n.rsplit(".", 1)[1] for n in handles] == [handle]
+    ctx.open_handle(handle).publish("data")
+    alloc.release()
+    ctx.get("data").free()
+    assert [n for n in os.listdir(shm_dir()) if n.startswith(f"{namespace}.job.")] == []
