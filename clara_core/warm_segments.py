@@ -36,7 +36,10 @@ _warm: dict[str, list[Warm]] = {}
 # Held while `_warm` is read or changed: threads of this process, each creating and
 # releasing allocations of its own, share it (two claiming one entry: one got a raw
 # ValueError; one dropping an entry while another claimed it: an fstat of a closed fd).
+# Never waited for without bound: a signal handler (or a finalizer) runs in the thread
+# that may hold it, and its create or destroy would wait for that thread for good.
 _warm_lock = allocate_lock()
+_FORGET_WAIT = 1.0  # seconds a destroy waits for it (then the segments go when next met)
 
 
 def _warm_list(context_file: str) -> list[Warm]:
@@ -96,7 +99,9 @@ def claim(context: Registry, nbytes: int, group: int | None) -> Warm | None:
     """A warm segment of `context` able to hold `nbytes` (at most twice that) of the
     group `group` (None: any), taken out of the cache; None if none fits."""
     dropped, claimed = [], None
-    with _warm_lock:
+    if not _warm_lock.acquire(blocking=False):  # busy: the pool, or a fresh segment
+        return None  # (a signal handler's create may run while its thread holds it)
+    try:
         entries = _warm_list(context.file_name)
         for entry in list(entries):
             found = os.fstat(entry.fd)
@@ -107,6 +112,8 @@ def claim(context: Registry, nbytes: int, group: int | None) -> Warm | None:
                 entries.remove(entry)
                 claimed = entry
                 break
+    finally:
+        _warm_lock.release()
     for old in dropped:
         _drop(old)
     return claimed
@@ -118,9 +125,15 @@ def _drop(entry: Warm) -> None:
 
 
 def forget(context_file: str) -> None:
-    """Let go of this process's warm segments of a context (destroyed, or evicting)."""
-    with _warm_lock:
+    """Let go of this process's warm segments of a context (destroyed, or evicting); if
+    they stay busy (a destroy in a signal handler of the thread that holds them), those
+    of a destroyed context go at the next claim (their names gone) or at exit."""
+    if not _warm_lock.acquire(timeout=_FORGET_WAIT):
+        return
+    try:
         entries = _warm.pop(context_file, [])
+    finally:
+        _warm_lock.release()
     for entry in entries:
         _drop(entry)
 

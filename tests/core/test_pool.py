@@ -269,3 +269,43 @@ def test_a_free_interrupted_after_it_named_the_pool_entry_leaves_its_slot(ctx, n
     again = ctx.create(4 * MIB)
     assert inode_of(again) == inode
     again.release()
+
+
+def test_a_signal_handlers_create_or_destroy_never_waits_for_its_own_thread(namespace):
+    """A signal handler runs in the thread it interrupts, which may be claiming a warm
+    segment (holding the warm segments' lock): a create of 1 MiB or more in the handler,
+    or a destroy (a SIGTERM handler's cleanup), waited for that lock, held by the very
+    frame it interrupted: hung for good. The handler here is called where a signal's
+    would run, as the claim's fstat returns, with the lock held."""
+    script = """
+    import faulthandler, sys
+    from clara_core import Context
+
+    faulthandler.dump_traceback_later(60, exit=True)  # a hang: its stacks, exit 1
+    ctx, other = Context.create("job"), Context.create("other")
+    MB = 1 << 20
+    for context in (ctx, other):  # a warm segment each (mapped, then released)
+        kept = context.create(MB)
+        kept.map("w").unmap()
+        kept.release()
+
+    def handler():
+        made = ctx.create(MB)
+        made.release()
+        Context.destroy("other")
+
+    def profile(frame, event, arg):
+        if event == "c_return" and arg.__name__ == "fstat" and frame.f_code.co_name == "claim":
+            sys.setprofile(None)
+            handler()
+
+    sys.setprofile(profile)
+    ctx.create(MB).release()
+    sys.setprofile(None)
+    ctx.close()
+    other.close()
+    Context.destroy("job")
+    print("done")
+    """
+    result = run_python(script, timeout=120)
+    assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr[-3000:]
