@@ -139,3 +139,14 @@ def test_targets_compare_ratios_and_absolute_values() -> None:
     assert row.ratios() == {"raw": 1.5} and row.met is True
     row.checks.append(Check("<=", 2.0))  # absolute: our median itself
     assert row.met is False
+
+
+def test_the_pipeline_row_gives_the_cpu_time_of_every_job(smoke: dict) -> None:
+    """P9 measures each job's CPU time too (bench.pipeline): on a machine of N CPUs no
+    job ends in less than its CPU time / N, which its note gives for the cold run."""
+    (row,) = [row for row in smoke["results"] if row["id"] == "P9"]
+    cpu = row["details"]["cpu_seconds"]
+    cold, warm = "clara run, cold (P9)", "clara run --warm-pool (P9w)"
+    assert set(cpu) == {cold, warm, *row["baselines"]}
+    assert all(values and all(_number(v) and v > 0 for v in values) for values in cpu.values())
+    assert "CPU per job" in row["note"] and "cannot take less than" in row["note"]
