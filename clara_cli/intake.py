@@ -54,13 +54,19 @@ def room(where: str) -> tuple[int, str]:
 
 def read_whole(stream: BinaryIO, path: str, where: str) -> bytes:
     """All that is left in `stream` (a pipe: its length is known only at its end), up to
-    `room`: OutOfSpace past it. A character device that is no terminal (/dev/zero) is
-    refused at once: it never ends."""
+    `room`: OutOfSpace past it. A character device that is no terminal is refused at
+    its first byte (/dev/zero never ends); /dev/null is empty."""
     try:
         found = os.fstat(stream.fileno())
     except (OSError, ValueError, io.UnsupportedOperation):
         found = None
     if found is not None and stat.S_ISCHR(found.st_mode) and not os.isatty(stream.fileno()):
+        try:
+            first = stream.read(1)
+        except OSError as exc:
+            raise file_error(exc, path, "read") from exc
+        if not first:  # (/dev/null: empty, as an empty file is)
+            return b""
         raise InvalidArgument(
             f"{where} is a character device that never ends: there is no length to size "
             "the allocation by"

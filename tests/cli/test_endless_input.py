@@ -156,3 +156,9 @@ def test_create_from_an_endless_pipe_stops_at_the_free_space(small_shm_dir: str,
     assert "standard input holds more numbers than fit in" in err
     with Context.open(ctx) as context:
         assert not list(context.names())
+
+
+def test_create_from_dev_null_is_empty_not_endless(ctx: str) -> None:
+    ok("create", "context", ctx)
+    line = fails(2, "create", "allocation", "v", "-c", ctx, "--in", "/dev/null", timeout=20)
+    assert line == "clara: error: /dev/null is empty: no data to size the allocation by"
