@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from .shm.trust import Writers
+
 _PUBLISHED = hdr.pack_lifecycle(hdr.PUBLISHED)
 _NAME_IN_TAIL = hdr.NAME_AT - hdr.LIFECYCLE_AT  # where the name is in what publish writes
 _LIFECYCLE_AT, _PUBLISHED_BYTE = hdr.LIFECYCLE_AT, hdr.PUBLISHED
@@ -149,7 +151,8 @@ class Publishing(Lifecycle):
             self._write(hdr.pack_lifecycle(hdr.PRIVATE), hdr.LIFECYCLE_AT)
             self._write(hdr.pack_name(""), hdr.NAME_AT)
             if isinstance(exc, AlreadyExists):
-                raise AlreadyExists(f"{what} already exists{_taken_by(file_name)}") from None
+                taken = _taken_by(file_name, self._registry.writers)
+                raise AlreadyExists(f"{what} already exists{taken}") from None
             raise
 
     def make_handle(self, holder_pid: int | None = None) -> str:
@@ -208,10 +211,13 @@ class Publishing(Lifecycle):
             self._pool_name = None
 
 
-def _taken_by(file_name: str) -> str:
-    """'' if the name is taken by one of ours, else who took it (a planted name)."""
+def _taken_by(file_name: str, writers: Writers) -> str:
+    """What to do about the name taken: free it, if one of the context's `writers` took
+    it (in a context others may write, not only this user); else who took it (planted)."""
     found = segment.stat_named(file_name)
-    if found is None or (found.st_uid == os.geteuid() and stat.S_ISREG(found.st_mode)):
+    if found is None or (
+        stat.S_ISREG(found.st_mode) and (found.st_uid == os.geteuid() or writers.admits(found))
+    ):
         return "; choose another name or free it first"
     kind = trust.file_type(found.st_mode)
     return f" as {kind} of {trust.user_name(found.st_uid)}, not made by clara; choose another name"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -257,3 +258,20 @@ def test_an_npy_file_given_without_format_npy_gets_a_warning(ctx: str, tmp_path)
     raw = tmp_path / "plain.raw"
     raw.write_bytes(bytes(24))
     assert ok("create", "allocation", "x", "-c", ctx, "--in", str(raw)).stderr == b""
+
+
+def test_a_name_another_writer_of_a_shared_context_took_is_not_called_planted(ctx: str) -> None:
+    """uid 65534 asks for a name that root made in a context of mode 666: the name is
+    taken by a writer of the context (free it, or choose another), not planted."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv(1) to run clara as another user")
+    other = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    ok("create", "context", ctx, "--mode", "666")
+    ok("create", "allocation", "v", "-c", ctx, "--size", "4")
+    line = fails(10, "create", "allocation", "v", "-c", ctx, "--size", "4", prefix=other)
+    assert line == (
+        f"clara: error: allocation 'v' in context '{ctx}' already exists; choose another "
+        "name or free it first"
+    )
+    with Context.open(ctx) as context:
+        assert context.names() == ["v"]  # (the other user's try left nothing)
