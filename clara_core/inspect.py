@@ -332,6 +332,10 @@ def context_members(name: str) -> tuple[ContextSummary, list[SegmentInfo]]:
     infos, foreign = _survey(own, foreign_rows=False, token_only=own[len(namespace()) + 1 :])
     summaries = _summaries(infos, foreign)
     if not summaries:
+        if segment.stat_named(own) is not None:  # there, but not listed: unreadable to us
+            from .context import Context  # (its refusal, as every other command says it)
+
+            Context.open(name).close()
         raise NotFound(f"context '{name}' does not exist")
     context = summaries[0].segment
     return summaries[0], [

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.helpers import Child
 
@@ -182,3 +184,15 @@ def test_rich_table_in_a_terminal_honours_no_color(ctx: str) -> None:
     text = output.decode()
     assert ctx in text and "CONTEXT" in text  # the same header case as in a pipe
     assert "\x1b[" not in text  # no colour, and no bold or italic either
+
+
+def test_dump_of_a_context_another_user_may_not_read_is_permission_denied(ctx: str) -> None:
+    """uid 65534 dumps root's context of mode 600: it exists (exit 8, as `dump CTX NAME`
+    and every other command say), it is not 'does not exist' (exit 3)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv(1) to run clara as another user")
+    other = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    ok("create", "context", ctx, "--mode", "600")
+    line = fails(8, "dump", ctx, prefix=other)
+    assert line == f"clara: error: context '{ctx}': permission denied"
+    assert "does not exist" in fails(3, "dump", ctx + "x", prefix=other)
