@@ -69,7 +69,8 @@ Exit codes:
   3 not found       4 busy                            5 timeout
   6 incomplete      7 out of space                    8 permission denied
   9 corrupt        10 already exists
-`clara map NAME -- CMD` exits with CMD's status.
+`clara map NAME -- CMD` exits with CMD's status; 1 also: a system error
+with no code of its own (its line names it).
 """
 
 

@@ -123,6 +123,11 @@ def translate(exc: OSError, what: str) -> ClaraError:
         )
     if code == errno.ENOTDIR:
         return InvalidArgument(f"{what} is not a directory (check CLARA_SHM_DIR)")
+    if code == errno.EOPNOTSUPP:  # (ENOTSUP: the same on Linux) no O_TMPFILE, fallocate ...
+        return InvalidArgument(
+            f"{what}: {os.strerror(code)}: the shared-memory directory {shm_dir()} cannot "
+            "hold clara's segments (check CLARA_SHM_DIR: a tmpfs, such as /dev/shm)"
+        )
     if code in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
         return Corrupt(f"{what} is not a clara segment ({os.strerror(code).lower()})")
     if code in (errno.EMFILE, errno.ENFILE):

@@ -275,3 +275,15 @@ def test_a_name_another_writer_of_a_shared_context_took_is_not_called_planted(ct
     )
     with Context.open(ctx) as context:
         assert context.names() == ["v"]  # (the other user's try left nothing)
+
+
+def test_a_shm_dir_that_cannot_hold_segments_is_exit_2_not_1() -> None:
+    """procfs has no O_TMPFILE (EOPNOTSUPP): a usage error of CLARA_SHM_DIR (exit 2),
+    no longer the code of leaks and failed operators (exit 1)."""
+    if os.geteuid() != 0:
+        pytest.skip("as another user /proc refuses the file first (permission denied)")
+    line = fails(2, "create", "context", "nowhere", env={"CLARA_SHM_DIR": "/proc"})
+    assert line.endswith(
+        "Operation not supported: the shared-memory directory /proc cannot hold clara's "
+        "segments (check CLARA_SHM_DIR: a tmpfs, such as /dev/shm)"
+    ), line
