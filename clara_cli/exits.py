@@ -164,9 +164,22 @@ def check_settings() -> None:
 
     `$CLARA_LOCK_TIMEOUT` is read only when a lock is busy (reading the environment on
     every lock costs the hot path): a bad value would otherwise pass unnoticed until the
-    first contended lock, under load. InvalidArgument if it is not valid.
+    first contended lock, under load. `$CLARA_CONTEXT_OWNER` is read only where a context
+    is opened by name: `dump` and `top` would take a bad one silently. InvalidArgument if
+    either is not valid.
     """
     if os.environ.get("CLARA_LOCK_TIMEOUT"):
         from clara_core.shm.locks import default_wait
 
         default_wait()
+    owner = os.environ.get("CLARA_CONTEXT_OWNER")
+    if owner:  # (read where a context is opened: `dump`, `top` never would)
+        from clara_core.errors import InvalidArgument
+        from clara_core.shm.trust import uid_of
+
+        try:
+            uid_of(owner)
+        except InvalidArgument:
+            raise InvalidArgument(
+                f"invalid CLARA_CONTEXT_OWNER {owner!r}: no such user (give a uid or a user name)"
+            ) from None

@@ -156,7 +156,7 @@ def owner_refusal(owner: int | str | None = None) -> Refusal:
     """The check a context's segment must pass: it belongs to `owner` (a uid or user
     name; default `$CLARA_CONTEXT_OWNER`, else this user or root)."""
     wanted = owner if owner is not None else os.environ.get(OWNER_ENV) or None
-    accepted = {os.geteuid(), 0} if wanted is None else {_uid_of(wanted)}
+    accepted = {os.geteuid(), 0} if wanted is None else {uid_of(wanted)}
 
     def refusal(found: FileStat | os.stat_result) -> str | None:
         if found.st_uid in accepted:
@@ -167,7 +167,7 @@ def owner_refusal(owner: int | str | None = None) -> Refusal:
                 f"owner={found.st_uid} (CLARA_CONTEXT_OWNER={found.st_uid})"
             )
         else:
-            hint = f"not to {user_name(_uid_of(wanted))} as asked"
+            hint = f"not to {user_name(uid_of(wanted))} as asked"
         return f"belongs to {user_name(found.st_uid)}: {hint}"
 
     return refusal
@@ -193,7 +193,8 @@ def header_trusted(uid: int, mode: int) -> bool:
     return uid == os.geteuid() and not mode & (GROUP_WRITES | OTHERS_WRITE)
 
 
-def _uid_of(owner: int | str) -> int:
+def uid_of(owner: int | str) -> int:
+    """The uid `owner` names (a uid, or a user name); InvalidArgument if none."""
     if isinstance(owner, int) and not isinstance(owner, bool) and owner >= 0:
         return owner
     text = str(owner).strip()

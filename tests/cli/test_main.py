@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -113,3 +114,21 @@ def test_a_bad_lock_timeout_setting_fails_every_command_at_once(value: str, ctx:
             f"clara: error: invalid CLARA_LOCK_TIMEOUT '{value}': use seconds >= 0, e.g. 10\n"
         )
     assert ok("dump", env={"CLARA_LOCK_TIMEOUT": "2.5"}).stdout
+
+
+@pytest.mark.parametrize("value", ["nosuchuser", "-5"])
+def test_a_bad_context_owner_setting_fails_every_command_at_once(value: str, ctx: str) -> None:
+    """$CLARA_CONTEXT_OWNER is read only where a context is opened by name: `dump CTX`
+    took a bad one silently (exit 0) while `map` refused it. Now every command refuses it
+    at start, in one line, exit 2."""
+    ok("create", "context", ctx)
+    ok("create", "allocation", "v", "-c", ctx, "--size", "4K")
+    env = {"CLARA_CONTEXT_OWNER": value}
+    for args in (("dump", ctx), ("map", "v", "-c", ctx, "--read", "--out", "-")):
+        result = clara(*args, env=env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.decode() == (
+            f"clara: error: invalid CLARA_CONTEXT_OWNER '{value}': no such user (give a uid "
+            "or a user name)\n"
+        )
+    assert ok("dump", ctx, env={"CLARA_CONTEXT_OWNER": str(os.geteuid())}).stdout
