@@ -34,8 +34,8 @@ def validate(files: tuple[str, ...], params: tuple[str, ...], strict: bool) -> N
     (-1 and 0 match any size), and that there is no cycle. Template parameters are
     resolved first (--param). Warnings: an operator without container.command (a local
     run needs --bind). Notes: requests, services and models, which a local run ignores.
-    A FILE holds at most 4 MiB; a pipe or FIFO is read if it has a writer; a device
-    (/dev/zero) is refused (exit 2).
+    A FILE holds at most 4 MiB; a pipe or FIFO is read as cat reads it, but never 10 s
+    without a byte; a device (/dev/zero) is refused (exit 2).
     """
     from clara_core.errors import InvalidArgument
     from clara_core.pipeline.loading import check

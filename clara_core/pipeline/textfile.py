@@ -2,9 +2,10 @@
 
 A pipeline file is YAML a person writes: a few KiB. Whatever is named instead must end in
 an error, never in a read that does not end (`clara validate /dev/zero`) nor in a wait
-for a writer that never comes (a FIFO nobody writes): devices and sockets are refused
-before they are opened (an open can act: a tape rewinds), a FIFO or pipe is read only if
-it has a writer, and nothing is read past `LIMIT`.
+for a writer that never comes (a FIFO nobody opens): devices and sockets are refused
+before they are opened (an open can act: a tape rewinds), a FIFO or pipe is read as `cat`
+reads it, its writer waited for (never `WRITER_WAIT` seconds without a byte), and nothing
+is read past `LIMIT`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..errors import InvalidArgument, NotFound, PermissionDenied
 
 LIMIT = 4 << 20  # 4 MiB: far more than any pipeline file (~1 KiB an operator)
 LIMIT_TEXT = "4 MiB"
+WRITER_WAIT = 10  # seconds a pipe or FIFO may go without a byte (or its writer's end)
 _CHUNK = 1 << 20
 
 # What a path names that is no file to read text from, as messages say it.
@@ -30,7 +32,8 @@ def read_text(path: str, kind: str) -> str:
     """The text of the `kind` file at `path` (e.g. "pipeline"), newlines as "\\n".
 
     NotFound if it does not exist, PermissionDenied if we may not read it,
-    InvalidArgument if it cannot be read (a directory, a device, a FIFO nobody writes),
+    InvalidArgument if it cannot be read (a directory, a device, a pipe or FIFO that goes
+    WRITER_WAIT seconds without a byte),
     holds more than LIMIT bytes, or is not UTF-8.
     """
     data = _read_bytes(path, kind)
@@ -68,19 +71,32 @@ def _read_bytes(path: str, kind: str) -> bytes:
 
 
 def _read_pipe(fd: int, path: str, kind: str) -> bytes:
-    """A pipe or FIFO's text, read as `cat` reads it, if it has a writer: a read that
-    finds none (0 bytes at once) is an error, not a wait for one that may never come."""
-    try:
-        first = os.read(fd, _CHUNK)
-    except BlockingIOError:  # a writer, which has not written yet: wait for it, as cat does
-        first = b""
-    else:
-        if not first:
-            raise InvalidArgument(
-                f"{kind} file {path} is a pipe or FIFO that nobody writes (or an empty one)"
-            )
-    os.set_blocking(fd, True)
-    return first + _read_at_most(fd, path, kind, len(first))
+    """A pipe or FIFO's text, read as `cat` reads it (a FIFO named before its writer
+    opens it, `clara validate p & gen > p`, waits for it), to its writer's end; but never
+    more than WRITER_WAIT seconds without a byte, then an error: no wait for a writer
+    that may never come, or never go on."""
+    import select
+
+    ready = select.poll()
+    ready.register(fd, select.POLLIN)  # (POLLHUP, POLLERR come unasked)
+    chunks, done = [], 0
+    # A FIFO that no writer has opened yet reports nothing (not even POLLHUP), and reads
+    # as ended: read only once poll reports bytes, or a writer gone (then 0 is the end).
+    while ready.poll(WRITER_WAIT * 1000):
+        try:
+            chunk = os.read(fd, min(_CHUNK, LIMIT + 1 - done))
+        except BlockingIOError:  # another reader of the FIFO took the bytes
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        done += len(chunk)
+        if done > LIMIT:
+            raise _too_long(path, kind)
+        chunks.append(chunk)
+    raise InvalidArgument(
+        f"{kind} file {path} is a pipe or FIFO whose writer sent nothing for {WRITER_WAIT} s"
+        + ("" if done else " (or has none)")
+    )
 
 
 def _read_at_most(fd: int, path: str, kind: str, done: int = 0) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -65,20 +66,35 @@ def test_a_huge_sparse_pipeline_file_is_refused_unread(tmp_path: Path) -> None:
     assert "holds more than 4 MiB" in fails(2, "validate", str(huge), timeout=20)
 
 
-def test_a_fifo_nobody_writes_is_refused_not_waited_for(tmp_path: Path) -> None:
+def test_a_fifo_nobody_writes_to_is_an_error_after_the_writers_wait(tmp_path: Path) -> None:
     fifo = tmp_path / "p.yaml"
     os.mkfifo(fifo)
-    line = fails(2, "validate", str(fifo), timeout=20)
-    assert line.endswith("is a pipe or FIFO that nobody writes (or an empty one)")
+    line = fails(2, "validate", str(fifo), timeout=40)  # (WRITER_WAIT: 10 s)
+    assert line.endswith("is a pipe or FIFO whose writer sent nothing for 10 s (or has none)")
 
 
-def test_a_fifo_with_a_writer_is_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", ["reader", "writer"])
+def test_a_fifo_is_read_whoever_opens_it_first(tmp_path: Path, first: str) -> None:
+    """As cat reads one: `clara validate p & gen > p` (the reader first, which an early
+    version refused: rev8's M1) and `gen > p & clara validate p`."""
     fifo = tmp_path / "p.yaml"
     os.mkfifo(fifo)
-    writer = subprocess.Popen(["sh", "-c", f"printf '%s' \"$0\" > {fifo}", PIPELINE])
+    write = ["sh", "-c", f"printf '%s' \"$0\" > {fifo}", PIPELINE]
+    validate = [*CLARA, "validate", str(fifo)]
+    if first == "reader":
+        reader = subprocess.Popen(validate, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1)  # (clara is at its wait for the writer by then, or soon)
+        writer = subprocess.Popen(write)
+    else:
+        writer = subprocess.Popen(write)
+        time.sleep(0.5)  # (the writer is in its open, waiting for a reader)
+        reader = subprocess.Popen(validate, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert "valid pipeline 'tiny'" in ok("validate", str(fifo), timeout=20).stdout.decode()
+        out, err = reader.communicate(timeout=40)
+        assert reader.returncode == 0, err
+        assert b"valid pipeline 'tiny'" in out
     finally:
+        reader.kill()
         writer.kill()
         writer.wait()
 
