@@ -150,6 +150,7 @@ class Reference(Inheritance):
                 raise segment.translate(exc, "the data state") from exc
         maps = self._maps
         unlock = len(maps) == 1 and pending is None  # (a deferred map holds no lock)
+        kept = None
         try:
             maps.remove(region)
             if (self._warm if writable else self._warm_read) is None:  # keep it for the next
@@ -178,7 +179,7 @@ class Reference(Inheritance):
                 region.release()
         except BaseException as exc:
             if not isinstance(exc, OSError):  # (an OSError: as before, nothing more)
-                self._unmap_cut_short(region, unlock)
+                self._unmap_cut_short(region, unlock, kept)
             raise
         if pending is not None:
             if writable and complete:
@@ -186,16 +187,21 @@ class Reference(Inheritance):
             if self._pending is not pending:  # (see _map_private)
                 self._public_meanwhile(pending)
 
-    def _unmap_cut_short(self, region: Region, unlock: bool) -> None:
+    def _unmap_cut_short(self, region: Region, unlock: bool, kept: Region | None) -> None:
         """An unmap cut short by an exception a signal handler raised (^C, as any call
-        returned): the region is out of the list (or about to be), so nobody would ever
-        release it again, its range mapped until the process ends. Release it now (again,
-        if it was: nothing to do then), then let go of the map lock (unless another thread
-        of this reference has mapped since: the lock is its now)."""
-        try:  # noqa: SIM105 (contextlib.suppress: a module more to load at start-up)
-            region.release()
-        except ValueError:  # cut off already, the flags not yet cleared: its holder owns
-            pass  # the range
+        returned): the region is out of the list (or about to be), and what its detach
+        moved away (`kept`, if that call returned) may not be kept warm yet: nobody would
+        ever release them, their ranges mapped until the process ends. Release them now
+        (again, if they were: nothing to do then; not one kept warm already), then let go
+        of the map lock (unless another thread of this reference has mapped since: the
+        lock is its now). (Left: an exception as detach returns loses what it moved.)"""
+        for left in (region, kept):
+            if left is None or left is self._warm or left is self._warm_read:
+                continue  # (kept warm: the next map takes it, the close releases it)
+            try:  # noqa: SIM105 (contextlib.suppress: a module more to load at start-up)
+                left.release()
+            except ValueError:  # cut off already, the flags not yet cleared: its holder
+                pass  # owns the range
         if unlock and not self._maps:
             _set_lock(self._fd, _UNLOCK_MAP)
 

@@ -112,3 +112,63 @@ def test_a_map_cut_short_anywhere_leaves_no_mapping(path: str) -> None:
     assert found["tried"] >= 100  # every step of the four cycles was cut at
     left = [entry for entry in found["left"] if entry[3] not in MAKER_RETURNS[path]]
     assert left == []
+
+
+# rev8's L2: a view alive at the unmap of 2 MiB or more: detach moves the mapping away (a
+# new Region, kept warm); an interrupt as the unlock after it returns lost that Region.
+MOVED_THEN_UNLOCK = r"""
+import gc, os, sys
+from clara_core import Context
+
+ctx = Context.create("moved", pool_bytes=0)  # (a pool keeps a freed segment mapped)
+try:
+    alloc = ctx.create(dtype="u8", shape=(8 << 20,))
+    with alloc.map("w") as array:
+        array[:] = 1
+    del array
+    alloc.publish("v")
+    segment = os.fstat(alloc._fd)
+    mapping = alloc.map("r")
+    view = mapping.array
+
+    def profile(frame, event, arg):
+        if event == "c_return" and getattr(arg, "__name__", "") in ("set_lock", "fcntl"):
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    sys.setprofile(profile)
+    try:
+        mapping.unmap()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.setprofile(None)
+    del view, mapping
+    alloc.free()
+    gc.collect()
+    device = f"{os.major(segment.st_dev):02x}:{os.minor(segment.st_dev):02x}"
+    with open("/proc/self/maps") as f:
+        left = [line for line in f if line.split()[3:5] == [device, str(segment.st_ino)]]
+    print(len(left))
+finally:
+    Context.destroy("moved")
+"""
+
+
+@pytest.mark.parametrize("path", ["c", "pure"])
+def test_an_unmap_cut_short_after_its_detach_moved_the_mapping_keeps_nothing(path: str) -> None:
+    from clara_core.shm.native import calls
+
+    if path == "c" and calls is None:
+        pytest.skip("the C extension is not built here")
+    env = dict(os.environ)
+    env["CLARA_PURE_PYTHON"] = "1" if path == "pure" else "0"
+    done = subprocess.run(
+        [sys.executable, "-c", MOVED_THEN_UNLOCK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["0"]  # no mapping of the segment left
