@@ -306,11 +306,10 @@ def _premap(payload: Payload) -> None:
     take (page tables filled now, off the critical path). Best effort: any problem is
     left for the map itself to report.
 
-    Outputs first: their pages are fresh, and a write map clears them at the lower cost
-    (see Reference._premap); an input's producer meanwhile clears its own, so that the
-    input's read map, taken after, finds them cleared (a read fault on a fresh page
-    clears it alone, ~40 % dearer)."""
-    for variable in [*payload.outputs.values(), *payload.inputs.values()]:
+    Inputs, then outputs. (Outputs first, so that an operator would clear its outputs'
+    fresh pages for writing before its inputs', was measured and dropped: interleaved,
+    cold P9 0.98x, P9w 1.14-1.17x.)"""
+    for variable in [*payload.inputs.values(), *payload.outputs.values()]:
         with contextlib.suppress(ClaraError, OSError):
             variable.premap()
 
