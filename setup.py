@@ -20,8 +20,15 @@ setup(
                 "clara_core/shm/c/staging.c",
                 "clara_core/shm/c/fields.c",
                 "clara_core/shm/c/naming.c",
+                "clara_core/shm/c/mapped.c",
+                "clara_core/shm/c/staged_map.c",
+                "clara_core/shm/c/staged_unmap.c",
             ],
-            depends=["clara_core/shm/c/calls.h"],
+            depends=[
+                "clara_core/shm/c/calls.h",
+                "clara_core/shm/c/fields.h",
+                "clara_core/shm/c/mapped.h",
+            ],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11", "-D_GNU_SOURCE"],
             optional=True,
         )

@@ -13,6 +13,7 @@ from .shm import segment
 from .shm.fields import MappingFields
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import READ_ONLY_HOLDERS, Region
+from .shm.native import calls
 from .shm.staging import Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -68,11 +69,18 @@ _last_view: tuple = (None, None, 0, None)
 
 
 def _view_of(layout: Layout) -> tuple:
-    """What a view of `layout` is made with (see _last_view), remembered."""
+    """What a view of `layout` is made with (see _last_view), remembered (also by the C
+    __enter__, shm/c/mapped.c, which makes the views of that layout from then on)."""
     global _last_view
     etype, shape, nbytes, _ = layout
-    _last_view = (layout, etype.numpy, nbytes // etype.itemsize, shape if len(shape) > 1 else None)
-    return _last_view
+    view = (layout, etype.numpy, nbytes // etype.itemsize, shape if len(shape) > 1 else None)
+    _last_view = view
+    if _view_known is not None:
+        _view_known(*view, _numpy_frombuffer or _frombuffer())
+    return view  # (not _last_view: another thread may have replaced it since)
+
+
+_view_known = calls.view_known if calls is not None else None
 
 
 class Mapping(MappingFields):
@@ -301,11 +309,12 @@ class Mapping(MappingFields):
         if self._region in self._maps:
             self.allocation._unmap(self._region, complete)
 
-    # ``with alloc.map(...) as array``: a view of its own (no frame of its own: every map
-    # runs it), not kept for `array` (a weak reference made and freed on every map).
-    __enter__ = _view
+    # ``with alloc.map(...) as array``: MappingFields' __enter__ (a view of its own, not
+    # kept for `array`: `_view`) and __exit__ (`_exit`), in C where it can be: no frame
+    # (shm/c/mapped.c: a staged map is unmapped there, any other by `_unmap`).
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def _exit(self, exc_type: object, exc: object, tb: object) -> None:
+        """__exit__: unmap if mapped; the data complete unless the block raised."""
         if (region := self._region) in self._maps:
             self.allocation._unmap(region, exc_type is None)
 

@@ -17,10 +17,11 @@ from .errors import Busy, ClaraError, Corrupt, InvalidArgument, ReadOnly, Timeou
 from .mapping import Mapping
 from .private_maps import PrivateMaps, unreadable
 from .shm import header as hdr
-from .shm import locks, memory, processes, segment
+from .shm import locks, memory, processes, segment, staging
 from .shm.access import map_locked
 from .shm.header import DATA_OFFSET, Layout
 from .shm.memory import Region
+from .shm.native import calls
 from .shm.staging import STAGED_BELOW, Staged
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -42,6 +43,7 @@ _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
 _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
 _own_write_states, _identity = hdr.own_write_states, processes.identity
 _staged, _STAGED_BELOW = Staged.take, STAGED_BELOW
+_map_staged = calls.map_staged if calls is not None else None
 
 
 # The header's first bytes (up to the layout's end) and the mapping's length of the last
@@ -90,6 +92,16 @@ class Maps(PrivateMaps):
         copy_to/copy_from maps no page at all).
         Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
         """
+        if mode == "w" and populate and timeout is None and not wait and _map_staged:
+            # The usual first write map of a fresh private segment, staged: one C call
+            # (shm/c/mapped.c) of the steps of the staged case below, or None if this is
+            # not that case (then all of it is made below, the checks first).
+            try:
+                staged = _map_staged(self)
+            except OSError as exc:
+                raise segment.translate(exc, self._description or self.describe()) from exc
+            if staged is not None:
+                return staged
         writable = mode == "w" or (mode != "r" and _parse_mode(mode))
         if self._closed:
             self._check_open()
@@ -133,7 +145,8 @@ class Maps(PrivateMaps):
                 and (length := DATA_OFFSET + self._layout.capacity) < _STAGED_BELOW
             ):  # the usual first write map of a fresh private segment: staged, without
                 # _map_private's frame. A COPY of _map_private's staged case (the staged
-                # map's safety is in this order): change both or neither.
+                # map's safety is in this order), and shm/c/mapped.c's map_staged does
+                # the same steps in C: change all three or none.
                 undone, (writing, completed) = _own_write_states(pending, _identity())
                 try:
                     region = _staged(self._fd, length)
@@ -385,3 +398,7 @@ def _parse_mode(mode: str) -> bool:
     if value in ("w", "write"):
         return True
     raise InvalidArgument(f"invalid map mode {mode!r}: use 'r' (read) or 'w' (write)")
+
+
+if calls is not None:  # what map_staged and a Mapping's __enter__ and __exit__ work with
+    staging.set_up_maps(calls, Mapping, forks, processes, memory)

@@ -111,6 +111,13 @@ class _MappingFields:
         self._array: Any = None
         self._written = False
 
+    # The C type's methods do the usual case themselves (shm/c/mapped.c), the rest by these.
+    def __enter__(self) -> Any:
+        return self._view()  # type: ignore[attr-defined]
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._exit(exc_type, exc, tb)  # type: ignore[attr-defined]
+
 
 if calls is not None:
     AllocationFields: type = calls.AllocationFields

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from types import ModuleType
 
-VERSION = 13  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+VERSION = 14  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
 # Every name the Python side takes from the extension (shm/access.py, making.py, memory.py,
@@ -41,6 +41,9 @@ NAMES = (
     "attach_staged",
     "link_open_file",
     "rename_new",
+    "set_up_maps",
+    "view_known",
+    "map_staged",
     "PROT_READ",
     "PROT_WRITE",
     "MAP_SHARED",

@@ -136,6 +136,16 @@ else:
     stage, write_staged, attach_staged = _stage, _write_staged, _attach_staged
 
 
+def set_up_maps(calls: Any, mapping: type, *modules: Any) -> None:
+    """Give the C calls that make, view and unmap a staged map in one call each
+    (shm/c/mapped.c) the classes, this module's state and limits, and the globals of
+    `modules` (forks, processes, memory) that they read."""
+    calls.set_up_maps(
+        Staged, mapping, _kept, _owned, *(vars(module) for module in modules),
+        _KEEP, _LENGTHS, _KEPT_UP_TO, STAGED_BELOW,
+    )  # fmt: skip
+
+
 def finish_attaching() -> None:
     """Before a fork: finish the attach this thread is in the middle of, if any (see
     `_attaching`); attaching again what is attached already changes nothing."""

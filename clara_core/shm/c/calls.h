@@ -141,6 +141,12 @@ int clara_add_access(PyObject *module);
 /* The Holder of a mapping's views, and its cut-off (holder.c). */
 int clara_add_holder(PyObject *module);
 
+/* A new Holder; its range cut off (private zeros mapped over it) or disowned (private
+ * already): see holder.c. */
+PyObject *clara_holder(void *address, Py_ssize_t length, int writable, PyObject *owner);
+int clara_cut_off(PyObject *holder, int prot, PyObject *spare, Py_ssize_t keep);
+int clara_disown(PyObject *holder, PyObject *spare, Py_ssize_t keep);
+
 /* Making and naming segments: create, publish, the lifecycle lock (making.c). */
 int clara_add_making(PyObject *module);
 
@@ -159,6 +165,12 @@ int clara_add_creating(PyObject *module);
 
 /* The staged write map of a fresh private segment: stage, write, attach (staging.c). */
 int clara_add_staging(PyObject *module);
+
+/* A staged range's data written into its file (staging.c): 0, or -1 with an exception. */
+int clara_write_staged(int fd, char *address, Py_ssize_t length);
+
+/* The staged write map's map and unmap, a map's view, each in one call (mapped.c). */
+int clara_add_mapped(PyObject *module);
 
 /* The fields of the objects made on every map: Region, Mapping (fields.c). */
 int clara_add_fields(PyObject *module);

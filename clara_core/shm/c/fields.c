@@ -10,21 +10,12 @@
  * dealloc, cost two to three times as much, and a get + map makes one of each.
  */
 #include "calls.h"
+#include "fields.h"
 
 #include <structmember.h>
 
 #include <stddef.h>
 
-/* Object fields only (what the Python slots held): their attribute reads give back the
- * objects stored, as slots do. `count` of them, after the header. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *weakrefs;
-    Py_ssize_t count;
-    PyObject *fields[];
-} Fields;
-
-#define FIELDS_SIZE(count) (sizeof(Fields) + (count) * sizeof(PyObject *))
 
 /* Made by positional arguments only, as every function of the module is called. */
 static int no_keywords(const char *name, PyObject *kwargs) {
@@ -62,7 +53,7 @@ static void fields_dealloc(Fields *self) {
 }
 
 /* A new object of `type` (the base or a subclass) with `count` fields from `values`. */
-static PyObject *made(PyTypeObject *type, PyObject *const *values, Py_ssize_t count) {
+PyObject *clara_made(PyTypeObject *type, PyObject *const *values, Py_ssize_t count) {
     Fields *self = (Fields *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
@@ -86,7 +77,7 @@ static PyObject *region_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         return NULL;
     }
     PyObject *values[] = {address, length, writable, Py_None, fd};
-    PyObject *self = made(type, values, 5);
+    PyObject *self = clara_made(type, values, 5);
     Py_DECREF(fd);
     return self;
 }
@@ -112,7 +103,7 @@ static PyObject *mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     }
     values[4] = Py_None;
     values[5] = Py_False;
-    return made(type, values, 6);
+    return clara_made(type, values, 6);
 }
 
 static PyMemberDef mapping_members[] = {
@@ -128,8 +119,6 @@ static PyMemberDef mapping_members[] = {
 /* AllocationFields(context, registry, fd, writable, layout, created_ns, identity,
  * visibility, key, pool_name, description, born): those fields, then a reference not yet
  * closed, with no maps, nothing kept, nothing pending (what Allocation.__init__ stored). */
-enum { GIVEN = 12, SEEN = GIVEN, CLOSED, PARENTS, MAPS, COMPLETED, UNDONE, WARM, WARM_READ,
-       PENDING, RECYCLE, ALLOCATION_FIELDS };
 
 static PyObject *allocation_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (no_keywords("AllocationFields", kwargs) < 0) {
@@ -154,7 +143,7 @@ static PyObject *allocation_new(PyTypeObject *type, PyObject *args, PyObject *kw
         values[PENDING] = values[RECYCLE] = Py_None;
         values[MAPS] = maps;
         values[COMPLETED] = values[UNDONE] = empty;
-        self = made(type, values, ALLOCATION_FIELDS);
+        self = clara_made(type, values, ALLOCATION_FIELDS);
     }
     Py_XDECREF(maps);
     Py_XDECREF(empty);
@@ -219,25 +208,27 @@ static PyMemberDef allocation_members[] = {
         .tp_weaklistoffset = offsetof(Fields, weakrefs),                           \
     }
 
-static PyTypeObject AllocationFieldsType =
+PyTypeObject clara_allocation_fields =
     FIELDS_TYPE("AllocationFields", "allocation.Allocation's fields (see fields.c).",
                 ALLOCATION_FIELDS, allocation_new, allocation_members);
-static PyTypeObject RegionFieldsType = FIELDS_TYPE(
-    "RegionFields", "memory.Region's fields (see fields.c).", 5, region_new, region_members);
-static PyTypeObject MappingFieldsType = FIELDS_TYPE(
-    "MappingFields", "mapping.Mapping's fields (see fields.c).", 6, mapping_new,
-    mapping_members);
+PyTypeObject clara_region_fields =
+    FIELDS_TYPE("RegionFields", "memory.Region's fields (see fields.c).", REGION_FIELDS,
+                region_new, region_members);
+PyTypeObject clara_mapping_fields =
+    FIELDS_TYPE("MappingFields", "mapping.Mapping's fields (see fields.c).", MAPPING_FIELDS,
+                mapping_new, mapping_members);
 
 int clara_add_fields(PyObject *module) {
-    AllocationFieldsType.tp_finalize = allocation_finalize;
-    if (PyType_Ready(&AllocationFieldsType) < 0 || PyType_Ready(&RegionFieldsType) < 0 ||
-        PyType_Ready(&MappingFieldsType) < 0) {
+    clara_allocation_fields.tp_finalize = allocation_finalize;
+    clara_mapping_fields.tp_methods = clara_mapping_methods;
+    if (PyType_Ready(&clara_allocation_fields) < 0 || PyType_Ready(&clara_region_fields) < 0 ||
+        PyType_Ready(&clara_mapping_fields) < 0) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "AllocationFields", (PyObject *)&AllocationFieldsType) <
+    if (PyModule_AddObjectRef(module, "AllocationFields", (PyObject *)&clara_allocation_fields) <
             0 ||
-        PyModule_AddObjectRef(module, "RegionFields", (PyObject *)&RegionFieldsType) < 0 ||
-        PyModule_AddObjectRef(module, "MappingFields", (PyObject *)&MappingFieldsType) < 0) {
+        PyModule_AddObjectRef(module, "RegionFields", (PyObject *)&clara_region_fields) < 0 ||
+        PyModule_AddObjectRef(module, "MappingFields", (PyObject *)&clara_mapping_fields) < 0) {
         return -1;
     }
     return 0;

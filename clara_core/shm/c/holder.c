@@ -110,6 +110,25 @@ static PyTypeObject HolderType = {
     .tp_weaklistoffset = offsetof(Holder, weakrefs),
 };
 
+/* A new Holder of the mapping at `address` whose views keep `owner` alive (mapped.c makes
+ * them too), or NULL with an exception. */
+PyObject *clara_holder(void *address, Py_ssize_t length, int writable, PyObject *owner) {
+    Holder *holder = PyObject_GC_New(Holder, &HolderType);
+    if (holder == NULL) {
+        return NULL;
+    }
+    holder->address = address;
+    holder->length = length;
+    holder->writable = writable;
+    holder->cut = 0;
+    holder->keep = 0;
+    holder->owner = Py_NewRef(owner);
+    holder->spare = NULL;
+    holder->weakrefs = NULL;
+    PyObject_GC_Track(holder);
+    return (PyObject *)holder;
+}
+
 /* holder(address, length, writable, owner) -> Holder of the mapping there. */
 static PyObject *new_holder(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -122,43 +141,22 @@ static PyObject *new_holder(PyObject *module, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) {
         return NULL;
     }
-    Holder *holder = PyObject_GC_New(Holder, &HolderType);
-    if (holder == NULL) {
-        return NULL;
-    }
-    holder->address = address;
-    holder->length = length;
-    holder->writable = writable;
-    holder->cut = 0;
-    holder->keep = 0;
-    holder->owner = Py_NewRef(args[3]);
-    holder->spare = NULL;
-    holder->weakrefs = NULL;
-    PyObject_GC_Track(holder);
-    return (PyObject *)holder;
+    return clara_holder(address, length, writable, args[3]);
 }
 
-/* cut_off(holder, prot, spare, keep): replace the holder's range by private zeros of
- * protection `prot` (one mmap MAP_FIXED), so that its views can never again reach the
- * segment; from then on it owns that range (see Holder) and no longer its owner. */
-static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    int prot;
-    if (arguments("cut_off", nargs, 4) < 0 || int_of(args[1], &prot) < 0) {
-        return NULL;
-    }
-    if (!PyObject_TypeCheck(args[0], &HolderType)) {
+/* The Holder `object`'s range replaced by private zeros of protection `prot` (one mmap
+ * MAP_FIXED), so that its views can never again reach the segment; from then on it owns
+ * that range (kept in `spare`, a list or NULL, if it holds fewer than `keep` at its death,
+ * else unmapped) and no longer its owner. 0, or -1 with an exception. */
+int clara_cut_off(PyObject *object, int prot, PyObject *spare, Py_ssize_t keep) {
+    if (!PyObject_TypeCheck(object, &HolderType)) {
         PyErr_SetString(PyExc_TypeError, "cut_off: not a Holder");
-        return NULL;
+        return -1;
     }
-    Holder *holder = (Holder *)args[0];
-    Py_ssize_t keep = PyLong_AsSsize_t(args[3]);
-    if (keep == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
+    Holder *holder = (Holder *)object;
     if (holder->cut) {
         PyErr_SetString(PyExc_ValueError, "cut_off: this holder is cut off already");
-        return NULL;
+        return -1;
     }
     // Without the GIL from UNLOCKED_FROM bytes (the shared pages' teardown grows with
     // them): the caller holds the holder and memory's _lending, so none can cut it meanwhile.
@@ -172,41 +170,70 @@ static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nar
         errno = error;
     }
     if (zeros == MAP_FAILED) {
-        return fail();
+        fail();
+        return -1;
     }
     holder->cut = 1;
     holder->keep = keep;
-    Py_XSETREF(holder->spare, args[2] == Py_None ? NULL : Py_NewRef(args[2]));
+    Py_XSETREF(holder->spare, Py_XNewRef(spare));
     Py_CLEAR(holder->owner);
+    return 0;
+}
+
+/* cut_off(holder, prot, spare, keep): replace the holder's range by private zeros of
+ * protection `prot` (one mmap MAP_FIXED), so that its views can never again reach the
+ * segment; from then on it owns that range (see Holder) and no longer its owner. */
+static PyObject *cut_off(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int prot;
+    if (arguments("cut_off", nargs, 4) < 0 || int_of(args[1], &prot) < 0) {
+        return NULL;
+    }
+    Py_ssize_t keep = PyLong_AsSsize_t(args[3]);
+    if (keep == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *spare = args[2] == Py_None ? NULL : args[2];
+    if (clara_cut_off(args[0], prot, spare, keep) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
-/* disown(holder, spare, keep): as cut_off, for a holder whose range is this process's
- * private memory already (a staged write map's, shm/staging.py, whose data has gone to
- * the file): nothing to map; from now on it owns the range (kept in `spare` or unmapped
- * at its death) and no longer its owner. */
+/* As clara_cut_off, for a Holder whose range is this process's private memory already (a
+ * staged write map's, shm/staging.py, whose data has gone to the file): nothing to map;
+ * from now on it owns the range (kept in `spare` or unmapped at its death) and no longer
+ * its owner. 0, or -1 with an exception. */
+int clara_disown(PyObject *object, PyObject *spare, Py_ssize_t keep) {
+    if (!PyObject_TypeCheck(object, &HolderType)) {
+        PyErr_SetString(PyExc_TypeError, "disown: not a Holder");
+        return -1;
+    }
+    Holder *holder = (Holder *)object;
+    if (holder->cut) {
+        PyErr_SetString(PyExc_ValueError, "disown: this holder owns its range already");
+        return -1;
+    }
+    holder->cut = 1;
+    holder->keep = keep;
+    Py_XSETREF(holder->spare, Py_XNewRef(spare));
+    Py_CLEAR(holder->owner);
+    return 0;
+}
+
+/* disown(holder, spare, keep): clara_disown (`spare` None: unmapped at its death). */
 static PyObject *disown(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (arguments("disown", nargs, 3) < 0) {
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[0], &HolderType)) {
-        PyErr_SetString(PyExc_TypeError, "disown: not a Holder");
-        return NULL;
-    }
-    Holder *holder = (Holder *)args[0];
     Py_ssize_t keep = PyLong_AsSsize_t(args[2]);
     if (keep == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (holder->cut) {
-        PyErr_SetString(PyExc_ValueError, "disown: this holder owns its range already");
+    if (clara_disown(args[0], args[1] == Py_None ? NULL : args[1], keep) < 0) {
         return NULL;
     }
-    holder->cut = 1;
-    holder->keep = keep;
-    Py_XSETREF(holder->spare, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
-    Py_CLEAR(holder->owner);
     Py_RETURN_NONE;
 }
 

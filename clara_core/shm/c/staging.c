@@ -29,7 +29,7 @@ static Py_ssize_t staged_length(PyObject *number) {
 
 /* The data of the staged range at `address` into `fd` at the same offsets (pwrite; a
  * short write goes on, none at all is ENOSPC). 0, or -1 with an exception set. */
-static int write_data(int fd, char *address, Py_ssize_t length) {
+int clara_write_staged(int fd, char *address, Py_ssize_t length) {
     for (Py_ssize_t done = DATA_OFFSET; done < length;) {
         ssize_t written = pwrite(fd, address + done, (size_t)(length - done), done);
         if (written < 0 && retry()) {
@@ -86,7 +86,7 @@ static PyObject *write_staged(PyObject *module, PyObject *const *args, Py_ssize_
     if (length < 0 || zero < 0 || PyErr_Occurred()) {
         return NULL;
     }
-    if (write_data(fd, address, length) < 0) {
+    if (clara_write_staged(fd, address, length) < 0) {
         return NULL;
     }
     if (zero) {
@@ -111,7 +111,7 @@ static PyObject *attach_staged(PyObject *module, PyObject *const *args, Py_ssize
     }
     char *address = PyLong_AsVoidPtr(args[1]);
     Py_ssize_t length = staged_length(args[2]);
-    if (length < 0 || PyErr_Occurred() || write_data(fd, address, length) < 0) {
+    if (length < 0 || PyErr_Occurred() || clara_write_staged(fd, address, length) < 0) {
         return NULL;
     }
     int prot = PROT_READ | PROT_WRITE;
