@@ -23,6 +23,8 @@ setup(
                 "clara_core/shm/c/mapped.c",
                 "clara_core/shm/c/staged_map.c",
                 "clara_core/shm/c/staged_unmap.c",
+                "clara_core/shm/c/usual.c",
+                "clara_core/shm/c/usual_methods.c",
             ],
             depends=[
                 "clara_core/shm/c/calls.h",

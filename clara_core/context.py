@@ -245,7 +245,7 @@ class Context(metaclass=_ContextType):
     # -- allocations --------------------------------------------------------------------
 
     # create(size) or create(dtype=, shape=): a new private allocation (see there).
-    create = members.new_allocation
+    create = members.create  # (new_allocation, its usual case in one C call)
 
     def get(
         self,

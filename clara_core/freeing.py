@@ -16,6 +16,7 @@ from .registry import POOL_MIN_BYTES
 from .shm import header as hdr
 from .shm import locks, making, segment
 from .shm.header import DATA_OFFSET
+from .shm.native import calls
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .shm.memory import Region
 
 _FREED, _FREED_BYTE = hdr.pack_lifecycle(hdr.FREED), hdr.FREED
+# The usual free in one call (shm/c/usual.c; set up by members.py).
+_free_usual = calls.free_usual if calls is not None else None
 
 
 class Freeing(Lifecycle):
@@ -54,6 +57,16 @@ class Freeing(Lifecycle):
         (whoever of several freeing it at once gets there first removes it). Waits for
         the locks it needs at most `timeout` seconds (None: the default).
         """
+        if _free_usual is not None:  # the usual free, in one call (shm/c/usual.c)
+            try:
+                done = _free_usual(self)
+            except OSError as exc:
+                done = exc
+            if done is True:
+                return
+            if done is not False:
+                self._usual_free_ended(done, timeout)
+                return
         if self._closed:
             self._check_open()
         if self._visibility != PRIVATE:
@@ -106,6 +119,17 @@ class Freeing(Lifecycle):
                     locks.unlock(self._fd, locks.LIFECYCLE_BYTE)
             self._recycle = None
         self._close()  # as release() does: a private one is offered to the pool
+
+    def _usual_free_ended(self, done: OSError | int | None, timeout: float | None) -> None:
+        """The rest of a usual free whose one call (free_usual) did not finish it: `done`
+        is its error (raised, translated), or what it found: the lifecycle lock busy
+        (None) or the file cut short (-1), then as free's own call below goes on."""
+        if isinstance(done, OSError):
+            raise self._translated(done)
+        dev, ino = self._identity or self._file_id
+        name = self._registry.published(self._key or "")[0]
+        arguments = (self._fd, segment.directory_fd(), name, hdr.PUBLISHED, dev, ino)
+        self._freed_named(done, (*arguments, _FREED_BYTE), True, timeout)
 
     def _freed_named(
         self, found: int | None, arguments: tuple, closing: bool, timeout: float | None
@@ -202,3 +226,7 @@ class Freeing(Lifecycle):
                 leave(registry, fd, pool_name)
 
         return recycle
+
+
+if calls is not None:  # its usual case in one C call, with no frame (shm/c/usual_methods.c)
+    Freeing.free = calls.UsualMethod(calls.USUAL_FREE, Freeing.free, Freeing._usual_free_ended)

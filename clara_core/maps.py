@@ -402,3 +402,5 @@ def _parse_mode(mode: str) -> bool:
 
 if calls is not None:  # what map_staged and a Mapping's __enter__ and __exit__ work with
     staging.set_up_maps(calls, Mapping, forks, processes, memory)
+    # map('w')'s staged case in one C call, with no frame (shm/c/usual_methods.c)
+    Maps.map = calls.UsualMethod(calls.USUAL_MAP, Maps.map, None)  # type: ignore[method-assign]

@@ -16,11 +16,12 @@ from .allocation import SHARED, Allocation
 from .dtypes import UINT8, element_type, nbytes_of, parse_size, static_shape
 from .errors import Corrupt, InvalidArgument, NotFound, OutOfSpace
 from .lifecycle import PRIVATE
-from .names import same_name
+from .names import same_name, shm_dir_setting
 from .registry import POOL_MIN_BYTES, POOL_WAIT
+from .shm import directory, locks, making, processes, segment
 from .shm import header as hdr
-from .shm import locks, making, processes, segment
 from .shm.header import DATA_OFFSET, Layout
+from .shm.native import calls
 from .shm.segment import STAT_ONLY_REFUSAL, WITH_HEADER
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
@@ -93,6 +94,11 @@ def new_allocation(
     """
     # (Context.create is this function: no frame of its own. A recycled segment from the
     # context's pool, or a fresh one.)
+    if dtype is None and shape is None and _create_usual is not None:
+        # The usual create (the size of the last one), in one call (shm/c/usual.c).
+        made = _create_usual(context, size)
+        if made is not None:
+            return made if type(made) is not tuple else _adopted(context._registry, *made)
     registry = context._registry
     last_size, last_dtype, layout = _last_sized  # (layout_for's first lines: a loop's create)
     if size is not last_size or dtype is not last_dtype or shape is not None:
@@ -114,13 +120,7 @@ def new_allocation(
         # Made by the context's owner, with its mode (the usual case): adopt would change
         # nothing (trust.Writers.new_owner leaves the owner's files alone).
         if uid != registry.uid or made_mode & 0o7777 != registry.mode:
-            new_owner = registry.writers.new_owner  # (before the try: its except says closed)
-            try:
-                making.adopt(alloc._fd, uid, made_mode, registry.mode, new_owner, what)
-            except BaseException:  # (adopt closed the file)
-                alloc._closed = True
-                forks.private.pop(id(alloc), None)
-                raise
+            return _adopted(registry, alloc, uid, made_mode)
         return alloc
     asked = layout
     claimed = None
@@ -179,6 +179,19 @@ def new_allocation(
     return alloc
 
 
+def _adopted(registry: Registry, alloc: Allocation, uid: int, made_mode: int) -> Allocation:
+    """A new allocation whose file was made with another owner or mode than its context's
+    (a set-group-ID directory, a umask): adopted (trust.Writers.new_owner)."""
+    new_owner = registry.writers.new_owner  # (before the try: its except says closed)
+    try:
+        making.adopt(alloc._fd, uid, made_mode, registry.mode, new_owner, registry.private_what)
+    except BaseException:  # (adopt closed the file)
+        alloc._closed = True
+        forks.private.pop(id(alloc), None)
+        raise
+    return alloc
+
+
 def _made_again(context: Context, registry: Registry, layout: Layout, what: str) -> Allocation:
     """A small new allocation made step by step (`_fresh_segment`), after its one-call
     create failed: the same calls again, their error translated, the pools emptied to
@@ -221,6 +234,29 @@ _NO_TEMPLATE: tuple = (None, "", -1, b"")
 # The last create's: (layout, context name, incarnation, template); see `_template_for`.
 _template: tuple = _NO_TEMPLATE
 os.register_at_fork(after_in_child=_forget_template)
+
+if calls is not None:  # what the usual create, publish and free in one call work with
+    _create_usual = calls.create_usual  # (shm/c/usual.c)
+    calls.set_up_usual(
+        making.create_private, globals(), Allocation, _SMALL, making.publish,
+        making.free_named, vars(directory), shm_dir_setting, hdr.packed_names,
+        forks.private, PRIVATE, SHARED, hdr.PUBLISHED, hdr.FREED, POOL_MIN_BYTES,
+    )  # fmt: skip
+else:
+    _create_usual = None
+
+
+def _adopted_made(context: Context, made: tuple[Allocation, int, int]) -> Allocation:
+    """The usual create's allocation whose file must be adopted (see _adopted)."""
+    return _adopted(context._registry, *made)
+
+
+# Context.create: its usual case in one C call, with no frame (shm/c/usual_methods.c).
+create = (
+    new_allocation
+    if calls is None
+    else calls.UsualMethod(calls.USUAL_CREATE, new_allocation, _adopted_made)
+)
 
 
 def _close_once(fd: int, identity: tuple[int, int] | None, alloc: Allocation | None) -> None:

@@ -18,6 +18,7 @@ from .names import HANDLE
 from .shm import header as hdr
 from .shm import locks, making, processes, segment, trust
 from .shm.header import DATA_OFFSET
+from .shm.native import calls
 
 TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ _PUBLISHED = hdr.pack_lifecycle(hdr.PUBLISHED)
 _NAME_IN_TAIL = hdr.NAME_AT - hdr.LIFECYCLE_AT  # where the name is in what publish writes
 _LIFECYCLE_AT, _PUBLISHED_BYTE = hdr.LIFECYCLE_AT, hdr.PUBLISHED
 _packed_names = hdr.packed_names  # (a name packed before: no frame, see hdr.pack_name)
+# The usual first publish in one call (shm/c/usual.c; set up by members.py).
+_publish_usual = calls.publish_usual if calls is not None else None
 
 
 class Publishing(Lifecycle):
@@ -42,6 +45,8 @@ class Publishing(Lifecycle):
         Waits for the bookkeeping locks it needs at most `timeout` seconds (None: the
         default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
         """
+        if timeout is None and _publish_usual is not None and _publish_usual(self, name):
+            return  # the usual first publish, in one call (shm/c/usual.c)
         registry = self._registry
         file_name, what = registry.published(name)  # (checks the name)
         if self._closed:  # (the checks inline, their messages out of line)
@@ -221,3 +226,7 @@ def _taken_by(file_name: str, writers: Writers) -> str:
         return "; choose another name or free it first"
     kind = trust.file_type(found.st_mode)
     return f" as {kind} of {trust.user_name(found.st_uid)}, not made by clara; choose another name"
+
+
+if calls is not None:  # its usual case in one C call, with no frame (shm/c/usual_methods.c)
+    Publishing.publish = calls.UsualMethod(calls.USUAL_PUBLISH, Publishing.publish, None)

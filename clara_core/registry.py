@@ -57,6 +57,7 @@ class Registry:
         "name",
         "pool_cap",
         "private_what",
+        "published_names",
         "refusal",
         "uid",
         "warm_pool",
@@ -93,6 +94,8 @@ class Registry:
         # every create and its first map name it.
         self.private_what = f"private allocation in context '{name}'"
         self._published_names: dict[str, tuple[str, str]] = {}  # name -> see `published`
+        # (the same dict, read by the C calls of a usual publish and free: shm/c/usual.c)
+        self.published_names = self._published_names
         # Another context whose pool this one claims from and retires into (`warm_pool`).
         self.warm_pool: Registry | None = None
 

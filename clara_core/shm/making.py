@@ -185,15 +185,15 @@ def _free_named(
         lifecycle = found[0] if found else -1
         ours = _names(name, dir_fd, dev, ino)  # (whatever the lifecycle, as the C call)
         if lifecycle == expected and ours:
-            os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
-            try:
+            try:  # (the write in it: an interrupt as it returns must find the name checked)
+                os.pwrite(fd, bytes((freed,)), LIFECYCLE_AT)
                 os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
             except BaseException:  # the name stays (EPERM: another user's file in a
-                if _names(name, dir_fd, dev, ino):  # sticky directory): it must not denote
-                    os.pwrite(fd, bytes((lifecycle,)), LIFECYCLE_AT)  # a freed segment
-                raise  # (gone: an interrupt after the unlink; freed, as the C call leaves it)
+                if _names(name, dir_fd, dev, ino):  # sticky directory; an interrupt before
+                    os.pwrite(fd, bytes((lifecycle,)), LIFECYCLE_AT)  # the unlink): it must
+                raise  # not denote a freed segment (gone: freed, as the C call leaves it)
     except BaseException:
         _fcntl(fd, _SETLK, _UNLOCK_LIFECYCLE)
         raise

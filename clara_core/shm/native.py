@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # as typing's, without importing typing (start-up)
 if TYPE_CHECKING:
     from types import ModuleType
 
-VERSION = 14  # the C sources' CLARA_CALLS_VERSION this Python code was written for
+VERSION = 15  # the C sources' CLARA_CALLS_VERSION this Python code was written for
 
 
 # Every name the Python side takes from the extension (shm/access.py, making.py, memory.py,
@@ -44,6 +44,11 @@ NAMES = (
     "set_up_maps",
     "view_known",
     "map_staged",
+    "set_up_usual",
+    "publish_usual",
+    "free_usual",
+    "create_usual",
+    "UsualMethod",
     "PROT_READ",
     "PROT_WRITE",
     "MAP_SHARED",

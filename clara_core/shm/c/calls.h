@@ -172,6 +172,12 @@ int clara_write_staged(int fd, char *address, Py_ssize_t length);
 /* The staged write map's map and unmap, a map's view, each in one call (mapped.c). */
 int clara_add_mapped(PyObject *module);
 
+/* An allocation's usual create, first publish and free, each in one call (usual.c). */
+int clara_add_usual(PyObject *module);
+
+/* UsualMethod: a method whose usual case is one of those calls (usual_methods.c). */
+int clara_add_usual_methods(PyObject *module);
+
 /* The fields of the objects made on every map: Region, Mapping (fields.c). */
 int clara_add_fields(PyObject *module);
 

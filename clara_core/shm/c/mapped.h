@@ -43,6 +43,12 @@ int clara_let_go(PyObject *lock);
 /* map_staged(allocation) (staged_map.c). */
 PyObject *clara_map_staged(PyObject *module, PyObject *alloc);
 
+/* create_usual(context, size), publish_usual(allocation, name), free_usual(allocation)
+ * (usual.c). */
+PyObject *clara_create_usual(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *clara_publish_usual(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *clara_free_usual(PyObject *module, PyObject *alloc);
+
 /* Reference._unmap(region, complete) of a staged map (staged_unmap.c): 1 done, 0 not this
  * case (nothing done), -1 with an exception. */
 int clara_unmap_staged(PyObject *alloc, PyObject *region, int complete);

@@ -2,7 +2,7 @@
 #include "calls.h"
 
 /* Bumped when a function changes: native.py refuses a build of other sources. */
-#define CLARA_CALLS_VERSION 14
+#define CLARA_CALLS_VERSION 15
 
 static struct PyModuleDef calls_module = {
     PyModuleDef_HEAD_INIT,
@@ -21,7 +21,8 @@ PyMODINIT_FUNC PyInit__calls(void) {
         clara_add_making(module) < 0 || clara_add_staging(module) < 0 ||
         clara_add_fields(module) < 0 || clara_add_freeing(module) < 0 ||
         clara_add_creating(module) < 0 || clara_add_naming(module) < 0 ||
-        clara_add_mapped(module) < 0) {
+        clara_add_mapped(module) < 0 || clara_add_usual(module) < 0 ||
+        clara_add_usual_methods(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }
