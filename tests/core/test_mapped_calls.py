@@ -334,3 +334,46 @@ def test_while_another_thread_holds_the_lending_lock_the_unmap_waits_for_it(
     assert exited.is_set() and _data_state(alloc).state == hdr.COMPLETE
     assert not array.any()
     alloc.release()
+
+
+@_NEEDS_C
+def test_a_collection_inside_the_staged_map_call_never_reaches_freed_memory(
+    namespace: str,
+) -> None:
+    """(rev8 H1) The C map holds what it reads: a collection at one of its allocations may
+    run any code, here what another thread's publish does (the allocation's pending header
+    dropped); a bytearray made just after must not be written into by the map."""
+    script = """
+    import gc
+    from clara_core import Context
+
+    ctx = Context.create("job")
+    with ctx.create(4096).map("w"):
+        pass  # (this process's identity and the view known)
+    alloc = ctx.create(4096)
+    size = len(alloc._pending)
+    state = {"armed": False, "victim": None}
+
+    def callback(phase, info):
+        if phase == "start" and state["armed"]:
+            state["armed"] = False
+            alloc._pending = None  # (what a publish by another thread does)
+            state["victim"] = bytearray(size)  # (likely in the memory just freed)
+
+    gc.callbacks.append(callback)
+    gc.collect()
+    gc.set_threshold(1)
+    state["armed"] = True
+    try:
+        alloc.map("w")
+    finally:
+        gc.set_threshold(700)
+        gc.callbacks.remove(callback)
+    victim = state["victim"]
+    print(victim is not None, victim is not None and not any(victim))
+    alloc.release()
+    Context.destroy("job")
+    """
+    result = run_python(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]

@@ -96,49 +96,60 @@ PyObject *clara_map_staged(PyObject *module, PyObject *alloc) {
     if (clara_maps.staged_type == NULL || !PyObject_TypeCheck(alloc, &clara_allocation_fields)) {
         Py_RETURN_NONE;
     }
+    // Each field read is held (a reference of our own) until the end: an allocation below
+    // may run a collection, whose finalizers may run any code, another thread's too, and
+    // change the allocation's fields (what it then drops must stay valid here).
     PyObject **fields = ((Fields *)alloc)->fields;
-    PyObject *pending = fields[PENDING], *maps = fields[MAPS], *layout = fields[LAYOUT];
+    PyObject *pending = Py_NewRef(fields[PENDING]), *maps = Py_NewRef(fields[MAPS]);
+    PyObject *layout = Py_NewRef(fields[LAYOUT]), *fd = Py_NewRef(fields[FD]);
+    PyObject *found = NULL, *writing = NULL, *completed = NULL, *length_number = NULL;
+    PyObject *region = NULL, *address = NULL, *thread = NULL, *now = NULL;
+    PyObject *result = Py_None;  // (not the usual case, unless made below)
     if (fields[CLOSED] != Py_False || fields[WRITABLE] != Py_True || fields[WARM] != Py_None ||
         !PyList_CheckExact(maps) || PyList_GET_SIZE(maps) != 0 ||
         !PyByteArray_CheckExact(pending) || PyByteArray_GET_SIZE(pending) < DATA_AT + DATA_SIZE ||
         PyByteArray_AS_STRING(pending)[DATA_AT] != EMPTY || !PyTuple_Check(layout) ||
-        PyTuple_GET_SIZE(layout) < 4 || !PyLong_CheckExact(fields[FD])) {
-        Py_RETURN_NONE;
+        PyTuple_GET_SIZE(layout) < 4 || !PyLong_CheckExact(fd)) {
+        goto done;
     }
     int same = clara_no_fork_since(fields);
     if (same <= 0) {
-        return same < 0 ? NULL : Py_NewRef(Py_None);
+        result = same < 0 ? NULL : Py_None;
+        goto done;
     }
     PyObject *identity = PyDict_GetItemWithError(clara_maps.processes, clara_maps.self_identity);
     if (identity == NULL || !PyTuple_CheckExact(identity) || PyTuple_GET_SIZE(identity) != 2) {
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);  // (None: not known yet)
+        result = PyErr_Occurred() ? NULL : Py_None;  // (None: not known yet)
+        goto done;
     }
     long pid = PyLong_AsLong(PyTuple_GET_ITEM(identity, 0));
     unsigned long long start = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(identity, 1));
     Py_ssize_t capacity = PyLong_AsSsize_t(PyTuple_GET_ITEM(layout, 3));
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
     Py_ssize_t length = DATA_OFFSET + capacity;
+    if (PyErr_Occurred()) {
+        result = NULL;
+        goto done;
+    }
     if (capacity <= 0 || length >= clara_maps.staged_below) {
-        Py_RETURN_NONE;
+        goto done;
     }
+    result = NULL;
     if (own_states((unsigned char *)PyByteArray_AS_STRING(pending) + DATA_AT, pid, start) < 0) {
-        return NULL;
+        goto done;
     }
-    // The states (references of our own: a collection below may make others).
-    PyObject *found = Py_NewRef(cached_found), *writing = Py_NewRef(cached_writing);
-    PyObject *completed = Py_NewRef(cached_completed);
-    PyObject *length_number = PyLong_FromSsize_t(length), *region = NULL, *result = NULL;
-    PyObject *address = NULL, *thread = NULL;
+    found = Py_NewRef(cached_found);
+    writing = Py_NewRef(cached_writing);
+    completed = Py_NewRef(cached_completed);
+    length_number = PyLong_FromSsize_t(length);
     char *at = length_number == NULL ? NULL : staged_range(length_number, length);
     if (at == NULL) {
         goto done;
     }
     // Staged.take: its Region (a collection may run here: the range is not kept yet).
-    PyObject *values[REGION_FIELDS] = {NULL, length_number, Py_True, Py_None, fields[FD]};
+    PyObject *values[REGION_FIELDS] = {NULL, length_number, Py_True, Py_None, fd};
     values[R_ADDRESS] = address = PyLong_FromVoidPtr(at);
-    if (address == NULL || (region = clara_made(clara_maps.staged_type, values, REGION_FIELDS)) == NULL ||
+    if (address == NULL ||
+        (region = clara_made(clara_maps.staged_type, values, REGION_FIELDS)) == NULL ||
         (thread = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL ||
         PyDict_SetItem(clara_maps.owned, address, thread) < 0) {
         if (region == NULL) {  // (else the Region holds it: released when it is)
@@ -154,21 +165,22 @@ PyObject *clara_map_staged(PyObject *module, PyObject *alloc) {
         goto done;
     }
     if (fields[PENDING] != pending) {  // another thread forked meanwhile
-        PyObject *meanwhile = PyObject_CallMethodOneArg(alloc, clara_maps.public_meanwhile, pending);
+        PyObject *meanwhile =
+            PyObject_CallMethodOneArg(alloc, clara_maps.public_meanwhile, pending);
         if (meanwhile == NULL) {
             goto done;
         }
         Py_DECREF(meanwhile);
     }
-    PyObject *made[MAPPING_FIELDS] = {alloc, maps, region, fields[LAYOUT], Py_None, Py_False};
+    now = Py_NewRef(fields[LAYOUT]);  // (self._layout as it is now, as the Python's)
+    PyObject *made[MAPPING_FIELDS] = {alloc, maps, region, now, Py_None, Py_False};
     result = clara_made(clara_maps.mapping_type, made, MAPPING_FIELDS);
 done:
-    Py_DECREF(found);
-    Py_DECREF(writing);
-    Py_DECREF(completed);
-    Py_XDECREF(length_number);
-    Py_XDECREF(address);
-    Py_XDECREF(thread);
-    Py_XDECREF(region);
+    Py_XINCREF(result == Py_None ? result : NULL);
+    PyObject *held[] = {pending, maps,   layout,  fd,     found, writing,
+                        completed, length_number, address, thread, region, now};
+    for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+        Py_XDECREF(held[i]);
+    }
     return result;
 }

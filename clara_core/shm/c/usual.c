@@ -71,8 +71,8 @@ static PyObject *set_up_usual(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-/* The directory's descriptor as directory_fd() finds it known (borrowed), or NULL: not
- * known yet (no exception: the Python opens it) or an error. */
+/* The directory's fd as directory_fd() knows it (borrowed), or NULL (not known: the
+ * Python opens it; or an error). */
 static PyObject *known_directory(void) {
     PyObject *setting = PyObject_CallNoArgs(shm_dir_setting);
     if (setting == NULL) {
@@ -104,7 +104,7 @@ static PyObject *known_name(PyObject *registry, PyObject *name) {
     return found;
 }
 
-/* Whether the registry's `attribute` is `expected`: 1, 0, -1 with an exception. */
+/* Whether the registry's `attribute` is `expected`: 1, 0, -1 (an exception). */
 static int attribute_is(PyObject *registry, PyObject *attribute, PyObject *expected) {
     PyObject *value = PyObject_GetAttr(registry, attribute);
     if (value == NULL) {
@@ -147,7 +147,7 @@ PyObject *clara_create_usual(PyObject *module, PyObject *const *args, Py_ssize_t
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
     // (references of our own from here: a collection may run code that replaces these)
-    PyObject *held[5] = {Py_NewRef(known), Py_NewRef(layout), NULL, NULL, NULL};
+    PyObject *held[7] = {Py_NewRef(known), Py_NewRef(layout), NULL, NULL, NULL, NULL, NULL};
     PyObject *result = NULL, *registry = held[2] = PyObject_GetAttr(context, registry_name);
     PyObject *values[4] = {NULL, NULL, NULL, NULL};  // name, incarnation, mode, what
     PyObject **attributes[] = {&name_name, &incarnation_name, &mode_name, &private_what_name};
@@ -162,9 +162,12 @@ PyObject *clara_create_usual(PyObject *module, PyObject *const *args, Py_ssize_t
     int same = PyObject_RichCompareBool(values[0], PyTuple_GET_ITEM(known, 1), Py_EQ);
     same = same == 1 ? PyObject_RichCompareBool(values[1], PyTuple_GET_ITEM(known, 2), Py_EQ)
                      : same;
-    PyObject *directory = same == 1 ? known_directory() : NULL;
-    PyObject *count = directory == NULL ? NULL : PyDict_GetItemWithError(clara_maps.forks,
-                                                                          count_key);
+    PyObject *directory = same == 1 ? Py_XNewRef(known_directory()) : NULL;
+    PyObject *count = directory == NULL
+                          ? NULL
+                          : Py_XNewRef(PyDict_GetItemWithError(clara_maps.forks, count_key));
+    held[5] = directory;
+    held[6] = count;
     PyObject *length = count == NULL ? NULL : PyLong_FromLongLong(4096 + capacity);
     if (length == NULL) {
         result = same < 0 || PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
@@ -202,7 +205,7 @@ PyObject *clara_create_usual(PyObject *module, PyObject *const *args, Py_ssize_t
     result = Py_NewRef(owner == 1 && (made_mode & 07777) == mode ? PyTuple_GET_ITEM(made, 0)
                                                                   : made);
 done:
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         Py_XDECREF(held[i]);
     }
     for (int i = 0; i < 4; i++) {
@@ -223,45 +226,49 @@ PyObject *clara_publish_usual(PyObject *module, PyObject *const *args, Py_ssize_
         !PyUnicode_CheckExact(name)) {
         Py_RETURN_FALSE;
     }
+    // Each field read is held until the end (see staged_map.c: a collection may run
+    // code that changes them).
     PyObject **fields = ((Fields *)alloc)->fields;
-    PyObject *pending = fields[PENDING], *maps = fields[MAPS], *registry = fields[REGISTRY];
+    PyObject *pending = Py_NewRef(fields[PENDING]), *registry = Py_NewRef(fields[REGISTRY]);
+    PyObject *fd = Py_NewRef(fields[FD]), *maps = fields[MAPS];
+    PyObject *found = NULL, *packed = NULL, *directory = NULL, *context_fd = NULL;
+    PyObject *tail = NULL, *links = NULL, *result = Py_False;
     if (fields[CLOSED] != Py_False || fields[WRITABLE] != Py_True ||
         fields[VISIBILITY] != private_state || !PyByteArray_CheckExact(pending) ||
         PyByteArray_GET_SIZE(pending) < NAME_AT || !PyList_CheckExact(maps) ||
         PyList_GET_SIZE(maps) != 0) {
-        Py_RETURN_FALSE;
+        goto done;
     }
-    PyObject *found = known_name(registry, name);
-    PyObject *packed = found == NULL ? NULL : PyDict_GetItemWithError(packed_names, name);
+    found = Py_XNewRef(known_name(registry, name));
+    packed = found == NULL ? NULL : Py_XNewRef(PyDict_GetItemWithError(packed_names, name));
     PyObject *empty_path = packed == NULL ? NULL
                                           : PyDict_GetItemWithError(directory_globals,
                                                                     empty_path_name);
-    PyObject *directory = empty_path == Py_True ? known_directory() : NULL;
+    directory = empty_path == Py_True ? Py_XNewRef(known_directory()) : NULL;
     if (directory == NULL || !PyBytes_CheckExact(packed)) {
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_False);
+        result = PyErr_Occurred() ? NULL : Py_False;
+        goto done;
     }
     int usual = attribute_is(registry, capacity_name, Py_None);
     usual = usual == 1 ? attribute_is(registry, writable_name, Py_True) : usual;
-    PyObject *context_fd = usual == 1 ? PyObject_GetAttr(registry, fd_name) : NULL;
+    context_fd = usual == 1 ? PyObject_GetAttr(registry, fd_name) : NULL;
     if (context_fd == NULL) {
-        return usual < 0 || PyErr_Occurred() ? NULL : Py_NewRef(Py_False);
+        result = usual < 0 || PyErr_Occurred() ? NULL : Py_False;
+        goto done;
     }
+    result = NULL;
     // The tail written from the lifecycle on: lifecycle (published), data state, ... and
     // the name block (as `tail[_NAME_IN_TAIL:] = packed`).
     Py_ssize_t before = NAME_AT - LIFECYCLE_AT, size = PyBytes_GET_SIZE(packed);
-    PyObject *tail = PyByteArray_FromStringAndSize(NULL, before + size);
     PyObject *file_name = PyTuple_GET_ITEM(found, 0), *what = PyTuple_GET_ITEM(found, 1);
-    PyObject *result = NULL, *links = NULL;
-    Py_INCREF(found);
-    Py_INCREF(pending);
-    if (tail == NULL) {
+    if ((tail = PyByteArray_FromStringAndSize(NULL, before + size)) == NULL) {
         goto done;
     }
     char *bytes = PyByteArray_AS_STRING(tail);
     memcpy(bytes, PyByteArray_AS_STRING(pending) + LIFECYCLE_AT, (size_t)before);
     memcpy(bytes + before, PyBytes_AS_STRING(packed), (size_t)size);
     bytes[0] = (char)PyLong_AsLong(published_number);
-    PyObject *call[5] = {context_fd, fields[FD], tail, directory, file_name};
+    PyObject *call[5] = {context_fd, fd, tail, directory, file_name};
     links = PyObject_Vectorcall(publish_call, call, 5, NULL);
     if (links == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_OSError)) {
@@ -303,13 +310,13 @@ PyObject *clara_publish_usual(PyObject *module, PyObject *const *args, Py_ssize_
     Py_SETREF(fields[KEY], Py_NewRef(name));
     Py_SETREF(fields[DESCRIPTION], Py_NewRef(what));
     Py_SETREF(fields[RECYCLE], Py_NewRef(Py_None));
-    result = Py_NewRef(Py_True);
+    result = Py_True;
 done:
-    Py_XDECREF(tail);
-    Py_XDECREF(links);
-    Py_DECREF(context_fd);
-    Py_DECREF(found);
-    Py_DECREF(pending);
+    Py_XINCREF(result);
+    PyObject *held[] = {pending, registry, fd, found, packed, directory, context_fd, tail, links};
+    for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+        Py_XDECREF(held[i]);
+    }
     return result;
 }
 
@@ -325,63 +332,66 @@ PyObject *clara_free_usual(PyObject *module, PyObject *alloc) {
         !PyObject_TypeCheck(alloc, &clara_allocation_fields)) {
         Py_RETURN_FALSE;
     }
+    // Each field read is held until the end (see staged_map.c).
     PyObject **fields = ((Fields *)alloc)->fields;
-    PyObject *maps = fields[MAPS], *identity = fields[IDENTITY], *layout = fields[LAYOUT];
+    PyObject *maps = fields[MAPS], *layout = fields[LAYOUT];
+    PyObject *identity = Py_NewRef(fields[IDENTITY]), *registry = Py_NewRef(fields[REGISTRY]);
+    PyObject *key = Py_NewRef(fields[KEY]), *fd = Py_NewRef(fields[FD]);
+    PyObject *found = NULL, *directory = NULL, *lifecycle = NULL, *result = Py_False;
     if (fields[CLOSED] != Py_False || fields[WRITABLE] != Py_True ||
-        fields[VISIBILITY] != shared_state || !PyUnicode_CheckExact(fields[KEY]) ||
+        fields[VISIBILITY] != shared_state || !PyUnicode_CheckExact(key) ||
         !PyList_CheckExact(maps) || PyList_GET_SIZE(maps) != 0 || fields[PENDING] != Py_None ||
         fields[WARM] != Py_None || fields[WARM_READ] != Py_None ||
         !PyTuple_CheckExact(identity) || PyTuple_GET_SIZE(identity) != 2 ||
         !PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) < 4) {
-        Py_RETURN_FALSE;
+        goto done;
     }
     long long capacity = PyLong_AsLongLong(PyTuple_GET_ITEM(layout, 3));
     if (capacity == -1 && PyErr_Occurred()) {
-        return NULL;
+        result = NULL;
+        goto done;
     }
     // Not a parent's open file: made since the last fork (_born == _seen == forks.count).
     int usual = capacity < pool_min_bytes ? clara_no_fork_since(fields) : 0;
     usual = usual == 1 ? PyObject_RichCompareBool(fields[BORN], fields[SEEN], Py_EQ) : usual;
-    PyObject *registry = fields[REGISTRY], *found = NULL, *directory = NULL;
-    if (usual == 1 && (found = known_name(registry, fields[KEY])) != NULL &&
-        (directory = known_directory()) != NULL) {
+    if (usual == 1 && (found = Py_XNewRef(known_name(registry, key))) != NULL &&
+        (directory = Py_XNewRef(known_directory())) != NULL) {
         usual = attribute_is(registry, capacity_name, Py_None);
     } else if (usual == 1) {
         usual = PyErr_Occurred() ? -1 : 0;
     }
     if (usual <= 0) {
-        return usual < 0 ? NULL : Py_NewRef(Py_False);
+        result = usual < 0 ? NULL : Py_False;
+        goto done;
     }
-    PyObject *file_name = Py_NewRef(PyTuple_GET_ITEM(found, 0));
     // Marked closed first (the call closes the fd: an interrupt after it must never find
     // it open), its recycler dropped (published: nothing to offer the pool).
     Py_SETREF(fields[RECYCLE], Py_NewRef(Py_None));
     Py_SETREF(fields[CLOSED], Py_NewRef(Py_True));
-    PyObject *call[8] = {fields[FD],
+    PyObject *call[8] = {fd,
                          directory,
-                         file_name,
+                         PyTuple_GET_ITEM(found, 0),
                          published_number,
                          PyTuple_GET_ITEM(identity, 0),
                          PyTuple_GET_ITEM(identity, 1),
                          freed_number,
                          Py_True};
-    Py_INCREF(identity);
-    PyObject *lifecycle = PyObject_Vectorcall(free_named_call, call, 8, NULL);
-    Py_DECREF(identity);
-    Py_DECREF(file_name);
+    lifecycle = PyObject_Vectorcall(free_named_call, call, 8, NULL);
     if (lifecycle == NULL) {
         Py_SETREF(fields[CLOSED], Py_NewRef(Py_False));  // (it closed nothing)
-        return NULL;
+        result = NULL;
+    } else if (lifecycle == Py_None || PyLong_AsLong(lifecycle) < 0) {
+        result = PyErr_Occurred() ? NULL : lifecycle;  // (busy; -1: cut short, not closed)
+    } else {
+        result = Py_True;
     }
-    if (lifecycle == Py_None) {
-        return lifecycle;
+done:
+    Py_XINCREF(result);
+    PyObject *held[] = {identity, registry, key, fd, found, directory, lifecycle};
+    for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+        Py_XDECREF(held[i]);
     }
-    long value = PyLong_AsLong(lifecycle);
-    if (value < 0) {
-        return PyErr_Occurred() ? NULL : lifecycle;  // (-1: cut short, not closed)
-    }
-    Py_DECREF(lifecycle);
-    Py_RETURN_TRUE;
+    return result;
 }
 
 static PyMethodDef usual_methods[] = {
