@@ -133,22 +133,21 @@ int clara_unmap_staged(PyObject *alloc, PyObject *region, int complete) {
         !PyLong_CheckExact(seen[R_LENGTH])) {
         return 0;
     }
-    int same = clara_no_fork_since(fields);
-    if (same <= 0) {
-        return same;
-    }
-    PyObject *lock = clara_take_lending();
-    if (lock == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    PyObject *maps = fields[MAPS];
-    Py_ssize_t index = PyList_CheckExact(maps) ? clara_index_in(maps, region) : -1;
-    if (index < 0) {  // (unmapped meanwhile by another thread: the Python says so)
-        return clara_let_go(lock) < 0 ? -1 : 0;
-    }
+    // What is read is held until the end (see staged_map.c).
+    PyObject *maps = Py_NewRef(fields[MAPS]);
     Py_INCREF(pending);
     Py_INCREF(completed);
-    int result = -1;
+    int result = clara_no_fork_since(fields);
+    PyObject *lock = result == 1 ? clara_take_lending() : NULL;
+    Py_ssize_t index = lock != NULL && PyList_CheckExact(maps) ? clara_index_in(maps, region) : -1;
+    if (lock == NULL || index < 0) {  // (index: unmapped meanwhile by another thread, which
+        result = result < 0 || PyErr_Occurred() ? -1 : 0;  // the Python says)
+        if (lock != NULL && clara_let_go(lock) < 0) {
+            result = -1;
+        }
+        goto done;
+    }
+    result = -1;
     if (PyList_SetSlice(maps, index, index + 1, NULL) == 0 &&
         release_staged(region) == 0) {
         result = 1;
@@ -166,6 +165,8 @@ int clara_unmap_staged(PyObject *alloc, PyObject *region, int complete) {
         result = meanwhile == NULL ? -1 : 1;
         Py_XDECREF(meanwhile);
     }
+done:
+    Py_DECREF(maps);
     Py_DECREF(pending);
     Py_DECREF(completed);
     return result;
