@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from .shm.memory import Region
 
 _FREED, _FREED_BYTE = hdr.pack_lifecycle(hdr.FREED), hdr.FREED
-# The usual free in one call (shm/c/usual.c; set up by members.py).
-_free_usual = calls.free_usual if calls is not None else None
 
 
 class Freeing(Lifecycle):
@@ -57,16 +55,6 @@ class Freeing(Lifecycle):
         (whoever of several freeing it at once gets there first removes it). Waits for
         the locks it needs at most `timeout` seconds (None: the default).
         """
-        if _free_usual is not None:  # the usual free, in one call (shm/c/usual.c)
-            try:
-                done = _free_usual(self)
-            except OSError as exc:
-                done = exc
-            if done is True:
-                return
-            if done is not False:
-                self._usual_free_ended(done, timeout)
-                return
         if self._closed:
             self._check_open()
         if self._visibility != PRIVATE:

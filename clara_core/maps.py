@@ -43,7 +43,6 @@ _LAYOUT_AT, _LAYOUT_END, _DATA_AT = hdr.LAYOUT_AT, hdr.LAYOUT_END, hdr.DATA_AT
 _DATA_END, _COMPLETE, _EMPTY = hdr.DATA_END, hdr.COMPLETE, hdr.EMPTY
 _own_write_states, _identity = hdr.own_write_states, processes.identity
 _staged, _STAGED_BELOW = Staged.take, STAGED_BELOW
-_map_staged = calls.map_staged if calls is not None else None
 
 
 # The header's first bytes (up to the layout's end) and the mapping's length of the last
@@ -92,16 +91,6 @@ class Maps(PrivateMaps):
         copy_to/copy_from maps no page at all).
         Use as ``with alloc.map('r') as array: ...`` or keep the Mapping and unmap() it.
         """
-        if mode == "w" and populate and timeout is None and not wait and _map_staged:
-            # The usual first write map of a fresh private segment, staged: one C call
-            # (shm/c/mapped.c) of the steps of the staged case below, or None if this is
-            # not that case (then all of it is made below, the checks first).
-            try:
-                staged = _map_staged(self)
-            except OSError as exc:
-                raise segment.translate(exc, self._description or self.describe()) from exc
-            if staged is not None:
-                return staged
         writable = mode == "w" or (mode != "r" and _parse_mode(mode))
         if self._closed:
             self._check_open()
@@ -378,6 +367,14 @@ class Maps(PrivateMaps):
         return layout
 
 
+def _staged_map_failed(alloc: Maps, exc: OSError, _: object = None) -> None:
+    """The error of map('w')'s one C call (map_staged) as map raises it: its staged range
+    could not be mapped (translated: OutOfSpace), or what a later step raised."""
+    if isinstance(exc, ClaraError):
+        raise exc
+    raise segment.translate(exc, alloc._description or alloc.describe()) from exc
+
+
 def _cut_short(what: str, length: int) -> Corrupt:
     return Corrupt(
         f"{what} is corrupt (its file was cut short of the {length} bytes it needs); "
@@ -402,5 +399,6 @@ def _parse_mode(mode: str) -> bool:
 
 if calls is not None:  # what map_staged and a Mapping's __enter__ and __exit__ work with
     staging.set_up_maps(calls, Mapping, forks, processes, memory)
-    # map('w')'s staged case in one C call, with no frame (shm/c/usual_methods.c)
-    Maps.map = calls.UsualMethod(calls.USUAL_MAP, Maps.map, None)  # type: ignore[method-assign]
+    # map('w')'s staged case in one C call, with no frame (shm/c/usual_methods.c; its
+    # Python function, this `map`, makes every other map, and is what runs without it)
+    Maps.map = calls.UsualMethod(calls.USUAL_MAP, Maps.map, _staged_map_failed)  # type: ignore[method-assign]

@@ -94,11 +94,6 @@ def new_allocation(
     """
     # (Context.create is this function: no frame of its own. A recycled segment from the
     # context's pool, or a fresh one.)
-    if dtype is None and shape is None and _create_usual is not None:
-        # The usual create (the size of the last one), in one call (shm/c/usual.c).
-        made = _create_usual(context, size)
-        if made is not None:
-            return made if type(made) is not tuple else _adopted(context._registry, *made)
     registry = context._registry
     last_size, last_dtype, layout = _last_sized  # (layout_for's first lines: a loop's create)
     if size is not last_size or dtype is not last_dtype or shape is not None:
@@ -236,14 +231,11 @@ _template: tuple = _NO_TEMPLATE
 os.register_at_fork(after_in_child=_forget_template)
 
 if calls is not None:  # what the usual create, publish and free in one call work with
-    _create_usual = calls.create_usual  # (shm/c/usual.c)
-    calls.set_up_usual(
+    calls.set_up_usual(  # (shm/c/usual.c)
         making.create_private, globals(), Allocation, _SMALL, making.publish,
         making.free_named, vars(directory), shm_dir_setting, hdr.packed_names,
         forks.private, PRIVATE, SHARED, hdr.PUBLISHED, hdr.FREED, POOL_MIN_BYTES,
     )  # fmt: skip
-else:
-    _create_usual = None
 
 
 def _adopted_made(context: Context, made: tuple[Allocation, int, int]) -> Allocation:
@@ -251,7 +243,8 @@ def _adopted_made(context: Context, made: tuple[Allocation, int, int]) -> Alloca
     return _adopted(context._registry, *made)
 
 
-# Context.create: its usual case in one C call, with no frame (shm/c/usual_methods.c).
+# Context.create: its usual case in one C call, with no frame (shm/c/usual_methods.c);
+# new_allocation makes every other, and is what runs without the extension.
 create = (
     new_allocation
     if calls is None

@@ -30,8 +30,6 @@ _PUBLISHED = hdr.pack_lifecycle(hdr.PUBLISHED)
 _NAME_IN_TAIL = hdr.NAME_AT - hdr.LIFECYCLE_AT  # where the name is in what publish writes
 _LIFECYCLE_AT, _PUBLISHED_BYTE = hdr.LIFECYCLE_AT, hdr.PUBLISHED
 _packed_names = hdr.packed_names  # (a name packed before: no frame, see hdr.pack_name)
-# The usual first publish in one call (shm/c/usual.c; set up by members.py).
-_publish_usual = calls.publish_usual if calls is not None else None
 
 
 class Publishing(Lifecycle):
@@ -45,8 +43,6 @@ class Publishing(Lifecycle):
         Waits for the bookkeeping locks it needs at most `timeout` seconds (None: the
         default, `$CLARA_LOCK_TIMEOUT` or 10 s), then raises Timeout naming the holder.
         """
-        if timeout is None and _publish_usual is not None and _publish_usual(self, name):
-            return  # the usual first publish, in one call (shm/c/usual.c)
         registry = self._registry
         file_name, what = registry.published(name)  # (checks the name)
         if self._closed:  # (the checks inline, their messages out of line)

@@ -43,7 +43,6 @@ def twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     if request.param == "python":
         if calls is not None:  # (map's usual case: shm/c/usual_methods.c)
             monkeypatch.setattr(maps_module.Maps.map, "usual", False)
-        monkeypatch.setattr(maps_module, "_map_staged", None)
         monkeypatch.setattr(Mapping, "__enter__", Mapping._view)
         monkeypatch.setattr(Mapping, "__exit__", Mapping._exit)
     return request.param
@@ -240,7 +239,7 @@ def test_a_staged_map_with_no_memory_left_is_out_of_space_and_maps_nothing(
     from clara_core.shm import header as hdr, processes
 
     if {python}:
-        maps._map_staged = None
+        maps.Maps.map.usual = False
     processes.identity()
     ctx = Context.create("job")
     alloc = ctx.create(dtype="uint8", shape=(200 << 10,))  # (no kept range of its length)
@@ -377,3 +376,50 @@ def test_a_collection_inside_the_staged_map_call_never_reaches_freed_memory(
     result = run_python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True"]
+
+
+@_NEEDS_C
+def test_an_error_after_the_staged_map_was_recorded_is_raised_not_taken_for_busy(
+    namespace: str,
+) -> None:
+    """(rev8 L7) Its last step failing (a fork by another thread meanwhile, then its write
+    of the data state failing): that error, not a retry of the map that finds it mapped
+    already (Busy)."""
+    script = """
+    import errno, gc
+    from clara_core import Allocation, Busy, ClaraError, Context
+
+    ctx = Context.create("job")
+    with ctx.create(4096).map("w"):
+        pass  # (this process's identity and the view known)
+    alloc = ctx.create(4096)
+
+    def failing(self, pending):
+        raise OSError(errno.EIO, "the data state could not be written")
+
+    Allocation._public_meanwhile = failing
+    state = {"armed": False}
+
+    def callback(phase, info):
+        if phase == "start" and state["armed"]:
+            state["armed"] = False
+            alloc._pending = bytearray(alloc._pending)  # (as a fork meanwhile leaves it)
+
+    gc.callbacks.append(callback)
+    gc.collect()
+    gc.set_threshold(1)
+    state["armed"] = True
+    try:
+        alloc.map("w")
+    except Busy:
+        print("Busy")
+    except ClaraError as exc:
+        print("ClaraError", isinstance(exc.__cause__, OSError))
+    finally:
+        gc.set_threshold(700)
+        gc.callbacks.remove(callback)
+    Context.destroy("job")
+    """
+    result = run_python(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ClaraError", "True"]

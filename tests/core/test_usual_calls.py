@@ -27,9 +27,7 @@ from clara_core import (
     OutOfSpace,
     Timeout,
     forks,
-    freeing,
     members,
-    publishing,
 )
 from clara_core.names import shm_dir
 from clara_core.shm import header as hdr
@@ -52,9 +50,6 @@ def twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     """'c': the calls as built; 'python': the same steps in Python (the calls out of the
     way)."""
     if request.param == "python":
-        monkeypatch.setattr(members, "_create_usual", None)
-        monkeypatch.setattr(publishing, "_publish_usual", None)
-        monkeypatch.setattr(freeing, "_free_usual", None)
         for method in _USUAL_METHODS:
             monkeypatch.setattr(method, "usual", False)
     return request.param

@@ -100,12 +100,13 @@ PyObject *clara_map_staged(PyObject *module, PyObject *alloc) {
     // may run a collection, whose finalizers may run any code, another thread's too, and
     // change the allocation's fields (what it then drops must stay valid here).
     PyObject **fields = ((Fields *)alloc)->fields;
-    PyObject *pending = Py_NewRef(fields[PENDING]), *maps = Py_NewRef(fields[MAPS]);
-    PyObject *layout = Py_NewRef(fields[LAYOUT]), *fd = Py_NewRef(fields[FD]);
+    PyObject *pending = Py_XNewRef(fields[PENDING]), *maps = Py_XNewRef(fields[MAPS]);
+    PyObject *layout = Py_XNewRef(fields[LAYOUT]), *fd = Py_XNewRef(fields[FD]);
     PyObject *found = NULL, *writing = NULL, *completed = NULL, *length_number = NULL;
     PyObject *region = NULL, *address = NULL, *thread = NULL, *now = NULL;
     PyObject *result = Py_None;  // (not the usual case, unless made below)
-    if (fields[CLOSED] != Py_False || fields[WRITABLE] != Py_True || fields[WARM] != Py_None ||
+    if (pending == NULL || maps == NULL || layout == NULL || fd == NULL ||  // (cleared)
+        fields[CLOSED] != Py_False || fields[WRITABLE] != Py_True || fields[WARM] != Py_None ||
         !PyList_CheckExact(maps) || PyList_GET_SIZE(maps) != 0 ||
         !PyByteArray_CheckExact(pending) || PyByteArray_GET_SIZE(pending) < DATA_AT + DATA_SIZE ||
         PyByteArray_AS_STRING(pending)[DATA_AT] != EMPTY || !PyTuple_Check(layout) ||

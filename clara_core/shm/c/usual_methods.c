@@ -58,14 +58,11 @@ static PyObject *usual_vectorcall(UsualMethod *self, PyObject *const *args, size
     }
     PyObject *done = usual_call(self, args);
     if (done == NULL) {
-        // An OSError of a call that did nothing (create, map): the Python makes it again
-        // and says why; of a free: its continuation raises it, translated.
-        if (self->kind == PUBLISH || !PyErr_ExceptionMatches(PyExc_OSError)) {
+        // An OSError of a map or a free: their continuation raises it as the Python
+        // does (translated); a create's call says None for its own (see usual.c).
+        if (self->kind == PUBLISH || self->kind == CREATE ||
+            !PyErr_ExceptionMatches(PyExc_OSError)) {
             return NULL;
-        }
-        if (self->kind != FREE) {
-            PyErr_Clear();
-            return python_call(self, args, nargsf, kwnames);
         }
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
@@ -99,12 +96,15 @@ static PyObject *usual_vectorcall(UsualMethod *self, PyObject *const *args, size
             }
             break;
         default:
-            return done;  // (the Mapping)
+            if (!PyExceptionInstance_Check(done)) {
+                return done;  // (the Mapping)
+            }
     }
-    // A free the Python goes on with (`finish(allocation, found, None)`), or a create's
-    // file to adopt (`finish(context, made)`).
+    // A free the Python goes on with (`finish(allocation, found, None)`), a map's error
+    // (`finish(allocation, error, None)`), or a create's file to adopt (`finish(context,
+    // made)`).
     PyObject *call[3] = {args[0], done, Py_None};
-    PyObject *result = PyObject_Vectorcall(self->finish, call, self->kind == FREE ? 3 : 2, NULL);
+    PyObject *result = PyObject_Vectorcall(self->finish, call, self->kind == CREATE ? 2 : 3, NULL);
     Py_DECREF(done);
     return result;
 }
