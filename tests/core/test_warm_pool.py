@@ -94,9 +94,32 @@ def header_of(file_name: str) -> hdr.Header:
         return hdr.parse(f.read(hdr.HEADER_SIZE), os.stat(path).st_size, file_name)
 
 
+def the_pool(warm: Context, namespace: str, pooled_name: str | None = None) -> str:
+    """What the warm pool holds, for a failing assertion's message: its files, its ledger,
+    this process's warm segments, and who holds `pooled_name` (a claim takes only a
+    segment nobody else references)."""
+    from clara_core import warm_segments
+    from clara_core.shm import locks, processes
+
+    seen = [f"pool files {pooled_inodes(namespace)}", f"ledger {_slots(warm)}"]
+    seen.append(f"warm here {dict((k, len(v)) for k, v in warm_segments._warm.items())}")
+    if pooled_name is not None:
+        path = os.path.join(shm_dir(), pooled_name)
+        if os.path.exists(path):
+            found = os.stat(path)
+            holders = processes.lock_holders((found.st_dev, found.st_ino), locks.REFERENCE_BYTE)
+            seen.append(f"{pooled_name} referenced by {holders}")
+            seen.append(f"opened by {processes.openers({(found.st_dev, found.st_ino)})}")
+        else:
+            seen.append(f"{pooled_name} gone")
+    return "; ".join(seen)
+
+
 def test_a_claimed_segment_is_a_fresh_member_of_the_job_context(warm, namespace):
-    job("job-1")
-    ((pooled_name, inode),) = pooled_inodes(namespace).items()
+    job_inode, _, _ = job("job-1")
+    pooled_files = pooled_inodes(namespace)
+    assert list(pooled_files.values()) == [job_inode], the_pool(warm, namespace)
+    ((pooled_name, inode),) = pooled_files.items()
     # In the pool it is the warm pool's: its context, its incarnation, nobody's data.
     pooled = header_of(pooled_name)
     assert (pooled.context, pooled.lifecycle, pooled.data.state) == ("warm", hdr.POOLED, hdr.EMPTY)
@@ -106,7 +129,8 @@ def test_a_claimed_segment_is_a_fresh_member_of_the_job_context(warm, namespace)
         alloc = ctx.create(dtype="float32", shape=(MIB,))
         alloc.publish("v")
         published = f"{namespace}.job-2.a.v"
-        assert os.stat(os.path.join(shm_dir(), published)).st_ino == inode
+        claimed = os.stat(os.path.join(shm_dir(), published)).st_ino
+        assert claimed == inode, the_pool(warm, namespace, pooled_name)
         assert pooled_inodes(namespace) == {}  # published: it left the warm pool
         member = header_of(published)
         assert (member.context, member.name, member.lifecycle) == ("job-2", "v", hdr.PUBLISHED)
