@@ -15,14 +15,20 @@ Lock bytes on a context's segment (OFD locks, see `shm.locks`):
 
 The counts themselves are in the context's ledger (`shm.ledger`), never found by listing
 the directory, so that junk in /dev/shm costs a create or free nothing.
+
+An OFD lock belongs to the open file, which every thread using this Registry shares: two
+threads would both "hold" it at once. So QUOTA_BYTE and POOL_BYTE are taken under a lock
+of this process first (`_local`), waited for as briefly as the byte itself.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
+from _thread import allocate_lock
 
-from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied
+from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied, Timeout
 from .lazy import contextmanager
 from .names import PUBLISHED, member_file, validate_name
 from .shm import locks, segment
@@ -47,6 +53,7 @@ class Registry:
     """The open segment of a context, and the rules its allocations follow."""
 
     __slots__ = (
+        "_local",
         "_published_names",
         "capacity",
         "fd",
@@ -98,6 +105,9 @@ class Registry:
         self.published_names = self._published_names
         # Another context whose pool this one claims from and retires into (`warm_pool`).
         self.warm_pool: Registry | None = None
+        # This process's side of QUOTA_BYTE and POOL_BYTE (see the module), and the
+        # fork generation it was made in (a thread holding it is not in a forked child).
+        self._local = (allocate_lock(), _forks)
 
     @classmethod
     @contextmanager
@@ -185,7 +195,7 @@ class Registry:
         assert self.capacity is not None
         from .shm.ledger import write_published  # (contexts with a capacity only)
 
-        locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
+        local = self._quota_locked(timeout)
         try:
             used = self._published()
             if used + nbytes > self.capacity:
@@ -201,6 +211,7 @@ class Registry:
                 raise
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
+            local.release()
 
     @contextmanager
     def unpublishing(self, nbytes: int, timeout: float | None = None) -> Iterator[None]:
@@ -211,12 +222,13 @@ class Registry:
             return
         from .shm.ledger import write_published
 
-        locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
+        local = self._quota_locked(timeout)
         try:
             yield
             write_published(self.fd, self._published() - nbytes)
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
+            local.release()
 
     def _published(self) -> int:
         from .shm.ledger import read
@@ -247,23 +259,78 @@ class Registry:
         """Count the published bytes again from the directory (leak-check's repair)."""
         from .shm.ledger import write_published
 
-        locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), timeout)
+        local = self._quota_locked(timeout)
         try:
             write_published(self.fd, self.count_published())
         finally:
             locks.unlock(self.fd, QUOTA_BYTE)
+            local.release()
 
     @contextmanager
     def pool_locked(self) -> Iterator[bool]:
         """Hold the pool's lock; yields False (and holds nothing) if it stayed busy for
         POOL_WAIT seconds: the caller then does without the pool."""
-        if not locks.lock(self.fd, POOL_BYTE, True, POOL_WAIT):
+        local = self._local_lock()
+        started = time.monotonic()
+        if not local.acquire(timeout=POOL_WAIT):
             yield False
             return
         try:
-            yield True
+            left = max(POOL_WAIT - (time.monotonic() - started), 0.0)
+            if not locks.lock(self.fd, POOL_BYTE, True, left):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                locks.unlock(self.fd, POOL_BYTE)
         finally:
-            locks.unlock(self.fd, POOL_BYTE)
+            local.release()
+
+    def _quota_locked(self, timeout: float | None) -> _Lock:
+        """QUOTA_BYTE, under this process's lock (see the module), both waited for at most
+        `timeout` seconds in all (None: the default); returns that lock, held (the caller
+        unlocks the byte, then releases it)."""
+        local = self._local_lock()
+        wait = locks.default_wait() if timeout is None else timeout
+        started = time.monotonic()
+        if not local.acquire(timeout=-1 if wait == locks.INFINITY else wait):
+            raise Timeout(
+                f"timed out after {wait:g} s waiting for {self._lock_name('quota')} "
+                "(held by another thread of this process)"
+            )
+        try:
+            left = max(wait - (time.monotonic() - started), 0.0)
+            locks.acquire(self.fd, QUOTA_BYTE, True, self._lock_name("quota"), left)
+        except BaseException:
+            local.release()
+            raise
+        return local
+
+    def _local_lock(self) -> _Lock:
+        """This process's lock of QUOTA_BYTE and POOL_BYTE (a new one in a forked child)."""
+        local, made_in = self._local
+        if made_in != _forks:
+            with _replacing:
+                local, made_in = self._local
+                if made_in != _forks:
+                    local = allocate_lock()
+                    self._local = (local, _forks)
+        return local
 
     def _lock_name(self, which: str) -> str:
         return f"the {which} lock of context '{self.name}'"
+
+
+_Lock = type(allocate_lock())
+_forks = 0  # forks that made this process (see Registry._local_lock)
+_replacing = allocate_lock()
+
+
+def _forked() -> None:
+    global _forks, _replacing
+    _forks += 1
+    _replacing = allocate_lock()  # (a thread holding it at the fork is not in the child)
+
+
+os.register_at_fork(after_in_child=_forked)

@@ -6,8 +6,15 @@ Threads with references of their own: an exception in one never leaves them wait
 from __future__ import annotations
 
 import json
+import os
+import sys
 import textwrap
+import threading
 
+import pytest
+
+from clara_core import Context, OutOfSpace, pool
+from clara_core.names import shm_dir
 from tests.helpers import run_python
 
 # A script of threads on one reference `ref` to NBYTES bytes of 7 published as "data"
@@ -217,3 +224,111 @@ def test_an_exception_raised_by_a_signal_handler_leaves_no_lock_held_for_other_t
     done = run_python(_TICKS, "30000", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]  # (4: the other thread still waits)
     assert done.stdout.split() == ["False", "True"]
+
+
+def _inside_while_another_thread_acts(stop_at: str, first, second) -> None:
+    """Run `first` in a thread that stops (profile) as a function `stop_at` returns, until
+    `second`, run in another thread meanwhile, is done (or 3 s have passed)."""
+    inside, done = threading.Event(), threading.Event()
+
+    def profile(frame, event, arg):
+        if event == "return" and frame.f_code.co_name == stop_at:
+            sys.setprofile(None)
+            inside.set()
+            done.wait(3)
+
+    def stopping():
+        sys.setprofile(profile)
+        try:
+            first()
+        finally:
+            sys.setprofile(None)
+
+    def acting():
+        inside.wait(3)
+        try:
+            second()
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=stopping), threading.Thread(target=acting)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_threads_sharing_a_context_never_publish_past_its_capacity() -> None:
+    """The quota lock is an OFD lock on the context's file, which threads of one Context
+    share: a thread publishing while another held it (its count read, not yet written)
+    did not wait, and both wrote their count over the same old one: three allocations
+    published in a context room for two, the count one short (and another process could
+    then count meanwhile too, the lock let go by the first thread done)."""
+    ctx = Context.create("job", capacity=2 * 8192)  # two 4 KiB allocations
+    outcome = {}
+
+    def publish(name):
+        made = ctx.create(4096)
+        try:
+            made.publish(name)
+            outcome[name] = "published"
+        except OutOfSpace:
+            outcome[name] = "OutOfSpace"
+        made.release()
+
+    try:
+        _inside_while_another_thread_acts(
+            "_published", lambda: publish("a"), lambda: (publish("b"), publish("c"))
+        )
+        assert sorted(outcome.values()) == ["OutOfSpace", "published", "published"]
+        assert ctx._registry._published() == 2 * 8192
+    finally:
+        ctx.close()
+        Context.destroy("job")
+
+
+def test_threads_sharing_a_context_never_take_one_pool_slot_for_two_segments(namespace) -> None:
+    """The pool lock, the same way: a thread retiring a segment while another held it
+    (a free slot found, not yet written) took that same slot; the other then wrote its
+    own over it: a pooled segment without a slot, which no create could claim."""
+    ctx = Context.create("job", pool_bytes="64M")
+    first, second = ctx.create(2 << 20), ctx.create(2 << 20)
+    try:
+        _inside_while_another_thread_acts("_free_slot", first.release, second.release)
+        files = sorted(n for n in os.listdir(shm_dir()) if n.startswith(f"{namespace}.job.p."))
+        assert sorted(name for _, name in pool.pooled(ctx._registry)) == files
+    finally:
+        ctx.close()
+        Context.destroy("job")
+
+
+def test_a_child_forked_while_another_thread_holds_a_context_lock_can_take_it() -> None:
+    """That lock of the process, held by a thread at a fork, is not the child's to wait
+    for (the thread is not in the child): the child publishes into the context at once."""
+    ctx = Context.create("job", capacity=4 * 8192)
+    status = {}
+
+    def publish(name):
+        made = ctx.create(4096)
+        made.publish(name)
+        made.release()
+
+    def fork_and_publish():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                publish("child")
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        status["child"] = os.waitpid(pid, 0)[1]
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CLARA_LOCK_TIMEOUT", "1")
+            _inside_while_another_thread_acts("_published", lambda: publish("a"), fork_and_publish)
+        assert status["child"] == 0
+        assert sorted(ctx.names()) == ["a", "child"]
+    finally:
+        ctx.close()
+        Context.destroy("job")
