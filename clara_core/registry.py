@@ -18,15 +18,20 @@ the directory, so that junk in /dev/shm costs a create or free nothing.
 
 An OFD lock belongs to the open file, which every thread using this Registry shares: two
 threads would both "hold" it at once. So QUOTA_BYTE and POOL_BYTE are taken under a lock
-of this process first (`_local`), waited for as briefly as the byte itself.
+of this process first (`_local`), waited for as briefly as the byte itself. A forked
+child would share the open file too (the same locks as its parent's: both inside at
+once): at the fork it gets an open file of its own for every live Registry, at the same
+descriptor (`_forked`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import time
 from _thread import allocate_lock
+from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
 from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied, Timeout
 from .lazy import contextmanager
@@ -53,6 +58,8 @@ class Registry:
     """The open segment of a context, and the rules its allocations follow."""
 
     __slots__ = (
+        "__weakref__",
+        "_file_id",
         "_local",
         "_published_names",
         "capacity",
@@ -105,9 +112,11 @@ class Registry:
         self.published_names = self._published_names
         # Another context whose pool this one claims from and retires into (`warm_pool`).
         self.warm_pool: Registry | None = None
-        # This process's side of QUOTA_BYTE and POOL_BYTE (see the module), and the
-        # fork generation it was made in (a thread holding it is not in a forked child).
-        self._local = (allocate_lock(), _forks)
+        # This process's side of QUOTA_BYTE and POOL_BYTE (see the module); a forked
+        # child's is a new one, and so is its open file (`_forked`, by `_file_id`).
+        self._local = allocate_lock()
+        self._file_id = (found.st_dev, found.st_ino)
+        _live.add(weak_ref(self, _live.discard))
 
     @classmethod
     @contextmanager
@@ -270,7 +279,7 @@ class Registry:
     def pool_locked(self) -> Iterator[bool]:
         """Hold the pool's lock; yields False (and holds nothing) if it stayed busy for
         POOL_WAIT seconds: the caller then does without the pool."""
-        local = self._local_lock()
+        local = self._local
         started = time.monotonic()
         if not local.acquire(timeout=POOL_WAIT):
             yield False
@@ -291,7 +300,7 @@ class Registry:
         """QUOTA_BYTE, under this process's lock (see the module), both waited for at most
         `timeout` seconds in all (None: the default); returns that lock, held (the caller
         unlocks the byte, then releases it)."""
-        local = self._local_lock()
+        local = self._local
         wait = locks.default_wait() if timeout is None else timeout
         started = time.monotonic()
         if not local.acquire(timeout=-1 if wait == locks.INFINITY else wait):
@@ -307,30 +316,44 @@ class Registry:
             raise
         return local
 
-    def _local_lock(self) -> _Lock:
-        """This process's lock of QUOTA_BYTE and POOL_BYTE (a new one in a forked child)."""
-        local, made_in = self._local
-        if made_in != _forks:
-            with _replacing:
-                local, made_in = self._local
-                if made_in != _forks:
-                    local = allocate_lock()
-                    self._local = (local, _forks)
-        return local
+    def _own_file(self) -> None:
+        """In a forked child: an open file of its own for the context's segment, at the
+        same descriptor (opened again through /proc/self/fd: no name is looked up), so
+        that its locks are the child's, as another process's are. Nothing if the
+        descriptor no longer denotes the segment (closed, its number reused), or without
+        /proc (then the child shares its parent's locks, as before)."""
+        fd = self.fd
+        try:
+            found = os.fstat(fd)
+            if (found.st_dev, found.st_ino) != self._file_id or not stat.S_ISREG(found.st_mode):
+                return
+            access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+            own = os.open(f"/proc/self/fd/{fd}", access | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.dup2(own, fd, inheritable=False)
+        except OSError:
+            pass
+        finally:
+            os.close(own)
 
     def _lock_name(self, which: str) -> str:
         return f"the {which} lock of context '{self.name}'"
 
 
 _Lock = type(allocate_lock())
-_forks = 0  # forks that made this process (see Registry._local_lock)
-_replacing = allocate_lock()
+_live: set[weak_ref[Registry]] = set()  # every Registry alive in this process
 
 
 def _forked() -> None:
-    global _forks, _replacing
-    _forks += 1
-    _replacing = allocate_lock()  # (a thread holding it at the fork is not in the child)
+    """In a forked child (one thread): every live Registry's lock of the process is new
+    (a thread holding it is not in the child), and its open file the child's own."""
+    for held in list(_live):
+        registry = held()
+        if registry is not None:
+            registry._local = allocate_lock()
+            registry._own_file()
 
 
 os.register_at_fork(after_in_child=_forked)

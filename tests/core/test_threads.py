@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import textwrap
 import threading
@@ -304,16 +305,18 @@ def test_threads_sharing_a_context_never_take_one_pool_slot_for_two_segments(nam
 
 def test_a_child_forked_while_another_thread_holds_a_context_lock_can_take_it() -> None:
     """That lock of the process, held by a thread at a fork, is not the child's to wait
-    for (the thread is not in the child): the child publishes into the context at once."""
+    for (the thread is not in the child): the child publishes into the context once the
+    parent's thread has let go of the quota lock, not never (its copy of the process's
+    lock stayed held for good: a Timeout)."""
     ctx = Context.create("job", capacity=4 * 8192)
-    status = {}
+    forked = []
 
     def publish(name):
         made = ctx.create(4096)
         made.publish(name)
         made.release()
 
-    def fork_and_publish():
+    def fork():
         pid = os.fork()
         if pid == 0:
             try:
@@ -321,14 +324,68 @@ def test_a_child_forked_while_another_thread_holds_a_context_lock_can_take_it() 
             except BaseException:
                 os._exit(1)
             os._exit(0)
-        status["child"] = os.waitpid(pid, 0)[1]
+        forked.append(pid)
 
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("CLARA_LOCK_TIMEOUT", "1")
-            _inside_while_another_thread_acts("_published", lambda: publish("a"), fork_and_publish)
-        assert status["child"] == 0
+            patch.setenv("CLARA_LOCK_TIMEOUT", "20")  # (the parent's thread lets go first)
+            _inside_while_another_thread_acts("_published", lambda: publish("a"), fork)
+        assert os.waitpid(forked[0], 0)[1] == 0
         assert sorted(ctx.names()) == ["a", "child"]
     finally:
+        ctx.close()
+        Context.destroy("job")
+
+
+def test_a_forked_child_and_its_parent_exclude_each_other_at_a_context_lock() -> None:
+    """A forked child shared its parent's open file of the context, and so its OFD locks:
+    a child publishing while its parent held the quota lock (its count read) went in at
+    once, as a thread did (three allocations in room for two, counted as one). The child
+    has an open file of its own: it waits, as any other process does. (The parent, inside,
+    gives the child a second to come in too; it never may.)"""
+    ctx = Context.create("job", capacity=2 * 8192)
+    go_r, go_w = os.pipe()
+    inside_r, inside_w = os.pipe()
+
+    def when_inside(then):
+        def profile(frame, event, arg):
+            if event == "return" and frame.f_code.co_name == "_published":
+                sys.setprofile(None)
+                then()
+
+        return profile
+
+    def publish(name, profile):
+        made = ctx.create(4096)
+        sys.setprofile(profile)
+        try:
+            made.publish(name)
+        finally:
+            sys.setprofile(None)
+            made.release()
+
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.read(go_r, 1)
+                publish("child", when_inside(lambda: os.write(inside_w, b"i")))
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        both_inside = []
+
+        def let_the_child_try():
+            os.write(go_w, b"g")
+            both_inside.append(bool(select.select([inside_r], [], [], 1.0)[0]))
+
+        publish("parent", when_inside(let_the_child_try))
+        assert os.waitpid(pid, 0)[1] == 0
+        assert both_inside == [False]
+        assert sorted(ctx.names()) == ["child", "parent"]
+        assert ctx._registry._published() == 2 * 8192
+    finally:
+        for fd in (go_r, go_w, inside_r, inside_w):
+            os.close(fd)
         ctx.close()
         Context.destroy("job")
