@@ -18,7 +18,10 @@ the directory, so that junk in /dev/shm costs a create or free nothing.
 
 An OFD lock belongs to the open file, which every thread using this Registry shares: two
 threads would both "hold" it at once. So QUOTA_BYTE and POOL_BYTE are taken under a lock
-of this process first (`_local`), waited for as briefly as the byte itself. A forked
+of this process first (`_local`), waited for as briefly as the byte itself, but never by
+the thread that holds it: a finalizer (the collector runs them wherever a thread
+allocates) or a signal handler runs inside that thread's section, and would wait for its
+own frame; it does without the pool then, or its publish or free is Busy. A forked
 child would share the open file too (the same locks as its parent's: both inside at
 once): at the fork it gets an open file of its own for every live Registry, at the same
 descriptor (`_forked`).
@@ -30,10 +33,10 @@ import fcntl
 import os
 import stat
 import time
-from _thread import allocate_lock
+from _thread import RLock
 from _weakref import ref as weak_ref  # weakref.ref, without the weakref module (start-up)
 
-from .errors import ClaraError, NotFound, OutOfSpace, PermissionDenied, Timeout
+from .errors import Busy, ClaraError, NotFound, OutOfSpace, PermissionDenied, Timeout
 from .lazy import contextmanager
 from .names import PUBLISHED, member_file, validate_name
 from .shm import locks, segment
@@ -114,7 +117,7 @@ class Registry:
         self.warm_pool: Registry | None = None
         # This process's side of QUOTA_BYTE and POOL_BYTE (see the module); a forked
         # child's is a new one, and so is its open file (`_forked`, by `_file_id`).
-        self._local = allocate_lock()
+        self._local = RLock()  # (an RLock to tell its own thread: never taken twice)
         self._file_id = (found.st_dev, found.st_ino)
         _live.add(weak_ref(self, _live.discard))
 
@@ -280,6 +283,9 @@ class Registry:
         """Hold the pool's lock; yields False (and holds nothing) if it stayed busy for
         POOL_WAIT seconds: the caller then does without the pool."""
         local = self._local
+        if local._is_owned():  # (a finalizer or signal handler inside this thread's)
+            yield False
+            return
         started = time.monotonic()
         if not local.acquire(timeout=POOL_WAIT):
             yield False
@@ -301,6 +307,11 @@ class Registry:
         `timeout` seconds in all (None: the default); returns that lock, held (the caller
         unlocks the byte, then releases it)."""
         local = self._local
+        if local._is_owned():
+            raise Busy(
+                f"{self._lock_name('quota')} is held by this very thread (a signal handler "
+                "or finalizer run inside its publish or free)"
+            )
         wait = locks.default_wait() if timeout is None else timeout
         started = time.monotonic()
         if not local.acquire(timeout=-1 if wait == locks.INFINITY else wait):
@@ -342,7 +353,7 @@ class Registry:
         return f"the {which} lock of context '{self.name}'"
 
 
-_Lock = type(allocate_lock())
+_Lock = type(RLock())
 _live: set[weak_ref[Registry]] = set()  # every Registry alive in this process
 
 
@@ -352,7 +363,7 @@ def _forked() -> None:
     for held in list(_live):
         registry = held()
         if registry is not None:
-            registry._local = allocate_lock()
+            registry._local = RLock()
             registry._own_file()
 
 

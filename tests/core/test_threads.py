@@ -389,3 +389,37 @@ def test_a_forked_child_and_its_parent_exclude_each_other_at_a_context_lock() ->
             os.close(fd)
         ctx.close()
         Context.destroy("job")
+
+
+def test_a_finalizer_or_handler_inside_a_context_lock_never_waits_for_its_own_thread() -> None:
+    """The lock of the process under the quota and pool locks, held by a thread, is not
+    waited for by that very thread: a finalizer (the collector runs them wherever a thread
+    allocates, a released allocation's goes to the pool) or a signal handler inside its
+    section would wait for its own frame. Inside the pool lock it does without the pool
+    at once (it waited the pool's wait each time: 3 s -> 50 s for
+    test_pool.py's finalizer test); inside the quota lock its publish or free is Busy
+    (it waited for the lock's timeout, then Timeout)."""
+    script = """
+    import faulthandler, os
+    os.environ["CLARA_LOCK_TIMEOUT"] = "600"
+    faulthandler.dump_traceback_later(30, exit=True)  # a wait for its own frame: exit 1
+    from clara_core import Busy, Context, registry
+
+    registry.POOL_WAIT = 600.0
+    ctx = Context.create("job", capacity=8 << 20)
+    reg = ctx._registry
+    with reg.pool_locked() as outer, reg.pool_locked() as inner:
+        print("pool", outer, inner)
+    with reg.publishing(8192, "an allocation"):
+        try:
+            with reg.unpublishing(8192):
+                print("quota entered")
+        except Busy:
+            print("quota Busy")
+    ctx.close()
+    Context.destroy("job")
+    """
+    result = run_python(script, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "pool True False\nquota Busy\n"), (
+        result.stderr[-2000:]
+    )
