@@ -96,17 +96,22 @@ MAKER_RETURNS = {
 }
 
 
-@pytest.mark.parametrize("path", ["c", "pure"])
-def test_a_map_cut_short_anywhere_leaves_no_mapping(path: str) -> None:
+def _run_on(path: str, script: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter on the C calls ("c") or the pure-Python twins."""
     from clara_core.shm.native import calls
 
     if path == "c" and calls is None:
         pytest.skip("the C extension is not built here")
     env = dict(os.environ)
     env["CLARA_PURE_PYTHON"] = "1" if path == "pure" else "0"
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+@pytest.mark.parametrize("path", ["c", "pure"])
+def test_a_map_cut_short_anywhere_leaves_no_mapping(path: str) -> None:
+    done = _run_on(path, SCRIPT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]  # (a crash: -11)
     found = json.loads(done.stdout)
     assert found["tried"] >= 100  # every step of the four cycles was cut at
@@ -158,19 +163,7 @@ finally:
 
 @pytest.mark.parametrize("path", ["c", "pure"])
 def test_an_unmap_cut_short_after_its_detach_moved_the_mapping_keeps_nothing(path: str) -> None:
-    from clara_core.shm.native import calls
-
-    if path == "c" and calls is None:
-        pytest.skip("the C extension is not built here")
-    env = dict(os.environ)
-    env["CLARA_PURE_PYTHON"] = "1" if path == "pure" else "0"
-    done = subprocess.run(
-        [sys.executable, "-c", MOVED_THEN_UNLOCK],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = _run_on(path, MOVED_THEN_UNLOCK, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     # the unmap was cut short where it should be, and no mapping of the segment is left
     assert done.stdout.split() == ["True", "0"]
